@@ -1,0 +1,5 @@
+import sys
+
+from braggscope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``braggscope`` command line.
+
+Each command group lives in its own module, which adds its sub-parser through
+``add_parser(subparsers)`` and imports its heavy dependencies only when run,
+so ``braggscope --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module -> owner of a command group; each defines add_parser(subparsers)
+COMMAND_MODULES = (
+    "braggscope.simctl",     # braggscope sim start|stop|status
+    "braggscope.session",    # braggscope shell
+    "braggscope.demo",       # braggscope demo sxdm|bcdi
+    "braggscope.reduce",     # braggscope reduce sxdm|bcdi
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="braggscope",
+        description="Acquisition, control and analysis for nano-focused Bragg diffraction imaging.",
+    )
+    parser.add_argument("--config", help="beamline TOML file (default: $BRAGGSCOPE_CONFIG or the simulator)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

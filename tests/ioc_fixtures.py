@@ -1,0 +1,1 @@
+"""IOC fixtures (caproto simulators on loopback), shared by device, plan and storage tests."""
