@@ -103,3 +103,17 @@ def test_geometry_rejects_bad_input():
         Geometry(-1, 0.5, 55e-6, (0, 0))
     with pytest.raises(ValueError, match="distance_m"):
         Geometry(8, 0, 55e-6, (0, 0))
+
+
+def test_eccentricity_fit_recovers_model():
+    from braggscope.eccentricity import EccentricityModel, fit_eccentricity
+
+    truth = EccentricityModel(eta0=5.0, x=(0.8, -0.01), y=(-0.3, 0.004))
+    eta = np.linspace(0, 12, 7)
+    dx, dy = truth.offset(eta)
+    fit = fit_eccentricity(eta, 10 + dx - truth.offset(0.0)[0], 20 + dy - truth.offset(0.0)[1], eta0=5.0)
+    assert fit.x == pytest.approx(truth.x, abs=1e-9)
+    assert fit.y == pytest.approx(truth.y, abs=1e-9)
+    assert EccentricityModel.from_dict(truth.to_dict()) == truth
+    with pytest.raises(ValueError, match="distinct eta"):
+        fit_eccentricity([1, 1, 1], [0, 0, 0], [0, 0, 0])
