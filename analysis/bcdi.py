@@ -1,0 +1,513 @@
+"""BCDI phase retrieval: ER, HIO and RAAR with shrink-wrap, several runs, modes.
+
+Entry point: :func:`phase_retrieval` (stable API, ``shared/CONVENTIONS.md``).
+
+Data layout
+-----------
+``intensity`` is the far field with its centre at the array centre (as after
+``numpy.fft.fftshift``). Internally the amplitude is ``ifftshift``-ed once so
+that no shift is needed per iteration; the object lives centred in its array
+(a centred object and an origin-centred one differ by a phase ramp in Fourier
+space, to which the modulus constraint is blind).
+
+Sign convention (the ONE place it is handled)
+---------------------------------------------
+The physical amplitude is ``A(q) = sum rho(r) exp(+i q.r)`` while the
+iterations use forward FFTs (``exp(-i q.r)``). The object that the iterations
+converge to is therefore ``conj(rho)`` (or its twin ``rho(-r)``): the phase
+has the opposite sign of ``G.u`` (Carnis et al., Sci. Rep. 9, 17357, 2019).
+:func:`to_physical_sign` conjugates the result once, at the end of
+:func:`phase_retrieval`, so ``result.obj`` has the physical sign
+(``phase = +G.u``, up to the unavoidable twin ambiguity ``rho -> conj(rho(-r))``
+which keeps the sign of the strain).
+
+References
+----------
+Fienup, Appl. Opt. 21, 2758 (1982) (ER/HIO); Luke, Inverse Problems 21, 37
+(2005) (RAAR); Marchesini et al., PRB 68, 140101 (2003) (shrink-wrap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .bcdi_backend import Backend, get_backend
+
+__all__ = [
+    "Recipe",
+    "PhasingResult",
+    "phase_retrieval",
+    "autocorrelation_support",
+    "to_physical_sign",
+    "remove_phase_ramp",
+    "center_object",
+    "align_to_reference",
+    "mode_decomposition",
+    "run_metrics",
+]
+
+_ALGORITHMS = ("ER", "HIO", "RAAR")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A phase-retrieval schedule.
+
+    Parameters
+    ----------
+    steps : sequence of (str, int)
+        Algorithms and iteration counts run in order, e.g.
+        ``(("HIO", 200), ("RAAR", 400), ("ER", 200))``. Algorithms: ER, HIO,
+        RAAR.
+    beta : float
+        Feedback parameter of HIO and RAAR (0 < beta <= 1).
+    shrinkwrap_every : int
+        Shrink-wrap period in iterations (0 disables shrink-wrap).
+    shrinkwrap_threshold : float
+        Support = blurred amplitude >= threshold x its maximum.
+    sigma_start, sigma_end : float
+        Gaussian blur width (voxels) of the shrink-wrap, decaying
+        geometrically from start to end over the first 80 % of iterations.
+    """
+
+    steps: tuple = (("HIO", 200), ("RAAR", 400), ("ER", 200))
+    beta: float = 0.9
+    shrinkwrap_every: int = 20
+    shrinkwrap_threshold: float = 0.2
+    sigma_start: float = 2.0
+    sigma_end: float = 0.5
+
+    def __post_init__(self):
+        steps = tuple((str(a).upper(), int(n)) for a, n in self.steps)
+        if not steps:
+            raise ValueError("recipe steps must not be empty")
+        for algo, n in steps:
+            if algo not in _ALGORITHMS:
+                raise ValueError(f"recipe step algorithm must be one of {_ALGORITHMS}, got {algo!r}")
+            if n < 0:
+                raise ValueError(f"recipe step iterations must be >= 0, got {n} for {algo}")
+        object.__setattr__(self, "steps", steps)
+        if not 0 < self.beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {self.beta!r}")
+        if not 0 < self.shrinkwrap_threshold < 1:
+            raise ValueError(f"shrinkwrap_threshold must be in (0, 1), got {self.shrinkwrap_threshold!r}")
+        if self.shrinkwrap_every < 0:
+            raise ValueError(f"shrinkwrap_every must be >= 0, got {self.shrinkwrap_every!r}")
+        if not (self.sigma_start > 0 and self.sigma_end > 0):
+            raise ValueError("sigma_start and sigma_end must be > 0 voxels")
+
+    @property
+    def n_iterations(self) -> int:
+        """Total number of iterations."""
+        return sum(n for _, n in self.steps)
+
+    @classmethod
+    def parse(cls, text: str, **options) -> "Recipe":
+        """Recipe from ``"HIO:300,RAAR:500,ER:200"`` (options as keywords)."""
+        steps = []
+        for item in str(text).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                algo, n = item.split(":")
+                steps.append((algo.strip().upper(), int(n)))
+            except ValueError:
+                raise ValueError(f"recipe item must look like 'HIO:300', got {item!r}") from None
+        return cls(steps=tuple(steps), **options)
+
+    def __str__(self) -> str:
+        return ",".join(f"{a}:{n}" for a, n in self.steps)
+
+
+@dataclass
+class PhasingResult:
+    """Output of :func:`phase_retrieval`.
+
+    Attributes
+    ----------
+    obj : ndarray, complex64
+        Reconstructed object, same shape as the intensity, centred, physical
+        sign (phase = +G.u), phase ramp and offset removed.
+    support : ndarray, bool
+        Final support of ``obj``.
+    mode_fraction : float
+        Weight of the first SVD mode of the kept runs (1 = all identical).
+    metrics : list of dict
+        Per run: ``seed``, ``llk`` (Poisson log-likelihood per voxel),
+        ``chi2`` (Fourier-amplitude error), ``sharpness``, ``mean_to_max``,
+        ``support_size``.
+    kept : list of int
+        Indices of the runs combined (sorted best first by ``select``).
+    runs : list of ndarray
+        Aligned objects of the kept runs (physical sign).
+    recipe : Recipe
+    """
+
+    obj: np.ndarray
+    support: np.ndarray
+    mode_fraction: float
+    metrics: list
+    kept: list
+    runs: list = field(repr=False, default_factory=list)
+    recipe: Recipe | None = None
+    select: str = "sharpness"
+
+
+def phase_retrieval(
+    intensity,
+    *,
+    support=None,
+    seed: int = 0,
+    recipe: Recipe | str | None = None,
+    n_runs: int = 1,
+    n_keep: int | None = None,
+    select: str = "sharpness",
+    mask=None,
+    autocorrelation_threshold: float = 0.1,
+    backend: str | Backend = "auto",
+    progress: bool = True,
+) -> PhasingResult:
+    """Retrieve a complex BCDI object from a centred 3D (or 2D) intensity.
+
+    Parameters
+    ----------
+    intensity : ndarray
+        Measured far-field intensity (photons), centre at the array centre.
+        Negative values are clipped to 0.
+    support : ndarray of bool, optional
+        Initial support (same shape). Default: autocorrelation thresholded at
+        ``autocorrelation_threshold`` of its maximum.
+    seed : int
+        Seed of the random starts (reproducible results).
+    recipe : Recipe or str, optional
+        Schedule, e.g. ``"HIO:200,RAAR:400,ER:200"`` (default :class:`Recipe`).
+    n_runs : int
+        Independent random starts.
+    n_keep : int, optional
+        Runs kept for the mode decomposition (default ``max(1, n_runs // 2)``).
+    select : {"sharpness", "llk", "chi2", "mean_to_max"}
+        Metric ranking the runs (lower is better for all).
+    mask : ndarray of bool, optional
+        True where a pixel is NOT measured (gaps, hot pixels): it is left free.
+    autocorrelation_threshold : float
+        Threshold of the initial support.
+    backend : str or Backend
+        ``"auto"`` (CuPy if a GPU is usable, else scipy), ``"scipy"``, ``"cupy"``.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    PhasingResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rho = np.zeros((32, 32, 32)); rho[12:20, 12:20, 12:20] = 1
+    >>> i = np.abs(np.fft.fftshift(np.fft.fftn(rho))) ** 2
+    >>> r = phase_retrieval(i, recipe="HIO:50,ER:50", progress=False)
+    >>> r.obj.shape
+    (32, 32, 32)
+    """
+    intensity = np.asarray(intensity)
+    if intensity.ndim not in (2, 3) or min(intensity.shape) < 4:
+        raise ValueError(f"intensity must be a 2D or 3D array (>= 4 per axis), got shape {intensity.shape}")
+    if not np.all(np.isfinite(intensity)):
+        raise ValueError("intensity must be finite (mask bad pixels with `mask` instead of NaN)")
+    intensity = np.clip(intensity.astype(np.float32), 0, None)
+    if not intensity.max() > 0:
+        raise ValueError("intensity is all zero")
+    if recipe is None:
+        recipe = Recipe()
+    elif isinstance(recipe, str):
+        recipe = Recipe.parse(recipe)
+    elif not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe must be a Recipe or a string like 'HIO:300,ER:100', got {recipe!r}")
+    n_runs = int(n_runs)
+    if n_runs < 1:
+        raise ValueError(f"n_runs must be >= 1, got {n_runs}")
+    n_keep = max(1, n_runs // 2) if n_keep is None else int(n_keep)
+    if not 1 <= n_keep <= n_runs:
+        raise ValueError(f"n_keep must be in [1, n_runs={n_runs}], got {n_keep}")
+    if select not in ("sharpness", "llk", "chi2", "mean_to_max"):
+        raise ValueError(f"select must be 'sharpness', 'llk', 'chi2' or 'mean_to_max', got {select!r}")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != intensity.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from intensity shape {intensity.shape}")
+    if support is None:
+        support = autocorrelation_support(intensity, threshold=autocorrelation_threshold, mask=mask)
+    else:
+        support = np.asarray(support, dtype=bool)
+        if support.shape != intensity.shape:
+            raise ValueError(f"support shape {support.shape} differs from intensity shape {intensity.shape}")
+        if not support.any():
+            raise ValueError("support is empty")
+    be = get_backend(backend)
+
+    from tqdm.auto import tqdm
+
+    seeds = np.random.SeedSequence(int(seed)).spawn(n_runs)
+    objs, metrics = [], []
+    with tqdm(total=n_runs * recipe.n_iterations, desc="phase retrieval", unit="it",
+              disable=not progress, mininterval=0.5) as bar:
+        for k in range(n_runs):
+            obj, sup = _single_run(intensity, support, mask, recipe, np.random.default_rng(seeds[k]), be, bar)
+            obj = to_physical_sign(obj)
+            m = run_metrics(obj, sup, intensity, mask)
+            m["seed"] = int(seeds[k].generate_state(1)[0])
+            m["run"] = k
+            objs.append((obj, sup))
+            metrics.append(m)
+    order = sorted(range(n_runs), key=lambda i: metrics[i][select])
+    kept = order[:n_keep]
+    ref_obj, ref_sup = objs[kept[0]]
+    ref_obj, ref_sup = center_object(ref_obj, ref_sup)
+    aligned = [ref_obj]
+    for i in kept[1:]:
+        aligned.append(align_to_reference(objs[i][0], ref_obj))
+    mode, fraction = mode_decomposition(aligned)
+    final_sup = ref_sup
+    mode = remove_phase_ramp(mode, final_sup)
+    return PhasingResult(obj=mode.astype(np.complex64), support=final_sup, mode_fraction=fraction,
+                         metrics=metrics, kept=kept, runs=aligned, recipe=recipe, select=select)
+
+
+# -- building blocks ---------------------------------------------------------
+def to_physical_sign(obj: np.ndarray) -> np.ndarray:
+    """Convert an FFT-retrieved object to the physical sign convention.
+
+    The single place where braggscope flips the sign (see module docstring):
+    returns ``conj(obj)``.
+    """
+    return np.conj(obj)
+
+
+def autocorrelation_support(intensity, *, threshold: float = 0.1, mask=None) -> np.ndarray:
+    """Support from the autocorrelation of the object (inverse FFT of the intensity).
+
+    The autocorrelation of an object of extent ``a`` spans ``2a``: a loose
+    but safe starting support, centred in the array.
+
+    Parameters
+    ----------
+    intensity : ndarray
+        Centred far-field intensity.
+    threshold : float
+        Fraction of the autocorrelation maximum.
+    mask : ndarray of bool, optional
+        Unmeasured pixels (set to 0 before the transform).
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    i = np.array(intensity, dtype=np.float32)
+    if mask is not None:
+        i[mask] = 0
+    ac = np.abs(np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(i))))
+    from scipy.ndimage import gaussian_filter
+
+    ac = gaussian_filter(ac, 1.0)
+    return ac >= threshold * ac.max()
+
+
+def _single_run(intensity, support, mask, recipe, rng, be, bar):
+    """One random start through the whole recipe; returns (obj, support) on host."""
+    xp = be.xp
+    amp = xp.asarray(np.fft.ifftshift(np.sqrt(intensity)).astype(np.float32))
+    free = None
+    if mask is not None and mask.any():
+        free = xp.asarray(np.fft.ifftshift(mask))
+    sup = xp.asarray(support)
+    eps = np.float32(1e-6 * float(amp.max()))
+    # random start: measured amplitudes with random phases, back to real space, inside support
+    phase = rng.uniform(0, 2 * np.pi, intensity.shape).astype(np.float32)
+    psi = amp * xp.asarray(np.exp(1j * phase).astype(np.complex64))
+    psi = be.ifftn(psi).astype(np.complex64)
+    psi *= sup
+    prev = xp.empty_like(psi)
+    tmp = xp.empty(psi.shape, dtype=np.float32)
+    w_new, w_prev = None, None
+    n_total = recipe.n_iterations
+    sw_stop = int(0.8 * n_total)
+    it = 0
+    for algo, n in recipe.steps:
+        w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
+        for _ in range(n):
+            if w_prev is not None:
+                xp.copyto(prev, psi)
+            psi = be.fftn(psi)
+            # modulus projection, fused in place: psi *= amp / max(|psi|, eps) where measured
+            xp.abs(psi, out=tmp)
+            xp.maximum(tmp, eps, out=tmp)
+            xp.divide(amp, tmp, out=tmp)
+            if free is not None:
+                tmp[free] = 1.0
+            xp.multiply(psi, tmp, out=psi)
+            psi = be.ifftn(psi)
+            # support update: new = w_new * P_M(psi) + w_prev * psi_prev
+            xp.multiply(psi, w_new, out=psi)
+            if w_prev is not None:
+                xp.multiply(prev, w_prev, out=prev)
+                xp.add(psi, prev, out=psi)
+            it += 1
+            if recipe.shrinkwrap_every and it % recipe.shrinkwrap_every == 0 and it < n_total:
+                frac = min(1.0, it / max(sw_stop, 1))
+                sigma = recipe.sigma_start * (recipe.sigma_end / recipe.sigma_start) ** frac
+                new_sup = _shrinkwrap(psi, sigma, recipe.shrinkwrap_threshold, be)
+                if int(new_sup.sum()) >= 8:
+                    sup = new_sup
+                    w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
+            if it % 10 == 0:
+                bar.update(10)
+    bar.update(it % 10)
+    psi = psi * sup
+    return be.asnumpy(psi).astype(np.complex64), be.asnumpy(sup).astype(bool)
+
+
+def _weights(algo, sup, beta, xp):
+    """Weights of the projected and previous objects: new = w_new P_M(x) + w_prev x.
+
+    ER: P_S P_M x. HIO: P_M x in S, x - beta P_M x outside. RAAR (Luke 2005):
+    P_M x in S, beta x + (1 - 2 beta) P_M x outside.
+    """
+    s = sup.astype(np.float32)
+    if algo == "ER":
+        return s, None
+    ns = np.float32(1) - s
+    if algo == "HIO":
+        return s - np.float32(beta) * ns, ns
+    return s + np.float32(1 - 2 * beta) * ns, np.float32(beta) * ns
+
+
+def _shrinkwrap(psi, sigma, threshold, be):
+    a = be.gaussian_filter(be.xp.abs(psi), sigma)
+    return a >= threshold * a.max()
+
+
+# -- metrics, alignment and modes ------------------------------------------
+def run_metrics(obj, support, intensity, mask=None) -> dict:
+    """Quality metrics of one run (lower is better for each).
+
+    Returns
+    -------
+    dict
+        ``llk``: Poisson log-likelihood per measured voxel of the intensity
+        computed from ``obj`` (0 = perfect); ``chi2``: sum (|F|-sqrt(I))^2 /
+        sum I; ``sharpness``: ``mean(|rho|^4) / mean(|rho|^2)^2`` inside the
+        support (1 for a flat amplitude, larger for speckled, failed runs);
+        ``mean_to_max``: 1 - (mean amplitude / histogram mode) inside the
+        support, in absolute value; ``support_size`` in voxels.
+    """
+    calc = np.abs(np.fft.fftshift(np.fft.fftn(np.conj(obj)))) ** 2  # back to the FFT frame
+    meas = np.ones(intensity.shape, bool) if mask is None else ~mask
+    i = intensity[meas].astype(np.float64)
+    c = np.maximum(calc[meas].astype(np.float64), 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(i > 0, i * np.log(i / c), 0.0)
+    llk = float(np.mean(c - i + term))
+    chi2 = float(np.sum((np.sqrt(c) - np.sqrt(i)) ** 2) / max(np.sum(i), 1e-30))
+    a = np.abs(obj[support]).astype(np.float64)
+    if a.size == 0 or not a.max() > 0:
+        return {"llk": llk, "chi2": chi2, "sharpness": np.inf, "mean_to_max": np.inf, "support_size": 0}
+    sharp = float(np.mean(a**4) / np.mean(a**2) ** 2)
+    an = a / a.max()
+    hist, edges = np.histogram(an, bins=50, range=(0, 1))
+    from scipy.ndimage import gaussian_filter1d
+
+    hist = gaussian_filter1d(hist.astype(float), 2.0)
+    mode_val = 0.5 * (edges[np.argmax(hist)] + edges[np.argmax(hist) + 1])
+    m2m = float(abs(1 - an.mean() / mode_val))
+    return {"llk": llk, "chi2": chi2, "sharpness": sharp, "mean_to_max": m2m, "support_size": int(support.sum())}
+
+
+def center_object(obj, support):
+    """Roll ``obj`` and ``support`` so that the support's centre of mass is at the array centre."""
+    from scipy.ndimage import center_of_mass
+
+    com = np.array(center_of_mass(support.astype(float)))
+    shift = tuple(int(round(s // 2 - c)) for s, c in zip(obj.shape, com))
+    axes = tuple(range(obj.ndim))
+    return np.roll(obj, shift, axes), np.roll(support, shift, axes)
+
+
+def _twin(obj):
+    """Twin image ``conj(obj(-r))`` about the array centre (index N//2)."""
+    flipped = np.conj(obj[(slice(None, None, -1),) * obj.ndim])
+    # reversal maps i -> N-1-i; centre N//2 -> N-1-N//2: roll back for even N
+    shift = tuple(1 if s % 2 == 0 else 0 for s in obj.shape)
+    return np.roll(flipped, shift, tuple(range(obj.ndim)))
+
+
+def align_to_reference(obj, ref):
+    """Register ``obj`` (or its twin) to ``ref``: integer shift, then global phase.
+
+    The shift comes from the cross-correlation of the amplitudes; the twin is
+    chosen when it correlates better. Returns the aligned complex object.
+    """
+    best, best_cc = None, -np.inf
+    fr = np.fft.fftn(np.abs(ref))
+    for cand in (obj, _twin(obj)):
+        cc = np.real(np.fft.ifftn(fr * np.conj(np.fft.fftn(np.abs(cand)))))
+        peak = np.unravel_index(np.argmax(cc), cc.shape)
+        shift = tuple(int(p) if p <= s // 2 else int(p - s) for p, s in zip(peak, cc.shape))
+        moved = np.roll(cand, shift, tuple(range(obj.ndim)))
+        score = abs(np.vdot(ref, moved))
+        if score > best_cc:
+            best, best_cc = moved, score
+    g = np.vdot(best, ref)  # sum conj(best) * ref
+    return best * np.exp(1j * np.angle(g)).astype(np.complex64)
+
+
+def mode_decomposition(objs):
+    """First SVD mode of aligned objects and its weight.
+
+    Parameters
+    ----------
+    objs : list of ndarray
+        Aligned complex objects of one shape.
+
+    Returns
+    -------
+    mode : ndarray
+        First mode, scaled to the mean norm of the inputs and phased like
+        the first input.
+    fraction : float
+        ``s_1^2 / sum s_k^2`` (1.0 for a single object).
+    """
+    x = np.stack([o.ravel() for o in objs]).astype(np.complex128)
+    gram = x.conj() @ x.T  # (n, n) Hermitian
+    w, v = np.linalg.eigh(gram)
+    w = np.clip(w, 0, None)
+    fraction = float(w[-1] / w.sum()) if w.sum() > 0 else 0.0
+    mode = v[:, -1].conj() @ x  # combination weighted by the first eigenvector
+    mode /= np.linalg.norm(mode)
+    mode *= np.mean(np.linalg.norm(x, axis=1))
+    g = np.vdot(mode, x[0])
+    mode *= np.exp(1j * np.angle(g))
+    return mode.reshape(objs[0].shape), fraction
+
+
+def remove_phase_ramp(obj, support):
+    """Remove the linear phase ramp and the mean phase inside ``support``.
+
+    The ramp per axis is the mean phase difference between neighbours inside
+    the support (insensitive to wrapping); the offset is the phase of the
+    support sum. Returns a new complex array.
+    """
+    obj = np.asarray(obj)
+    support = np.asarray(support, bool)
+    grids = np.indices(obj.shape, dtype=np.float64)
+    ramp = np.zeros(obj.shape)
+    for ax in range(obj.ndim):
+        a = np.take(obj, range(obj.shape[ax] - 1), axis=ax)
+        b = np.take(obj, range(1, obj.shape[ax]), axis=ax)
+        both = np.take(support, range(obj.shape[ax] - 1), axis=ax) & np.take(support, range(1, obj.shape[ax]), axis=ax)
+        if both.any():
+            slope = np.angle(np.sum((b * np.conj(a))[both]))
+            ramp += slope * (grids[ax] - obj.shape[ax] // 2)
+    out = obj * np.exp(-1j * ramp)
+    out *= np.exp(-1j * np.angle(np.sum(out[support])))
+    return out
