@@ -1,0 +1,367 @@
+"""Live SXDM reduction: a bluesky callback that fills maps as frames arrive.
+
+Subscribe :class:`LiveSXDM` to a ``RunEngine`` (directly, or through
+:class:`braggscope.analysis.live_dispatch.LiveMapDispatcher` so that the
+RunEngine never waits for it). For every frame it computes six sums in one
+matrix product with a precomputed ``(6, rows * cols)`` float32 weight matrix
+of the frame's eta::
+
+    [1, row - row0, col - col0, Qx - Qx0, Qy - Qy0, Qz - Qz0]
+
+(Q of every pixel from :class:`braggscope.geometry.Geometry`, sample frame,
+1/Angstrom; the reference ``Q0`` is subtracted so that float32 keeps
+microstrain precision). The sums are accumulated per map pixel across etas;
+frames are never kept. When all etas of a map pixel are in, its Q centre of
+mass is final; :meth:`LiveSXDM.maps` returns the maps as an
+``xarray.Dataset`` with the same variable names as the offline reduction.
+
+Start-document contract (``docs/TEAM_NOTES.md``): ``energy_kev``,
+``distance_m``, ``pixel_m``, ``cch``, ``detector_shape``, ``delta``, ``nu``,
+``phi`` (scalars or one per eta), ``eta`` (list), ``raster`` =
+``{fast, slow, x: [start, stop, num], y: [...], snake}``, ``shape = [n_eta,
+ny, nx]``. Events of stream ``"primary"`` carry ``"mpx1x4_image"`` (inline
+array or a datum id) in raster order: eta outermost, then y, then x.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from bluesky.callbacks.core import CallbackBase
+
+from braggscope.analysis.live_frames import FrameResolver
+from braggscope.analysis.live_maps import derive_maps, point_index
+from braggscope.geometry import Geometry
+
+__all__ = ["LiveSXDM", "frame_weights", "REQUIRED_START_KEYS"]
+
+REQUIRED_START_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "detector_shape",
+                       "delta", "eta", "raster", "shape")
+
+
+def frame_weights(geometry, shape, eta, delta, nu=0.0, phi=0.0, *, row0=0.0, col0=0.0,
+                  q0=(0.0, 0.0, 0.0)):
+    """Weight matrix contracted with a flattened frame to get the six sums.
+
+    Parameters
+    ----------
+    geometry : braggscope.geometry.Geometry
+    shape : (int, int)
+        Frame shape ``(rows, cols)``.
+    eta, delta, nu, phi : float
+        Angles in degrees.
+    row0, col0 : float
+        Reference pixel subtracted from the row / column index.
+    q0 : (float, float, float)
+        Reference Q (1/Angstrom) subtracted from every pixel's Q.
+
+    Returns
+    -------
+    ndarray, shape (6, rows * cols), float32
+        Rows ``[1, row - row0, col - col0, Qx - q0x, Qy - q0y, Qz - q0z]``.
+    """
+    rows, cols = (int(s) for s in shape)
+    w = np.empty((6, rows, cols), dtype=np.float32)
+    w[0] = 1.0
+    w[1] = (np.arange(rows, dtype=np.float64) - row0)[:, None]
+    w[2] = (np.arange(cols, dtype=np.float64) - col0)[None, :]
+    q = geometry.q_frame((rows, cols), eta, delta, nu, phi)
+    w[3:] = q - np.asarray(q0, dtype=np.float64)[:, None, None]
+    return w.reshape(6, rows * cols)
+
+
+def _per_eta(value, n_eta, name):
+    arr = np.atleast_1d(np.asarray(value, dtype=float))
+    if arr.size == 1:
+        return np.full(n_eta, float(arr[0]))
+    if arr.size != n_eta:
+        raise ValueError(f"start document key {name!r} must be a scalar or have one value "
+                         f"per eta ({n_eta}), got {arr.size}")
+    return arr
+
+
+class LiveSXDM(CallbackBase):
+    """Bluesky callback reducing an ``sxdm_map`` run to live maps.
+
+    Parameters
+    ----------
+    detector_field : str
+        Event data key of the detector frames.
+    stream_name : str
+        Event stream holding the frames.
+    threshold : float
+        Mask threshold, fraction of the map maximum (conventions: 0.2).
+    background : float
+        Constant background (counts per pixel per frame) subtracted from every
+        frame before the sums (linearly: exact, no per-pixel pass).
+    clip_background : bool
+        If true, subtract ``background`` pixel-wise and clip at zero instead
+        (one extra pass over every frame).
+    batch_size : int
+        Frames buffered before a reduction; larger batches reuse the weight
+        matrix (one float32 matrix-matrix product per batch). Pending frames
+        are reduced at :meth:`flush`, at an eta change and at the stop document.
+    snake_scope : {"run", "map"} or None
+        Snake row parity (see :func:`live_maps.point_index`); ``None`` reads
+        ``raster["snake_scope"]`` from the start document, default ``"run"``
+        (``bluesky.plans.grid_scan`` order).
+    frame_timeout_s : float
+        Retry budget when reading file-backed frames.
+    weight_cache : int
+        Number of per-eta weight matrices kept (each ``24 * rows * cols`` bytes).
+    progress : bool
+        Show a tqdm progress bar of the frames reduced.
+
+    Examples
+    --------
+    >>> from bluesky import RunEngine                        # doctest: +SKIP
+    >>> live = LiveSXDM(background=1.0)                      # doctest: +SKIP
+    >>> RE.subscribe(live); RE(sxdm_map(...))                # doctest: +SKIP
+    >>> live.maps().d_spacing.plot()                         # doctest: +SKIP
+    """
+
+    def __init__(self, *, detector_field="mpx1x4_image", stream_name="primary",
+                 threshold=0.2, background=0.0, clip_background=False, batch_size=1,
+                 snake_scope=None, frame_timeout_s=10.0, weight_cache=2, progress=False):
+        super().__init__()
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
+        if not float(background) >= 0.0:
+            raise ValueError(f"background must be >= 0 counts, got {background!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if snake_scope not in (None, "run", "map"):
+            raise ValueError(f"snake_scope must be None, 'run' or 'map', got {snake_scope!r}")
+        if int(weight_cache) < 1:
+            raise ValueError(f"weight_cache must be >= 1, got {weight_cache!r}")
+        self.detector_field = str(detector_field)
+        self.stream_name = str(stream_name)
+        self.threshold = float(threshold)
+        self.background = float(background)
+        self.clip_background = bool(clip_background)
+        self.batch_size = int(batch_size)
+        self.snake_scope = snake_scope
+        self.weight_cache = int(weight_cache)
+        self.progress = bool(progress)
+        self.resolver = FrameResolver(timeout_s=frame_timeout_s)
+        self._lock = threading.RLock()
+        self._start = None
+        self.version = 0  # increments whenever the maps change
+        self.n_frames = 0
+        self.finished = False
+
+    # -- documents ---------------------------------------------------------
+    def start(self, doc):
+        missing = [k for k in REQUIRED_START_KEYS if k not in doc]
+        if missing:
+            raise ValueError(f"start document lacks key(s) {missing} needed by LiveSXDM")
+        n_eta, ny, nx = (int(s) for s in doc["shape"])
+        if min(n_eta, ny, nx) < 1:
+            raise ValueError(f"start document key 'shape' must be 3 positive ints, got {doc['shape']!r}")
+        eta = np.asarray(doc["eta"], dtype=float)
+        if eta.size != n_eta:
+            raise ValueError(f"start document key 'eta' has {eta.size} values, shape says {n_eta}")
+        rows, cols = (int(s) for s in doc["detector_shape"])
+        raster = dict(doc["raster"])
+        for key in ("x", "y"):
+            if key not in raster or len(raster[key]) != 3:
+                raise ValueError(f"start document key 'raster.{key}' must be [start, stop, num]")
+        if (int(raster["y"][2]), int(raster["x"][2])) != (ny, nx):
+            raise ValueError(f"raster num ({raster['y'][2]}, {raster['x'][2]}) disagrees "
+                             f"with 'shape' ({ny}, {nx})")
+        geometry = Geometry(float(doc["energy_kev"]), float(doc["distance_m"]),
+                            doc["pixel_m"], tuple(float(c) for c in doc["cch"]))
+        delta = _per_eta(doc["delta"], n_eta, "delta")
+        nu = _per_eta(doc.get("nu", 0.0), n_eta, "nu")
+        phi = _per_eta(doc.get("phi", 0.0), n_eta, "phi")
+        mid = n_eta // 2
+        q0 = geometry.q_pixels((rows - 1) / 2.0, (cols - 1) / 2.0, eta[mid], delta[mid],
+                               nu[mid], phi[mid])
+        with self._lock:
+            self._start = doc
+            self.geometry = geometry
+            self.eta, self.delta, self.nu, self.phi = eta, delta, nu, phi
+            self.map_shape = (n_eta, ny, nx)
+            self.frame_shape = (rows, cols)
+            self.snake = bool(raster.get("snake", False))
+            self._scope = self.snake_scope or raster.get("snake_scope", "run")
+            self.x = np.linspace(*map(float, raster["x"][:2]), nx)
+            self.y = np.linspace(*map(float, raster["y"][:2]), ny)
+            self._ref = (float(geometry.cch[0]), float(geometry.cch[1]), np.asarray(q0, float))
+            self._sums = np.zeros((6, ny, nx))
+            self._intensity_eta = np.zeros((n_eta, ny, nx))
+            self._seen = np.zeros((n_eta, ny, nx), dtype=bool)
+            self._weights = OrderedDict()
+            self._weight_totals = {}
+            self._pending = []
+            self._descriptors = set()
+            self.resolver.clear()
+            self.n_frames = 0
+            self.finished = False
+            self.version += 1
+        self._bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=n_eta * ny * nx, desc="live SXDM", unit="frame")
+
+    def descriptor(self, doc):
+        if doc.get("name", "primary") != self.stream_name:
+            return
+        if self.detector_field not in doc.get("data_keys", {}):
+            raise ValueError(f"stream {self.stream_name!r} has no field {self.detector_field!r}; "
+                             f"fields: {sorted(doc.get('data_keys', {}))}")
+        self._descriptors.add(doc["uid"])
+
+    def resource(self, doc):
+        self.resolver.resource(doc)
+
+    def datum(self, doc):
+        self.resolver.datum(doc)
+
+    def datum_page(self, doc):
+        self.resolver.datum_page(doc)
+
+    def stream_resource(self, doc):
+        self.resolver.stream_resource(doc)
+
+    def stream_datum(self, doc):
+        if doc["descriptor"] not in self._descriptors:
+            return
+        res = self.resolver._stream_resources.get(doc["stream_resource"], {})
+        if res.get("data_key", self.detector_field) != self.detector_field:
+            return
+        seq_nums, frames = self.resolver.stream_frames(doc)
+        for s, f in zip(seq_nums, frames):
+            self._add(int(s), f)
+
+    def event(self, doc):
+        if doc["descriptor"] not in self._descriptors:
+            return
+        value = doc["data"][self.detector_field]
+        self._add(int(doc["seq_num"]), value)
+
+    def event_page(self, doc):
+        if doc["descriptor"] not in self._descriptors:
+            return
+        values = doc["data"][self.detector_field]
+        for s, v in zip(doc["seq_num"], values):
+            self._add(int(s), v)
+
+    def stop(self, doc):
+        self.flush()
+        with self._lock:
+            self.finished = True
+            self.version += 1
+        if self._bar is not None:
+            self._bar.close()
+
+    # -- reduction ---------------------------------------------------------
+    def _add(self, seq_num, value):
+        """Queue one frame (array, or a datum id string) for the next flush."""
+        if self._start is None:
+            raise RuntimeError("event before any start document")
+        if isinstance(value, str):  # external: datum id
+            value = self.resolver.frame(value)
+        frame = np.asarray(value)
+        if frame.shape != self.frame_shape:
+            raise ValueError(f"frame of seq_num {seq_num} has shape {frame.shape}, start "
+                             f"document says detector_shape {self.frame_shape}")
+        i_eta = point_index(seq_num, self.map_shape)[0]
+        if self._pending and self._pending[-1][1] != i_eta:
+            self.flush()
+        self._pending.append((seq_num, i_eta, frame))
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self):
+        """Reduce the pending frames (one matrix product per eta in the batch)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        seq = np.array([p[0] for p in pending])
+        i_eta = pending[0][1]
+        weights = self._weights_for(i_eta)
+        stack = np.empty((len(pending), weights.shape[1]), dtype=np.float32)
+        for k, p in enumerate(pending):
+            stack[k] = p[2].reshape(-1)  # integer frames cast once, here
+        if self.clip_background and self.background > 0:
+            np.subtract(stack, np.float32(self.background), out=stack)
+            np.maximum(stack, 0.0, out=stack)
+            sums = (stack @ weights.T).astype(np.float64)
+        else:
+            sums = (stack @ weights.T).astype(np.float64)
+            if self.background:
+                sums -= self.background * self._weight_totals[i_eta]
+        _, iy, ix = point_index(seq, self.map_shape, self.snake, self._scope)
+        with self._lock:
+            for c in range(6):
+                np.add.at(self._sums[c], (iy, ix), sums[:, c])
+            np.add.at(self._intensity_eta[i_eta], (iy, ix), sums[:, 0])
+            self._seen[i_eta, iy, ix] = True
+            self.n_frames += len(pending)
+            self.version += 1
+        if self._bar is not None:
+            self._bar.update(len(pending))
+
+    def _weights_for(self, i_eta):
+        w = self._weights.get(i_eta)
+        if w is None:
+            row0, col0, q0 = self._ref
+            w = frame_weights(self.geometry, self.frame_shape, self.eta[i_eta],
+                              self.delta[i_eta], self.nu[i_eta], self.phi[i_eta],
+                              row0=row0, col0=col0, q0=q0)
+            self._weight_totals[i_eta] = w.sum(axis=1, dtype=np.float64)
+            self._weights[i_eta] = w
+            while len(self._weights) > self.weight_cache:
+                self._weights.popitem(last=False)
+        else:
+            self._weights.move_to_end(i_eta)
+        return w
+
+    # -- results -----------------------------------------------------------
+    def maps(self):
+        """The current maps as an ``xarray.Dataset`` (dims ``y``, ``x``; ``eta``).
+
+        Variables: ``intensity`` (counts), ``mask``, ``qx``, ``qy``, ``qz``
+        (1/Angstrom), ``d_spacing`` (Angstrom), ``strain`` (microstrain),
+        ``tilt_altitude``, ``tilt_azimuth`` (degrees), ``com_row``, ``com_col``
+        (detector pixels), ``complete`` (all etas seen), ``intensity_eta``.
+        Derived maps use only pixels whose rocking set is complete.
+        """
+        import xarray as xr
+
+        if self._start is None:
+            raise RuntimeError("no run started yet: maps() needs a start document")
+        with self._lock:
+            sums = self._sums.copy()
+            intensity_eta = self._intensity_eta.copy()
+            complete = self._seen.all(axis=0)
+            n_frames, finished = self.n_frames, self.finished
+        row0, col0, q0 = self._ref
+        total = sums[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            com = sums[1:] / np.where(total > 0, total, np.nan)
+        q = np.where(complete, com[2:] + q0[:, None, None], np.nan)
+        derived = derive_maps(total, q[0], q[1], q[2], complete, threshold=self.threshold)
+        dims = ("y", "x")
+        data = {name: (dims, derived[name]) for name in
+                ("mask", "qx", "qy", "qz", "d_spacing", "strain", "tilt_altitude", "tilt_azimuth")}
+        data["intensity"] = (dims, total)
+        data["com_row"] = (dims, com[0] + row0)
+        data["com_col"] = (dims, com[1] + col0)
+        data["complete"] = (dims, complete)
+        data["intensity_eta"] = (("eta",) + dims, intensity_eta)
+        ds = xr.Dataset(data, coords={"y": self.y, "x": self.x, "eta": self.eta})
+        ds.attrs.update(threshold=self.threshold, background=self.background,
+                        n_frames=n_frames, finished=int(finished),
+                        q_bar=derived["q_bar"].tolist(), d_mean=derived["d_mean"],
+                        units="counts; 1/Angstrom; Angstrom; microstrain; degrees; um")
+        for name, unit in (("x", "um"), ("y", "um"), ("eta", "deg"), ("qx", "1/Angstrom"),
+                           ("qy", "1/Angstrom"), ("qz", "1/Angstrom"), ("d_spacing", "Angstrom"),
+                           ("strain", "microstrain"), ("tilt_altitude", "deg"),
+                           ("tilt_azimuth", "deg"), ("intensity", "counts")):
+            ds[name].attrs["units"] = unit
+        return ds

@@ -1,0 +1,149 @@
+"""Pure helpers of the live SXDM reduction: raster indexing and derived maps.
+
+Everything here works on small ``(ny, nx)`` arrays (never on detector frames)
+and follows ``shared/CONVENTIONS.md`` "SXDM maps":
+
+* mask = integrated intensity >= ``threshold`` x the map maximum;
+* ``d_spacing = 2 pi / |Q_local|`` (Angstrom), strain in microstrain against
+  the unweighted mean d over the mask;
+* ``Q_bar`` = normalised unweighted mean of the unit vectors over the mask;
+  tilt altitude = angle between ``Q_local`` and ``Q_bar`` (degrees);
+  tilt azimuth = angle of the perpendicular part of ``Q_local`` measured from
+  the sample +x axis projected on the plane normal to ``Q_bar``, positive
+  towards ``Q_bar x x_proj``, in (-180, 180].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["point_index", "derive_maps", "tilt_angles"]
+
+
+def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "run"):
+    """Map an event ``seq_num`` (1-based) to ``(i_eta, iy, ix)`` map indices.
+
+    Parameters
+    ----------
+    seq_num : int or array of int
+        Event sequence number in the "primary" stream, starting at 1.
+    shape : (int, int, int)
+        ``(n_eta, ny, nx)``.
+    snake : bool
+        Whether the fast axis reverses on every other row.
+    snake_scope : {"run", "map"}
+        ``"run"``: rows are counted across the whole run, as
+        ``bluesky.plans.grid_scan(..., snake_axes=...)`` does over
+        ``(eta, y, x)`` (with an odd ``ny`` the second eta map starts
+        reversed); ``"map"``: every eta map restarts with a forward row.
+
+    Returns
+    -------
+    (i_eta, iy, ix) : ints or int arrays
+    """
+    n_eta, ny, nx = (int(s) for s in shape)
+    if snake_scope not in ("run", "map"):
+        raise ValueError(f"snake_scope must be 'run' or 'map', got {snake_scope!r}")
+    idx = np.asarray(seq_num, dtype=np.int64) - 1
+    if np.any(idx < 0) or np.any(idx >= n_eta * ny * nx):
+        raise ValueError(f"seq_num out of range 1..{n_eta * ny * nx}: {seq_num!r}")
+    i_eta, k = np.divmod(idx, ny * nx)
+    iy, ix = np.divmod(k, nx)
+    if snake:
+        row = i_eta * ny + iy if snake_scope == "run" else iy
+        ix = np.where(row % 2 == 1, nx - 1 - ix, ix)
+    if np.ndim(idx) == 0:
+        return int(i_eta), int(iy), int(ix)
+    return i_eta, iy, ix
+
+
+def tilt_angles(qx, qy, qz, mask):
+    """Tilt altitude and azimuth (degrees) of Q vectors about their mean direction.
+
+    Parameters
+    ----------
+    qx, qy, qz : ndarray
+        Q components in 1/Angstrom (sample frame), any common shape.
+    mask : ndarray of bool
+        Points that define the mean direction ``Q_bar``.
+
+    Returns
+    -------
+    altitude, azimuth : ndarray
+        Degrees; NaN outside ``mask`` or where Q is not finite. The azimuth is
+        in (-180, 180].
+    q_bar : ndarray, shape (3,)
+        Unit mean direction (NaN if the mask is empty).
+    """
+    q = np.stack([np.asarray(qx, float), np.asarray(qy, float), np.asarray(qz, float)])
+    mask = np.asarray(mask, bool) & np.all(np.isfinite(q), axis=0)
+    altitude = np.full(mask.shape, np.nan)
+    azimuth = np.full(mask.shape, np.nan)
+    if not mask.any():
+        return altitude, azimuth, np.full(3, np.nan)
+    norm = np.linalg.norm(q, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = q / norm
+    q_bar = unit[:, mask].mean(axis=1)
+    q_bar /= np.linalg.norm(q_bar)
+    x_proj = np.array([1.0, 0.0, 0.0]) - q_bar[0] * q_bar
+    if np.linalg.norm(x_proj) < 1e-9:  # Q_bar along x: fall back to the y axis
+        x_proj = np.array([0.0, 1.0, 0.0]) - q_bar[1] * q_bar
+    x_proj /= np.linalg.norm(x_proj)
+    y_proj = np.cross(q_bar, x_proj)
+    u = unit[:, mask]
+    along = np.tensordot(q_bar, u, axes=(0, 0))
+    perp = u - along * q_bar[:, None]
+    altitude[mask] = np.degrees(np.arctan2(np.linalg.norm(perp, axis=0), along))
+    az = np.degrees(np.arctan2(np.tensordot(y_proj, perp, axes=(0, 0)),
+                               np.tensordot(x_proj, perp, axes=(0, 0))))
+    az[az <= -180.0] = 180.0
+    azimuth[mask] = az
+    return altitude, azimuth, q_bar
+
+
+def derive_maps(intensity, qx, qy, qz, complete=None, *, threshold: float = 0.2):
+    """Mask, d-spacing, strain and tilts from per-pixel Q centres of mass.
+
+    Parameters
+    ----------
+    intensity : ndarray (ny, nx)
+        Integrated intensity (counts, background-subtracted if requested).
+    qx, qy, qz : ndarray (ny, nx)
+        Q centre of mass, 1/Angstrom, sample frame (NaN where unknown).
+    complete : ndarray of bool (ny, nx), optional
+        Pixels whose rocking set is complete; others are left out of the mask
+        and of the threshold's maximum. Default: all.
+    threshold : float
+        Mask threshold as a fraction of the maximum intensity (0 to 1).
+
+    Returns
+    -------
+    dict of ndarray (ny, nx)
+        ``mask``, ``qx``, ``qy``, ``qz``, ``d_spacing`` (Angstrom), ``strain``
+        (microstrain), ``tilt_altitude``, ``tilt_azimuth`` (degrees); derived
+        maps are NaN outside the mask. Also ``q_bar`` (3,) and ``d_mean``.
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
+    intensity = np.asarray(intensity, float)
+    if complete is None:
+        complete = np.ones(intensity.shape, bool)
+    complete = np.asarray(complete, bool)
+    q = np.stack([np.asarray(a, float) for a in (qx, qy, qz)])
+    valid = complete & np.all(np.isfinite(q), axis=0) & np.isfinite(intensity)
+    mask = np.zeros(intensity.shape, bool)
+    if valid.any():
+        peak = intensity[valid].max()
+        mask = valid & (intensity >= float(threshold) * peak) & (peak > 0)
+    qm = np.where(mask, q, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = 2.0 * np.pi / np.linalg.norm(qm, axis=0)
+    d_mean = float(np.mean(d[mask])) if mask.any() else np.nan
+    strain = (d - d_mean) / d_mean * 1e6
+    altitude, azimuth, q_bar = tilt_angles(qm[0], qm[1], qm[2], mask)
+    return {
+        "mask": mask, "qx": qm[0], "qy": qm[1], "qz": qm[2], "d_spacing": d,
+        "strain": strain, "tilt_altitude": altitude, "tilt_azimuth": azimuth,
+        "q_bar": q_bar, "d_mean": d_mean,
+    }

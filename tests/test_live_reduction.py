@@ -1,0 +1,239 @@
+"""Live SXDM reduction against an independent synthetic truth.
+
+Frames are made by an independent model: a 3D Gaussian peak in Q centred on a
+known Q per map pixel, evaluated on the Q of every detector pixel computed by
+xrayutilities' ``QConversion`` (not braggscope's geometry). Raster order comes
+from ``bluesky.plan_patterns.outer_product`` (the order grid_scan uses).
+Truth for d-spacing, strain and tilts is closed form: Q0 = |Q| (sin a cos az,
+sin a sin az, cos a) with tilts arranged in opposite pairs so that the mean
+direction is exactly +z (symmetric reflection).
+"""
+
+import numpy as np
+import pytest
+
+xu = pytest.importorskip("xrayutilities")
+
+import bluesky.plan_patterns as plan_patterns  # noqa: E402
+import event_model  # noqa: E402
+from ophyd.sim import SynAxis  # noqa: E402
+
+from braggscope.analysis.live import LiveSXDM  # noqa: E402
+from braggscope.analysis.live_maps import point_index  # noqa: E402
+
+HC = 12.398419843320026
+ENERGY, DISTANCE, PIXEL, D0 = 8.0, 0.5, 55e-6, 2.0
+ROWS = COLS = 64
+CCH = (31.5, 31.5)
+SIGMA_Q = 0.0012  # 1/Angstrom
+# (altitude deg, azimuth deg, strain microstrain, amplitude) per map pixel, row-major (3 x 4)
+PIXELS = [
+    (0.0, 0.0, 0.0, 1.0), (0.03, 0.0, 800.0, 1.0), (0.03, 180.0, -600.0, 0.9),
+    (0.02, 90.0, 300.0, 0.8), (0.02, -90.0, -300.0, 1.0), (0.04, 45.0, 500.0, 0.7),
+    (0.04, -135.0, -900.0, 1.0), (0.01, 120.0, 100.0, 0.6), (0.01, -60.0, 0.0, 1.0),
+    (0.025, 170.0, -200.0, 0.9), (0.025, -10.0, 400.0, 1.0), (0.05, 30.0, 2000.0, 0.1),
+]
+NY, NX = 3, 4
+
+
+def theta0():
+    return np.degrees(np.arcsin(HC / ENERGY / (2 * D0)))
+
+
+def truth_q():
+    """Truth Q (1/Angstrom, sample frame) per map pixel, shape (3, ny, nx)."""
+    q = np.empty((3, NY, NX))
+    for i, (alt, az, strain, _) in enumerate(PIXELS):
+        d = D0 * (1 + strain * 1e-6)
+        a, z = np.radians(alt), np.radians(az)
+        q[:, i // NX, i % NX] = 2 * np.pi / d * np.array(
+            [np.sin(a) * np.cos(z), np.sin(a) * np.sin(z), np.cos(a)])
+    return q
+
+
+def xu_q_frame(eta, delta):
+    qconv = xu.experiment.QConversion(["y-", "z-"], ["z-", "y-"], [1, 0, 0])
+    qconv.init_area("z-", "y+", cch1=CCH[0], cch2=CCH[1], Nch1=ROWS, Nch2=COLS,
+                    distance=DISTANCE, pwidth1=PIXEL, pwidth2=PIXEL)
+    return np.array(qconv.area(eta, 0.0, 0.0, delta, wl=HC / ENERGY))
+
+
+def raster_order(etas, snake):
+    """(i_eta, iy, ix) of each event in bluesky grid_scan order."""
+    e, y, x = SynAxis(name="eta"), SynAxis(name="piy"), SynAxis(name="pix")
+    n = len(etas)
+    cyc = plan_patterns.outer_product([e, 0, n - 1, n, y, 0, NY - 1, NY, False,
+                                       x, 0, NX - 1, NX, snake])
+    return [(int(round(p[e])), int(round(p[y])), int(round(p[x]))) for p in cyc]
+
+
+def make_frames(etas, delta, background=0.0, scale=2e4):
+    """frames[i_eta, iy, ix] (uint32) from the Gaussian-in-Q model."""
+    q_true = truth_q()
+    amp = np.array([p[3] for p in PIXELS]).reshape(NY, NX)
+    out = np.empty((len(etas), NY, NX, ROWS, COLS), dtype=np.uint32)
+    for k, eta in enumerate(etas):
+        qf = xu_q_frame(eta, delta)
+        for iy in range(NY):
+            for ix in range(NX):
+                d2 = ((qf - q_true[:, iy, ix, None, None]) ** 2).sum(axis=0)
+                img = scale * amp[iy, ix] * np.exp(-d2 / (2 * SIGMA_Q**2)) + background
+                out[k, iy, ix] = np.rint(img).astype(np.uint32)
+    return out
+
+
+def start_metadata(etas, delta, snake, **extra):
+    md = dict(plan_name="sxdm_map", energy_kev=ENERGY, distance_m=DISTANCE, pixel_m=PIXEL,
+              cch=list(CCH), detector_shape=[ROWS, COLS], delta=delta, nu=0.0, phi=0.0,
+              eta=list(map(float, etas)),
+              raster={"fast": "pix", "slow": "piy", "x": [0.0, 1.5, NX], "y": [0.0, 1.0, NY],
+                      "snake": snake},
+              shape=[len(etas), NY, NX], detector="mpx1x4")
+    md.update(extra)
+    return md
+
+
+def inline_documents(etas, delta, frames, snake=False, page=False):
+    """Valid bluesky documents (event_model) with frames inline, in raster order."""
+    run = event_model.compose_run(metadata=start_metadata(etas, delta, snake))
+    docs = [("start", run.start_doc)]
+    desc = run.compose_descriptor(name="primary", data_keys={
+        "mpx1x4_image": {"source": "sim", "dtype": "array", "shape": [ROWS, COLS],
+                         "dtype_numpy": "<u4"},
+        "eta": {"source": "sim", "dtype": "number", "shape": []}})
+    docs.append(("descriptor", desc.descriptor_doc))
+    order = raster_order(etas, snake)
+    if page:
+        for k0 in range(0, len(order), 7):
+            chunk = order[k0:k0 + 7]
+            docs.append(("event_page", desc.compose_event_page(
+                data={"mpx1x4_image": [frames[c] for c in chunk],
+                      "eta": [float(etas[c[0]]) for c in chunk]},
+                timestamps={"mpx1x4_image": [0.0] * len(chunk), "eta": [0.0] * len(chunk)},
+                seq_num=list(range(k0 + 1, k0 + 1 + len(chunk))), validate=False)))
+    else:
+        for k, c in enumerate(order):
+            docs.append(("event", desc.compose_event(
+                data={"mpx1x4_image": frames[c], "eta": float(etas[c[0]])},
+                timestamps={"mpx1x4_image": 0.0, "eta": 0.0}, seq_num=k + 1)))
+    docs.append(("stop", run.compose_stop()))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def scan():
+    th = theta0()
+    etas = th + np.arange(-0.16, 0.1601, 0.01)
+    delta = 2 * th
+    return etas, delta, make_frames(etas, delta)
+
+
+def check_truth(ds, tol_strain=2.0, tol_deg=2e-4):
+    q = truth_q()
+    d_true = 2 * np.pi / np.linalg.norm(q, axis=0)
+    amp = np.array([p[3] for p in PIXELS]).reshape(NY, NX)
+    mask_true = amp >= 0.2 * amp.max()
+    assert np.array_equal(ds.mask.values, mask_true)
+    assert np.isnan(ds.d_spacing.values[~mask_true]).all()
+    d_mean = d_true[mask_true].mean()
+    strain_true = (d_true - d_mean) / d_mean * 1e6
+    np.testing.assert_allclose(ds.d_spacing.values[mask_true], d_true[mask_true],
+                               rtol=tol_strain * 1e-6)
+    np.testing.assert_allclose(ds.strain.values[mask_true], strain_true[mask_true],
+                               atol=tol_strain)
+    alt = np.array([p[0] for p in PIXELS]).reshape(NY, NX)
+    az = np.array([p[1] for p in PIXELS]).reshape(NY, NX)
+    np.testing.assert_allclose(ds.tilt_altitude.values[mask_true], alt[mask_true], atol=tol_deg)
+    tilted = mask_true & (alt >= 0.01)
+    daz = (ds.tilt_azimuth.values[tilted] - az[tilted] + 180) % 360 - 180
+    # azimuth precision ~ tilt error / tilt (about 1 deg at 0.01 deg tilt)
+    assert np.all(np.abs(daz) < np.degrees(tol_deg / alt[tilted]) + 0.5)
+
+
+def feed(cb, docs):
+    for name, doc in docs:
+        cb(name, doc)
+
+
+def test_point_index_matches_bluesky_grid_order():
+    etas = np.arange(3.0)
+    for snake in (False, True):
+        order = raster_order(etas, snake)
+        got = [point_index(k + 1, (3, NY, NX), snake, "run") for k in range(len(order))]
+        assert got == order
+    got_map = [point_index(k + 1, (3, NY, NX), True, "map") for k in range(3 * NY * NX)]
+    assert got_map[NY * NX] == (1, 0, 0)  # each eta map restarts forward
+    with pytest.raises(ValueError, match="seq_num"):
+        point_index(0, (3, NY, NX))
+
+
+@pytest.mark.parametrize("snake,page,batch", [(False, False, 1), (True, False, 5),
+                                              (True, True, 16)])
+def test_live_maps_match_truth(scan, snake, page, batch):
+    etas, delta, frames = scan
+    cb = LiveSXDM(batch_size=batch)
+    feed(cb, inline_documents(etas, delta, frames, snake=snake, page=page))
+    ds = cb.maps()
+    assert ds.attrs["n_frames"] == len(etas) * NY * NX and ds.complete.all()
+    check_truth(ds)
+    # integrated intensity: plain sum of every frame of the pixel (independent)
+    np.testing.assert_allclose(ds.intensity.values,
+                               frames.astype(float).sum(axis=(0, 3, 4)), rtol=1e-5)
+    for name in ("intensity", "mask", "qx", "qy", "qz", "d_spacing", "strain",
+                 "tilt_altitude", "tilt_azimuth"):
+        assert ds[name].dims == ("y", "x")
+
+
+def test_detector_centre_of_mass_and_partial_maps(scan):
+    etas, delta, frames = scan
+    cb = LiveSXDM()
+    docs = inline_documents(etas, delta, frames)
+    n_half = 2 + len(etas) // 2 * NY * NX
+    feed(cb, docs[:n_half])
+    ds = cb.maps()
+    assert not ds.complete.any() and np.isnan(ds.d_spacing.values).all()
+    feed(cb, docs[n_half:])
+    ds = cb.maps()
+    f = frames.astype(float)
+    rows = np.arange(ROWS)[:, None]
+    cols = np.arange(COLS)[None, :]
+    com_row = (f * rows).sum(axis=(0, 3, 4)) / f.sum(axis=(0, 3, 4))
+    com_col = (f * cols).sum(axis=(0, 3, 4)) / f.sum(axis=(0, 3, 4))
+    np.testing.assert_allclose(ds.com_row.values, com_row, atol=1e-3)
+    np.testing.assert_allclose(ds.com_col.values, com_col, atol=1e-3)
+
+
+def test_background_subtraction_removes_com_bias(scan):
+    etas, delta, _ = scan
+    frames = make_frames(etas, delta, background=3.0)
+    biased = LiveSXDM()
+    feed(biased, inline_documents(etas, delta, frames))
+    q = truth_q()
+    d_true = 2 * np.pi / np.linalg.norm(q, axis=0)
+    err_biased = np.nanmax(np.abs(biased.maps().d_spacing.values / d_true - 1)) * 1e6
+    assert err_biased > 50  # a 3-count background pulls the COM by > 50 microstrain
+    for clip in (False, True):
+        cb = LiveSXDM(background=3.0, clip_background=clip)
+        feed(cb, inline_documents(etas, delta, frames))
+        check_truth(cb.maps())
+
+
+def test_bad_start_documents_raise_clear_errors(scan):
+    etas, delta, frames = scan
+    docs = inline_documents(etas, delta, frames)
+    start = dict(docs[0][1])
+    del start["energy_kev"]
+    with pytest.raises(ValueError, match="energy_kev"):
+        LiveSXDM().start(start)
+    start = dict(docs[0][1], eta=[1.0, 2.0])
+    with pytest.raises(ValueError, match="'eta'"):
+        LiveSXDM().start(start)
+    with pytest.raises(ValueError, match="threshold"):
+        LiveSXDM(threshold=2.0)
+    with pytest.raises(ValueError, match="background"):
+        LiveSXDM(background=-1.0)
+    cb = LiveSXDM()
+    cb("start", docs[0][1])
+    bad = dict(docs[1][1], data_keys={"other": {}})
+    with pytest.raises(ValueError, match="mpx1x4_image"):
+        cb("descriptor", bad)
