@@ -1,0 +1,274 @@
+"""The simulated beamline: detector frames for a set of motor positions.
+
+``SimulatedBeamline.render(positions, exposure_s)`` is what the caproto IOCs
+call for every detector frame (pure Python, no EPICS, thread-safe). The
+sample sits on the piezo grid at its nominal position at ``eta0`` and
+appears at ``(x + dx(eta), y + dy(eta))`` where ``dx, dy`` is the *true*
+eccentricity drift (``[simulator.eccentricity]`` in the configuration,
+distinct from ``[eccentricity]``, the beamline's calibrated correction).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+
+from braggscope.eccentricity import EccentricityModel
+from braggscope.geometry import (Geometry, bragg_angle, oversampling_detector, rocking_step,
+                                 wavelength)
+
+from .bcdi_forward import BCDIForwardModel
+from .noise import PoissonPool
+from .samples import BCDIParticle, SXDMSample, make_sample
+from .sxdm_forward import FWHM_TO_SIGMA, SXDMForwardModel
+
+__all__ = ["SimulatedBeamline", "DEFAULT_SIM_ECCENTRICITY", "REQUIRED_POSITIONS"]
+
+#: True drift used when the configuration has no ``[simulator.eccentricity]``.
+DEFAULT_SIM_ECCENTRICITY = {"eta0": 9.0, "x": [0.08, 0.004], "y": [-0.05, 0.0]}
+#: Keys ``render`` needs; ``piz`` (ignored), ``phi``, ``nu`` default to 0 and
+#: ``energy`` to the configured energy.
+REQUIRED_POSITIONS = ("pix", "piy", "eta", "delta")
+
+
+class SimulatedBeamline:
+    """Detector frames of a simulated sample on an ID01-like diffractometer.
+
+    Parameters
+    ----------
+    sample : SXDMSample, BCDIParticle or str
+        A sample object or a preset name (``nmc622``, ``lno_cluster``, ``lmno_bcdi``).
+    shape : (int, int)
+        Detector shape (rows, cols).
+    distance_m, pixel_m : float
+        Detector distance and pixel size (m).
+    cch : (float, float)
+        Direct-beam pixel at zero detector angles.
+    saturation : int
+        Pixel saturation (counts).
+    energy_kev : float
+        Default energy when ``positions`` has no ``energy``.
+    eccentricity : EccentricityModel or dict, optional
+        The true drift of the sample with eta (default :data:`DEFAULT_SIM_ECCENTRICITY`).
+    probe_fwhm_um : float
+        SXDM nano-probe FWHM (um).
+    peak_rate, background_rate : float
+        SXDM peak counts/s per um of crystal at the Bragg condition; flat
+        background counts/pixel/s.
+    bcdi_peak_rate : float
+        BCDI counts/s at the Bragg peak of the fully illuminated particle.
+    bcdi_beam_fwhm_um : float
+        BCDI (micro-)beam FWHM (um).
+    seed : int or None
+        Seed for the sample preset and the noise.
+    """
+
+    def __init__(self, sample="nmc622", *, shape=(512, 512), distance_m=0.5, pixel_m=55e-6,
+                 cch=(256.0, 256.0), saturation=401540, energy_kev=8.33, eccentricity=None,
+                 probe_fwhm_um=0.08, peak_rate=2.0e5, background_rate=100.0,
+                 bcdi_peak_rate=1.0e6, bcdi_beam_fwhm_um=1.0, seed=0):
+        if isinstance(sample, str):
+            sample = make_sample(sample, seed)
+        if not isinstance(sample, (SXDMSample, BCDIParticle)):
+            raise TypeError(f"sample must be a preset name, SXDMSample or BCDIParticle, got {type(sample).__name__}")
+        if not float(energy_kev) > 0:
+            raise ValueError(f"energy_kev must be > 0, got {energy_kev!r}")
+        if not (bcdi_peak_rate >= 0 and bcdi_beam_fwhm_um > 0):
+            raise ValueError("bcdi_peak_rate must be >= 0 and bcdi_beam_fwhm_um > 0")
+        if eccentricity is None:
+            eccentricity = DEFAULT_SIM_ECCENTRICITY
+        if isinstance(eccentricity, Mapping):
+            eccentricity = EccentricityModel.from_dict(eccentricity)
+        if not isinstance(eccentricity, EccentricityModel):
+            raise TypeError("eccentricity must be an EccentricityModel or a dict")
+        self.sample = sample
+        self.eccentricity = eccentricity
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.distance_m = float(distance_m)
+        self.pixel_m = float(pixel_m)
+        self.cch = (float(cch[0]), float(cch[1]))
+        self.saturation = int(saturation)
+        self.energy_kev = float(energy_kev)
+        self.seed = seed
+        self.background_rate = float(background_rate)
+        self.bcdi_peak_rate = float(bcdi_peak_rate)
+        self.bcdi_beam_fwhm_um = float(bcdi_beam_fwhm_um)
+        self._lock = threading.RLock()
+        self._rng = np.random.default_rng(None if seed is None else int(seed) + 1)
+        if isinstance(sample, SXDMSample):
+            self.forward = SXDMForwardModel(
+                sample, shape=self.shape, distance_m=self.distance_m, pixel_m=self.pixel_m,
+                cch=self.cch, probe_fwhm_um=probe_fwhm_um, peak_rate=peak_rate,
+                background_rate=background_rate, saturation=self.saturation,
+                seed=None if seed is None else int(seed) + 1)
+            self._pool = None
+        else:
+            self.forward = BCDIForwardModel(sample)
+            self._pool = PoissonPool(self._rng)
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg, sample=None, seed=None) -> "SimulatedBeamline":
+        """Build from a :class:`braggscope.config.Config`.
+
+        Reads ``detector.{shape, pixel_m, cch, distance_m, saturation}``,
+        ``energy.energy_kev``, ``simulator.{sample, seed, probe_fwhm_um,
+        peak_rate, background_rate, bcdi_peak_rate, bcdi_beam_fwhm_um}`` and
+        the table ``simulator.eccentricity`` (the true drift). ``sample`` and
+        ``seed`` override the configuration.
+        """
+        sim = cfg.get("simulator", {}) or {}
+        seed = sim.get("seed", 0) if seed is None else seed
+        sample = sim.get("sample", "nmc622") if sample is None else sample
+        return cls(
+            sample,
+            shape=tuple(cfg["detector.shape"]),
+            distance_m=float(cfg["detector.distance_m"]),
+            pixel_m=float(cfg["detector.pixel_m"]),
+            cch=tuple(cfg["detector.cch"]),
+            saturation=int(cfg.get("detector.saturation", 401540)),
+            energy_kev=float(cfg["energy.energy_kev"]),
+            eccentricity=sim.get("eccentricity", DEFAULT_SIM_ECCENTRICITY),
+            probe_fwhm_um=float(sim.get("probe_fwhm_um", 0.08)),
+            peak_rate=float(sim.get("peak_rate", 2.0e5)),
+            background_rate=float(sim.get("background_rate", 100.0)),
+            bcdi_peak_rate=float(sim.get("bcdi_peak_rate", 1.0e6)),
+            bcdi_beam_fwhm_um=float(sim.get("bcdi_beam_fwhm_um", 1.0)),
+            seed=seed,
+        )
+
+    # -- public -----------------------------------------------------------------
+    @property
+    def is_bcdi(self) -> bool:
+        return isinstance(self.sample, BCDIParticle)
+
+    def geometry(self, energy_kev=None) -> Geometry:
+        """Detector geometry at an energy (keV; default the configured one)."""
+        e = self.energy_kev if energy_kev is None else float(energy_kev)
+        return Geometry(e, self.distance_m, self.pixel_m, self.cch)
+
+    def render(self, positions: Mapping[str, float], exposure_s: float = 0.01) -> np.ndarray:
+        """One detector frame (uint32, ``self.shape``) at the given motor positions.
+
+        Parameters
+        ----------
+        positions : mapping
+            ``pix``, ``piy`` (um), ``eta``, ``delta`` (deg) required; ``phi``,
+            ``nu`` (deg, default 0), ``energy`` (keV, default configured),
+            ``piz`` (um, accepted and ignored: the probe is always in focus).
+        exposure_s : float
+            Exposure time (s), > 0.
+        """
+        missing = [k for k in REQUIRED_POSITIONS if k not in positions]
+        if missing:
+            raise ValueError(f"positions is missing {missing} (needs {list(REQUIRED_POSITIONS)})")
+        vals = {k: float(positions[k]) for k in REQUIRED_POSITIONS}
+        for k in ("phi", "nu"):
+            vals[k] = float(positions.get(k, 0.0))
+        vals["energy"] = float(positions.get("energy", self.energy_kev))
+        bad = [k for k, v in vals.items() if not np.isfinite(v)]
+        if bad:
+            raise ValueError(f"positions {bad} are not finite")
+        if not vals["energy"] > 0:
+            raise ValueError(f"positions['energy'] must be > 0 keV, got {vals['energy']!r}")
+        exposure_s = float(exposure_s)
+        if not exposure_s > 0:
+            raise ValueError(f"exposure_s must be > 0, got {exposure_s!r}")
+        dx, dy = self.eccentricity.offset(vals["eta"])
+        xs, ys = vals["pix"] - dx, vals["piy"] - dy  # beam position in sample coordinates
+        with self._lock:
+            if self.is_bcdi:
+                return self._render_bcdi(xs, ys, vals, exposure_s)
+            return self.forward.render(xs, ys, vals["eta"], vals["delta"], vals["nu"], vals["phi"],
+                                       vals["energy"], exposure_s)
+
+    def apparent_center(self, eta) -> tuple[float, float]:
+        """Piezo position (um) where the sample's centre appears at ``eta`` (deg)."""
+        cx, cy = self._center()
+        dx, dy = self.eccentricity.offset(eta)
+        return cx + dx, cy + dy
+
+    def bragg_setup(self, energy_kev=None) -> dict:
+        """Angles to park at and a suggested rocking range for the preset's reflection.
+
+        Returns
+        -------
+        dict
+            ``eta``, ``delta``, ``nu``, ``phi`` (deg, symmetric Bragg
+            condition of the nominal d-spacing), ``eta_start``, ``eta_stop``,
+            ``eta_num`` (suggested rocking scan), ``d_spacing`` (Angstrom),
+            ``reflection``, ``center_um`` (apparent centre at ``eta``),
+            ``extent_um`` (raster half-width covering the sample); for BCDI
+            also ``size_m``, ``oversampling_detector`` and the ``distance_m``
+            giving an oversampling of 3.
+        """
+        e = self.energy_kev if energy_kev is None else float(energy_kev)
+        d = self.sample.d_spacing
+        theta = bragg_angle(d, e)
+        out = {"eta": theta, "delta": 2 * theta, "nu": 0.0, "phi": 0.0, "energy_kev": e,
+               "d_spacing": float(d)}
+        if self.is_bcdi:
+            size = float(self.sample.extent_m().max())
+            step = rocking_step(d, size, 3.0)
+            half = 0.2
+            out.update(reflection="".join(str(h) for h in self.sample.hkl), size_m=size,
+                       eta_start=theta - half, eta_stop=theta + half,
+                       eta_num=int(np.ceil(2 * half / step)) + 1,
+                       oversampling_detector=oversampling_detector(e, self.distance_m, self.pixel_m, size),
+                       distance_m=3.0 * self.pixel_m * size / (wavelength(e) * 1e-10),
+                       extent_um=1.0)
+        else:
+            tilts = [abs(c.edge_tilt_deg) + np.max(np.abs(np.asarray(c.domains)[:, 2:4]), initial=0.0)
+                     for c in self.sample.crystallites if max(map(abs, c.orientation_deg)) < 0.5]
+            half = float(max(tilts, default=0.3)) + 0.2
+            out.update(reflection=self.sample.reflection, eta_start=theta - half,
+                       eta_stop=theta + half, eta_num=int(round(2 * half / 0.05)) + 1,
+                       extent_um=float(max(np.hypot(c.center_um[0] - self._center()[0],
+                                                    c.center_um[1] - self._center()[1]) + c.extent_um()
+                                           for c in self.sample.crystallites)) + 0.5)
+        out["center_um"] = list(self.apparent_center(theta))
+        return out
+
+    def truth(self) -> dict:
+        """Ground truth for tests: sample description, true eccentricity, maps.
+
+        ``maps(x, y)`` (SXDM samples) evaluates :meth:`SXDMSample.truth_maps`
+        on a piezo grid (positions at ``eta0``); BCDI samples give the voxel
+        object (``rho``, ``u_angstrom``, axes, G) under ``object``.
+        """
+        out = {"sample": self.sample.to_dict(), "kind": self.sample.kind, "seed": self.seed,
+               "eccentricity": self.eccentricity.to_dict(), "center_um": list(self._center())}
+        if self.is_bcdi:
+            out["object"] = self.forward.truth()
+        else:
+            out["maps"] = self.sample.truth_maps
+            out["probe_fwhm_um"] = self.forward.probe_fwhm_um
+        return out
+
+    # -- helpers --------------------------------------------------------------------
+    def _center(self) -> tuple[float, float]:
+        if self.is_bcdi:
+            return tuple(float(c) for c in self.sample.center_um)
+        w = np.array([c.scale * c.thickness_um for c in self.sample.crystallites])
+        xy = np.array([c.center_um for c in self.sample.crystallites])
+        return tuple(float(v) for v in (w[:, None] * xy).sum(0) / w.sum())
+
+    def _render_bcdi(self, xs, ys, vals, exposure_s):
+        geo = self.geometry(vals["energy"])
+        bg = self.background_rate * exposure_s
+        frame = self._pool.background(bg, self.shape)
+        sigma = self.bcdi_beam_fwhm_um * FWHM_TO_SIGMA
+        cx, cy = self.sample.center_um
+        overlap = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+        scale = self.bcdi_peak_rate * exposure_s * overlap
+        if scale <= 0:
+            return frame
+        win = self.forward.window(geo, self.shape, vals["eta"], vals["delta"], vals["nu"], vals["phi"])
+        if win is None:
+            return frame
+        (r0, r1, c0, c1), inten = win
+        counts = self._rng.poisson(scale * inten + bg)
+        frame[r0:r1, c0:c1] = np.minimum(counts, self.saturation).astype(np.uint32)
+        return frame
