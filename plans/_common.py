@@ -1,0 +1,101 @@
+"""Argument checks and start-document pieces shared by the braggscope plans.
+
+Every check raises ``ValueError`` naming the argument and the allowed range,
+and is called before a plan yields its first message (so before any motion).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from braggscope.eccentricity import EccentricityModel
+
+BEAM_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "detector_shape", "delta", "nu", "phi")
+
+
+def check_range(name: str, value) -> tuple[float, float, int]:
+    """Validate a ``(start, stop, num)`` raster range; returns it normalised."""
+    try:
+        start, stop, num = value
+        start, stop = float(start), float(stop)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (start, stop, num), got {value!r}") from None
+    if not (np.isfinite(start) and np.isfinite(stop)):
+        raise ValueError(f"{name} start/stop must be finite, got {value!r}")
+    if int(num) != num or int(num) < 1:
+        raise ValueError(f"{name} num must be an integer >= 1, got {num!r}")
+    num = int(num)
+    if num > 1 and start == stop:
+        raise ValueError(f"{name} is empty: start == stop = {start} with num = {num} > 1")
+    return start, stop, num
+
+
+def check_angles(name: str, values) -> list[float]:
+    """Validate a non-empty list of finite angles (degrees)."""
+    arr = np.atleast_1d(np.asarray(values, dtype=float))
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D list of angles in degrees, got {values!r}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN/inf: {values!r}")
+    return [float(v) for v in arr]
+
+
+def motor_limits(motor) -> tuple[float, float] | None:
+    """Soft limits of a positioner (``EpicsMotor.limits``), or None when unset.
+
+    ophyd reports ``(0, 0)`` (or equal values) for "no limits".
+    """
+    lim = getattr(motor, "limits", None)
+    if lim is None:
+        return None
+    try:
+        low, high = float(lim[0]), float(lim[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if low == high:
+        return None
+    return (min(low, high), max(low, high))
+
+
+def check_within_limits(motor, name: str, low: float, high: float) -> None:
+    """Refuse targets ``[low, high]`` outside the motor's soft limits."""
+    lim = motor_limits(motor)
+    if lim is None:
+        return
+    if low < lim[0] or high > lim[1]:
+        raise ValueError(
+            f"{name} needs {motor.name} from {low:.6g} to {high:.6g}, outside its limits "
+            f"[{lim[0]:.6g}, {lim[1]:.6g}]")
+
+
+def eccentricity_model(value) -> EccentricityModel:
+    """Accept an EccentricityModel, its dict form, or None (no correction)."""
+    if value is None:
+        return EccentricityModel()
+    if isinstance(value, EccentricityModel):
+        return value
+    if isinstance(value, dict):
+        return EccentricityModel.from_dict(value)
+    raise ValueError(f"eccentricity must be an EccentricityModel, a dict or None, got {type(value).__name__}")
+
+
+def beam_metadata(**beam: Any) -> dict:
+    """Start-document keys of the beam and detector (JSON-ready, Nones dropped)."""
+    out = {}
+    for key, value in beam.items():
+        if key not in BEAM_KEYS:
+            raise ValueError(f"unknown beam metadata key {key!r}; expected one of {BEAM_KEYS}")
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple, np.ndarray)):
+            value = [float(v) if key != "detector_shape" else int(v) for v in np.ravel(value)]
+        else:
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def names(devices: Sequence) -> list[str]:
+    return [getattr(d, "name", repr(d)) for d in devices]

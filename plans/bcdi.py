@@ -1,0 +1,203 @@
+"""BCDI: an oversampled rocking scan of one crystal, kept in the beam at every angle."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from bluesky import plans as bp
+from bluesky.utils import MsgGenerator
+from cycler import cycler
+
+from braggscope.geometry import oversampling_detector, oversampling_rocking, rocking_step, wavelength
+
+from ._common import beam_metadata, check_within_limits, eccentricity_model, names
+
+__all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
+
+#: Nyquist: below this oversampling ratio the phase cannot be retrieved.
+MIN_OVERSAMPLING = 2.0
+
+
+def bcdi_angles(eta_center: float, *, d_spacing: float, size_m: float, oversampling: float = 2.0,
+                step_deg: float | None = None, eta_range: float | None = None,
+                n_fringes: float = 12.0, allow_undersampling: bool = False) -> np.ndarray:
+    """Rocking angles (degrees) of an oversampled BCDI scan.
+
+    The step is ``rocking_step(d_spacing, size_m, oversampling)`` unless
+    ``step_deg`` is given; the range is ``eta_range`` or ``n_fringes``
+    fringe periods (one period is ``d_spacing / size_m`` radians).
+
+    Raises
+    ------
+    ValueError
+        If the step gives a rocking oversampling below 2 (and not
+        ``allow_undersampling``), naming the allowed step range.
+    """
+    for name, v in (("d_spacing", d_spacing), ("size_m", size_m), ("oversampling", oversampling)):
+        if not (np.isfinite(float(v)) and float(v) > 0):
+            raise ValueError(f"{name} must be > 0, got {v!r}")
+    max_step = rocking_step(d_spacing, size_m, MIN_OVERSAMPLING)
+    if step_deg is None:
+        if oversampling < MIN_OVERSAMPLING and not allow_undersampling:
+            raise ValueError(f"oversampling must be >= {MIN_OVERSAMPLING}, got {oversampling!r} "
+                             "(pass allow_undersampling=True to override)")
+        step_deg = rocking_step(d_spacing, size_m, oversampling)
+    step_deg = float(step_deg)
+    if not (np.isfinite(step_deg) and step_deg > 0):
+        raise ValueError(f"step_deg must be > 0 degrees, got {step_deg!r}")
+    sigma = oversampling_rocking(d_spacing, size_m, step_deg)
+    if sigma < MIN_OVERSAMPLING and not allow_undersampling:
+        raise ValueError(
+            f"step_deg = {step_deg:.6g} deg gives a rocking oversampling of {sigma:.3g} < {MIN_OVERSAMPLING}; "
+            f"allowed range: 0 < step_deg <= {max_step:.6g} deg for a {size_m * 1e9:.0f} nm crystal at "
+            f"d = {d_spacing:.4g} A (pass allow_undersampling=True to override)")
+    if eta_range is None:
+        if not float(n_fringes) > 0:
+            raise ValueError(f"n_fringes must be > 0, got {n_fringes!r}")
+        eta_range = float(n_fringes) * np.degrees(d_spacing * 1e-10 / size_m)
+    eta_range = float(eta_range)
+    if not (np.isfinite(eta_range) and eta_range > 0):
+        raise ValueError(f"eta_range must be > 0 degrees, got {eta_range!r}")
+    n = int(np.floor(eta_range / step_deg + 1e-9)) + 1
+    if n < 3:
+        raise ValueError(f"eta_range = {eta_range:.6g} deg holds {n} steps of {step_deg:.6g} deg; "
+                         f"need eta_range >= {2 * step_deg:.6g} deg")
+    half = (n - 1) * step_deg / 2.0
+    return float(eta_center) + np.linspace(-half, half, n)
+
+
+def bcdi_rocking(
+    detectors: Sequence,
+    eta_motor,
+    eta_center: float,
+    *,
+    size_m: float,
+    d_spacing: float,
+    energy_kev: float,
+    distance_m: float,
+    pixel_m: float,
+    oversampling: float = 2.0,
+    step_deg: float | None = None,
+    eta_range: float | None = None,
+    n_fringes: float = 12.0,
+    x_motor=None,
+    y_motor=None,
+    x_um: float | None = None,
+    y_um: float | None = None,
+    eccentricity=None,
+    allow_undersampling: bool = False,
+    reflection=None,
+    sample: str | None = None,
+    cch=None,
+    detector_shape=None,
+    delta: float | None = None,
+    nu: float | None = None,
+    phi: float | None = None,
+    md: dict | None = None,
+) -> MsgGenerator[str]:
+    """Oversampled rocking scan of one crystal for BCDI.
+
+    The step follows from the particle size, the reflection's d-spacing and
+    the requested oversampling (``braggscope.geometry.rocking_step``); the
+    detector-plane oversampling ``lambda D / (p size)`` is checked from the
+    geometry given. With ``x_motor``/``y_motor`` the piezo follows the
+    eccentricity drift, ``(x_um, y_um) + eccentricity.offset(eta)``, so the
+    crystal stays in the beam at every angle.
+
+    Parameters
+    ----------
+    detectors : list of readable devices
+    eta_motor : positioner
+        Rocking motor (degrees).
+    eta_center : float
+        Centre of the rocking curve (degrees), usually the Bragg angle.
+    size_m : float
+        Particle size in metres.
+    d_spacing : float
+        Reflection d-spacing in Angstrom.
+    energy_kev, distance_m, pixel_m : float
+        Photon energy (keV), sample-detector distance (m) and pixel size (m).
+    oversampling : float
+        Requested rocking oversampling (>= 2).
+    step_deg, eta_range : float, optional
+        Explicit step and total range (degrees) instead of the defaults
+        (step from ``oversampling``, range ``n_fringes`` fringe periods).
+    x_motor, y_motor, x_um, y_um : optional
+        Piezo axes and the crystal position at ``eccentricity.eta0`` (um).
+    eccentricity : EccentricityModel or dict, optional
+    allow_undersampling : bool
+        Permit oversampling below 2 (in either direction).
+    reflection : sequence of int, optional
+        Miller indices, recorded in the start document.
+    sample, cch, detector_shape, delta, nu, phi, md
+        Recorded in the start document.
+
+    Yields
+    ------
+    Msg
+        Messages for the RunEngine; returns the run uid.
+
+    Raises
+    ------
+    ValueError
+        Before the first message (so before any motion) for a step or a
+        distance giving an oversampling below 2, naming the argument and the
+        allowed range, or for targets outside the motors' limits.
+    """
+    sigma_det = oversampling_detector(energy_kev, distance_m, pixel_m, size_m)
+    if sigma_det < MIN_OVERSAMPLING and not allow_undersampling:
+        min_distance = MIN_OVERSAMPLING * pixel_m * size_m / (wavelength(energy_kev) * 1e-10)
+        raise ValueError(
+            f"distance_m = {distance_m:.4g} m gives a detector-plane oversampling of {sigma_det:.3g} < "
+            f"{MIN_OVERSAMPLING}; allowed range: distance_m >= {min_distance:.4g} m for {pixel_m * 1e6:.0f} um "
+            f"pixels, a {size_m * 1e9:.0f} nm crystal at {energy_kev:.4g} keV "
+            "(pass allow_undersampling=True to override)")
+    etas = bcdi_angles(eta_center, d_spacing=d_spacing, size_m=size_m, oversampling=oversampling,
+                       step_deg=step_deg, eta_range=eta_range, n_fringes=n_fringes,
+                       allow_undersampling=allow_undersampling)
+    model = eccentricity_model(eccentricity)
+    check_within_limits(eta_motor, "eta range", float(etas.min()), float(etas.max()))
+    traj = cycler(eta_motor, list(etas))
+    follow = {}
+    if (x_motor is None) != (x_um is None) or (y_motor is None) != (y_um is None):
+        raise ValueError("x_motor/x_um and y_motor/y_um must be given together")
+    dx, dy = model.offset(etas)
+    if x_motor is not None:
+        xs = float(x_um) + np.asarray(dx)
+        check_within_limits(x_motor, "x_um (+ eccentricity offsets)", float(xs.min()), float(xs.max()))
+        traj = traj + cycler(x_motor, list(xs))
+        follow["x"] = {"motor": x_motor.name, "at_eta0": float(x_um)}
+    if y_motor is not None:
+        ys = float(y_um) + np.asarray(dy)
+        check_within_limits(y_motor, "y_um (+ eccentricity offsets)", float(ys.min()), float(ys.max()))
+        traj = traj + cycler(y_motor, list(ys))
+        follow["y"] = {"motor": y_motor.name, "at_eta0": float(y_um)}
+    if not detectors:
+        raise ValueError("detectors must name at least one detector")
+
+    step = float(etas[1] - etas[0])
+    _md = {
+        "plan_name": "bcdi_rocking",
+        "detector": "mpx1x4",
+        "eta": [float(e) for e in etas],
+        "size_m": float(size_m),
+        "d_spacing": float(d_spacing),
+        "reflection": list(reflection) if reflection is not None else None,
+        "step_deg": step,
+        "oversampling_rocking": oversampling_rocking(d_spacing, size_m, step),
+        "oversampling_detector": sigma_det,
+        "eccentricity": model.to_dict(),
+        "follow": follow,
+        "plan_args": {"detectors": names(detectors), "eta_motor": eta_motor.name, "eta_center": float(eta_center),
+                      "size_m": float(size_m), "d_spacing": float(d_spacing), "oversampling": float(oversampling),
+                      "step_deg": step_deg, "eta_range": eta_range, "n_fringes": float(n_fringes),
+                      "allow_undersampling": bool(allow_undersampling)},
+        "hints": {"dimensions": [([eta_motor.name], "primary")]},
+        **beam_metadata(energy_kev=energy_kev, distance_m=distance_m, pixel_m=pixel_m, cch=cch,
+                        detector_shape=detector_shape, delta=delta, nu=nu, phi=phi),
+    }
+    if sample is not None:
+        _md["sample"] = sample
+    _md.update(md or {})
+    return (yield from bp.scan_nd(detectors, traj, md=_md))

@@ -1,0 +1,146 @@
+"""An in-process area detector that writes its frames to HDF5 like areaDetector.
+
+Used where no IOC is wanted: unit tests of the plans and storage, the
+in-process baseline of ``benchmarks/bench_scan_overhead.py``, and dry runs.
+It emits the same documents as ophyd's ``FileStoreHDF5IterativeWrite``
+(a Resource with spec ``AD_HDF5``, dataset ``/entry/data/data``, one Datum
+per point with ``point_number``), so the storage path is exercised exactly as
+with the real Maxipix + HDF5 plugin.
+
+The frame source is any callable returning a ``(rows, cols)`` unsigned
+integer array, e.g. ``lambda: beamline.render(positions())``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.status import DeviceStatus
+
+__all__ = ["HDF5ImageDetector"]
+
+
+class HDF5ImageDetector(Device):
+    """Area detector rendering frames in-process and writing them to HDF5.
+
+    Parameters
+    ----------
+    render : callable
+        ``render() -> ndarray (rows, cols)`` of unsigned integer counts,
+        called once per trigger.
+    write_dir : path-like
+        Directory for the HDF5 files (one file per staging, i.e. per run).
+    shape : (int, int)
+        Frame shape ``(rows, cols)``.
+    name : str
+        Device name; the image field is ``<name>_image`` (``mpx1x4_image``).
+
+    Readings: ``<name>_image`` (external, HDF5) and ``<name>_total`` (sum of
+    the frame, counts; hinted), configuration ``<name>_acquire_time`` (s).
+    """
+
+    total = Cpt(Signal, value=0, kind="hinted")
+    acquire_time = Cpt(Signal, value=0.0, kind="config")
+
+    def __init__(self, *, render: Callable[[], np.ndarray], write_dir, shape, name="mpx1x4",
+                 dtype="uint32", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._render = render
+        self._write_dir = Path(write_dir).expanduser()
+        self._shape = (int(shape[0]), int(shape[1]))
+        self._dtype = np.dtype(dtype)
+        self._file: h5py.File | None = None
+        self._dataset = None
+        self._resource: dict | None = None
+        self._asset_docs: deque = deque()
+        self._point = 0
+        self._last_datum: str | None = None
+        self._lock = threading.Lock()
+        self.last_path: Path | None = None
+
+    # -- bluesky protocols --------------------------------------------------
+    @property
+    def image_key(self) -> str:
+        return f"{self.name}_image"
+
+    def stage(self):
+        self._write_dir.mkdir(parents=True, exist_ok=True)
+        path = self._write_dir / f"{self.name}_{uuid.uuid4().hex[:12]}.h5"
+        self._file = h5py.File(path, "w", libver="latest")
+        self._dataset = self._file.create_dataset(
+            "/entry/data/data", shape=(0,) + self._shape, maxshape=(None,) + self._shape,
+            dtype=self._dtype, chunks=(1,) + self._shape)
+        self._file.swmr_mode = True
+        self._point = 0
+        self.last_path = path
+        self._resource = {
+            "uid": str(uuid.uuid4()), "spec": "AD_HDF5", "root": "/",
+            "resource_path": str(path).lstrip("/"), "resource_kwargs": {"frame_per_point": 1},
+            "path_semantics": "posix",
+        }
+        self._asset_docs.append(("resource", dict(self._resource)))
+        return super().stage()
+
+    def unstage(self):
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+            self._file = self._dataset = None
+        return super().unstage()
+
+    def trigger(self):
+        if self._file is None:
+            raise RuntimeError(f"{self.name} must be staged before trigger (plans stage it)")
+        status = DeviceStatus(self)
+        try:
+            t_exp = float(self.acquire_time.get())
+            t0 = time.monotonic()
+            frame = np.asarray(self._render())
+            if frame.shape != self._shape:
+                raise ValueError(f"render() returned shape {frame.shape}, expected {self._shape}")
+            with self._lock:
+                n = self._point
+                self._dataset.resize(n + 1, axis=0)
+                self._dataset[n] = frame.astype(self._dtype, copy=False)
+                self._dataset.flush()
+            self.total.put(int(frame.sum(dtype=np.int64)))
+            datum_id = f"{self._resource['uid']}/{n}"
+            self._asset_docs.append(("datum", {"datum_id": datum_id, "resource": self._resource["uid"],
+                                               "datum_kwargs": {"point_number": n}}))
+            self._last_datum = datum_id
+            self._point += 1
+            remaining = t_exp - (time.monotonic() - t0)
+            if remaining > 0:
+                time.sleep(remaining)
+        except Exception as exc:  # report through the status, as a real detector would
+            status.set_exception(exc)
+            return status
+        status.set_finished()
+        return status
+
+    def describe(self):
+        out = super().describe()
+        out[self.image_key] = {
+            "source": f"HDF5:{self.last_path}", "dtype": "array", "shape": list(self._shape),
+            "dtype_numpy": self._dtype.str, "external": "FILESTORE:",
+        }
+        return out
+
+    def read(self):
+        out = super().read()
+        out[self.image_key] = {"value": self._last_datum, "timestamp": time.time()}
+        return out
+
+    def collect_asset_docs(self):
+        while self._asset_docs:
+            yield self._asset_docs.popleft()
+

@@ -1,0 +1,154 @@
+"""3D-SXDM: a piezo raster repeated at each rocking angle, drift-corrected, in one run."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from bluesky import plan_stubs as bps
+from bluesky import plans as bp
+from bluesky.utils import MsgGenerator
+from cycler import cycler
+
+from braggscope.storage import raster_order
+
+from ._common import beam_metadata, check_angles, check_range, check_within_limits, eccentricity_model, names
+
+__all__ = ["sxdm_map", "sxdm_points"]
+
+
+def sxdm_map(
+    detectors: Sequence,
+    x_motor,
+    x_range,
+    y_motor,
+    y_range,
+    eta_motor,
+    etas,
+    *,
+    eccentricity=None,
+    snake: bool = True,
+    sample: str | None = None,
+    energy_kev: float | None = None,
+    distance_m: float | None = None,
+    pixel_m: float | None = None,
+    cch=None,
+    detector_shape=None,
+    delta: float | None = None,
+    nu: float | None = None,
+    phi: float | None = None,
+    md: dict | None = None,
+) -> MsgGenerator[str]:
+    """Map a crystal with a 2-D piezo raster at each rocking angle (3D-SXDM).
+
+    One run holds the whole dataset (eta x y x x x frame). At each ``eta`` the
+    raster origin is moved by ``eccentricity.offset(eta)`` so the same sample
+    area is mapped at every angle; the detector is triggered at every point.
+
+    Parameters
+    ----------
+    detectors : list of readable devices
+        Must include the area detector (field ``mpx1x4_image``).
+    x_motor, x_range : positioner, (start, stop, num)
+        Fast piezo axis and its nominal range in micrometres.
+    y_motor, y_range : positioner, (start, stop, num)
+        Slow piezo axis and its nominal range in micrometres.
+    eta_motor, etas : positioner, sequence of float
+        Rocking motor and the rocking angles in degrees (outermost loop).
+    eccentricity : EccentricityModel or dict, optional
+        Drift model; ``None`` maps without correction.
+    snake : bool
+        Alternate the fast-axis direction row by row (odd rows run backwards).
+    sample : str, optional
+        Sample name for the start document.
+    energy_kev, distance_m, pixel_m, cch, detector_shape, delta, nu, phi
+        Beam and detector geometry recorded in the start document (keV, m, m,
+        pixel (row, col), (rows, cols), degrees).
+    md : dict, optional
+        Extra start-document metadata.
+
+    Yields
+    ------
+    Msg
+        Messages for the RunEngine; returns the run uid.
+
+    Raises
+    ------
+    ValueError
+        On an empty range, no angles, or corrected raster extents outside the
+        motors' limits, before any message is yielded.
+
+    See Also
+    --------
+    sxdm_points : the corrected positions in acquisition order.
+    braggscope.storage.sxdm_stack : the run read back as (eta, y, x, rows, cols).
+    """
+    x_range = check_range("x_range", x_range)
+    y_range = check_range("y_range", y_range)
+    etas = check_angles("etas", etas)
+    model = eccentricity_model(eccentricity)
+    eta_pts, y_pts, x_pts = sxdm_points(x_range, y_range, etas, eccentricity=model, snake=snake)
+    check_within_limits(x_motor, "x_range (+ eccentricity offsets)", float(x_pts.min()), float(x_pts.max()))
+    check_within_limits(y_motor, "y_range (+ eccentricity offsets)", float(y_pts.min()), float(y_pts.max()))
+    check_within_limits(eta_motor, "etas", min(etas), max(etas))
+    if not detectors:
+        raise ValueError("detectors must name at least one detector")
+
+    shape = [len(etas), y_range[2], x_range[2]]
+    raster = {"fast": x_motor.name, "slow": y_motor.name, "x": list(x_range), "y": list(y_range),
+              "snake": bool(snake)}
+    _md = {
+        "plan_name": "sxdm_map",
+        "detector": "mpx1x4",
+        "shape": shape,
+        "eta": etas,
+        "raster": raster,
+        "eccentricity": model.to_dict(),
+        "num_points": int(np.prod(shape)),
+        "plan_args": {"detectors": names(detectors), "x_motor": x_motor.name, "x_range": list(x_range),
+                      "y_motor": y_motor.name, "y_range": list(y_range), "eta_motor": eta_motor.name,
+                      "etas": etas, "eccentricity": model.to_dict(), "snake": bool(snake)},
+        "hints": {"dimensions": [([eta_motor.name], "primary"), ([y_motor.name], "primary"),
+                                 ([x_motor.name], "primary")],
+                  "gridding": "rectilinear", "raster": raster},
+        "extents": [list(y_range[:2]), list(x_range[:2])],
+        **beam_metadata(energy_kev=energy_kev, distance_m=distance_m, pixel_m=pixel_m, cch=cch,
+                        detector_shape=detector_shape, delta=delta, nu=nu, phi=phi),
+    }
+    if sample is not None:
+        _md["sample"] = sample
+    _md.update(md or {})
+    trajectory = cycler(eta_motor, list(eta_pts)) + cycler(y_motor, list(y_pts)) + cycler(x_motor, list(x_pts))
+    return (yield from bp.scan_nd(detectors, trajectory, md=_md))
+
+
+def sxdm_points(x_range, y_range, etas, *, eccentricity=None, snake=True):
+    """Corrected positions of every point of an SXDM map, in acquisition order.
+
+    Returns
+    -------
+    eta, y, x : ndarray, shape (n_eta * ny * nx,)
+        Angles (degrees) and piezo positions (micrometres, raster origin
+        moved by ``eccentricity.offset(eta)``).
+    """
+    x0, x1, nx = check_range("x_range", x_range)
+    y0, y1, ny = check_range("y_range", y_range)
+    etas = np.asarray(check_angles("etas", etas))
+    model = eccentricity_model(eccentricity)
+    xs, ys = np.linspace(x0, x1, nx), np.linspace(y0, y1, ny)
+    order = raster_order(len(etas), ny, nx, snake)
+    n = order.size
+    eta_pts, y_pts, x_pts = np.empty(n), np.empty(n), np.empty(n)
+    ei, yi, xi = np.meshgrid(np.arange(len(etas)), np.arange(ny), np.arange(nx), indexing="ij")
+    dx, dy = model.offset(etas)
+    dx, dy = np.broadcast_to(dx, etas.shape), np.broadcast_to(dy, etas.shape)
+    eta_pts[order] = etas[ei]
+    y_pts[order] = ys[yi] + dy[ei]
+    x_pts[order] = xs[xi] + dx[ei]
+    return eta_pts, y_pts, x_pts
+
+
+def move_to_start(x_motor, y_motor, eta_motor, x_range, y_range, etas, *, eccentricity=None) -> MsgGenerator:
+    """Move the three axes to the first point of a map (used by callers before timing)."""
+    eta_pts, y_pts, x_pts = sxdm_points(x_range, y_range, etas, eccentricity=eccentricity)
+    yield from bps.mv(eta_motor, eta_pts[0], y_motor, y_pts[0], x_motor, x_pts[0])
