@@ -105,8 +105,11 @@ class LiveSXDM(CallbackBase):
         are reduced at :meth:`flush`, at an eta change and at the stop document.
     snake_scope : {"run", "map"} or None
         Snake row parity (see :func:`live_maps.point_index`); ``None`` reads
-        ``raster["snake_scope"]`` from the start document, default ``"run"``
-        (``bluesky.plans.grid_scan`` order).
+        ``raster["snake_scope"]`` from the start document, default ``"map"``
+        (odd rows reversed, counted afresh at each eta: the order of
+        ``braggscope.plans.sxdm`` and ``braggscope.storage.raster_order``);
+        ``"run"`` is the order of ``bluesky.plans.grid_scan`` over
+        ``(eta, y, x)``.
     frame_timeout_s : float
         Retry budget when reading file-backed frames.
     weight_cache : int
@@ -186,7 +189,7 @@ class LiveSXDM(CallbackBase):
             self.map_shape = (n_eta, ny, nx)
             self.frame_shape = (rows, cols)
             self.snake = bool(raster.get("snake", False))
-            self._scope = self.snake_scope or raster.get("snake_scope", "run")
+            self._scope = self.snake_scope or raster.get("snake_scope", "map")
             self.x = np.linspace(*map(float, raster["x"][:2]), nx)
             self.y = np.linspace(*map(float, raster["y"][:2]), ny)
             self._ref = (float(geometry.cch[0]), float(geometry.cch[1]), np.asarray(q0, float))
@@ -240,13 +243,16 @@ class LiveSXDM(CallbackBase):
     def event(self, doc):
         if doc["descriptor"] not in self._descriptors:
             return
-        value = doc["data"][self.detector_field]
-        self._add(int(doc["seq_num"]), value)
+        value = doc["data"].get(self.detector_field)
+        if value is not None:  # absent when the frames come as stream_datum
+            self._add(int(doc["seq_num"]), value)
 
     def event_page(self, doc):
         if doc["descriptor"] not in self._descriptors:
             return
-        values = doc["data"][self.detector_field]
+        values = doc["data"].get(self.detector_field)
+        if values is None:
+            return
         for s, v in zip(doc["seq_num"], values):
             self._add(int(s), v)
 

@@ -20,7 +20,7 @@ import numpy as np
 __all__ = ["point_index", "derive_maps", "tilt_angles"]
 
 
-def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "run"):
+def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "map"):
     """Map an event ``seq_num`` (1-based) to ``(i_eta, iy, ix)`` map indices.
 
     Parameters
@@ -31,11 +31,12 @@ def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "run"):
         ``(n_eta, ny, nx)``.
     snake : bool
         Whether the fast axis reverses on every other row.
-    snake_scope : {"run", "map"}
-        ``"run"``: rows are counted across the whole run, as
+    snake_scope : {"map", "run"}
+        ``"map"`` (default, the order of ``braggscope.plans.sxdm``): every eta
+        map restarts with a forward row; ``"run"``: rows are counted across the whole run, as
         ``bluesky.plans.grid_scan(..., snake_axes=...)`` does over
         ``(eta, y, x)`` (with an odd ``ny`` the second eta map starts
-        reversed); ``"map"``: every eta map restarts with a forward row.
+        reversed).
 
     Returns
     -------

@@ -58,8 +58,19 @@ def xu_q_frame(eta, delta):
     return np.array(qconv.area(eta, 0.0, 0.0, delta, wl=HC / ENERGY))
 
 
-def raster_order(etas, snake):
-    """(i_eta, iy, ix) of each event in bluesky grid_scan order."""
+def raster_order(etas, snake, scope="map"):
+    """(i_eta, iy, ix) of each event.
+
+    ``scope="run"``: bluesky grid_scan order (outer_product); ``"map"``: the
+    team's contract, odd rows reversed afresh at each eta, written out here.
+    """
+    if scope == "map":
+        out = []
+        for k in range(len(etas)):
+            for iy in range(NY):
+                xs = range(NX - 1, -1, -1) if (snake and iy % 2) else range(NX)
+                out += [(k, iy, ix) for ix in xs]
+        return out
     e, y, x = SynAxis(name="eta"), SynAxis(name="piy"), SynAxis(name="pix")
     n = len(etas)
     cyc = plan_patterns.outer_product([e, 0, n - 1, n, y, 0, NY - 1, NY, False,
@@ -93,16 +104,19 @@ def start_metadata(etas, delta, snake, **extra):
     return md
 
 
-def inline_documents(etas, delta, frames, snake=False, page=False):
+def inline_documents(etas, delta, frames, snake=False, page=False, scope=None):
     """Valid bluesky documents (event_model) with frames inline, in raster order."""
-    run = event_model.compose_run(metadata=start_metadata(etas, delta, snake))
+    md = start_metadata(etas, delta, snake)
+    if scope is not None:
+        md["raster"]["snake_scope"] = scope
+    run = event_model.compose_run(metadata=md)
     docs = [("start", run.start_doc)]
     desc = run.compose_descriptor(name="primary", data_keys={
         "mpx1x4_image": {"source": "sim", "dtype": "array", "shape": [ROWS, COLS],
                          "dtype_numpy": "<u4"},
         "eta": {"source": "sim", "dtype": "number", "shape": []}})
     docs.append(("descriptor", desc.descriptor_doc))
-    order = raster_order(etas, snake)
+    order = raster_order(etas, snake, scope or "map")
     if page:
         for k0 in range(0, len(order), 7):
             chunk = order[k0:k0 + 7]
@@ -158,21 +172,23 @@ def feed(cb, docs):
 def test_point_index_matches_bluesky_grid_order():
     etas = np.arange(3.0)
     for snake in (False, True):
-        order = raster_order(etas, snake)
+        order = raster_order(etas, snake, "run")
         got = [point_index(k + 1, (3, NY, NX), snake, "run") for k in range(len(order))]
         assert got == order
-    got_map = [point_index(k + 1, (3, NY, NX), True, "map") for k in range(3 * NY * NX)]
+        got_map = [point_index(k + 1, (3, NY, NX), snake) for k in range(3 * NY * NX)]
+        assert got_map == raster_order(etas, snake, "map")
     assert got_map[NY * NX] == (1, 0, 0)  # each eta map restarts forward
+    assert got != got_map  # NY odd: the two scopes really differ
     with pytest.raises(ValueError, match="seq_num"):
         point_index(0, (3, NY, NX))
 
 
-@pytest.mark.parametrize("snake,page,batch", [(False, False, 1), (True, False, 5),
-                                              (True, True, 16)])
-def test_live_maps_match_truth(scan, snake, page, batch):
+@pytest.mark.parametrize("snake,page,batch,scope", [(False, False, 1, None), (True, False, 5, None),
+                                                    (True, True, 16, None), (True, False, 3, "run")])
+def test_live_maps_match_truth(scan, snake, page, batch, scope):
     etas, delta, frames = scan
     cb = LiveSXDM(batch_size=batch)
-    feed(cb, inline_documents(etas, delta, frames, snake=snake, page=page))
+    feed(cb, inline_documents(etas, delta, frames, snake=snake, page=page, scope=scope))
     ds = cb.maps()
     assert ds.attrs["n_frames"] == len(etas) * NY * NX and ds.complete.all()
     check_truth(ds)
