@@ -168,6 +168,7 @@ def phase_retrieval(
     mask=None,
     autocorrelation_threshold: float = 0.1,
     backend: str | Backend = "auto",
+    support_threshold: float = 0.3,
     progress: bool = True,
 ) -> PhasingResult:
     """Retrieve a complex BCDI object from a centred 3D (or 2D) intensity.
@@ -196,6 +197,9 @@ def phase_retrieval(
         Threshold of the initial support.
     backend : str or Backend
         ``"auto"`` (CuPy if a GPU is usable, else scipy), ``"scipy"``, ``"cupy"``.
+    support_threshold : float
+        The returned support is ``|obj| >= support_threshold * max |obj|``
+        (within the final shrink-wrap support).
     progress : bool
         Show a tqdm progress bar.
 
@@ -234,6 +238,8 @@ def phase_retrieval(
         raise ValueError(f"n_keep must be in [1, n_runs={n_runs}], got {n_keep}")
     if select not in ("sharpness", "llk", "chi2", "mean_to_max"):
         raise ValueError(f"select must be 'sharpness', 'llk', 'chi2' or 'mean_to_max', got {select!r}")
+    if not 0 < support_threshold < 1:
+        raise ValueError(f"support_threshold must be in (0, 1), got {support_threshold!r}")
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != intensity.shape:
@@ -270,8 +276,8 @@ def phase_retrieval(
     for i in kept[1:]:
         aligned.append(align_to_reference(objs[i][0], ref_obj))
     mode, fraction = mode_decomposition(aligned)
-    final_sup = ref_sup
-    mode = remove_phase_ramp(mode, final_sup)
+    mode = remove_phase_ramp(mode, ref_sup)
+    final_sup = ref_sup & (np.abs(mode) >= support_threshold * np.abs(mode).max())
     return PhasingResult(obj=mode.astype(np.complex64), support=final_sup, mode_fraction=fraction,
                          metrics=metrics, kept=kept, runs=aligned, recipe=recipe, select=select)
 

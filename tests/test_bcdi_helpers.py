@@ -10,7 +10,7 @@ N = 64
 G_AXIS = 0  # G along array axis 0 in these tests
 
 
-def synthetic_crystal(n=N, radius=10.0, phase_amplitude=1.0):
+def synthetic_crystal(n=N, radius=10.0, phase_amplitude=1.5):
     """Asymmetric faceted particle (~2*radius voxels across) with a smooth phase.
 
     Returns
@@ -25,8 +25,9 @@ def synthetic_crystal(n=N, radius=10.0, phase_amplitude=1.0):
     cut = z + 0.6 * y - 0.3 * x <= 0.75 * radius  # one extra facet: breaks the inversion symmetry
     shape = octa & box & cut
     r = radius
-    phase = phase_amplitude * (0.9 * (z / r) ** 2 - 0.6 * (y / r) ** 2 + 0.7 * (z / r) * (x / r)
-                               + 0.5 * (z / r) ** 3 + 0.4 * (y / r) * (x / r) ** 2)
+    # mostly odd, non-linear terms: neither the conjugate nor the flipped object match it
+    phase = phase_amplitude * (1.2 * (z / r) ** 3 + 0.8 * (z / r) * (y / r) ** 2 - 0.7 * (y / r) * (x / r) ** 2
+                               + 0.4 * (z / r) ** 2 - 0.3 * (x / r) * (y / r))
     rho = shape * np.exp(1j * phase)
     return rho, shape, phase
 
@@ -49,3 +50,42 @@ def phase_rms(obj, truth, shape):
     d = np.angle(obj[shape] * np.conj(truth[shape]))
     d = np.angle(np.exp(1j * (d - np.angle(np.mean(np.exp(1j * d))))))
     return float(np.sqrt(np.mean(d ** 2)))
+
+
+# paper geometry (Figure 7): 13 keV, 1.4 m, 55 um pixels, LMNO 004 (a = 8.17 A)
+PAPER = {"energy_kev": 13.0, "distance_m": 1.4, "pixel_m": 55e-6, "d_spacing": 8.17 / 4, "step_deg": 0.0073}
+
+
+def paper_meta(n_eta, rows, cols):
+    """Metadata of a symmetric 004 rocking scan centred on the Bragg angle, peak on the frame centre."""
+    from braggscope.geometry import bragg_angle
+
+    theta = bragg_angle(PAPER["d_spacing"], PAPER["energy_kev"])
+    eta = theta + PAPER["step_deg"] * (np.arange(n_eta) - n_eta // 2)
+    return {"energy_kev": PAPER["energy_kev"], "distance_m": PAPER["distance_m"], "pixel_m": PAPER["pixel_m"],
+            "cch": (rows // 2, cols // 2), "eta": eta, "delta": 2 * theta, "nu": 0.0, "phi": 0.0,
+            "d_spacing": PAPER["d_spacing"]}
+
+
+def write_bliss(path, frames, meta, scan="1.1"):
+    """Write a rocking scan in the ID01 BLISS layout (frames, eta per frame, calibration, nrj)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        e = f.create_group(scan)
+        inst = e.create_group("instrument")
+        det = inst.create_group("mpx1x4")
+        det["image"] = np.asarray(frames, dtype=np.uint32)
+        det["beam_center_x"] = float(meta["cch"][1])
+        det["beam_center_y"] = float(meta["cch"][0])
+        det["distance"] = float(meta["distance_m"])
+        det["x_pixel_size"] = float(meta["pixel_m"])
+        det["y_pixel_size"] = float(meta["pixel_m"])
+        inst["eta/value"] = np.asarray(meta["eta"], dtype=float)
+        pos = inst.create_group("positioners")
+        pos["nrj"] = float(meta["energy_kev"])
+        pos["delta"] = float(meta["delta"])
+        pos["nu"] = float(meta["nu"])
+        pos["phi"] = float(meta["phi"])
+        pos["eta"] = np.asarray(meta["eta"], dtype=float)
+    return path

@@ -1,0 +1,390 @@
+"""BCDI pre-processing: from a rocking scan to a phasing-ready intensity.
+
+Input: frames ``(n_eta, rows, cols)`` in raw counts plus metadata (energy in
+keV, distance and pixel in metres, ``cch`` (row, col), ``eta`` in degrees,
+``delta``/``nu``/``phi`` in degrees), from arrays, a ``(frames, meta)`` pair
+(``braggscope.storage.rocking_stack(run)``), a Bluesky run, or an ID01 BLISS
+HDF5 file (:func:`load_bliss`).
+
+Steps (:func:`prepare`): detector mask (chip gaps, hot/saturated pixels),
+background, crop/centre on the Bragg peak (max or centre of mass), optional
+binning in the detector plane, zero padding to FFT-friendly sizes
+(``scipy.fft.next_fast_len``) with the padding masked, and oversampling from
+the data (autocorrelation extent) beside the one from the geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "BCDIData",
+    "prepare",
+    "load_bliss",
+    "as_frames_meta",
+    "detector_mask",
+    "subtract_background",
+    "find_peak",
+    "crop_around",
+    "bin_frames",
+    "pad_fast",
+    "oversampling_from_data",
+    "MAXIPIX_SATURATION",
+]
+
+#: Counts above which an ID01 Maxipix pixel is saturated (ANCHORS.md).
+MAXIPIX_SATURATION = 401540
+
+_META_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "eta")
+
+
+@dataclass
+class BCDIData:
+    """A phasing-ready rocking scan.
+
+    Attributes
+    ----------
+    intensity : ndarray, float32, (n_eta, rows, cols)
+        Background-subtracted counts, peak centred, padded; 0 where masked.
+    mask : ndarray, bool
+        True where a voxel is NOT measured (gaps, hot pixels, padding).
+    eta : ndarray
+        Rocking angles (degrees) of the kept frames (padding extrapolated).
+    meta : dict
+        Geometry of the cropped/binned frames: ``energy_kev``, ``distance_m``,
+        ``pixel_m`` (binned), ``cch`` (in cropped/binned pixel coordinates),
+        ``delta``, ``nu``, ``phi``, ``eta_step`` (degrees), plus the input
+        metadata.
+    crop : tuple of slice
+        Region of the input frames (before binning and padding) kept.
+    oversampling_data : tuple of float
+        Oversampling per axis from the autocorrelation of the data.
+    oversampling_geometry : tuple of float or None
+        ``(rocking, rows, cols)`` from ``braggscope.geometry`` when ``size_m``
+        and ``d_spacing`` are known.
+    """
+
+    intensity: np.ndarray
+    mask: np.ndarray
+    eta: np.ndarray
+    meta: dict
+    crop: tuple = ()
+    oversampling_data: tuple = ()
+    oversampling_geometry: tuple | None = None
+    log: list = field(default_factory=list)
+
+
+def prepare(
+    source,
+    meta: dict | None = None,
+    *,
+    shape=(None, 128, 128),
+    center: str = "max",
+    background: float | str | None = "auto",
+    binning=(1, 1),
+    gaps: str | None = "auto",
+    hot_factor: float = 20.0,
+    pad: bool = True,
+) -> BCDIData:
+    """Turn a rocking scan into a phasing-ready :class:`BCDIData`.
+
+    Parameters
+    ----------
+    source : ndarray, (frames, meta) tuple, Bluesky run, or path to a BLISS HDF5 file
+        Frames ``(n_eta, rows, cols)`` in counts.
+    meta : dict, optional
+        Metadata when ``source`` is an array (keys: energy_kev, distance_m,
+        pixel_m, cch, eta, delta, nu, phi; optional d_spacing in Angstrom,
+        size_m).
+    shape : (int or None, int, int)
+        Crop size (rocking, rows, cols) around the peak before binning;
+        None keeps the whole axis.
+    center : {"max", "com"}
+        Peak finder: brightest voxel (after a 3x3x3 median) or centre of mass.
+    background : float, "auto" or None
+        Constant subtracted (counts); "auto" uses the median of the frame
+        corners; None subtracts nothing. Results are clipped at 0.
+    binning : (int, int)
+        Detector-plane binning (rows, cols) after the crop (sums counts).
+    gaps : "auto", "maxipix" or None
+        Chip gaps to mask; "auto" masks the Maxipix 2x2 gaps for 516x516 frames.
+    hot_factor : float
+        A pixel is hot when its summed counts exceed ``hot_factor`` x the
+        3x3 median of its neighbours (and are >= 100 counts).
+    pad : bool
+        Zero-pad (masked) each axis to ``scipy.fft.next_fast_len``.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, missing metadata, or a crop larger than the data.
+    """
+    frames, meta = as_frames_meta(source, meta)
+    log = []
+    n_eta, rows, cols = frames.shape
+    eta = np.asarray(meta["eta"], dtype=float)
+    if eta.shape != (n_eta,):
+        raise ValueError(f"meta['eta'] must have n_eta = {n_eta} angles, got shape {eta.shape}")
+    if center not in ("max", "com"):
+        raise ValueError(f"center must be 'max' or 'com', got {center!r}")
+    binning = tuple(int(b) for b in binning)
+    if len(binning) != 2 or min(binning) < 1:
+        raise ValueError(f"binning must be two integers >= 1 (rows, cols), got {binning!r}")
+
+    mask = detector_mask(frames, gaps=gaps, hot_factor=hot_factor)
+    log.append(f"masked {int(mask.sum())} detector pixels")
+    data = frames.astype(np.float32)
+    data[:, mask] = 0
+    data = subtract_background(data, background, mask=mask)
+    peak = find_peak(data, method=center)
+    log.append(f"peak at {tuple(round(p, 1) for p in peak)}")
+    crop_shape = tuple(n if s is None else int(s) for s, n in zip(shape, (n_eta, rows, cols)))
+    crop = crop_around(peak, crop_shape, (n_eta, rows, cols))
+    data = data[crop]
+    mask3 = np.broadcast_to(mask[crop[1:]], data.shape).copy()
+    eta_c = eta[crop[0]]
+    data, mask3 = bin_frames(data, mask3, binning)
+    pixel = np.atleast_1d(np.asarray(meta["pixel_m"], dtype=float))
+    pr, pc = float(pixel[0]) * binning[0], float(pixel[-1]) * binning[1]
+    cch = np.asarray(meta["cch"], dtype=float)
+    cch_c = ((cch[0] - crop[1].start) / binning[0] - (binning[0] - 1) / (2 * binning[0]),
+             (cch[1] - crop[2].start) / binning[1] - (binning[1] - 1) / (2 * binning[1]))
+    step = float(np.median(np.diff(eta))) if n_eta > 1 else 0.0
+    if pad:
+        data, mask3, offsets = pad_fast(data, mask3)
+        eta_c = eta_c[0] - offsets[0] * step + step * np.arange(data.shape[0])
+        cch_c = (cch_c[0] + offsets[1], cch_c[1] + offsets[2])
+    data[mask3] = 0
+    out_meta = dict(meta)
+    out_meta.update(pixel_m=(pr, pc), cch=tuple(float(c) for c in cch_c), eta_step=step,
+                    delta=float(meta.get("delta", 0.0)), nu=float(meta.get("nu", 0.0)),
+                    phi=float(meta.get("phi", 0.0)))
+    out_meta["eta"] = eta_c
+    os_data = oversampling_from_data(data, mask3)
+    os_geom = None
+    if meta.get("size_m") and meta.get("d_spacing") and step:
+        from braggscope.geometry import oversampling_detector, oversampling_rocking
+
+        os_geom = (oversampling_rocking(meta["d_spacing"], meta["size_m"], step),
+                   oversampling_detector(meta["energy_kev"], meta["distance_m"], pr, meta["size_m"]),
+                   oversampling_detector(meta["energy_kev"], meta["distance_m"], pc, meta["size_m"]))
+    return BCDIData(intensity=data, mask=mask3, eta=eta_c, meta=out_meta, crop=crop,
+                    oversampling_data=os_data, oversampling_geometry=os_geom, log=log)
+
+
+# -- inputs --------------------------------------------------------------------
+def as_frames_meta(source, meta=None):
+    """Normalise the accepted inputs to ``(frames ndarray (n_eta, rows, cols), meta dict)``."""
+    if isinstance(source, (str,)) or hasattr(source, "__fspath__"):
+        return load_bliss(source)
+    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], dict):
+        source, meta = source
+    elif hasattr(source, "metadata") and not isinstance(source, np.ndarray):
+        from braggscope.storage import rocking_stack  # lazy: storage is optional here
+
+        source, meta = rocking_stack(source)
+    frames = np.asarray(source)
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (n_eta, rows, cols), got shape {frames.shape}")
+    if meta is None:
+        raise ValueError("meta is required with array frames (energy_kev, distance_m, pixel_m, cch, eta)")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"meta is missing {missing}")
+    return frames, dict(meta)
+
+
+def load_bliss(path, scan: str | None = None, detector: str = "mpx1x4"):
+    """Read one rocking scan from an ID01 BLISS HDF5 file.
+
+    Parameters
+    ----------
+    path : path-like
+        The BLISS dataset file.
+    scan : str, optional
+        Entry name such as ``"3.1"`` (default: the only / first entry).
+    detector : str
+        Detector group under ``instrument``.
+
+    Returns
+    -------
+    frames : ndarray (n_eta, rows, cols)
+    meta : dict
+        ``energy_kev`` (``positioners/nrj``), ``distance_m``, ``pixel_m``,
+        ``cch`` = (beam_center_y, beam_center_x), ``eta`` per frame, ``delta``,
+        ``nu``, ``phi`` (degrees), ``source`` and ``scan``.
+    """
+    import h5py
+    import hdf5plugin  # noqa: F401  (compressed detector files)
+
+    with h5py.File(path, "r") as f:
+        entries = sorted(f.keys(), key=_entry_key)
+        if not entries:
+            raise ValueError(f"{path}: no scan entries")
+        scan = scan or entries[0]
+        if scan not in f:
+            raise ValueError(f"scan {scan!r} not in {path} (entries: {entries})")
+        e = f[scan]
+        inst = e["instrument"]
+        frames = np.asarray(inst[f"{detector}/image"][()])
+        pos = inst["positioners"] if "positioners" in inst else {}
+        if "eta" in inst and "value" in inst["eta"]:
+            eta = np.asarray(inst["eta/value"][()], dtype=float)
+        elif "eta" in pos:
+            eta = np.asarray(pos["eta"][()], dtype=float)
+        else:
+            raise ValueError(f"{path}:{scan}: no eta angles (instrument/eta/value or positioners/eta)")
+
+        def scalar(name, default=None):
+            if name in pos:
+                return float(np.asarray(pos[name][()]).ravel()[0])
+            if default is None:
+                raise ValueError(f"{path}:{scan}: positioners/{name} missing")
+            return default
+
+        det = inst[detector]
+        meta = {
+            "energy_kev": scalar("nrj"),
+            "distance_m": float(det["distance"][()]),
+            "pixel_m": float(det["x_pixel_size"][()]),
+            "cch": (float(det["beam_center_y"][()]), float(det["beam_center_x"][()])),
+            "eta": eta,
+            "delta": scalar("delta", 0.0),
+            "nu": scalar("nu", 0.0),
+            "phi": scalar("phi", 0.0),
+            "source": str(path),
+            "scan": scan,
+        }
+    if eta.size == 1:
+        raise ValueError(f"{path}:{scan}: eta has a single value; not a rocking scan")
+    return frames, meta
+
+
+def _entry_key(name):
+    try:
+        a, b = name.split(".")
+        return (int(a), int(b))
+    except ValueError:
+        return (1 << 30, 0)
+
+
+# -- steps ---------------------------------------------------------------------
+def detector_mask(frames, *, gaps="auto", hot_factor=20.0, saturation=MAXIPIX_SATURATION):
+    """Detector pixels to ignore, shape ``(rows, cols)``, True = masked.
+
+    Masks the Maxipix 2x2 chip gaps (rows/cols 255-260 of a 516x516 frame),
+    saturated pixels (any frame >= ``saturation``) and hot pixels (summed
+    counts > ``hot_factor`` x the median of their 3x3 neighbourhood, and
+    >= 100 counts).
+    """
+    from scipy.ndimage import median_filter
+
+    frames = np.asarray(frames)
+    rows, cols = frames.shape[-2:]
+    mask = np.zeros((rows, cols), bool)
+    if gaps not in ("auto", "maxipix", None):
+        raise ValueError(f"gaps must be 'auto', 'maxipix' or None, got {gaps!r}")
+    if gaps == "maxipix" or (gaps == "auto" and (rows, cols) == (516, 516)):
+        if (rows, cols) != (516, 516):
+            raise ValueError(f"gaps='maxipix' needs 516x516 frames, got {(rows, cols)}")
+        mask[255:261, :] = True
+        mask[:, 255:261] = True
+    total = frames.reshape(-1, rows, cols).sum(axis=0, dtype=np.float64)
+    mask |= (frames.reshape(-1, rows, cols) >= saturation).any(axis=0)
+    med = median_filter(total, size=3, mode="nearest")
+    mask |= (total >= 100) & (total > hot_factor * np.maximum(med, 1.0))
+    return mask
+
+
+def subtract_background(data, background="auto", *, mask=None):
+    """Subtract a constant background (counts) and clip at 0 (in place on float data)."""
+    if background is None:
+        return data
+    if background == "auto":
+        n = max(2, min(data.shape[1:]) // 8)
+        corners = np.concatenate([data[:, :n, :n].ravel(), data[:, :n, -n:].ravel(),
+                                  data[:, -n:, :n].ravel(), data[:, -n:, -n:].ravel()])
+        value = float(np.median(corners))
+    else:
+        try:
+            value = float(background)
+        except (TypeError, ValueError):
+            raise ValueError(f"background must be a number, 'auto' or None, got {background!r}") from None
+    if value:
+        data -= np.float32(value)
+        np.clip(data, 0, None, out=data)
+    return data
+
+
+def find_peak(data, method="max"):
+    """Bragg peak position (float indices) by the brightest voxel (3x3x3 median first) or COM."""
+    if method == "com":
+        from scipy.ndimage import center_of_mass
+
+        return tuple(float(c) for c in center_of_mass(np.clip(data, 0, None)))
+    from scipy.ndimage import median_filter
+
+    smooth = median_filter(data, size=3, mode="nearest")
+    return tuple(float(i) for i in np.unravel_index(np.argmax(smooth), data.shape))
+
+
+def crop_around(peak, shape, full_shape):
+    """Slices of ``shape`` centred on ``peak`` (clamped inside ``full_shape``)."""
+    out = []
+    for p, s, n in zip(peak, shape, full_shape):
+        if s > n or s < 1:
+            raise ValueError(f"crop size {s} does not fit an axis of {n}")
+        start = int(round(p)) - s // 2
+        start = min(max(start, 0), n - s)
+        out.append(slice(start, start + s))
+    return tuple(out)
+
+
+def bin_frames(data, mask, binning):
+    """Sum-bin the detector plane by ``(rows, cols)``; a binned pixel is masked if all inputs were."""
+    br, bc = binning
+    if (br, bc) == (1, 1):
+        return data, mask
+    n, r, c = data.shape
+    r2, c2 = r // br * br, c // bc * bc
+    d = data[:, :r2, :c2].reshape(n, r // br, br, c // bc, bc).sum(axis=(2, 4))
+    m = mask[:, :r2, :c2].reshape(n, r // br, br, c // bc, bc).all(axis=(2, 4))
+    return d, m
+
+
+def pad_fast(data, mask):
+    """Zero-pad each axis to ``scipy.fft.next_fast_len`` (padding masked, data centred).
+
+    Returns ``(data, mask, offsets)`` with ``offsets`` the leading pad per axis.
+    """
+    from scipy.fft import next_fast_len
+
+    target = [next_fast_len(n) for n in data.shape]
+    pads = [((t - n) // 2, t - n - (t - n) // 2) for t, n in zip(target, data.shape)]
+    data = np.pad(data, pads)
+    mask = np.pad(mask, pads, constant_values=True)
+    return data, mask, tuple(p[0] for p in pads)
+
+
+def oversampling_from_data(intensity, mask=None, threshold=0.1):
+    """Oversampling per axis measured from the data.
+
+    The autocorrelation (inverse FFT of the intensity) of an object of
+    extent ``a`` spans ``2a``; with ``N`` samples per axis the oversampling is
+    ``N / a = 2 N / extent``, the extent being that of the autocorrelation
+    thresholded at ``threshold`` of its maximum (projected on the axis).
+    """
+    i = np.array(intensity, dtype=np.float32)
+    if mask is not None:
+        i[mask] = 0
+    ac = np.abs(np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(i))))
+    sup = ac >= threshold * ac.max()
+    out = []
+    for ax in range(i.ndim):
+        other = tuple(a for a in range(i.ndim) if a != ax)
+        idx = np.nonzero(sup.any(axis=other))[0]
+        extent = idx[-1] - idx[0] + 1
+        out.append(float(2.0 * i.shape[ax] / extent))
+    return tuple(out)
