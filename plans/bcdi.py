@@ -47,7 +47,7 @@ def bcdi_angles(eta_center: float, *, d_spacing: float, size_m: float, oversampl
     if not (np.isfinite(step_deg) and step_deg > 0):
         raise ValueError(f"step_deg must be > 0 degrees, got {step_deg!r}")
     sigma = oversampling_rocking(d_spacing, size_m, step_deg)
-    if sigma < MIN_OVERSAMPLING and not allow_undersampling:
+    if sigma < MIN_OVERSAMPLING * (1 - 1e-9) and not allow_undersampling:
         raise ValueError(
             f"step_deg = {step_deg:.6g} deg gives a rocking oversampling of {sigma:.3g} < {MIN_OVERSAMPLING}; "
             f"allowed range: 0 < step_deg <= {max_step:.6g} deg for a {size_m * 1e9:.0f} nm crystal at "
@@ -146,7 +146,7 @@ def bcdi_rocking(
         allowed range, or for targets outside the motors' limits.
     """
     sigma_det = oversampling_detector(energy_kev, distance_m, pixel_m, size_m)
-    if sigma_det < MIN_OVERSAMPLING and not allow_undersampling:
+    if sigma_det < MIN_OVERSAMPLING * (1 - 1e-9) and not allow_undersampling:
         min_distance = MIN_OVERSAMPLING * pixel_m * size_m / (wavelength(energy_kev) * 1e-10)
         raise ValueError(
             f"distance_m = {distance_m:.4g} m gives a detector-plane oversampling of {sigma_det:.3g} < "

@@ -24,9 +24,11 @@ import h5py
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
+from ophyd.sim import SynAxis
 from ophyd.status import DeviceStatus
+from ophyd.utils import LimitError
 
-__all__ = ["HDF5ImageDetector"]
+__all__ = ["HDF5ImageDetector", "LimitedSynAxis", "make_inprocess_devices"]
 
 
 class HDF5ImageDetector(Device):
@@ -144,3 +146,54 @@ class HDF5ImageDetector(Device):
         while self._asset_docs:
             yield self._asset_docs.popleft()
 
+
+
+class LimitedSynAxis(SynAxis):
+    """``ophyd.sim.SynAxis`` with soft limits (``.limits``), like an EpicsMotor."""
+
+    def __init__(self, *, limits=(0.0, 0.0), **kwargs):
+        kwargs.setdefault("delay", 0)
+        super().__init__(**kwargs)
+        self._limits = (float(limits[0]), float(limits[1]))
+
+    @property
+    def limits(self):
+        return self._limits
+
+    def set(self, value, **kwargs):
+        low, high = self._limits
+        if low != high and not (low <= value <= high):
+            raise LimitError(f"{self.name}: {value} outside limits [{low}, {high}]")
+        return super().set(value, **kwargs)
+
+
+def make_inprocess_devices(beamline, write_dir, *, limits=None, exposure_s=0.01, name="mpx1x4"):
+    """In-process motors and detector around a simulated beamline (no EPICS).
+
+    Parameters
+    ----------
+    beamline : object with ``render(positions, exposure_s)`` and ``shape``
+        e.g. ``braggscope.simulators.beamline.SimulatedBeamline``.
+    write_dir : path-like
+        Directory of the detector's HDF5 files.
+    limits : dict, optional
+        Motor name -> (low, high), e.g. ``cfg["limits"]``.
+    exposure_s : float
+        Exposure passed to ``render`` (s); the detector does not sleep.
+
+    Returns
+    -------
+    dict
+        ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``, ``delta`` (motors)
+        and ``mpx1x4`` (the detector), keyed by name.
+    """
+    limits = dict(limits or {})
+    motors = {n: LimitedSynAxis(name=n, limits=limits.get(n, (0.0, 0.0)))
+              for n in ("pix", "piy", "piz", "eta", "phi", "nu", "delta")}
+
+    def render():
+        positions = {n: m.position for n, m in motors.items()}
+        return beamline.render(positions, exposure_s)
+
+    det = HDF5ImageDetector(render=render, write_dir=write_dir, shape=beamline.shape, name=name)
+    return {**motors, name: det}
