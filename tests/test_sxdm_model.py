@@ -36,7 +36,7 @@ class Truth:
     q: np.ndarray           # (ny, nx, 3) true Q_local, 1/Angstrom
     strain: np.ndarray      # (ny, nx) true microstrain relative to d0 (not mean-subtracted)
     d0: float
-    shifts: np.ndarray      # (n_eta, 2) true (dy, dx) drift in map pixels
+    shifts: np.ndarray      # (n_eta, 2) true (dy, dx) drift in map pixels (0 at the middle angle)
     background: float
 
 
@@ -53,10 +53,11 @@ def rotate(v, axis, angle):
     return v * c + np.cross(axis, v) * s + axis * (axis * v).sum(-1, keepdims=True) * (1 - c)
 
 
-def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.04, d0=2.0,
-                  energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, nu=3.0,
-                  counts=3.0e4, background=1.0, sigma_q=2.0e-3, strain_amp=400.0,
-                  tilt_max=0.12, drift_px=0.35, compression=False, seed=0) -> Truth:
+def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2.0,
+                  energy_kev=8.33, distance_m=0.25, pixel_m=55e-6, nu=3.0,
+                  counts=3.0e4, background=1.0, sigma_q=4.0e-3, strain_amp=400.0,
+                  tilt_max=0.12, drift_px=0.35, compression=False, strain_offset=0.0,
+                  centre_x=None, radius=1.0, seed=0) -> Truth:
     """Simulate an SXDM stack of one crystal with strain, tilts, noise and drift.
 
     Intensity of map pixel p at voxel q: ``counts * A(p) * G(q - Q(p))`` with
@@ -87,8 +88,8 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.04, d0=2
     g0 = g0 / np.linalg.norm(g0) * (2 * np.pi / d0)
 
     yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
-    cy, cx = (ny - 1) / 2, (nx - 1) / 2
-    ry, rx = 0.36 * ny, 0.40 * nx
+    cy, cx = (ny - 1) / 2, (nx - 1) / 2 if centre_x is None else centre_x
+    ry, rx = 0.36 * ny * radius, 0.40 * nx * radius
 
     def fields(py, px):
         r = np.sqrt(((py - cy) / ry) ** 2 + ((px - cx) / rx) ** 2)
@@ -97,8 +98,13 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.04, d0=2
         eps = strain_amp * (0.8 * u - 0.5 * v + 0.4 * np.sin(2.5 * u) * v)
         if compression:
             eps = -np.abs(eps) - 200.0
-        alt = np.radians(tilt_max) * np.clip(np.sqrt(u ** 2 + v ** 2), 0, 1.2) / 1.2
-        azi = np.arctan2(v, u) + 0.3
+        eps = eps + strain_offset
+        # two tilt domains, left and right (like the paper's Particle 2): the tilt is mostly
+        # across the rocking direction so each angle lights the whole crystal
+        t_rock = np.radians(0.02) * v
+        t_side = np.radians(tilt_max) * np.tanh(u / 0.35)
+        alt = np.hypot(t_rock, t_side)
+        azi = np.arctan2(t_side, t_rock)
         return amp, eps, alt, azi
 
     ghat = g0 / np.linalg.norm(g0)
@@ -114,6 +120,7 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.04, d0=2
     steps = rng.normal(0, drift_px, size=(n_eta, 2))
     steps[0] = 0
     shifts = np.cumsum(steps, axis=0)
+    shifts -= shifts[n_eta // 2]  # the middle angle is the drift reference
     frames = np.empty((n_eta, ny, nx) + tuple(shape), dtype=np.uint32)
     for i, e in enumerate(eta):
         qx, qy, qz = qc.area(e, 0.0, nu, delta, wl=lam)
@@ -154,6 +161,8 @@ def test_model_bragg_condition_and_drift():
     assert abs(i - 4) <= 1
     assert abs(r - t.cch[0]) <= 4 and abs(c - t.cch[1]) <= 4
     assert np.all(t.shifts == 0)
+    t2 = forward_stack(ny=4, nx=4, n_eta=5, shape=(16, 16), seed=2)
+    assert np.all(t2.shifts[2] == 0) and np.abs(t2.shifts).max() > 0
     # |Q| truth consistent with d0 and strain
     d = 2 * np.pi / np.linalg.norm(t.q, axis=-1)
     np.testing.assert_allclose((d / t.d0 - 1) * 1e6, t.strain, atol=1e-3)
