@@ -1,1 +1,56 @@
-"""IOC fixtures (caproto simulators on loopback), shared by device, plan and storage tests."""
+"""IOC fixtures (caproto simulators on loopback), shared by device, plan and storage tests.
+
+- ``tmp_data_dir`` (session): a temporary data directory (catalog, detector files).
+- ``sim_config`` (session): the packaged config pointed at ``tmp_data_dir``.
+- ``sim_ioc`` (session): the simulator server (motors + Maxipix) as a subprocess on a
+  free 127.0.0.1 port, started once per session; the CA client environment of this
+  process is set *before* any CA connection; the process is killed at teardown.
+- ``sim_devices`` (session): ``make_devices(sim_config)``, connected.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tmp_data_dir(tmp_path_factory):
+    """A data directory for the session (detector files under ``detector/``)."""
+    path = tmp_path_factory.mktemp("braggscope-data")
+    (path / "detector").mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def sim_config(tmp_data_dir):
+    """The packaged simulator configuration, storing everything in ``tmp_data_dir``."""
+    from braggscope.config import load_config
+
+    cfg = load_config()
+    cfg.set("storage.data_dir", str(tmp_data_dir))
+    cfg.set("detector.write_path", str(tmp_data_dir / "detector"))
+    cfg.set("detector.read_path", str(tmp_data_dir / "detector"))
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def sim_ioc(sim_config, tmp_data_dir):
+    """The running simulator (a :class:`braggscope.simctl.SimulatorHandle`)."""
+    from braggscope.simctl import start_simulator, stop_simulator
+
+    handle = start_simulator(sim_config, state_file=tmp_data_dir / "simulator.json", set_env=True)
+    assert os.environ["EPICS_CA_ADDR_LIST"] == handle.addr_list
+    try:
+        yield handle
+    finally:
+        stop_simulator(handle)
+
+
+@pytest.fixture(scope="session")
+def sim_devices(sim_ioc, sim_config):
+    """All devices from ``make_devices``, connected to ``sim_ioc``."""
+    from braggscope.devices.factory import make_devices
+
+    return make_devices(sim_config, connect_timeout=20.0)

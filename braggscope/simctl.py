@@ -1,0 +1,311 @@
+"""Start, stop and inspect the EPICS simulator (``braggscope sim start|stop|status``).
+
+The simulator is one caproto server process (motors + Maxipix detector, see
+``braggscope.simulators.ioc_run``) listening on 127.0.0.1 on a free port. It
+runs detached; a JSON state file in the data directory records its pid, port
+and PV prefixes, so ``status`` and ``stop`` find it from another shell.
+
+Python API (tests, demo)::
+
+    handle = start_simulator(cfg)      # also sets EPICS_CA_ADDR_LIST etc. here
+    ...
+    stop_simulator(handle)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "SimulatorHandle", "add_parser", "apply_client_env", "client_env", "read_state",
+    "start_simulator", "state_file_for", "stop_simulator",
+]
+
+STATE_NAME = "simulator.json"
+
+
+@dataclass
+class SimulatorHandle:
+    """A running simulator.
+
+    Attributes
+    ----------
+    pid : int
+        Server process id.
+    port : int
+        Channel Access port (TCP server and UDP search) on 127.0.0.1.
+    state_file : pathlib.Path
+        JSON file describing the server (deleted when it stops).
+    info : dict
+        The state file's content (PV prefixes under ``motors`` / ``detector``).
+    process : subprocess.Popen or None
+        Set when started by this process.
+    """
+
+    pid: int
+    port: int
+    state_file: Path
+    info: dict = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def addr_list(self) -> str:
+        """Value for ``EPICS_CA_ADDR_LIST``."""
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        """Whether the server process still runs."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return _pid_alive(self.pid)
+
+
+def client_env(port: int) -> dict[str, str]:
+    """Channel Access client environment for a loopback simulator on ``port``."""
+    if not (isinstance(port, int) and 0 < port < 65536):
+        raise ValueError(f"port must be an int in 1..65535, got {port!r}")
+    return {
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024),
+    }
+
+
+def apply_client_env(port: int) -> dict[str, str]:
+    """Set the CA client environment in this process (before any CA connection)."""
+    env = client_env(port)
+    os.environ.update(env)
+    return env
+
+
+def state_file_for(cfg) -> Path:
+    """Where the simulator's state file lives: ``<storage.data_dir>/simulator.json``."""
+    return cfg.expand_path("storage.data_dir") / STATE_NAME
+
+
+def read_state(state_file: str | os.PathLike) -> SimulatorHandle | None:
+    """The simulator described by ``state_file``, or None if absent or dead."""
+    path = Path(state_file)
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    handle = SimulatorHandle(int(info["pid"]), int(info["port"]), path, info)
+    return handle if handle.alive() else None
+
+
+def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | None = None,
+                    with_detector: bool = True, nodelay: bool = True, timeout: float = 60.0,
+                    set_env: bool = True) -> SimulatorHandle:
+    """Launch the simulator server in the background and wait until it serves.
+
+    Parameters
+    ----------
+    cfg : braggscope.config.Config, optional
+        Configuration (default: ``load_config()``); it is passed to the server
+        as a TOML file, so in-memory edits are honoured.
+    port : int
+        CA port, 0 to pick a free one.
+    state_file : path-like, optional
+        Default: ``state_file_for(cfg)``. Refused if a live simulator owns it.
+    with_detector : bool
+        Serve the Maxipix detector as well as the motors.
+    nodelay : bool
+        Apply the TCP_NODELAY fix (False only for benchmarks).
+    timeout : float
+        Seconds to wait for the server to come up.
+    set_env : bool
+        Also set the CA client environment of this process (``apply_client_env``).
+
+    Returns
+    -------
+    SimulatorHandle
+    """
+    from braggscope.config import load_config, save_config
+
+    if not isinstance(port, int) or not 0 <= port < 65536:
+        raise ValueError(f"port must be an int in 0..65535, got {port!r}")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
+    cfg = load_config() if cfg is None else cfg
+    state_file = Path(state_file) if state_file is not None else state_file_for(cfg)
+    running = read_state(state_file)
+    if running is not None:
+        raise RuntimeError(f"a simulator already runs (pid {running.pid}, port {running.port}); "
+                           f"stop it first: braggscope sim stop  (state file {state_file})")
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.unlink(missing_ok=True)
+    fd, cfg_path = tempfile.mkstemp(prefix="braggscope-sim-", suffix=".toml", dir=state_file.parent)
+    os.close(fd)
+    save_config(cfg, cfg_path)
+    command = [sys.executable, "-m", "braggscope.simulators.ioc_run", "--config", cfg_path,
+               "--state-file", str(state_file), "--port", str(port)]
+    if not with_detector:
+        command.append("--no-detector")
+    if not nodelay:
+        command.append("--no-nodelay")
+    log_path = state_file.with_suffix(".log")
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                   start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"simulator exited with code {process.returncode} during start-up; "
+                               f"see {log_path}:\n{_tail(log_path)}")
+        handle = read_state(state_file)
+        if handle is not None and handle.pid == process.pid:
+            handle.process = process
+            handle.info["config_file"] = cfg_path
+            if set_env:
+                apply_client_env(handle.port)
+            return handle
+        time.sleep(0.05)
+    _terminate(process.pid, process)
+    raise TimeoutError(f"simulator did not come up within {timeout} s; see {log_path}")
+
+
+def stop_simulator(handle: SimulatorHandle | str | os.PathLike, *, timeout: float = 10.0) -> bool:
+    """Stop a simulator (SIGTERM, then SIGKILL after ``timeout`` s).
+
+    Parameters
+    ----------
+    handle : SimulatorHandle or path-like
+        A handle from :func:`start_simulator` or a state file.
+
+    Returns
+    -------
+    bool
+        True if a running simulator was stopped.
+    """
+    if not isinstance(handle, SimulatorHandle):
+        found = read_state(handle)
+        if found is None:
+            Path(handle).unlink(missing_ok=True)
+            return False
+        handle = found
+    stopped = _terminate(handle.pid, handle.process, timeout=timeout)
+    handle.state_file.unlink(missing_ok=True)
+    cfg_file = handle.info.get("config_file")
+    if cfg_file:
+        Path(cfg_file).unlink(missing_ok=True)
+    return stopped
+
+
+# ---------------------------------------------------------------------- CLI
+def add_parser(subparsers) -> None:
+    """Add ``sim start|stop|status`` to the ``braggscope`` command line."""
+    sim = subparsers.add_parser("sim", help="EPICS simulator (caproto IOCs on 127.0.0.1)")
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="ACTION")
+    start = sim_sub.add_parser("start", help="start the simulator in the background")
+    start.add_argument("--port", type=int, default=None,
+                       help="CA port (default: simulator.ca_server_port, 0 = free port)")
+    start.add_argument("--no-detector", action="store_true", help="motors only")
+    start.set_defaults(func=_cmd_start)
+    status = sim_sub.add_parser("status", help="show whether the simulator runs")
+    status.set_defaults(func=_cmd_status)
+    stop = sim_sub.add_parser("stop", help="stop the simulator")
+    stop.set_defaults(func=_cmd_stop)
+    sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
+
+
+def _cmd_start(args) -> int:
+    from braggscope.config import load_config
+
+    cfg = load_config(args.config)
+    port = int(cfg.get("simulator.ca_server_port", 0) or 0) if args.port is None else args.port
+    handle = start_simulator(cfg, port=port, with_detector=not args.no_detector, set_env=False)
+    _print_state(handle)
+    print("Point your shell at it with:")
+    print(f"  export EPICS_CA_ADDR_LIST={handle.addr_list} EPICS_CA_AUTO_ADDR_LIST=NO "
+          f"EPICS_CA_MAX_ARRAY_BYTES={64 * 1024 * 1024}")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from braggscope.config import load_config
+
+    handle = read_state(state_file_for(load_config(args.config)))
+    if handle is None:
+        print("simulator: not running")
+        return 1
+    _print_state(handle)
+    return 0
+
+
+def _cmd_stop(args) -> int:
+    from braggscope.config import load_config
+
+    path = state_file_for(load_config(args.config))
+    handle = read_state(path)
+    if handle is None:
+        path.unlink(missing_ok=True)
+        print("simulator: not running")
+        return 0
+    stop_simulator(handle)
+    print(f"simulator stopped (pid {handle.pid})")
+    return 0
+
+
+def _print_state(handle: SimulatorHandle) -> None:
+    info = handle.info
+    print(f"simulator: running, pid {handle.pid}, CA port {handle.port} on 127.0.0.1 "
+          f"({info.get('pv_count', '?')} PVs)")
+    for name, pv in (info.get("motors") or {}).items():
+        print(f"  motor {name:7s} {pv}")
+    if info.get("detector"):
+        print(f"  detector {info['detector']}  (cam1:, HDF1:, Stats1:)")
+    print(f"  state file {handle.state_file}")
+
+
+# ---------------------------------------------------------------------- helpers
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not running
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _terminate(pid: int, process: subprocess.Popen | None = None, *, timeout: float = 10.0) -> bool:
+    if process is not None and process.poll() is not None:
+        return False
+    if process is None and not _pid_alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None:
+            if process.poll() is not None:
+                return True
+        elif not _pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    if process is not None:
+        process.wait(5)
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

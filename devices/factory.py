@@ -1,0 +1,110 @@
+"""Build every beamline device from the configuration's PV prefixes.
+
+``make_devices(cfg)`` uses only ``[pv]`` and ``[detector]`` keys, so pointing
+braggscope at a real beamline is a matter of editing PV prefixes in a TOML
+file; ``connect(devices, timeout)`` waits for all of them and names the PVs
+that did not connect.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from braggscope.devices.maxipix import Maxipix
+from braggscope.devices.motors import Diffractometer, EnergyMotor, PiezoStage
+
+__all__ = ["connect", "make_devices", "unconnected_pvs"]
+
+
+def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
+    """Create the beamline's ophyd devices (not yet connected unless asked).
+
+    Parameters
+    ----------
+    cfg : braggscope.config.Config
+        Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
+        ``pv.detector``, ``detector.name``, ``detector.write_path``,
+        ``detector.read_path``.
+    connect_timeout : float, optional
+        If given, call :func:`connect` with this timeout (seconds).
+
+    Returns
+    -------
+    dict
+        ``piezo`` (:class:`PiezoStage`), ``diffractometer``
+        (:class:`Diffractometer`), ``energy`` (:class:`EnergyMotor`),
+        ``detector`` (:class:`Maxipix`, ophyd name ``detector.name``), and the
+        single motors ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``,
+        ``delta`` (the same objects as inside the stages).
+    """
+    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector"):
+        value = cfg[key]
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"config {key} must be a non-empty PV prefix string, got {value!r}")
+    write_path = cfg.expand_path("detector.write_path")
+    read_path = cfg.expand_path("detector.read_path")
+    piezo = PiezoStage(cfg["pv.piezo"], name="piezo")
+    diffractometer = Diffractometer(cfg["pv.diffractometer"], name="diffractometer")
+    energy = EnergyMotor(cfg["pv.energy"], name="energy")
+    detector = Maxipix(cfg["pv.detector"], name=cfg.get("detector.name", "mpx1x4"),
+                       write_path=str(write_path), read_path=str(read_path))
+    devices = {"piezo": piezo, "diffractometer": diffractometer, "energy": energy,
+               "detector": detector}
+    for name in ("pix", "piy", "piz"):
+        devices[name] = getattr(piezo, name)
+    for name in ("eta", "phi", "nu", "delta"):
+        devices[name] = getattr(diffractometer, name)
+    if connect_timeout is not None:
+        connect(devices, timeout=connect_timeout)
+    return devices
+
+
+def unconnected_pvs(device) -> list[str]:
+    """PV names of a device's signals that are not connected."""
+    missing = []
+    signals = device.walk_signals() if hasattr(device, "walk_signals") else []
+    for item in signals:
+        signal = item.item
+        if not signal.connected:
+            for attr in ("pvname", "setpoint_pvname"):
+                pv = getattr(signal, attr, None)
+                if pv and pv not in missing:
+                    missing.append(pv)
+    return missing
+
+
+def connect(devices, *, timeout: float = 10.0) -> None:
+    """Wait until every device is connected, or raise naming the missing PVs.
+
+    Parameters
+    ----------
+    devices : dict or iterable
+        Devices from :func:`make_devices` (duplicates are fine).
+    timeout : float
+        Seconds, shared by all devices.
+
+    Raises
+    ------
+    TimeoutError
+        Lists up to 10 unconnected PV names and the CA address list in use.
+    """
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
+    items = list(devices.values()) if isinstance(devices, dict) else list(devices)
+    unique = list({id(d): d for d in items}.values())
+    deadline = time.monotonic() + timeout
+    failed = []
+    for device in unique:
+        try:
+            device.wait_for_connection(timeout=max(deadline - time.monotonic(), 0.1))
+        except TimeoutError:
+            failed.append(device)
+    if failed:
+        missing = [pv for device in failed for pv in unconnected_pvs(device)]
+        shown = ", ".join(missing[:10]) + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise TimeoutError(
+            f"devices {[d.name for d in failed]} not connected after {timeout} s; "
+            f"unconnected PVs: {shown or 'unknown'} "
+            f"(EPICS_CA_ADDR_LIST={os.environ.get('EPICS_CA_ADDR_LIST', '')!r}; "
+            "is the simulator running? `braggscope sim status`)")

@@ -1,0 +1,140 @@
+"""Maxipix area detector: ``SingleTrigger`` + cam + HDF5 file plugin + stats.
+
+The components are the areaDetector PVs ophyd uses (a subset of the standard
+``cam1:``, ``HDF1:`` and ``Stats1:`` records), so the class works with the
+braggscope simulator and with a real areaDetector IOC alike. Frames go to
+HDF5 files written by the IOC; ophyd emits ``AD_HDF5`` Resource/Datum
+documents (``FileStoreHDF5IterativeWrite``) and the event field
+``<name>_image`` references them.
+"""
+
+from __future__ import annotations
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignalRO
+from ophyd.areadetector import ADComponent as ADCpt
+from ophyd.areadetector import DetectorBase, EpicsSignalWithRBV, SingleTrigger
+from ophyd.areadetector.base import ADBase, ad_group
+from ophyd.areadetector.base import DynamicDeviceComponent as DDC
+from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
+from ophyd.areadetector.plugins import EpicsPathSignal
+
+__all__ = ["Maxipix", "MaxipixCam", "MaxipixHDF5", "MaxipixStats"]
+
+
+class MaxipixCam(ADBase):
+    """``cam1:`` acquisition control (the PVs ophyd's ``SingleTrigger`` and ``DetectorBase`` use)."""
+
+    lazy_wait_for_connection = False  # construct offline; connect() checks
+    _default_configuration_attrs = ("acquire_time", "acquire_period", "image_mode", "trigger_mode",
+                                    "num_images", "data_type", "manufacturer", "model")
+    acquire = ADCpt(EpicsSignalWithRBV, "Acquire", kind="omitted")
+    acquire_time = ADCpt(EpicsSignalWithRBV, "AcquireTime", kind="config")
+    acquire_period = ADCpt(EpicsSignalWithRBV, "AcquirePeriod", kind="config")
+    image_mode = ADCpt(EpicsSignalWithRBV, "ImageMode", kind="config")
+    trigger_mode = ADCpt(EpicsSignalWithRBV, "TriggerMode", kind="config")
+    num_images = ADCpt(EpicsSignalWithRBV, "NumImages", kind="config")
+    num_exposures = ADCpt(EpicsSignalWithRBV, "NumExposures", kind="config")
+    array_callbacks = ADCpt(EpicsSignalWithRBV, "ArrayCallbacks", kind="omitted")
+    array_counter = ADCpt(EpicsSignalWithRBV, "ArrayCounter", kind="omitted")
+    data_type = ADCpt(EpicsSignalWithRBV, "DataType", kind="config")
+    data_type_disabled = ADCpt(EpicsSignalRO, "DataType_RBV.DISA", kind="omitted")
+    array_size = DDC(
+        ad_group(EpicsSignalRO, (("array_size_x", "ArraySizeX_RBV"),
+                                 ("array_size_y", "ArraySizeY_RBV"),
+                                 ("array_size_z", "ArraySizeZ_RBV"))),
+        kind="omitted",
+    )
+    detector_state = ADCpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
+    manufacturer = ADCpt(EpicsSignalRO, "Manufacturer_RBV", string=True, kind="config")
+    model = ADCpt(EpicsSignalRO, "Model_RBV", string=True, kind="config")
+    port_name = ADCpt(EpicsSignalRO, "PortName_RBV", string=True, kind="omitted")
+
+
+class MaxipixHDF5(ADBase, FileStoreHDF5IterativeWrite):
+    """``HDF1:`` file writer; emits ``AD_HDF5`` Resource/Datum documents.
+
+    Parameters
+    ----------
+    write_path_template : str
+        Directory as the IOC sees it (``detector.write_path`` in the config).
+    read_path_template : str
+        The same directory as this computer sees it (``detector.read_path``).
+    """
+
+    lazy_wait_for_connection = False
+    _default_configuration_attrs = ("file_write_mode", "file_template")
+    enable = ADCpt(EpicsSignalWithRBV, "EnableCallbacks", string=True, kind="config")
+    blocking_callbacks = ADCpt(EpicsSignalWithRBV, "BlockingCallbacks", string=True, kind="config")
+    nd_array_port = ADCpt(EpicsSignalWithRBV, "NDArrayPort", string=True, kind="config")
+    array_counter = ADCpt(EpicsSignalWithRBV, "ArrayCounter", kind="omitted")
+    file_path = ADCpt(EpicsPathSignal, "FilePath", string=True, path_semantics="posix", kind="config")
+    file_name = ADCpt(EpicsSignalWithRBV, "FileName", string=True, kind="config")
+    file_template = ADCpt(EpicsSignalWithRBV, "FileTemplate", string=True, kind="config")
+    full_file_name = ADCpt(EpicsSignalRO, "FullFileName_RBV", string=True, kind="omitted")
+    file_number = ADCpt(EpicsSignalWithRBV, "FileNumber", kind="omitted")
+    auto_increment = ADCpt(EpicsSignalWithRBV, "AutoIncrement", kind="omitted")
+    auto_save = ADCpt(EpicsSignalWithRBV, "AutoSave", kind="omitted")
+    file_write_mode = ADCpt(EpicsSignalWithRBV, "FileWriteMode", kind="config")
+    num_capture = ADCpt(EpicsSignalWithRBV, "NumCapture", kind="omitted")
+    num_captured = ADCpt(EpicsSignalRO, "NumCaptured_RBV", kind="omitted")
+    capture = ADCpt(EpicsSignalWithRBV, "Capture", kind="omitted")
+    create_directory = ADCpt(EpicsSignalWithRBV, "CreateDirectory", kind="omitted")
+    file_path_exists = ADCpt(EpicsSignalRO, "FilePathExists_RBV", kind="omitted")
+    plugin_type = ADCpt(EpicsSignalRO, "PluginType_RBV", string=True, kind="omitted")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stage_sigs.update([("enable", "Enable"), ("blocking_callbacks", "Yes")])
+        self.stage_sigs.move_to_end("capture")  # open the file last
+
+
+class MaxipixStats(Device):
+    """``Stats1:`` -- total counts (hinted) and intensity centroid of the last frame."""
+
+    enable = Cpt(EpicsSignalWithRBV, "EnableCallbacks", string=True, kind="omitted")
+    total = Cpt(EpicsSignalRO, "Total_RBV", kind="hinted")
+    centroid_x = Cpt(EpicsSignalRO, "CentroidX_RBV", kind="normal")
+    centroid_y = Cpt(EpicsSignalRO, "CentroidY_RBV", kind="normal")
+    max_value = Cpt(EpicsSignalRO, "MaxValue_RBV", kind="normal")
+
+
+class Maxipix(SingleTrigger, DetectorBase):
+    """The Maxipix detector (``mpx1x4`` at ID01): one frame per trigger, saved by HDF1.
+
+    Parameters
+    ----------
+    prefix : str
+        areaDetector prefix, e.g. ``"BSSIM:mpx1x4:"``.
+    name : str
+        ophyd name; the image field is ``<name>_image`` (``mpx1x4_image``).
+    write_path, read_path : str
+        Detector file directory as the IOC and as this computer see it.
+
+    Notes
+    -----
+    Reading gives ``<name>_image`` (kind ``normal``: a Datum reference, with
+    ``dtype_numpy`` ``<u4`` in ``describe()``) and ``<name>_stats_total``
+    (hinted, for BestEffortCallback), plus the centroid.
+    """
+
+    lazy_wait_for_connection = False
+    _default_read_attrs = ("hdf5", "stats")
+    _default_configuration_attrs = ("cam",)
+    cam = Cpt(MaxipixCam, "cam1:", kind="config")
+    hdf5 = Cpt(MaxipixHDF5, "HDF1:", kind="normal", write_path_template="/tmp/",
+               read_path_template="/tmp/", root="/")
+    stats = Cpt(MaxipixStats, "Stats1:", kind="normal")
+
+    def __init__(self, prefix, *, name, write_path=None, read_path=None, **kwargs):
+        super().__init__(prefix, name=name, **kwargs)
+        if write_path is not None:
+            self.hdf5.write_path_template = _dir(write_path)
+            self.hdf5.read_path_template = _dir(read_path if read_path is not None else write_path)
+        self.stage_sigs.update([("cam.acquire", 0), ("cam.image_mode", "Multiple"),
+                                ("cam.trigger_mode", "Internal"), ("cam.num_images", 1)])
+
+
+def _dir(path) -> str:
+    path = str(path)
+    return path if path.endswith("/") else path + "/"

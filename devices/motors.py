@@ -1,0 +1,62 @@
+"""Motor devices: piezo stage, diffractometer circles, monochromator energy.
+
+Plain ``ophyd.EpicsMotor`` components (EPICS motor records), so the same
+classes drive the simulator (``braggscope sim start``) and a real beamline;
+only the PV prefixes in the configuration change.
+"""
+
+from __future__ import annotations
+
+from ophyd import Component
+from ophyd import Device, EpicsMotor
+
+__all__ = ["Diffractometer", "EnergyMotor", "MotorCpt", "PiezoStage"]
+
+
+class MotorCpt(Component):
+    """A motor component named by its attribute alone (``pix``, not ``piezo_pix``).
+
+    Documents then carry the motor names the rest of braggscope expects
+    (``pix``, ``piy``, ``eta`` ...), whatever the parent device is called.
+    """
+
+    def __init__(self, suffix, *, kind="normal", **kwargs):
+        super().__init__(EpicsMotor, suffix, kind=kind, **kwargs)
+
+    def create_component(self, instance):
+        motor = super().create_component(instance)
+        motor.name = self.attr
+        for child in motor.component_names:
+            getattr(motor, child).name = f"{self.attr}_{child}"
+        motor.user_readback.name = self.attr
+        return motor
+
+
+class PiezoStage(Device):
+    """Sample piezo scanner: ``pix``, ``piy``, ``piz`` in micrometres.
+
+    Parameters
+    ----------
+    prefix : str
+        PV prefix; the motor records are ``prefix + "pix"`` etc.
+    name : str
+        ophyd name of the stage (e.g. ``"piezo"``); the motors keep their
+        bare names ``pix``, ``piy``, ``piz`` in documents.
+    """
+
+    pix = MotorCpt("pix", kind="hinted")
+    piy = MotorCpt("piy", kind="hinted")
+    piz = MotorCpt("piz", kind="normal")
+
+
+class Diffractometer(Device):
+    """Diffractometer circles (degrees): sample ``eta``, ``phi``; detector ``nu``, ``delta``."""
+
+    eta = MotorCpt("eta", kind="hinted")
+    phi = MotorCpt("phi", kind="normal")
+    nu = MotorCpt("nu", kind="normal")
+    delta = MotorCpt("delta", kind="normal")
+
+
+class EnergyMotor(EpicsMotor):
+    """Monochromator energy (keV), an EPICS motor record."""

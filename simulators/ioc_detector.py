@@ -1,0 +1,379 @@
+"""Simulated Maxipix areaDetector IOC (caproto): ``cam1:``, ``HDF1:``, ``Stats1:``.
+
+Serves the subset of areaDetector PVs that ophyd's area-detector classes use
+(setpoints with their ``_RBV`` readbacks), so ``braggscope.devices.Maxipix``
+(``SingleTrigger`` + ``FileStoreHDF5IterativeWrite``) works unchanged against
+this IOC or a real one.
+
+On ``cam1:Acquire = 1`` the IOC takes ``NumImages`` frames: each is rendered
+by a *renderer* ``(positions, exposure_s) -> uint32 (rows, cols)`` at the
+current motor positions of the shared :class:`BeamlineState` (by default
+``SimulatedBeamline.render``), appended to the open HDF5 file when
+``HDF1:Capture`` is on (areaDetector layout: ``/entry/data/data``,
+``(n, rows, cols)`` uint32, growing by one frame per image, SWMR mode and
+flushed after every frame so live readers can follow), and summarised in
+``Stats1:`` (total, centroid, max). ``Acquire_RBV`` returns to 0 only once the
+frames are on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from caproto import ChannelType
+from caproto.server import PVGroup, SubGroup, pvproperty
+
+__all__ = ["MaxipixIOC", "frame_stats", "load_renderer", "make_renderer"]
+
+DATA_TYPES = ("Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Float32", "Float64")
+NO_YES = ("No", "Yes")
+DISABLE_ENABLE = ("Disable", "Enable")
+
+
+# ---------------------------------------------------------------------- renderers
+def make_renderer(cfg):
+    """The default renderer: ``SimulatedBeamline.from_config(cfg).render``.
+
+    If the config has ``simulator.renderer = "module:function"``, that factory
+    is called with ``cfg`` instead (see :func:`load_renderer`).
+    """
+    spec = cfg.get("simulator.renderer", "") or ""
+    if spec:
+        return load_renderer(spec)(cfg)
+    from braggscope.simulators.beamline import SimulatedBeamline
+
+    seed = cfg.get("simulator.seed", None)
+    return SimulatedBeamline.from_config(cfg, seed=seed).render
+
+
+def load_renderer(spec: str):
+    """Import a renderer factory given as ``"package.module:function"``."""
+    if ":" not in spec:
+        raise ValueError(f"simulator.renderer must be 'module:function', got {spec!r}")
+    module, func = spec.split(":", 1)
+    return getattr(importlib.import_module(module), func)
+
+
+def frame_stats(frame: np.ndarray) -> dict[str, float]:
+    """Total counts, intensity centroid (pixels; x = column, y = row) and maximum.
+
+    The centroid of an empty frame is NaN.
+    """
+    data = np.asarray(frame, dtype=np.float64)
+    total = float(data.sum())
+    if total > 0:
+        rows, cols = np.indices(data.shape)
+        cy, cx = float((rows * data).sum() / total), float((cols * data).sum() / total)
+    else:
+        cy = cx = float("nan")
+    return {"total": total, "centroid_x": cx, "centroid_y": cy, "max": float(data.max(initial=0))}
+
+
+# ---------------------------------------------------------------------- PV helpers
+async def _put_with_rbv(group, instance, value):
+    """Generic setpoint putter: validate via ``group.on_put``, mirror to ``<attr>_rbv``."""
+    attr = instance.pvspec.attr
+    value = await group.on_put(attr, value)
+    rbv = getattr(group, attr + "_rbv", None)
+    if rbv is not None:
+        await rbv.write(value)
+    return value
+
+
+def _pair(name, value, *, dtype=None, enum=None, **kwargs):
+    """A setpoint pvproperty ``name`` and its read-only ``name_RBV``."""
+    if enum is not None:
+        if isinstance(value, int):
+            value = enum[value]  # caproto keeps an int initial value as int
+        kwargs.update(dtype=ChannelType.ENUM, enum_strings=enum)
+    elif dtype is not None:
+        kwargs["dtype"] = dtype
+    setpoint = pvproperty(name=name, value=value, put=_put_with_rbv, **kwargs)
+    readback = pvproperty(name=name + "_RBV", value=value, read_only=True, **kwargs)
+    return setpoint, readback
+
+
+def _path_pair(name, value=""):
+    kwargs = dict(dtype=ChannelType.CHAR, max_length=1024, string_encoding="utf-8")
+    return (pvproperty(name=name, value=value, put=_put_with_rbv, **kwargs),
+            pvproperty(name=name + "_RBV", value=value, read_only=True, **kwargs))
+
+
+def _ro(name, value, **kwargs):
+    return pvproperty(name=name, value=value, read_only=True, **kwargs)
+
+
+class _Group(PVGroup):
+    async def on_put(self, attr, value):
+        return value
+
+
+# ---------------------------------------------------------------------- cam1:
+class CamGroup(_Group):
+    """``cam1:`` -- acquisition control."""
+
+    acquire, acquire_rbv = _pair("Acquire", 0, enum=("Done", "Acquire"))
+    acquire_time, acquire_time_rbv = _pair("AcquireTime", 0.01, dtype=ChannelType.DOUBLE)
+    acquire_period, acquire_period_rbv = _pair("AcquirePeriod", 0.01, dtype=ChannelType.DOUBLE)
+    image_mode, image_mode_rbv = _pair("ImageMode", 0, enum=("Single", "Multiple", "Continuous"))
+    trigger_mode, trigger_mode_rbv = _pair("TriggerMode", 0, enum=("Internal", "External"))
+    num_images, num_images_rbv = _pair("NumImages", 1, dtype=ChannelType.LONG)
+    num_exposures, num_exposures_rbv = _pair("NumExposures", 1, dtype=ChannelType.LONG)
+    array_callbacks, array_callbacks_rbv = _pair("ArrayCallbacks", 1, enum=DISABLE_ENABLE)
+    array_counter, array_counter_rbv = _pair("ArrayCounter", 0, dtype=ChannelType.LONG)
+    data_type, data_type_rbv = _pair("DataType", "UInt32", enum=DATA_TYPES)
+    data_type_disa = _ro("DataType_RBV.DISA", 0, dtype=ChannelType.LONG)
+    array_size_x = _ro("ArraySizeX_RBV", 0, dtype=ChannelType.LONG)
+    array_size_y = _ro("ArraySizeY_RBV", 0, dtype=ChannelType.LONG)
+    array_size_z = _ro("ArraySizeZ_RBV", 0, dtype=ChannelType.LONG)
+    max_size_x = _ro("MaxSizeX_RBV", 0, dtype=ChannelType.LONG)
+    max_size_y = _ro("MaxSizeY_RBV", 0, dtype=ChannelType.LONG)
+    num_images_counter = _ro("NumImagesCounter_RBV", 0, dtype=ChannelType.LONG)
+    detector_state = _ro("DetectorState_RBV", "Idle", dtype=ChannelType.ENUM,
+                         enum_strings=("Idle", "Acquire", "Readout", "Error"))
+    manufacturer = _ro("Manufacturer_RBV", "braggscope", dtype=ChannelType.STRING)
+    model = _ro("Model_RBV", "Maxipix (simulated)", dtype=ChannelType.STRING)
+    port_name = _ro("PortName_RBV", "MPX1", dtype=ChannelType.STRING)
+
+    @acquire_rbv.startup
+    async def acquire_rbv(self, instance, async_lib):
+        rows, cols = self.parent.shape
+        await self.array_size_x.write(cols)
+        await self.array_size_y.write(rows)
+        await self.max_size_x.write(cols)
+        await self.max_size_y.write(rows)
+
+    async def on_put(self, attr, value):
+        if attr in ("acquire_time", "acquire_period") and not 0 <= value <= 3600:
+            raise ValueError(f"{self.prefix}{attr}: must be in [0, 3600] s, got {value}")
+        if attr in ("num_images", "num_exposures") and value < 1:
+            raise ValueError(f"{self.prefix}{attr}: must be >= 1, got {value}")
+        if attr == "acquire":
+            if value == "Acquire":
+                if self.parent.busy:
+                    return value  # already acquiring: like areaDetector, ignore
+                self.parent.start_acquisition()
+            else:
+                self.parent.abort = True
+        return value
+
+
+# ---------------------------------------------------------------------- HDF1:
+class HDF5Group(_Group):
+    """``HDF1:`` -- the HDF5 file-writer plugin (areaDetector layout)."""
+
+    enable, enable_rbv = _pair("EnableCallbacks", 1, enum=DISABLE_ENABLE)
+    blocking, blocking_rbv = _pair("BlockingCallbacks", 1, enum=NO_YES)
+    nd_array_port, nd_array_port_rbv = _pair("NDArrayPort", "MPX1", dtype=ChannelType.STRING)
+    array_counter, array_counter_rbv = _pair("ArrayCounter", 0, dtype=ChannelType.LONG)
+    file_path, file_path_rbv = _path_pair("FilePath")
+    file_name, file_name_rbv = _path_pair("FileName")
+    file_template, file_template_rbv = _path_pair("FileTemplate", "%s%s_%6.6d.h5")
+    full_file_name = _ro("FullFileName_RBV", "", dtype=ChannelType.CHAR, max_length=2048,
+                         string_encoding="utf-8")
+    file_number, file_number_rbv = _pair("FileNumber", 0, dtype=ChannelType.LONG)
+    auto_increment, auto_increment_rbv = _pair("AutoIncrement", 1, enum=NO_YES)
+    auto_save, auto_save_rbv = _pair("AutoSave", 1, enum=NO_YES)
+    file_write_mode, file_write_mode_rbv = _pair("FileWriteMode", 2,
+                                                 enum=("Single", "Capture", "Stream"))
+    num_capture, num_capture_rbv = _pair("NumCapture", 0, dtype=ChannelType.LONG)
+    num_captured = _ro("NumCaptured_RBV", 0, dtype=ChannelType.LONG)
+    capture, capture_rbv = _pair("Capture", 0, enum=("Done", "Capture"))
+    create_directory, create_directory_rbv = _pair("CreateDirectory", 0, dtype=ChannelType.LONG)
+    file_path_exists = _ro("FilePathExists_RBV", 0, dtype=ChannelType.LONG)
+    write_status = _ro("WriteStatus", 0, dtype=ChannelType.LONG)
+    write_message = _ro("WriteMessage", "", dtype=ChannelType.CHAR, max_length=512,
+                        string_encoding="utf-8")
+    plugin_type = _ro("PluginType_RBV", "NDFileHDF5", dtype=ChannelType.STRING)
+    array_size0 = _ro("ArraySize0_RBV", 0, dtype=ChannelType.LONG)
+    array_size1 = _ro("ArraySize1_RBV", 0, dtype=ChannelType.LONG)
+    array_size2 = _ro("ArraySize2_RBV", 0, dtype=ChannelType.LONG)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.h5 = None  # open h5py.File while capturing
+
+    async def on_put(self, attr, value):
+        if attr == "file_path":
+            path = Path(value)
+            if self.create_directory.value < 0 and not path.exists():
+                depth = len(path.parts) - 1 + int(self.create_directory.value)  # existing prefix
+                if Path(*path.parts[:max(depth, 1)]).is_dir():
+                    path.mkdir(parents=True, exist_ok=True)
+            await self.file_path_exists.write(int(path.is_dir()))
+        elif attr == "capture":
+            if value == "Capture":
+                await self._open()
+            else:
+                await self._close()
+        elif attr == "num_capture" and value < 0:
+            raise ValueError(f"{self.prefix}NumCapture must be >= 0, got {value}")
+        return value
+
+    def current_filename(self) -> str:
+        template = self.file_template.value or "%s%s_%6.6d.h5"
+        return template % (self.file_path.value, self.file_name.value, self.file_number.value)
+
+    async def _open(self) -> None:
+        import h5py
+
+        await self._close()
+        if not Path(self.file_path.value).is_dir():
+            await self.write_status.write(1)
+            await self.write_message.write(f"directory does not exist: {self.file_path.value}")
+            raise OSError(f"{self.prefix}FilePath does not exist: {self.file_path.value!r}")
+        filename = self.current_filename()
+        rows, cols = self.parent.shape
+        h5 = h5py.File(filename, "w", libver="latest")
+        entry = h5.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        data = entry.create_group("data")
+        data.attrs["NX_class"] = "NXdata"
+        data.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
+                            chunks=(1, rows, cols), dtype=np.uint32)
+        h5.swmr_mode = True
+        self.h5 = h5
+        await self.full_file_name.write(filename)
+        await self.num_captured.write(0)
+        await self.write_status.write(0)
+        await self.write_message.write("")
+        if self.auto_increment.value == "Yes":
+            await self.file_number.write(self.file_number.value + 1)
+            await self.file_number_rbv.write(self.file_number.value)
+
+    async def _close(self) -> None:
+        if self.h5 is not None:
+            self.h5.close()
+            self.h5 = None
+            await self.capture_rbv.write("Done")
+
+    def append(self, frame: np.ndarray) -> int:
+        """Append one frame and flush (runs in a worker thread). Returns frames in file."""
+        dset = self.h5["entry/data/data"]
+        n = dset.shape[0]
+        dset.resize(n + 1, axis=0)
+        dset[n] = frame
+        dset.flush()
+        self.h5.flush()
+        return n + 1
+
+    async def frame_written(self, count: int, shape) -> None:
+        await self.num_captured.write(count)
+        await self.array_counter.write(self.array_counter.value + 1)
+        await self.array_counter_rbv.write(self.array_counter.value)
+        await self.array_size0.write(shape[1])
+        await self.array_size1.write(shape[0])
+        limit = self.num_capture.value
+        if limit and count >= limit and self.file_write_mode.value != "Single":
+            await self._close()
+            await self.capture.write("Done", verify_value=False)
+
+
+# ---------------------------------------------------------------------- Stats1:
+class StatsGroup(_Group):
+    """``Stats1:`` -- total counts, centroid and maximum of the last frame."""
+
+    enable, enable_rbv = _pair("EnableCallbacks", 1, enum=DISABLE_ENABLE)
+    total = _ro("Total_RBV", 0.0, dtype=ChannelType.DOUBLE)
+    centroid_x = _ro("CentroidX_RBV", 0.0, dtype=ChannelType.DOUBLE)
+    centroid_y = _ro("CentroidY_RBV", 0.0, dtype=ChannelType.DOUBLE)
+    max_value = _ro("MaxValue_RBV", 0.0, dtype=ChannelType.DOUBLE)
+    array_counter = _ro("ArrayCounter_RBV", 0, dtype=ChannelType.LONG)
+
+    async def update(self, stats: dict) -> None:
+        if self.enable.value != "Enable":
+            return
+        await self.total.write(stats["total"])
+        await self.centroid_x.write(stats["centroid_x"])
+        await self.centroid_y.write(stats["centroid_y"])
+        await self.max_value.write(stats["max"])
+        await self.array_counter.write(self.array_counter.value + 1)
+
+
+# ---------------------------------------------------------------------- detector
+class MaxipixIOC(PVGroup):
+    """The simulated Maxipix areaDetector.
+
+    Parameters
+    ----------
+    prefix : str
+        areaDetector prefix, e.g. ``"BSSIM:mpx1x4:"``.
+    state : BeamlineState
+        Shared motor positions (read at each frame).
+    renderer : callable
+        ``renderer(positions: dict, exposure_s: float) -> ndarray (rows, cols)``
+        of non-negative integer counts.
+    shape : tuple of int
+        Frame shape ``(rows, cols)``.
+    """
+
+    cam = SubGroup(CamGroup, prefix="cam1:")
+    hdf = SubGroup(HDF5Group, prefix="HDF1:")
+    stats = SubGroup(StatsGroup, prefix="Stats1:")
+
+    def __init__(self, prefix, *, state, renderer, shape, **kwargs):
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"shape must be (rows, cols) > 0, got {shape!r}")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.state = state
+        self.renderer = renderer
+        self.busy = False
+        self.abort = False
+        self._task = None
+        super().__init__(prefix, **kwargs)
+
+    def start_acquisition(self) -> None:
+        self.busy, self.abort = True, False
+        self._task = asyncio.get_running_loop().create_task(self._acquire())
+
+    async def _acquire(self) -> None:
+        """Take NumImages frames (1 in Single mode), then set Acquire back to Done."""
+        cam, hdf = self.cam, self.hdf
+        loop = asyncio.get_running_loop()
+        try:
+            await cam.acquire_rbv.write("Acquire")
+            await cam.detector_state.write("Acquire")
+            n_frames = 1 if cam.image_mode.value == "Single" else max(int(cam.num_images.value), 1)
+            for i in range(n_frames):
+                if self.abort:
+                    break
+                t0 = time.monotonic()
+                exposure = float(cam.acquire_time.value)
+                positions = self.state.snapshot()
+                frame = await loop.run_in_executor(None, self._render, positions, exposure)
+                stats = frame_stats(frame)
+                capturing = hdf.h5 is not None and hdf.enable.value == "Enable"
+                if capturing:
+                    count = await loop.run_in_executor(None, hdf.append, frame)
+                    await hdf.frame_written(count, frame.shape)
+                await self.stats.update(stats)
+                await cam.array_counter.write(cam.array_counter.value + 1)
+                await cam.array_counter_rbv.write(cam.array_counter.value)
+                await cam.num_images_counter.write(i + 1)
+                period = max(exposure, float(cam.acquire_period.value))
+                remaining = period - (time.monotonic() - t0)
+                if remaining > 0:
+                    await asyncio.sleep(remaining)
+        except Exception as exc:  # keep the IOC alive; report on the cam
+            await cam.detector_state.write("Error")
+            await hdf.write_message.write(f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        else:
+            await cam.detector_state.write("Idle")
+        finally:
+            self.busy = False
+            await cam.acquire.write("Done", verify_value=False)
+            await cam.acquire_rbv.write("Done")
+
+    def _render(self, positions, exposure):
+        frame = np.asarray(self.renderer(positions, exposure))
+        if frame.shape != self.shape:
+            raise ValueError(f"renderer returned shape {frame.shape}, expected {self.shape}")
+        if frame.dtype.kind == "f" or (frame.dtype.kind == "i" and frame.size and frame.min() < 0):
+            raise ValueError("renderer must return non-negative integer counts")
+        return frame.astype(np.uint32, copy=False)

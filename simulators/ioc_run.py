@@ -1,0 +1,208 @@
+"""Run all simulator IOCs (motors + Maxipix detector) in ONE caproto server.
+
+``python -m braggscope.simulators.ioc_run --state-file FILE [--config TOML]``
+
+The motors and the detector share one in-process :class:`BeamlineState`, so
+the detector renders each frame at the motors' current positions without any
+Channel Access round trip. The server listens on 127.0.0.1 only, on a free
+port (or ``--port``), and writes a JSON state file (pid, port, PV prefixes)
+once it is serving; it exits cleanly on SIGTERM/SIGINT.
+
+Two fixes for caproto 1.3.0 are applied here (see docs/ANCHORS): accepted TCP
+sockets get ``TCP_NODELAY`` (otherwise Nagle + delayed ACK add ~40 ms to a
+put-with-callback), and monitor batching (``HIGH_LOAD_TIMEOUT``) is lowered
+to 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+#: Server-side environment for a loopback-only simulator.
+LOOPBACK_SERVER_ENV = {
+    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+    "EPICS_CA_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024),
+    "CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC": "0.001",
+}
+
+__all__ = ["LOOPBACK_SERVER_ENV", "build_pvdb", "free_port", "main", "serve"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port number free for both TCP and UDP on ``host`` (CA uses both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError(f"no free TCP+UDP port found on {host}")
+
+
+def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
+    """Build the simulator's PV database from a braggscope config.
+
+    Parameters
+    ----------
+    cfg : braggscope.config.Config
+        Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
+        ``pv.detector``, ``limits.*``, ``detector.*``, ``simulator.*``.
+    with_detector : bool
+        Also serve the Maxipix areaDetector IOC.
+    tick_s : float
+        Motor readback update period during moves, seconds.
+
+    Returns
+    -------
+    pvdb : dict
+        PV name -> channel data.
+    info : dict
+        ``{"motors": {name: record PV}, "detector": prefix or None}``.
+    """
+    from braggscope.simulators.ioc_motors import (
+        MOTOR_SPECS, BeamlineState, full_pvdb, motor_groups)
+
+    state = BeamlineState()
+    records = {}
+    for spec in MOTOR_SPECS:
+        if spec.name in ("pix", "piy", "piz"):
+            records[spec.name] = cfg["pv.piezo"] + spec.name
+        elif spec.name == "energy":
+            records[spec.name] = cfg["pv.energy"]
+        else:
+            records[spec.name] = cfg["pv.diffractometer"] + spec.name
+    limits = {name: tuple(cfg["limits"][name]) for name in records if name in cfg.get("limits", {})}
+    velocities = dict(cfg.get("simulator.velocities", {}) or {})
+    initial = {"energy": float(cfg.get("energy.energy_kev", 8.33))}
+    groups = motor_groups(records, state, limits=limits, velocities=velocities,
+                          initial=initial, tick_s=tick_s)
+    all_groups = list(groups.values())
+    detector_prefix = None
+    if with_detector:
+        from braggscope.simulators.ioc_detector import MaxipixIOC, make_renderer
+
+        detector_prefix = cfg["pv.detector"]
+        all_groups.append(MaxipixIOC(detector_prefix, state=state, renderer=make_renderer(cfg),
+                                     shape=tuple(cfg["detector.shape"])))
+    return full_pvdb(all_groups), {"motors": records, "detector": detector_prefix}
+
+
+def _nodelay_context_class(enabled: bool):
+    """caproto's asyncio server Context, setting TCP_NODELAY on each client."""
+    from caproto.asyncio.server import Context
+
+    class NoDelayContext(Context):
+        async def tcp_handler(self, client, addr):
+            if enabled:
+                sock = client.writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return await super().tcp_handler(client, addr)
+
+        async def broadcast_beacon_loop(self):
+            # As caproto's, but quiet when no CA repeater listens on loopback
+            # (a connected UDP socket then gets ECONNREFUSED on every beacon).
+            import caproto as ca
+
+            period, max_period = 0.02, float(self.environ["EPICS_CAS_BEACON_PERIOD"])
+            while True:
+                for _address, (interface, sock) in self.beacon_socks.items():
+                    try:
+                        beacon = ca.Beacon(13, self.port, self.beacon_count, interface)
+                        await sock.send(self.broadcaster.send(beacon))
+                    except (OSError, ca.CaprotoNetworkError):
+                        pass
+                self.beacon_count += 1
+                period = min(max_period, period * 2)
+                await asyncio.sleep(period)
+
+    return NoDelayContext
+
+
+async def serve(pvdb, *, state_file: Path | None = None, info: dict | None = None,
+                nodelay: bool = True) -> None:
+    """Serve ``pvdb`` on 127.0.0.1 until cancelled; write ``state_file`` when up."""
+    import caproto.server.common as common
+
+    common.HIGH_LOAD_TIMEOUT = float(os.environ.get("CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC", 0.001))
+    ctx = _nodelay_context_class(nodelay)(pvdb, interfaces=["127.0.0.1"])
+
+    async def announce(async_lib):
+        if state_file is None:
+            return
+        for _ in range(500):  # wait until the TCP socket is bound
+            if getattr(ctx, "port", None):
+                break
+            await asyncio.sleep(0.01)
+        payload = dict(info or {}, pid=os.getpid(), host="127.0.0.1", port=int(ctx.port),
+                       udp_port=int(os.environ["EPICS_CA_SERVER_PORT"]), nodelay=nodelay,
+                       started=time.time(), pv_count=len(pvdb))
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, state_file)
+
+    await ctx.run(startup_hook=announce)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="braggscope TOML config (default: packaged simulator)")
+    parser.add_argument("--port", type=int, default=0, help="CA port (0: pick a free one)")
+    parser.add_argument("--state-file", type=Path, help="JSON file written once serving")
+    parser.add_argument("--no-detector", action="store_true", help="serve motors only")
+    parser.add_argument("--no-nodelay", action="store_true",
+                        help="leave Nagle on (caproto default; for benchmarks only)")
+    args = parser.parse_args(argv)
+    if args.port < 0 or args.port > 65535:
+        parser.error(f"--port must be in 0..65535, got {args.port}")
+    for key, value in LOOPBACK_SERVER_ENV.items():
+        os.environ.setdefault(key, value)
+    port = args.port or free_port()
+    os.environ["EPICS_CA_SERVER_PORT"] = str(port)
+    os.environ["EPICS_CAS_SERVER_PORT"] = str(port)
+
+    from braggscope.config import load_config
+
+    cfg = load_config(args.config)
+    pvdb, info = build_pvdb(cfg, with_detector=not args.no_detector)
+
+    async def runner():
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await serve(pvdb, state_file=args.state_file, info=info, nodelay=not args.no_nodelay)
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(runner())
+    finally:
+        if args.state_file is not None and args.state_file.exists():
+            try:
+                if json.loads(args.state_file.read_text()).get("pid") == os.getpid():
+                    args.state_file.unlink()
+            except (OSError, ValueError):
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
