@@ -454,24 +454,24 @@ def nmc622_single_crystal(seed: int = 0, center_um=(50.0, 50.0)) -> SXDMSample:
     """
     rng = np.random.default_rng(seed)
     c_axis = 14.22 + rng.uniform(-0.01, 0.01)
-    radius = rng.uniform(1.0, 1.4)
+    radius = rng.uniform(1.2, 1.45)
     ndom = int(rng.integers(2, 4))
     dom_xy = rng.uniform(-0.7 * radius, 0.7 * radius, (ndom, 2))
     dom_tilt = rng.uniform(-0.18, 0.18, (ndom, 2))
     bumps = np.column_stack([
         rng.uniform(-0.6 * radius, 0.6 * radius, (3, 2)),
         rng.uniform(0.25, 0.5, 3),
-        rng.uniform(-400e-6, 400e-6, 3),
+        rng.uniform(200e-6, 600e-6, 3) * rng.choice([-1, 1], 3),
     ])
     cryst = Crystallite(
         name="nmc622",
         center_um=tuple(float(c) for c in center_um),
         d_spacing=c_axis / 3,
-        vertices_um=_hexagon(radius, rng),
+        vertices_um=_hexagon(radius, rng, jitter=0.08),
         thickness_um=rng.uniform(0.8, 1.2),
         edge_soft_um=0.15,
         strain_bumps=bumps,
-        strain_gradient=tuple(rng.uniform(-100e-6, 100e-6, 2)),
+        strain_gradient=tuple(rng.uniform(-150e-6, 150e-6, 2)),
         domains=np.column_stack([dom_xy, dom_tilt]),
         edge_tilt_deg=rng.uniform(0.25, 0.35),
         edge_width_um=0.3,
