@@ -368,13 +368,16 @@ def pad_fast(data, mask):
     return data, mask, tuple(p[0] for p in pads)
 
 
-def oversampling_from_data(intensity, mask=None, threshold=0.1):
+def oversampling_from_data(intensity, mask=None, threshold=0.02):
     """Oversampling per axis measured from the data.
 
     The autocorrelation (inverse FFT of the intensity) of an object of
     extent ``a`` spans ``2a``; with ``N`` samples per axis the oversampling is
-    ``N / a = 2 N / extent``, the extent being that of the autocorrelation
-    thresholded at ``threshold`` of its maximum (projected on the axis).
+    ``N / a = 2 N / (extent + 1)`` (a discrete object of ``a`` voxels has an
+    autocorrelation of ``2 a - 1``), the extent being that of the
+    autocorrelation thresholded at ``threshold`` of its maximum (projected on
+    the axis). Thresholds much above 0.02 under-estimate the extent of
+    faceted objects (the autocorrelation tapers linearly to its edge).
     """
     i = np.array(intensity, dtype=np.float32)
     if mask is not None:
@@ -386,5 +389,5 @@ def oversampling_from_data(intensity, mask=None, threshold=0.1):
         other = tuple(a for a in range(i.ndim) if a != ax)
         idx = np.nonzero(sup.any(axis=other))[0]
         extent = idx[-1] - idx[0] + 1
-        out.append(float(2.0 * i.shape[ax] / extent))
+        out.append(float(2.0 * i.shape[ax] / (extent + 1)))
     return tuple(out)
