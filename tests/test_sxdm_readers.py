@@ -1,0 +1,204 @@
+"""BLISS and XSOCS readers on small files written here in those layouts."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("xrayutilities")
+
+from braggscope.analysis.readers import detect_format, read_bliss, read_stack, read_xsocs, reduce_run
+from braggscope.analysis.sxdm import reduce_stack
+from braggscope.geometry import Geometry
+from tests.test_sxdm_model import forward_stack
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return forward_stack(ny=6, nx=8, n_eta=11, drift_px=0.0, seed=21)
+
+
+def write_bliss(path, t, *, vds=True, snake=False, old_positions=False, mask=None):
+    """ID01 BLISS layout: one scan per eta, frames a VDS into per-scan detector files."""
+    n_eta, ny, nx, rows, cols = t.frames.shape
+    xx, yy = np.meshgrid(t.x_um, t.y_um)
+    order = np.arange(ny * nx).reshape(ny, nx)
+    if snake:
+        order[1::2] = order[1::2, ::-1]
+    acq = np.argsort(order.ravel())  # acquisition index -> raster index
+    with h5py.File(path, "w") as f:
+        for i in range(n_eta):
+            scan = f.create_group(f"{i + 1}.1")
+            inst = scan.create_group("instrument")
+            data = t.frames[i].reshape(ny * nx, rows, cols)[acq]
+            if vds:
+                det_dir = os.path.join(os.path.dirname(path), f"scan{i + 1:04d}")
+                os.makedirs(det_dir, exist_ok=True)
+                det_file = os.path.join(det_dir, "mpx1x4_0000.h5")
+                with h5py.File(det_file, "w") as d:
+                    d.create_dataset("entry_0000/measurement/data", data=data, compression="gzip")
+                layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+                layout[:] = h5py.VirtualSource(os.path.relpath(det_file, os.path.dirname(path)),
+                                               "entry_0000/measurement/data", shape=data.shape)
+                inst.create_virtual_dataset("mpx1x4/image", layout, fillvalue=0)
+            else:
+                inst.create_dataset("mpx1x4/image", data=data)
+            det = inst["mpx1x4"]
+            det["beam_center_x"] = t.cch[1]
+            det["beam_center_y"] = t.cch[0]
+            det["distance"] = t.distance_m
+            det["x_pixel_size"] = t.pixel_m
+            det["y_pixel_size"] = t.pixel_m
+            if mask is not None:
+                det["pixel_mask"] = mask.astype(np.uint8)
+            pos = "{}_position/value" if old_positions else "{}/value"
+            inst[pos.format("pix")] = xx.ravel()[acq] + 0.001 * np.sin(np.arange(ny * nx))  # encoder noise
+            inst[pos.format("piy")] = yy.ravel()[acq]
+            p = inst.create_group("positioners")
+            p["eta"] = t.eta[i]
+            p["delta"] = t.delta
+            p["nu"] = t.nu
+            p["phi"] = 0.0
+            p["nrj"] = t.energy_kev
+            scan["technique/dim0"] = nx
+            scan["technique/dim1"] = ny
+
+
+def write_xsocs(path, t, *, external=True, pixel_in_file=False):
+    """XSOCS master file: one entry per eta (external links to per-angle files)."""
+    n_eta, ny, nx, rows, cols = t.frames.shape
+    xx, yy = np.meshgrid(t.x_um, t.y_um)
+    cpd = t.distance_m * np.tan(np.radians(1.0)) / t.pixel_m
+    with h5py.File(path, "w") as master:
+        for i in range(n_eta):
+            name = f"sample_{i:03d}"
+            target = os.path.join(os.path.dirname(path), f"{name}.h5") if external else None
+            f = h5py.File(target, "w") if external else master
+            e = f.create_group(name)
+            e["measurement/image/data"] = t.frames[i].reshape(ny * nx, rows, cols)
+            e["measurement/adcX"] = xx.ravel()
+            e["measurement/adcY"] = yy.ravel()
+            p = e.create_group("instrument/positioners")
+            p["eta"], p["del"], p["nu"], p["phi"] = t.eta[i], t.delta, t.nu, 0.0
+            d = e.create_group("instrument/detector")
+            d["beam_energy"] = t.energy_kev * 1000.0
+            d["center_chan_dim0"], d["center_chan_dim1"] = t.cch
+            d["chan_per_deg_dim0"] = d["chan_per_deg_dim1"] = cpd
+            if pixel_in_file:
+                d["pixelsize_dim0"] = t.pixel_m * 1e6
+            if external:
+                f.close()
+                master[name] = h5py.ExternalLink(os.path.basename(target), name)
+
+
+def test_all_input_paths_agree(tmp_path, truth):
+    t = truth
+    g = Geometry(t.energy_kev, t.distance_m, t.pixel_m, t.cch)
+    ref = reduce_stack(t.frames, t.eta, g, t.delta, t.nu, progress=False)
+    bliss = tmp_path / "bliss" / "sample_0001.h5"
+    bliss.parent.mkdir()
+    write_bliss(str(bliss), t, snake=True)
+    xsocs = tmp_path / "xsocs" / "master.h5"
+    xsocs.parent.mkdir()
+    write_xsocs(str(xsocs), t)
+    assert detect_format(bliss) == "bliss" and detect_format(xsocs) == "xsocs"
+    meta_doc = {"energy_kev": t.energy_kev, "distance_m": t.distance_m, "pixel_m": t.pixel_m,
+                "cch": list(t.cch), "delta": t.delta, "nu": t.nu, "phi": 0.0, "eta": list(t.eta),
+                "raster": {"fast": "pix", "slow": "piy", "x": [0.0, 2.8, 8], "y": [0.0, 2.0, 6],
+                           "snake": False}}
+    results = {"run": reduce_run(t.frames, meta_doc, progress=False)}
+    for name, path in (("bliss", bliss), ("xsocs", xsocs)):
+        frames, meta = read_stack(path)
+        assert frames.shape == t.frames.shape
+        np.testing.assert_array_equal(np.asarray(frames[3, 2]), t.frames[3, 2])  # snake undone
+        assert meta["energy_kev"] == pytest.approx(t.energy_kev)
+        assert meta["distance_m"] == pytest.approx(t.distance_m, rel=1e-9)
+        np.testing.assert_allclose(meta["eta"], t.eta)
+        np.testing.assert_allclose(meta["x"], t.x_um, atol=0.01)
+        results[name] = reduce_run(frames, meta, progress=False)
+    for name, maps in results.items():
+        np.testing.assert_array_equal(maps.mask.values, ref.mask.values, err_msg=name)
+        np.testing.assert_allclose(maps.strain.values, ref.strain.values, atol=1e-3, equal_nan=True,
+                                   err_msg=name)
+        np.testing.assert_allclose(maps.tilt_azimuth.values, ref.tilt_azimuth.values, atol=1e-4,
+                                   equal_nan=True, err_msg=name)
+    np.testing.assert_allclose(results["run"].x.values, np.linspace(0, 2.8, 8))
+
+
+def test_bliss_old_positions_plain_dataset_and_pixel_mask(tmp_path, truth):
+    mask = np.zeros(truth.frames.shape[-2:], bool)
+    mask[:, 0] = True
+    path = tmp_path / "old.h5"
+    write_bliss(str(path), truth, vds=False, old_positions=True, mask=mask)
+    frames, meta = read_bliss(path)
+    np.testing.assert_array_equal(meta["pixel_mask"], mask)
+    np.testing.assert_array_equal(np.asarray(frames[0, 5, 7]), truth.frames[0, 5, 7])
+    xs = tmp_path / "x" / "m.h5"
+    xs.parent.mkdir()
+    write_xsocs(str(xs), truth, external=False, pixel_in_file=True)
+    frames, meta = read_xsocs(xs)
+    assert meta["pixel_m"] == pytest.approx(truth.pixel_m)
+    assert meta["cch"] == pytest.approx(truth.cch)
+
+
+def test_missing_vds_source_raises(tmp_path, truth):
+    path = tmp_path / "s.h5"
+    write_bliss(str(path), truth)
+    os.remove(tmp_path / "scan0004" / "mpx1x4_0000.h5")
+    # h5py itself would silently return zeros
+    with h5py.File(path, "r") as f:
+        assert f["4.1/instrument/mpx1x4/image"][0].sum() == 0
+    with pytest.raises(FileNotFoundError, match="scan0004.*missing"):
+        read_bliss(path)
+
+
+def test_missing_external_entry_raises(tmp_path, truth):
+    path = tmp_path / "master.h5"
+    write_xsocs(str(path), truth)
+    os.remove(tmp_path / "sample_002.h5")
+    with pytest.raises(FileNotFoundError, match="sample_002"):
+        read_xsocs(path)
+
+
+def test_inconsistent_files_raise_clear_errors(tmp_path, truth):
+    # truncated file
+    good = tmp_path / "good.h5"
+    write_bliss(str(good), truth, vds=False)
+    raw = good.read_bytes()
+    bad = tmp_path / "trunc.h5"
+    bad.write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(ValueError, match="trunc.h5"):
+        read_bliss(bad)
+    # fewer frames than positions
+    short = tmp_path / "short.h5"
+    write_bliss(str(short), truth, vds=False)
+    with h5py.File(short, "a") as f:
+        img = f["2.1/instrument/mpx1x4/image"][()]
+        del f["2.1/instrument/mpx1x4/image"]
+        f["2.1/instrument/mpx1x4/image"] = img[:-3]
+    with pytest.raises(ValueError, match=r"short.h5.*2\.1.*45 frames"):
+        read_bliss(short)
+    # frames of another shape in one scan
+    odd = tmp_path / "odd.h5"
+    write_bliss(str(odd), truth, vds=False)
+    with h5py.File(odd, "a") as f:
+        img = f["3.1/instrument/mpx1x4/image"][()]
+        del f["3.1/instrument/mpx1x4/image"]
+        f["3.1/instrument/mpx1x4/image"] = img[:, :32, :]
+    with pytest.raises(ValueError, match="odd.h5.*frames are"):
+        read_bliss(odd)
+    # missing angle
+    noeta = tmp_path / "noeta.h5"
+    write_bliss(str(noeta), truth, vds=False)
+    with h5py.File(noeta, "a") as f:
+        del f["5.1/instrument/positioners/eta"]
+    with pytest.raises(ValueError, match="noeta.h5.*5.1/instrument/positioners/eta"):
+        read_bliss(noeta)
+    with pytest.raises(FileNotFoundError, match="nothere.h5"):
+        read_stack(tmp_path / "nothere.h5")
+    with pytest.raises(ValueError, match="meta lacks.*distance_m"):
+        reduce_run(truth.frames, {"energy_kev": 8.0, "eta": list(truth.eta), "pixel_m": 55e-6,
+                                  "cch": [0, 0], "delta": 1.0})
