@@ -8,7 +8,7 @@ only the PV prefixes in the configuration change.
 from __future__ import annotations
 
 from ophyd import Component
-from ophyd import Device, EpicsMotor
+from ophyd import Device, EpicsMotor, Kind
 
 __all__ = ["Diffractometer", "EnergyMotor", "MotorCpt", "PiezoStage"]
 
@@ -29,6 +29,8 @@ class MotorCpt(Component):
         for child in motor.component_names:
             getattr(motor, child).name = f"{self.attr}_{child}"
         motor.user_readback.name = self.attr
+        if (motor.kind & Kind.hinted) != Kind.hinted:  # only hinted motors show in BestEffortCallback
+            motor.user_readback.kind = Kind.normal
         return motor
 
 
