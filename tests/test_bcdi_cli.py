@@ -1,0 +1,62 @@
+"""``braggscope reduce bcdi`` round trip on a small BLISS file of the synthetic crystal."""
+
+import json
+
+import numpy as np
+import pytest
+
+from braggscope.analysis.bcdi_io import read_vti
+from braggscope.cli import main
+from braggscope.geometry import wavelength
+from tests.test_bcdi_helpers import PAPER, far_field, paper_meta, synthetic_crystal, write_bliss
+
+
+@pytest.fixture(scope="module")
+def bliss_file(tmp_path_factory):
+    rho, shape, _ = synthetic_crystal()
+    intensity = far_field(rho, seed=7)
+    path = tmp_path_factory.mktemp("bcdi") / "rocking.h5"
+    return write_bliss(path, intensity, paper_meta(*intensity.shape))
+
+
+@pytest.mark.slow
+def test_cli_round_trip(tmp_path, bliss_file, capsys):
+    out = tmp_path / "out"
+    rc = main(["reduce", "bcdi", str(bliss_file), "--out", str(out), "--runs", "2", "--seed", "1",
+               "--recipe", "HIO:100,RAAR:200,ER:100", "--shape", "none,64,64", "--quiet"])
+    assert rc == 0
+    for name in ("bcdi.cxi", "bcdi.npz", "bcdi.vti", "bcdi_summary.json", "bcdi_isosurface.png", "bcdi_slices.png"):
+        assert (out / name).stat().st_size > 0, name
+    s = json.loads((out / "bcdi_summary.json").read_text())
+    assert s["recipe"] == "HIO:100,RAAR:200,ER:100" and s["n_runs"] == 2
+    assert s["mode_fraction"] > 0.9
+    # voxel = the finest closed-form spacing: 2 pi / (|G| * rocking range) here (64 steps of 0.0073 deg)
+    rock_nm = PAPER["d_spacing"] / (64 * np.radians(PAPER["step_deg"])) / 10
+    det_nm = wavelength(13.0) * 1e-10 * 1.4 / (64 * 55e-6) * 1e9
+    assert s["voxel_nm"] == pytest.approx(min(rock_nm, det_nm), rel=1e-6)
+    assert s["q_bragg"] == pytest.approx([0, 0, 2 * np.pi / PAPER["d_spacing"]], abs=1e-9)
+    # particle ~20 voxels of the detector grid: volume consistent with the synthetic crystal's
+    v = read_vti(out / "bcdi.vti")
+    assert set(v) >= {"amplitude", "support", "phase", "displacement", "strain", "microstrain", "q_bragg"}
+    assert np.isfinite(v["strain"]).sum() > 1000
+    assert np.nanmax(np.abs(v["microstrain"])) < 5000
+    assert "mode fraction" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--recipe", "HIO300"], "HIO:300"),
+    (["--runs", "0"], "--runs"),
+    (["--shape", "64,64"], "--shape"),
+    (["--binning", "a,1"], "--binning"),
+])
+def test_cli_bad_arguments_fail_before_writing(tmp_path, bliss_file, capsys, args, match):
+    out = tmp_path / "never"
+    rc = main(["reduce", "bcdi", str(bliss_file), "--out", str(out), *args])
+    assert rc == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_missing_file(tmp_path, capsys):
+    rc = main(["reduce", "bcdi", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
