@@ -118,6 +118,8 @@ class SXDMForwardModel:
         self._q_cache: OrderedDict = OrderedDict()
         self._q_cache_size = int(q_cache_size)
         self._buffer = np.zeros(self.shape, dtype=np.float64)
+        self._last_key = None
+        self._pending_key = None
 
     # -- public ---------------------------------------------------------------
     def geometry(self, energy_kev: float) -> Geometry:
@@ -214,7 +216,8 @@ class SXDMForwardModel:
         return comps
 
     def _q_frame(self, geo: Geometry, eta, delta, nu, phi) -> np.ndarray:
-        key = tuple(round(float(v), 9) for v in (geo.energy_kev, eta, delta, nu, phi))
+        """The whole cached q_frame for an angle set (computed on first call)."""
+        key = self._key(geo, eta, delta, nu, phi)
         q = self._q_cache.get(key)
         if q is None:
             q = geo.q_frame(self.shape, eta, delta, nu, phi)
@@ -224,6 +227,22 @@ class SXDMForwardModel:
         else:
             self._q_cache.move_to_end(key)
         return q
+
+    def _q_window(self, geo: Geometry, eta, delta, nu, phi, r0, r1, c0, c1) -> np.ndarray:
+        """Pixel Qs of a window: from the cached frame when the angle set repeats
+        (rasters), computed for the window alone on the first frame of an angle set
+        (rocking scans change eta every frame)."""
+        key = self._key(geo, eta, delta, nu, phi)
+        if key in self._q_cache or key == self._last_key:
+            return self._q_frame(geo, eta, delta, nu, phi)[:, r0:r1, c0:c1]
+        self._pending_key = key
+        rows = np.arange(r0, r1, dtype=float)[:, None]
+        cols = np.arange(c0, c1, dtype=float)[None, :]
+        return geo.q_pixels(rows, cols, eta, delta, nu, phi)
+
+    @staticmethod
+    def _key(geo, eta, delta, nu, phi):
+        return tuple(round(float(v), 9) for v in (geo.energy_kev, eta, delta, nu, phi))
 
     def _add_signal(self, geo, x_um, y_um, eta, delta, nu, phi, exposure_s):
         """Add expected peak counts into ``self._buffer``; returns the windows touched."""
@@ -235,8 +254,8 @@ class SXDMForwardModel:
         k = geo.k
         dq_pixel = k * self.pixel_m / self.distance_m
         nrows, ncols = self.shape
-        qf = None
         windows = []
+        self._pending_key = None
         for w, qc, s_r, s_t in comps:
             smax = max(s_r, s_t)
             kf = r_lab @ qc + np.array([k, 0.0, 0.0])
@@ -251,12 +270,11 @@ class SXDMForwardModel:
             c0, c1 = max(0, int(col) - half), min(ncols, int(col) + half + 2)
             if r1 <= r0 or c1 <= c0:
                 continue
-            if qf is None:
-                qf = self._q_frame(geo, eta, delta, nu, phi)
-            dq = qf[:, r0:r1, c0:c1] - qc[:, None, None]
+            dq = self._q_window(geo, eta, delta, nu, phi, r0, r1, c0, c1) - qc[:, None, None]
             n = qc / np.linalg.norm(qc)
             par = n[0] * dq[0] + n[1] * dq[1] + n[2] * dq[2]
             perp2 = np.maximum(dq[0] ** 2 + dq[1] ** 2 + dq[2] ** 2 - par**2, 0.0)
             self._buffer[r0:r1, c0:c1] += (scale * w) * np.exp(-0.5 * (par**2 / s_r**2 + perp2 / s_t**2))
             windows.append((r0, r1, c0, c1))
+        self._last_key = self._pending_key if self._pending_key is not None else self._last_key
         return windows
