@@ -1,0 +1,140 @@
+"""``braggscope reduce sxdm <run id | file.h5> --out maps.h5 [--figures DIR]``.
+
+The source is an ID01 BLISS HDF5 file, an XSOCS master file, or a run of the
+catalog (scan id or uid, opened with the configuration of ``braggscope
+--config``; ``braggscope.storage`` is imported only then).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    """Add ``sxdm`` to ``braggscope reduce``."""
+    p = subparsers.add_parser("sxdm", help="strain and tilt maps of an SXDM rocking-angle stack")
+    p.add_argument("source", help="BLISS or XSOCS HDF5 file, or a catalog run (scan id or uid)")
+    p.add_argument("--out", required=True, help="output maps file (NeXus-style HDF5)")
+    p.add_argument("--figures", default=None, metavar="DIR", help="write PNG figures into DIR")
+    p.add_argument("--format", default="auto", choices=("auto", "bliss", "xsocs"), help="file layout")
+    p.add_argument("--threshold", type=float, default=0.2, help="intensity mask fraction (default 0.2)")
+    p.add_argument("--background", default="constant",
+                   help="constant | snip | none | a number of counts (default constant)")
+    p.add_argument("--median", type=int, default=2, help="true median filter size (default 2; 1 = off)")
+    p.add_argument("--fit", default="com", choices=("com", "gaussian"), help="peak centre estimate")
+    p.add_argument("--drift", default="none", choices=("none", "register"),
+                   help="register: correct drift between angles by phase cross-correlation")
+    p.add_argument("--upsample", type=int, default=10, help="registration upsampling (default 10)")
+    p.add_argument("--roi", default=None, metavar="QX0:QX1,QY0:QY1,QZ0:QZ1",
+                   help="reciprocal-space box (1/A); an empty part leaves that axis open")
+    p.add_argument("--detector-roi", default=None, metavar="R0,R1,C0,C1", help="detector pixels to read")
+    p.add_argument("--tilt-cap", type=float, default=None, help="fixed saturation cap of the mosaicity map (deg)")
+    p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _parse_background(text):
+    if text in ("constant", "snip", "none"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--background must be constant, snip, none or a number, got {text!r}") from None
+
+
+def _parse_roi(text):
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise ValueError(f"--roi needs three comma-separated ranges lo:hi, got {text!r}")
+    roi = []
+    for part in parts:
+        if not part.strip():
+            roi.append(None)
+            continue
+        try:
+            lo, hi = (float(v) for v in part.split(":"))
+        except ValueError:
+            raise ValueError(f"--roi range {part!r} is not lo:hi") from None
+        roi.append((lo, hi))
+    return tuple(roi)
+
+
+def _parse_detector_roi(text):
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--detector-roi must be four integers r0,r1,c0,c1, got {text!r}") from None
+    if len(vals) != 4:
+        raise ValueError(f"--detector-roi must be four integers r0,r1,c0,c1, got {text!r}")
+    return vals
+
+
+def load_source(source, fmt="auto", config=None):
+    """``(frames, meta)`` from a file, or from a catalog run id through ``braggscope.storage``."""
+    from braggscope.analysis.readers import read_stack
+
+    path = Path(source)
+    if path.exists() or path.suffix.lower() in (".h5", ".hdf5", ".nxs"):
+        return read_stack(path, format=fmt)
+    try:
+        from braggscope.config import load_config
+        from braggscope.storage import load_run, open_catalog, sxdm_stack
+    except ImportError as exc:
+        raise ValueError(f"{source}: not a file, and the catalog is not available ({exc})") from None
+    client = open_catalog(load_config(config))
+    key = int(source) if str(source).isdigit() else str(source)
+    return sxdm_stack(load_run(client, key))
+
+
+def run(args) -> int:
+    """Run the reduction; returns the process exit status."""
+    from braggscope.analysis.readers import reduce_run
+
+    try:
+        background = _parse_background(args.background)
+        roi = _parse_roi(args.roi)
+        det_roi = _parse_detector_roi(args.detector_roi)
+        if not 0 <= args.threshold < 1:
+            raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
+        if args.median < 1:
+            raise ValueError(f"--median must be >= 1, got {args.median}")
+        out = Path(args.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory; give a file name such as maps.h5")
+        if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
+            raise ValueError(f"--figures {args.figures} exists and is not a directory")
+        frames, meta = load_source(args.source, args.format, getattr(args, "config", None))
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"braggscope reduce sxdm: {exc}", file=sys.stderr)
+        return 2
+    progress = not args.quiet
+    shifts = None
+    if args.drift == "register":
+        from braggscope.analysis.sxdm import integrate_eta_maps
+        from braggscope.analysis.sxdm_drift import register_drift
+
+        shifts = register_drift(integrate_eta_maps(frames, progress=progress), upsample=args.upsample)
+        print(f"drift (map pixels, dy dx) per angle: max |shift| = {abs(shifts).max():.2f}")
+    maps = reduce_run(frames, meta, threshold=args.threshold, background=background, median=args.median,
+                      fit=args.fit, roi=roi, detector_roi=det_roi, num_workers=args.workers,
+                      progress=progress, shifts=shifts)
+    if shifts is not None:
+        maps["drift_shift"] = (("eta", "axis"), shifts, {"units": "map pixels", "long_name": "(dy, dx) applied"})
+    from braggscope.analysis.sxdm_io import save_maps
+
+    save_maps(maps, out)
+    n = int(maps.mask.sum())
+    print(f"wrote {out}: {maps.sizes['y']} x {maps.sizes['x']} map, {n} pixels in the mask, "
+          f"d_mean = {maps.attrs['d_mean']:.5f} A, strain rms = {float(maps.strain.std()):.1f} microstrain")
+    if args.figures:
+        from braggscope.analysis.figures_sxdm import save_figures
+
+        paths = save_figures(maps, args.figures, tilt_cap=args.tilt_cap)
+        print(f"wrote {len(paths)} figures to {args.figures}")
+    return 0
