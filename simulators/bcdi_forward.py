@@ -145,6 +145,50 @@ class BCDIForwardModel:
         q = geometry.q_pixels(rows, cols, eta, delta, nu, phi)
         return (r0, r1, c0, c1), self.intensity(q)
 
+    def rocking_scan(self, geometry: Geometry, shape, etas, delta, nu=0.0, phi=0.0, *,
+                     peak_counts=1.0e5, background=0.0, saturation=401540, seed=None,
+                     progress=False) -> np.ndarray:
+        """A noisy BCDI rocking scan (uint32 frames, Poisson counts).
+
+        Parameters
+        ----------
+        geometry : Geometry
+        shape : (int, int)
+            Detector shape (rows, cols).
+        etas : array_like (n,)
+            Rocking angles (deg); the detector stays at ``delta``, ``nu``.
+        peak_counts : float
+            Expected counts at the Bragg peak of the strain-free particle
+            (the photon budget; noise grows as it shrinks).
+        background : float
+            Flat background, counts per pixel per frame.
+        saturation : int
+            Pixel saturation (counts).
+        seed : int or None
+        progress : bool
+            Show a tqdm progress bar.
+
+        Returns
+        -------
+        ndarray (n, rows, cols), uint32
+        """
+        etas = np.atleast_1d(np.asarray(etas, dtype=float))
+        if etas.ndim != 1 or etas.size < 1:
+            raise ValueError("etas must be a non-empty 1-D sequence of angles (deg)")
+        if not (peak_counts >= 0 and background >= 0):
+            raise ValueError("peak_counts and background must be >= 0")
+        rng = np.random.default_rng(seed)
+        out = np.empty((etas.size, int(shape[0]), int(shape[1])), dtype=np.uint32)
+        it = etas
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(etas, desc="BCDI frames", unit="frame")
+        for i, eta in enumerate(it):
+            lam = peak_counts * self.frame(geometry, shape, eta, delta, nu, phi) + background
+            out[i] = np.minimum(rng.poisson(lam), saturation)
+        return out
+
     def truth(self) -> dict:
         """Ground truth: voxel axes (Angstrom), ``rho``, ``u`` (Angstrom), G, voxel (nm)."""
         return {"axes_angstrom": self.axes, "rho": self.rho, "u_angstrom": self.u,

@@ -184,6 +184,80 @@ class SimulatedBeamline:
             return self.forward.render(xs, ys, vals["eta"], vals["delta"], vals["nu"], vals["phi"],
                                        vals["energy"], exposure_s)
 
+    def sxdm_stack(self, x_um, y_um, etas, *, delta=None, nu=0.0, phi=0.0, energy_kev=None,
+                   exposure_s=0.01, crop=None, eccentricity=None, progress=False, max_bytes=2**31):
+        """Simulate a whole SXDM acquisition in memory (no EPICS, no files).
+
+        Parameters
+        ----------
+        x_um, y_um : array_like, 1-D
+            Raster axes (piezo pix, piy, um).
+        etas : array_like, 1-D
+            Rocking angles (deg).
+        delta, nu, phi : float
+            Detector and phi angles (deg); ``delta`` defaults to ``bragg_setup()``.
+        energy_kev : float, optional
+        exposure_s : float
+        crop : (row0, row1, col0, col1), optional
+            Keep only this detector region (``meta["cch"]`` is shifted to match).
+        eccentricity : EccentricityModel, optional
+            A correction applied as a plan would: the piezo goes to
+            ``raster + offset(eta)``. None: no correction (the crystal slides).
+        progress : bool
+            tqdm progress bar.
+        max_bytes : int
+            Refuse (before simulating) a stack larger than this.
+
+        Returns
+        -------
+        frames : ndarray (n_eta, ny, nx, rows, cols), uint32
+        meta : dict
+            Start-document-like keys: ``energy_kev``, ``distance_m``, ``pixel_m``,
+            ``cch``, ``detector_shape``, ``delta``, ``nu``, ``phi``, ``eta``,
+            ``x``, ``y``, ``shape``, ``eccentricity``, ``sample``.
+        """
+        x = np.atleast_1d(np.asarray(x_um, dtype=float))
+        y = np.atleast_1d(np.asarray(y_um, dtype=float))
+        etas = np.atleast_1d(np.asarray(etas, dtype=float))
+        for name, v in (("x_um", x), ("y_um", y), ("etas", etas)):
+            if v.ndim != 1 or v.size < 1 or not np.all(np.isfinite(v)):
+                raise ValueError(f"{name} must be a non-empty 1-D sequence of finite numbers")
+        r0, r1, c0, c1 = (0, self.shape[0], 0, self.shape[1]) if crop is None else (int(v) for v in crop)
+        if not (0 <= r0 < r1 <= self.shape[0] and 0 <= c0 < c1 <= self.shape[1]):
+            raise ValueError(f"crop must be (row0, row1, col0, col1) inside {self.shape}, got {crop!r}")
+        nbytes = etas.size * y.size * x.size * (r1 - r0) * (c1 - c0) * 4
+        if nbytes > max_bytes:
+            raise ValueError(f"the stack would take {nbytes / 2**30:.1f} GiB (> max_bytes); use crop= "
+                             "or fewer points")
+        setup = self.bragg_setup(energy_kev)
+        delta = setup["delta"] if delta is None else float(delta)
+        e = setup["energy_kev"]
+        frames = np.empty((etas.size, y.size, x.size, r1 - r0, c1 - c0), dtype=np.uint32)
+        total = etas.size * y.size
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="SXDM rows", unit="row")
+        for i, eta in enumerate(etas):
+            ox, oy = eccentricity.offset(eta) if eccentricity is not None else (0.0, 0.0)
+            for j, yy in enumerate(y):
+                for k, xx in enumerate(x):
+                    f = self.render({"pix": xx + ox, "piy": yy + oy, "eta": eta, "delta": delta,
+                                     "nu": nu, "phi": phi, "energy": e}, exposure_s)
+                    frames[i, j, k] = f[r0:r1, c0:c1]
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        meta = {"energy_kev": e, "distance_m": self.distance_m, "pixel_m": self.pixel_m,
+                "cch": [self.cch[0] - r0, self.cch[1] - c0], "detector_shape": [r1 - r0, c1 - c0],
+                "delta": delta, "nu": float(nu), "phi": float(phi), "eta": etas.tolist(),
+                "x": x.tolist(), "y": y.tolist(), "shape": [etas.size, y.size, x.size],
+                "eccentricity": None if eccentricity is None else eccentricity.to_dict(),
+                "sample": self.sample.to_dict()}
+        return frames, meta
+
     def apparent_center(self, eta) -> tuple[float, float]:
         """Piezo position (um) where the sample's centre appears at ``eta`` (deg)."""
         cx, cy = self._center()

@@ -143,3 +143,24 @@ def test_beamline_bcdi_frames():
     truth = bl.truth()["object"]
     assert truth["rho"].shape == truth["u_angstrom"].shape
     assert truth["voxel_nm"] == pytest.approx(20.0)
+
+
+def test_rocking_scan_photon_budget_and_noise(lmno_model):
+    d = lmno_model.particle.d_spacing
+    theta = bragg_angle(d, E)
+    g = Geometry(E, 1.4, P, (64.0, 64.0))
+    etas = theta + np.linspace(-0.05, 0.05, 9)
+    expected = np.stack([lmno_model.frame(g, (128, 128), e, 2 * theta) for e in etas])
+    a = lmno_model.rocking_scan(g, (128, 128), etas, 2 * theta, peak_counts=1e4, seed=0)
+    b = lmno_model.rocking_scan(g, (128, 128), etas, 2 * theta, peak_counts=1e4, seed=0)
+    assert a.dtype == np.uint32 and a.shape == (9, 128, 128)
+    np.testing.assert_array_equal(a, b)
+    assert a.sum() == pytest.approx(1e4 * expected.sum(), rel=0.01)
+    # relative noise grows when the photon budget shrinks
+    low = lmno_model.rocking_scan(g, (128, 128), etas, 2 * theta, peak_counts=10, seed=1).astype(float)
+    m = expected > 0.05
+    rel_low = np.std(low[m] / (10 * expected[m]) - 1)
+    rel_high = np.std(a[m] / (1e4 * expected[m]) - 1)
+    assert rel_low > 10 * rel_high
+    with pytest.raises(ValueError, match="peak_counts"):
+        lmno_model.rocking_scan(g, (128, 128), etas, 2 * theta, peak_counts=-1)

@@ -304,3 +304,31 @@ def test_rocking_scan_center_of_mass_recovers_local_d_and_tilt():
         assert (d_com - d_true) / d_true == pytest.approx(0.0, abs=5e-6)
         angle = np.degrees(np.arccos(np.clip(q_com @ q_true / np.linalg.norm(q_com) / np.linalg.norm(q_true), -1, 1)))
         assert angle < 0.002
+
+
+def test_sxdm_stack_layout_crop_and_correction():
+    truth_drift = {"eta0": 9.0, "x": [1.0, 0.0], "y": [0.0, 0.0]}
+    bl = SimulatedBeamline(_crystal(sigma_ang=0.5, semi=(0.3, 0.3)), eccentricity=truth_drift,
+                           peak_rate=5e6, background_rate=0.0, seed=0)
+    theta = bragg_angle(D_SPACING, E)
+    xs = 50 + np.arange(-1.0, 1.01, 0.25)
+    ys = 50 + np.arange(-0.5, 0.51, 0.25)
+    etas = theta + np.array([-0.6, 0.6])
+    crop = (200, 312, 190, 330)
+    frames, meta = bl.sxdm_stack(xs, ys, etas, crop=crop)
+    assert frames.shape == (2, ys.size, xs.size, 112, 140) and frames.dtype == np.uint32
+    assert meta["cch"] == [56.0, 66.0] and meta["shape"] == [2, ys.size, xs.size]
+    inten = frames.sum(axis=(3, 4)).astype(float)
+    com_x = (inten.sum(1) * xs).sum(1) / inten.sum((1, 2))
+    # uncorrected: the crystal slides by 1 um/deg * 1.2 deg between the two maps
+    assert com_x[1] - com_x[0] == pytest.approx(1.2, abs=0.1)
+    from braggscope.eccentricity import EccentricityModel
+    frames_c, meta_c = bl.sxdm_stack(xs, ys, etas, crop=crop, eccentricity=EccentricityModel.from_dict(truth_drift))
+    inten = frames_c.sum(axis=(3, 4)).astype(float)
+    com_c = (inten.sum(1) * xs).sum(1) / inten.sum((1, 2))
+    assert abs(com_c[1] - com_c[0]) < 0.05
+    assert meta_c["eccentricity"]["x"] == [1.0, 0.0]
+    with pytest.raises(ValueError, match="crop"):
+        bl.sxdm_stack(xs, ys, etas, crop=(0, 600, 0, 10))
+    with pytest.raises(ValueError, match="max_bytes"):
+        bl.sxdm_stack(xs, ys, etas, max_bytes=1000)
