@@ -127,11 +127,17 @@ def calibrate_eccentricity(
     return model
 
 
-def crystal_position(intensity, x_um, y_um, *, threshold=0.2) -> tuple[float, float]:
+def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=10.0) -> tuple[float, float]:
     """Centre of mass (um) of one map's background-subtracted intensity.
 
     The background is the map's median (the crystal covers a minority of a
-    coarse map); values below ``threshold`` x the maximum are ignored.
+    coarse map); values below ``threshold`` x the maximum are ignored. The
+    peak must exceed ``significance`` x the background noise (the larger of
+    the map's robust spread and Poisson noise on the median).
+
+    The crystal should diffract as a whole at the angle (a compact crystal
+    near its Bragg angle): in a mosaic or strained crystal different regions
+    light up at different eta, which moves the centre of mass as well.
 
     Raises
     ------
@@ -139,10 +145,14 @@ def crystal_position(intensity, x_um, y_um, *, threshold=0.2) -> tuple[float, fl
         When the map holds no signal above background (crystal not found).
     """
     intensity = np.asarray(intensity, dtype=float)
-    w = intensity - np.median(intensity)
+    background = np.median(intensity)
+    w = intensity - background
     peak = w.max()
-    if not peak > 0:
-        raise ValueError("no intensity above background: the crystal is not inside the coarse map")
+    # noise of the background: robust spread of the map, at least Poisson on the median
+    noise = max(1.4826 * np.median(np.abs(w)), np.sqrt(max(background, 1.0)))
+    if not peak > significance * noise:
+        raise ValueError(f"no intensity above background (peak {peak:.3g} < {significance} x noise {noise:.3g}): "
+                         "the crystal is not inside the coarse map")
     w = np.where(w >= threshold * peak, w, 0.0)
     return float((w * x_um).sum() / w.sum()), float((w * y_um).sum() / w.sum())
 
