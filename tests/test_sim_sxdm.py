@@ -332,3 +332,19 @@ def test_sxdm_stack_layout_crop_and_correction():
         bl.sxdm_stack(xs, ys, etas, crop=(0, 600, 0, 10))
     with pytest.raises(ValueError, match="max_bytes"):
         bl.sxdm_stack(xs, ys, etas, max_bytes=1000)
+
+
+def test_buried_crystallite_appears_shifted_by_depth_over_tan_eta():
+    theta = bragg_angle(D_SPACING, E)
+    xs = 50 + np.arange(-4.0, 2.01, 0.05)
+
+    def com(depth):
+        c = Crystallite("buried", (50.0, 50.0), D_SPACING, semi_axes_um=(0.3, 0.3), thickness_um=0.2,
+                        edge_soft_um=0.05, depth_um=depth, sigma_radial=0.005, sigma_angular_deg=0.3)
+        m = _model(SXDMSample("b", (c,), "003", D_SPACING))
+        inten = np.array([m.expected_frame(x, 50.0, theta, 2 * theta, 0, 0, E, 1.0).sum() for x in xs])
+        return (inten * xs).sum() / inten.sum()
+
+    # the grazing beam reaches depth z at x + z / tan(eta): the grain shows up upstream
+    shift = com(0.4) - com(0.0)
+    assert shift == pytest.approx(-0.4 / np.tan(np.radians(theta)), abs=0.03)
