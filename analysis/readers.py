@@ -345,6 +345,26 @@ def _finish(stacks, etas, deltas, nus, phis, meta, path):
     return frames, meta
 
 
+#: XSOCS's piezo motor -> measurement column (xsocs.io.XsocsH5.MOTORCOLS)
+XSOCS_MOTORCOLS = {"pix": "adcY", "piy": "adcX", "piz": "adcZ"}
+
+
+def _xsocs_scan(f, entry):
+    """(fast column, slow column, (ny, nx) or None) from an XSOCS entry's ``scan`` group."""
+    g = f.get(f"{entry}/scan")
+    if g is None or "motor_0" not in g:
+        return XSOCS_MOTORCOLS["pix"], XSOCS_MOTORCOLS["piy"], None
+
+    def text(v):
+        v = v[()]
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    m0, m1 = text(g["motor_0"]), text(g["motor_1"])
+    if m0 not in XSOCS_MOTORCOLS or m1 not in XSOCS_MOTORCOLS:
+        raise ValueError(f"{f.filename}: entry {entry} scans {m0}/{m1}, expected piezo motors pix/piy/piz")
+    return XSOCS_MOTORCOLS[m0], XSOCS_MOTORCOLS[m1], (int(g["motor_1_steps"][()]), int(g["motor_0_steps"][()]))
+
+
 def read_xsocs(path, *, pixel_m=55e-6, entries=None):
     """Read an XSOCS master file (one entry per rocking angle).
 
@@ -353,7 +373,9 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
     path : str or Path
         Master file whose entries (often external links to per-angle files)
         hold ``measurement/image/data`` (points, rows, cols), piezo
-        ``measurement/adcX``/``adcY`` per point, angles
+        positions per point in ``measurement/adcY`` (pix) and ``adcX`` (piy),
+        as XSOCS maps them, with ``scan/motor_0`` naming the fast axis when
+        present, angles
         ``instrument/positioners/{eta,phi,nu,del}`` and
         ``instrument/detector/{beam_energy (eV), center_chan_dim0/1,
         chan_per_deg_dim0/1}``.
@@ -385,12 +407,13 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
     for e in entries:
         img_key = f"{e}/measurement/image/data"
         img = _dataset(f, path, img_key)
-        xv = np.asarray(_dataset(f, path, f"{e}/measurement/adcX")[()])
-        yv = np.asarray(_dataset(f, path, f"{e}/measurement/adcY")[()])
+        fast, slow, dims = _xsocs_scan(f, e)
+        xv = np.asarray(_dataset(f, path, f"{e}/measurement/{fast}")[()])
+        yv = np.asarray(_dataset(f, path, f"{e}/measurement/{slow}")[()])
         if xv.size != img.shape[0] or yv.size != img.shape[0]:
-            raise ValueError(f"{path}: entry {e} has {img.shape[0]} frames but {xv.size} adcX and "
-                             f"{yv.size} adcY positions")
-        ny, nx, xa, ya, order, snake = _grid_from_positions(xv, yv, path, f"entry {e}")
+            raise ValueError(f"{path}: entry {e} has {img.shape[0]} frames but {xv.size} {fast} and "
+                             f"{yv.size} {slow} positions")
+        ny, nx, xa, ya, order, snake = _grid_from_positions(xv, yv, path, f"entry {e}", dims)
         if grid is not None and (ny, nx) != grid[:2]:
             raise ValueError(f"{path}: entry {e} is {ny} x {nx}, other entries {grid[0]} x {grid[1]}")
         grid = (ny, nx, xa, ya)

@@ -67,7 +67,7 @@ def write_bliss(path, t, *, vds=True, snake=False, old_positions=False, mask=Non
             scan["technique/dim1"] = ny
 
 
-def write_xsocs(path, t, *, external=True, pixel_in_file=False):
+def write_xsocs(path, t, *, external=True, pixel_in_file=False, with_scan=True):
     """XSOCS master file: one entry per eta (external links to per-angle files)."""
     n_eta, ny, nx, rows, cols = t.frames.shape
     xx, yy = np.meshgrid(t.x_um, t.y_um)
@@ -79,8 +79,16 @@ def write_xsocs(path, t, *, external=True, pixel_in_file=False):
             f = h5py.File(target, "w") if external else master
             e = f.create_group(name)
             e["measurement/image/data"] = t.frames[i].reshape(ny * nx, rows, cols)
-            e["measurement/adcX"] = xx.ravel()
-            e["measurement/adcY"] = yy.ravel()
+            e.attrs["NX_class"] = "NXentry"
+            e["measurement/adcY"] = xx.ravel()  # XSOCS: pix -> adcY, piy -> adcX
+            e["measurement/adcX"] = yy.ravel()
+            if with_scan:
+                sc = e.create_group("scan")
+                sc["motor_0"], sc["motor_0_start"], sc["motor_0_end"] = "pix", t.x_um[0], t.x_um[-1]
+                sc["motor_0_steps"] = nx
+                sc["motor_1"], sc["motor_1_start"], sc["motor_1_end"] = "piy", t.y_um[0], t.y_um[-1]
+                sc["motor_1_steps"] = ny
+                sc["delay"] = 0.0
             p = e.create_group("instrument/positioners")
             p["eta"], p["del"], p["nu"], p["phi"] = t.eta[i], t.delta, t.nu, 0.0
             d = e.create_group("instrument/detector")
@@ -138,7 +146,7 @@ def test_bliss_old_positions_plain_dataset_and_pixel_mask(tmp_path, truth):
     np.testing.assert_array_equal(np.asarray(frames[0, 5, 7]), truth.frames[0, 5, 7])
     xs = tmp_path / "x" / "m.h5"
     xs.parent.mkdir()
-    write_xsocs(str(xs), truth, external=False, pixel_in_file=True)
+    write_xsocs(str(xs), truth, external=False, pixel_in_file=True, with_scan=False)
     frames, meta = read_xsocs(xs)
     assert meta["pixel_m"] == pytest.approx(truth.pixel_m)
     assert meta["cch"] == pytest.approx(truth.cch)
