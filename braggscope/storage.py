@@ -134,7 +134,23 @@ def subscribe_writer(RE, client, *, batch_size: int = 20) -> int:
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    return RE.subscribe(TiledWriter(client, batch_size=int(batch_size)))
+    writer = TiledWriter(client, batch_size=int(batch_size), patches={"resource": _one_frame_per_point})
+    return RE.subscribe(writer)
+
+
+def _one_frame_per_point(doc: dict) -> dict:
+    """Drop ``frame_per_point == 1`` from AD_HDF5 resources.
+
+    With it the catalog advertises ``(N, 1, rows, cols)``, a different rank
+    from the file's ``(N, rows, cols)``, and Tiled then refuses to read a run
+    whose detector file holds one frame more than the events (an abort or a
+    failure between the detector's write and the event). Without it the
+    structure is ``(N, rows, cols)`` and the surplus frame is ignored.
+    """
+    kwargs = doc.get("resource_kwargs") or {}
+    if kwargs.get("frame_per_point") == 1:
+        doc = dict(doc, resource_kwargs={k: v for k, v in kwargs.items() if k != "frame_per_point"})
+    return doc
 
 
 # -- finding -----------------------------------------------------------------
