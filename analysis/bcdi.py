@@ -342,8 +342,8 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
     for algo, n in recipe.steps:
         w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
         for _ in range(n):
-            if w_prev is not None:
-                xp.copyto(prev, psi)
+            if w_prev is not None:  # keep the weighted previous iterate (copy and weight in one pass)
+                xp.multiply(psi, w_prev, out=prev)
             psi = be.fftn(psi)
             # modulus projection, fused in place: psi *= amp / max(|psi|, eps) where measured
             xp.abs(psi, out=tmp)
@@ -356,7 +356,6 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
             # support update: new = w_new * P_M(psi) + w_prev * psi_prev
             xp.multiply(psi, w_new, out=psi)
             if w_prev is not None:
-                xp.multiply(prev, w_prev, out=prev)
                 xp.add(psi, prev, out=psi)
             it += 1
             if recipe.shrinkwrap_every and it % recipe.shrinkwrap_every == 0 and it < n_total:
