@@ -12,6 +12,7 @@ from cycler import cycler
 from braggscope.geometry import oversampling_detector, oversampling_rocking, rocking_step, wavelength
 
 from ._common import beam_metadata, check_within_limits, eccentricity_model, names
+from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
 __all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
 
@@ -94,6 +95,8 @@ def bcdi_rocking(
     delta: float | None = None,
     nu: float | None = None,
     phi: float | None = None,
+    trigger_timeout_s: float = TRIGGER_TIMEOUT_S,
+    move_timeout_s: float = MOVE_TIMEOUT_S,
     md: dict | None = None,
 ) -> MsgGenerator[str]:
     """Oversampled rocking scan of one crystal for BCDI.
@@ -132,6 +135,9 @@ def bcdi_rocking(
         Miller indices, recorded in the start document.
     sample, cch, detector_shape, delta, nu, phi, md
         Recorded in the start document.
+    trigger_timeout_s, move_timeout_s : float
+        Bounds (s) on one point's detector trigger and moves (a dead IOC
+        fails the run with a ``TimeoutError`` naming the device).
 
     Yields
     ------
@@ -200,4 +206,5 @@ def bcdi_rocking(
     if sample is not None:
         _md["sample"] = sample
     _md.update(md or {})
-    return (yield from bp.scan_nd(detectors, traj, md=_md))
+    per_step = guarded_step(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s)
+    return (yield from bp.scan_nd(detectors, traj, per_step=per_step, md=_md))

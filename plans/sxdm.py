@@ -13,6 +13,7 @@ from cycler import cycler
 from braggscope.storage import raster_order
 
 from ._common import beam_metadata, check_angles, check_range, check_within_limits, eccentricity_model, names
+from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
 __all__ = ["sxdm_map", "sxdm_points"]
 
@@ -37,6 +38,8 @@ def sxdm_map(
     delta: float | None = None,
     nu: float | None = None,
     phi: float | None = None,
+    trigger_timeout_s: float = TRIGGER_TIMEOUT_S,
+    move_timeout_s: float = MOVE_TIMEOUT_S,
     md: dict | None = None,
 ) -> MsgGenerator[str]:
     """Map a crystal with a 2-D piezo raster at each rocking angle (3D-SXDM).
@@ -64,6 +67,10 @@ def sxdm_map(
     energy_kev, distance_m, pixel_m, cch, detector_shape, delta, nu, phi
         Beam and detector geometry recorded in the start document (keV, m, m,
         pixel (row, col), (rows, cols), degrees).
+    trigger_timeout_s, move_timeout_s : float
+        Bounds (s) on one point's detector trigger and moves: a dead IOC
+        fails the run (exit status ``fail``) with a ``TimeoutError`` naming
+        the device instead of hanging.
     md : dict, optional
         Extra start-document metadata.
 
@@ -119,7 +126,8 @@ def sxdm_map(
         _md["sample"] = sample
     _md.update(md or {})
     trajectory = cycler(eta_motor, list(eta_pts)) + cycler(y_motor, list(y_pts)) + cycler(x_motor, list(x_pts))
-    return (yield from bp.scan_nd(detectors, trajectory, md=_md))
+    per_step = guarded_step(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s)
+    return (yield from bp.scan_nd(detectors, trajectory, per_step=per_step, md=_md))
 
 
 def sxdm_points(x_range, y_range, etas, *, eccentricity=None, snake=True):
