@@ -163,6 +163,12 @@ def prepare(
                     phi=float(meta.get("phi", 0.0)))
     out_meta["eta"] = eta_c
     os_data = oversampling_from_data(data, mask3)
+    log.append("oversampling from the data (rocking, rows, cols): " + ", ".join(f"{o:.2f}" for o in os_data))
+    if min(os_data) < 2:
+        import warnings
+
+        warnings.warn(f"oversampling from the data {tuple(round(o, 2) for o in os_data)} is below 2 on some axis: "
+                      "phase retrieval may fail (crop larger, bin less, or measure finer steps)", stacklevel=2)
     os_geom = None
     if meta.get("size_m") and meta.get("d_spacing") and step:
         from braggscope.geometry import oversampling_detector, oversampling_rocking
