@@ -146,6 +146,7 @@ class _Plan:
     dq: np.ndarray          # (n_eta, npix, 9) float32: Q - q_ref, products
     q_ref: np.ndarray       # (3,) float64
     inside: np.ndarray      # (n_eta, npix) bool: in the Q roi and not a bad pixel
+    all_inside: bool
     valid: np.ndarray       # (npix,) bool: good detector pixels
     monitor: np.ndarray | None
     options: dict
@@ -250,11 +251,11 @@ def _plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, noise
     if y.shape != (ny,):
         raise ValueError(f"y must have {ny} values (frames axis 1), got shape {y.shape}")
 
-    per_pixel = n_eta * nr * nc * 4 * 3  # raw + filtered + weights, float32
+    per_pixel = n_eta * nr * nc * 4 * 4  # raw + filtered + median temporaries, float32
     ppc = max(1, int(float(chunk_mb) * 1e6 // per_pixel))
     options = dict(threshold=float(threshold), background=background, noise_sigma=float(noise_sigma),
                    median=median, fit=fit, roi=roi, detector_roi=(r0, r1, c0, c1))
-    return _Plan(frames, shape, eta, geometry, (r0, r1, c0, c1), dq, q_ref, inside,
+    return _Plan(frames, shape, eta, geometry, (r0, r1, c0, c1), dq, q_ref, inside, bool(inside.all()),
                  valid, monitor, options, x, y, ppc, bins)
 
 
@@ -347,40 +348,39 @@ def _reduce_block(plan: _Plan, ys, xs):
     if plan.monitor is not None:
         f *= plan.monitor[:, ys, xs][..., None, None]
     f = f.reshape(n_eta, npx, nr * nc)
-    inside = plan.inside[:, None, :]
     bg = opt["background"]
     if bg == "constant":
-        vox = np.transpose(f, (1, 0, 2)).reshape(npx, n_eta * nr * nc)
-        level, spread = clipped_background(vox, np.broadcast_to(plan.valid, (n_eta, nr * nc)).ravel())
-        del vox
-        w = f - level[None, :, None]
-        cut = spread
+        # the clipped mean and spread over a regular subsample of every angle's voxels
+        step = max(1, int(np.ceil(n_eta * nr * nc / 32768)))
+        sub = np.ascontiguousarray(np.transpose(f[:, :, ::step], (1, 0, 2))).reshape(npx, -1)
+        valid = np.broadcast_to(plan.valid[::step], (n_eta, sub.shape[1] // n_eta)).ravel()
+        level, spread = clipped_background(sub, valid, max_samples=None)
+        del sub
+        f -= level[None, :, None]
+        cut = spread[None, :, None]
     elif bg == "snip":
         back = snip_background(f.reshape(n_eta * npx, nr, nc)).reshape(f.shape)
-        w = f - back
+        f -= back
         level = np.where(plan.valid, back, 0).sum(axis=(0, 2)) / max(1, plan.valid.sum() * n_eta)
         cut = np.sqrt(np.maximum(back, 0))
         del back
     elif bg == "none":
-        w = f
         level = np.zeros(npx, np.float32)
-        cut = level
+        cut = np.float32(0)
     else:
-        w = f - np.float32(bg)
+        f -= np.float32(bg)
         level = np.full(npx, bg, np.float32)
-        cut = np.sqrt(np.maximum(level, 0))
-    del f
-    w = np.where(inside, w, 0).astype(np.float32, copy=False)
-    eta_int = w.sum(axis=2).reshape(n_eta, by, bx)
+        cut = np.float32(np.sqrt(max(bg, 0)))
+    if not plan.all_inside:
+        f *= plan.inside[:, None, :]
+    eta_int = f.sum(axis=2).reshape(n_eta, by, bx)
     intensity = eta_int.sum(axis=0)
-    if opt["noise_sigma"] > 0 and bg != "none":
-        thr = opt["noise_sigma"] * (cut if np.ndim(cut) == 3 else np.asarray(cut)[None, :, None])
-        w = np.where(w > thr, w, 0).astype(np.float32, copy=False)
-    w = np.maximum(w, 0)
+    # weights of the centre of mass: voxels above the noise cut (and > 0)
+    thr = np.float32(opt["noise_sigma"]) * cut if bg != "none" else np.float32(0)
+    f *= f > thr
+    w = f
     s0 = w.sum(axis=(0, 2))
-    moments = np.zeros((npx, 9))
-    for i in range(n_eta):
-        moments += w[i] @ plan.dq[i]
+    moments = np.matmul(w, plan.dq).sum(axis=0, dtype=np.float64)  # (npx, 9)
     out = dict(s0=s0.reshape(by, bx), s1=moments[:, :3].reshape(by, bx, 3),
                s2=moments[:, 3:].reshape(by, bx, 6),
                intensity=intensity, eta_intensity=eta_int,

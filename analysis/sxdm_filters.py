@@ -57,20 +57,40 @@ def median_filter_frames(frames, size: int = 2) -> np.ndarray:
         return f.copy()
     if size % 2 == 1:
         return ndimage.median_filter(f, size=(1,) * (f.ndim - 2) + (size, size), mode="nearest")
+    if size == 2:
+        return _median2x2(f)
     pad = [(0, 0)] * (f.ndim - 2) + [(0, size - 1), (0, size - 1)]
     p = np.pad(f, pad, mode="edge")
-    rows, cols = f.shape[-2:]
-    if size == 2:
-        a = p[..., :rows, :cols]
-        b = p[..., :rows, 1:cols + 1]
-        c = p[..., 1:rows + 1, :cols]
-        d = p[..., 1:rows + 1, 1:cols + 1]
-        hi = np.maximum(np.maximum(a, b), np.maximum(c, d))
-        lo = np.minimum(np.minimum(a, b), np.minimum(c, d))
-        return ((a + b + c + d - hi - lo) * 0.5).astype(np.float32)
     win = np.lib.stride_tricks.sliding_window_view(p, (size, size), axis=(-2, -1))
     win = win.reshape(win.shape[:-2] + (size * size,))
     return np.median(win, axis=-1).astype(np.float32)
+
+
+def _median2x2(f):
+    """Mean of the two middle values of each 2x2 window (last row/column repeated).
+
+    With ``hi_k = max`` and ``lo_k = min`` of the two pairs (a, b) and (c, d),
+    the two middle values of the four are ``min(hi_1, hi_2)`` and
+    ``max(lo_1, lo_2)``; computed in place, a few passes over the data.
+    """
+    # neighbours with the last row/column repeated (edge padding) without a padded copy
+    right = np.empty_like(f)
+    right[..., :-1] = f[..., 1:]
+    right[..., -1] = f[..., -1]
+    hi1 = np.maximum(f, right)
+    lo1 = np.minimum(f, right, out=right)
+    hi2 = np.empty_like(f)
+    hi2[..., :-1, :] = hi1[..., 1:, :]
+    hi2[..., -1, :] = hi1[..., -1, :]
+    lo2 = np.empty_like(f)
+    lo2[..., :-1, :] = lo1[..., 1:, :]
+    lo2[..., -1, :] = lo1[..., -1, :]
+    # rows below: the pair (c, d) of window (r, c) is the pair (a, b) of window (r + 1, c)
+    np.minimum(hi1, hi2, out=hi1)
+    np.maximum(lo1, lo2, out=lo1)
+    hi1 += lo1
+    hi1 *= np.float32(0.5)
+    return hi1
 
 
 def snip_background(frames, width: int = 8) -> np.ndarray:
@@ -112,7 +132,8 @@ def snip_background(frames, width: int = 8) -> np.ndarray:
     return np.maximum(back, 0).astype(np.float32)
 
 
-def clipped_background(values, valid=None, *, n_sigma: float = 3.0, iterations: int = 5):
+def clipped_background(values, valid=None, *, n_sigma: float = 3.0, iterations: int = 5,
+                       max_samples: int | None = 32768):
     """Per-map-pixel constant background by iterative sigma clipping.
 
     Parameters
@@ -124,6 +145,9 @@ def clipped_background(values, valid=None, *, n_sigma: float = 3.0, iterations: 
     n_sigma : float
         Voxels above ``mean + n_sigma * std`` are clipped (the Bragg peak).
     iterations : int
+    max_samples : int or None
+        Use a regular subsample of at most this many voxels per map pixel
+        (``None``: all).
 
     Returns
     -------
@@ -131,6 +155,13 @@ def clipped_background(values, valid=None, *, n_sigma: float = 3.0, iterations: 
         Clipped mean and standard deviation in counts.
     """
     v = np.asarray(values, dtype=np.float32)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+    if max_samples and v.shape[1] > max_samples:
+        # a regular subsample of the voxels is enough for a mean and a spread
+        step = int(np.ceil(v.shape[1] / max_samples))
+        v = v[:, ::step]
+        valid = None if valid is None else valid[::step]
     keep = np.ones(v.shape, dtype=bool) if valid is None else np.broadcast_to(valid, v.shape).copy()
     level = spread = None
     for _ in range(int(iterations)):

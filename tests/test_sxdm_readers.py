@@ -210,3 +210,19 @@ def test_inconsistent_files_raise_clear_errors(tmp_path, truth):
     with pytest.raises(ValueError, match="meta lacks.*distance_m"):
         reduce_run(truth.frames, {"energy_kev": 8.0, "eta": list(truth.eta), "pixel_m": 55e-6,
                                   "cch": [0, 0], "delta": 1.0})
+
+
+def test_xsocs_layout_is_what_xsocs_reads(tmp_path, truth):
+    """Our XSOCS test files are read the same way by XSOCS itself (when installed)."""
+    xsocs_h5 = pytest.importorskip("xsocs.io.XsocsH5")
+    path = tmp_path / "master.h5"
+    write_xsocs(str(path), truth)
+    h5 = xsocs_h5.XsocsH5(str(path))
+    entry = h5.entries()[2]
+    pos = h5.scan_positions(entry)
+    frames, meta = read_xsocs(path)
+    np.testing.assert_allclose(np.unique(pos.pos_0), meta["x"])  # fast axis: pix
+    np.testing.assert_allclose(np.unique(pos.pos_1), meta["y"])
+    assert h5.positioner(entry, "eta") == pytest.approx(meta["eta"][2])
+    assert h5.beam_energy(entry) == pytest.approx(meta["energy_kev"] * 1000)
+    np.testing.assert_allclose(h5.direct_beam(entry), meta["cch"])
