@@ -350,20 +350,20 @@ def _reduce_block(plan: _Plan, ys, xs):
     f = f.reshape(n_eta, npx, nr * nc)
     bg = opt["background"]
     if bg == "constant":
-        # the clipped mean and spread over a regular subsample of every angle's voxels
-        step = max(1, int(np.ceil(n_eta * nr * nc / 32768)))
-        sub = np.ascontiguousarray(np.transpose(f[:, :, ::step], (1, 0, 2))).reshape(npx, -1)
-        valid = np.broadcast_to(plan.valid[::step], (n_eta, sub.shape[1] // n_eta)).ravel()
-        level, spread = clipped_background(sub, valid, max_samples=None)
-        del sub
+        level, spread = _clipped_level(f, plan.valid)
         f -= level[None, :, None]
         cut = spread[None, :, None]
     elif bg == "snip":
         back = snip_background(f.reshape(n_eta * npx, nr, nc)).reshape(f.shape)
         f -= back
         level = np.where(plan.valid, back, 0).sum(axis=(0, 2)) / max(1, plan.valid.sum() * n_eta)
-        cut = np.sqrt(np.maximum(back, 0))
         del back
+        # SNIP follows the noise minima (biased low at a few counts/pixel): remove the
+        # remaining flat offset with the clipped mean of the residual
+        offset, spread = _clipped_level(f, plan.valid)
+        f -= offset[None, :, None]
+        level = level + offset
+        cut = spread[None, :, None]
     elif bg == "none":
         level = np.zeros(npx, np.float32)
         cut = np.float32(0)
@@ -388,6 +388,15 @@ def _reduce_block(plan: _Plan, ys, xs):
     if plan.bins is not None:
         out["gauss"] = _fit_projections(w, plan.bins).reshape(by, bx, 6)
     return out
+
+
+def _clipped_level(f, valid):
+    """Clipped mean and spread per map pixel over a regular subsample of its voxels."""
+    n_eta, npx, npix = f.shape
+    step = max(1, int(np.ceil(n_eta * npix / 32768)))
+    sub = np.ascontiguousarray(np.transpose(f[:, :, ::step], (1, 0, 2))).reshape(npx, -1)
+    good = np.broadcast_to(valid[::step], (n_eta, sub.shape[1] // n_eta)).ravel()
+    return clipped_background(sub, good, max_samples=None)
 
 
 def _fit_projections(w, bins):

@@ -58,6 +58,10 @@ def test_accuracy_with_noise_background_and_drift(drifted):
     assert e["azi"] <= 5.0, e
     assert e["mask_xor"] <= 0.1 * (t.amplitude >= 0.2).sum(), e
     assert 0.9 < e["slope"] < 1.1
+    # integer-pixel registration (no upsampling) is measurably worse
+    coarse = register_drift(eta_maps, upsample=1, anchor=len(t.eta) // 2)
+    e_int = _errors(reduce_stack(apply_drift(t.frames, coarse), t.eta, g, t.delta, t.nu, progress=False), t)
+    assert e_int["strain"] > 1.5 * e["strain"], (e_int, e)
     # the same data without drift correction is measurably worse
     raw = _errors(reduce_stack(t.frames, t.eta, g, t.delta, t.nu, progress=False), t)
     assert raw["strain"] > 1.2 * e["strain"] and raw["mask_xor"] > e["mask_xor"], (raw, e)
@@ -96,6 +100,8 @@ def test_background_handling_matters():
     assert none["slope"] < 0.8
     assert 0.95 < default["slope"] < 1.05 and default["strain"] < 30
     assert 0.9 < given["slope"] < 1.1 and given["strain"] < 50
+    snip = _errors(reduce_stack(t.frames, t.eta, g, t.delta, t.nu, background="snip", progress=False), t)
+    assert 0.85 < snip["slope"] < 1.1 and snip["strain"] < 50 and snip["mask_xor"] <= 8
 
 
 def test_true_2x2_median_changes_data():
