@@ -335,28 +335,25 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
     psi *= sup
     prev = xp.empty_like(psi)
     tmp = xp.empty(psi.shape, dtype=np.float32)
-    w_new, w_prev = None, None
     n_total = recipe.n_iterations
     sw_stop = int(0.8 * n_total)
     it = 0
+    modulus = _modulus_free if free is not None else _modulus
+    mod_args = (amp, tmp, free) if free is not None else (amp, tmp)
     for algo, n in recipe.steps:
         w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
+        if w_prev is not None:  # weighted previous iterate, kept up to date by _update
+            xp.multiply(psi, w_prev, out=prev)
         for _ in range(n):
-            if w_prev is not None:  # keep the weighted previous iterate (copy and weight in one pass)
-                xp.multiply(psi, w_prev, out=prev)
             psi = be.fftn(psi)
-            # modulus projection, fused in place: psi *= amp / max(|psi|, eps) where measured
-            xp.abs(psi, out=tmp)
-            xp.maximum(tmp, eps, out=tmp)
-            xp.divide(amp, tmp, out=tmp)
-            if free is not None:
-                tmp[free] = 1.0
-            xp.multiply(psi, tmp, out=psi)
+            # modulus projection in place: psi *= amp / max(|psi|, eps) where measured
+            be.map_blocks(lambda p, *a: modulus(p, *a, eps), psi, *mod_args)
             psi = be.ifftn(psi)
-            # support update: new = w_new * P_M(psi) + w_prev * psi_prev
-            xp.multiply(psi, w_new, out=psi)
-            if w_prev is not None:
-                xp.add(psi, prev, out=psi)
+            # support update: new = w_new P_M(psi) + w_prev psi_prev; then prev = w_prev new
+            if w_prev is None:
+                be.map_blocks(_update_er, psi, w_new)
+            else:
+                be.map_blocks(_update, psi, w_new, prev, w_prev)
             it += 1
             if recipe.shrinkwrap_every and it % recipe.shrinkwrap_every == 0 and it < n_total:
                 frac = min(1.0, it / max(sw_stop, 1))
@@ -365,11 +362,44 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
                 if int(new_sup.sum()) >= 8:
                     sup = new_sup
                     w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
+                    if w_prev is not None:
+                        xp.multiply(psi, w_prev, out=prev)
             if it % 10 == 0:
                 bar.update(10)
     bar.update(it % 10)
     psi = psi * sup
     return be.asnumpy(psi).astype(np.complex64), be.asnumpy(sup).astype(bool)
+
+
+# Elementwise kernels: in place, on whole arrays or on matching blocks (Backend.map_blocks).
+# numpy ufuncs dispatch to CuPy through __array_ufunc__ / __array_function__ on the GPU.
+def _modulus(psi, amp, tmp, eps):
+    """In place: ``psi *= amp / max(|psi|, eps)``."""
+    np.abs(psi, out=tmp)
+    np.maximum(tmp, eps, out=tmp)
+    np.divide(amp, tmp, out=tmp)
+    np.multiply(psi, tmp, out=psi)
+
+
+def _modulus_free(psi, amp, tmp, free, eps):
+    """As :func:`_modulus`, leaving unmeasured voxels (``free``) unchanged."""
+    np.abs(psi, out=tmp)
+    np.maximum(tmp, eps, out=tmp)
+    np.divide(amp, tmp, out=tmp)
+    np.copyto(tmp, np.float32(1.0), where=free)
+    np.multiply(psi, tmp, out=psi)
+
+
+def _update_er(psi, w_new):
+    """ER: ``psi *= support``."""
+    np.multiply(psi, w_new, out=psi)
+
+
+def _update(psi, w_new, prev, w_prev):
+    """HIO/RAAR: ``psi = w_new psi + prev`` then ``prev = w_prev psi`` (prev holds the weighted iterate)."""
+    np.multiply(psi, w_new, out=psi)
+    np.add(psi, prev, out=psi)
+    np.multiply(psi, w_prev, out=prev)
 
 
 def _weights(algo, sup, beta, xp):
