@@ -27,7 +27,7 @@ import numpy as np
 
 from braggscope.geometry import Geometry
 
-__all__ = ["DetectorFrame", "detector_frame", "orthogonalize", "OrthoObject"]
+__all__ = ["DetectorFrame", "detector_frame", "orthogonalize", "support_extent_shape", "OrthoObject"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,16 @@ class OrthoObject:
         """Unit vector of G in the array axis order (z, y, x)."""
         g = self.q_bragg / np.linalg.norm(self.q_bragg)
         return g[::-1].copy()
+
+
+def support_extent_shape(support, frame: DetectorFrame, voxel_nm: float, margin: int = 4) -> tuple:
+    """Output shape (z, y, x) covering a detector-frame support plus ``margin`` voxels per side."""
+    m = np.argwhere(np.asarray(support, bool)).T - (np.asarray(frame.shape)[:, None] // 2)
+    if m.size == 0:
+        raise ValueError("support is empty")
+    r = (frame.t / 10.0) @ m  # nm, (x, y, z)
+    half = np.abs(r).max(axis=1) + np.abs(frame.t / 10.0).sum(axis=1)
+    return tuple(int(2 * (np.ceil(h / voxel_nm) + margin)) for h in half[::-1])
 
 
 def orthogonalize(obj, frame: DetectorFrame, *, voxel_nm: float | None = None, shape=None) -> OrthoObject:

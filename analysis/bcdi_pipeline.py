@@ -15,7 +15,7 @@ import numpy as np
 from braggscope.geometry import Geometry
 
 from .bcdi import PhasingResult, Recipe, phase_retrieval
-from .bcdi_orthogonal import OrthoObject, detector_frame, orthogonalize
+from .bcdi_orthogonal import OrthoObject, detector_frame, orthogonalize, support_extent_shape
 from .bcdi_preprocess import BCDIData, prepare
 from .bcdi_strain import StrainResult, strain_analysis
 
@@ -91,9 +91,10 @@ def reconstruct(source, meta=None, *, n_runs: int = 4, seed: int = 0, recipe: Re
     n_eta = data.intensity.shape[0]
     frame = detector_frame(data.intensity.shape, geometry, float(data.eta[n_eta // 2]), step,
                            m["delta"], m["nu"], m["phi"])
-    ortho = orthogonalize(phasing.obj, frame, voxel_nm=voxel_nm)
-    sup = orthogonalize(phasing.support.astype(np.float32), frame, voxel_nm=ortho.voxel_nm,
-                        shape=ortho.obj.shape).obj >= 0.5
+    v = float(np.min(frame.plane_spacing_nm)) if voxel_nm is None else float(voxel_nm)
+    out_shape = support_extent_shape(phasing.support, frame, v)  # only the particle's neighbourhood
+    ortho = orthogonalize(phasing.obj, frame, voxel_nm=v, shape=out_shape)
+    sup = orthogonalize(phasing.support.astype(np.float32), frame, voxel_nm=v, shape=out_shape).obj >= 0.5
     ortho = _crop_to(ortho, sup, margin=4)
     sup = _crop_box(sup, sup, margin=4)
     strain = strain_analysis(ortho.obj, q_bragg_norm=float(np.linalg.norm(ortho.q_bragg)),

@@ -76,3 +76,17 @@ def test_errors():
         orthogonalize(np.zeros((4, 4, 4)), f)
     with pytest.raises(ValueError, match="voxel_nm"):
         orthogonalize(np.zeros((8, 64, 64)), f, voxel_nm=-1)
+
+
+def test_support_extent_shape_covers_the_object():
+    from braggscope.analysis.bcdi_orthogonal import support_extent_shape
+
+    shape = (48, 96, 96)
+    f = _paper_frame(shape, step=0.012)
+    m = np.indices(shape).reshape(3, -1) - np.array(shape)[:, None] // 2
+    ball = (np.linalg.norm((f.t / 10.0) @ m, axis=0) <= 300.0).reshape(shape)
+    out = support_extent_shape(ball, f, 20.0, margin=2)
+    o = orthogonalize(ball.astype(np.float32), f, voxel_nm=20.0, shape=out)
+    full = orthogonalize(ball.astype(np.float32), f, voxel_nm=20.0)
+    assert np.prod(out) < np.prod(full.obj.shape) / 4  # much smaller than the whole grid's box
+    assert (o.obj >= 0.5).sum() == (full.obj >= 0.5).sum()  # nothing of the particle lost

@@ -72,8 +72,10 @@ def test_padding_binning_and_mask():
 
 def test_prepare_binning_doubles_pixel(scan):
     frames, meta, _ = scan
-    d = prepare(frames, meta, shape=(None, 64, 64), binning=(2, 2))
+    with pytest.warns(UserWarning, match="oversampling"):  # binning by 2 halves the detector oversampling (~3.5 -> ~1.8)
+        d = prepare(frames, meta, shape=(None, 64, 64), binning=(2, 2))
     assert d.intensity.shape[1:] == (32, 32)
+    assert max(d.oversampling_data[1:]) < 2
     assert d.meta["pixel_m"] == (110e-6, 110e-6)
 
 
