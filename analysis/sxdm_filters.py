@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["median_filter_frames", "median_offset", "snip_background", "clipped_background"]
+__all__ = ["median_filter_frames", "median_offset", "snip_background", "clipped_background",
+           "hot_pixel_mask", "maxipix_gap_mask"]
 
 
 def median_offset(size: int) -> float:
@@ -184,3 +185,48 @@ def clipped_background(values, valid=None, *, n_sigma: float = 3.0, iterations: 
             break
         keep = new
     return level.astype(np.float32), spread.astype(np.float32)
+
+
+def hot_pixel_mask(summed, *, n_sigma: float = 10.0, dead: bool = True) -> np.ndarray:
+    """Bad detector pixels from a frame summed over many exposures.
+
+    A pixel is hot when it exceeds the 3x3 median of its neighbourhood by
+    ``n_sigma`` Poisson standard deviations; with ``dead`` a pixel reading 0
+    where its neighbourhood median is above 5 counts is flagged too.
+
+    Parameters
+    ----------
+    summed : ndarray, shape (rows, cols)
+        Counts summed over frames (e.g. ``sxdm_grid.sum_frames(...).sum(0)``).
+
+    Returns
+    -------
+    ndarray of bool, shape (rows, cols): True for bad pixels (``pixel_mask=``).
+    """
+    s = np.asarray(summed, dtype=float)
+    if s.ndim != 2:
+        raise ValueError(f"summed must be a 2-D frame (rows, cols), got shape {s.shape}")
+    local = ndimage.median_filter(s, size=3, mode="nearest")
+    bad = s > local + float(n_sigma) * np.sqrt(local + 1.0)
+    if dead:
+        bad |= (s == 0) & (local > 5)
+    return bad
+
+
+def maxipix_gap_mask(shape=(516, 516)) -> np.ndarray:
+    """Chip-gap pixels of the ID01 Maxipix 2x2 (516 x 516) as a bad-pixel mask.
+
+    The 516-pixel image holds two 256-pixel chips per axis with the two
+    triple-width edge pixels spread over pixels 255..260 (counts divided):
+    those rows and columns are masked (``shared/ANCHORS.md``).
+    """
+    rows, cols = (int(v) for v in shape)
+    mask = np.zeros((rows, cols), dtype=bool)
+    for axis, n in ((0, rows), (1, cols)):
+        if n == 516:
+            idx = [slice(None), slice(None)]
+            idx[axis] = slice(255, 261)
+            mask[tuple(idx)] = True
+        elif n not in (256, 512):
+            raise ValueError(f"shape {shape!r} is not a Maxipix layout (256, 512 or 516 per axis)")
+    return mask

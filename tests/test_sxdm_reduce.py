@@ -10,7 +10,7 @@ pytest.importorskip("xrayutilities")
 
 from braggscope.analysis.sxdm import integrate_eta_maps, reduce_stack, tilt_angles
 from braggscope.analysis.sxdm_drift import apply_drift, register_drift, shifts_from_offsets
-from braggscope.analysis.sxdm_filters import median_filter_frames
+from braggscope.analysis.sxdm_filters import hot_pixel_mask, maxipix_gap_mask, median_filter_frames
 from braggscope.analysis.sxdm_grid import find_peaks_q, grid_pixel_peak
 from braggscope.geometry import Geometry
 from tests.test_sxdm_model import forward_stack, truth_tilts
@@ -256,3 +256,18 @@ def test_recorded_shifts_conversion():
     np.testing.assert_allclose(s, [[0, 1], [0.5, -2]])
     with pytest.raises(ValueError, match="step"):
         shifts_from_offsets([0.0], [0.0], 0.0, 1.0)
+
+
+def test_detector_masks():
+    rng = np.random.default_rng(3)
+    s = rng.poisson(100.0, size=(64, 64)).astype(float)
+    s[10, 12] = 5000
+    s[30, 40] = 0
+    bad = hot_pixel_mask(s)
+    assert bad[10, 12] and bad[30, 40] and bad.sum() == 2
+    gaps = maxipix_gap_mask((516, 516))
+    assert gaps[255:261].all() and gaps[:, 255:261].all()
+    assert gaps.sum() == 516 * 6 * 2 - 36 and not gaps[254, 254] and not gaps[261, 261]
+    assert not maxipix_gap_mask((512, 512)).any()
+    with pytest.raises(ValueError, match="shape"):
+        maxipix_gap_mask((100, 516))
