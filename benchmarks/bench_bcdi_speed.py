@@ -52,34 +52,43 @@ def fft_pair_floor(a, repeats=10):
     return (w1 - w0) / repeats, (c1 - c0) / repeats, a
 
 
-def iteration_time(intensity, support, algo, n_short=3, n_long=13):
-    """Wall and CPU seconds per iteration: (t(n_long) - t(n_short)) / (n_long - n_short)."""
+def iteration_times(intensity, support, algo, n_short=3, n_long=13):
+    """Wall and CPU seconds of runs of ``n_short`` and ``n_long`` iterations (same start)."""
     be = get_backend("scipy")
-    out = []
+    out = {}
     for n in (n_short, n_long):
         recipe = bcdi.Recipe(steps=((algo, n),), shrinkwrap_every=0)
         w0, c0 = _clock()
         bcdi._single_run(intensity, support, None, recipe, np.random.default_rng(0), be, _NoBar())
         w1, c1 = _clock()
-        out.append((w1 - w0, c1 - c0))
-    k = n_long - n_short
-    return (out[1][0] - out[0][0]) / k, (out[1][1] - out[0][1]) / k
+        out[n] = np.array([w1 - w0, c1 - c0])
+    return out
 
 
-def speed_table(n, rounds):
-    """Floor and iterations measured in interleaved rounds; best wall and best CPU time of each."""
+def speed_table(n, rounds, n_short=3, n_long=13):
+    """Floor and iterations measured in interleaved rounds.
+
+    Each quantity keeps its best (least disturbed) wall and CPU time over the
+    rounds; the time per iteration is ``(best t(n_long) - best t(n_short)) /
+    (n_long - n_short)``, which removes the set-up cost.
+    """
     rho, shape, _ = synthetic_crystal(n=n, radius=n / 6.4)
     intensity = far_field(rho).astype(np.float32)
     support = bcdi.autocorrelation_support(intensity)
     a = np.random.default_rng(0).random((n, n, n)).astype(np.complex64)
-    names = ("floor", "ER", "HIO", "RAAR")
-    best = {k: [np.inf, np.inf] for k in names}
+    floor = np.array([np.inf, np.inf])
+    runs = {algo: {n_short: np.array([np.inf, np.inf]), n_long: np.array([np.inf, np.inf])}
+            for algo in ("ER", "HIO", "RAAR")}
     for _ in range(rounds):
         w, c, a = fft_pair_floor(a)
-        best["floor"] = [min(best["floor"][0], w), min(best["floor"][1], c)]
-        for algo in names[1:]:
-            w, c = iteration_time(intensity, support, algo)
-            best[algo] = [min(best[algo][0], w), min(best[algo][1], c)]
+        floor = np.minimum(floor, [w, c])
+        for algo in runs:
+            t = iteration_times(intensity, support, algo, n_short, n_long)
+            for k in t:
+                runs[algo][k] = np.minimum(runs[algo][k], t[k])
+    best = {"floor": floor}
+    for algo, t in runs.items():
+        best[algo] = (t[n_long] - t[n_short]) / (n_long - n_short)
     return best
 
 
