@@ -184,9 +184,7 @@ def _scalar(f, path, key, default=None):
     return float(v.mean()) if v.size > 1 else float(v[0])
 
 
-def _lazy(dset, path, key, ny, nx, frame_shape):
-    import dask.array as da
-
+def _check_frames(dset, path, key, ny, nx, frame_shape):
     n = ny * nx
     if dset.ndim != 3:
         raise ValueError(f"{path}: {key} has shape {dset.shape}, expected (points, rows, cols)")
@@ -195,8 +193,80 @@ def _lazy(dset, path, key, ny, nx, frame_shape):
                          f"(truncated scan?)")
     if frame_shape is not None and tuple(dset.shape[1:]) != tuple(frame_shape):
         raise ValueError(f"{path}: {key} frames are {tuple(dset.shape[1:])}, other angles {tuple(frame_shape)}")
-    a = da.from_array(dset, chunks=(nx, dset.shape[1], dset.shape[2]), lock=True, name=False)
-    return a.reshape(ny, nx, dset.shape[1], dset.shape[2])
+
+
+class H5Stack:
+    """A lazy ``(n_eta, ny, nx, rows, cols)`` view of one HDF5 frame dataset per angle.
+
+    Slicing reads only the frames asked for, straight from h5py (one read per
+    angle and map row), with the raster order (``order[iy, ix]`` = acquisition
+    index, snake undone) applied. Holds the HDF5 file open.
+
+    Supports basic indexing with integers and unit-step slices, ``shape``,
+    ``dtype``, ``ndim`` and ``np.asarray``; wrap in ``dask.array.from_array``
+    for more.
+    """
+
+    def __init__(self, h5file, datasets, order):
+        self._file = h5file
+        self._dsets = list(datasets)
+        self._order = np.asarray(order)
+        d0 = self._dsets[0]
+        self.shape = (len(self._dsets),) + self._order.shape + tuple(d0.shape[1:])
+        self.dtype = d0.dtype
+        self.ndim = 5
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[:]
+        return a.astype(dtype) if dtype is not None else a
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (5 - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (5 - len(key))
+        if len(key) != 5:
+            raise IndexError(f"too many indices for a 5-D stack: {key!r}")
+        squeeze, sl = [], []
+        for ax, k in enumerate(key):
+            if isinstance(k, (int, np.integer)):
+                k = int(k) + (self.shape[ax] if k < 0 else 0)
+                if not 0 <= k < self.shape[ax]:
+                    raise IndexError(f"index {k} out of range for axis {ax} of size {self.shape[ax]}")
+                sl.append(slice(k, k + 1))
+                squeeze.append(ax)
+            elif isinstance(k, slice):
+                start, stop, step = k.indices(self.shape[ax])
+                if step != 1:
+                    raise IndexError("H5Stack supports unit-step slices only")
+                sl.append(slice(start, max(start, stop)))
+            else:
+                raise IndexError(f"H5Stack supports integers and slices, got {type(k).__name__}")
+        e_sl, y_sl, x_sl, r_sl, c_sl = sl
+        etas = range(*e_sl.indices(self.shape[0]))
+        ys = range(*y_sl.indices(self.shape[1]))
+        out = np.empty((len(etas), len(ys), x_sl.stop - x_sl.start, r_sl.stop - r_sl.start,
+                        c_sl.stop - c_sl.start), dtype=self.dtype)
+        for a, i in enumerate(etas):
+            d = self._dsets[i]
+            for b, iy in enumerate(ys):
+                idx = self._order[iy, x_sl]
+                if idx.size == 0:
+                    continue
+                if np.all(np.diff(idx) == 1):
+                    out[a, b] = d[int(idx[0]):int(idx[-1]) + 1, r_sl, c_sl]
+                elif np.all(np.diff(idx) == -1):
+                    out[a, b] = d[int(idx[-1]):int(idx[0]) + 1, r_sl, c_sl][::-1]
+                else:
+                    out[a, b] = d[np.sort(idx), r_sl, c_sl][np.argsort(np.argsort(idx))]
+        if squeeze:
+            out = out.reshape([n for ax, n in enumerate(out.shape) if ax not in squeeze])
+        return out
 
 
 def _grid_from_positions(x, y, path, what, shape=None):
@@ -257,7 +327,7 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
                        key=lambda k: float(k.split(".")[0]) if k.split(".")[0].isdigit() else 0)
     if not scans:
         raise ValueError(f"{path}: no scan with instrument/{detector}/image")
-    stacks, etas, deltas, nus, phis = [], [], [], [], []
+    stacks, etas, deltas, nus, phis, orders = [], [], [], [], [], []
     frame_shape = grid = None
     for scan in scans:
         if scan not in f:
@@ -285,7 +355,8 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
         else:
             nx = int(_scalar(f, path, f"{scan}/technique/dim0"))
             ny = int(_scalar(f, path, f"{scan}/technique/dim1"))
-            xa, ya, order, snake = np.arange(nx, dtype=float), np.arange(ny, dtype=float), None, False
+            xa, ya, snake = np.arange(nx, dtype=float), np.arange(ny, dtype=float), False
+            order = np.arange(ny * nx).reshape(ny, nx)
         if "technique/dim0" in s:
             d0, d1 = int(s["technique/dim0"][()]), int(s["technique/dim1"][()])
             if (d0, d1) != (nx, ny):
@@ -294,11 +365,12 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
         if grid is not None and (ny, nx) != grid[:2]:
             raise ValueError(f"{path}: scan {scan} is {ny} x {nx}, other scans {grid[0]} x {grid[1]}")
         grid = (ny, nx, xa, ya)
-        a = _lazy(img, path, img_key, ny, nx, frame_shape)
-        if snake:
-            a = a.reshape(ny * nx, *img.shape[1:])[order.ravel()].reshape(ny, nx, *img.shape[1:])
+        _check_frames(img, path, img_key, ny, nx, frame_shape)
+        if orders and not np.array_equal(order, orders[0]):
+            raise ValueError(f"{path}: {img_key} raster order differs from the other angles")
+        orders.append(order)
         frame_shape = img.shape[1:]
-        stacks.append(a)
+        stacks.append(img)
     det = f"{scans[0]}/instrument/{detector}"
     pr = _scalar(f, path, f"{det}/y_pixel_size", None) if f"{det}/y_pixel_size" in f else None
     pc = _scalar(f, path, f"{det}/x_pixel_size")
@@ -311,7 +383,7 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
         "pixel_mask": (np.asarray(f[f"{det}/pixel_mask"][()]).astype(bool) if f"{det}/pixel_mask" in f else None),
         "x": grid[2], "y": grid[3], "detector_shape": list(frame_shape),
     }
-    return _finish(stacks, etas, deltas, nus, phis, meta, path)
+    return _finish(f, stacks, orders[0], etas, deltas, nus, phis, meta, path)
 
 
 def _first(f, keys):
@@ -321,14 +393,13 @@ def _first(f, keys):
     return None
 
 
-def _finish(stacks, etas, deltas, nus, phis, meta, path):
-    import dask.array as da
-
-    order = np.argsort(etas, kind="stable")
-    eta = np.asarray(etas)[order]
+def _finish(h5file, stacks, order, etas, deltas, nus, phis, meta, path):
+    order_eta = np.argsort(etas, kind="stable")
+    eta = np.asarray(etas)[order_eta]
     if np.any(np.diff(eta) == 0):
         raise ValueError(f"{path}: two scans have the same eta ({eta.tolist()})")
-    frames = da.stack([stacks[i] for i in order], axis=0)
+    frames = H5Stack(h5file, [stacks[i] for i in order_eta], order)
+    order = order_eta
 
     def per(v):
         v = np.asarray(v, dtype=float)[order]
@@ -402,7 +473,7 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
                 entries.append(k)
     if not entries:
         raise ValueError(f"{path}: no entry with measurement/image/data")
-    stacks, etas, deltas, nus, phis = [], [], [], [], []
+    stacks, etas, deltas, nus, phis, orders = [], [], [], [], [], []
     frame_shape = grid = None
     for e in entries:
         img_key = f"{e}/measurement/image/data"
@@ -417,11 +488,12 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
         if grid is not None and (ny, nx) != grid[:2]:
             raise ValueError(f"{path}: entry {e} is {ny} x {nx}, other entries {grid[0]} x {grid[1]}")
         grid = (ny, nx, xa, ya)
-        a = _lazy(img, path, img_key, ny, nx, frame_shape)
-        if snake:
-            a = a.reshape(ny * nx, *img.shape[1:])[order.ravel()].reshape(ny, nx, *img.shape[1:])
+        _check_frames(img, path, img_key, ny, nx, frame_shape)
+        if orders and not np.array_equal(order, orders[0]):
+            raise ValueError(f"{path}: {img_key} raster order differs from the other angles")
+        orders.append(order)
         frame_shape = img.shape[1:]
-        stacks.append(a)
+        stacks.append(img)
         pos = f"{e}/instrument/positioners"
         etas.append(_scalar(f, path, f"{pos}/eta"))
         deltas.append(_scalar(f, path, f"{pos}/del"))
@@ -442,4 +514,4 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
         "cch": (_scalar(f, path, f"{det}/center_chan_dim0"), _scalar(f, path, f"{det}/center_chan_dim1")),
         "x": grid[2], "y": grid[3], "detector_shape": list(frame_shape),
     }
-    return _finish(stacks, etas, deltas, nus, phis, meta, path)
+    return _finish(f, stacks, orders[0], etas, deltas, nus, phis, meta, path)

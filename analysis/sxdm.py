@@ -123,6 +123,7 @@ def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2
     ...                     delta=18.0)                      # doctest: +SKIP
     >>> float(maps.strain.std())                             # doctest: +SKIP
     """
+    _check_scheduler(scheduler)
     plan = _plan(frames, eta, geometry, delta, nu, phi, threshold=threshold,
                  background=background, noise_sigma=noise_sigma, median=median,
                  pixel_mask=pixel_mask, monitor=monitor, roi=roi,
@@ -343,6 +344,10 @@ def _reduce_block(plan: _Plan, ys, xs):
         raise ValueError(f"frames chunk read with shape {raw.shape}, expected 5 dimensions")
     _, by, bx, nr, nc = raw.shape
     npx = by * bx
+    if not plan.valid.all():
+        # bad pixels (hot, dead, gaps) must not leak into their neighbours through the median
+        raw = raw.astype(np.float32)
+        raw[..., ~plan.valid.reshape(nr, nc)] = 0
     f = median_filter_frames(raw, opt["median"])  # float32 (n_eta, by, bx, nr, nc)
     del raw
     if plan.monitor is not None:
@@ -434,6 +439,25 @@ def _gauss(x, a, mu, sigma, c):
 # --------------------------------------------------------------------------
 # scheduling
 # --------------------------------------------------------------------------
+_LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "single-threaded")
+
+
+def _check_scheduler(scheduler):
+    if isinstance(scheduler, str):
+        if scheduler in _LOCAL_SCHEDULERS:
+            return
+        if "://" not in scheduler:
+            raise ValueError(f"scheduler must be one of {_LOCAL_SCHEDULERS}, a distributed address "
+                             f"('tcp://host:port') or a dask.distributed Client, got {scheduler!r}")
+    elif not hasattr(scheduler, "compute"):
+        raise ValueError(f"scheduler must be a name, an address or a dask.distributed Client, got {scheduler!r}")
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ValueError("scheduler: a distributed scheduler needs the 'distributed' package "
+                         "(pip install distributed)") from None
+
+
 def _run_blocks(plan, blocks, scheduler, num_workers, progress):
     import dask
     from tqdm.auto import tqdm
@@ -441,7 +465,7 @@ def _run_blocks(plan, blocks, scheduler, num_workers, progress):
     tasks = [dask.delayed(_reduce_block, pure=False)(plan, ys, xs) for ys, xs in blocks]
     bar = tqdm(total=len(tasks), desc="sxdm reduce", unit="chunk", disable=not progress)
     try:
-        if isinstance(scheduler, str) and scheduler in ("threads", "sync", "synchronous", "single-threaded"):
+        if isinstance(scheduler, str) and scheduler in _LOCAL_SCHEDULERS:
             from dask.callbacks import Callback
 
             names = {t.key for t in tasks}

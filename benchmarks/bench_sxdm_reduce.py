@@ -217,8 +217,9 @@ def main(argv=None):
             frames, meta = read_xsocs(master)
             from braggscope.analysis.readers import reduce_run
 
-            maps_x = reduce_run(frames, meta, num_workers=args.workers, progress=False)
-            rows.append(("braggscope read_xsocs + reduce_run on the XSOCS files", time.perf_counter() - t0))
+            maps_x = reduce_run(frames, meta, num_workers=args.workers, progress=False, median=1)
+            rows.append(("braggscope read_xsocs + reduce_run (no median) on the XSOCS files",
+                         time.perf_counter() - t0))
             t_conv, t_fit, qn_x = run_xsocs(master, tmpdir, args.workers)
             rows.append((f"XSOCS QSpaceConverter 40^3 ({args.workers} processes)", t_conv))
             rows.append(("XSOCS PeakFitter centroid", t_fit))

@@ -226,3 +226,17 @@ def test_xsocs_layout_is_what_xsocs_reads(tmp_path, truth):
     assert h5.positioner(entry, "eta") == pytest.approx(meta["eta"][2])
     assert h5.beam_energy(entry) == pytest.approx(meta["energy_kev"] * 1000)
     np.testing.assert_allclose(h5.direct_beam(entry), meta["cch"])
+
+
+def test_lazy_stack_indexing_matches_numpy(tmp_path, truth):
+    path = tmp_path / "snake.h5"
+    write_bliss(str(path), truth, vds=False, snake=True)
+    frames, _ = read_bliss(path)
+    ref = truth.frames
+    assert frames.shape == ref.shape and frames.dtype == ref.dtype
+    for key in [(slice(None), slice(1, 4), slice(2, 7)), (3,), (-1, 2, slice(None), slice(5, 9)),
+                (slice(2, 5), 1, 3, slice(None), 7), (Ellipsis, slice(0, 4), slice(10, 20))]:
+        np.testing.assert_array_equal(frames[key], ref[key], err_msg=str(key))
+    np.testing.assert_array_equal(np.asarray(frames), ref)
+    with pytest.raises(IndexError):
+        frames[::2]

@@ -142,6 +142,15 @@ def test_pixel_mask_monitor_and_input_sources(tmp_path):
     plain = reduce_stack(t.frames, t.eta, g, t.delta, t.nu, pixel_mask=bad, median=1, progress=False)
     unmasked = reduce_stack(hot, t.eta, g, t.delta, t.nu, median=1, progress=False)
     np.testing.assert_allclose(masked.strain, plain.strain, atol=1e-6, equal_nan=True)
+    # with the 2x2 median too: a 2x2 block of hot pixels is masked, not spread to its neighbours
+    bad2 = bad.copy()
+    bad2[40:42, 30:32] = True
+    hot2 = hot.copy()
+    hot2[..., 40:42, 30:32] = 300000
+    med_masked = reduce_stack(hot2, t.eta, g, t.delta, t.nu, pixel_mask=bad2, progress=False)
+    med_plain = reduce_stack(t.frames, t.eta, g, t.delta, t.nu, pixel_mask=bad2, progress=False)
+    sel = med_plain.mask.values
+    assert np.nanmax(np.abs(med_masked.strain.values - med_plain.strain.values)[sel]) < 1.0
     assert np.nanmax(np.abs(unmasked.qx - plain.qx)) > 10 * np.nanmax(np.abs(masked.qx - plain.qx) + 1e-9)
     # monitor: halve the flux on odd angles, the normalised reduction agrees
     mon = np.where(np.arange(len(t.eta)) % 2 == 1, 0.5, 1.0)
@@ -184,6 +193,8 @@ def test_bad_arguments_raise_naming_them():
         reduce_stack(t.frames, t.eta, g, t.delta, roi=((0, 1), (0, 1)))
     with pytest.raises(ValueError, match="shifts"):
         apply_drift(t.frames, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="scheduler"):
+        reduce_stack(t.frames, t.eta, g, t.delta, scheduler="fastest")
 
 
 def test_gaussian_fit_and_detector_roi():
