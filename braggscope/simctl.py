@@ -104,7 +104,7 @@ def read_state(state_file: str | os.PathLike) -> SimulatorHandle | None:
 
 def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | None = None,
                     with_detector: bool = True, nodelay: bool = True, timeout: float = 60.0,
-                    set_env: bool = True) -> SimulatorHandle:
+                    set_env: bool = True, exit_with_parent: bool = False) -> SimulatorHandle:
     """Launch the simulator server in the background and wait until it serves.
 
     Parameters
@@ -124,6 +124,9 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
         Seconds to wait for the server to come up.
     set_env : bool
         Also set the CA client environment of this process (``apply_client_env``).
+    exit_with_parent : bool
+        The server exits by itself when this process ends (tests, demo);
+        False for ``braggscope sim start``, whose server outlives the command.
 
     Returns
     -------
@@ -152,6 +155,8 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
         command.append("--no-detector")
     if not nodelay:
         command.append("--no-nodelay")
+    if exit_with_parent:
+        command += ["--exit-with-parent", str(os.getpid())]
     log_path = state_file.with_suffix(".log")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

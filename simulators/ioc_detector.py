@@ -224,9 +224,11 @@ class HDF5Group(_Group):
 
         await self._close()
         if not Path(self.file_path.value).is_dir():
+            # like areaDetector: Capture is accepted, the error is reported in
+            # WriteStatus/WriteMessage and FilePathExists_RBV (ophyd checks it)
             await self.write_status.write(1)
             await self.write_message.write(f"directory does not exist: {self.file_path.value}")
-            raise OSError(f"{self.prefix}FilePath does not exist: {self.file_path.value!r}")
+            return
         filename = self.current_filename()
         rows, cols = self.parent.shape
         h5 = h5py.File(filename, "w", libver="latest")
@@ -347,6 +349,9 @@ class MaxipixIOC(PVGroup):
                 positions = self.state.snapshot()
                 frame = await loop.run_in_executor(None, self._render, positions, exposure)
                 stats = frame_stats(frame)
+                if hdf.capture.value == "Capture" and hdf.h5 is None:
+                    raise OSError(f"{hdf.prefix}Capture is on but no file is open: "
+                                  f"{hdf.write_message.value}")
                 capturing = hdf.h5 is not None and hdf.enable.value == "Enable"
                 if capturing:
                     count = await loop.run_in_executor(None, hdf.append, frame)

@@ -160,12 +160,27 @@ async def serve(pvdb, *, state_file: Path | None = None, info: dict | None = Non
     await ctx.run(startup_hook=announce)
 
 
+async def _watch_parent(pid: int, task: asyncio.Task) -> None:
+    """Cancel ``task`` once process ``pid`` has exited (checked every 0.5 s)."""
+    while True:
+        await asyncio.sleep(0.5)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            task.cancel()
+            return
+        except PermissionError:
+            pass
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="braggscope TOML config (default: packaged simulator)")
     parser.add_argument("--port", type=int, default=0, help="CA port (0: pick a free one)")
     parser.add_argument("--state-file", type=Path, help="JSON file written once serving")
     parser.add_argument("--no-detector", action="store_true", help="serve motors only")
+    parser.add_argument("--exit-with-parent", type=int, default=0, metavar="PID",
+                        help="exit when process PID is gone (tests: no orphan servers)")
     parser.add_argument("--no-nodelay", action="store_true",
                         help="leave Nagle on (caproto default; for benchmarks only)")
     args = parser.parse_args(argv)
@@ -187,6 +202,8 @@ def main(argv=None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        if args.exit_with_parent:
+            loop.create_task(_watch_parent(args.exit_with_parent, task))
         try:
             await serve(pvdb, state_file=args.state_file, info=info, nodelay=not args.no_nodelay)
         except asyncio.CancelledError:

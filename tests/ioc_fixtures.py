@@ -40,7 +40,8 @@ def sim_ioc(sim_config, tmp_data_dir):
     """The running simulator (a :class:`braggscope.simctl.SimulatorHandle`)."""
     from braggscope.simctl import start_simulator, stop_simulator
 
-    handle = start_simulator(sim_config, state_file=tmp_data_dir / "simulator.json", set_env=True)
+    handle = start_simulator(sim_config, state_file=tmp_data_dir / "simulator.json", set_env=True,
+                             exit_with_parent=True)
     assert os.environ["EPICS_CA_ADDR_LIST"] == handle.addr_list
     try:
         yield handle

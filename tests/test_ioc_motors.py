@@ -14,7 +14,7 @@ import time
 import pytest
 from ophyd.utils.errors import LimitError
 
-pytestmark = pytest.mark.ioc
+pytestmark = [pytest.mark.ioc, pytest.mark.timeout(120)]
 
 
 @pytest.fixture

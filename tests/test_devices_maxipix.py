@@ -1,0 +1,157 @@
+"""Maxipix device against the simulated areaDetector IOC: documents, files, read-back.
+
+Frames written by the IOC are resolved through ophyd's Resource/Datum documents
+with the standard ``AD_HDF5`` handler (area_detector_handlers) and compared with
+the HDF5 file and with the IOC's own Stats1 total (computed in the IOC before
+the write and sent over Channel Access, an independent path).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.ioc, pytest.mark.timeout(120)]
+
+
+def _run_count(devices, num):
+    import bluesky.plans as bp
+    from bluesky import RunEngine
+
+    RE = RunEngine({})
+    docs = []
+    RE(bp.count([devices["detector"], devices["pix"], devices["eta"]], num=num),
+       lambda name, doc: docs.append((name, doc)))
+    return docs
+
+
+def _resolve(docs):
+    """Datum id -> frame through the AD_HDF5 handler, as databroker would."""
+    from area_detector_handlers.handlers import AreaDetectorHDF5Handler
+
+    resources = {d["uid"]: d for n, d in docs if n == "resource"}
+    handlers = {}
+    frames = {}
+    for name, datum in docs:
+        if name != "datum":
+            continue
+        res = resources[datum["resource"]]
+        assert res["spec"] == "AD_HDF5"
+        if res["uid"] not in handlers:
+            path = Path(res["root"]) / res["resource_path"]
+            handlers[res["uid"]] = AreaDetectorHDF5Handler(str(path), **res["resource_kwargs"])
+        frames[datum["datum_id"]] = np.asarray(handlers[res["uid"]](**datum["datum_kwargs"]))
+    for handler in handlers.values():
+        handler.close()
+    return frames, resources
+
+
+def test_describe_and_hints(sim_devices):
+    det = sim_devices["detector"]
+    docs = _run_count(sim_devices, num=1)
+    (descriptor,) = [d for n, d in docs if n == "descriptor"]
+    key = descriptor["data_keys"]["mpx1x4_image"]
+    assert key["dtype_numpy"] == "<u4" and key["external"] == "FILESTORE:"
+    assert tuple(key["shape"]) == (1, 512, 512)
+    assert det.hints["fields"] == ["mpx1x4_stats_total"]
+    assert det.cam.model.get() == "Maxipix (simulated)"
+
+
+def test_count_documents_resolve_to_the_written_frames(sim_devices, sim_config):
+    from event_model import DocumentNames, schema_validators
+
+    docs = _run_count(sim_devices, num=3)
+    for name, doc in docs:
+        schema_validators[DocumentNames(name)].validate(doc)
+    assert docs[-1][1]["exit_status"] == "success"
+    events = [d for n, d in docs if n == "event"]
+    assert len(events) == 3
+    frames, resources = _resolve(docs)
+    (resource,) = resources.values()
+    path = Path(resource["root"]) / resource["resource_path"]
+    assert path.parent == Path(sim_config["detector.read_path"])
+    with h5py.File(path, "r") as f:
+        on_disk = f["entry/data/data"][()]
+    assert on_disk.dtype == np.uint32 and on_disk.shape == (3, 512, 512)
+    for i, event in enumerate(events):
+        frame = frames[event["data"]["mpx1x4_image"]]
+        assert frame.shape == (1, 512, 512)
+        np.testing.assert_array_equal(frame[0], on_disk[i])
+        assert float(frame.sum()) == event["data"]["mpx1x4_stats_total"] > 0
+        assert event["data"]["pix"] == pytest.approx(sim_devices["pix"].position)
+
+
+def test_frames_follow_the_motors(sim_devices, sim_config):
+    """The detector renders at the motors' positions (shared in the server):
+    counts rise when the diffractometer is moved to the Bragg condition."""
+    from braggscope.simulators.beamline import SimulatedBeamline
+
+    setup = SimulatedBeamline.from_config(sim_config, seed=0).bragg_setup()
+    eta, delta, pix, piy = (sim_devices[k] for k in ("eta", "delta", "pix", "piy"))
+    start = {m: m.position for m in (eta, delta, pix, piy)}
+    try:
+        off = _run_count(sim_devices, 1)
+        for m, v in ((eta, setup["eta"]), (delta, setup["delta"]),
+                     (pix, setup["center_um"][0]), (piy, setup["center_um"][1])):
+            m.set(v).wait(60)
+        on = _run_count(sim_devices, 1)
+    finally:
+        for m, v in start.items():
+            m.set(v).wait(60)
+    peak_off = [d for n, d in off if n == "event"][0]["data"]["mpx1x4_stats_max_value"]
+    event_on = [d for n, d in on if n == "event"][0]["data"]
+    assert event_on["eta"] == pytest.approx(setup["eta"])
+    # a Bragg peak (tens of counts per pixel) appears over the ~1 count/pixel background
+    assert event_on["mpx1x4_stats_max_value"] > 3 * peak_off
+
+
+def test_file_is_readable_while_capturing(sim_devices):
+    """SWMR: a live reader follows the file while the plugin still holds it open."""
+    det = sim_devices["detector"]
+    det.stage()
+    try:
+        for _ in range(2):
+            det.trigger().wait(10)
+        path = det.hdf5._fn
+        with h5py.File(path, "r", swmr=True) as f:
+            dset = f["entry/data/data"]
+            assert dset.shape[0] == 2
+            assert dset[1].sum() == det.stats.total.get()
+        assert det.hdf5.capture.get() == 1
+    finally:
+        det.unstage()
+    assert det.hdf5.capture.get() == 0
+
+
+def test_bad_file_path_fails_clearly(sim_devices):
+    det = sim_devices["detector"]
+    old = det.hdf5.write_path_template
+    det.hdf5.write_path_template = "/nonexistent-braggscope/a/b/c/d/"
+    det.hdf5.read_path_template = "/nonexistent-braggscope/a/b/c/d/"
+    try:
+        with pytest.raises(OSError, match="does not exist"):
+            det.stage()
+    finally:
+        det.unstage()
+        det.hdf5.write_path_template = old
+        det.hdf5.read_path_template = old
+
+
+def test_unreachable_prefix_names_the_pv(sim_ioc, sim_config):
+    from braggscope.config import Config
+    from braggscope.devices.factory import connect, make_devices
+
+    cfg = Config(dict(sim_config))
+    cfg.set("pv", dict(sim_config["pv"], piezo="NOPE:"))
+    devices = make_devices(cfg)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="NOPE:pix"):
+        connect({"piezo": devices["piezo"]}, timeout=1.0)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ValueError, match="pv.piezo"):
+        cfg.set("pv", dict(sim_config["pv"], piezo=""))
+        make_devices(cfg)
