@@ -214,7 +214,9 @@ class MotorRecord(PVGroup):
         last = time.monotonic()
         try:
             while True:
-                await asyncio.sleep(self.tick_s)
+                # sleep one tick, or less when the move ends sooner (short moves stay short)
+                eta_s = abs(self._target - self._position) / max(abs(self.velo.value), 1e-12)
+                await asyncio.sleep(min(self.tick_s, max(eta_s, 1e-4)))
                 now = time.monotonic()
                 dt, last = now - last, now
                 if self._halt:
