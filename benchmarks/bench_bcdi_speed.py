@@ -12,7 +12,10 @@
    handling); and how well each run-selection metric (sharpness, mean_to_max,
    Poisson LLK, chi2) ranks the runs of one data set by their true phase error.
 
-Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick]``
+3. Optionally, cohere-core's numpy back-end per iteration at the same size
+   (when ``cohere_core`` imports, or from ``--cohere-path`` an unpacked wheel).
+
+Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick] [--cohere-path DIR]``
 (about 1-2 minutes on 2 cores by default).
 """
 
@@ -92,6 +95,43 @@ def speed_table(n, rounds, n_short=3, n_long=13):
     return best
 
 
+def cohere_times(n, path=None):
+    """cohere-core (APS) numpy back-end ms/iteration for ER, HIO, RAAR at n^3, or None if not importable.
+
+    cohere-core reads its data from an .npy amplitude file and iterates in
+    complex128 on one thread; timed like ours (difference of 3 and 13 iterations).
+    """
+    import contextlib
+    import io
+    import tempfile
+
+    if path:
+        sys.path.insert(0, str(path))
+    try:
+        import cohere_core.controller.phasing as cph
+    except Exception:  # not installed, or a missing optional dependency
+        return None
+    rho, _, _ = synthetic_crystal(n=n, radius=n / 6.4)
+    amp = np.sqrt(far_field(rho))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        f = str(Path(tmp) / "data.npy")
+        np.save(f, amp)
+        for algo in ("ER", "HIO", "RAAR"):
+            t = {}
+            for k in (3, 13):
+                rec = cph.Rec({"algorithm_sequence": f"{k}*{algo}"}, f, "np", debug=True)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    rec.init_dev(-1)
+                    rec.init_iter_loop()
+                    w0, c0 = _clock()
+                    rec.iterate()
+                    w1, c1 = _clock()
+                t[k] = np.array([w1 - w0, c1 - c0])
+            out[algo] = (t[13] - t[3]) / 10
+    return out
+
+
 def spearman(a, b):
     """Rank correlation of two sequences."""
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
@@ -125,6 +165,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="3 seeds, 64^3 timing")
+    p.add_argument("--cohere-path", default=None, help="directory holding an unpacked cohere-core wheel (optional)")
     args = p.parse_args(argv)
     n = 64 if args.quick else args.size
     seeds = 3 if args.quick else args.seeds
@@ -133,11 +174,19 @@ def main(argv=None):
     print("best of interleaved rounds; wall clock and process CPU time (less sensitive to other users)")
     best = speed_table(n, 2 if args.quick else 4)
     fw, fc = best["floor"]
-    print(f"{'FFT-pair floor (baseline)':28s} wall {fw * 1e3:6.1f} ms  1.00x   cpu {fc * 1e3:6.1f} ms  1.00x")
+    print(f"{'FFT-pair floor (baseline)':31s} wall {fw * 1e3:6.1f} ms  1.00x   cpu {fc * 1e3:6.1f} ms  1.00x")
     for algo in ("ER", "HIO", "RAAR"):
         w, c = best[algo]
-        print(f"{algo + ' iteration (braggscope)':28s} wall {w * 1e3:6.1f} ms  {w / fw:4.2f}x   "
+        print(f"{algo + ' iteration (braggscope)':31s} wall {w * 1e3:6.1f} ms  {w / fw:4.2f}x   "
               f"cpu {c * 1e3:6.1f} ms  {c / fc:4.2f}x   (goal <= 1.50x)")
+
+    cc = cohere_times(n, args.cohere_path)
+    if cc is None:
+        print("cohere-core side by side: skipped (not importable; pip install cohere-core or --cohere-path DIR)")
+    else:
+        for algo, (w, c) in cc.items():
+            print(f"{algo + ' iteration (cohere-core np)':31s} wall {w * 1e3:6.1f} ms  {w / fw:4.2f}x   "
+                  f"cpu {c * 1e3:6.1f} ms  {c / fc:4.2f}x   (complex128, one thread)")
 
     print(f"\n== default recipe ({bcdi.Recipe()}), {seeds} random starts per data set at 64^3 ==")
     print("success: support IoU >= 0.8 and phase rms <= 0.3 rad (after registration and twin handling)")
