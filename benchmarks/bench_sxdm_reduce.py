@@ -174,6 +174,7 @@ def main(argv=None):
     p.add_argument("--no-xsocs", action="store_true", help="skip XSOCS even if it is installed")
     p.add_argument("--large", action="store_true", help="peak-memory run on a stack larger than --limit-gb")
     p.add_argument("--limit-gb", type=float, default=2.0)
+    p.add_argument("--repeat", type=int, default=3, help="interleaved timing rounds (default 3)")
     args = p.parse_args(argv)
     tmpdir = tempfile.mkdtemp(dir=args.dir)
     path = os.path.join(tmpdir, "stack.h5")
@@ -187,53 +188,69 @@ def main(argv=None):
         print(f"stack {n_eta} angles x {ny}x{nx} positions x {shape[0]}x{shape[1]} "
               f"({npix * 4 / 1e6:.0f} MB int32) written in {time.perf_counter() - t0:.1f} s")
         g = Geometry(ENERGY, DIST, PIX, (shape[0] / 2, shape[1] / 2))
-        rows = []
-        t_read = time_read(path)
-        rows.append(("read the stack once (h5py)", t_read))
-        for label, kw in (("braggscope reduce_stack (2x2 median, constant bg)", {}),
-                          ("braggscope reduce_stack (no median)", {"median": 1})):
-            with h5py.File(path, "r") as f:
-                t0 = time.perf_counter()
-                maps = reduce_stack(f["frames"], eta, g, delta, num_workers=args.workers, progress=False, **kw)
-                rows.append((label, time.perf_counter() - t0))
-        com_ours = np.stack([maps.qx, maps.qy, maps.qz], -1)
+        results = {}
+
+        def ours(label, **kw):
+            def step():
+                with h5py.File(path, "r") as f:
+                    t0 = time.perf_counter()
+                    results[label] = reduce_stack(f["frames"], eta, g, delta, num_workers=args.workers,
+                                                  progress=False, **kw)
+                    return {label: time.perf_counter() - t0}
+            return step
+
+        steps = [lambda: {"read the stack once (h5py)": time_read(path)},
+                 ours("braggscope reduce_stack (2x2 median, constant bg)"),
+                 ours("braggscope reduce_stack (no median)", median=1)]
         if not args.no_baseline:
-            t_naive, com_naive = naive_xsocs_like(path, g, eta, delta)
-            rows.append(("naive XSOCS-like: histogramdd 40^3 per position + centroid (1 core)", t_naive))
-            m = maps.mask.values
-            diff = np.abs(com_ours[m] - com_naive[m]).max()
-            print(f"max |Q_COM ours - naive| in the mask: {diff:.2e} 1/A (the naive centroid has no "
-                  f"background subtraction: pulled toward the volume centre)")
-        qn_ours = np.linalg.norm(com_ours, axis=-1)
+            def naive():
+                t, results["naive"] = naive_xsocs_like(path, g, eta, delta)
+                return {"naive XSOCS-like: histogramdd 40^3 per position + centroid (1 core)": t}
+            steps.append(naive)
         try:
             import xsocs  # noqa: F401
         except ImportError:
             xsocs = None
-        if xsocs is not None and not args.no_xsocs:
+        use_xsocs = xsocs is not None and not args.no_xsocs
+        if use_xsocs:
+            from braggscope.analysis.readers import read_xsocs, reduce_run
+
             master = write_xsocs_copy(path, tmpdir, eta, delta, shape)
-            from braggscope.analysis.readers import read_xsocs
 
-            t0 = time.perf_counter()
-            frames, meta = read_xsocs(master)
-            from braggscope.analysis.readers import reduce_run
+            def ours_xsocs_files():
+                t0 = time.perf_counter()
+                frames, meta = read_xsocs(master)
+                results["ours_x"] = reduce_run(frames, meta, num_workers=args.workers, progress=False, median=1)
+                return {"braggscope read_xsocs + reduce_run (no median), XSOCS files": time.perf_counter() - t0}
 
-            maps_x = reduce_run(frames, meta, num_workers=args.workers, progress=False, median=1)
-            rows.append(("braggscope read_xsocs + reduce_run (no median) on the XSOCS files",
-                         time.perf_counter() - t0))
-            t_conv, t_fit, qn_x = run_xsocs(master, tmpdir, args.workers)
-            rows.append((f"XSOCS QSpaceConverter 40^3 ({args.workers} processes)", t_conv))
-            rows.append(("XSOCS PeakFitter centroid", t_fit))
-            rows.append(("XSOCS total (conversion + centroid)", t_conv + t_fit))
-            m = maps.mask.values.ravel()
-            dd = (qn_ours.ravel()[m] - qn_x[m]) / qn_ours.ravel()[m] * 1e6
-            print(f"|Q| ours vs XSOCS centroid in the mask: median {np.median(dd):.0f}, "
-                  f"rms {np.sqrt(np.mean(dd ** 2)):.0f} ppm; ours vs ours-from-XSOCS-files max diff "
-                  f"{np.nanmax(np.abs(maps_x.q_norm.values - maps.q_norm.values)):.1e} 1/A")
-        else:
-            rows.append(("XSOCS (ANCHORS figure ~120 M px/s, not measured here)", npix / 120e6))
-        print(f"\n{'step':72s} {'time (s)':>9s} {'M det. px/s':>12s}")
-        for label, t in rows:
-            print(f"{label:72s} {t:9.2f} {npix / t / 1e6:12.1f}")
+            def xsocs_run():
+                t_conv, t_fit, results["xsocs"] = run_xsocs(master, tmpdir, args.workers)
+                return {f"XSOCS QSpaceConverter 40^3 ({args.workers} processes)": t_conv,
+                        "XSOCS PeakFitter centroid": t_fit, "XSOCS total (conversion + centroid)": t_conv + t_fit}
+            steps += [ours_xsocs_files, xsocs_run]
+        times = {}
+        for r in range(args.repeat):  # interleaved rounds: load changes hit every step alike
+            for step in steps:
+                for label, t in step().items():
+                    times.setdefault(label, []).append(t)
+        if not use_xsocs:
+            times["XSOCS (ANCHORS figure ~120 M px/s, not measured here)"] = [npix / 120e6]
+        maps = results["braggscope reduce_stack (no median)"]
+        m = maps.mask.values
+        com_ours = np.stack([maps.qx, maps.qy, maps.qz], -1)
+        qn_ours = np.linalg.norm(com_ours, axis=-1)
+        if "naive" in results:
+            print(f"max |Q_COM ours - naive| in the mask: {np.abs(com_ours[m] - results['naive'][m]).max():.2e}"
+                  f" 1/A (the naive centroid has no background subtraction: pulled toward the volume centre)")
+        if use_xsocs:
+            dd = (qn_ours[m] - results["xsocs"].reshape(qn_ours.shape)[m]) / qn_ours[m] * 1e6
+            print(f"|Q| ours vs XSOCS centroid in the mask: median {np.median(dd):.0f}, rms "
+                  f"{np.sqrt(np.mean(dd ** 2)):.0f} ppm; ours from the XSOCS files vs from the stack: max diff "
+                  f"{np.nanmax(np.abs(results['ours_x'].q_norm.values - maps.q_norm.values)):.1e} 1/A")
+        print(f"\n{args.repeat} interleaved rounds on a shared machine: best and median time")
+        print(f"{'step':66s} {'best (s)':>9s} {'median':>8s} {'M px/s (best)':>14s}")
+        for label, ts in times.items():
+            print(f"{label:66s} {min(ts):9.2f} {np.median(ts):8.2f} {npix / min(ts) / 1e6:14.1f}")
         print(f"\npeak RSS of this process: {peak_rss_mb():.0f} MB (includes the stack generation)")
     finally:
         import shutil
