@@ -149,8 +149,10 @@ class CamGroup(_Group):
         await self.max_size_y.write(rows)
 
     async def on_put(self, attr, value):
-        if attr in ("acquire_time", "acquire_period") and not 0 <= value <= 3600:
-            raise ValueError(f"{self.prefix}{attr}: must be in [0, 3600] s, got {value}")
+        if attr == "acquire_time" and not 0 < value <= 3600:
+            raise ValueError(f"{self.prefix}AcquireTime: must be in (0, 3600] s, got {value}")
+        if attr == "acquire_period" and not 0 <= value <= 3600:
+            raise ValueError(f"{self.prefix}AcquirePeriod: must be in [0, 3600] s, got {value}")
         if attr in ("num_images", "num_exposures") and value < 1:
             raise ValueError(f"{self.prefix}{attr}: must be >= 1, got {value}")
         if attr == "acquire":
