@@ -106,6 +106,7 @@ def test_cli_reduces_a_bliss_file(tmp_path, case, capsys):
     back = load_maps(out)
     np.testing.assert_allclose(back.strain.values, maps.strain.values, atol=1e-3, equal_nan=True)
     assert (tmp_path / "figs" / "sxdm_mosaicity.png").is_file()
+    assert (tmp_path / "figs" / "sxdm_peak_slices.png").is_file()
     rc = main(["reduce", "sxdm", str(src), "--out", str(tmp_path / "d.h5"), "--drift", "register", "--quiet"])
     assert rc == 0
     assert "drift_shift" in load_maps(tmp_path / "d.h5")
