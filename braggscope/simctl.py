@@ -169,7 +169,6 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
         handle = read_state(state_file)
         if handle is not None and handle.pid == process.pid:
             handle.process = process
-            handle.info["config_file"] = cfg_path
             if set_env:
                 apply_client_env(handle.port)
             return handle
@@ -200,7 +199,7 @@ def stop_simulator(handle: SimulatorHandle | str | os.PathLike, *, timeout: floa
     stopped = _terminate(handle.pid, handle.process, timeout=timeout)
     handle.state_file.unlink(missing_ok=True)
     cfg_file = handle.info.get("config_file")
-    if cfg_file:
+    if cfg_file and Path(cfg_file).name.startswith("braggscope-sim-"):  # ours, written at start
         Path(cfg_file).unlink(missing_ok=True)
     return stopped
 
@@ -227,7 +226,11 @@ def _cmd_start(args) -> int:
 
     cfg = load_config(args.config)
     port = int(cfg.get("simulator.ca_server_port", 0) or 0) if args.port is None else args.port
-    handle = start_simulator(cfg, port=port, with_detector=not args.no_detector, set_env=False)
+    try:
+        handle = start_simulator(cfg, port=port, with_detector=not args.no_detector, set_env=False)
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        print(f"braggscope sim start: {exc}", file=sys.stderr)
+        return 1
     _print_state(handle)
     print("Point your shell at it with:")
     print(f"  export EPICS_CA_ADDR_LIST={handle.addr_list} EPICS_CA_AUTO_ADDR_LIST=NO "

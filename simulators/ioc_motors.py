@@ -7,8 +7,8 @@ fields that ``ophyd.EpicsMotor`` (1.11.2) uses: the record PV (= ``.VAL``),
 ``.FOFF``, ``.MSTA``, ``.CNEN``, ``.HOMF``/``.HOMR``, ``.EGU``, ``.DESC``,
 ``.PREC``.
 
-Motion is at constant velocity (``.VELO`` in EGU/s), updated every
-``tick_s``; a put to ``.VAL`` outside the soft limits ``[.LLM, .HLM]`` is
+Motion is at constant velocity (``.VELO`` in EGU/s; ``.ACCL`` is served but
+not simulated), updated every ``tick_s``; a put to ``.VAL`` outside the soft limits ``[.LLM, .HLM]`` is
 refused with an error (and the record PV carries the limits as control
 limits, so ophyd raises ``LimitError`` before sending). A put to ``.VAL``
 completes (put-callback) when the move is done. ``.STOP`` (or ``.SPMG`` set to

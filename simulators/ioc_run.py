@@ -196,6 +196,7 @@ def main(argv=None) -> int:
 
     cfg = load_config(args.config)
     pvdb, info = build_pvdb(cfg, with_detector=not args.no_detector)
+    info["config_file"] = str(cfg.path)
 
     async def runner():
         task = asyncio.current_task()
@@ -212,6 +213,8 @@ def main(argv=None) -> int:
     try:
         asyncio.run(runner())
     finally:
+        if args.config and Path(args.config).name.startswith("braggscope-sim-"):
+            Path(args.config).unlink(missing_ok=True)  # temporary copy written by simctl
         if args.state_file is not None and args.state_file.exists():
             try:
                 if json.loads(args.state_file.read_text()).get("pid") == os.getpid():
