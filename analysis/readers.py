@@ -17,7 +17,6 @@ frame count raise an error naming the file and what is wrong.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -163,12 +163,10 @@ def find_peaks_q(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.1
         if comp.sum() < int(min_voxels):
             continue
         w = np.where(comp, g[sl], 0)
-        idx = np.indices(comp.shape)
         centre = [float((w * axes[a][sl[a]][tuple(None if b != a else slice(None) for b in range(3))]).sum() / w.sum())
                   for a in range(3)]
         roi = tuple((float(axes[a][sl[a].start] - (margin + 0.5) * st[a]),
                      float(axes[a][sl[a].stop - 1] + (margin + 0.5) * st[a])) for a in range(3))
-        del idx
         peaks.append({"centre": np.array(centre), "roi": roi, "intensity": float(w.sum()),
                       "voxels": int(comp.sum())})
     peaks.sort(key=lambda p: -p["intensity"])
