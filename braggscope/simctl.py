@@ -270,7 +270,7 @@ def _print_state(handle: SimulatorHandle) -> None:
     for name, pv in (info.get("motors") or {}).items():
         print(f"  motor {name:7s} {pv}")
     if info.get("detector"):
-        print(f"  detector {info['detector']}  (cam1:, HDF1:, Stats1:)")
+        print(f"  detector {info['detector']}  (cam1:, HDF1:, Stats1:, image1:)")
     print(f"  state file {handle.state_file}")
 
 

@@ -1,4 +1,4 @@
-"""Simulated Maxipix areaDetector IOC (caproto): ``cam1:``, ``HDF1:``, ``Stats1:``.
+"""Simulated Maxipix areaDetector IOC (caproto): ``cam1:``, ``HDF1:``, ``Stats1:``, ``image1:``.
 
 Serves the subset of areaDetector PVs that ophyd's area-detector classes use
 (setpoints with their ``_RBV`` readbacks), so ``braggscope.devices.Maxipix``
@@ -11,8 +11,8 @@ current motor positions of the shared :class:`BeamlineState` (by default
 ``SimulatedBeamline.render``), appended to the open HDF5 file when
 ``HDF1:Capture`` is on (areaDetector layout: ``/entry/data/data``,
 ``(n, rows, cols)`` uint32, growing by one frame per image, SWMR mode and
-flushed after every frame so live readers can follow), and summarised in
-``Stats1:`` (total, centroid, max). ``Acquire_RBV`` returns to 0 only once the
+flushed after every frame so live readers can follow), summarised in
+``Stats1:`` (total, centroid, max) and served as ``image1:ArrayData`` (LONG). ``Acquire_RBV`` returns to 0 only once the
 frames are on disk.
 """
 
@@ -299,6 +299,32 @@ class StatsGroup(_Group):
         await self.array_counter.write(self.array_counter.value + 1)
 
 
+# ---------------------------------------------------------------------- image1:
+class ImageGroup(_Group):
+    """``image1:`` -- the last frame as a LONG (int32) waveform for live display.
+
+    Channel Access has no uint32, so frames are served as LONG; a frame with a
+    pixel above 2**31 - 1 is refused (never silently wrapped). Clients need
+    ``EPICS_CA_MAX_ARRAY_BYTES`` >= 4 x rows x cols (braggscope sets 64 MiB).
+    """
+
+    enable, enable_rbv = _pair("EnableCallbacks", 1, enum=DISABLE_ENABLE)
+    array_data = _ro("ArrayData", [0], dtype=ChannelType.LONG, max_length=1)
+    array_size0 = _ro("ArraySize0_RBV", 0, dtype=ChannelType.LONG)
+    array_size1 = _ro("ArraySize1_RBV", 0, dtype=ChannelType.LONG)
+    array_counter = _ro("ArrayCounter_RBV", 0, dtype=ChannelType.LONG)
+
+    async def update(self, frame: np.ndarray) -> None:
+        if self.enable.value != "Enable":
+            return
+        if frame.size and int(frame.max()) > np.iinfo(np.int32).max:
+            raise OverflowError(f"{self.prefix}ArrayData: a pixel exceeds the int32 range of CA LONG")
+        await self.array_data.write(frame.astype(np.int32).ravel())
+        await self.array_size0.write(frame.shape[1])
+        await self.array_size1.write(frame.shape[0])
+        await self.array_counter.write(self.array_counter.value + 1)
+
+
 # ---------------------------------------------------------------------- detector
 class MaxipixIOC(PVGroup):
     """The simulated Maxipix areaDetector.
@@ -319,6 +345,7 @@ class MaxipixIOC(PVGroup):
     cam = SubGroup(CamGroup, prefix="cam1:")
     hdf = SubGroup(HDF5Group, prefix="HDF1:")
     stats = SubGroup(StatsGroup, prefix="Stats1:")
+    image = SubGroup(ImageGroup, prefix="image1:")
 
     def __init__(self, prefix, *, state, renderer, shape, **kwargs):
         if len(shape) != 2 or min(shape) < 1:
@@ -330,6 +357,7 @@ class MaxipixIOC(PVGroup):
         self.abort = False
         self._task = None
         super().__init__(prefix, **kwargs)
+        self.image.array_data._max_length = self.shape[0] * self.shape[1]  # CA element count
 
     def start_acquisition(self) -> None:
         self.busy, self.abort = True, False
@@ -359,6 +387,7 @@ class MaxipixIOC(PVGroup):
                     count = await loop.run_in_executor(None, hdf.append, frame)
                     await hdf.frame_written(count, frame.shape)
                 await self.stats.update(stats)
+                await self.image.update(frame)
                 await cam.array_counter.write(cam.array_counter.value + 1)
                 await cam.array_counter_rbv.write(cam.array_counter.value)
                 await cam.num_images_counter.write(i + 1)

@@ -155,3 +155,25 @@ def test_unreachable_prefix_names_the_pv(sim_ioc, sim_config):
     with pytest.raises(ValueError, match="pv.piezo"):
         cfg.set("pv", dict(sim_config["pv"], piezo=""))
         make_devices(cfg)
+
+
+def test_image_waveform_matches_the_file(sim_devices):
+    """image1:ArrayData (LONG over CA) carries the same frame as the HDF5 file."""
+    import epics
+
+    det = sim_devices["detector"]
+    prefix = det.prefix + "image1:"
+    det.stage()
+    try:
+        det.trigger().wait(10)
+        path = det.hdf5._fn
+        with h5py.File(path, "r", swmr=True) as f:
+            last = f["entry/data/data"][-1]
+    finally:
+        det.unstage()
+    rows = epics.caget(prefix + "ArraySize1_RBV")
+    cols = epics.caget(prefix + "ArraySize0_RBV")
+    data = epics.caget(prefix + "ArrayData", timeout=10)
+    assert (rows, cols) == last.shape
+    assert data.size == rows * cols          # not truncated
+    np.testing.assert_array_equal(data.reshape(rows, cols), last.astype(np.int32))
