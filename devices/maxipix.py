@@ -153,6 +153,21 @@ class Maxipix(SingleTrigger, DetectorBase):
         return status
 
 
+    def _acquire_changed(self, value=None, old_value=None, **kwargs):
+        # As SingleTrigger's, but a failed acquisition (DetectorState_RBV =
+        # Error: no frame written) fails the status instead of passing silently.
+        status = self._status
+        if status is None or not (old_value == 1 and value == 0):
+            return
+        self._status = None
+        if self.cam.detector_state.get(use_monitor=False) == "Error":
+            status.set_exception(RuntimeError(
+                f"{self.name}: acquisition failed on the IOC (DetectorState_RBV = Error); "
+                "no frame was written, see the IOC log"))
+        else:
+            status.set_finished()
+
+
 def _dir(path) -> str:
     path = str(path)
     return path if path.endswith("/") else path + "/"

@@ -177,3 +177,22 @@ def test_image_waveform_matches_the_file(sim_devices):
     assert (rows, cols) == last.shape
     assert data.size == rows * cols          # not truncated
     np.testing.assert_array_equal(data.reshape(rows, cols), last.astype(np.int32))
+
+
+def test_failed_acquisition_fails_the_trigger_status(sim_devices):
+    """Capture on but no file open (directory gone): the IOC reports Error, ophyd raises."""
+    det = sim_devices["detector"]
+    det.stage()
+    try:
+        det.hdf5.capture.set(0).wait(5)
+        det.hdf5.file_path.set("/nonexistent-braggscope/a/b/c/d/").wait(5)  # not creatable
+        det.hdf5.capture.set(1).wait(5)
+        with pytest.raises(Exception, match="acquisition failed"):
+            det.trigger().wait(10)
+    finally:
+        det.unstage()
+    det.stage()                 # recovers: a good path works again
+    try:
+        det.trigger().wait(10)
+    finally:
+        det.unstage()
