@@ -29,6 +29,7 @@ Fienup, Appl. Opt. 21, 2758 (1982) (ER/HIO); Luke, Inverse Problems 21, 37
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -334,12 +335,11 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
     psi = be.ifftn(psi).astype(np.complex64)
     psi *= sup
     prev = xp.empty_like(psi)
-    tmp = xp.empty(psi.shape, dtype=np.float32)
     n_total = recipe.n_iterations
     sw_stop = int(0.8 * n_total)
     it = 0
     modulus = _modulus_free if free is not None else _modulus
-    mod_args = (amp, tmp, free) if free is not None else (amp, tmp)
+    mod_args = (amp, free) if free is not None else (amp,)
     for algo, n in recipe.steps:
         w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
         if w_prev is not None:  # weighted previous iterate, kept up to date by _update
@@ -373,16 +373,38 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
 
 # Elementwise kernels: in place, on whole arrays or on matching blocks (Backend.map_blocks).
 # numpy ufuncs dispatch to CuPy through __array_ufunc__ / __array_function__ on the GPU.
-def _modulus(psi, amp, tmp, eps):
+_LOCAL = threading.local()
+
+
+def _scratch(psi):
+    """A float32 work array shaped like ``psi``: thread-local and reused for numpy blocks
+    (stays in cache, never written back as a full array), freshly allocated on a GPU."""
+    if not isinstance(psi, np.ndarray):
+        return _xp_empty_like_real(psi)
+    buf = getattr(_LOCAL, "buf", None)
+    if buf is None or buf.size < psi.size:
+        buf = _LOCAL.buf = np.empty(psi.size, np.float32)
+    return buf[: psi.size].reshape(psi.shape)
+
+
+def _xp_empty_like_real(psi):
+    import cupy
+
+    return cupy.empty(psi.shape, dtype=np.float32)
+
+
+def _modulus(psi, amp, eps):
     """In place: ``psi *= amp / max(|psi|, eps)``."""
+    tmp = _scratch(psi)
     np.abs(psi, out=tmp)
     np.maximum(tmp, eps, out=tmp)
     np.divide(amp, tmp, out=tmp)
     np.multiply(psi, tmp, out=psi)
 
 
-def _modulus_free(psi, amp, tmp, free, eps):
+def _modulus_free(psi, amp, free, eps):
     """As :func:`_modulus`, leaving unmeasured voxels (``free``) unchanged."""
+    tmp = _scratch(psi)
     np.abs(psi, out=tmp)
     np.maximum(tmp, eps, out=tmp)
     np.divide(amp, tmp, out=tmp)
