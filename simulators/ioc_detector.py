@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import time
 from pathlib import Path
 
