@@ -1,0 +1,334 @@
+"""``braggscope demo sxdm|bcdi``: the whole chain on the simulated beamline.
+
+``demo sxdm``: start the simulator (if none runs), calibrate the eccentricity,
+measure a 3D-SXDM map of the simulated NMC622 crystal with live maps, store
+it in the catalog, reduce it (``braggscope.analysis.sxdm``) and write the
+figures. ``demo bcdi``: the same for the LMNO particle with an oversampled,
+drift-following rocking scan and the BCDI reconstruction.
+
+``--inprocess`` runs the same plans on in-process devices (no EPICS) around
+the same simulator physics; ``--quick`` is a small version for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_parser", "run_demo", "Beamline"]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="run the SXDM or BCDI demonstration on the simulator")
+    parser.add_argument("kind", choices=("sxdm", "bcdi"), help="which demonstration")
+    parser.add_argument("--quick", action="store_true", help="small version (tests, first look)")
+    parser.add_argument("--inprocess", action="store_true",
+                        help="in-process devices instead of the caproto simulator (no EPICS)")
+    parser.add_argument("--out", help="output directory (default: <storage.data_dir>/demo-<kind>-<time>)")
+    parser.add_argument("--nx", type=int, help="map points along x (default 40, quick 12)")
+    parser.add_argument("--ny", type=int, help="map points along y (default 40, quick 10)")
+    parser.add_argument("--neta", type=int, help="rocking angles (default 20, quick 6)")
+    parser.add_argument("--no-reduce", action="store_true", help="skip the reduction / reconstruction")
+    parser.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from braggscope.config import load_config
+
+    cfg = load_config(args.config)
+    summary = run_demo(cfg, args.kind, quick=args.quick, inprocess=args.inprocess, out=args.out,
+                       nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce)
+    print(json.dumps({k: v for k, v in summary.items() if k != "maps"}, indent=1, default=str))
+    return 0
+
+
+class Beamline:
+    """Devices + RunEngine + catalog for the demo; a context manager that cleans up.
+
+    With ``inprocess`` the devices are in-process around ``SimulatedBeamline``;
+    otherwise the caproto simulator is started if none runs (and stopped at the
+    end only if started here) and ``make_devices(cfg)`` connects to it.
+    """
+
+    def __init__(self, cfg, *, inprocess=False, sample=None, out=None):
+        self.cfg = cfg
+        self.inprocess = inprocess
+        self.sample = sample
+        self.out = Path(out) if out else None
+        self._started = None
+
+    def __enter__(self):
+        from bluesky import RunEngine
+
+        from braggscope import storage
+        from braggscope.simulators.beamline import SimulatedBeamline
+
+        cfg = self.cfg
+        if self.sample is not None:
+            cfg.set("simulator.sample", self.sample)
+        # the simulator physics, used here only for the nominal set-up (Bragg angles from the
+        # reflection's d-spacing, where the sample was mounted) as a beamline scientist knows it
+        self.sim = SimulatedBeamline.from_config(cfg)
+        if self.inprocess:
+            from braggscope.plans.sim_detector import make_inprocess_devices
+
+            self.devices = make_inprocess_devices(self.sim, cfg.expand_path("detector.read_path"),
+                                                  limits=cfg["limits"])
+            self.detector = self.devices["mpx1x4"]
+        else:
+            self.devices = connect_simulator(cfg, self)
+            self.detector = self.devices["detector"]
+        self.RE = RunEngine(call_returns_result=True)
+        self.RE.subscribe(PointProgress())
+        self.client = storage.open_catalog(cfg)
+        storage.subscribe_writer(self.RE, self.client)
+        return self
+
+    def __exit__(self, *exc):
+        if self._started is not None:
+            from braggscope.simctl import stop_simulator
+
+            stop_simulator(self._started)
+        return False
+
+
+class PointProgress:
+    """A tqdm bar per run: events of the primary stream against the start document's ``num_points``."""
+
+    def __init__(self):
+        self._bar = None
+        self._primary = set()
+
+    def __call__(self, name, doc):
+        from tqdm.auto import tqdm
+
+        if name == "start":
+            label = doc.get("plan_name", "run") + (f" ({doc['purpose']})" if doc.get("purpose") else "")
+            self._bar = tqdm(total=doc.get("num_points"), desc=label, unit="pt", file=sys.stdout, leave=True)
+        elif name == "descriptor" and doc.get("name") == "primary":
+            self._primary.add(doc["uid"])
+        elif name == "event" and self._bar is not None and doc["descriptor"] in self._primary:
+            self._bar.update(1)
+        elif name == "stop" and self._bar is not None:
+            self._bar.set_postfix_str(doc.get("exit_status", ""))
+            self._bar.close()
+            self._bar = None
+
+
+def connect_simulator(cfg, owner=None):
+    """Start the caproto simulator unless one runs, point CA at it, connect the devices."""
+    from braggscope.devices.factory import make_devices
+    from braggscope.simctl import apply_client_env, read_state, start_simulator, state_file_for
+
+    handle = read_state(state_file_for(cfg))
+    if handle is None:
+        print("starting the simulator (braggscope sim start) ...", flush=True)
+        handle = start_simulator(cfg, set_env=True)
+        if owner is not None:
+            owner._started = handle
+    else:
+        apply_client_env(handle.port)
+    return make_devices(cfg, connect_timeout=30.0)
+
+
+def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=None, neta=None,
+             reduce=True) -> dict:
+    """Run ``demo sxdm`` or ``demo bcdi``; returns a summary dict (paths, timings)."""
+    if kind not in ("sxdm", "bcdi"):
+        raise ValueError(f"kind must be 'sxdm' or 'bcdi', got {kind!r}")
+    for name, v in (("nx", nx), ("ny", ny), ("neta", neta)):
+        if v is not None and int(v) < (3 if name == "neta" else 2):
+            raise ValueError(f"{name} must be >= {3 if name == 'neta' else 2}, got {v!r}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out).expanduser() if out else cfg.expand_path("storage.data_dir") / f"demo-{kind}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    sample = "nmc622" if kind == "sxdm" else "lmno_bcdi"
+    with Beamline(cfg, inprocess=inprocess, sample=sample, out=out) as bl:
+        if kind == "sxdm":
+            summary = _demo_sxdm(bl, out, quick=quick, nx=nx, ny=ny, neta=neta, reduce=reduce)
+        else:
+            summary = _demo_bcdi(bl, out, quick=quick, neta=neta, reduce=reduce)
+    summary["wall_s"] = round(time.monotonic() - t0, 1)
+    summary["out"] = str(out)
+    (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "maps"},
+                                                 indent=1, default=str))
+    print(f"\nresults in {out} (summary.json); run uid {summary.get('uid')}", flush=True)
+    return summary
+
+
+def _say(msg):
+    print(f"[demo] {msg}", flush=True)
+
+
+def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
+    import bluesky.plan_stubs as bps
+
+    from braggscope import storage
+    from braggscope.eccentricity import EccentricityModel
+    from braggscope.plans import calibrate_eccentricity, dry_run, sxdm_map
+
+    d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
+    nx, ny = nx or (12 if quick else 40), ny or (10 if quick else 40)
+    neta = neta or (6 if quick else 20)
+    cx, cy = setup["center_um"]
+    half = float(setup["extent_um"])
+    etas = list(np.linspace(setup["eta_start"], setup["eta_stop"], neta))
+    _say(f"NMC622 {setup['reflection']}: eta {etas[0]:.3f}..{etas[-1]:.3f} deg, delta {setup['delta']:.3f} deg")
+    bl.RE(bps.mv(d["delta"], setup["delta"], d["nu"], 0.0, d["phi"], 0.0, d["eta"], setup["eta"]))
+
+    # 1. eccentricity: coarse maps at angles around the rocking-curve peak, centre of mass, fit
+    pixel = 2 * half / (nx - 1)
+    configured = EccentricityModel.from_dict(cfg.get("eccentricity"))
+    n_cal = 5 if quick else 7
+    cal_etas = list(np.linspace(setup["eta"] - 0.15, setup["eta"] + 0.15, n_cal))
+    _say(f"calibrating the eccentricity ({n_cal} coarse 9x9 maps)")
+    model = bl.RE(calibrate_eccentricity([bl.detector], d["pix"], (cx - half - 1, cx + half + 1, 9), d["piy"],
+                                         (cy - half - 1, cy + half + 1, 9), d["eta"], cal_etas, quadratic=False,
+                                         figure_path=out / "eccentricity_fit.png",
+                                         md={"sample": "nmc622"})).plan_result
+    rms = model.extra["rms_residual_um"]
+    accepted = rms < pixel / 2
+    _say(f"calibrated x {model.x[0]:+.3f} um/deg, y {model.y[0]:+.3f} um/deg, rms residual {rms:.3f} um: "
+         + ("accepted" if accepted else f"REJECTED (> half a map pixel, {pixel / 2:.3f} um: the diffracting "
+                                        "region moves with eta in this mosaic crystal); keeping the configured model"))
+    use = model if accepted else configured
+
+    # 2. the 3D map, with live maps when the live-analysis callback is available
+    plan_args = dict(eccentricity=use, sample="nmc622", energy_kev=cfg["energy.energy_kev"],
+                     distance_m=cfg["detector.distance_m"], pixel_m=cfg["detector.pixel_m"],
+                     cch=cfg["detector.cch"], detector_shape=cfg["detector.shape"], delta=setup["delta"],
+                     nu=0.0, phi=0.0)
+    xr, yr = (cx - half, cx + half, nx), (cy - half, cy + half, ny)
+    plan = lambda: sxdm_map([bl.detector], d["pix"], xr, d["piy"], yr, d["eta"], etas, **plan_args)  # noqa: E731
+    summary = dry_run(plan())
+    _say(f"dry run: {summary}")
+    # live maps read the detector's HDF5 file while it is written: only across processes
+    # (the caproto simulator), not from the in-process detector's own open file
+    live, dispatcher, token = _live_maps(bl.RE) if not bl.inprocess else (None, None, None)
+    t0 = time.monotonic()
+    uid = bl.RE(plan()).run_start_uids[0]
+    t_scan = time.monotonic() - t0
+    if dispatcher is not None:
+        dispatcher.wait() if hasattr(dispatcher, "wait") else None
+        bl.RE.unsubscribe(token)
+        _save_live(live, out / "live_maps.png")
+    n_points = nx * ny * neta
+    _say(f"map done: {n_points} points in {t_scan:.1f} s ({1e3 * t_scan / n_points:.1f} ms/point)")
+    result = {"uid": uid, "points": n_points, "scan_s": round(t_scan, 1),
+              "ms_per_point": round(1e3 * t_scan / n_points, 1), "calibration": model.to_dict(),
+              "calibration_accepted": accepted, "dry_run_estimate_s": round(summary.duration_s, 1),
+              "figures": []}
+
+    # 3. reduction from the catalog
+    if reduce:
+        try:
+            from braggscope.analysis.figures_sxdm import save_figures
+            from braggscope.analysis.sxdm import reduce_stack
+        except ImportError as exc:  # the reduction is optional for the acquisition demo
+            _say(f"SXDM reduction not available ({exc}); data are in the catalog")
+            return result
+        from braggscope.geometry import Geometry
+
+        frames, meta = storage.sxdm_stack(storage.load_run(bl.client, uid))
+        geometry = Geometry(meta["energy_kev"], meta["distance_m"], meta["pixel_m"], tuple(meta["cch"]))
+        _say("reducing the map (braggscope.analysis.sxdm.reduce_stack)")
+        t0 = time.monotonic()
+        maps = reduce_stack(frames, meta["eta"], geometry, meta["delta"], meta["nu"], meta["phi"],
+                            x=meta["x"], y=meta["y"], progress=True)
+        result["reduce_s"] = round(time.monotonic() - t0, 1)
+        result["figures"] = [str(p) for p in save_figures(maps, out)]
+        try:
+            maps.to_netcdf(out / "sxdm_maps.nc")
+            result["maps_file"] = str(out / "sxdm_maps.nc")
+        except Exception as exc:  # noqa: BLE001 - netCDF back-end optional
+            _say(f"maps not saved as netCDF ({exc})")
+        strain = np.asarray(maps["strain"])
+        result["strain_microstrain_range"] = [float(np.nanmin(strain)), float(np.nanmax(strain))] \
+            if np.isfinite(strain).any() else None
+        result["maps"] = maps
+    return result
+
+
+def _demo_bcdi(bl, out, *, quick, neta, reduce):
+    import bluesky.plan_stubs as bps
+
+    from braggscope import storage
+    from braggscope.plans import bcdi_rocking, calibrate_eccentricity, dry_run
+
+    d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
+    distance = float(cfg["detector.distance_m"])
+    energy = float(cfg["energy.energy_kev"])
+    from braggscope.geometry import oversampling_detector
+
+    sigma = oversampling_detector(energy, distance, cfg["detector.pixel_m"], setup["size_m"])
+    _say(f"LMNO {setup['reflection']}: {setup['size_m'] * 1e9:.0f} nm particle, eta {setup['eta']:.3f} deg, "
+         f"detector oversampling {sigma:.2f} at {distance} m")
+    bl.RE(bps.mv(d["delta"], setup["delta"], d["nu"], 0.0, d["phi"], 0.0, d["eta"], setup["eta"]))
+    cx, cy = bl.sim.apparent_center(setup["eta"])  # where the particle was mounted, seen at this eta
+    cal_etas = list(np.linspace(setup["eta"] - 0.04, setup["eta"] + 0.04, 5))
+    _say("calibrating the eccentricity (5 coarse 9x9 maps)")
+    model = bl.RE(calibrate_eccentricity([bl.detector], d["pix"], (cx - 3, cx + 3, 9), d["piy"], (cy - 3, cy + 3, 9),
+                                         d["eta"], cal_etas, quadratic=False,
+                                         figure_path=out / "eccentricity_fit.png",
+                                         md={"sample": "lmno_bcdi"})).plan_result
+    x_um, y_um = model.extra["x_at_eta0"], model.extra["y_at_eta0"]
+    _say(f"particle at ({x_um:.2f}, {y_um:.2f}) um at eta0, drift x {model.x[0]:+.3f} y {model.y[0]:+.3f} um/deg")
+    n_fringes = 4.0 if quick else 10.0
+    if neta:
+        n_fringes = (neta - 1) * 0.5  # oversampling 2: two steps per fringe
+    plan = lambda: bcdi_rocking([bl.detector], d["eta"], setup["eta"], size_m=setup["size_m"],  # noqa: E731
+                                d_spacing=setup["d_spacing"], energy_kev=energy, distance_m=distance,
+                                pixel_m=cfg["detector.pixel_m"], oversampling=2.0, n_fringes=n_fringes,
+                                x_motor=d["pix"], y_motor=d["piy"], x_um=x_um, y_um=y_um, eccentricity=model,
+                                reflection=[int(c) for c in str(setup["reflection"])], sample="lmno_bcdi",
+                                cch=cfg["detector.cch"], detector_shape=cfg["detector.shape"],
+                                delta=setup["delta"], nu=0.0, phi=0.0)
+    summary = dry_run(plan())
+    _say(f"dry run: {summary}")
+    t0 = time.monotonic()
+    uid = bl.RE(plan()).run_start_uids[0]
+    t_scan = time.monotonic() - t0
+    result = {"uid": uid, "points": summary.points, "scan_s": round(t_scan, 1),
+              "calibration": model.to_dict(), "dry_run_estimate_s": round(summary.duration_s, 1)}
+    if reduce:
+        try:
+            from braggscope.analysis.bcdi_pipeline import reconstruct
+        except ImportError as exc:
+            _say(f"BCDI reconstruction not available ({exc}); data are in the catalog")
+            return result
+        frames, meta = storage.rocking_stack(storage.load_run(bl.client, uid))
+        _say("reconstructing (braggscope.analysis.bcdi_pipeline.reconstruct)")
+        t0 = time.monotonic()
+        rec = reconstruct((np.asarray(frames), meta), n_runs=2 if quick else 4,
+                          shape=(None, 64, 64) if quick else (None, 128, 128), out_dir=out / "bcdi")
+        result["reconstruct_s"] = round(time.monotonic() - t0, 1)
+        result["reconstruction"] = rec.summary() if hasattr(rec, "summary") else None
+    return result
+
+
+def _live_maps(RE):
+    """Subscribe the live SXDM maps (worker thread) if the live-analysis module is there."""
+    try:
+        from braggscope.analysis.live import LiveSXDM
+        from braggscope.analysis.live_dispatch import LiveMapDispatcher
+    except ImportError:
+        return None, None, None
+    live = LiveSXDM(batch_size=32, background=1.0)
+    dispatcher = LiveMapDispatcher(live)
+    return live, dispatcher, RE.subscribe(dispatcher)
+
+
+def _save_live(live, path):
+    try:
+        from braggscope.analysis.live_plot import LiveMapPlot
+
+        plot = LiveMapPlot(live)
+        plot.update(force=True)
+        plot.figure.savefig(path, dpi=90)
+    except Exception as exc:  # noqa: BLE001 - a missing live figure must not lose the run
+        print(f"[demo] live-map figure not written: {exc}", file=sys.stderr)

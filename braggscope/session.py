@@ -1,0 +1,153 @@
+"""``braggscope shell``: an operator's IPython session, everything wired.
+
+``make_session(cfg)`` builds the namespace without IPython (testable):
+configuration, devices (the caproto simulator is started if the configuration
+is simulated and none runs), a RunEngine with BestEffortCallback (plots off
+when headless), progress bars, the live SXDM maps when available, the catalog
+writer, and every plan.
+
+Ctrl-C during a plan (bluesky's RunEngine behaviour):
+
+* once: a *deferred* pause: the point in progress finishes, the plan stops at
+  the next checkpoint (every point of ``sxdm_map``/``bcdi_rocking`` is one),
+  and the prompt returns with the RunEngine paused;
+* twice quickly: an immediate pause (the point in progress is re-done on
+  resume);
+* then ``RE.resume()`` continues where it stopped, ``RE.stop()`` ends the run
+  as a success (exit status ``success``), ``RE.abort("reason")`` ends it as
+  ``abort``, ``RE.halt()`` ends it at once without cleanup moves (``abort``).
+
+Data: every point taken before the pause/abort/failure is kept: the frames
+are in the detector's HDF5 file and the run's documents, including a stop
+document with its exit status (``abort`` or ``fail``) and reason, are in the
+catalog; ``load_run(catalog, -1)`` etc. read them back (``sxdm_stack`` refuses
+an incomplete map and names how many points it has; read ``run["primary"]``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["add_parser", "make_session", "BANNER"]
+
+BANNER = """braggscope session: {beamline} ({mode})
+  devices : {devices}
+  plans   : sxdm_map, bcdi_rocking, calibrate_eccentricity, dry_run  (help(sxdm_map))
+  storage : catalog ({storage}); find_runs(catalog, plan_name="sxdm_map"), load_run(catalog, scan_id)
+  Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("shell", help="IPython session with devices, plans, RunEngine and catalog")
+    parser.add_argument("--inprocess", action="store_true",
+                        help="in-process simulated devices (no EPICS, no simulator process)")
+    parser.add_argument("--no-live", action="store_true", help="do not subscribe the live SXDM maps")
+    parser.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from braggscope.config import load_config
+
+    cfg = load_config(args.config)
+    ns = make_session(cfg, inprocess=args.inprocess, live=not args.no_live)
+    try:
+        from IPython import start_ipython
+        from traitlets.config import Config
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        import code
+
+        code.interact(banner=ns["__banner__"], local=ns)
+        return 0
+    c = Config()
+    c.TerminalInteractiveShell.banner2 = ns["__banner__"]
+    c.InteractiveShellApp.exec_lines = ["%matplotlib" + ("" if _has_display() else " agg")]
+    try:
+        start_ipython(argv=[], user_ns=ns, config=c)
+    finally:
+        ns["__cleanup__"]()
+    return 0
+
+
+def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: bool | None = None) -> dict:
+    """Everything an operator needs, as a namespace dict.
+
+    Parameters
+    ----------
+    cfg : braggscope.config.Config
+    inprocess : bool
+        In-process simulated devices instead of EPICS (``make_devices``).
+    live : bool
+        Subscribe the live SXDM maps (``braggscope.analysis.live``) if present.
+    headless : bool, optional
+        Disable BestEffortCallback plots; default: no display available.
+
+    Returns
+    -------
+    dict
+        ``cfg``, ``RE``, ``bec``, ``catalog``, ``devices`` and each device by
+        name (``pix``, ``eta``, ``detector`` ...), the plans and ``bps``/``bp``,
+        the storage readers, ``eccentricity`` (the configured model),
+        ``live`` (or None), ``__banner__`` and ``__cleanup__`` (stops what the
+        session started).
+    """
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    from bluesky import RunEngine
+    from bluesky.callbacks.best_effort import BestEffortCallback
+    from bluesky.utils import ProgressBarManager
+
+    from braggscope import plans, storage
+    from braggscope.demo import Beamline, connect_simulator
+    from braggscope.eccentricity import EccentricityModel
+
+    headless = (not _has_display()) if headless is None else headless
+    owner = Beamline(cfg, inprocess=inprocess)
+    if inprocess:
+        from braggscope.plans.sim_detector import make_inprocess_devices
+        from braggscope.simulators.beamline import SimulatedBeamline
+
+        devices = make_inprocess_devices(SimulatedBeamline.from_config(cfg), cfg.expand_path("detector.read_path"),
+                                         limits=cfg["limits"])
+        devices["detector"] = devices["mpx1x4"]
+    elif cfg.get("beamline.simulated", False):
+        devices = connect_simulator(cfg, owner)
+    else:
+        from braggscope.devices.factory import make_devices
+
+        devices = make_devices(cfg, connect_timeout=30.0)
+
+    RE = RunEngine(call_returns_result=True)
+    RE.waiting_hook = ProgressBarManager()
+    bec = BestEffortCallback()
+    if headless:
+        bec.disable_plots()
+    RE.subscribe(bec)
+    catalog = storage.open_catalog(cfg)
+    storage.subscribe_writer(RE, catalog)
+    live_cb = None
+    if live and not inprocess:
+        from braggscope.demo import _live_maps
+
+        live_cb, _, _ = _live_maps(RE)
+
+    ns = {"cfg": cfg, "RE": RE, "bec": bec, "catalog": catalog, "devices": devices, "bps": bps, "bp": bp,
+          "live": live_cb, "eccentricity": EccentricityModel.from_dict(cfg.get("eccentricity"))}
+    ns.update(devices)
+    for name in plans.__all__:
+        ns[name] = getattr(plans, name)
+    for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
+        ns[name] = getattr(storage, name)
+    mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")
+    uri = cfg.get("storage.tiled_uri") or f"embedded, {storage.catalog_paths(cfg)['root']}"
+    ns["__banner__"] = BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
+                                     devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
+    ns["__cleanup__"] = lambda: owner.__exit__(None, None, None)
+    return ns
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True

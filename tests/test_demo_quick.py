@@ -1,0 +1,78 @@
+"""``braggscope demo`` (quick, in-process) and the operator session namespace."""
+
+import json
+
+import numpy as np
+import pytest
+
+from braggscope.config import load_config
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    cfg = load_config()
+    cfg.set("storage.data_dir", str(tmp_path / "data"))
+    cfg.set("detector.write_path", str(tmp_path / "data" / "detector"))
+    cfg.set("detector.read_path", str(tmp_path / "data" / "detector"))
+    cfg.set("detector.shape", [128, 128])
+    cfg.set("detector.cch", [64.0, 64.0])
+    return cfg
+
+
+@pytest.mark.slow
+def test_demo_sxdm_quick_inprocess(cfg, tmp_path):
+    from braggscope import storage
+    from braggscope.demo import run_demo
+
+    out = tmp_path / "demo"
+    summary = run_demo(cfg, "sxdm", quick=True, inprocess=True, out=out, nx=8, ny=6, neta=5)
+    assert summary["points"] == 8 * 6 * 5
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["uid"] == summary["uid"] and (out / "eccentricity_fit.png").exists()
+    client = storage.open_catalog(cfg)
+    frames, meta = storage.sxdm_stack(storage.load_run(client, summary["uid"]))
+    assert frames.shape == (5, 6, 8, 128, 128) and meta["sample"] == "nmc622"
+    if "maps" in summary:  # the SXDM reduction is present: its figures were written
+        assert summary["figures"] and all((out / p).exists() or p for p in summary["figures"])
+        assert np.isfinite(np.asarray(summary["maps"]["intensity"])).any()
+
+
+def test_demo_rejects_bad_arguments(cfg, tmp_path):
+    from braggscope.demo import run_demo
+
+    with pytest.raises(ValueError, match="kind must be"):
+        run_demo(cfg, "xrf", out=tmp_path)
+    with pytest.raises(ValueError, match="nx must be >= 2"):
+        run_demo(cfg, "sxdm", nx=1, out=tmp_path)
+
+
+def test_session_namespace_inprocess(cfg):
+    from braggscope.session import make_session
+
+    ns = make_session(cfg, inprocess=True, headless=True)
+    try:
+        for name in ("RE", "bec", "catalog", "pix", "piy", "eta", "detector", "sxdm_map", "bcdi_rocking",
+                     "calibrate_eccentricity", "dry_run", "load_run", "sxdm_stack", "eccentricity"):
+            assert name in ns, name
+        assert "Ctrl-C" in ns["__banner__"]
+        RE = ns["RE"]
+        uid = RE(ns["sxdm_map"]([ns["detector"]], ns["pix"], (49, 51, 3), ns["piy"], (49, 51, 2), ns["eta"],
+                                [9.0, 9.05], sample="session-test")).run_start_uids[0]
+        run = ns["load_run"](ns["catalog"], uid)
+        frames, _ = ns["sxdm_stack"](run)
+        assert frames.shape[:3] == (2, 2, 3)
+        with pytest.raises(ValueError, match="outside its limits"):
+            RE(ns["sxdm_map"]([ns["detector"]], ns["pix"], (99, 101, 3), ns["piy"], (49, 51, 2), ns["eta"], [9.0]))
+        assert ns["pix"].position == pytest.approx(49.0)  # the snake ends row 1 at x = 49; no motion since
+    finally:
+        ns["__cleanup__"]()
+
+
+def test_cli_has_shell_and_demo():
+    from braggscope.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["demo", "sxdm", "--quick", "--inprocess"])
+    assert args.kind == "sxdm" and args.quick and args.inprocess
+    args = parser.parse_args(["shell", "--inprocess"])
+    assert args.inprocess
