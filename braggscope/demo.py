@@ -29,9 +29,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--inprocess", action="store_true",
                         help="in-process devices instead of the caproto simulator (no EPICS)")
     parser.add_argument("--out", help="output directory (default: <storage.data_dir>/demo-<kind>-<time>)")
-    parser.add_argument("--nx", type=int, help="map points along x (default 40, quick 12)")
-    parser.add_argument("--ny", type=int, help="map points along y (default 40, quick 10)")
-    parser.add_argument("--neta", type=int, help="rocking angles (default 20, quick 6)")
+    parser.add_argument("--nx", type=int, help="map points along x (default 20, quick 12)")
+    parser.add_argument("--ny", type=int, help="map points along y (default 15, quick 10)")
+    parser.add_argument("--neta", type=int, help="rocking angles (default 8, quick 6)")
     parser.add_argument("--no-reduce", action="store_true", help="skip the reduction / reconstruction")
     parser.set_defaults(func=_cmd)
 
@@ -173,8 +173,8 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     from braggscope.plans import calibrate_eccentricity, dry_run, sxdm_map
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
-    nx, ny = nx or (12 if quick else 40), ny or (10 if quick else 40)
-    neta = neta or (6 if quick else 20)
+    nx, ny = nx or (12 if quick else 20), ny or (10 if quick else 15)
+    neta = neta or (6 if quick else 8)
     cx, cy = setup["center_um"]
     half = float(setup["extent_um"])
     etas = list(np.linspace(setup["eta_start"], setup["eta_stop"], neta))

@@ -170,9 +170,16 @@ def find_runs(client, **md) -> list:
 
 
 def load_run(client, scan_id_or_uid):
-    """One run by ``scan_id`` (int: the newest run with that id) or uid (str, or its prefix)."""
+    """One run by ``scan_id`` (int: the newest run with that id; -1 the latest run, -2 the one
+    before ...) or uid (str, or a unique prefix)."""
     from tiled.queries import Key
 
+    if isinstance(scan_id_or_uid, (int, np.integer)) and not isinstance(scan_id_or_uid, bool) \
+            and scan_id_or_uid < 0:
+        runs = find_runs(client)
+        if len(runs) < -scan_id_or_uid:
+            raise KeyError(f"only {len(runs)} runs in the catalog, asked for {scan_id_or_uid}")
+        return runs[-int(scan_id_or_uid) - 1]
     if isinstance(scan_id_or_uid, (int, np.integer)) and not isinstance(scan_id_or_uid, bool):
         found = client.search(Key("start.scan_id") == int(scan_id_or_uid))
         runs = sorted(found.values(), key=lambda r: r.metadata["start"].get("time", 0.0))
@@ -280,6 +287,37 @@ def raster_order(n_eta: int, ny: int, nx: int, snake: bool) -> np.ndarray:
     return idx
 
 
+def _direct_hdf5(array_client):
+    """Frames straight from the detector's HDF5 file when it is on this computer, else None.
+
+    Tiled serves an AD_HDF5 dataset as one chunk, so reading frame by frame
+    through it re-reads the file; the catalog still says which file, which
+    dataset and how many frames, and h5py reads only what is sliced.
+    """
+    import dask.array as da
+    import h5py
+    from urllib.parse import unquote, urlparse
+
+    try:
+        sources = array_client.include_data_sources().data_sources()
+    except Exception:  # noqa: BLE001 - remote or older servers: use the HTTP path
+        return None
+    if len(sources) != 1 or len(sources[0].assets) != 1 or sources[0].mimetype != "application/x-hdf5":
+        return None
+    uri = urlparse(sources[0].assets[0].data_uri)
+    path = Path(unquote(uri.path))
+    if uri.scheme != "file" or uri.netloc not in ("", "localhost") or not path.is_file():
+        return None
+    dataset = sources[0].parameters.get("dataset") or "/entry/data/data"
+    n = int(array_client.shape[0])
+    f = h5py.File(path, "r", swmr=True)
+    data = f[dataset]
+    if data.ndim != 3 or data.shape[0] < n:
+        f.close()
+        return None
+    return da.from_array(data, chunks=(1,) + data.shape[1:], asarray=True, fancy=False)[:n]
+
+
 def _exit_status(run) -> str | None:
     stop = run.metadata.get("stop") or {}
     return stop.get("exit_status")
@@ -302,6 +340,9 @@ class _SlicedArray:
 def _lazy_frames(array_client):
     import dask.array as da
 
+    direct = _direct_hdf5(array_client)
+    if direct is not None:
+        return direct
     wrapped = _SlicedArray(array_client)
     chunks = (1,) + wrapped.shape[1:]
     frames = da.from_array(wrapped, chunks=chunks, asarray=False, fancy=False)

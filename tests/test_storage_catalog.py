@@ -105,6 +105,7 @@ def test_sxdm_round_trip_and_schemas(setup):
     scan_id = run.metadata["start"]["scan_id"]
     assert storage.load_run(client, scan_id).metadata["start"]["uid"] == uid
     assert storage.load_run(client, uid[:8]).metadata["start"]["uid"] == uid
+    assert storage.load_run(client, -1).metadata["start"]["uid"] == uid  # the latest run
 
 
 def test_rocking_round_trip(setup):
