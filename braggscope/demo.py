@@ -278,7 +278,7 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
                                          md={"sample": "lmno_bcdi"})).plan_result
     x_um, y_um = model.extra["x_at_eta0"], model.extra["y_at_eta0"]
     _say(f"particle at ({x_um:.2f}, {y_um:.2f}) um at eta0, drift x {model.x[0]:+.3f} y {model.y[0]:+.3f} um/deg")
-    n_fringes = 4.0 if quick else 10.0
+    n_fringes = 8.0 if quick else 30.0  # oversampling 2: two steps per fringe (61 frames by default)
     if neta:
         n_fringes = (neta - 1) * 0.5  # oversampling 2: two steps per fringe
     plan = lambda: bcdi_rocking([bl.detector], d["eta"], setup["eta"], size_m=setup["size_m"],  # noqa: E731

@@ -127,7 +127,7 @@ def calibrate_eccentricity(
     return model
 
 
-def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=10.0) -> tuple[float, float]:
+def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=5.0) -> tuple[float, float]:
     """Centre of mass (um) of one map's background-subtracted intensity.
 
     The background is the map's median (the crystal covers a minority of a
