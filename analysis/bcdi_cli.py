@@ -58,8 +58,15 @@ def _source(args):
     from braggscope.storage import load_run, open_catalog, rocking_stack
 
     client = open_catalog(load_config(getattr(args, "config", None)))
-    key = int(args.source) if args.source.isdigit() else args.source
-    frames, meta = rocking_stack(load_run(client, key))
+    run = None
+    if args.source.isdigit():  # a scan id, unless no run has it (a uid prefix can be all digits)
+        try:
+            run = load_run(client, int(args.source))
+        except KeyError:
+            run = None
+    if run is None:
+        run = load_run(client, args.source)
+    frames, meta = rocking_stack(run)
     return frames.compute() if hasattr(frames, "compute") else frames, meta
 
 

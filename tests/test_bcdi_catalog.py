@@ -68,14 +68,16 @@ def test_rocking_stack_pair_is_accepted(catalog_run):
 
 
 @pytest.mark.slow
-def test_cli_with_a_run_id(catalog_run, tmp_path):
+@pytest.mark.parametrize("key", ["uid-prefix", "scan-id"])
+def test_cli_with_a_run_id(catalog_run, tmp_path, capsys, key):
     from braggscope.cli import main
 
-    _, uid, _, _, cfg_path = catalog_run
+    client, uid, _, _, cfg_path = catalog_run
+    source = uid[:8] if key == "uid-prefix" else str(storage.load_run(client, uid).metadata["start"]["scan_id"])
     out = tmp_path / "recon"
-    rc = main(["--config", str(cfg_path), "reduce", "bcdi", uid[:8], "--out", str(out), "--runs", "1",
+    rc = main(["--config", str(cfg_path), "reduce", "bcdi", source, "--out", str(out), "--runs", "1",
                "--recipe", "HIO:100,RAAR:150,ER:50", "--shape", "none,64,64", "--no-figures", "--quiet"])
-    assert rc == 0
+    assert rc == 0, capsys.readouterr().err
     s = json.loads((out / "bcdi_summary.json").read_text())
     assert s["d_spacing_A"] == pytest.approx(PAPER["d_spacing"], rel=1e-6)
     assert (out / "bcdi.vti").stat().st_size > 0
