@@ -52,21 +52,25 @@ def _cmd(args) -> int:
 
     cfg = load_config(args.config)
     ns = make_session(cfg, inprocess=args.inprocess, live=not args.no_live)
+    cleanup, banner = ns["__cleanup__"], ns["__banner__"]
     try:
         from IPython import start_ipython
         from traitlets.config import Config
     except ImportError:  # pragma: no cover - IPython is a dependency
         import code
 
-        code.interact(banner=ns["__banner__"], local=ns)
+        try:
+            code.interact(banner=banner, local=ns)
+        finally:
+            cleanup()
         return 0
     c = Config()
-    c.TerminalInteractiveShell.banner2 = ns["__banner__"]
+    c.TerminalInteractiveShell.banner2 = banner
     c.InteractiveShellApp.exec_lines = ["%matplotlib" + ("" if _has_display() else " agg")]
     try:
         start_ipython(argv=[], user_ns=ns, config=c)
     finally:
-        ns["__cleanup__"]()
+        cleanup()
     return 0
 
 
