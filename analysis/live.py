@@ -258,6 +258,7 @@ class LiveSXDM(CallbackBase):
 
     def stop(self, doc):
         self.flush()
+        self.resolver.clear()  # close the detector files
         with self._lock:
             self.finished = True
             self.version += 1

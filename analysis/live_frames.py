@@ -30,7 +30,7 @@ class FrameNotReady(TimeoutError):
 
 
 def read_hdf5_rows(path, dataset, start, stop, *, timeout_s=10.0, first_wait_s=0.005,
-                   max_wait_s=0.5):
+                   max_wait_s=0.5, cache=None):
     """Read rows ``[start, stop)`` of an HDF5 dataset, retrying while the writer catches up.
 
     Parameters
@@ -45,35 +45,67 @@ def read_hdf5_rows(path, dataset, start, stop, *, timeout_s=10.0, first_wait_s=0
         Give up (``FrameNotReady``) after this many seconds.
     first_wait_s, max_wait_s : float
         Backoff: the wait doubles from ``first_wait_s`` up to ``max_wait_s``.
+    cache : dict, optional
+        ``{path: h5py.File}`` of open files to reuse between calls (SWMR files
+        are refreshed, others reopened when too short); the caller closes them.
+        Default: open and close the file here.
 
     Returns
     -------
     ndarray, shape (stop - start, rows, cols)
     """
-    import h5py
-    import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 filters)
-
     if not 0 <= int(start) < int(stop):
         raise ValueError(f"need 0 <= start < stop, got start={start!r}, stop={stop!r}")
+    own_cache = cache is None
+    cache = {} if own_cache else cache
     deadline = time.monotonic() + float(timeout_s)
     wait = float(first_wait_s)
     last_error = "file not found"
-    while True:
-        try:
-            if os.path.exists(path):
-                with h5py.File(path, "r", locking=False) as f:
+    try:
+        while True:
+            try:
+                f = cache.get(path)
+                if f is None and os.path.exists(path):
+                    f = cache[path] = _open_h5(path)
+                if f is not None:
                     dset = f[dataset]
+                    if f.swmr_mode:
+                        dset.refresh()
                     if dset.shape[0] >= stop:
                         return np.asarray(dset[int(start):int(stop)])
                     last_error = f"{dataset} has {dset.shape[0]} frames, need {stop}"
-        except (OSError, KeyError) as exc:  # file locked / half written / not yet created
-            last_error = f"{type(exc).__name__}: {exc}"
-        now = time.monotonic()
-        if now >= deadline:
-            raise FrameNotReady(f"frames {start}:{stop} of {path}:{dataset} not ready "
-                                f"after {timeout_s} s ({last_error})")
-        time.sleep(min(wait, max(deadline - now, 0.0)))
-        wait = min(2.0 * wait, float(max_wait_s))
+                    _close(cache, path)  # reopen: the file may have been replaced
+            except (OSError, KeyError) as exc:  # locked / half written / not yet created
+                last_error = f"{type(exc).__name__}: {exc}"
+                _close(cache, path)
+            now = time.monotonic()
+            if now >= deadline:
+                raise FrameNotReady(f"frames {start}:{stop} of {path}:{dataset} not ready "
+                                    f"after {timeout_s} s ({last_error})")
+            time.sleep(min(wait, max(deadline - now, 0.0)))
+            wait = min(2.0 * wait, float(max_wait_s))
+    finally:
+        if own_cache:
+            _close(cache, path)
+
+
+def _open_h5(path):
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 filters)
+
+    try:  # SWMR read when the writer allows it (consistent while the file grows)
+        return h5py.File(path, "r", swmr=True, locking=False)
+    except OSError:
+        return h5py.File(path, "r", locking=False)
+
+
+def _close(cache, path):
+    f = cache.pop(path, None)
+    if f is not None:
+        try:
+            f.close()
+        except Exception:  # already closed / invalid handle
+            pass
 
 
 class FrameResolver:
@@ -93,6 +125,7 @@ class FrameResolver:
         self._resources = {}
         self._datums = {}
         self._stream_resources = {}
+        self._files = {}
 
     # -- documents ---------------------------------------------------------
     def resource(self, doc):
@@ -111,6 +144,9 @@ class FrameResolver:
         self._stream_resources[doc["uid"]] = doc
 
     def clear(self):
+        """Forget the documents and close the files kept open."""
+        for path in list(self._files):
+            _close(self._files, path)
         self._resources.clear()
         self._datums.clear()
         self._stream_resources.clear()
@@ -133,7 +169,7 @@ class FrameResolver:
         point = int(datum["datum_kwargs"]["point_number"])
         path = self._path(res.get("root", ""), res["resource_path"])
         rows = read_hdf5_rows(path, "/entry/data/data", point * fpp, (point + 1) * fpp,
-                              timeout_s=self.timeout_s)
+                              timeout_s=self.timeout_s, cache=self._files)
         return rows[0] if fpp == 1 else rows.sum(axis=0)
 
     def stream_frames(self, doc):
@@ -148,7 +184,8 @@ class FrameResolver:
         s0, s1 = int(doc["seq_nums"]["start"]), int(doc["seq_nums"]["stop"])
         if i1 - i0 != s1 - s0:
             raise ValueError(f"stream_datum {doc['uid']}: indices and seq_nums differ in length")
-        frames = read_hdf5_rows(path, dataset, i0, i1, timeout_s=self.timeout_s)
+        frames = read_hdf5_rows(path, dataset, i0, i1, timeout_s=self.timeout_s,
+                                cache=self._files)
         return np.arange(s0, s1), frames
 
     def _path(self, root, rel):
