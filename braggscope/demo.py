@@ -29,8 +29,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--inprocess", action="store_true",
                         help="in-process devices instead of the caproto simulator (no EPICS)")
     parser.add_argument("--out", help="output directory (default: <storage.data_dir>/demo-<kind>-<time>)")
-    parser.add_argument("--nx", type=int, help="map points along x (default 20, quick 12)")
-    parser.add_argument("--ny", type=int, help="map points along y (default 15, quick 10)")
+    parser.add_argument("--nx", type=int, help="map points along x (default 18, quick 12)")
+    parser.add_argument("--ny", type=int, help="map points along y (default 14, quick 10)")
     parser.add_argument("--neta", type=int, help="rocking angles (default 8, quick 6)")
     parser.add_argument("--no-reduce", action="store_true", help="skip the reduction / reconstruction")
     parser.set_defaults(func=_cmd)
@@ -173,7 +173,7 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     from braggscope.plans import calibrate_eccentricity, dry_run, sxdm_map
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
-    nx, ny = nx or (12 if quick else 20), ny or (10 if quick else 15)
+    nx, ny = nx or (12 if quick else 18), ny or (10 if quick else 14)
     neta = neta or (6 if quick else 8)
     cx, cy = setup["center_um"]
     half = float(setup["extent_um"])
@@ -238,8 +238,14 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
         geometry = Geometry(meta["energy_kev"], meta["distance_m"], meta["pixel_m"], tuple(meta["cch"]))
         _say("reducing the map (braggscope.analysis.sxdm.reduce_stack)")
         t0 = time.monotonic()
+        # read only a 128 x 128 window around the reflection (it stays within ~15 pixels of the
+        # direct-beam pixel here): 1/16 of the detector, the background of the rest is noise only
+        rows, cols = meta["detector_shape"]
+        r0, c0 = (int(np.clip(round(c) - 64, 0, max(n - 128, 0))) for c, n in zip(meta["cch"], (rows, cols)))
+        window = (r0, min(r0 + 128, rows), c0, min(c0 + 128, cols))
         maps = reduce_stack(frames, meta["eta"], geometry, meta["delta"], meta["nu"], meta["phi"],
-                            x=meta["x"], y=meta["y"], progress=True)
+                            x=meta["x"], y=meta["y"], detector_roi=window, progress=True)
+        result["detector_roi"] = list(window)
         result["reduce_s"] = round(time.monotonic() - t0, 1)
         result["figures"] = [str(p) for p in save_figures(maps, out)]
         try:
