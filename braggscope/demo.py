@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", help="output directory (default: <storage.data_dir>/demo-<kind>-<time>)")
     parser.add_argument("--nx", type=int, help="map points along x (default 18, quick 12)")
     parser.add_argument("--ny", type=int, help="map points along y (default 14, quick 10)")
-    parser.add_argument("--neta", type=int, help="rocking angles (default 8, quick 6)")
+    parser.add_argument("--neta", type=int, help="rocking angles (default 12, quick 6)")
     parser.add_argument("--no-reduce", action="store_true", help="skip the reduction / reconstruction")
     parser.set_defaults(func=_cmd)
 
@@ -174,7 +174,7 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
     nx, ny = nx or (12 if quick else 18), ny or (10 if quick else 14)
-    neta = neta or (6 if quick else 8)
+    neta = neta or (6 if quick else 12)
     cx, cy = setup["center_um"]
     half = float(setup["extent_um"])
     etas = list(np.linspace(setup["eta_start"], setup["eta_stop"], neta))
