@@ -93,10 +93,17 @@ def _open_h5(path):
     import h5py
     import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 filters)
 
-    try:  # SWMR read when the writer allows it (consistent while the file grows)
-        return h5py.File(path, "r", swmr=True, locking=False)
-    except OSError:
-        return h5py.File(path, "r", locking=False)
+    # SWMR read when the writer allows it (consistent while the file grows); the
+    # default locking first, because HDF5 refuses to reopen a file this process
+    # already has open (e.g. an in-process writer) with other locking flags;
+    # locking=False last, for files on file systems without locks.
+    error = None
+    for kwargs in ({"swmr": True}, {}, {"locking": False}):
+        try:
+            return h5py.File(path, "r", **kwargs)
+        except OSError as exc:
+            error = exc
+    raise error
 
 
 def _close(cache, path):
