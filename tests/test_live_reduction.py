@@ -253,3 +253,29 @@ def test_bad_start_documents_raise_clear_errors(scan):
     bad = dict(docs[1][1], data_keys={"other": {}})
     with pytest.raises(ValueError, match="mpx1x4_image"):
         cb("descriptor", bad)
+
+
+def test_live_order_agrees_with_storage_and_offline_reduction(scan):
+    """Same raster order as braggscope.storage, same maps as the offline reduction."""
+    from braggscope.analysis.sxdm import reduce_stack
+    from braggscope.geometry import Geometry
+    from braggscope.storage import raster_order as storage_order
+
+    idx = storage_order(2, NY, NX, True)  # event index of every (eta, y, x)
+    for k in range(2 * NY * NX):
+        assert idx[point_index(k + 1, (2, NY, NX), True)] == k
+    etas, delta, frames = scan
+    cb = LiveSXDM()
+    feed(cb, inline_documents(etas, delta, frames, snake=True))
+    live = cb.maps()
+    offline = reduce_stack(frames, etas, Geometry(ENERGY, DISTANCE, PIXEL, CCH), delta,
+                           background="none", median=1, progress=False)
+    for name in ("intensity", "mask", "qx", "qy", "qz", "d_spacing", "strain",
+                 "tilt_altitude", "tilt_azimuth"):
+        assert name in offline
+    np.testing.assert_array_equal(live.mask.values, np.asarray(offline["mask"]))
+    m = live.mask.values
+    np.testing.assert_allclose(live.d_spacing.values[m], np.asarray(offline["d_spacing"])[m],
+                               rtol=2e-6)
+    np.testing.assert_allclose(live.tilt_altitude.values[m],
+                               np.asarray(offline["tilt_altitude"])[m], atol=2e-4)
