@@ -8,10 +8,12 @@ from ._common import motor_limits
 
 __all__ = ["dry_run", "DryRunSummary"]
 
-#: Per-point overhead (s) of a step scan when none is given: bookkeeping, a
-#: put-with-completion per moving axis and the detector read-out, as measured
-#: over Channel Access to the simulators (benchmarks/bench_scan_overhead.py).
-DEFAULT_OVERHEAD_S = 0.03
+#: Per-point overhead (s) of a step scan on top of exposure and motion when none
+#: is given: bookkeeping, put-with-completion round trips and the areaDetector
+#: read-out/file write. Measured over Channel Access to the simulators: 21-27 ms
+#: per point in total with 10 ms exposures on 2 shared cores
+#: (benchmarks/bench_scan_overhead.py; docs/readme/scans-and-session.md).
+DEFAULT_OVERHEAD_S = 0.015
 
 
 @dataclass
