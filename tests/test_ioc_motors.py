@@ -27,10 +27,14 @@ def pix(sim_devices):
     motor.move(50.0, timeout=10)
 
 
-def _ca(*args, timeout=20):
-    """Run a caproto CLI client with this process's CA environment."""
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ))
+def _ca(command, *args, timeout=60):
+    """Run a caproto CLI client with this process's CA environment.
+
+    ``--no-repeater``: the CLI would otherwise spawn a CA repeater bound to
+    0.0.0.0 that outlives the test.
+    """
+    return subprocess.run([command, "--no-repeater", *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ))
 
 
 def test_motor_metadata(sim_devices, sim_config):

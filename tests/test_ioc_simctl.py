@@ -44,7 +44,7 @@ def test_cli_round_trip_leaves_no_process(cli_config, tmp_path):
         assert status.returncode == 0 and f"pid {pid}" in status.stdout
         # it serves CA on loopback: a foreign client reads a motor
         env = dict(os.environ, **client_env(port))
-        got = subprocess.run(["caproto-get", "-n", "CLI:eta.RBV"], capture_output=True,
+        got = subprocess.run(["caproto-get", "--no-repeater", "-n", "CLI:eta.RBV"], capture_output=True,
                              text=True, timeout=20, env=env)
         assert got.returncode == 0 and "CLI:eta.RBV" in got.stdout, got.stderr
     finally:
