@@ -194,6 +194,25 @@ def _check_frames(dset, path, key, ny, nx, frame_shape):
         raise ValueError(f"{path}: {key} frames are {tuple(dset.shape[1:])}, other angles {tuple(frame_shape)}")
 
 
+class _Angles:
+    """The per-angle frame datasets of one map, checked for a common raster as they come."""
+
+    def __init__(self):
+        self.stacks, self.orders = [], []
+        self.grid = self.frame_shape = None
+
+    def add(self, img, path, img_key, label, plural, ny, nx, xa, ya, order):
+        if self.grid is not None and (ny, nx) != self.grid[:2]:
+            raise ValueError(f"{path}: {label} is {ny} x {nx}, other {plural} {self.grid[0]} x {self.grid[1]}")
+        self.grid = (ny, nx, xa, ya)
+        _check_frames(img, path, img_key, ny, nx, self.frame_shape)
+        if self.orders and not np.array_equal(order, self.orders[0]):
+            raise ValueError(f"{path}: {img_key} raster order differs from the other angles")
+        self.orders.append(order)
+        self.frame_shape = img.shape[1:]
+        self.stacks.append(img)
+
+
 class H5Stack:
     """A lazy ``(n_eta, ny, nx, rows, cols)`` view of one HDF5 frame dataset per angle.
 
@@ -326,8 +345,8 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
                        key=lambda k: float(k.split(".")[0]) if k.split(".")[0].isdigit() else 0)
     if not scans:
         raise ValueError(f"{path}: no scan with instrument/{detector}/image")
-    stacks, etas, deltas, nus, phis, orders = [], [], [], [], [], []
-    frame_shape = grid = None
+    angles = _Angles()
+    etas, deltas, nus, phis = [], [], [], []
     for scan in scans:
         if scan not in f:
             raise ValueError(f"{path}: no scan {scan}")
@@ -361,15 +380,7 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
             if (d0, d1) != (nx, ny):
                 raise ValueError(f"{path}: scan {scan} technique/dim0,dim1 = {d0}, {d1} but the positions "
                                  f"form {nx} x {ny}")
-        if grid is not None and (ny, nx) != grid[:2]:
-            raise ValueError(f"{path}: scan {scan} is {ny} x {nx}, other scans {grid[0]} x {grid[1]}")
-        grid = (ny, nx, xa, ya)
-        _check_frames(img, path, img_key, ny, nx, frame_shape)
-        if orders and not np.array_equal(order, orders[0]):
-            raise ValueError(f"{path}: {img_key} raster order differs from the other angles")
-        orders.append(order)
-        frame_shape = img.shape[1:]
-        stacks.append(img)
+        angles.add(img, path, img_key, f"scan {scan}", "scans", ny, nx, xa, ya, order)
     det = f"{scans[0]}/instrument/{detector}"
     pr = _scalar(f, path, f"{det}/y_pixel_size", None) if f"{det}/y_pixel_size" in f else None
     pc = _scalar(f, path, f"{det}/x_pixel_size")
@@ -380,9 +391,9 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
         "pixel_m": (pr if pr is not None else pc, pc),
         "cch": (_scalar(f, path, f"{det}/beam_center_y"), _scalar(f, path, f"{det}/beam_center_x")),
         "pixel_mask": (np.asarray(f[f"{det}/pixel_mask"][()]).astype(bool) if f"{det}/pixel_mask" in f else None),
-        "x": grid[2], "y": grid[3], "detector_shape": list(frame_shape),
+        "x": angles.grid[2], "y": angles.grid[3], "detector_shape": list(angles.frame_shape),
     }
-    return _finish(f, stacks, orders[0], etas, deltas, nus, phis, meta, path)
+    return _finish(f, angles.stacks, angles.orders[0], etas, deltas, nus, phis, meta, path)
 
 
 def _first(f, keys):
@@ -472,8 +483,8 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
                 entries.append(k)
     if not entries:
         raise ValueError(f"{path}: no entry with measurement/image/data")
-    stacks, etas, deltas, nus, phis, orders = [], [], [], [], [], []
-    frame_shape = grid = None
+    angles = _Angles()
+    etas, deltas, nus, phis = [], [], [], []
     for e in entries:
         img_key = f"{e}/measurement/image/data"
         img = _dataset(f, path, img_key)
@@ -484,15 +495,7 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
             raise ValueError(f"{path}: entry {e} has {img.shape[0]} frames but {xv.size} {fast} and "
                              f"{yv.size} {slow} positions")
         ny, nx, xa, ya, order, snake = _grid_from_positions(xv, yv, path, f"entry {e}", dims)
-        if grid is not None and (ny, nx) != grid[:2]:
-            raise ValueError(f"{path}: entry {e} is {ny} x {nx}, other entries {grid[0]} x {grid[1]}")
-        grid = (ny, nx, xa, ya)
-        _check_frames(img, path, img_key, ny, nx, frame_shape)
-        if orders and not np.array_equal(order, orders[0]):
-            raise ValueError(f"{path}: {img_key} raster order differs from the other angles")
-        orders.append(order)
-        frame_shape = img.shape[1:]
-        stacks.append(img)
+        angles.add(img, path, img_key, f"entry {e}", "entries", ny, nx, xa, ya, order)
         pos = f"{e}/instrument/positioners"
         etas.append(_scalar(f, path, f"{pos}/eta"))
         deltas.append(_scalar(f, path, f"{pos}/del"))
@@ -511,6 +514,6 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
         "energy_kev": _scalar(f, path, f"{det}/beam_energy") / 1000.0,
         "distance_m": float(distance), "pixel_m": float(pixel_m),
         "cch": (_scalar(f, path, f"{det}/center_chan_dim0"), _scalar(f, path, f"{det}/center_chan_dim1")),
-        "x": grid[2], "y": grid[3], "detector_shape": list(frame_shape),
+        "x": angles.grid[2], "y": angles.grid[3], "detector_shape": list(angles.frame_shape),
     }
-    return _finish(f, stacks, orders[0], etas, deltas, nus, phis, meta, path)
+    return _finish(f, angles.stacks, angles.orders[0], etas, deltas, nus, phis, meta, path)

@@ -27,15 +27,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="beamline TOML file (default: $BRAGGSCOPE_CONFIG or the simulator)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    add_command_groups(sub, COMMAND_MODULES)
+    return parser
+
+
+def add_command_groups(subparsers, module_names) -> None:
+    """Let each module that is installed add its sub-parser.
+
+    A module that is absent is skipped; an import error *inside* a present
+    module is raised, so a broken command is never silently hidden.
+    """
+    for name in module_names:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise
             continue
-        module.add_parser(sub)
-    return parser
+        module.add_parser(subparsers)
 
 
 def main(argv=None) -> int:
