@@ -116,6 +116,11 @@ class LiveSXDM(CallbackBase):
         Number of per-eta weight matrices kept (each ``24 * rows * cols`` bytes).
     progress : bool
         Show a tqdm progress bar of the frames reduced.
+    detector_roi : (row0, row1, col0, col1), optional
+        Reduce only this detector window (half-open, full-frame pixel
+        coordinates), as ``reduce_stack(detector_roi=...)``: around a weak
+        reflection the Poisson noise of the background elsewhere on the
+        detector otherwise dominates the centre of mass.
 
     Examples
     --------
@@ -127,8 +132,16 @@ class LiveSXDM(CallbackBase):
 
     def __init__(self, *, detector_field="mpx1x4_image", stream_name="primary",
                  threshold=0.2, background=0.0, clip_background=False, batch_size=1,
-                 snake_scope=None, frame_timeout_s=10.0, weight_cache=2, progress=False):
+                 snake_scope=None, frame_timeout_s=10.0, weight_cache=2, progress=False,
+                 detector_roi=None):
         super().__init__()
+        if detector_roi is not None:
+            detector_roi = tuple(int(v) for v in detector_roi)
+            if len(detector_roi) != 4 or not (0 <= detector_roi[0] < detector_roi[1]
+                                              and 0 <= detector_roi[2] < detector_roi[3]):
+                raise ValueError(f"detector_roi must be (row0, row1, col0, col1) with 0 <= row0 < row1 "
+                                 f"and 0 <= col0 < col1, got {detector_roi!r}")
+        self.detector_roi = detector_roi
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
         if not float(background) >= 0.0:
@@ -182,8 +195,12 @@ class LiveSXDM(CallbackBase):
         mid = n_eta // 2
         q0 = geometry.q_pixels((rows - 1) / 2.0, (cols - 1) / 2.0, eta[mid], delta[mid],
                                nu[mid], phi[mid])
+        r0, r1, c0, c1 = self.detector_roi or (0, rows, 0, cols)
+        if r1 > rows or c1 > cols:
+            raise ValueError(f"detector_roi {self.detector_roi} exceeds the detector shape ({rows}, {cols})")
         with self._lock:
             self._start = doc
+            self._window = (slice(r0, r1), slice(c0, c1))
             self.geometry = geometry
             self.eta, self.delta, self.nu, self.phi = eta, delta, nu, phi
             self.map_shape = (n_eta, ny, nx)
@@ -293,7 +310,7 @@ class LiveSXDM(CallbackBase):
         weights = self._weights_for(i_eta)
         stack = np.empty((len(pending), weights.shape[1]), dtype=np.float32)
         for k, p in enumerate(pending):
-            stack[k] = p[2].reshape(-1)  # integer frames cast once, here
+            stack[k] = p[2][self._window].reshape(-1)  # integer frames cast once, here
         if self.clip_background and self.background > 0:
             np.subtract(stack, np.float32(self.background), out=stack)
             np.maximum(stack, 0.0, out=stack)
@@ -317,9 +334,11 @@ class LiveSXDM(CallbackBase):
         w = self._weights.get(i_eta)
         if w is None:
             row0, col0, q0 = self._ref
-            w = frame_weights(self.geometry, self.frame_shape, self.eta[i_eta],
+            rows, cols = self._window
+            w = frame_weights(self.geometry.crop(rows.start, cols.start),
+                              (rows.stop - rows.start, cols.stop - cols.start), self.eta[i_eta],
                               self.delta[i_eta], self.nu[i_eta], self.phi[i_eta],
-                              row0=row0, col0=col0, q0=q0)
+                              row0=row0 - rows.start, col0=col0 - cols.start, q0=q0)
             self._weight_totals[i_eta] = w.sum(axis=1, dtype=np.float64)
             self._weights[i_eta] = w
             while len(self._weights) > self.weight_cache:

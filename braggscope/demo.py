@@ -209,7 +209,8 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     _say(f"dry run: {summary}")
     # live maps read the detector's HDF5 file while it is written: only across processes
     # (the caproto simulator), not from the in-process detector's own open file
-    live, dispatcher, token = _live_maps(bl.RE) if not bl.inprocess else (None, None, None)
+    window = _reflection_window(cfg["detector.cch"], cfg["detector.shape"])
+    live, dispatcher, token = _live_maps(bl.RE, window) if not bl.inprocess else (None, None, None)
     t0 = time.monotonic()
     uid = bl.RE(plan()).run_start_uids[0]
     t_scan = time.monotonic() - t0
@@ -238,11 +239,7 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
         geometry = Geometry(meta["energy_kev"], meta["distance_m"], meta["pixel_m"], tuple(meta["cch"]))
         _say("reducing the map (braggscope.analysis.sxdm.reduce_stack)")
         t0 = time.monotonic()
-        # read only a 128 x 128 window around the reflection (it stays within ~15 pixels of the
-        # direct-beam pixel here): 1/16 of the detector, the background of the rest is noise only
-        rows, cols = meta["detector_shape"]
-        r0, c0 = (int(np.clip(round(c) - 64, 0, max(n - 128, 0))) for c, n in zip(meta["cch"], (rows, cols)))
-        window = (r0, min(r0 + 128, rows), c0, min(c0 + 128, cols))
+        window = _reflection_window(meta["cch"], meta["detector_shape"])
         maps = reduce_stack(frames, meta["eta"], geometry, meta["delta"], meta["nu"], meta["phi"],
                             x=meta["x"], y=meta["y"], detector_roi=window, progress=True)
         result["detector_roi"] = list(window)
@@ -317,14 +314,26 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
     return result
 
 
-def _live_maps(RE):
+def _reflection_window(cch, detector_shape, size=128):
+    """A ``size`` x ``size`` detector window (row0, row1, col0, col1) around the direct-beam pixel.
+
+    With the detector arm on the reflection the peak stays within ~15 pixels of
+    ``cch`` here: reading 1/16 of the detector keeps the Poisson noise of the
+    background elsewhere out of the centres of mass (live and offline alike).
+    """
+    rows, cols = detector_shape
+    r0, c0 = (int(np.clip(round(c) - size // 2, 0, max(n - size, 0))) for c, n in zip(cch, (rows, cols)))
+    return (r0, min(r0 + size, rows), c0, min(c0 + size, cols))
+
+
+def _live_maps(RE, detector_roi=None):
     """Subscribe the live SXDM maps (worker thread) if the live-analysis module is there."""
     try:
         from braggscope.analysis.live import LiveSXDM
         from braggscope.analysis.live_dispatch import LiveMapDispatcher
     except ImportError:
         return None, None, None
-    live = LiveSXDM(batch_size=32, background=1.0)
+    live = LiveSXDM(batch_size=32, background=1.0, detector_roi=detector_roi)
     dispatcher = LiveMapDispatcher(live)
     return live, dispatcher, RE.subscribe(dispatcher)
 
