@@ -123,7 +123,7 @@ def subscribe_writer(RE, client, *, batch_size: int = 20) -> int:
         fail), so only a crash of this Python process can lose the last
         ``batch_size`` points' catalog entries (their frames stay in the
         detector files). Writing every point (1) costs ~50 ms per point with
-        the embedded catalog; 20 costs ~4 ms (see docs/readme).
+        the embedded catalog; 20 costs ~4 ms (README.md, "Storage").
 
     Returns
     -------
