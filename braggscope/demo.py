@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from braggscope.eccentricity import EccentricityModel
+
 __all__ = ["add_parser", "run_demo", "Beamline"]
 
 
@@ -169,7 +171,6 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     import bluesky.plan_stubs as bps
 
     from braggscope import storage
-    from braggscope.eccentricity import EccentricityModel
     from braggscope.plans import calibrate_eccentricity, dry_run, sxdm_map
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
@@ -280,7 +281,10 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
                                          figure_path=out / "eccentricity_fit.png",
                                          md={"sample": "lmno_bcdi"})).plan_result
     x_um, y_um = model.extra["x_at_eta0"], model.extra["y_at_eta0"]
-    _say(f"particle at ({x_um:.2f}, {y_um:.2f}) um at eta0, drift x {model.x[0]:+.3f} y {model.y[0]:+.3f} um/deg")
+    _say(f"particle at ({x_um:.2f}, {y_um:.2f}) um at eta0, drift x {model.x[0]:+.3f} "
+         f"(+-{model.extra['x_slope_stderr_um_per_deg']:.3f}) y {model.y[0]:+.3f} "
+         f"(+-{model.extra['y_slope_stderr_um_per_deg']:.3f}) um/deg")
+    model = _significant_drift(model, EccentricityModel.from_dict(cfg.get("eccentricity")))
     n_fringes = 8.0 if quick else 30.0  # oversampling 2: two steps per fringe (61 frames by default)
     if neta:
         n_fringes = (neta - 1) * 0.5  # oversampling 2: two steps per fringe
@@ -312,6 +316,25 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
         result["reconstruct_s"] = round(time.monotonic() - t0, 1)
         result["reconstruction"] = rec.summary() if hasattr(rec, "summary") else None
     return result
+
+
+def _significant_drift(fitted, configured, nsigma=3.0):
+    """Keep a fitted drift slope only where it exceeds ``nsigma`` standard errors.
+
+    A weak crystal is visible over a few hundredths of a degree only, so the
+    fitted slope can be position noise; following it would move the crystal
+    out of the beam. An insignificant axis falls back to the configured slope.
+    """
+    slopes = []
+    for axis in ("x", "y"):
+        slope, err = getattr(fitted, axis)[0], fitted.extra[f"{axis}_slope_stderr_um_per_deg"]
+        if abs(slope) >= nsigma * err:
+            slopes.append(slope)
+        else:
+            slopes.append(getattr(configured, axis)[0])
+            _say(f"drift in {axis} not significant ({slope:+.3f} +- {err:.3f} um/deg): "
+                 f"using the configured {slopes[-1]:+.3f} um/deg")
+    return EccentricityModel(eta0=fitted.eta0, x=(slopes[0], 0.0), y=(slopes[1], 0.0), extra=fitted.extra)
 
 
 def _reflection_window(cch, detector_shape, size=128):

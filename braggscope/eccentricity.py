@@ -89,7 +89,8 @@ def fit_eccentricity(eta, x_um, y_um, *, eta0=None, quadratic=True) -> Eccentric
     Returns
     -------
     EccentricityModel
-        With the fitted position at ``eta0`` and the rms residual stored in ``extra``.
+        With the fitted position at ``eta0``, the rms residual and the standard
+        errors of the linear coefficients (um/deg) stored in ``extra``.
     """
     eta = np.asarray(eta, dtype=float)
     x_um = np.asarray(x_um, dtype=float)
@@ -107,7 +108,13 @@ def fit_eccentricity(eta, x_um, y_um, *, eta0=None, quadratic=True) -> Eccentric
     a = np.stack(cols, axis=1)
     cx, *_ = np.linalg.lstsq(a, x_um, rcond=None)
     cy, *_ = np.linalg.lstsq(a, y_um, rcond=None)
-    res = np.concatenate([a @ cx - x_um, a @ cy - y_um])
+    res_x, res_y = a @ cx - x_um, a @ cy - y_um
+    res = np.concatenate([res_x, res_y])
+    # standard errors of the linear (drift) coefficients from the residual scatter:
+    # with angles spanning little, a "drift" can be pure position noise
+    dof = len(eta) - a.shape[1]
+    cov = np.linalg.pinv(a.T @ a)
+    stderr = [float(np.sqrt(cov[1, 1] * (r @ r) / dof)) if dof > 0 else float("inf") for r in (res_x, res_y)]
     qx = float(cx[2]) if quadratic else 0.0
     qy = float(cy[2]) if quadratic else 0.0
     return EccentricityModel(
@@ -115,5 +122,6 @@ def fit_eccentricity(eta, x_um, y_um, *, eta0=None, quadratic=True) -> Eccentric
         x=(float(cx[1]), qx),
         y=(float(cy[1]), qy),
         extra={"x_at_eta0": float(cx[0]), "y_at_eta0": float(cy[0]),
-               "rms_residual_um": float(np.sqrt(np.mean(res**2)))},
+               "rms_residual_um": float(np.sqrt(np.mean(res**2))),
+               "x_slope_stderr_um_per_deg": stderr[0], "y_slope_stderr_um_per_deg": stderr[1]},
     )

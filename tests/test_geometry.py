@@ -117,3 +117,21 @@ def test_eccentricity_fit_recovers_model():
     assert EccentricityModel.from_dict(truth.to_dict()) == truth
     with pytest.raises(ValueError, match="distinct eta"):
         fit_eccentricity([1, 1, 1], [0, 0, 0], [0, 0, 0])
+
+
+def test_eccentricity_slope_standard_error_matches_monte_carlo():
+    from braggscope.eccentricity import fit_eccentricity
+
+    rng = np.random.default_rng(3)
+    eta = np.linspace(21.33, 21.41, 5)       # a narrow calibration span, as for a weak BCDI crystal
+    noise = 0.05                             # um of position noise per measurement
+    slopes, stderrs = [], []
+    for _ in range(400):
+        fit = fit_eccentricity(eta, 0.2 * (eta - eta[0]) + rng.normal(0, noise, 5),
+                               rng.normal(0, noise, 5), quadratic=False)
+        slopes.append(fit.x[0])
+        stderrs.append(fit.extra["x_slope_stderr_um_per_deg"])
+    # closed form for ordinary least squares: sigma / sqrt(sum((eta - mean)^2))
+    expected = noise / np.sqrt(np.sum((eta - eta.mean()) ** 2))
+    assert np.std(slopes) == pytest.approx(expected, rel=0.15)
+    assert np.sqrt(np.mean(np.square(stderrs))) == pytest.approx(expected, rel=0.15)
