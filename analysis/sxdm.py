@@ -478,20 +478,21 @@ def _run_blocks(plan, blocks, scheduler, num_workers, progress):
             kwargs = {"num_workers": num_workers} if num_workers and scheduler == "threads" else {}
             with _Bar():
                 return list(dask.compute(*tasks, scheduler=scheduler, **kwargs))
-        client = scheduler
-        if isinstance(scheduler, str):
-            from dask.distributed import Client
+        from dask.distributed import Client, as_completed
 
-            client = Client(scheduler)
-        from dask.distributed import as_completed
-
-        futures = client.compute(tasks)
-        order = {f.key: i for i, f in enumerate(futures)}
-        results = [None] * len(futures)
-        for fut in as_completed(futures):
-            results[order[fut.key]] = fut.result()
-            bar.update(1)
-        return results
+        # an address: connect for this reduction only (and disconnect after); a Client: borrow it
+        client = Client(scheduler) if isinstance(scheduler, str) else scheduler
+        try:
+            futures = client.compute(tasks)
+            order = {f.key: i for i, f in enumerate(futures)}
+            results = [None] * len(futures)
+            for fut in as_completed(futures):
+                results[order[fut.key]] = fut.result()
+                bar.update(1)
+            return results
+        finally:
+            if client is not scheduler:
+                client.close()
     finally:
         bar.close()
 

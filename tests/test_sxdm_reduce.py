@@ -282,3 +282,25 @@ def test_detector_masks():
     assert not maxipix_gap_mask((512, 512)).any()
     with pytest.raises(ValueError, match="shape"):
         maxipix_gap_mask((100, 516))
+
+
+def test_distributed_cluster_gives_the_threaded_maps():
+    """A dask.distributed scheduler on loopback (given by address, as a user would) reduces
+    to the same maps as the local threads."""
+    distributed = pytest.importorskip("distributed")
+    t = forward_stack(ny=6, nx=6, n_eta=9, drift_px=0.0, seed=8)
+    g = _geometry(t)
+    ref = reduce_stack(t.frames, t.eta, g, t.delta, t.nu, chunk_mb=1, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        got = reduce_stack(t.frames, t.eta, g, t.delta, t.nu, chunk_mb=1, progress=False,
+                           scheduler=cluster.scheduler_address)
+        with distributed.Client(cluster) as client:
+            borrowed = reduce_stack(t.frames, t.eta, g, t.delta, t.nu, chunk_mb=1, progress=False,
+                                    scheduler=client)
+            assert client.status == "running"  # a borrowed client is left open
+    for other in (got, borrowed):
+        np.testing.assert_array_equal(other.mask, ref.mask)
+        np.testing.assert_allclose(other.qz, ref.qz, rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(other.strain, ref.strain, atol=1e-3, equal_nan=True)
