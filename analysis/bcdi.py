@@ -498,6 +498,19 @@ def _twin(obj):
     return np.roll(flipped, shift, tuple(range(obj.ndim)))
 
 
+def embed_centred(a, shape):
+    """``a`` centred in a zero array of ``shape`` (cropped centrally where larger).
+
+    Puts two objects of different sizes on one grid before
+    :func:`align_to_reference`.
+    """
+    out = np.zeros(shape, a.dtype)
+    src = tuple(slice(max(0, (s - t) // 2), max(0, (s - t) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
+    dst = tuple(slice(max(0, (t - s) // 2), max(0, (t - s) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
+    out[dst] = a[src]
+    return out
+
+
 def align_to_reference(obj, ref):
     """Register ``obj`` (or its twin) to ``ref``: integer shift, then global phase.
 

@@ -332,7 +332,7 @@ def _strain_vs_truth(rec, forward) -> float:
     """
     from scipy import ndimage
 
-    from braggscope.analysis.bcdi import align_to_reference
+    from braggscope.analysis.bcdi import align_to_reference, embed_centred
     from braggscope.analysis.bcdi_strain import strain_analysis
 
     voxel_truth_nm = forward.voxel / 10.0
@@ -342,7 +342,7 @@ def _strain_vs_truth(rec, forward) -> float:
     obj = rec.ortho.obj
     obj = ndimage.zoom(obj.real, zoom, order=1) + 1j * ndimage.zoom(obj.imag, zoom, order=1)
     shape = tuple(max(a, b) for a, b in zip(obj.shape, truth.shape))
-    truth, obj = _embed_centred(truth, shape), _embed_centred(obj, shape)
+    truth, obj = embed_centred(truth, shape), embed_centred(obj, shape)
     g_unit = np.asarray(rec.ortho.q_bragg, float)[::-1] / np.linalg.norm(rec.ortho.q_bragg)  # (z, y, x)
     ref = strain_analysis(truth, q_bragg_norm=g_norm, voxel_nm=voxel_truth_nm, g_unit=(1, 0, 0),
                           support=np.abs(truth) > 0.5)
@@ -352,13 +352,6 @@ def _strain_vs_truth(rec, forward) -> float:
     a, b = ref.strain[ok] - ref.strain[ok].mean(), got.strain[ok] - got.strain[ok].mean()
     return float(np.corrcoef(a, b)[0, 1])
 
-
-def _embed_centred(a, shape):
-    out = np.zeros(shape, a.dtype)
-    src = tuple(slice(max(0, (s - t) // 2), max(0, (s - t) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
-    dst = tuple(slice(max(0, (t - s) // 2), max(0, (t - s) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
-    out[dst] = a[src]
-    return out
 
 
 def _significant_drift(fitted, configured, nsigma=3.0):

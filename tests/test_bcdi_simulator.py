@@ -6,7 +6,7 @@ simulator's true displacement field (CONVENTIONS.md: sign tested against the sim
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi import align_to_reference
+from braggscope.analysis.bcdi import align_to_reference, embed_centred
 from braggscope.analysis.bcdi_pipeline import reconstruct
 from braggscope.analysis.bcdi_strain import strain_analysis
 from braggscope.geometry import Geometry, bragg_angle
@@ -14,14 +14,6 @@ from braggscope.geometry import Geometry, bragg_angle
 pytest.importorskip("braggscope.simulators.bcdi_forward")
 from braggscope.simulators.bcdi_forward import BCDIForwardModel  # noqa: E402
 from braggscope.simulators.samples import BCDIParticle  # noqa: E402
-
-
-def _embed(a, shape):
-    out = np.zeros(shape, a.dtype)
-    src = tuple(slice(max(0, (s - t) // 2), max(0, (s - t) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
-    dst = tuple(slice(max(0, (t - s) // 2), max(0, (t - s) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
-    out[dst] = a[src]
-    return out
 
 
 @pytest.mark.slow
@@ -43,8 +35,8 @@ def test_strain_of_simulated_lmno_particle_matches_truth():
     g_norm = float(np.linalg.norm(model.g))
     truth = np.transpose(model.rho * np.exp(1j * g_norm * model.u), (2, 1, 0))
     shape = tuple(max(a, b) for a, b in zip(rec.ortho.obj.shape, truth.shape))
-    t = _embed(truth, shape)
-    o = _embed(rec.ortho.obj, shape)
+    t = embed_centred(truth, shape)
+    o = embed_centred(rec.ortho.obj, shape)
     ref = strain_analysis(t, q_bragg_norm=g_norm, voxel_nm=20.0, g_unit=(1, 0, 0), support=np.abs(t) > 0.5)
 
     def correlation(obj):
