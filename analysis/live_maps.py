@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["point_index", "derive_maps", "tilt_angles"]
+from braggscope.analysis.sxdm_maps import derive_strain_tilt, mean_direction
+
+__all__ = ["point_index", "derive_maps"]
 
 
 def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "map"):
@@ -58,51 +60,6 @@ def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "map"):
     return i_eta, iy, ix
 
 
-def tilt_angles(qx, qy, qz, mask):
-    """Tilt altitude and azimuth (degrees) of Q vectors about their mean direction.
-
-    Parameters
-    ----------
-    qx, qy, qz : ndarray
-        Q components in 1/Angstrom (sample frame), any common shape.
-    mask : ndarray of bool
-        Points that define the mean direction ``Q_bar``.
-
-    Returns
-    -------
-    altitude, azimuth : ndarray
-        Degrees; NaN outside ``mask`` or where Q is not finite. The azimuth is
-        in (-180, 180].
-    q_bar : ndarray, shape (3,)
-        Unit mean direction (NaN if the mask is empty).
-    """
-    q = np.stack([np.asarray(qx, float), np.asarray(qy, float), np.asarray(qz, float)])
-    mask = np.asarray(mask, bool) & np.all(np.isfinite(q), axis=0)
-    altitude = np.full(mask.shape, np.nan)
-    azimuth = np.full(mask.shape, np.nan)
-    if not mask.any():
-        return altitude, azimuth, np.full(3, np.nan)
-    norm = np.linalg.norm(q, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        unit = q / norm
-    q_bar = unit[:, mask].mean(axis=1)
-    q_bar /= np.linalg.norm(q_bar)
-    x_proj = np.array([1.0, 0.0, 0.0]) - q_bar[0] * q_bar
-    if np.linalg.norm(x_proj) < 1e-9:  # Q_bar along x: fall back to the y axis
-        x_proj = np.array([0.0, 1.0, 0.0]) - q_bar[1] * q_bar
-    x_proj /= np.linalg.norm(x_proj)
-    y_proj = np.cross(q_bar, x_proj)
-    u = unit[:, mask]
-    along = np.tensordot(q_bar, u, axes=(0, 0))
-    perp = u - along * q_bar[:, None]
-    altitude[mask] = np.degrees(np.arctan2(np.linalg.norm(perp, axis=0), along))
-    az = np.degrees(np.arctan2(np.tensordot(y_proj, perp, axes=(0, 0)),
-                               np.tensordot(x_proj, perp, axes=(0, 0))))
-    az[az <= -180.0] = 180.0
-    azimuth[mask] = az
-    return altitude, azimuth, q_bar
-
-
 def derive_maps(intensity, qx, qy, qz, complete=None, *, threshold: float = 0.2):
     """Mask, d-spacing, strain and tilts from per-pixel Q centres of mass.
 
@@ -138,11 +95,11 @@ def derive_maps(intensity, qx, qy, qz, complete=None, *, threshold: float = 0.2)
         peak = intensity[valid].max()
         mask = valid & (intensity >= float(threshold) * peak) & (peak > 0)
     qm = np.where(mask, q, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = 2.0 * np.pi / np.linalg.norm(qm, axis=0)
+    # the CONVENTIONS.md definitions, shared with the offline reduction
+    q_last = np.moveaxis(qm, 0, -1)
+    d, strain, altitude, azimuth = derive_strain_tilt(q_last, mask)
     d_mean = float(np.mean(d[mask])) if mask.any() else np.nan
-    strain = (d - d_mean) / d_mean * 1e6
-    altitude, azimuth, q_bar = tilt_angles(qm[0], qm[1], qm[2], mask)
+    q_bar = mean_direction(q_last, mask) if mask.any() else np.full(3, np.nan)
     return {
         "mask": mask, "qx": qm[0], "qy": qm[1], "qz": qm[2], "d_spacing": d,
         "strain": strain, "tilt_altitude": altitude, "tilt_azimuth": azimuth,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["derive_maps", "derive_strain_tilt", "tilt_angles"]
+__all__ = ["derive_maps", "derive_strain_tilt", "mean_direction", "tilt_angles"]
 
 
 def derive_maps(sums, plan) -> xr.Dataset:
@@ -68,7 +68,7 @@ def derive_maps(sums, plan) -> xr.Dataset:
         "energy_kev": float(geo.energy_kev), "distance_m": float(geo.distance_m),
         "pixel_m": list(geo.pixel_size), "cch": [float(c) for c in geo.cch],
         "d_mean": float(np.nanmean(d)) if mask.any() else float("nan"),
-        "q_bar": [float(v) for v in _mean_direction(q, mask)] if mask.any() else [float("nan")] * 3,
+        "q_bar": [float(v) for v in mean_direction(q, mask)] if mask.any() else [float("nan")] * 3,
         "units": "Q 1/Angstrom (sample frame), d Angstrom, strain microstrain, angles deg, x/y um",
     }
     ds = xr.Dataset(data, coords={"y": ("y", plan.y, {"units": "um"}), "x": ("x", plan.x, {"units": "um"}),
@@ -95,7 +95,8 @@ def derive_strain_tilt(q, mask):
     return d, strain, alt, azi
 
 
-def _mean_direction(q, mask):
+def mean_direction(q, mask):
+    """``Q_bar``: the normalised unweighted mean of the unit vectors ``q[mask]`` (shape (..., 3))."""
     u = q[mask] / np.linalg.norm(q[mask], axis=-1)[:, None]
     m = u.mean(axis=0)
     return m / np.linalg.norm(m)
@@ -125,7 +126,7 @@ def tilt_angles(q, mask):
     azi = np.full(mask.shape, np.nan)
     if not mask.any():
         return alt, azi
-    qbar = _mean_direction(q, mask)
+    qbar = mean_direction(q, mask)
     x = np.array([1.0, 0.0, 0.0])
     x_proj = x - x.dot(qbar) * qbar
     if np.linalg.norm(x_proj) < 1e-9:  # Q_bar along x: fall back on +y
