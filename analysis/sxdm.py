@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from braggscope.analysis.sxdm_maps import derive_maps, derive_strain_tilt, tilt_angles  # noqa: F401
+from braggscope.analysis import sxdm_kernels
 from braggscope.analysis.sxdm_filters import (
     clipped_background,
     median_filter_frames,
@@ -146,7 +147,7 @@ class _Plan:
     det_roi: tuple
     dq: np.ndarray          # (n_eta, npix, 9) float32: Q - q_ref, products
     q_ref: np.ndarray       # (3,) float64
-    inside: np.ndarray      # (n_eta, npix) bool: in the Q roi and not a bad pixel
+    inside: np.ndarray      # (n_eta, npix): in the Q roi and not a bad pixel (bool; fused: float32 0/1)
     all_inside: bool
     valid: np.ndarray       # (npix,) bool: good detector pixels
     monitor: np.ndarray | None
@@ -155,6 +156,7 @@ class _Plan:
     y: np.ndarray
     pixels_per_chunk: int
     bins: list | None
+    fused: bool             # one-pass numba kernel (median 1 or 2, flat background, COM only)
 
 
 def _angles(value, n_eta, name):
@@ -240,6 +242,11 @@ def _plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, noise
     pairs = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
     dq = np.concatenate([dq] + [dq[..., a:a + 1] * dq[..., b:b + 1] for a, b in pairs], axis=-1)
     dq = dq.astype(np.float32)  # (n_eta, npix, 9): Q - q_ref and its products
+    # the fused kernel (median 1 or 2, flat background, COM only) reads one product at a time
+    fused = median in (1, 2) and background != "snip" and fit == "com"
+    if fused:
+        dq = np.ascontiguousarray(np.transpose(dq, (0, 2, 1)))  # (n_eta, 9, npix)
+        inside_w = inside.astype(np.float32)  # a weight: no branch in the kernel
 
     bins = None
     if fit == "gaussian":
@@ -252,12 +259,16 @@ def _plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, noise
     if y.shape != (ny,):
         raise ValueError(f"y must have {ny} values (frames axis 1), got shape {y.shape}")
 
-    per_pixel = n_eta * nr * nc * 4 * 4  # raw + filtered + median temporaries, float32
+    # the fused kernel holds only the raw chunk; the numpy path a few float32 copies of it
+    per_pixel = n_eta * nr * nc * 4 * (1 if fused else 4)
     ppc = max(1, int(float(chunk_mb) * 1e6 // per_pixel))
     options = dict(threshold=float(threshold), background=background, noise_sigma=float(noise_sigma),
                    median=median, fit=fit, roi=roi, detector_roi=(r0, r1, c0, c1))
-    return _Plan(frames, shape, eta, geometry, (r0, r1, c0, c1), dq, q_ref, inside, bool(inside.all()),
-                 valid, monitor, options, x, y, ppc, bins)
+    all_inside = bool(inside.all())
+    if fused:
+        inside = inside_w
+    return _Plan(frames, shape, eta, geometry, (r0, r1, c0, c1), dq, q_ref, inside, all_inside,
+                 valid, monitor, options, x, y, ppc, bins, fused)
 
 
 def _check_roi(roi):
@@ -327,6 +338,12 @@ def read_block(frames, eta_sl, ys, xs, det_roi):
     """Read ``frames[eta_sl, ys, xs, rows, cols]`` as a numpy array (numpy, dask or h5py)."""
     r0, r1, c0, c1 = det_roi
     key = (eta_sl, ys, xs, slice(r0, r1), slice(c0, c1))
+    if hasattr(frames, "read_direct") and hasattr(frames, "id"):  # h5py: straight into numpy, one copy
+        shape = tuple(len(range(*k.indices(n))) for k, n in zip(key, frames.shape))
+        block = np.empty(shape, dtype=frames.dtype)
+        if block.size:
+            frames.read_direct(block, key)
+        return block
     block = frames[key]
     if hasattr(block, "compute"):
         block = block.compute(scheduler="sync")
@@ -342,6 +359,8 @@ def _reduce_block(plan: _Plan, ys, xs):
     raw = read_block(plan.frames, slice(None), ys, xs, plan.det_roi)
     if raw.ndim != 5:
         raise ValueError(f"frames chunk read with shape {raw.shape}, expected 5 dimensions")
+    if plan.fused:
+        return _reduce_block_fused(plan, raw, ys, xs)
     _, by, bx, nr, nc = raw.shape
     npx = by * bx
     if not plan.valid.all():
@@ -355,7 +374,7 @@ def _reduce_block(plan: _Plan, ys, xs):
     f = f.reshape(n_eta, npx, nr * nc)
     bg = opt["background"]
     if bg == "constant":
-        level, spread = _clipped_level(f, plan.valid)
+        level, spread = _clipped_level(f, plan.valid, nr)
         f -= level[None, :, None]
         cut = spread[None, :, None]
     elif bg == "snip":
@@ -365,7 +384,7 @@ def _reduce_block(plan: _Plan, ys, xs):
         del back
         # SNIP follows the noise minima (biased low at a few counts/pixel): remove the
         # remaining flat offset with the clipped mean of the residual
-        offset, spread = _clipped_level(f, plan.valid)
+        offset, spread = _clipped_level(f, plan.valid, nr)
         f -= offset[None, :, None]
         level = level + offset
         cut = spread[None, :, None]
@@ -395,12 +414,40 @@ def _reduce_block(plan: _Plan, ys, xs):
     return out
 
 
-def _clipped_level(f, valid):
-    """Clipped mean and spread per map pixel over a regular subsample of its voxels."""
+def _reduce_block_fused(plan: _Plan, raw, ys, xs):
+    """``_reduce_block`` in one pass over the raw counts (``sxdm_kernels``)."""
+    opt = plan.options
+    n_eta, by, bx, nr, nc = raw.shape
+    npx = by * bx
+    if raw.dtype.kind not in "iuf" or not raw.dtype.isnative:
+        raw = raw.astype(np.float32)
+    good = plan.valid.reshape(nr, nc).astype(np.float32)
+    size = opt["median"]
+    if plan.monitor is None:
+        scale = np.ones((n_eta, npx), np.float32)
+    else:
+        scale = np.ascontiguousarray(plan.monitor[:, ys, xs].reshape(n_eta, npx))
+    bg = opt["background"]
+    fixed = np.nan if bg == "constant" else 0.0 if bg == "none" else float(bg)
+    rows = sxdm_kernels.background_rows(n_eta, nr, nc)
+    valid_rows = np.tile(good[rows].ravel(), n_eta)
+    eta_int, s0, moments, level = sxdm_kernels.reduce_chunk(
+        raw, good, size, scale, fixed, float(opt["noise_sigma"]), rows, valid_rows, plan.inside,
+        plan.all_inside, plan.dq)
+    eta_int = eta_int.reshape(n_eta, by, bx)
+    return dict(s0=s0.reshape(by, bx), s1=moments[:, :3].reshape(by, bx, 3),
+                s2=moments[:, 3:].reshape(by, bx, 6), intensity=eta_int.sum(axis=0),
+                eta_intensity=eta_int.astype(np.float32), background=level.reshape(by, bx))
+
+
+def _clipped_level(f, valid, nr):
+    """Clipped mean and spread per map pixel over the rows ``background_rows`` samples."""
     n_eta, npx, npix = f.shape
-    step = max(1, int(np.ceil(n_eta * npix / 32768)))
-    sub = np.ascontiguousarray(np.transpose(f[:, :, ::step], (1, 0, 2))).reshape(npx, -1)
-    good = np.broadcast_to(valid[::step], (n_eta, sub.shape[1] // n_eta)).ravel()
+    nc = npix // nr
+    rows = sxdm_kernels.background_rows(n_eta, nr, nc)
+    sub = f.reshape(n_eta, npx, nr, nc)[:, :, rows, :]
+    sub = np.ascontiguousarray(np.transpose(sub, (1, 0, 2, 3))).reshape(npx, -1)
+    good = np.broadcast_to(valid.reshape(nr, nc)[rows], (n_eta, rows.size, nc)).ravel()
     return clipped_background(sub, good, max_samples=None)
 
 

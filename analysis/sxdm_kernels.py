@@ -1,0 +1,299 @@
+"""Fused per-voxel kernels of the SXDM reduction (numba, GIL released).
+
+The numpy path of :func:`braggscope.analysis.sxdm.reduce_stack` makes about
+ten float32 passes over each chunk of frames (cast, median, monitor,
+background, Q mask, sums, threshold, moments). These kernels do the same
+arithmetic in one pass over the raw counts, row by row: the 2x2 median of two
+cached detector rows, scaling, background subtraction, the Q mask, the
+per-angle integral, and the centre-of-mass moments of the voxels above the
+noise cut (few: the Bragg peak), accumulated in float64.
+
+Semantics are those of ``sxdm_filters.median_filter_frames`` (true 2x2
+median, last row/column repeated, bad pixels zeroed first) and
+``sxdm_filters.clipped_background``; ``tests/test_sxdm_kernels.py`` checks
+them against those numpy functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# reassociation lets LLVM vectorise the float32 row loops (sums, min/max); no
+# "nnan"/"ninf": NaN or inf counts still propagate as in the numpy path
+_FAST = {"reassoc", "nsz", "contract"}
+
+__all__ = ["reduce_chunk", "filtered_rows", "clipped_levels", "background_rows"]
+
+
+def background_rows(n_eta, nr, nc, max_samples=32768):
+    """Detector rows sampled by the clipped background: every ``step``-th, centred.
+
+    About ``max_samples`` voxels per map pixel (all rows of small frames):
+    enough for a mean and a spread, and whole rows keep the sampling pass
+    as cheap as the filter itself.
+    """
+    step = max(1, int(np.ceil(n_eta * nr * nc / max_samples)))
+    first = ((nr - 1) % step) // 2
+    return np.arange(first, nr, step, dtype=np.int64)
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST, inline="always")
+def _filtered_row(frame, r, good, size, hi, lo, out, sc, lv, th, inside):
+    """Row ``r`` of the filtered ``frame``, ``(median * sc - lv) * inside``, into ``out``.
+
+    Returns the row's sum and how many of its values exceed ``th``. The two
+    middle values of a 2x2 window are the smaller of its two column maxima
+    and the larger of its two column minima; each column pair (rows r, r + 1)
+    is sorted once and shared by the two windows over it. One loop does the
+    rest: the row is written and read once (vectorised).
+    """
+    nr, nc = frame.shape
+    top, gt = frame[r], good[r]
+    s = np.float32(0.0)
+    n = np.float32(0.0)
+    if size == 1:
+        for c in range(nc):
+            v = (np.float32(top[c]) * gt[c] * sc - lv) * inside[c]
+            out[c] = v
+            s += v
+            n += np.float32(1.0) if v > th else np.float32(0.0)
+        return s, n
+    r2 = min(r + 1, nr - 1)
+    bot, gb = frame[r2], good[r2]
+    for c in range(nc):
+        a = np.float32(top[c]) * gt[c]
+        b = np.float32(bot[c]) * gb[c]
+        hi[c] = max(a, b)
+        lo[c] = min(a, b)
+    half = np.float32(0.5) * sc
+    for c in range(nc - 1):
+        v = ((min(hi[c], hi[c + 1]) + max(lo[c], lo[c + 1])) * half - lv) * inside[c]
+        out[c] = v
+        s += v
+        n += np.float32(1.0) if v > th else np.float32(0.0)
+    v = ((hi[nc - 1] + lo[nc - 1]) * half - lv) * inside[nc - 1]  # last column repeated
+    out[nc - 1] = v
+    s += v
+    n += np.float32(1.0) if v > th else np.float32(0.0)
+    return s, n
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST, inline="always")
+def _clipped(v, valid, n_sigma, iterations):
+    """Sigma-clipped mean and spread of ``v`` (see :func:`clipped_levels`)."""
+    cut = np.inf
+    count = -1.0
+    m = 0.0
+    s = 0.0
+    for _ in range(iterations):
+        n = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(v.size):  # branch-free: vectorised
+            x = np.float64(v[j])
+            k = np.float64(valid[j]) if x <= cut else 0.0
+            n += k
+            s1 += k * x
+            s2 += k * x * x
+        if n == count:  # the kept set only shrinks: same size, same set
+            break
+        count = n
+        nn = max(n, 1.0)
+        m = s1 / nn
+        s = np.sqrt(max(s2 / nn - m * m, 0.0))
+        cut = m + n_sigma * s + 1e-6
+    return np.float32(m), np.float32(s)
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def clipped_levels(values, valid, n_sigma, iterations):
+    """Iteratively sigma-clipped mean and spread of each row of ``values``.
+
+    Same rule as ``sxdm_filters.clipped_background``: start from the valid
+    voxels, drop those above ``mean + n_sigma * std`` (the Bragg peak) and
+    repeat until nothing changes or ``iterations`` are done.
+
+    Parameters
+    ----------
+    values : ndarray of float32, shape (npx, nvox)
+    valid : ndarray of float32, shape (nvox,)
+        1 for voxels to use, 0 for bad pixels.
+
+    Returns
+    -------
+    level, spread : ndarray of float32, shape (npx,)
+    """
+    npx = values.shape[0]
+    level = np.zeros(npx, np.float32)
+    spread = np.zeros(npx, np.float32)
+    for i in range(npx):
+        level[i], spread[i] = _clipped(values[i], valid, n_sigma, iterations)
+    return level, spread
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def filtered_rows(raw, good, size, rows):
+    """Median-filtered detector ``rows`` of every frame of a chunk.
+
+    Parameters
+    ----------
+    raw : ndarray, shape (n_eta, by, bx, nr, nc)
+        Counts of one chunk (any numeric dtype).
+    good : ndarray of float32, shape (nr, nc)
+        1 for good detector pixels, 0 for bad ones (zeroed before the median).
+    size : int
+        Median window edge: 1 or 2.
+    rows : ndarray of int64
+        Detector rows to return.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_eta, by * bx, len(rows) * nc)
+    """
+    n_eta, by, bx, nr, nc = raw.shape
+    out = np.empty((n_eta, by * bx, rows.size * nc), np.float32)
+    hi = np.empty(nc, np.float32)
+    lo = np.empty(nc, np.float32)
+    ones = np.ones(nc, np.float32)
+    for e in range(n_eta):
+        for y in range(by):
+            for x in range(bx):
+                for j in range(rows.size):
+                    _filtered_row(raw[e, y, x], rows[j], good, size, hi, lo, out[e, y * bx + x, j * nc:(j + 1) * nc],
+                                  np.float32(1.0), np.float32(0.0), np.float32(np.inf), ones)
+    return out
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_rows, inside, all_inside, dq):
+    """Background, per-angle integrals and centre-of-mass moments of one chunk.
+
+    Map pixel by map pixel (its frames stay in cache): the background level
+    is the sigma-clipped mean of the filtered voxels of detector ``rows`` at
+    every angle (``fixed_level`` NaN), or ``fixed_level``; then, for each
+    voxel, ``v = median(raw) * scale - level`` (times the Q mask) adds to the
+    angle's integral and, where it exceeds ``noise_sigma`` times the spread
+    (for a fixed level, its square root), weighs the moments ``sum v`` and
+    ``sum v * dq[e, k, pixel]``.
+
+    Parameters
+    ----------
+    raw : ndarray, shape (n_eta, by, bx, nr, nc)
+        Counts (any numeric dtype).
+    good : ndarray of float32, shape (nr, nc)
+        1 for good detector pixels, 0 for bad ones (zeroed before the median).
+    size : int
+        Median window edge: 1 or 2.
+    scale : ndarray of float32, shape (n_eta, by * bx)
+        Monitor normalisation (ones without a monitor).
+    fixed_level : float
+        Constant background in counts, or NaN for the clipped estimate.
+    noise_sigma : float
+        Noise cut in units of the background spread.
+    rows : ndarray of int64
+        Detector rows sampled by the clipped estimate.
+    valid_rows : ndarray of float32, shape (n_eta * len(rows) * nc,)
+        ``good`` on those rows, angle after angle.
+    inside : ndarray of float32, shape (n_eta, nr * nc)
+        1 for voxels inside the Q region and not on bad pixels, else 0.
+    all_inside : bool
+        Skip the ``inside`` lookups.
+    dq : ndarray of float32, shape (n_eta, 9, nr * nc)
+        Q - q_ref and its products (one contiguous row per product).
+
+    Returns
+    -------
+    eta_int : ndarray of float64, shape (n_eta, by * bx)
+    s0 : ndarray of float64, shape (by * bx,)
+    moments : ndarray of float64, shape (by * bx, 9)
+    level : ndarray of float32, shape (by * bx,)
+    """
+    n_eta, by, bx, nr, nc = raw.shape
+    npx = by * bx
+    nsub = rows.size * nc
+    eta_int = np.zeros((n_eta, npx))
+    s0 = np.zeros(npx)
+    mom = np.zeros((npx, 9))
+    levels = np.zeros(npx, np.float32)
+    row = np.empty(nc, np.float32)
+    hi = np.empty(nc, np.float32)
+    lo = np.empty(nc, np.float32)
+    m9 = np.empty(9, np.float32)
+    ones = np.ones(nc, np.float32)
+    sub = np.empty(n_eta * nsub, np.float32)
+    for y in range(by):
+        for x in range(bx):
+            i = y * bx + x
+            if np.isnan(fixed_level):
+                lv, spread = _pixel_background(raw, y, x, good, size, scale[:, i], rows, valid_rows, sub, hi, lo, ones)
+                th = np.float32(noise_sigma) * spread
+            else:
+                lv = np.float32(fixed_level)
+                th = np.float32(noise_sigma) * np.float32(np.sqrt(max(fixed_level, 0.0)))
+            levels[i] = lv
+            for e in range(n_eta):
+                frame = raw[e, y, x]
+                sc = scale[e, i]
+                acc = 0.0
+                for r in range(nr):
+                    base = r * nc
+                    if all_inside:
+                        total, above = _filtered_row(frame, r, good, size, hi, lo, row, sc, lv, th, ones)
+                    else:
+                        total, above = _filtered_row(frame, r, good, size, hi, lo, row, sc, lv, th, inside[e, base:base + nc])
+                    acc += total
+                    if above == 0:  # most rows: background only
+                        continue
+                    s0[i] += _weigh_row(row, th, dq[e], base, above, m9)
+                    for k in range(9):
+                        mom[i, k] += m9[k]
+                eta_int[e, i] = acc
+    return eta_int, s0, mom, levels
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _pixel_background(raw, y, x, good, size, scale, rows, valid_rows, sub, hi, lo, ones):
+    """Clipped level and spread of map pixel (y, x) over the sampled rows of all angles."""
+    nc = raw.shape[4]
+    k = 0
+    for e in range(raw.shape[0]):
+        sc = scale[e]
+        for j in range(rows.size):
+            _filtered_row(raw[e, y, x], rows[j], good, size, hi, lo, sub[k:k + nc], sc, np.float32(0.0),
+                          np.float32(np.inf), ones)
+            k += nc
+    return _clipped(sub, valid_rows, 3.0, 5)
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST, inline="always")
+def _weigh_row(row, th, dq_e, base, above, m9):
+    """Moments of the voxels of ``row`` above ``th``: returns their sum, ``m9[k] = sum v dq``.
+
+    ``above`` of them: a few (noise) are picked by a scan; more (the peak)
+    are weighed branch-free, a select then nine contiguous dot products.
+    """
+    nc = row.size
+    s = np.float32(0.0)
+    if above <= 8:
+        for k in range(9):
+            m9[k] = 0.0
+        for c in range(nc):
+            v = row[c]
+            if v > th:
+                s += v
+                for k in range(9):
+                    m9[k] += v * dq_e[k, base + c]
+        return s
+    for c in range(nc):
+        v = row[c]
+        w = v if v > th else np.float32(0.0)
+        row[c] = w
+        s += w
+    for k in range(9):
+        q = dq_e[k, base:base + nc]
+        a = np.float32(0.0)
+        for c in range(nc):
+            a += row[c] * q[c]
+        m9[k] = a
+    return s
