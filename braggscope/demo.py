@@ -182,21 +182,21 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     _say(f"NMC622 {setup['reflection']}: eta {etas[0]:.3f}..{etas[-1]:.3f} deg, delta {setup['delta']:.3f} deg")
     bl.RE(bps.mv(d["delta"], setup["delta"], d["nu"], 0.0, d["phi"], 0.0, d["eta"], setup["eta"]))
 
-    # 1. eccentricity: coarse maps at angles around the rocking-curve peak, centre of mass, fit
+    # 1. eccentricity: coarse maps across the crystal's whole rocking range, located by registration
     pixel = 2 * half / (nx - 1)
     configured = EccentricityModel.from_dict(cfg.get("eccentricity"))
-    n_cal = 5 if quick else 7
-    cal_etas = list(np.linspace(setup["eta"] - 0.15, setup["eta"] + 0.15, n_cal))
-    _say(f"calibrating the eccentricity ({n_cal} coarse 9x9 maps)")
+    n_cal = 9 if quick else 13
+    cal_etas = list(np.linspace(setup["eta_start"], setup["eta_stop"], n_cal))
+    _say(f"calibrating the eccentricity ({n_cal} coarse 9x9 maps, eta {cal_etas[0]:.3f}..{cal_etas[-1]:.3f} deg)")
     model = bl.RE(calibrate_eccentricity([bl.detector], d["pix"], (cx - half - 1, cx + half + 1, 9), d["piy"],
                                          (cy - half - 1, cy + half + 1, 9), d["eta"], cal_etas, quadratic=False,
-                                         figure_path=out / "eccentricity_fit.png",
+                                         locate="register", figure_path=out / "eccentricity_fit.png",
                                          md={"sample": "nmc622"})).plan_result
-    rms = model.extra["rms_residual_um"]
-    accepted = rms < pixel / 2
-    _say(f"calibrated x {model.x[0]:+.3f} um/deg, y {model.y[0]:+.3f} um/deg, rms residual {rms:.3f} um: "
-         + ("accepted" if accepted else f"REJECTED (> half a map pixel, {pixel / 2:.3f} um: the diffracting "
-                                        "region moves with eta in this mosaic crystal); keeping the configured model"))
+    accepted, why = _calibration_verdict(model, pixel, cal_etas)
+    _say(f"calibrated x {model.x[0]:+.3f} (+-{model.extra['x_slope_stderr_um_per_deg']:.3f}) um/deg, "
+         f"y {model.y[0]:+.3f} (+-{model.extra['y_slope_stderr_um_per_deg']:.3f}) um/deg, rms residual "
+         f"{model.extra['rms_residual_um']:.3f} um, mosaic fraction {model.extra['mosaic_fraction']:.2f}: "
+         + ("accepted" if accepted else f"REJECTED ({why}); keeping the configured model"))
     use = model if accepted else configured
 
     # 2. the 3D map, with live maps when the live-analysis callback is available
@@ -223,7 +223,7 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     _say(f"map done: {n_points} points in {t_scan:.1f} s ({1e3 * t_scan / n_points:.1f} ms/point)")
     result = {"uid": uid, "points": n_points, "scan_s": round(t_scan, 1),
               "ms_per_point": round(1e3 * t_scan / n_points, 1), "calibration": model.to_dict(),
-              "calibration_accepted": accepted, "dry_run_estimate_s": round(summary.duration_s, 1),
+              "calibration_accepted": accepted, "calibration_verdict": why, "dry_run_estimate_s": round(summary.duration_s, 1),
               "figures": []}
 
     # 3. reduction from the catalog
@@ -352,6 +352,29 @@ def _strain_vs_truth(rec, forward) -> float:
     a, b = ref.strain[ok] - ref.strain[ok].mean(), got.strain[ok] - got.strain[ok].mean()
     return float(np.corrcoef(a, b)[0, 1])
 
+
+
+def _calibration_verdict(model, pixel_um, etas, max_mosaic=0.4):
+    """Accept a calibrated drift only if it can be the goniometer's: ``(accepted, reason)``.
+
+    Rejected when the crystal is mosaic (``mosaic_fraction`` above
+    ``max_mosaic``: the located positions follow the diffracting region, which
+    sweeps across the crystal with eta, not only the drift), when the rms
+    residual exceeds half a map pixel, or when the slopes' standard errors
+    make the drift uncertain by more than half a map pixel across ``etas``.
+    """
+    extra = model.extra
+    half_span = (max(etas) - min(etas)) / 2
+    spread = max(extra["x_slope_stderr_um_per_deg"], extra["y_slope_stderr_um_per_deg"]) * half_span
+    mosaic = extra.get("mosaic_fraction", 0.0)
+    if mosaic > max_mosaic:
+        return False, (f"mosaic fraction {mosaic:.2f} > {max_mosaic}: different regions diffract at different eta, "
+                       "so the located crystal moves with the diffracting region as well as with the drift")
+    if extra["rms_residual_um"] > pixel_um / 2:
+        return False, f"rms residual {extra['rms_residual_um']:.3f} um > half a map pixel ({pixel_um / 2:.3f} um)"
+    if spread > pixel_um / 2:
+        return False, f"slope uncertainty {spread:.3f} um across the range > half a map pixel ({pixel_um / 2:.3f} um)"
+    return True, "accepted"
 
 
 def _significant_drift(fitted, configured, nsigma=3.0):

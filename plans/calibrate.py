@@ -14,7 +14,11 @@ from braggscope.eccentricity import EccentricityModel, fit_eccentricity
 from ._common import check_angles, check_range, eccentricity_model
 from .sxdm import sxdm_map, sxdm_points
 
-__all__ = ["calibrate_eccentricity", "crystal_position", "plot_calibration", "store_eccentricity"]
+__all__ = ["calibrate_eccentricity", "crystal_position", "mosaic_fraction", "plot_calibration",
+           "store_eccentricity", "LOCATE_METHODS"]
+
+#: How ``calibrate_eccentricity`` locates the crystal in each coarse map.
+LOCATE_METHODS = ("com", "register")
 
 
 def calibrate_eccentricity(
@@ -30,6 +34,7 @@ def calibrate_eccentricity(
     initial=None,
     quadratic: bool = True,
     threshold: float = 0.2,
+    locate: str = "com",
     cfg=None,
     config_path=None,
     figure_path=None,
@@ -38,9 +43,19 @@ def calibrate_eccentricity(
     """Measure and fit the eccentricity drift with coarse maps at several angles.
 
     One ``sxdm_map`` run of coarse rasters (``plan_name`` ``sxdm_map``,
-    ``purpose`` ``eccentricity_calibration``); at each eta the crystal is
-    located as the centre of mass of the background-subtracted integrated
-    intensity, then ``fit_eccentricity`` fits the drift model.
+    ``purpose`` ``eccentricity_calibration``); at each eta where the crystal
+    diffracts it is located in the map of integrated intensity (``locate``),
+    then ``fit_eccentricity`` fits the drift model. Angles whose map holds no
+    signal (rocking-curve tails) are skipped and listed in
+    ``extra["eta_not_found"]``.
+
+    Only the *diffracting* part of the crystal is seen. In a mosaic or bent
+    crystal (NMC622) different regions diffract at different eta and that
+    region sweeps across the crystal with eta; a rigid drift along the sweep
+    adds to it and no intensity map can tell the two apart (both locators
+    measure drift + sweep, with small residuals). ``extra["mosaic_fraction"]``
+    (see :func:`mosaic_fraction`) flags such crystals: above ~0.4 the fit
+    is not the goniometer's drift and should not be used.
 
     Parameters
     ----------
@@ -61,6 +76,13 @@ def calibrate_eccentricity(
     threshold : float
         Fraction of the map maximum below which (background-subtracted)
         intensity is ignored in the centre of mass (0.2, the paper's 20 %).
+    locate : {"com", "register"}
+        ``"com"``: centre of mass of each map (:func:`crystal_position`).
+        ``"register"``: sub-pixel phase cross-correlation (x20 upsampled) of
+        each map on its neighbour, chained from the strongest map, whose
+        centre of mass anchors the positions
+        (:func:`braggscope.analysis.sxdm_drift.register_drift`); less
+        sensitive to intensity changes within a compact crystal.
     cfg : braggscope.config.Config, optional
         Updated in place (``[eccentricity]``) and written to ``config_path``.
     config_path : path-like, optional
@@ -74,7 +96,17 @@ def calibrate_eccentricity(
     EccentricityModel
         The plan's return value (``RE(plan)`` with ``call_returns_result=True``
         gives it as ``result.plan_result``). ``extra`` holds the measured
-        positions and the rms residual.
+        positions, the rms residual, the slope standard errors, ``locate``
+        and ``mosaic_fraction``.
+
+    Yields
+    ------
+    Msg
+        The messages of one ``sxdm_map`` run.
+
+    See Also
+    --------
+    braggscope.plans.sxdm_map, braggscope.eccentricity.fit_eccentricity, mosaic_fraction
     """
     etas = check_angles("etas", etas)
     need = 3 if quadratic else 2
@@ -83,6 +115,8 @@ def calibrate_eccentricity(
     x_range, y_range = check_range("x_range", x_range), check_range("y_range", y_range)
     if x_range[2] < 3 or y_range[2] < 3:
         raise ValueError("x_range and y_range need num >= 3 to locate the crystal")
+    if locate not in LOCATE_METHODS:
+        raise ValueError(f"locate must be one of {LOCATE_METHODS}, got {locate!r}")
     if not 0 <= threshold < 1:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
     if config_path is not None and cfg is None:
@@ -114,12 +148,28 @@ def calibrate_eccentricity(
     maps = np.asarray(values).reshape(n_eta, ny, nx)
     _, y_pts, x_pts = sxdm_points(x_range, y_range, etas, eccentricity=start_model, snake=False)
     x_pts, y_pts = x_pts.reshape(maps.shape), y_pts.reshape(maps.shape)
-    xs, ys = np.empty(n_eta), np.empty(n_eta)
+    found, xs, ys, first_error = [], [], [], None
     for i in range(n_eta):
-        xs[i], ys[i] = crystal_position(maps[i], x_pts[i], y_pts[i], threshold=threshold)
-    model = fit_eccentricity(etas, xs, ys, quadratic=quadratic)
-    model.extra.update({"eta": list(etas), "x_um": xs.tolist(), "y_um": ys.tolist(),
-                        "intensity_field": chosen["field"]})
+        try:
+            x, y = crystal_position(maps[i], x_pts[i], y_pts[i], threshold=threshold)
+        except ValueError as exc:  # no signal at this angle (rocking-curve tail)
+            first_error = first_error or exc
+            continue
+        found.append(i)
+        xs.append(x)
+        ys.append(y)
+    if len(found) < need:
+        raise ValueError(f"crystal located at {len(found)} of {n_eta} angles (need {need}): {first_error}")
+    found, xs, ys = np.asarray(found), np.asarray(xs), np.asarray(ys)
+    if locate == "register":
+        offsets = np.stack([x_pts[found, 0, 0] - x_range[0], y_pts[found, 0, 0] - y_range[0]], axis=1)
+        xs, ys = _registered_positions(maps[found], x_range, y_range, xs, ys, offsets)
+    eta_found = [etas[i] for i in found]
+    model = fit_eccentricity(eta_found, xs, ys, quadratic=quadratic)
+    model.extra.update({"eta": eta_found, "x_um": xs.tolist(), "y_um": ys.tolist(),
+                        "eta_not_found": [e for i, e in enumerate(etas) if i not in set(found.tolist())],
+                        "intensity_field": chosen["field"], "locate": locate,
+                        "mosaic_fraction": mosaic_fraction(maps, etas)})
     if cfg is not None:
         store_eccentricity(cfg, model, config_path)
     if figure_path is not None:
@@ -157,6 +207,74 @@ def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=5.0) 
     return float((w * x_um).sum() / w.sum()), float((w * y_um).sum() / w.sum())
 
 
+def mosaic_fraction(maps, etas, *, threshold=0.2) -> float:
+    """Share of the rocking-curve variance that comes from the map position.
+
+    For each map pixel the rocking curve (background-subtracted intensity
+    against eta) has a centroid and a width; by the law of total variance the
+    variance of the whole crystal's rocking curve is the mean per-pixel
+    variance plus the variance of the per-pixel centroids. This returns the
+    second part's share, in [0, 1]: ~0 when the whole crystal diffracts
+    together (a compact crystal: the located position is where the crystal
+    is), near 1 when different regions diffract at different eta (a mosaic
+    or bent crystal: the located position is where the diffracting region is,
+    which moves across the crystal with eta).
+
+    Parameters
+    ----------
+    maps : array_like, shape (n_eta, ny, nx)
+        Integrated intensity per map pixel at each angle.
+    etas : array_like, shape (n_eta,)
+        Angles (deg).
+    threshold : float
+        Pixels whose eta-summed intensity is below ``threshold`` x the
+        maximum are left out.
+
+    Returns
+    -------
+    float
+        NaN when fewer than 2 angles hold signal.
+    """
+    maps = np.asarray(maps, dtype=float)
+    eta = np.asarray(etas, dtype=float)
+    if maps.ndim != 3 or eta.shape != maps.shape[:1]:
+        raise ValueError(f"maps must be (n_eta, ny, nx) with n_eta = len(etas), got {maps.shape} and {eta.shape}")
+    w = np.clip(maps - np.median(maps, axis=(1, 2), keepdims=True), 0.0, None)
+    if not w.max() > 0:
+        return float("nan")
+    w = np.where(w >= 0.05 * w.max(), w, 0.0)  # drop the background's noise
+    total = w.sum(axis=0)
+    keep = total >= threshold * total.max()
+    w, total = w[:, keep], total[keep]
+    if np.count_nonzero(w.sum(axis=1)) < 2:
+        return float("nan")
+    centre = (w * eta[:, None]).sum(axis=0) / total
+    within = float((w * (eta[:, None] - centre) ** 2).sum())
+    curve = w.sum(axis=1)
+    mean = (curve * eta).sum() / curve.sum()
+    overall = float((curve * (eta - mean) ** 2).sum())
+    return float(np.clip(1.0 - within / overall, 0.0, 1.0)) if overall > 0 else 0.0
+
+
+def _registered_positions(maps, x_range, y_range, x_com, y_com, offsets):
+    """Piezo positions (um) of the crystal by chained registration of the maps.
+
+    ``x_com, y_com``: centres of mass (piezo frame) of each map, the strongest
+    of which anchors the chain; ``offsets`` (n, 2): the (x, y) correction by
+    which each map's raster was shifted.
+    """
+    from braggscope.analysis.sxdm_drift import register_drift
+
+    step_x = (x_range[1] - x_range[0]) / (x_range[2] - 1)
+    step_y = (y_range[1] - y_range[0]) / (y_range[2] - 1)
+    shifts = register_drift(maps, upsample=20, reference="consecutive", normalization=None, min_signal=0.0)
+    a = int(np.argmax((maps - np.median(maps, axis=(1, 2), keepdims=True)).max(axis=(1, 2))))
+    # shifts are relative to map a; a map's content sits at -shift (pixels) from map a's
+    x = x_com[a] - offsets[a, 0] - shifts[:, 1] * step_x + offsets[:, 0]
+    y = y_com[a] - offsets[a, 1] - shifts[:, 0] * step_y + offsets[:, 1]
+    return x, y
+
+
 def store_eccentricity(cfg, model: EccentricityModel, path=None):
     """Put a model in ``cfg['eccentricity']`` and optionally save the config file."""
     from braggscope.config import save_config
@@ -186,7 +304,9 @@ def plot_calibration(model: EccentricityModel, path) -> Path:
     ax.plot(fine, fy, "--", label=f"y fit ({model.y[0]:.3g} um/deg, {model.y[1]:.3g} um/deg$^2$)")
     ax.set_xlabel("eta (deg)")
     ax.set_ylabel("drift relative to eta0 (um)")
-    ax.set_title(f"eccentricity calibration, rms residual {model.extra.get('rms_residual_um', float('nan')):.3g} um")
+    ax.set_title(f"eccentricity calibration ({model.extra.get('locate', 'com')}), rms residual "
+                 f"{model.extra.get('rms_residual_um', float('nan')):.3g} um, mosaic fraction "
+                 f"{model.extra.get('mosaic_fraction', float('nan')):.2f}", fontsize="medium")
     ax.legend(fontsize="small")
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
