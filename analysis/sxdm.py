@@ -49,7 +49,7 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # Gaussian FWHM / sigma
 def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2,
                  background="constant", noise_sigma=3.0, median=2, pixel_mask=None,
                  monitor=None, roi=None, detector_roi=None, fit="com", x=None, y=None,
-                 chunk_mb=64.0, scheduler="threads", num_workers=None, progress=True):
+                 chunk_mb=32.0, scheduler="threads", num_workers=None, progress=True):
     """Reduce an SXDM stack to intensity, d-spacing, strain and tilt maps.
 
     Parameters
@@ -95,7 +95,9 @@ def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2
     x, y : array-like, optional
         Piezo positions (micrometres) of the map columns (nx) and rows (ny).
     chunk_mb : float
-        Approximate size of one chunk of frames in memory (float32), MB.
+        Approximate size of one chunk of frames in memory (as float32), MB;
+        each worker holds one chunk (the numpy path, used by ``"snip"``,
+        ``fit="gaussian"`` and medians above 2, about four).
     scheduler : str or dask.distributed.Client
         ``"threads"`` (default), ``"sync"``, or a distributed client or
         scheduler address (``"tcp://..."``; needs a picklable ``frames``,
