@@ -377,21 +377,29 @@ def _calibration_verdict(model, pixel_um, etas, max_mosaic=0.4):
     return True, "accepted"
 
 
-def _significant_drift(fitted, configured, nsigma=3.0):
-    """Keep a fitted drift slope only where it exceeds ``nsigma`` standard errors.
+def _significant_drift(fitted, configured, confidence=0.99):
+    """Keep a fitted drift slope only where it differs from zero at ``confidence``.
 
     A weak crystal is visible over a few hundredths of a degree only, so the
     fitted slope can be position noise; following it would move the crystal
-    out of the beam. An insignificant axis falls back to the configured slope.
+    out of the beam. The test is Student's t on the slope (a few calibration
+    angles leave few degrees of freedom: with 5 angles and a line, 3, where
+    99 % needs |slope| > 5.8 standard errors, not 3). An insignificant axis
+    falls back to the configured slope.
     """
+    from scipy.stats import t as student_t
+
+    dof = len(fitted.extra["eta"]) - 2  # a line per axis: offset and slope
+    limit = float(student_t.ppf(0.5 + confidence / 2, dof)) if dof > 0 else float("inf")
     slopes = []
     for axis in ("x", "y"):
         slope, err = getattr(fitted, axis)[0], fitted.extra[f"{axis}_slope_stderr_um_per_deg"]
-        if abs(slope) >= nsigma * err:
+        if abs(slope) > limit * err:
             slopes.append(slope)
         else:
             slopes.append(getattr(configured, axis)[0])
-            _say(f"drift in {axis} not significant ({slope:+.3f} +- {err:.3f} um/deg): "
+            _say(f"drift in {axis} not significant ({slope:+.3f} +- {err:.3f} um/deg, |t| "
+                 f"{abs(slope) / err if err > 0 else float('inf'):.1f} < {limit:.1f} at {confidence:.0%}): "
                  f"using the configured {slopes[-1]:+.3f} um/deg")
     return EccentricityModel(eta0=fitted.eta0, x=(slopes[0], 0.0), y=(slopes[1], 0.0), extra=fitted.extra)
 
