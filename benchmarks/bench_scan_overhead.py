@@ -8,16 +8,28 @@ runs on
    the same simulator physics as the IOC (the baseline);
 2. the caproto simulator over CA (EpicsMotor + areaDetector Maxipix with
    its HDF5 plugin), exactly the devices used at the beamline;
-3. (2) plus the catalog writer (embedded Tiled catalog, batch of 20 events).
+3. (2) plus the catalog writer (embedded Tiled catalog, batch of 20 events);
+4. (2) with the simulator in real time (``--realtime``, for reference).
 
-Goal: CA within 2x of in-process. Run: ``python benchmarks/bench_scan_overhead.py``
-(``--points-x 10 --points-y 10 --etas 2``); ``--demo`` also times
-``braggscope demo sxdm --quick``. Timings on a shared 2-core machine are noisy.
+The in-process devices have no dead time (moves are instant, exposure
+is not waited out), so (2) and (3) run the simulator with
+``simulator.realtime = false``: moves take no travel time and a frame only
+the time to render and save it (the 10 ms exposure still sets the counts).
+The difference to (1) is then the control-system overhead alone. (4) is what
+`braggscope sim` does by default: 10 ms exposure, piezo at 200 um/s.
+
+Configurations are measured in interleaved rounds (best of ``--repeats``)
+so machine load affects all alike. Goal: (2) within 2x of (1). Run:
+``python benchmarks/bench_scan_overhead.py`` (``--points-x 10 --points-y 10
+--etas 2 --repeats 3``); ``--phases`` prints where each configuration spends
+its time per point; ``--demo`` also times ``braggscope demo sxdm --quick``.
+Timings on a shared 2-core machine are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import tempfile
@@ -29,14 +41,14 @@ for _k, _v in {"EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CAS_INTF_ADDR_LIST": "127
                "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024), "MPLBACKEND": "Agg"}.items():
     os.environ.setdefault(_k, _v)
 
+BASE = "in-process (ophyd.sim + HDF5 512x512)"
+CA = "caproto over CA (EpicsMotor + AD HDF5)"
+CATALOG = "CA + embedded catalog writer"
+REALTIME = "CA, simulator in real time (10 ms exposure)"
 
-def _time_plan(RE, make_plan, n_points, repeats=2):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        RE(make_plan())
-        best = min(best, time.perf_counter() - t0)
-    return 1e3 * best / n_points
+#: Plan messages grouped into the phases of one point.
+PHASES = {"set": "move", "wait:move": "move", "trigger": "trigger", "wait:trigger": "trigger",
+          "create": "read + event", "read": "read + event", "save": "read + event"}
 
 
 def main(argv=None) -> int:
@@ -44,8 +56,14 @@ def main(argv=None) -> int:
     parser.add_argument("--points-x", type=int, default=10)
     parser.add_argument("--points-y", type=int, default=10)
     parser.add_argument("--etas", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (best is kept)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="also time the simulator in real time (exposure and motor travel)")
+    parser.add_argument("--phases", action="store_true", help="print ms/point per phase")
     parser.add_argument("--demo", action="store_true", help="also time `braggscope demo sxdm --quick`")
     args = parser.parse_args(argv)
+    if min(args.points_x, args.points_y, args.etas, args.repeats) < 1:
+        parser.error("--points-x, --points-y, --etas and --repeats must be >= 1")
     import bluesky.plan_stubs as bps
     import numpy as np
     from bluesky import RunEngine
@@ -55,7 +73,7 @@ def main(argv=None) -> int:
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map
     from braggscope.plans.sim_detector import make_inprocess_devices
-    from braggscope.simctl import start_simulator, stop_simulator
+    from braggscope.simctl import apply_client_env, start_simulator, stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scan-"))
@@ -74,29 +92,72 @@ def main(argv=None) -> int:
     def plan_for(d, det):
         return lambda: sxdm_map([det], d["pix"], (cx - 1, cx + 1, nx), d["piy"], (cy - 1, cy + 1, ny), d["eta"], etas)
 
-    results = {}
+    best = collections.defaultdict(lambda: float("inf"))
+    phases = {}
+
+    def run(label, RE, make_plan):
+        timer = _PhaseTimer()
+        RE.msg_hook = timer
+        t0 = time.perf_counter()
+        RE(make_plan())
+        ms = 1e3 * (time.perf_counter() - t0) / n
+        RE.msg_hook = None
+        if ms < best[label]:
+            best[label], phases[label] = ms, {k: 1e3 * v / n for k, v in timer.totals().items()}
+
     RE = RunEngine()
     local = make_inprocess_devices(sim, tmp / "det", limits=cfg["limits"])
     RE(bps.mv(local["delta"], setup["delta"]))
-    results["in-process (ophyd.sim + HDF5 512x512)"] = _time_plan(RE, plan_for(local, local["mpx1x4"]), n)
+    local_plan = plan_for(local, local["mpx1x4"])
 
-    handle = start_simulator(cfg, state_file=tmp / "sim.json", set_env=True)
+    # (2)-(3) and (4) run on two simulators at once (different PV prefixes and
+    # ports): CA client settings are fixed at the first connection of a process
+    cfg.set("simulator.realtime", False)
+    handles = [start_simulator(cfg, state_file=tmp / "sim.json", set_env=False, exit_with_parent=True)]
     try:
+        if args.realtime:
+            rt_cfg = load_config()
+            for key in ("storage.data_dir", "detector.write_path", "detector.read_path"):
+                rt_cfg.set(key, cfg[key])
+            for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector"):
+                rt_cfg.set(key, "BSRT" + cfg[key].partition(":")[1] + cfg[key].partition(":")[2])
+            rt_cfg.set("simulator.realtime", True)
+            handles.append(start_simulator(rt_cfg, state_file=tmp / "sim-rt.json", set_env=False,
+                                           exit_with_parent=True))
+        apply_client_env(handles[0].port)
+        os.environ["EPICS_CA_ADDR_LIST"] = " ".join(h.addr_list for h in handles)
         d = make_devices(cfg, connect_timeout=30.0)
-        RE_ca = RunEngine()
+        RE_ca, RE_cat = RunEngine(), RunEngine()
+        storage.subscribe_writer(RE_cat, storage.open_catalog(cfg))
         RE_ca(bps.mv(d["delta"], setup["delta"], d["eta"], etas[0]))
-        results["caproto over CA (EpicsMotor + AD HDF5)"] = _time_plan(RE_ca, plan_for(d, d["detector"]), n)
-        client = storage.open_catalog(cfg)
-        storage.subscribe_writer(RE_ca, client)
-        results["CA + embedded catalog writer"] = _time_plan(RE_ca, plan_for(d, d["detector"]), n)
+        ca_plan = plan_for(d, d["detector"])
+        RE_ca(ca_plan())  # warm-up: first connections, file creation
+        RE(local_plan())
+        rounds = [(BASE, RE, local_plan), (CA, RE_ca, ca_plan), (CATALOG, RE_cat, ca_plan)]
+        if args.realtime:
+            d_rt = make_devices(rt_cfg, connect_timeout=30.0)
+            RE_rt = RunEngine()
+            RE_rt(bps.mv(d_rt["delta"], setup["delta"], d_rt["eta"], etas[0]))
+            rounds.append((REALTIME, RE_rt, plan_for(d_rt, d_rt["detector"])))
+        for _ in range(args.repeats):
+            for label, engine, make_plan in rounds:
+                run(label, engine, make_plan)
     finally:
-        stop_simulator(handle)
+        for handle in handles:
+            stop_simulator(handle)
 
-    base = results["in-process (ophyd.sim + HDF5 512x512)"]
-    print(f"\nstep-scan cost per point, sxdm_map {nx}x{ny}x{ne} = {n} points (best of 2; 2 shared cores)")
+    base = best[BASE]
+    print(f"\nstep-scan cost per point, sxdm_map {nx}x{ny}x{ne} = {n} points "
+          f"(best of {args.repeats} interleaved rounds; 2 shared cores)")
     print(f"{'configuration':45s} {'ms/point':>9s} {'vs in-process':>14s}")
-    for name, ms in results.items():
-        print(f"{name:45s} {ms:9.1f} {ms / base:13.2f}x")
+    for label, ms in best.items():
+        print(f"{label:45s} {ms:9.1f} {ms / base:13.2f}x")
+    if args.phases:
+        names = ["move", "trigger", "read + event", "other"]
+        print(f"\nms/point by phase (RunEngine message time; the run of the best total)")
+        print(f"{'configuration':45s} " + " ".join(f"{k:>12s}" for k in names))
+        for label, parts in phases.items():
+            print(f"{label:45s} " + " ".join(f"{parts.get(k, 0.0):12.2f}" for k in names))
     if args.demo:
         import subprocess
 
@@ -105,6 +166,26 @@ def main(argv=None) -> int:
                        check=True, env={**os.environ, "BRAGGSCOPE_CONFIG": ""})
         print(f"{'demo sxdm --quick (wall)':45s} {time.perf_counter() - t0:9.1f} s")
     return 0
+
+
+class _PhaseTimer:
+    """``RunEngine.msg_hook`` charging the time until the next message to this message's phase."""
+
+    def __init__(self):
+        self._totals = collections.defaultdict(float)
+        self._last = None
+
+    def __call__(self, msg):
+        now = time.perf_counter()
+        if self._last is not None:
+            self._totals[self._last[1]] += now - self._last[0]
+        key = msg.command
+        if key == "wait":
+            key = "wait:" + str(msg.kwargs.get("group", "")).split("-")[0]
+        self._last = (now, PHASES.get(key, "other"))
+
+    def totals(self):
+        return dict(self._totals)
 
 
 if __name__ == "__main__":

