@@ -20,6 +20,7 @@ from braggscope.geometry import (Geometry, bragg_angle, oversampling_detector, r
                                  wavelength)
 
 from .bcdi_forward import BCDIForwardModel
+from .fluorescence import FluorescenceModel
 from .noise import PoissonPool
 from .samples import BCDIParticle, SXDMSample, make_sample
 from .sxdm_forward import FWHM_TO_SIGMA, SXDMForwardModel
@@ -61,6 +62,10 @@ class SimulatedBeamline:
         BCDI counts/s at the Bragg peak of the fully illuminated particle.
     bcdi_beam_fwhm_um : float
         BCDI (micro-)beam FWHM (um).
+    xrf_rate, xrf_background_rate : float
+        Fluorescence (e.g. Ni K-alpha) counts/s per um of particle thickness at
+        the probe centre, and the flat fluorescence background in counts/s
+        (:meth:`fluorescence`, :mod:`.fluorescence`).
     seed : int or None
         Seed for the sample preset and the noise.
     """
@@ -68,7 +73,8 @@ class SimulatedBeamline:
     def __init__(self, sample="nmc622", *, shape=(512, 512), distance_m=0.5, pixel_m=55e-6,
                  cch=(256.0, 256.0), saturation=401540, energy_kev=8.33, eccentricity=None,
                  probe_fwhm_um=0.08, peak_rate=2.0e5, background_rate=100.0,
-                 bcdi_peak_rate=1.0e6, bcdi_beam_fwhm_um=1.0, seed=0):
+                 bcdi_peak_rate=1.0e6, bcdi_beam_fwhm_um=1.0, xrf_rate=5.0e4, xrf_background_rate=500.0,
+                 seed=0):
         if isinstance(sample, str):
             sample = make_sample(sample, seed)
         if not isinstance(sample, (SXDMSample, BCDIParticle)):
@@ -97,6 +103,11 @@ class SimulatedBeamline:
         self.bcdi_beam_fwhm_um = float(bcdi_beam_fwhm_um)
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(None if seed is None else int(seed) + 1)
+        self._xrf_rng = np.random.default_rng(None if seed is None else int(seed) + 2)
+        # the SXDM probe for SXDM samples, the BCDI beam for a BCDI particle
+        xrf_fwhm = probe_fwhm_um if isinstance(sample, SXDMSample) else self.bcdi_beam_fwhm_um
+        self.xrf = FluorescenceModel(sample, probe_fwhm_um=xrf_fwhm, rate=xrf_rate,
+                                     background_rate=xrf_background_rate)
         if isinstance(sample, SXDMSample):
             self.forward = SXDMForwardModel(
                 sample, shape=self.shape, distance_m=self.distance_m, pixel_m=self.pixel_m,
@@ -136,6 +147,8 @@ class SimulatedBeamline:
             background_rate=float(sim.get("background_rate", 100.0)),
             bcdi_peak_rate=float(sim.get("bcdi_peak_rate", 1.0e6)),
             bcdi_beam_fwhm_um=float(sim.get("bcdi_beam_fwhm_um", 1.0)),
+            xrf_rate=float(sim.get("xrf_rate", 5.0e4)),
+            xrf_background_rate=float(sim.get("xrf_background_rate", 500.0)),
             seed=seed,
         )
 
@@ -183,6 +196,37 @@ class SimulatedBeamline:
                 return self._render_bcdi(xs, ys, vals, exposure_s)
             return self.forward.render(xs, ys, vals["eta"], vals["delta"], vals["nu"], vals["phi"],
                                        vals["energy"], exposure_s)
+
+    def fluorescence(self, positions: Mapping[str, float], exposure_s: float = 0.01) -> int:
+        """Fluorescence counts (Poisson) of the particle at the given motor positions.
+
+        The sample is where the diffraction sees it (the same true drift
+        :attr:`eccentricity`: the sample moves, not the beam); the counts
+        follow its projected thickness under the probe and do not depend on
+        the Bragg condition (see :mod:`.fluorescence`).
+
+        Parameters
+        ----------
+        positions : mapping
+            ``pix``, ``piy`` (um) and ``eta`` (deg) required; other motors are
+            accepted and ignored.
+        exposure_s : float
+            Counting time (s), > 0.
+
+        Returns
+        -------
+        int
+            Counts in the fluorescence line's region of interest.
+        """
+        xs, ys, eta = self._beam_on_sample(positions, ("pix", "piy", "eta"))
+        lam = self.xrf.expected(xs, ys, eta, exposure_s)
+        with self._lock:
+            return int(self._xrf_rng.poisson(lam))
+
+    def expected_fluorescence(self, positions: Mapping[str, float], exposure_s: float = 0.01) -> float:
+        """Noise-free mean of :meth:`fluorescence` (counts)."""
+        xs, ys, eta = self._beam_on_sample(positions, ("pix", "piy", "eta"))
+        return self.xrf.expected(xs, ys, eta, exposure_s)
 
     def sxdm_stack(self, x_um, y_um, etas, *, delta=None, nu=0.0, phi=0.0, energy_kev=None,
                    exposure_s=0.01, crop=None, eccentricity=None, progress=False, max_bytes=2**31):
@@ -322,6 +366,18 @@ class SimulatedBeamline:
         return out
 
     # -- helpers --------------------------------------------------------------------
+    def _beam_on_sample(self, positions, required):
+        """Beam position in sample coordinates (drift removed) and eta, checked."""
+        missing = [k for k in required if k not in positions]
+        if missing:
+            raise ValueError(f"positions is missing {missing} (needs {list(required)})")
+        vals = [float(positions[k]) for k in required]
+        if not all(np.isfinite(vals)):
+            raise ValueError(f"positions {list(required)} must be finite, got {vals}")
+        x, y, eta = vals
+        dx, dy = self.eccentricity.offset(eta)
+        return x - dx, y - dy, eta
+
     def _center(self) -> tuple[float, float]:
         if self.is_bcdi:
             return tuple(float(c) for c in self.sample.center_um)
