@@ -53,6 +53,7 @@ def main(argv=None) -> int:
                 cfg.set(key, prefix)
             cfg.set("pv.energy", prefix + "energy")
             cfg.set("pv.detector", prefix + "mpx1x4:")
+            cfg.set("pv.fluorescence", prefix + "xrf:")
             handles[label] = (start_simulator(cfg, with_detector=False, nodelay=nodelay,
                                               set_env=False, exit_with_parent=True), prefix)
         import os

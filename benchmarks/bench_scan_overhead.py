@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             rt_cfg = load_config()
             for key in ("storage.data_dir", "detector.write_path", "detector.read_path"):
                 rt_cfg.set(key, cfg[key])
-            for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector"):
+            for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence"):
                 rt_cfg.set(key, "BSRT" + cfg[key].partition(":")[1] + cfg[key].partition(":")[2])
             rt_cfg.set("simulator.realtime", True)
             handles.append(start_simulator(rt_cfg, state_file=tmp / "sim-rt.json", set_env=False,

@@ -1,6 +1,6 @@
 """Start, stop and inspect the EPICS simulator (``braggscope sim start|stop|status``).
 
-The simulator is one caproto server process (motors + Maxipix detector, see
+The simulator is one caproto server process (motors, Maxipix and fluorescence detectors, see
 ``braggscope.simulators.ioc_run``) listening on 127.0.0.1 on a free port. It
 runs detached; a JSON state file in the data directory records its pid, port
 and PV prefixes, so ``status`` and ``stop`` find it from another shell.
@@ -117,7 +117,7 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
     state_file : path-like, optional
         Default: ``state_file_for(cfg)``. Refused if a live simulator owns it.
     with_detector : bool
-        Serve the Maxipix detector as well as the motors.
+        Serve the Maxipix and fluorescence detectors as well as the motors.
     nodelay : bool
         Apply the TCP_NODELAY fix (False only for benchmarks).
     timeout : float
@@ -271,6 +271,8 @@ def _print_state(handle: SimulatorHandle) -> None:
         print(f"  motor {name:7s} {pv}")
     if info.get("detector"):
         print(f"  detector {info['detector']}  (cam1:, HDF1:, Stats1:, image1:)")
+    if info.get("fluorescence"):
+        print(f"  fluorescence {info['fluorescence']}  (AcquireTime, Acquire, Counts_RBV)")
     print(f"  state file {handle.state_file}")
 
 

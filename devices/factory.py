@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+from braggscope.devices.fluorescence import FluorescenceDetector
 from braggscope.devices.maxipix import Maxipix
 from braggscope.devices.motors import Diffractometer, EnergyMotor, PiezoStage
 
@@ -24,7 +25,8 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
     ----------
     cfg : braggscope.config.Config
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
-        ``pv.detector``, ``detector.name``, ``detector.write_path``,
+        ``pv.detector``, ``pv.fluorescence`` (empty or absent: no
+        fluorescence detector), ``detector.name``, ``detector.write_path``,
         ``detector.read_path``.
     connect_timeout : float, optional
         If given, call :func:`connect` with this timeout (seconds).
@@ -34,8 +36,9 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
     dict
         ``piezo`` (:class:`PiezoStage`), ``diffractometer``
         (:class:`Diffractometer`), ``energy`` (:class:`EnergyMotor`),
-        ``detector`` (:class:`Maxipix`, ophyd name ``detector.name``), and the
-        single motors ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``,
+        ``detector`` (:class:`Maxipix`, ophyd name ``detector.name``),
+        ``xrf`` (:class:`FluorescenceDetector`, field ``xrf_counts``; only
+        when ``pv.fluorescence`` is set), and the single motors ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``,
         ``delta`` (the same objects as inside the stages).
     """
     for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector"):
@@ -51,6 +54,11 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
                        write_path=str(write_path), read_path=str(read_path))
     devices = {"piezo": piezo, "diffractometer": diffractometer, "energy": energy,
                "detector": detector}
+    xrf_prefix = cfg.get("pv.fluorescence", "")
+    if xrf_prefix:
+        if not isinstance(xrf_prefix, str):
+            raise ValueError(f"config pv.fluorescence must be a PV prefix string (or empty), got {xrf_prefix!r}")
+        devices["xrf"] = FluorescenceDetector(xrf_prefix, name="xrf")
     for name in ("pix", "piy", "piz"):
         devices[name] = getattr(piezo, name)
     for name in ("eta", "phi", "nu", "delta"):

@@ -28,7 +28,7 @@ from ophyd.sim import SynAxis
 from ophyd.status import DeviceStatus
 from ophyd.utils import LimitError
 
-__all__ = ["HDF5ImageDetector", "LimitedSynAxis", "make_inprocess_devices"]
+__all__ = ["CountingDetector", "HDF5ImageDetector", "LimitedSynAxis", "make_inprocess_devices"]
 
 
 class HDF5ImageDetector(Device):
@@ -148,6 +148,47 @@ class HDF5ImageDetector(Device):
 
 
 
+class CountingDetector(Device):
+    """A triggerable counter computed in-process (the fluorescence detector without EPICS).
+
+    Parameters
+    ----------
+    count : callable
+        ``count() -> int``, called once per trigger (e.g. the simulator's
+        fluorescence at the motors' positions).
+    name : str
+        Device name; the field is ``<name>_counts`` (``xrf_counts``, hinted),
+        as for :class:`braggscope.devices.fluorescence.FluorescenceDetector`.
+
+    Configuration ``<name>_acquire_time`` (s): the trigger sleeps that long
+    (0 by default, like :class:`HDF5ImageDetector`).
+    """
+
+    #: The signal does not depend on the Bragg condition (see calibrate_eccentricity).
+    bragg_independent = True
+
+    counts = Cpt(Signal, value=0, kind="hinted")
+    acquire_time = Cpt(Signal, value=0.0, kind="config")
+
+    def __init__(self, *, count: Callable[[], int], name="xrf", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._count = count
+
+    def trigger(self):
+        status = DeviceStatus(self)
+        try:
+            t0 = time.monotonic()
+            self.counts.put(int(self._count()))
+            remaining = float(self.acquire_time.get()) - (time.monotonic() - t0)
+            if remaining > 0:
+                time.sleep(remaining)
+        except Exception as exc:  # report through the status, as a real detector would
+            status.set_exception(exc)
+            return status
+        status.set_finished()
+        return status
+
+
 class LimitedSynAxis(SynAxis):
     """``ophyd.sim.SynAxis`` with soft limits (``.limits``), like an EpicsMotor."""
 
@@ -179,21 +220,26 @@ def make_inprocess_devices(beamline, write_dir, *, limits=None, exposure_s=0.01,
     limits : dict, optional
         Motor name -> (low, high), e.g. ``cfg["limits"]``.
     exposure_s : float
-        Exposure passed to ``render`` (s); the detector does not sleep.
+        Exposure passed to ``render`` and ``fluorescence`` (s); the detectors do not sleep.
 
     Returns
     -------
     dict
-        ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``, ``delta`` (motors)
-        and ``mpx1x4`` (the detector), keyed by name.
+        ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``, ``delta`` (motors),
+        ``mpx1x4`` (the detector) and, when ``beamline`` has a
+        ``fluorescence(positions, exposure_s)`` method, ``xrf``
+        (:class:`CountingDetector`, field ``xrf_counts``), keyed by name.
     """
     limits = dict(limits or {})
     motors = {n: LimitedSynAxis(name=n, limits=limits.get(n, (0.0, 0.0)))
               for n in ("pix", "piy", "piz", "eta", "phi", "nu", "delta")}
 
-    def render():
-        positions = {n: m.position for n, m in motors.items()}
-        return beamline.render(positions, exposure_s)
+    def positions():
+        return {n: m.position for n, m in motors.items()}
 
-    det = HDF5ImageDetector(render=render, write_dir=write_dir, shape=beamline.shape, name=name)
-    return {**motors, name: det}
+    det = HDF5ImageDetector(render=lambda: beamline.render(positions(), exposure_s), write_dir=write_dir,
+                            shape=beamline.shape, name=name)
+    devices = {**motors, name: det}
+    if hasattr(beamline, "fluorescence"):
+        devices["xrf"] = CountingDetector(count=lambda: beamline.fluorescence(positions(), exposure_s), name="xrf")
+    return devices

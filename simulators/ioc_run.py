@@ -1,4 +1,4 @@
-"""Run all simulator IOCs (motors + Maxipix detector) in ONE caproto server.
+"""Run all simulator IOCs (motors + Maxipix + fluorescence detector) in ONE caproto server.
 
 ``python -m braggscope.simulators.ioc_run --state-file FILE [--config TOML]``
 
@@ -62,11 +62,13 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
     ----------
     cfg : braggscope.config.Config
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
-        ``pv.detector``, ``limits.*``, ``detector.*``, ``simulator.*``;
+        ``pv.detector``, ``pv.fluorescence`` (empty: no fluorescence
+        detector), ``limits.*``, ``detector.*``, ``simulator.*``;
         ``simulator.realtime = false`` (default true) drops the simulated
         dead time: moves take no travel time and frames no exposure time.
     with_detector : bool
-        Also serve the Maxipix areaDetector IOC.
+        Also serve the Maxipix areaDetector IOC and the fluorescence
+        detector (:mod:`.ioc_fluorescence`), both on one simulated sample.
     tick_s : float
         Motor readback update period during moves, seconds.
 
@@ -75,7 +77,8 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
     pvdb : dict
         PV name -> channel data.
     info : dict
-        ``{"motors": {name: record PV}, "detector": prefix or None}``.
+        ``{"motors": {name: record PV}, "detector": prefix or None,
+        "fluorescence": prefix or None}``.
     """
     from braggscope.simulators.ioc_motors import (
         MOTOR_SPECS, BeamlineState, full_pvdb, motor_groups)
@@ -96,15 +99,26 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
     groups = motor_groups(records, state, limits=limits, velocities=velocities,
                           initial=initial, tick_s=tick_s, realtime=realtime)
     all_groups = list(groups.values())
-    detector_prefix = None
+    detector_prefix = fluorescence_prefix = None
     if with_detector:
+        from braggscope.simulators.beamline import SimulatedBeamline
         from braggscope.simulators.ioc_detector import MaxipixIOC, make_renderer
+        from braggscope.simulators.ioc_fluorescence import FluorescenceIOC, make_counter
 
+        # one simulated sample for both detectors: the Maxipix and the fluorescence
+        # detector see the same crystal at the same (drifting) position
+        beamline = SimulatedBeamline.from_config(cfg, seed=cfg.get("simulator.seed", None))
+        renderer = make_renderer(cfg) if cfg.get("simulator.renderer", "") else beamline.render
         detector_prefix = cfg["pv.detector"]
-        all_groups.append(MaxipixIOC(detector_prefix, state=state, renderer=make_renderer(cfg),
+        all_groups.append(MaxipixIOC(detector_prefix, state=state, renderer=renderer,
                                      shape=tuple(cfg["detector.shape"]),
                                      realtime=realtime))
-    return full_pvdb(all_groups), {"motors": records, "detector": detector_prefix}
+        fluorescence_prefix = cfg.get("pv.fluorescence", "") or None
+        if fluorescence_prefix:
+            all_groups.append(FluorescenceIOC(fluorescence_prefix, state=state,
+                                              counter=make_counter(cfg, beamline), realtime=realtime))
+    return full_pvdb(all_groups), {"motors": records, "detector": detector_prefix,
+                                   "fluorescence": fluorescence_prefix}
 
 
 def _nodelay_context_class(enabled: bool):
