@@ -84,6 +84,7 @@ class Beamline:
         else:
             self.devices = connect_simulator(cfg, self)
             self.detector = self.devices["detector"]
+        self.xrf = self.devices.get("xrf")  # fluorescence detector (None when pv.fluorescence is empty)
         self.RE = RunEngine(call_returns_result=True)
         self.RE.subscribe(PointProgress())
         self.client = storage.open_catalog(cfg)
@@ -171,7 +172,7 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     import bluesky.plan_stubs as bps
 
     from braggscope import storage
-    from braggscope.plans import calibrate_eccentricity, dry_run, sxdm_map
+    from braggscope.plans import dry_run, sxdm_map
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
     nx, ny = nx or (12 if quick else 18), ny or (10 if quick else 14)
@@ -182,21 +183,10 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     _say(f"NMC622 {setup['reflection']}: eta {etas[0]:.3f}..{etas[-1]:.3f} deg, delta {setup['delta']:.3f} deg")
     bl.RE(bps.mv(d["delta"], setup["delta"], d["nu"], 0.0, d["phi"], 0.0, d["eta"], setup["eta"]))
 
-    # 1. eccentricity: coarse maps across the crystal's whole rocking range, located by registration
+    # 1. eccentricity: coarse fluorescence maps over a span wider than the rocking range
     pixel = 2 * half / (nx - 1)
     configured = EccentricityModel.from_dict(cfg.get("eccentricity"))
-    n_cal = 9 if quick else 13
-    cal_etas = list(np.linspace(setup["eta_start"], setup["eta_stop"], n_cal))
-    _say(f"calibrating the eccentricity ({n_cal} coarse 9x9 maps, eta {cal_etas[0]:.3f}..{cal_etas[-1]:.3f} deg)")
-    model = bl.RE(calibrate_eccentricity([bl.detector], d["pix"], (cx - half - 1, cx + half + 1, 9), d["piy"],
-                                         (cy - half - 1, cy + half + 1, 9), d["eta"], cal_etas, quadratic=False,
-                                         locate="register", figure_path=out / "eccentricity_fit.png",
-                                         md={"sample": "nmc622"})).plan_result
-    accepted, why = _calibration_verdict(model, pixel, cal_etas)
-    _say(f"calibrated x {model.x[0]:+.3f} (+-{model.extra['x_slope_stderr_um_per_deg']:.3f}) um/deg, "
-         f"y {model.y[0]:+.3f} (+-{model.extra['y_slope_stderr_um_per_deg']:.3f}) um/deg, rms residual "
-         f"{model.extra['rms_residual_um']:.3f} um, mosaic fraction {model.extra['mosaic_fraction']:.2f}: "
-         + ("accepted" if accepted else f"REJECTED ({why}); keeping the configured model"))
+    model, accepted, why = _calibrate_sxdm(bl, out, setup, etas, pixel, configured, quick=quick)
     use = model if accepted else configured
 
     # 2. the 3D map, with live maps when the live-analysis callback is available
@@ -354,22 +344,84 @@ def _strain_vs_truth(rec, forward) -> float:
 
 
 
-def _calibration_verdict(model, pixel_um, etas, max_mosaic=0.4):
+#: Half-width (deg) of the fluorescence calibration's eta span around the Bragg angle: wider
+#: than the rocking range (the particle's fluorescence does not need the Bragg condition), so
+#: the drift has a longer lever arm than over the +-0.7 deg where NMC622 diffracts.
+XRF_CALIBRATION_HALF_SPAN_DEG = 3.0
+
+
+def _calibrate_sxdm(bl, out, setup, etas, pixel, configured, *, quick):
+    """Calibrate the eccentricity for ``demo sxdm``: ``(model, accepted, reason)``.
+
+    With a fluorescence detector (``bl.xrf``): coarse 11 x 11 fluorescence
+    maps at 9 (quick) or 13 angles over the Bragg angle +-
+    :data:`XRF_CALIBRATION_HALF_SPAN_DEG`, following the configured model,
+    located by centre of mass: the whole particle at every angle, so the
+    mosaic NMC622 crystal does not bias the drift. Without one (``pv.fluorescence``
+    empty): 9 x 9 diffraction maps over the rocking range, located by
+    registration, which the mosaic crystal's sweep defeats (the verdict says so).
+    ``etas``: the main map's angles, over which the drift must be known.
+    """
+    from braggscope.plans import calibrate_eccentricity
+
+    d = bl.devices
+    cx, cy = setup["center_um"]
+    half = float(setup["extent_um"])
+    n_cal = 9 if quick else 13
+    if bl.xrf is not None:
+        detector, field, locate, n_map = bl.xrf, "xrf_counts", "com", 11
+        theta, span = setup["eta"], XRF_CALIBRATION_HALF_SPAN_DEG
+        cal_etas = list(np.linspace(theta - span, theta + span, n_cal))
+        what = "fluorescence"
+    else:
+        detector, field, locate, n_map = bl.detector, None, "register", 9
+        cal_etas = list(np.linspace(setup["eta_start"], setup["eta_stop"], n_cal))
+        what = "diffraction"
+    _say(f"calibrating the eccentricity ({n_cal} coarse {n_map}x{n_map} {what} maps, "
+         f"eta {cal_etas[0]:.3f}..{cal_etas[-1]:.3f} deg)")
+    model = bl.RE(calibrate_eccentricity([detector], d["pix"], (cx - half - 1, cx + half + 1, n_map), d["piy"],
+                                         (cy - half - 1, cy + half + 1, n_map), d["eta"], cal_etas,
+                                         intensity_field=field, initial=configured, quadratic=False,
+                                         locate=locate, figure_path=out / "eccentricity_fit.png",
+                                         md={"sample": "nmc622"})).plan_result
+    accepted, why = _calibration_verdict(model, pixel, etas)
+    extra = model.extra
+    _say(f"calibrated ({extra['signal']}) x {model.x[0]:+.3f} (+-{extra['x_slope_stderr_um_per_deg']:.3f}) um/deg, "
+         f"y {model.y[0]:+.3f} (+-{extra['y_slope_stderr_um_per_deg']:.3f}) um/deg, rms residual "
+         f"{extra['rms_residual_um']:.3f} um, mosaic fraction {extra['mosaic_fraction']:.2f}, map total variation "
+         f"{extra['map_total_variation']:.3f}: "
+         + ("accepted" if accepted else f"REJECTED ({why}); keeping the configured model"))
+    return model, accepted, why
+
+
+def _calibration_verdict(model, pixel_um, etas, max_mosaic=0.4, max_variation=0.2):
     """Accept a calibrated drift only if it can be the goniometer's: ``(accepted, reason)``.
 
-    Rejected when the crystal is mosaic (``mosaic_fraction`` above
+    Located by diffraction (``extra["signal"]`` not ``"fluorescence"``):
+    rejected when the crystal is mosaic (``mosaic_fraction`` above
     ``max_mosaic``: the located positions follow the diffracting region, which
-    sweeps across the crystal with eta, not only the drift), when the rms
-    residual exceeds half a map pixel, or when the slopes' standard errors
-    make the drift uncertain by more than half a map pixel across ``etas``.
+    sweeps across the crystal with eta, not only the drift). Located by
+    fluorescence (the whole particle at every eta, so mosaicity does not
+    matter): rejected when the maps' totals change with eta by more than
+    ``max_variation`` (``map_total_variation``: the particle left some maps, or
+    the signal was not Bragg-independent after all). Either way rejected when
+    the rms residual exceeds half a map pixel, or when the slopes' standard
+    errors make the drift uncertain by more than half a map pixel across
+    ``etas`` (the angles the correction is used at).
     """
     extra = model.extra
     half_span = (max(etas) - min(etas)) / 2
     spread = max(extra["x_slope_stderr_um_per_deg"], extra["y_slope_stderr_um_per_deg"]) * half_span
-    mosaic = extra.get("mosaic_fraction", 0.0)
-    if mosaic > max_mosaic:
-        return False, (f"mosaic fraction {mosaic:.2f} > {max_mosaic}: different regions diffract at different eta, "
-                       "so the located crystal moves with the diffracting region as well as with the drift")
+    if extra.get("signal") == "fluorescence":
+        variation = extra.get("map_total_variation", float("nan"))
+        if not variation <= max_variation:
+            return False, (f"fluorescence map totals vary by {variation:.2f} (> {max_variation}) with eta: the "
+                           "particle is not inside every coarse map, or the signal depends on the Bragg condition")
+    else:
+        mosaic = extra.get("mosaic_fraction", 0.0)
+        if mosaic > max_mosaic:
+            return False, (f"mosaic fraction {mosaic:.2f} > {max_mosaic}: different regions diffract at different "
+                           "eta, so the located crystal moves with the diffracting region as well as with the drift")
     if extra["rms_residual_um"] > pixel_um / 2:
         return False, f"rms residual {extra['rms_residual_um']:.3f} um > half a map pixel ({pixel_um / 2:.3f} um)"
     if spread > pixel_um / 2:

@@ -1,4 +1,10 @@
-"""Closed-loop eccentricity calibration: find the crystal at several eta, fit its drift."""
+"""Closed-loop eccentricity calibration: find the crystal at several eta, fit its drift.
+
+The crystal is located in coarse maps of a scalar signal: the diffraction
+detector's integrated intensity, or, for mosaic crystals, the particle's
+X-ray fluorescence (``intensity_field="xrf_counts"``), which shows the whole
+particle at any eta.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,8 @@ from braggscope.eccentricity import EccentricityModel, fit_eccentricity
 from ._common import check_angles, check_range, eccentricity_model
 from .sxdm import sxdm_map, sxdm_points
 
-__all__ = ["calibrate_eccentricity", "crystal_position", "mosaic_fraction", "plot_calibration",
-           "store_eccentricity", "LOCATE_METHODS"]
+__all__ = ["calibrate_eccentricity", "crystal_position", "map_total_variation", "mosaic_fraction",
+           "plot_calibration", "signal_kind", "store_eccentricity", "LOCATE_METHODS"]
 
 #: How ``calibrate_eccentricity`` locates the crystal in each coarse map.
 LOCATE_METHODS = ("com", "register")
@@ -49,13 +55,28 @@ def calibrate_eccentricity(
     signal (rocking-curve tails) are skipped and listed in
     ``extra["eta_not_found"]``.
 
-    Only the *diffracting* part of the crystal is seen. In a mosaic or bent
-    crystal (NMC622) different regions diffract at different eta and that
-    region sweeps across the crystal with eta; a rigid drift along the sweep
-    adds to it and no intensity map can tell the two apart (both locators
-    measure drift + sweep, with small residuals). ``extra["mosaic_fraction"]``
-    (see :func:`mosaic_fraction`) flags such crystals: above ~0.4 the fit
-    is not the goniometer's drift and should not be used.
+    With a diffraction signal only the *diffracting* part of the crystal is
+    seen. In a mosaic or bent crystal (NMC622) different regions diffract at
+    different eta and that region sweeps across the crystal with eta; a
+    rigid drift along the sweep adds to it and no diffraction map can tell
+    the two apart (both locators measure drift + sweep, with small
+    residuals). ``extra["mosaic_fraction"]`` (see :func:`mosaic_fraction`)
+    flags such crystals: above ~0.4 the fit is not the goniometer's drift
+    and should not be used.
+
+    For mosaic crystals, locate the particle with its X-ray fluorescence
+    instead (``calibrate_eccentricity([xrf], ..., intensity_field="xrf_counts")``,
+    :class:`braggscope.devices.fluorescence.FluorescenceDetector`): the
+    fluorescence map shows the whole particle at any eta, whatever diffracts,
+    so the located position is the particle's and the angles may span more
+    than the rocking curve (a longer lever arm on the drift). The signal is
+    then recorded as ``extra["signal"] = "fluorescence"`` (the detector
+    reading ``intensity_field`` declares ``bragg_independent = True``), and
+    ``mosaic_fraction`` is no criterion: it only reflects how far the drift
+    moves the particle's edges across the map. What must hold instead is that
+    the signal does not change with eta: ``extra["map_total_variation"]``
+    (relative spread of the maps' background-subtracted totals), a few per
+    cent when the particle stays inside every map.
 
     Parameters
     ----------
@@ -67,7 +88,8 @@ def calibrate_eccentricity(
     intensity_field : str, optional
         Scalar event field with the integrated detector intensity per point;
         by default the first field ending in ``total`` (``mpx1x4_total``,
-        ``mpx1x4_stats1_total``).
+        ``mpx1x4_stats_total``). ``"xrf_counts"``: the fluorescence detector
+        (the way for mosaic crystals, see above).
     initial : EccentricityModel, optional
         A previous model: the coarse maps follow it, and the result is the
         total drift (refinement).
@@ -96,8 +118,9 @@ def calibrate_eccentricity(
     EccentricityModel
         The plan's return value (``RE(plan)`` with ``call_returns_result=True``
         gives it as ``result.plan_result``). ``extra`` holds the measured
-        positions, the rms residual, the slope standard errors, ``locate``
-        and ``mosaic_fraction``.
+        positions, the rms residual, the slope standard errors, ``locate``,
+        ``intensity_field``, ``signal`` (``"fluorescence"`` or
+        ``"diffraction"``), ``mosaic_fraction`` and ``map_total_variation``.
 
     Yields
     ------
@@ -169,7 +192,9 @@ def calibrate_eccentricity(
     model.extra.update({"eta": eta_found, "x_um": xs.tolist(), "y_um": ys.tolist(),
                         "eta_not_found": [e for i, e in enumerate(etas) if i not in set(found.tolist())],
                         "intensity_field": chosen["field"], "locate": locate,
-                        "mosaic_fraction": mosaic_fraction(maps, etas)})
+                        "signal": signal_kind(detectors, chosen["field"]),
+                        "mosaic_fraction": mosaic_fraction(maps, etas),
+                        "map_total_variation": map_total_variation(maps[found])})
     if cfg is not None:
         store_eccentricity(cfg, model, config_path)
     if figure_path is not None:
@@ -256,6 +281,47 @@ def mosaic_fraction(maps, etas, *, threshold=0.2) -> float:
     return float(np.clip(1.0 - within / overall, 0.0, 1.0)) if overall > 0 else 0.0
 
 
+def signal_kind(detectors, field: str) -> str:
+    """``"fluorescence"`` if the detector reading ``field`` is Bragg-independent, else ``"diffraction"``.
+
+    A detector declares a signal that does not depend on the Bragg condition
+    with the class attribute ``bragg_independent = True``
+    (:class:`braggscope.devices.fluorescence.FluorescenceDetector`, the
+    in-process :class:`braggscope.plans.sim_detector.CountingDetector`); its
+    fields start with its name (``xrf_counts``).
+    """
+    for det in detectors:
+        name = getattr(det, "name", "")
+        if name and (field == name or field.startswith(name + "_")):
+            return "fluorescence" if getattr(det, "bragg_independent", False) else "diffraction"
+    return "diffraction"
+
+
+def map_total_variation(maps) -> float:
+    """Relative spread (std / mean) of the maps' background-subtracted totals.
+
+    A Bragg-independent signal (fluorescence) of a particle inside every map
+    gives the same total at every angle: a few per cent (Poisson noise, edge
+    sampling); a diffraction signal follows the rocking curve (order 1). The
+    background is each map's median, as in :func:`crystal_position`.
+
+    Parameters
+    ----------
+    maps : array_like, shape (n, ny, nx)
+
+    Returns
+    -------
+    float
+        NaN when the totals' mean is not positive.
+    """
+    maps = np.asarray(maps, dtype=float)
+    if maps.ndim != 3 or maps.shape[0] < 1:
+        raise ValueError(f"maps must be (n, ny, nx) with n >= 1, got shape {maps.shape}")
+    totals = np.clip(maps - np.median(maps, axis=(1, 2), keepdims=True), 0.0, None).sum(axis=(1, 2))
+    mean = totals.mean()
+    return float(totals.std() / mean) if mean > 0 else float("nan")
+
+
 def _registered_positions(maps, x_range, y_range, x_com, y_com, offsets):
     """Piezo positions (um) of the crystal by chained registration of the maps.
 
@@ -304,7 +370,8 @@ def plot_calibration(model: EccentricityModel, path) -> Path:
     ax.plot(fine, fy, "--", label=f"y fit ({model.y[0]:.3g} um/deg, {model.y[1]:.3g} um/deg$^2$)")
     ax.set_xlabel("eta (deg)")
     ax.set_ylabel("drift relative to eta0 (um)")
-    ax.set_title(f"eccentricity calibration ({model.extra.get('locate', 'com')}), rms residual "
+    ax.set_title(f"eccentricity calibration ({model.extra.get('signal', 'diffraction')}, "
+                 f"{model.extra.get('locate', 'com')}), rms residual "
                  f"{model.extra.get('rms_residual_um', float('nan')):.3g} um, mosaic fraction "
                  f"{model.extra.get('mosaic_fraction', float('nan')):.2f}", fontsize="medium")
     ax.legend(fontsize="small")
