@@ -29,9 +29,13 @@ def test_demo_sxdm_quick_inprocess(cfg, tmp_path):
     assert summary["points"] == 8 * 6 * 5
     saved = json.loads((out / "summary.json").read_text())
     assert saved["uid"] == summary["uid"] and (out / "eccentricity_fit.png").exists()
+    # the drift is calibrated from fluorescence maps (the mosaic crystal's diffraction cannot)
+    assert summary["calibration_accepted"], summary["calibration_verdict"]
+    assert summary["calibration"]["extra"]["signal"] == "fluorescence"
     client = storage.open_catalog(cfg)
     frames, meta = storage.sxdm_stack(storage.load_run(client, summary["uid"]))
     assert frames.shape == (5, 6, 8, 128, 128) and meta["sample"] == "nmc622"
+    assert meta["eccentricity"]["x"] == summary["calibration"]["x"]  # the main map followed it
     if "maps" in summary:  # the SXDM reduction is present: its figures were written
         assert summary["figures"] and all((out / p).exists() or p for p in summary["figures"])
         assert np.isfinite(np.asarray(summary["maps"]["intensity"])).any()
