@@ -338,7 +338,9 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
     n_total = recipe.n_iterations
     sw_stop = int(0.8 * n_total)
     it = 0
-    modulus = _modulus_free if free is not None else _modulus
+    modulus = be.kernels.get("modulus_free", _modulus_free) if free is not None else \
+        be.kernels.get("modulus", _modulus)
+    update = be.kernels.get("update", _update)
     mod_args = (amp, free) if free is not None else (amp,)
     for algo, n in recipe.steps:
         w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
@@ -353,7 +355,7 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
             if w_prev is None:
                 be.map_blocks(_update_er, psi, w_new)
             else:
-                be.map_blocks(_update, psi, w_new, prev, w_prev)
+                be.map_blocks(update, psi, w_new, prev, w_prev)
             it += 1
             if recipe.shrinkwrap_every and it % recipe.shrinkwrap_every == 0 and it < n_total:
                 frac = min(1.0, it / max(sw_stop, 1))

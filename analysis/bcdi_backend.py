@@ -49,6 +49,14 @@ class Backend:
         ``gaussian_filter(real_array, sigma)`` in voxels.
     asarray, asnumpy : callable
         Move an array to / from the back-end's memory.
+    map_blocks : callable
+        ``map_blocks(fn, *arrays)``: an in-place elementwise ``fn`` over
+        matching blocks (cache-sized, threaded on the CPU; whole arrays on a GPU).
+    kernels : dict
+        Fused replacements for phase retrieval's elementwise steps, by name
+        (``modulus``, ``modulus_free``, ``update``), same signatures as the
+        numpy versions in :mod:`braggscope.analysis.bcdi`; missing names use
+        those.
     """
 
     name: str
@@ -59,6 +67,7 @@ class Backend:
     asarray: Callable
     asnumpy: Callable
     map_blocks: Callable = field(default=None)
+    kernels: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.map_blocks is None:
@@ -137,7 +146,34 @@ def _cupy_backend() -> Backend:
     def ifftn(a):
         return cupy.fft.ifftn(a)
 
-    return Backend("cupy", cupy, fftn, ifftn, gaussian_filter, cupy.asarray, cupy.asnumpy)
+    return Backend("cupy", cupy, fftn, ifftn, gaussian_filter, cupy.asarray, cupy.asnumpy,
+                   kernels=_cupy_kernels())
+
+
+_CUPY_KERNELS: dict | None = None
+
+
+def _cupy_kernels() -> dict:
+    """One GPU pass per step instead of one per numpy ufunc (and no float32 temporaries)."""
+    global _CUPY_KERNELS
+    if _CUPY_KERNELS is None:
+        import cupy
+
+        modulus = cupy.ElementwiseKernel(
+            "float32 amp, float32 eps", "complex64 psi",
+            "psi = psi * (amp / fmaxf(abs(psi), eps))", "braggscope_modulus")
+        modulus_free = cupy.ElementwiseKernel(
+            "float32 amp, bool free, float32 eps", "complex64 psi",
+            "if (!free) psi = psi * (amp / fmaxf(abs(psi), eps))", "braggscope_modulus_free")
+        update = cupy.ElementwiseKernel(
+            "float32 w_new, float32 w_prev", "complex64 psi, complex64 prev",
+            "psi = psi * w_new + prev; prev = psi * w_prev", "braggscope_update")
+        _CUPY_KERNELS = {
+            "modulus": lambda psi, amp, eps: modulus(amp, np.float32(eps), psi),
+            "modulus_free": lambda psi, amp, free, eps: modulus_free(amp, free, np.float32(eps), psi),
+            "update": lambda psi, w_new, prev, w_prev: update(w_new, w_prev, psi, prev),
+        }
+    return _CUPY_KERNELS
 
 
 def get_backend(name: str | Backend = "auto") -> Backend:
