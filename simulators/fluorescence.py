@@ -86,7 +86,7 @@ class FluorescenceModel:
     >>> from braggscope.simulators.samples import make_sample
     >>> model = FluorescenceModel(make_sample("nmc622"), probe_fwhm_um=0.08, rate=5e4)
     >>> t = float(projected_thickness(model.sample, 50.0, 50.0))
-    >>> abs(model.expected(50.0, 50.0, 9.0, 0.01) - (5e4 * t + model.background_rate) * 0.01) < 1
+    >>> bool(abs(model.expected(50.0, 50.0, 9.0, 0.01) - (5e4 * t + model.background_rate) * 0.01) < 1)
     True
     """
 

@@ -59,7 +59,7 @@ def test_xrf_counts_follow_the_particle_and_the_count_time(sim_devices, xrf, tru
     # the probe-averaged thickness is t there
     from braggscope.simulators.fluorescence import projected_thickness
 
-    x0, y0 = truth._center()
+    x0, y0 = truth.truth()["center_um"]
     t = float(projected_thickness(truth.sample, x0, y0))
     rate, bg = truth.xrf.rate, truth.xrf.background_rate
     assert on == pytest.approx((rate * t + bg) * 0.2, rel=0.03)  # 2e3-count Poisson: 5 sigma ~ 2.2 %

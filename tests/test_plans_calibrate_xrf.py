@@ -58,7 +58,8 @@ def test_fluorescence_calibration_recovers_the_true_drift_of_a_mosaic_crystal(nm
     assert model.extra["map_total_variation"] < 0.2
 
     # the main map's grid (the quick demo's: 12 x 10 points over the crystal)
-    grid = ((cx - setup["extent_um"], cx + setup["extent_um"], 12), (cy - setup["extent_um"], cy + setup["extent_um"], 10))
+    ext = setup["extent_um"]
+    grid = ((cx - ext, cx + ext, 12), (cy - ext, cy + ext, 10))
     pixel = 2 * setup["extent_um"] / 11
     rock = np.linspace(setup["eta_start"], setup["eta_stop"], 41)
     rel_fit = np.stack(model.offset(rock)) - np.stack(model.offset(rock[0]))[:, None]

@@ -32,7 +32,7 @@ def _positions(x, y, eta, **extra):
 
 def test_counts_are_the_probe_convolved_thickness_at_the_drifted_position():
     bl = _beamline(probe_fwhm_um=0.1)
-    cx, cy = bl._center()
+    cx, cy = bl.truth()["center_um"]
     step = 0.005
     xs = cx + np.arange(-2.0, 2.0, step)
     ys = cy + np.arange(-2.0, 2.0, step)
@@ -86,7 +86,7 @@ def test_map_centre_of_mass_moves_by_the_true_drift():
 def test_independent_of_the_bragg_condition():
     bl = _beamline(drift={"eta0": 9.0, "x": [0.0, 0.0], "y": [0.0, 0.0]})
     setup = bl.bragg_setup()
-    cx, cy = bl._center()
+    cx, cy = bl.truth()["center_um"]
     for dx in (-1.0, 0.0, 0.6):
         on = bl.expected_fluorescence(_positions(cx + dx, cy, setup["eta"], delta=setup["delta"]))
         for eta, delta in ((setup["eta"] + 2.0, setup["delta"]), (setup["eta"], 0.0), (setup["eta"] - 3.0, 40.0)):
