@@ -121,6 +121,48 @@ def test_build_pvdb_passes_realtime_to_motors_and_detector():
     assert all(_top(pv.group).realtime for pv in ioc_run.build_pvdb(load_config(), with_detector=False)[0].values())
 
 
+def test_build_pvdb_serves_the_fluorescence_detector_with_the_realtime_flag():
+    from braggscope.config import load_config
+    from braggscope.simulators import ioc_run
+
+    cfg = load_config()
+    for realtime in (True, False):
+        cfg.set("simulator.realtime", realtime)
+        pvdb, info = ioc_run.build_pvdb(cfg, with_detector=True)
+        assert info["fluorescence"] == cfg["pv.fluorescence"]
+        for suffix in ("AcquireTime", "AcquireTime_RBV", "Acquire", "Acquire_RBV", "Counts_RBV"):
+            assert cfg["pv.fluorescence"] + suffix in pvdb
+        (xrf,) = {_top(pv.group) for name, pv in pvdb.items() if name.startswith(cfg["pv.fluorescence"])}
+        assert type(xrf).__name__ == "FluorescenceIOC" and xrf.realtime is realtime
+    cfg.set("pv.fluorescence", "")  # a site without one
+    pvdb, info = ioc_run.build_pvdb(cfg, with_detector=True)
+    assert info["fluorescence"] is None and not any(":xrf:" in name for name in pvdb)
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_fluorescence_count_waits_out_the_count_time_only_in_realtime(realtime):
+    import asyncio
+    import time
+
+    from braggscope.simulators.ioc_fluorescence import FluorescenceIOC
+
+    state = BeamlineState({"pix": 1.0, "piy": 2.0, "eta": 3.0})
+    seen = []
+    ioc = FluorescenceIOC("T:xrf:", state=state, counter=lambda pos, t: seen.append((pos, t)) or 42,
+                          realtime=realtime)
+
+    async def run():
+        await ioc.acquire_time.write(0.3)
+        t0 = time.monotonic()
+        counts = await ioc.count()
+        return counts, time.monotonic() - t0
+
+    counts, elapsed = asyncio.run(run())
+    assert counts == 42 and ioc.counts.value == 42 and ioc.acquire_rbv.value == 0
+    assert seen == [({"pix": 1.0, "piy": 2.0, "eta": 3.0}, pytest.approx(0.3))]
+    assert (elapsed >= 0.29) if realtime else (elapsed < 0.2)
+
+
 def _top(group):
     while getattr(group, "parent", None) is not None:
         group = group.parent
