@@ -511,7 +511,10 @@ def _run_blocks(plan, blocks, scheduler, num_workers, progress):
     import dask
     from tqdm.auto import tqdm
 
-    tasks = [dask.delayed(_reduce_block, pure=False)(plan, ys, xs) for ys, xs in blocks]
+    # one graph node holding the plan as it is: traversed, its dask ``frames`` would become a
+    # dependency of every task and the whole stack would be computed into memory first
+    plan_node = dask.delayed(plan, traverse=False)
+    tasks = [dask.delayed(_reduce_block, pure=False)(plan_node, ys, xs) for ys, xs in blocks]
     bar = tqdm(total=len(tasks), desc="sxdm reduce", unit="chunk", disable=not progress)
     try:
         if isinstance(scheduler, str) and scheduler in _LOCAL_SCHEDULERS:

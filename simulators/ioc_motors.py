@@ -92,6 +92,12 @@ class BeamlineState:
         return dict(self.positions)
 
 
+async def _post_if_changed(prop, value):
+    # as the motor record, post LVIO/TDIR monitors only when they change
+    if prop.value != value:
+        await prop.write(value)
+
+
 # MSTA bits as in the EPICS motor record
 _MSTA_DONE = 1 << 1
 _MSTA_MOVING = 1 << 10
@@ -191,9 +197,9 @@ class MotorRecord(PVGroup):
             return value
         low, high = self.llm.value, self.hlm.value
         if low < high and not (low <= value <= high):
-            await self.lvio.write(1)
+            await _post_if_changed(self.lvio, 1)
             raise ValueError(f"{self.prefix}: {value} is outside the soft limits [{low}, {high}]")
-        await self.lvio.write(0)
+        await _post_if_changed(self.lvio, 0)
         if self.spmg.value in ("Stop", "Pause"):
             raise ValueError(f"{self.prefix}: motion disabled (SPMG={self.spmg.value})")
         await instance.write(value, verify_value=False)
@@ -226,7 +232,7 @@ class MotorRecord(PVGroup):
                 if self._halt:
                     break
                 remaining = self._target - self._position
-                await self.tdir.write(1 if remaining >= 0 else 0)
+                await _post_if_changed(self.tdir, 1 if remaining >= 0 else 0)
                 step = max(abs(self.velo.value), 1e-12) * dt
                 if abs(remaining) <= step or not self.realtime:
                     self._position = self._target

@@ -172,6 +172,31 @@ def test_pixel_mask_monitor_and_input_sources(tmp_path):
         np.testing.assert_array_equal(other.mask, ref.mask)
 
 
+def test_dask_input_is_read_block_by_block(monkeypatch):
+    # a lazy stack must reach the chunk workers lazy: each reads its own block, and the
+    # whole stack is never computed into memory first (dask would traverse a dataclass
+    # argument and compute the array inside it)
+    import dask.array as da
+
+    from braggscope.analysis import sxdm
+
+    t = forward_stack(ny=6, nx=6, n_eta=7, drift_px=0.0, seed=2)
+    lazy = da.from_array(t.frames, chunks=(7, 1, 6, 64, 64))
+    seen = []
+    original = sxdm.read_block
+
+    def spy(frames, eta_sl, ys, xs, det_roi):
+        seen.append((type(frames).__module__.split(".")[0], len(range(*ys.indices(6))) * len(range(*xs.indices(6)))))
+        return original(frames, eta_sl, ys, xs, det_roi)
+
+    monkeypatch.setattr(sxdm, "read_block", spy)
+    maps = reduce_stack(lazy, t.eta, _geometry(t), t.delta, t.nu, chunk_mb=0.5, progress=False)
+    assert len(seen) > 1 and all(kind == "dask" for kind, _ in seen)
+    assert sum(pixels for _, pixels in seen) == 36  # every map pixel read once, by its block
+    ref = reduce_stack(t.frames, t.eta, _geometry(t), t.delta, t.nu, progress=False)
+    np.testing.assert_allclose(maps.qz, ref.qz, rtol=1e-6, equal_nan=True)
+
+
 def test_bad_arguments_raise_naming_them():
     t = forward_stack(ny=3, nx=3, n_eta=4, shape=(16, 16), seed=7)
     g = _geometry(t)
