@@ -16,7 +16,8 @@ to an HDF5 file, then, in the same run:
    ``PeakFitter`` (centroid); our reader + reduction run on the same files.
    Without XSOCS, ANCHORS' figure of ~120 M detector pixels/s is printed.
 
-``--large`` instead measures the peak resident memory of ``reduce_stack`` on
+``--large`` instead measures the peak resident memory of ``reduce_stack`` (on
+the h5py dataset, then on a dask array of it, as a catalog run gives) on
 a stack generated on disk that is larger than the memory limit given with
 ``--limit-gb`` (default 2 GB of frames at 4 bytes/pixel written as uint16,
 so a run takes a few minutes): memory stays at the chunk size, not the stack.
@@ -278,6 +279,16 @@ def run_large(path, args):
         t = time.perf_counter() - t0
     print(f"reduce_stack: {t:.1f} s, peak RSS {peak_rss_mb():.0f} MB (after generation {base:.0f} MB); "
           f"stack would need {n_eta * ny * nx * rows * cols * 4 / 1e6:.0f} MB as float32")
+    # the same file as a lazy dask array (the catalog path, storage.sxdm_stack): chunks read by workers
+    import dask.array as da
+
+    with h5py.File(path, "r") as f:
+        d = f["frames"]
+        t0 = time.perf_counter()
+        reduce_stack(da.from_array(d, chunks=(1, 1, nx, rows, cols)), eta, g, delta, num_workers=args.workers,
+                     chunk_mb=64, progress=True)
+        t = time.perf_counter() - t0
+    print(f"reduce_stack on a dask array of the file: {t:.1f} s, peak RSS so far {peak_rss_mb():.0f} MB")
     return 0
 
 
