@@ -31,8 +31,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--inprocess", action="store_true",
                         help="in-process devices instead of the caproto simulator (no EPICS)")
     parser.add_argument("--out", help="output directory (default: <storage.data_dir>/demo-<kind>-<time>)")
-    parser.add_argument("--nx", type=int, help="map points along x (default 18, quick 12)")
-    parser.add_argument("--ny", type=int, help="map points along y (default 14, quick 10)")
+    parser.add_argument("--nx", type=int, help="map points along x (default 24, quick 12)")
+    parser.add_argument("--ny", type=int, help="map points along y (default 20, quick 10)")
     parser.add_argument("--neta", type=int, help="rocking angles (default 12, quick 6)")
     parser.add_argument("--no-reduce", action="store_true", help="skip the reduction / reconstruction")
     parser.set_defaults(func=_cmd)
@@ -175,7 +175,7 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     from braggscope.plans import dry_run, sxdm_map
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
-    nx, ny = nx or (12 if quick else 18), ny or (10 if quick else 14)
+    nx, ny = nx or (12 if quick else 24), ny or (10 if quick else 20)
     neta = neta or (6 if quick else 12)
     cx, cy = setup["center_um"]
     half = float(setup["extent_um"])
