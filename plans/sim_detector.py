@@ -102,32 +102,23 @@ class HDF5ImageDetector(Device):
     def trigger(self):
         if self._file is None:
             raise RuntimeError(f"{self.name} must be staged before trigger (plans stage it)")
-        status = DeviceStatus(self)
-        try:
-            t_exp = float(self.acquire_time.get())
-            t0 = time.monotonic()
-            frame = np.asarray(self._render())
-            if frame.shape != self._shape:
-                raise ValueError(f"render() returned shape {frame.shape}, expected {self._shape}")
-            with self._lock:
-                n = self._point
-                self._dataset.resize(n + 1, axis=0)
-                self._dataset[n] = frame.astype(self._dtype, copy=False)
-                self._dataset.flush()
-            self.total.put(int(frame.sum(dtype=np.int64)))
-            datum_id = f"{self._resource['uid']}/{n}"
-            self._asset_docs.append(("datum", {"datum_id": datum_id, "resource": self._resource["uid"],
-                                               "datum_kwargs": {"point_number": n}}))
-            self._last_datum = datum_id
-            self._point += 1
-            remaining = t_exp - (time.monotonic() - t0)
-            if remaining > 0:
-                time.sleep(remaining)
-        except Exception as exc:  # report through the status, as a real detector would
-            status.set_exception(exc)
-            return status
-        status.set_finished()
-        return status
+        return _acquire(self, self._take_frame)
+
+    def _take_frame(self):
+        frame = np.asarray(self._render())
+        if frame.shape != self._shape:
+            raise ValueError(f"render() returned shape {frame.shape}, expected {self._shape}")
+        with self._lock:
+            n = self._point
+            self._dataset.resize(n + 1, axis=0)
+            self._dataset[n] = frame.astype(self._dtype, copy=False)
+            self._dataset.flush()
+        self.total.put(int(frame.sum(dtype=np.int64)))
+        datum_id = f"{self._resource['uid']}/{n}"
+        self._asset_docs.append(("datum", {"datum_id": datum_id, "resource": self._resource["uid"],
+                                           "datum_kwargs": {"point_number": n}}))
+        self._last_datum = datum_id
+        self._point += 1
 
     def describe(self):
         out = super().describe()
@@ -175,18 +166,24 @@ class CountingDetector(Device):
         self._count = count
 
     def trigger(self):
-        status = DeviceStatus(self)
-        try:
-            t0 = time.monotonic()
-            self.counts.put(int(self._count()))
-            remaining = float(self.acquire_time.get()) - (time.monotonic() - t0)
-            if remaining > 0:
-                time.sleep(remaining)
-        except Exception as exc:  # report through the status, as a real detector would
-            status.set_exception(exc)
-            return status
-        status.set_finished()
+        return _acquire(self, lambda: self.counts.put(int(self._count())))
+
+
+def _acquire(device, take) -> DeviceStatus:
+    """Run ``take()`` and wait out ``device.acquire_time``; a failure is reported through the status."""
+    status = DeviceStatus(device)
+    try:
+        t_exp = float(device.acquire_time.get())
+        t0 = time.monotonic()
+        take()
+        remaining = t_exp - (time.monotonic() - t0)
+        if remaining > 0:
+            time.sleep(remaining)
+    except Exception as exc:  # report through the status, as a real detector would
+        status.set_exception(exc)
         return status
+    status.set_finished()
+    return status
 
 
 class LimitedSynAxis(SynAxis):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .samples import BCDIParticle, SXDMSample
-from .sxdm_forward import FWHM_TO_SIGMA
+from .sxdm_forward import FWHM_TO_SIGMA, probe_window
 
 __all__ = ["FluorescenceModel", "projected_thickness"]
 
@@ -130,18 +130,12 @@ class FluorescenceModel:
     def probed_thickness(self, x_um, y_um, eta) -> float:
         """Thickness (um) averaged over the probe profile at one beam position."""
         cot = 1.0 / np.tan(np.radians(max(abs(float(eta)), 1e-3)))
-        reach = 3.5 * self.sigma_probe
         total = 0.0
         for grid in self._grids:
-            xb, yb = float(x_um) + grid.depth_um * cot, float(y_um)
-            i0 = max(0, int(np.floor((xb - reach - grid.x[0]) / grid.step)))
-            i1 = min(grid.x.size, int(np.ceil((xb + reach - grid.x[0]) / grid.step)) + 1)
-            j0 = max(0, int(np.floor((yb - reach - grid.y[0]) / grid.step)))
-            j1 = min(grid.y.size, int(np.ceil((yb + reach - grid.y[0]) / grid.step)) + 1)
-            if i1 <= i0 or j1 <= j0:
+            window = probe_window(grid, float(x_um) + grid.depth_um * cot, float(y_um), self.sigma_probe)
+            if window is None:
                 continue
-            px = np.exp(-0.5 * ((grid.x[i0:i1] - xb) / self.sigma_probe) ** 2)
-            py = np.exp(-0.5 * ((grid.y[j0:j1] - yb) / self.sigma_probe) ** 2)
+            (j0, j1, i0, i1), py, px = window
             total += float(py @ grid.thickness[j0:j1, i0:i1] @ px)
         # the probe integrates to 1: sum of g over grid cells = 2 pi sigma^2 / step^2
         return total * self.step**2 / (2 * np.pi * self.sigma_probe**2)

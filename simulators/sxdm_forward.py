@@ -40,6 +40,25 @@ __all__ = ["SXDMForwardModel", "FWHM_TO_SIGMA"]
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
+def probe_window(grid, xb, yb, sigma):
+    """Gaussian probe weights on the cells of a column grid within 3.5 sigma of ``(xb, yb)``.
+
+    ``grid`` has ``x``, ``y`` (cell centres, um) and ``step``. Returns
+    ``((j0, j1, i0, i1), py, px)`` (rows ``j0:j1``, columns ``i0:i1`` and the
+    unnormalised 1D profiles along y and x), or None when the probe misses the grid.
+    """
+    reach = 3.5 * sigma
+    i0 = max(0, int(np.floor((xb - reach - grid.x[0]) / grid.step)))
+    i1 = min(grid.x.size, int(np.ceil((xb + reach - grid.x[0]) / grid.step)) + 1)
+    j0 = max(0, int(np.floor((yb - reach - grid.y[0]) / grid.step)))
+    j1 = min(grid.y.size, int(np.ceil((yb + reach - grid.y[0]) / grid.step)) + 1)
+    if i1 <= i0 or j1 <= j0:
+        return None
+    px = np.exp(-0.5 * ((grid.x[i0:i1] - xb) / sigma) ** 2)
+    py = np.exp(-0.5 * ((grid.y[j0:j1] - yb) / sigma) ** 2)
+    return (j0, j1, i0, i1), py, px
+
+
 class _ColumnGrid:
     """One crystallite sampled on a regular lateral grid of columns."""
 
@@ -143,18 +162,11 @@ class SXDMForwardModel:
         """
         out = []
         cot = 1.0 / np.tan(np.radians(max(abs(float(eta)), 1e-3)))
-        reach = 3.5 * self.sigma_probe
         for grid in self.columns:
-            xb = float(x_um) + grid.cryst.depth_um * cot
-            yb = float(y_um)
-            i0 = max(0, int(np.floor((xb - reach - grid.x[0]) / grid.step)))
-            i1 = min(grid.x.size, int(np.ceil((xb + reach - grid.x[0]) / grid.step)) + 1)
-            j0 = max(0, int(np.floor((yb - reach - grid.y[0]) / grid.step)))
-            j1 = min(grid.y.size, int(np.ceil((yb + reach - grid.y[0]) / grid.step)) + 1)
-            if i1 <= i0 or j1 <= j0:
+            window = probe_window(grid, float(x_um) + grid.cryst.depth_um * cot, float(y_um), self.sigma_probe)
+            if window is None:
                 continue
-            px = np.exp(-0.5 * ((grid.x[i0:i1] - xb) / self.sigma_probe) ** 2)
-            py = np.exp(-0.5 * ((grid.y[j0:j1] - yb) / self.sigma_probe) ** 2)
+            (j0, j1, i0, i1), py, px = window
             w = (py[:, None] * px[None, :]) * grid.weight[j0:j1, i0:i1]
             keep = w > 1e-6 * max(float(w.max()), 1e-300)
             if not keep.any() or w.max() <= 0:

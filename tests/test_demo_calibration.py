@@ -7,19 +7,14 @@ detector frames, so it is fast); the reference is the simulator's true drift.
 import numpy as np
 import pytest
 
-from braggscope.config import load_config
 from braggscope.demo import Beamline, _calibrate_sxdm
 from braggscope.eccentricity import EccentricityModel
+from tests.test_demo_quick import small_demo_config
 
 
 @pytest.fixture()
 def bl(tmp_path):
-    cfg = load_config()
-    cfg.set("storage.data_dir", str(tmp_path / "data"))
-    cfg.set("detector.write_path", str(tmp_path / "data" / "detector"))
-    cfg.set("detector.read_path", str(tmp_path / "data" / "detector"))
-    cfg.set("detector.shape", [128, 128])
-    cfg.set("detector.cch", [64.0, 64.0])
+    cfg = small_demo_config(tmp_path)
     with Beamline(cfg, inprocess=True, sample="nmc622", out=tmp_path) as beamline:
         import bluesky.plan_stubs as bps
 

@@ -8,15 +8,21 @@ import pytest
 from braggscope.config import load_config
 
 
-@pytest.fixture()
-def cfg(tmp_path):
+def small_demo_config(tmp_path, detector_shape=(128, 128)):
+    """The default configuration writing under ``tmp_path``, with a small detector for fast demos."""
     cfg = load_config()
     cfg.set("storage.data_dir", str(tmp_path / "data"))
     cfg.set("detector.write_path", str(tmp_path / "data" / "detector"))
     cfg.set("detector.read_path", str(tmp_path / "data" / "detector"))
-    cfg.set("detector.shape", [128, 128])
-    cfg.set("detector.cch", [64.0, 64.0])
+    if detector_shape is not None:
+        cfg.set("detector.shape", list(detector_shape))
+        cfg.set("detector.cch", [detector_shape[0] / 2, detector_shape[1] / 2])
     return cfg
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return small_demo_config(tmp_path)
 
 
 @pytest.mark.slow
@@ -88,10 +94,7 @@ def test_demo_bcdi_inprocess_recovers_simulated_strain(tmp_path):
     the simulated LMNO particle's strain field: correlation >= 0.8 with the simulator's truth."""
     from braggscope.demo import run_demo
 
-    cfg = load_config()
-    cfg.set("storage.data_dir", str(tmp_path / "data"))
-    cfg.set("detector.write_path", str(tmp_path / "data" / "detector"))
-    cfg.set("detector.read_path", str(tmp_path / "data" / "detector"))
+    cfg = small_demo_config(tmp_path, detector_shape=None)
     summary = run_demo(cfg, "bcdi", inprocess=True, out=tmp_path / "demo")
     assert summary["strain_correlation_with_truth"] >= 0.8
     assert summary["reconstruction"]["d_spacing_A"] == pytest.approx(8.17 / 4, rel=5e-4)
