@@ -264,11 +264,22 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
          f"detector oversampling {sigma:.2f} at {distance} m")
     bl.RE(bps.mv(d["delta"], setup["delta"], d["nu"], 0.0, d["phi"], 0.0, d["eta"], setup["eta"]))
     cx, cy = bl.sim.apparent_center(setup["eta"])  # where the particle was mounted, seen at this eta
-    cal_etas = list(np.linspace(setup["eta"] - 0.04, setup["eta"] + 0.04, 5))
-    _say("calibrating the eccentricity (5 coarse 9x9 maps)")
-    model = bl.RE(calibrate_eccentricity([bl.detector], d["pix"], (cx - 3, cx + 3, 9), d["piy"], (cy - 3, cy + 3, 9),
-                                         d["eta"], cal_etas, quadratic=False,
-                                         figure_path=out / "eccentricity_fit.png",
+    if bl.xrf is not None:
+        # fluorescence sees the particle at any eta: a +-3 deg lever arm on the drift, instead of
+        # the +-0.04 deg over which the weak reflection is bright enough to locate it
+        span = XRF_CALIBRATION_HALF_SPAN_DEG
+        detector, field, n_map, half = bl.xrf, "xrf_counts", 11, 2.0
+        cal_etas = list(np.linspace(setup["eta"] - span, setup["eta"] + span, 7))
+        what = "fluorescence"
+    else:
+        detector, field, n_map, half = bl.detector, None, 9, 3.0
+        cal_etas = list(np.linspace(setup["eta"] - 0.04, setup["eta"] + 0.04, 5))
+        what = "diffraction"
+    _say(f"calibrating the eccentricity ({len(cal_etas)} coarse {n_map}x{n_map} {what} maps, "
+         f"eta {cal_etas[0]:.3f}..{cal_etas[-1]:.3f} deg)")
+    model = bl.RE(calibrate_eccentricity([detector], d["pix"], (cx - half, cx + half, n_map), d["piy"],
+                                         (cy - half, cy + half, n_map), d["eta"], cal_etas, quadratic=False,
+                                         intensity_field=field, figure_path=out / "eccentricity_fit.png",
                                          md={"sample": "lmno_bcdi"})).plan_result
     x_um, y_um = model.extra["x_at_eta0"], model.extra["y_at_eta0"]
     _say(f"particle at ({x_um:.2f}, {y_um:.2f}) um at eta0, drift x {model.x[0]:+.3f} "

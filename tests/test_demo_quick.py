@@ -97,4 +97,13 @@ def test_demo_bcdi_inprocess_recovers_simulated_strain(tmp_path):
     cfg = small_demo_config(tmp_path, detector_shape=None)
     summary = run_demo(cfg, "bcdi", inprocess=True, out=tmp_path / "demo")
     assert summary["strain_correlation_with_truth"] >= 0.8
+    # the drift it follows, calibrated from fluorescence over +-3 deg, is the simulator's true one:
+    # d/d(eta) of x0 + a (eta - eta0) + b (eta - eta0)^2 from [simulator.eccentricity], at the Bragg angle
+    true = cfg["simulator.eccentricity"]
+    cal = summary["calibration"]
+    eta = cal["eta0"]
+    for axis in ("x", "y"):
+        a, b = true[axis]
+        slope = a + 2 * b * (eta - true["eta0"])
+        assert cal[axis][0] == pytest.approx(slope, abs=0.03), axis  # um/deg; 0.03 um/deg = 14 nm over the scan
     assert summary["reconstruction"]["d_spacing_A"] == pytest.approx(8.17 / 4, rel=5e-4)
