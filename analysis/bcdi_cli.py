@@ -55,18 +55,10 @@ def _source(args):
 
         return load_bliss(path, scan=args.scan)
     from braggscope.config import load_config
-    from braggscope.storage import load_run, open_catalog, rocking_stack
+    from braggscope.storage import load_run_from_text, open_catalog, rocking_stack
 
     client = open_catalog(load_config(getattr(args, "config", None)))
-    run = None
-    if args.source.isdigit():  # a scan id, unless no run has it (a uid prefix can be all digits)
-        try:
-            run = load_run(client, int(args.source))
-        except KeyError:
-            run = None
-    if run is None:
-        run = load_run(client, args.source)
-    frames, meta = rocking_stack(run)
+    frames, meta = rocking_stack(load_run_from_text(client, args.source))
     return frames.compute() if hasattr(frames, "compute") else frames, meta
 
 

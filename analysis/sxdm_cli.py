@@ -84,12 +84,11 @@ def load_source(source, fmt="auto", config=None):
         return read_stack(path, format=fmt)
     try:
         from braggscope.config import load_config
-        from braggscope.storage import load_run, open_catalog, sxdm_stack
+        from braggscope.storage import load_run_from_text, open_catalog, sxdm_stack
     except ImportError as exc:
         raise ValueError(f"{source}: not a file, and the catalog is not available ({exc})") from None
     client = open_catalog(load_config(config))
-    key = int(source) if str(source).isdigit() else str(source)
-    return sxdm_stack(load_run(client, key))
+    return sxdm_stack(load_run_from_text(client, source))
 
 
 def run(args) -> int:

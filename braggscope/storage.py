@@ -31,6 +31,7 @@ __all__ = [
     "BackgroundWriter",
     "find_runs",
     "load_run",
+    "load_run_from_text",
     "sxdm_stack",
     "rocking_stack",
     "catalog_paths",
@@ -261,6 +262,22 @@ def load_run(client, scan_id_or_uid):
     if len(matches) != 1:
         raise KeyError(f"uid {scan_id_or_uid!r} matches {len(matches)} runs")
     return client[matches[0]]
+
+
+def load_run_from_text(client, text: str):
+    """A run named on a command line: a scan id (``"42"``; ``"-1"`` the latest run) or a uid prefix.
+
+    An all-digit uid prefix (about 2 % of 8-character prefixes) is tried as a uid when no run
+    has that scan id.
+    """
+    text = str(text).strip()
+    if text.lstrip("-").isdigit():
+        try:
+            return load_run(client, int(text))
+        except KeyError:
+            if text.startswith("-"):
+                raise
+    return load_run(client, text)
 
 
 # -- stacks ------------------------------------------------------------------

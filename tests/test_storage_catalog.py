@@ -199,3 +199,33 @@ def test_abort_keeps_frames_taken(setup):
     descriptors = {doc["uid"] for name, doc in docs if name == "descriptor" and doc["run_start"] == uid}
     emitted = sum(1 for name, doc in docs if name == "event" and doc["descriptor"] in descriptors)
     assert frames.shape[0] == emitted >= 3
+
+
+class _FakeRun:
+    def __init__(self, uid, scan_id, time_):
+        self.metadata = {"start": {"uid": uid, "scan_id": scan_id, "time": time_}}
+
+
+class _FakeCatalog(dict):
+    """The part of a Tiled container ``load_run`` uses: keys, items and an equality search."""
+
+    def search(self, query):
+        field = query.key.split(".")[-1]
+        return _FakeCatalog({k: r for k, r in self.items() if r.metadata["start"].get(field) == query.value})
+
+
+def test_load_run_from_text_scan_id_uid_prefix_and_all_digit_prefix():
+    runs = {"12345678-aaaa": _FakeRun("12345678-aaaa", 7, 1.0),
+            "abcdef01-bbbb": _FakeRun("abcdef01-bbbb", 8, 2.0),
+            "00000042-cccc": _FakeRun("00000042-cccc", 42, 3.0)}
+    client = _FakeCatalog(runs)
+    assert storage.load_run_from_text(client, "8") is runs["abcdef01-bbbb"]        # a scan id
+    assert storage.load_run_from_text(client, "abcdef") is runs["abcdef01-bbbb"]   # a uid prefix
+    # all digits but no run has that scan id: the uid prefix (a CLI got 'no run with scan_id' here)
+    assert storage.load_run_from_text(client, "12345678") is runs["12345678-aaaa"]
+    assert storage.load_run_from_text(client, "42") is runs["00000042-cccc"]       # scan id wins
+    assert storage.load_run_from_text(client, "-1") is runs["00000042-cccc"]       # the latest
+    with pytest.raises(KeyError, match="only 3 runs"):
+        storage.load_run_from_text(client, "-4")
+    with pytest.raises(KeyError, match="matches 0 runs"):
+        storage.load_run_from_text(client, "999")
