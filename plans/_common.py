@@ -99,3 +99,12 @@ def beam_metadata(**beam: Any) -> dict:
 
 def names(devices: Sequence) -> list[str]:
     return [getattr(d, "name", repr(d)) for d in devices]
+
+
+def main_detector(devices: Sequence) -> str:
+    """Name of the diffraction detector among ``devices`` (the first that is not a
+    Bragg-independent counter such as the fluorescence detector), else of the first device."""
+    for d in devices:
+        if not getattr(d, "bragg_independent", False):
+            return getattr(d, "name", repr(d))
+    return names(devices)[0]

@@ -11,7 +11,7 @@ from cycler import cycler
 
 from braggscope.geometry import oversampling_detector, oversampling_rocking, rocking_step, wavelength
 
-from ._common import beam_metadata, check_within_limits, eccentricity_model, names
+from ._common import beam_metadata, check_within_limits, eccentricity_model, main_detector, names
 from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
 __all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
@@ -185,7 +185,7 @@ def bcdi_rocking(
     step = float(etas[1] - etas[0])
     _md = {
         "plan_name": "bcdi_rocking",
-        "detector": "mpx1x4",
+        "detector": main_detector(detectors),
         "eta": [float(e) for e in etas],
         "size_m": float(size_m),
         "d_spacing": float(d_spacing),

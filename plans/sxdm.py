@@ -12,7 +12,8 @@ from cycler import cycler
 
 from braggscope.storage import raster_order
 
-from ._common import beam_metadata, check_angles, check_range, check_within_limits, eccentricity_model, names
+from ._common import (beam_metadata, check_angles, check_range, check_within_limits, eccentricity_model,
+                      main_detector, names)
 from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
 __all__ = ["sxdm_map", "sxdm_points"]
@@ -106,7 +107,7 @@ def sxdm_map(
               "snake": bool(snake)}
     _md = {
         "plan_name": "sxdm_map",
-        "detector": "mpx1x4",
+        "detector": main_detector(detectors),
         "shape": shape,
         "eta": etas,
         "raster": raster,

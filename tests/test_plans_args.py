@@ -130,3 +130,16 @@ def test_dry_run_reports_limit_violations(devs):
     with pytest.raises(ValueError, match="plan leaves the motor limits"):
         dry_run(bp.scan([det], motors["pix"], 90, 110, 3), raise_on_violation=True)
     assert motors["pix"].position == 0
+
+
+def test_start_document_names_the_diffraction_detector():
+    from braggscope.plans._common import main_detector
+
+    class Counter:
+        name, bragg_independent = "xrf", True
+
+    class Camera:
+        name = "mpx1x4"
+
+    assert main_detector([Counter(), Camera()]) == "mpx1x4"  # the area detector, wherever it is listed
+    assert main_detector([Counter()]) == "xrf"              # a fluorescence-only calibration run
