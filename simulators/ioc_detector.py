@@ -27,6 +27,8 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
+from .ioc_motors import post_if_changed
+
 __all__ = ["MaxipixIOC", "frame_stats", "load_renderer", "make_renderer"]
 
 DATA_TYPES = ("Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Float32", "Float64")
@@ -35,19 +37,22 @@ DISABLE_ENABLE = ("Disable", "Enable")
 
 
 # ---------------------------------------------------------------------- renderers
-def make_renderer(cfg):
+def make_renderer(cfg, beamline=None):
     """The default renderer: ``SimulatedBeamline.from_config(cfg).render``.
 
     If the config has ``simulator.renderer = "module:function"``, that factory
-    is called with ``cfg`` instead (see :func:`load_renderer`).
+    is called with ``cfg`` instead (see :func:`load_renderer`). ``beamline``:
+    an existing ``SimulatedBeamline`` to render with (shared with the
+    fluorescence detector, so both see one sample).
     """
     spec = cfg.get("simulator.renderer", "") or ""
     if spec:
         return load_renderer(spec)(cfg)
-    from braggscope.simulators.beamline import SimulatedBeamline
+    if beamline is None:
+        from braggscope.simulators.beamline import SimulatedBeamline
 
-    seed = cfg.get("simulator.seed", None)
-    return SimulatedBeamline.from_config(cfg, seed=seed).render
+        beamline = SimulatedBeamline.from_config(cfg, seed=cfg.get("simulator.seed", None))
+    return beamline.render
 
 
 def load_renderer(spec: str):
@@ -86,12 +91,6 @@ async def _put_with_rbv(group, instance, value):
     if rbv is not None:
         await rbv.write(value)
     return value
-
-
-async def _write_if_changed(prop, value):
-    # every write is a monitor update to each client: per frame, send only news
-    if prop.value != value:
-        await prop.write(value)
 
 
 def _pair(name, value, *, dtype=None, enum=None, **kwargs):
@@ -278,8 +277,8 @@ class HDF5Group(_Group):
     async def frame_written(self, count: int, shape) -> None:
         await self.num_captured.write(count)
         await self.array_counter.write(self.array_counter.value + 1)  # the putter mirrors _RBV
-        await _write_if_changed(self.array_size0, shape[1])
-        await _write_if_changed(self.array_size1, shape[0])
+        await post_if_changed(self.array_size0, shape[1])
+        await post_if_changed(self.array_size1, shape[0])
         limit = self.num_capture.value
         if limit and count >= limit and self.file_write_mode.value != "Single":
             await self._close()
@@ -330,8 +329,8 @@ class ImageGroup(_Group):
         if peak > np.iinfo(np.int32).max:
             raise OverflowError(f"{self.prefix}ArrayData: a pixel exceeds the int32 range of CA LONG")
         await self.array_data.write(frame.astype(np.int32).ravel())
-        await _write_if_changed(self.array_size0, frame.shape[1])
-        await _write_if_changed(self.array_size1, frame.shape[0])
+        await post_if_changed(self.array_size0, frame.shape[1])
+        await post_if_changed(self.array_size1, frame.shape[0])
         await self.array_counter.write(self.array_counter.value + 1)
 
 

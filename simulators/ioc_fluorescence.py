@@ -28,23 +28,7 @@ import time
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
-__all__ = ["FluorescenceIOC", "make_counter"]
-
-
-def make_counter(cfg, beamline=None):
-    """The default counter: ``SimulatedBeamline.fluorescence`` of the configured simulator.
-
-    Parameters
-    ----------
-    cfg : braggscope.config.Config
-    beamline : SimulatedBeamline, optional
-        Share an existing simulator (the one the Maxipix renders with).
-    """
-    if beamline is None:
-        from braggscope.simulators.beamline import SimulatedBeamline
-
-        beamline = SimulatedBeamline.from_config(cfg, seed=cfg.get("simulator.seed", None))
-    return beamline.fluorescence
+__all__ = ["FluorescenceIOC"]
 
 
 class FluorescenceIOC(PVGroup):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from caproto import ChannelType, SkipWrite
 from caproto.server import PVGroup, pvproperty
 
-__all__ = ["MOTOR_SPECS", "BeamlineState", "MotorSpec", "MotorRecord", "full_pvdb", "motor_groups"]
+__all__ = ["MOTOR_SPECS", "BeamlineState", "MotorSpec", "MotorRecord", "full_pvdb", "motor_groups", "post_if_changed"]
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,9 @@ class BeamlineState:
         return dict(self.positions)
 
 
-async def _post_if_changed(prop, value):
-    # as the motor record, post LVIO/TDIR monitors only when they change
+async def post_if_changed(prop, value):
+    """Write ``value`` only if it differs: every write is a monitor update to each client, and
+    EPICS records post most fields only on change (motor LVIO/TDIR, areaDetector sizes)."""
     if prop.value != value:
         await prop.write(value)
 
@@ -197,9 +198,9 @@ class MotorRecord(PVGroup):
             return value
         low, high = self.llm.value, self.hlm.value
         if low < high and not (low <= value <= high):
-            await _post_if_changed(self.lvio, 1)
+            await post_if_changed(self.lvio, 1)
             raise ValueError(f"{self.prefix}: {value} is outside the soft limits [{low}, {high}]")
-        await _post_if_changed(self.lvio, 0)
+        await post_if_changed(self.lvio, 0)
         if self.spmg.value in ("Stop", "Pause"):
             raise ValueError(f"{self.prefix}: motion disabled (SPMG={self.spmg.value})")
         await instance.write(value, verify_value=False)
@@ -232,7 +233,7 @@ class MotorRecord(PVGroup):
                 if self._halt:
                     break
                 remaining = self._target - self._position
-                await _post_if_changed(self.tdir, 1 if remaining >= 0 else 0)
+                await post_if_changed(self.tdir, 1 if remaining >= 0 else 0)
                 step = max(abs(self.velo.value), 1e-12) * dt
                 if abs(remaining) <= step or not self.realtime:
                     self._position = self._target

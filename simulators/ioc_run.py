@@ -103,20 +103,19 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
     if with_detector:
         from braggscope.simulators.beamline import SimulatedBeamline
         from braggscope.simulators.ioc_detector import MaxipixIOC, make_renderer
-        from braggscope.simulators.ioc_fluorescence import FluorescenceIOC, make_counter
+        from braggscope.simulators.ioc_fluorescence import FluorescenceIOC
 
         # one simulated sample for both detectors: the Maxipix and the fluorescence
         # detector see the same crystal at the same (drifting) position
         beamline = SimulatedBeamline.from_config(cfg, seed=cfg.get("simulator.seed", None))
-        renderer = make_renderer(cfg) if cfg.get("simulator.renderer", "") else beamline.render
         detector_prefix = cfg["pv.detector"]
-        all_groups.append(MaxipixIOC(detector_prefix, state=state, renderer=renderer,
+        all_groups.append(MaxipixIOC(detector_prefix, state=state, renderer=make_renderer(cfg, beamline),
                                      shape=tuple(cfg["detector.shape"]),
                                      realtime=realtime))
         fluorescence_prefix = cfg.get("pv.fluorescence", "") or None
         if fluorescence_prefix:
             all_groups.append(FluorescenceIOC(fluorescence_prefix, state=state,
-                                              counter=make_counter(cfg, beamline), realtime=realtime))
+                                              counter=beamline.fluorescence, realtime=realtime))
     return full_pvdb(all_groups), {"motors": records, "detector": detector_prefix,
                                    "fluorescence": fluorescence_prefix}
 
