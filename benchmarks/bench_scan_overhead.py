@@ -8,7 +8,7 @@ runs on
    the same simulator physics as the IOC (the baseline);
 2. the caproto simulator over CA (EpicsMotor + areaDetector Maxipix with
    its HDF5 plugin), exactly the devices used at the beamline;
-3. (2) plus the catalog writer (embedded Tiled catalog, batch of 20 events);
+3. (2) plus the catalog writer (embedded Tiled catalog, background thread, batch of 50 events);
 4. (2) with the simulator in real time (``--realtime``, for reference).
 
 The in-process devices have no dead time (moves are instant, exposure
