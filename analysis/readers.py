@@ -31,7 +31,7 @@ REQUIRED_META = ("energy_kev", "distance_m", "pixel_m", "cch", "delta", "eta")
 # --------------------------------------------------------------------------
 def geometry_from_meta(meta):
     """``Geometry`` from a start-document-like dict (keys energy_kev, distance_m, pixel_m, cch)."""
-    from braggscope.geometry import Geometry
+    from braggscope.core.geometry import Geometry
 
     missing = [k for k in REQUIRED_META if k not in meta or meta[k] is None]
     if missing:
@@ -55,7 +55,7 @@ def reduce_run(frames, meta, **kwargs):
     Parameters
     ----------
     frames : array-like, shape (n_eta, ny, nx, rows, cols)
-        E.g. from ``braggscope.storage.sxdm_stack(run)``, :func:`read_bliss`
+        E.g. from ``braggscope.core.storage.sxdm_stack(run)``, :func:`read_bliss`
         or :func:`read_xsocs`.
     meta : dict
         ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``, ``delta``,
@@ -70,7 +70,7 @@ def reduce_run(frames, meta, **kwargs):
     -------
     xarray.Dataset (see ``reduce_stack``), with ``attrs["source"]`` from meta.
     """
-    from braggscope.analysis.sxdm import reduce_stack
+    from braggscope.analysis.sxdm.reduce import reduce_stack
 
     geometry = geometry_from_meta(meta)
     shape = tuple(frames.shape)
@@ -82,7 +82,7 @@ def reduce_run(frames, meta, **kwargs):
         kwargs.setdefault("pixel_mask", meta["pixel_mask"])
     shifts = kwargs.pop("shifts", None)
     if shifts is not None:
-        from braggscope.analysis.sxdm_drift import apply_drift
+        from braggscope.analysis.sxdm.drift import apply_drift
 
         frames = apply_drift(frames, shifts)
     maps = reduce_stack(frames, meta["eta"], geometry, meta["delta"], meta.get("nu", 0.0),

@@ -31,8 +31,8 @@ import scipy.fft as sfft
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from braggscope.analysis import bcdi  # noqa: E402
-from braggscope.analysis.bcdi_backend import get_backend  # noqa: E402
+from braggscope.analysis.bcdi import phasing as bcdi  # noqa: E402
+from braggscope.analysis.bcdi.backend import get_backend  # noqa: E402
 from tests.test_bcdi_helpers import far_field, iou, phase_rms, synthetic_crystal  # noqa: E402
 
 

@@ -31,8 +31,8 @@ def main(argv=None) -> int:
     import h5py
     import numpy as np
 
-    from braggscope.config import load_config
-    from braggscope.simctl import start_simulator, stop_simulator
+    from braggscope.core.config import load_config
+    from braggscope.app.simctl import start_simulator, stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-det-"))

@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     if args.n < 1:
         parser.error("--n must be >= 1")
 
-    from braggscope.config import load_config
-    from braggscope.simctl import start_simulator, stop_simulator
+    from braggscope.core.config import load_config
+    from braggscope.app.simctl import start_simulator, stop_simulator
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ca-"))
     handles = {}

@@ -26,8 +26,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from braggscope.analysis.live import LiveSXDM  # noqa: E402
-from braggscope.geometry import Geometry, bragg_angle  # noqa: E402
+from braggscope.analysis.live.callback import LiveSXDM  # noqa: E402
+from braggscope.core.geometry import Geometry, bragg_angle  # noqa: E402
 
 
 def start_doc(size, n_eta, ny, nx):

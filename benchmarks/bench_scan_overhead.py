@@ -4,7 +4,7 @@ The same ``sxdm_map`` plan (default 10 x 10 points x 2 angles = 200 points)
 runs on
 
 1. in-process devices: ``ophyd.sim``-based motors and an in-process 512x512
-   detector writing HDF5 (``braggscope.plans.sim_detector``), rendering with
+   detector writing HDF5 (``braggscope.simulators.inprocess``), rendering with
    the same simulator physics as the IOC (the baseline);
 2. the caproto simulator over CA (EpicsMotor + areaDetector Maxipix with
    its HDF5 plugin), exactly the devices used at the beamline;
@@ -68,12 +68,12 @@ def main(argv=None) -> int:
     import numpy as np
     from bluesky import RunEngine
 
-    from braggscope import storage
-    from braggscope.config import load_config
+    from braggscope.core import storage
+    from braggscope.core.config import load_config
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map
-    from braggscope.plans.sim_detector import make_inprocess_devices
-    from braggscope.simctl import apply_client_env, start_simulator, stop_simulator
+    from braggscope.simulators.inprocess import make_inprocess_devices
+    from braggscope.app.simctl import apply_client_env, start_simulator, stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scan-"))

@@ -38,8 +38,8 @@ import time
 import h5py
 import numpy as np
 
-from braggscope.analysis.sxdm import reduce_stack
-from braggscope.geometry import Geometry, bragg_angle
+from braggscope.analysis.sxdm.reduce import reduce_stack
+from braggscope.core.geometry import Geometry, bragg_angle
 
 ENERGY, DIST, PIX = 8.33, 0.5, 55e-6
 

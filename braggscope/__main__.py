@@ -1,5 +1,5 @@
 import sys
 
-from braggscope.cli import main
+from braggscope.app.cli import main
 
 sys.exit(main())

@@ -23,7 +23,7 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
 
     Parameters
     ----------
-    cfg : braggscope.config.Config
+    cfg : braggscope.core.config.Config
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
         ``pv.detector``, ``pv.fluorescence`` (empty or absent: no
         fluorescence detector), ``detector.name``, ``detector.write_path``,

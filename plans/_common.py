@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from braggscope.eccentricity import EccentricityModel
+from braggscope.core.eccentricity import EccentricityModel
 
 BEAM_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "detector_shape", "delta", "nu", "phi")
 

@@ -9,7 +9,7 @@ from bluesky import plans as bp
 from bluesky.utils import MsgGenerator
 from cycler import cycler
 
-from braggscope.geometry import oversampling_detector, oversampling_rocking, rocking_step, wavelength
+from braggscope.core.geometry import oversampling_detector, oversampling_rocking, rocking_step, wavelength
 
 from ._common import beam_metadata, check_within_limits, eccentricity_model, main_detector, names
 from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
@@ -102,7 +102,7 @@ def bcdi_rocking(
     """Oversampled rocking scan of one crystal for BCDI.
 
     The step follows from the particle size, the reflection's d-spacing and
-    the requested oversampling (``braggscope.geometry.rocking_step``); the
+    the requested oversampling (``braggscope.core.geometry.rocking_step``); the
     detector-plane oversampling ``lambda D / (p size)`` is checked from the
     geometry given. With ``x_motor``/``y_motor`` the piezo follows the
     eccentricity drift, ``(x_um, y_um) + eccentricity.offset(eta)``, so the

@@ -15,7 +15,7 @@ import numpy as np
 from bluesky import preprocessors as bpp
 from bluesky.utils import MsgGenerator
 
-from braggscope.eccentricity import EccentricityModel, fit_eccentricity
+from braggscope.core.eccentricity import EccentricityModel, fit_eccentricity
 
 from ._common import check_angles, check_range, eccentricity_model
 from .sxdm import sxdm_map, sxdm_points
@@ -104,9 +104,9 @@ def calibrate_eccentricity(
         ``"register"``: sub-pixel phase cross-correlation (x20 upsampled) of
         each map on its neighbour, chained from the strongest map, whose
         centre of mass anchors the positions
-        (:func:`braggscope.analysis.sxdm_drift.register_drift`); less
+        (:func:`braggscope.analysis.sxdm.drift.register_drift`); less
         sensitive to intensity changes within a compact crystal.
-    cfg : braggscope.config.Config, optional
+    cfg : braggscope.core.config.Config, optional
         Updated in place (``[eccentricity]``) and written to ``config_path``.
     config_path : path-like, optional
         Where to save the updated configuration (needs ``cfg``).
@@ -130,7 +130,7 @@ def calibrate_eccentricity(
 
     See Also
     --------
-    braggscope.plans.sxdm_map, braggscope.eccentricity.fit_eccentricity, mosaic_fraction
+    braggscope.plans.sxdm_map, braggscope.core.eccentricity.fit_eccentricity, mosaic_fraction
     """
     etas = check_angles("etas", etas)
     need = 3 if quadratic else 2
@@ -288,7 +288,7 @@ def signal_kind(detectors, field: str) -> str:
     A detector declares a signal that does not depend on the Bragg condition
     with the class attribute ``bragg_independent = True``
     (:class:`braggscope.devices.fluorescence.FluorescenceDetector`, the
-    in-process :class:`braggscope.plans.sim_detector.CountingDetector`); its
+    in-process :class:`braggscope.simulators.inprocess.CountingDetector`); its
     fields start with its name (``xrf_counts``).
     """
     for det in detectors:
@@ -331,7 +331,7 @@ def _registered_positions(maps, x_range, y_range, x_com, y_com, offsets):
     of which anchors the chain; ``offsets`` (n, 2): the (x, y) correction by
     which each map's raster was shifted.
     """
-    from braggscope.analysis.sxdm_drift import register_drift
+    from braggscope.analysis.sxdm.drift import register_drift
 
     step_x = (x_range[1] - x_range[0]) / (x_range[2] - 1)
     step_y = (y_range[1] - y_range[0]) / (y_range[2] - 1)
@@ -345,7 +345,7 @@ def _registered_positions(maps, x_range, y_range, x_com, y_com, offsets):
 
 def store_eccentricity(cfg, model: EccentricityModel, path=None):
     """Put a model in ``cfg['eccentricity']`` and optionally save the config file."""
-    from braggscope.config import save_config
+    from braggscope.core.config import save_config
 
     cfg.set("eccentricity.eta0", float(model.eta0))
     cfg.set("eccentricity.x", [float(v) for v in model.x])

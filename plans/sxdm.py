@@ -10,7 +10,7 @@ from bluesky import plans as bp
 from bluesky.utils import MsgGenerator
 from cycler import cycler
 
-from braggscope.storage import raster_order
+from braggscope.core.storage import raster_order
 
 from ._common import (beam_metadata, check_angles, check_range, check_within_limits, eccentricity_model,
                       main_detector, names)
@@ -89,7 +89,7 @@ def sxdm_map(
     See Also
     --------
     sxdm_points : the corrected positions in acquisition order.
-    braggscope.storage.sxdm_stack : the run read back as (eta, y, x, rows, cols).
+    braggscope.core.storage.sxdm_stack : the run read back as (eta, y, x, rows, cols).
     """
     x_range = check_range("x_range", x_range)
     y_range = check_range("y_range", y_range)

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from braggscope.geometry import Geometry
+from braggscope.core.geometry import Geometry
 
 from .samples import BCDIParticle
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from braggscope.eccentricity import EccentricityModel
-from braggscope.geometry import (Geometry, bragg_angle, oversampling_detector, rocking_step,
+from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.geometry import (Geometry, bragg_angle, oversampling_detector, rocking_step,
                                  wavelength)
 
 from .bcdi_forward import BCDIForwardModel
@@ -122,7 +122,7 @@ class SimulatedBeamline:
     # -- construction ---------------------------------------------------------
     @classmethod
     def from_config(cls, cfg, sample=None, seed=None) -> "SimulatedBeamline":
-        """Build from a :class:`braggscope.config.Config`.
+        """Build from a :class:`braggscope.core.config.Config`.
 
         Reads ``detector.{shape, pixel_m, cch, distance_m, saturation}``,
         ``energy.energy_kev``, ``simulator.{sample, seed, probe_fwhm_um,

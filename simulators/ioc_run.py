@@ -60,7 +60,7 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
 
     Parameters
     ----------
-    cfg : braggscope.config.Config
+    cfg : braggscope.core.config.Config
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
         ``pv.detector``, ``pv.fluorescence`` (empty: no fluorescence
         detector), ``limits.*``, ``detector.*``, ``simulator.*``;
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     os.environ["EPICS_CA_SERVER_PORT"] = str(port)
     os.environ["EPICS_CAS_SERVER_PORT"] = str(port)
 
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
 
     cfg = load_config(args.config)
     pvdb, info = build_pvdb(cfg, with_detector=not args.no_detector)

@@ -19,7 +19,7 @@ tilt ``(tilt_x, tilt_y)`` rotates the reflection's Q right-handedly about the
 sample x axis by ``tilt_x`` then about the sample y axis by ``tilt_y``, so a
 positive ``tilt_y`` leans Q towards +x and a positive ``tilt_x`` towards -y.
 Positions are those at the eccentricity reference angle ``eta0``; the
-simulator moves them with :class:`braggscope.eccentricity.EccentricityModel`.
+simulator moves them with :class:`braggscope.core.eccentricity.EccentricityModel`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ thickness) scatters into a 3D Gaussian peak in reciprocal space centred on
 its local Q (``|Q| = 2 pi / d``, direction rotated by the local tilt), with a
 relative width ``sigma_radial`` along Q and an angular width
 ``sigma_angular_deg`` across it. The detector records that intensity at the
-Q of each pixel (:meth:`braggscope.geometry.Geometry.q_frame`), i.e. where
+Q of each pixel (:meth:`braggscope.core.geometry.Geometry.q_frame`), i.e. where
 the Ewald sphere cuts the peak. Crystallites below the surface are reached
 by the grazing beam ``depth / tan(eta)`` downstream, so they appear shifted.
 
@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from braggscope.geometry import Geometry, sample_rotation
+from braggscope.core.geometry import Geometry, sample_rotation
 
 from .noise import PoissonPool
 from .samples import SXDMSample

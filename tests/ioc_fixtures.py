@@ -26,7 +26,7 @@ def tmp_data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sim_config(tmp_data_dir):
     """The packaged simulator configuration, storing everything in ``tmp_data_dir``."""
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
 
     cfg = load_config()
     cfg.set("storage.data_dir", str(tmp_data_dir))
@@ -37,8 +37,8 @@ def sim_config(tmp_data_dir):
 
 @pytest.fixture(scope="session")
 def sim_ioc(sim_config, tmp_data_dir):
-    """The running simulator (a :class:`braggscope.simctl.SimulatorHandle`)."""
-    from braggscope.simctl import start_simulator, stop_simulator
+    """The running simulator (a :class:`braggscope.app.simctl.SimulatorHandle`)."""
+    from braggscope.app.simctl import start_simulator, stop_simulator
 
     handle = start_simulator(sim_config, state_file=tmp_data_dir / "simulator.json", set_env=True,
                              exit_with_parent=True)

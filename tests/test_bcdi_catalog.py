@@ -16,11 +16,11 @@ pytest.importorskip("tiled")
 
 from bluesky import RunEngine  # noqa: E402
 
-from braggscope import storage  # noqa: E402
-from braggscope.analysis.bcdi_preprocess import prepare  # noqa: E402
-from braggscope.config import load_config, save_config  # noqa: E402
+from braggscope.core import storage  # noqa: E402
+from braggscope.analysis.bcdi.preprocess import prepare  # noqa: E402
+from braggscope.core.config import load_config, save_config  # noqa: E402
 from braggscope.plans import bcdi_rocking  # noqa: E402
-from braggscope.plans.sim_detector import HDF5ImageDetector, LimitedSynAxis  # noqa: E402
+from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis  # noqa: E402
 from tests.test_bcdi_helpers import PAPER, far_field, paper_meta, synthetic_crystal  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def test_rocking_stack_pair_is_accepted(catalog_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["uid-prefix", "scan-id"])
 def test_cli_with_a_run_id(catalog_run, tmp_path, capsys, key):
-    from braggscope.cli import main
+    from braggscope.app.cli import main
 
     client, uid, _, _, cfg_path = catalog_run
     source = uid[:8] if key == "uid-prefix" else str(storage.load_run(client, uid).metadata["start"]["scan_id"])

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi_io import read_vti
-from braggscope.cli import main
-from braggscope.geometry import wavelength
+from braggscope.analysis.bcdi.files import read_vti
+from braggscope.app.cli import main
+from braggscope.core.geometry import wavelength
 from tests.test_bcdi_helpers import PAPER, far_field, paper_meta, synthetic_crystal, write_bliss
 
 

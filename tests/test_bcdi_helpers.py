@@ -58,7 +58,7 @@ PAPER = {"energy_kev": 13.0, "distance_m": 1.4, "pixel_m": 55e-6, "d_spacing": 8
 
 def paper_meta(n_eta, rows, cols):
     """Metadata of a symmetric 004 rocking scan centred on the Bragg angle, peak on the frame centre."""
-    from braggscope.geometry import bragg_angle
+    from braggscope.core.geometry import bragg_angle
 
     theta = bragg_angle(PAPER["d_spacing"], PAPER["energy_kev"])
     eta = theta + PAPER["step_deg"] * (np.arange(n_eta) - n_eta // 2)

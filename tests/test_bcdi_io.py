@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi_io import (plot_isosurface, plot_strain_slices, read_vti, write_cxi, write_npz,
+from braggscope.analysis.bcdi.files import (plot_isosurface, plot_strain_slices, read_vti, write_cxi, write_npz,
                                          write_vti)
 
 

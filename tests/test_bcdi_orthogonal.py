@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi_orthogonal import detector_frame, orthogonalize
-from braggscope.geometry import Geometry, bragg_angle, wavelength
+from braggscope.analysis.bcdi.orthogonal import detector_frame, orthogonalize
+from braggscope.core.geometry import Geometry, bragg_angle, wavelength
 from tests.test_bcdi_helpers import PAPER
 
 
@@ -79,7 +79,7 @@ def test_errors():
 
 
 def test_support_extent_shape_covers_the_object():
-    from braggscope.analysis.bcdi_orthogonal import support_extent_shape
+    from braggscope.analysis.bcdi.orthogonal import support_extent_shape
 
     shape = (48, 96, 96)
     f = _paper_frame(shape, step=0.012)

@@ -7,10 +7,10 @@ are compared with the truth after registration and twin handling.
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi import (Recipe, align_to_reference, autocorrelation_support, mode_decomposition,
+from braggscope.analysis.bcdi.phasing import (Recipe, align_to_reference, autocorrelation_support, mode_decomposition,
                                       phase_retrieval, remove_phase_ramp, run_metrics)
-from braggscope.analysis.bcdi_backend import cupy_available, get_backend
-from braggscope.analysis.bcdi_strain import strain_analysis
+from braggscope.analysis.bcdi.backend import cupy_available, get_backend
+from braggscope.analysis.bcdi.strain import strain_analysis
 from tests.test_bcdi_helpers import far_field, iou, phase_rms, synthetic_crystal
 
 
@@ -175,7 +175,7 @@ def test_cupy_fused_kernels_equal_numpy_steps():
         pytest.skip("no CUDA device")
     import cupy
 
-    from braggscope.analysis import bcdi
+    from braggscope.analysis.bcdi import phasing as bcdi
 
     be = get_backend("cupy")
     rng = np.random.default_rng(7)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.fft import next_fast_len
 
-from braggscope.analysis.bcdi_preprocess import (MAXIPIX_SATURATION, bin_frames, detector_mask, load_bliss,
+from braggscope.analysis.bcdi.preprocess import (MAXIPIX_SATURATION, bin_frames, detector_mask, load_bliss,
                                                  oversampling_from_data, pad_fast, prepare)
-from braggscope.geometry import oversampling_detector
+from braggscope.core.geometry import oversampling_detector
 from tests.test_bcdi_helpers import far_field, paper_meta, synthetic_crystal, write_bliss
 
 

@@ -6,10 +6,10 @@ simulator's true displacement field (CONVENTIONS.md: sign tested against the sim
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi import align_to_reference, embed_centred
-from braggscope.analysis.bcdi_pipeline import reconstruct
-from braggscope.analysis.bcdi_strain import strain_analysis
-from braggscope.geometry import Geometry, bragg_angle
+from braggscope.analysis.bcdi.phasing import align_to_reference, embed_centred
+from braggscope.analysis.bcdi.pipeline import reconstruct
+from braggscope.analysis.bcdi.strain import strain_analysis
+from braggscope.core.geometry import Geometry, bragg_angle
 
 pytest.importorskip("braggscope.simulators.bcdi_forward")
 from braggscope.simulators.bcdi_forward import BCDIForwardModel  # noqa: E402

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from braggscope.analysis.bcdi_strain import edge_resolution, strain_analysis
+from braggscope.analysis.bcdi.strain import edge_resolution, strain_analysis
 
 G = 2 * np.pi / 2.0425  # |G| of LMNO 004 (1/A)
 

@@ -7,8 +7,9 @@ detector frames, so it is fast); the reference is the simulator's true drift.
 import numpy as np
 import pytest
 
-from braggscope.demo import Beamline, _calibrate_sxdm
-from braggscope.eccentricity import EccentricityModel
+from braggscope.app.beamline import Beamline
+from braggscope.app.demo import _calibrate_sxdm
+from braggscope.core.eccentricity import EccentricityModel
 from tests.test_demo_quick import small_demo_config
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import linregress
 
-from braggscope.demo import _significant_drift
-from braggscope.eccentricity import EccentricityModel, fit_eccentricity
+from braggscope.app.demo import _significant_drift
+from braggscope.core.eccentricity import EccentricityModel, fit_eccentricity
 
 ETA = np.linspace(20.0, 20.08, 5)  # the demo's 5 angles over 0.08 deg
 NOISE = np.array([0.02, -0.03, 0.01, 0.03, -0.03])  # um, a fixed scatter

@@ -142,7 +142,7 @@ def test_bad_file_path_fails_clearly(sim_devices):
 
 
 def test_unreachable_prefix_names_the_pv(sim_ioc, sim_config):
-    from braggscope.config import Config
+    from braggscope.core.config import Config
     from braggscope.devices.factory import connect, make_devices
 
     cfg = Config(dict(sim_config))

@@ -1,4 +1,4 @@
-"""braggscope.geometry against xrayutilities and the paper's numbers."""
+"""braggscope.core.geometry against xrayutilities and the paper's numbers."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 xu = pytest.importorskip("xrayutilities")
 
 from braggscope import geometry as geo
-from braggscope.geometry import Geometry
+from braggscope.core.geometry import Geometry
 
 
 def _xu_qconv(energy_kev, distance_m, pixel_m, cch, shape):
@@ -106,7 +106,7 @@ def test_geometry_rejects_bad_input():
 
 
 def test_eccentricity_fit_recovers_model():
-    from braggscope.eccentricity import EccentricityModel, fit_eccentricity
+    from braggscope.core.eccentricity import EccentricityModel, fit_eccentricity
 
     truth = EccentricityModel(eta0=5.0, x=(0.8, -0.01), y=(-0.3, 0.004))
     eta = np.linspace(0, 12, 7)
@@ -120,7 +120,7 @@ def test_eccentricity_fit_recovers_model():
 
 
 def test_eccentricity_slope_standard_error_matches_monte_carlo():
-    from braggscope.eccentricity import fit_eccentricity
+    from braggscope.core.eccentricity import fit_eccentricity
 
     rng = np.random.default_rng(3)
     eta = np.linspace(21.33, 21.41, 5)       # a narrow calibration span, as for a weak BCDI crystal

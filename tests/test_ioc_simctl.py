@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from braggscope.simctl import _pid_alive, client_env, read_state, start_simulator
+from braggscope.app.simctl import _pid_alive, client_env, read_state, start_simulator
 
 pytestmark = [pytest.mark.ioc, pytest.mark.timeout(120)]
 

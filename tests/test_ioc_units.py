@@ -106,7 +106,7 @@ def test_motor_in_realtime_moves_at_velocity():
 def test_build_pvdb_passes_realtime_to_motors_and_detector():
     import time
 
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
     from braggscope.simulators import ioc_run
 
     cfg = load_config()
@@ -122,7 +122,7 @@ def test_build_pvdb_passes_realtime_to_motors_and_detector():
 
 
 def test_build_pvdb_serves_the_fluorescence_detector_with_the_realtime_flag():
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
     from braggscope.simulators import ioc_run
 
     cfg = load_config()

@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from braggscope.analysis.live import LiveSXDM
-from braggscope.analysis.live_frames import FrameNotReady, FrameResolver, read_hdf5_rows
+from braggscope.analysis.live.callback import LiveSXDM
+from braggscope.analysis.live.frames import FrameNotReady, FrameResolver, read_hdf5_rows
 from tests.test_live_reduction import (COLS, NX, NY, ROWS, check_truth, make_frames,
                                        raster_order, start_metadata, theta0)
 

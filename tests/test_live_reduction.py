@@ -18,8 +18,8 @@ import bluesky.plan_patterns as plan_patterns  # noqa: E402
 import event_model  # noqa: E402
 from ophyd.sim import SynAxis  # noqa: E402
 
-from braggscope.analysis.live import LiveSXDM  # noqa: E402
-from braggscope.analysis.live_maps import point_index  # noqa: E402
+from braggscope.analysis.live.callback import LiveSXDM  # noqa: E402
+from braggscope.analysis.live.maps import point_index  # noqa: E402
 
 HC = 12.398419843320026
 ENERGY, DISTANCE, PIXEL, D0 = 8.0, 0.5, 55e-6, 2.0
@@ -256,10 +256,10 @@ def test_bad_start_documents_raise_clear_errors(scan):
 
 
 def test_live_order_agrees_with_storage_and_offline_reduction(scan):
-    """Same raster order as braggscope.storage, same maps as the offline reduction."""
-    from braggscope.analysis.sxdm import reduce_stack
-    from braggscope.geometry import Geometry
-    from braggscope.storage import raster_order as storage_order
+    """Same raster order as braggscope.core.storage, same maps as the offline reduction."""
+    from braggscope.analysis.sxdm.reduce import reduce_stack
+    from braggscope.core.geometry import Geometry
+    from braggscope.core.storage import raster_order as storage_order
 
     idx = storage_order(2, NY, NX, True)  # event index of every (eta, y, x)
     for k in range(2 * NY * NX):

@@ -11,9 +11,9 @@ from ophyd import Device, Signal
 from ophyd.sim import SynAxis
 from ophyd.status import StatusBase
 
-from braggscope.analysis.live import LiveSXDM
-from braggscope.analysis.live_dispatch import LiveMapDispatcher
-from braggscope.analysis.live_plot import LiveMapPlot
+from braggscope.analysis.live.callback import LiveSXDM
+from braggscope.analysis.live.dispatch import LiveMapDispatcher
+from braggscope.analysis.live.plot import LiveMapPlot
 from tests.test_live_reduction import (CCH, COLS, DISTANCE, ENERGY, NX, NY, PIXEL, ROWS,
                                        SIGMA_Q, PIXELS, check_truth, theta0, truth_q,
                                        xu_q_frame)
@@ -143,7 +143,7 @@ def test_runengine_sxdm_map_end_to_end(motors, tmp_path, file_backed):
     x_range, y_range = (0.0, 1.5, NX), (0.0, 1.0, NY)
     model = GaussianModel(eta, piy, pix, x_range, y_range)
     if file_backed:
-        from braggscope.plans.sim_detector import HDF5ImageDetector
+        from braggscope.simulators.inprocess import HDF5ImageDetector
 
         det = HDF5ImageDetector(render=model.render, write_dir=tmp_path, shape=(ROWS, COLS),
                                 name="mpx1x4")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from braggscope.eccentricity import EccentricityModel
+from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import bcdi_angles, bcdi_rocking, dry_run, sxdm_map, sxdm_points
-from braggscope.plans.sim_detector import HDF5ImageDetector, LimitedSynAxis
+from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 
 # the paper's BCDI set-up (Methods): 13 keV, 55 um pixels at 1.4 m, 800 nm LMNO 004 (a = 8.17 A)
 PAPER = dict(energy_kev=13.0, distance_m=1.4, pixel_m=55e-6, size_m=800e-9, d_spacing=8.17 / 4)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from braggscope.config import load_config
-from braggscope.eccentricity import EccentricityModel
+from braggscope.core.config import load_config
+from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans.calibrate import calibrate_eccentricity, mosaic_fraction
-from braggscope.plans.sim_detector import make_inprocess_devices
+from braggscope.simulators.inprocess import make_inprocess_devices
 from braggscope.simulators.beamline import SimulatedBeamline
 
 
@@ -67,7 +67,7 @@ def test_register_recovers_true_drift_on_compact_particle(tmp_path):
 @pytest.mark.slow
 def test_mosaic_nmc622_is_flagged_not_trusted(tmp_path):
     """A 1.5 um/deg drift on NMC622, calibrated over its whole rocking range (as the demo does)."""
-    from braggscope.demo import _calibration_verdict
+    from braggscope.app.demo import _calibration_verdict
 
     theta = SimulatedBeamline.from_config(load_config(), sample="nmc622").bragg_setup()["eta"]
     drift = {"eta0": theta, "x": [1.5, 0.0], "y": [-1.0, 0.0]}

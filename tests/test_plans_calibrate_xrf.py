@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from braggscope.config import load_config
-from braggscope.demo import _calibration_verdict
-from braggscope.eccentricity import EccentricityModel
+from braggscope.core.config import load_config
+from braggscope.app.demo import _calibration_verdict
+from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import calibrate_eccentricity, crystal_position, sxdm_map
-from braggscope.plans.sim_detector import make_inprocess_devices
+from braggscope.simulators.inprocess import make_inprocess_devices
 from braggscope.simulators.beamline import SimulatedBeamline
 
 

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve()
 def ioc_catalog(sim_config, sim_devices):
     from bluesky import RunEngine
 
-    from braggscope import storage
+    from braggscope.core import storage
 
     client = storage.open_catalog(sim_config)
     RE = RunEngine(call_returns_result=True)
@@ -42,7 +42,7 @@ def test_ioc_sxdm_round_trip_and_schemas(sim_devices, ioc_catalog):
     import h5py
     from event_model import DocumentNames, schema_validators
 
-    from braggscope import storage
+    from braggscope.core import storage
     from braggscope.plans import sxdm_map
 
     RE, client, docs = ioc_catalog
@@ -143,8 +143,8 @@ def _child_setup(out: Path, sample="nmc622", drift=None):
                        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1", "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
                        "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024), "MPLBACKEND": "Agg"}.items():
         os.environ[key] = value
-    from braggscope.config import load_config
-    from braggscope.simctl import start_simulator
+    from braggscope.core.config import load_config
+    from braggscope.app.simctl import start_simulator
 
     cfg = load_config()
     cfg.set("storage.data_dir", str(out / "data"))
@@ -167,10 +167,10 @@ def _scenario_kill(out: Path) -> dict:
     import h5py
     from bluesky import RunEngine
 
-    from braggscope import storage
+    from braggscope.core import storage
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map
-    from braggscope.simctl import stop_simulator
+    from braggscope.app.simctl import stop_simulator
 
     cfg, handle = _child_setup(out)
     result = {}
@@ -222,10 +222,10 @@ def _scenario_drift(out: Path) -> dict:
     import bluesky.plan_stubs as bps
     from bluesky import RunEngine
 
-    from braggscope.eccentricity import EccentricityModel
+    from braggscope.core.eccentricity import EccentricityModel
     from braggscope.devices.factory import make_devices
     from braggscope.plans import calibrate_eccentricity, crystal_position, sxdm_map
-    from braggscope.simctl import stop_simulator
+    from braggscope.app.simctl import stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     drift = {"eta0": 21.3, "x": [20.0, 0.0], "y": [-12.0, 0.0]}

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from braggscope.config import load_config, save_config
-from braggscope.eccentricity import EccentricityModel
+from braggscope.core.config import load_config, save_config
+from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import bcdi_rocking, calibrate_eccentricity, crystal_position, sxdm_map
-from braggscope.plans.sim_detector import make_inprocess_devices
+from braggscope.simulators.inprocess import make_inprocess_devices
 from braggscope.simulators.beamline import SimulatedBeamline
 
 # a strong true drift around the LMNO 004 Bragg angle (21.37 deg at 8.33 keV), so that an

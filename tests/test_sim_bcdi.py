@@ -4,7 +4,7 @@ spacing and oversampling (detector plane and rocking direction)."""
 import numpy as np
 import pytest
 
-from braggscope.geometry import (Geometry, bragg_angle, oversampling_detector, oversampling_rocking,
+from braggscope.core.geometry import (Geometry, bragg_angle, oversampling_detector, oversampling_rocking,
                                  wavelength)
 from braggscope.simulators.bcdi_forward import BCDIForwardModel
 from braggscope.simulators.beamline import SimulatedBeamline

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from braggscope.config import load_config
+from braggscope.core.config import load_config
 from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.simulators.sxdm_forward import FWHM_TO_SIGMA
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from braggscope.geometry import bragg_angle
+from braggscope.core.geometry import bragg_angle
 from braggscope.simulators.samples import (BCDIParticle, Crystallite, SAMPLE_NAMES, make_sample,
                                            tilt_rotation)
 

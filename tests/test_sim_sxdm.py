@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from braggscope.config import load_config
-from braggscope.eccentricity import fit_eccentricity
-from braggscope.geometry import bragg_angle, sample_rotation, wavelength
+from braggscope.core.config import load_config
+from braggscope.core.eccentricity import fit_eccentricity
+from braggscope.core.geometry import bragg_angle, sample_rotation, wavelength
 from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.simulators.detector import expand_maxipix_gaps
 from braggscope.simulators.samples import Crystallite, SXDMSample
@@ -322,7 +322,7 @@ def test_sxdm_stack_layout_crop_and_correction():
     com_x = (inten.sum(1) * xs).sum(1) / inten.sum((1, 2))
     # uncorrected: the crystal slides by 1 um/deg * 1.2 deg between the two maps
     assert com_x[1] - com_x[0] == pytest.approx(1.2, abs=0.1)
-    from braggscope.eccentricity import EccentricityModel
+    from braggscope.core.eccentricity import EccentricityModel
     frames_c, meta_c = bl.sxdm_stack(xs, ys, etas, crop=crop, eccentricity=EccentricityModel.from_dict(truth_drift))
     inten = frames_c.sum(axis=(3, 4)).astype(float)
     com_c = (inten.sum(1) * xs).sum(1) / inten.sum((1, 2))

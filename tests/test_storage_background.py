@@ -8,7 +8,7 @@ from bluesky import RunEngine
 from bluesky import plans as bp
 from ophyd.sim import det, motor
 
-from braggscope.storage import BackgroundWriter
+from braggscope.core.storage import BackgroundWriter
 
 
 class SlowRecorder:

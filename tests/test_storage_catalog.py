@@ -10,11 +10,11 @@ from bluesky import RunEngine
 from bluesky.utils import FailedStatus, RunEngineInterrupted
 from event_model import DocumentNames, schema_validators
 
-from braggscope import storage
-from braggscope.config import load_config
-from braggscope.eccentricity import EccentricityModel
+from braggscope.core import storage
+from braggscope.core.config import load_config
+from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import bcdi_rocking, sxdm_map
-from braggscope.plans.sim_detector import HDF5ImageDetector, LimitedSynAxis
+from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 
 SHAPE = (16, 24)
 

@@ -76,10 +76,10 @@ def test_production_round_trip(tiled_server, monkeypatch):
     import h5py
     from bluesky import RunEngine
 
-    from braggscope import storage
-    from braggscope.config import load_config
+    from braggscope.core import storage
+    from braggscope.core.config import load_config
     from braggscope.plans import sxdm_map
-    from braggscope.plans.sim_detector import HDF5ImageDetector, LimitedSynAxis
+    from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 
     uri, key, root = tiled_server
     cfg = load_config()

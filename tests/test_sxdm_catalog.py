@@ -14,13 +14,13 @@ pytest.importorskip("tiled")
 
 from bluesky import RunEngine
 
-from braggscope import storage
+from braggscope.core import storage
 from braggscope.analysis.readers import reduce_run
-from braggscope.analysis.sxdm import reduce_stack
-from braggscope.config import load_config, save_config
-from braggscope.geometry import Geometry
+from braggscope.analysis.sxdm.reduce import reduce_stack
+from braggscope.core.config import load_config, save_config
+from braggscope.core.geometry import Geometry
 from braggscope.plans import sxdm_map
-from braggscope.plans.sim_detector import HDF5ImageDetector, LimitedSynAxis
+from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 from tests.test_sxdm_model import forward_stack
 
 
@@ -69,8 +69,8 @@ def test_catalog_run_reduces_like_the_numpy_stack(run_and_truth):
 
 
 def test_cli_with_a_run_id(run_and_truth, tmp_path):
-    from braggscope.analysis.sxdm_io import load_maps
-    from braggscope.cli import main
+    from braggscope.analysis.sxdm.files import load_maps
+    from braggscope.app.cli import main
 
     client, uid, t, cfg_path = run_and_truth
     out = tmp_path / "maps.h5"

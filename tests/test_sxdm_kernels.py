@@ -11,9 +11,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from braggscope.analysis import sxdm, sxdm_kernels
-from braggscope.analysis.sxdm_filters import clipped_background, median_filter_frames
-from braggscope.geometry import Geometry, bragg_angle
+from braggscope.analysis.sxdm import kernels as sxdm_kernels
+from braggscope.analysis.sxdm import reduce as sxdm
+from braggscope.analysis.sxdm.filters import clipped_background, median_filter_frames
+from braggscope.core.geometry import Geometry, bragg_angle
 
 ENERGY = 8.33
 SHAPE = (24, 30)

@@ -1,6 +1,6 @@
 """Independent SXDM forward model for the reduction tests (xrayutilities Q).
 
-Uses neither ``braggscope.geometry`` nor ``braggscope.simulators``: the Q of
+Uses neither ``braggscope.core.geometry`` nor ``braggscope.simulators``: the Q of
 every detector pixel comes from xrayutilities' ``QConversion`` in the ID01
 convention, and the truth fields (strain, tilt, shape, drift) are analytic.
 The tests in this file check the model itself (Bragg condition met at the

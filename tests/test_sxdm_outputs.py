@@ -11,11 +11,11 @@ from matplotlib import colors
 
 pytest.importorskip("xrayutilities")
 
-from braggscope.analysis.figures_sxdm import mosaicity_rgb, save_figures
-from braggscope.analysis.sxdm import reduce_stack
-from braggscope.analysis.sxdm_grid import grid_pixel_peak
-from braggscope.analysis.sxdm_io import load_maps, save_maps
-from braggscope.geometry import Geometry
+from braggscope.analysis.sxdm.figures import mosaicity_rgb, save_figures
+from braggscope.analysis.sxdm.reduce import reduce_stack
+from braggscope.analysis.sxdm.grid import grid_pixel_peak
+from braggscope.analysis.sxdm.files import load_maps, save_maps
+from braggscope.core.geometry import Geometry
 from tests.test_sxdm_model import forward_stack
 from tests.test_sxdm_readers import write_bliss
 
@@ -44,7 +44,7 @@ def test_save_load_roundtrip_and_atomic_replace(tmp_path, case, monkeypatch):
     assert back.attrs["threshold"] == 0.2 and back.attrs["median"] == 2
     # a failure while writing leaves the previous file intact and no temporary file
     before = path.read_bytes()
-    import braggscope.analysis.sxdm_io as io
+    import braggscope.analysis.sxdm.files as io
 
     real = h5py.Group.create_dataset
 
@@ -93,7 +93,7 @@ def test_save_figures_writes_pngs(tmp_path, case):
 
 
 def test_cli_reduces_a_bliss_file(tmp_path, case, capsys):
-    from braggscope.cli import main
+    from braggscope.app.cli import main
 
     t, _, maps = case
     src = tmp_path / "data" / "sample.h5"

@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("xrayutilities")
 
 from braggscope.analysis.readers import detect_format, read_bliss, read_stack, read_xsocs, reduce_run
-from braggscope.analysis.sxdm import reduce_stack
-from braggscope.geometry import Geometry
+from braggscope.analysis.sxdm.reduce import reduce_stack
+from braggscope.core.geometry import Geometry
 from tests.test_sxdm_model import forward_stack
 
 

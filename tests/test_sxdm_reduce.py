@@ -8,11 +8,11 @@ from scipy import ndimage
 
 pytest.importorskip("xrayutilities")
 
-from braggscope.analysis.sxdm import integrate_eta_maps, reduce_stack, tilt_angles
-from braggscope.analysis.sxdm_drift import apply_drift, register_drift, shifts_from_offsets
-from braggscope.analysis.sxdm_filters import hot_pixel_mask, maxipix_gap_mask, median_filter_frames
-from braggscope.analysis.sxdm_grid import find_peaks_q, grid_pixel_peak
-from braggscope.geometry import Geometry
+from braggscope.analysis.sxdm.reduce import integrate_eta_maps, reduce_stack, tilt_angles
+from braggscope.analysis.sxdm.drift import apply_drift, register_drift, shifts_from_offsets
+from braggscope.analysis.sxdm.filters import hot_pixel_mask, maxipix_gap_mask, median_filter_frames
+from braggscope.analysis.sxdm.grid import find_peaks_q, grid_pixel_peak
+from braggscope.core.geometry import Geometry
 from tests.test_sxdm_model import forward_stack, truth_tilts
 
 
@@ -178,7 +178,7 @@ def test_dask_input_is_read_block_by_block(monkeypatch):
     # argument and compute the array inside it)
     import dask.array as da
 
-    from braggscope.analysis import sxdm
+    from braggscope.analysis.sxdm import reduce as sxdm
 
     t = forward_stack(ny=6, nx=6, n_eta=7, drift_px=0.0, seed=2)
     lazy = da.from_array(t.frames, chunks=(7, 1, 6, 64, 64))

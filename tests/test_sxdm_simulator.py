@@ -10,8 +10,8 @@ import pytest
 simulators = pytest.importorskip("braggscope.simulators.beamline")
 
 from braggscope.analysis.readers import reduce_run
-from braggscope.analysis.sxdm_maps import tilt_angles
-from braggscope.config import load_config
+from braggscope.analysis.sxdm.maps import tilt_angles
+from braggscope.core.config import load_config
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ _NP_TYPES = {v: k for k, v in _VTK_TYPES.items()}
 
 
 def strain_fields(strain_result) -> dict:
-    """Named arrays of a :class:`~braggscope.analysis.bcdi_strain.StrainResult` for export."""
+    """Named arrays of a :class:`~braggscope.analysis.bcdi.strain.StrainResult` for export."""
     s = strain_result
     return {
         "amplitude": s.amplitude.astype(np.float32),

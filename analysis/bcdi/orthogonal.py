@@ -3,7 +3,7 @@
 A reconstruction lives on the detector-conjugate grid: array axes
 ``(rocking step, detector row, detector column)``. Around the central voxel
 the scattering vector is linear in the indices, ``Q = Q0 + B n`` with the
-columns of ``B`` the derivatives of Q (sample frame, ``braggscope.geometry``)
+columns of ``B`` the derivatives of Q (sample frame, ``braggscope.core.geometry``)
 with respect to eta step, row and column. With the physical DFT convention
 ``exp(+2 pi i n.m / N)`` the real-space position of object index ``m``
 (centred) is ``r = T m`` with ``T = 2 pi B^-T diag(1/N)`` (Angstrom).
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from braggscope.geometry import Geometry
+from braggscope.core.geometry import Geometry
 
 __all__ = ["DetectorFrame", "detector_frame", "orthogonalize", "support_extent_shape", "OrthoObject"]
 
@@ -71,7 +71,7 @@ def detector_frame(shape, geometry: Geometry, eta_center, eta_step, delta, nu=0.
     ----------
     shape : (int, int, int)
         ``(n_eta, rows, cols)`` of the (cropped, padded) data.
-    geometry : braggscope.geometry.Geometry
+    geometry : braggscope.core.geometry.Geometry
         With ``cch`` in the coordinates of the cropped frames.
     eta_center : float
         Eta (degrees) of the central rocking index ``n_eta // 2``.

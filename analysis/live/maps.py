@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from braggscope.analysis.sxdm_maps import derive_strain_tilt, mean_direction
+from braggscope.analysis.sxdm.maps import derive_strain_tilt, mean_direction
 
 __all__ = ["point_index", "derive_maps"]
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from braggscope.analysis.sxdm_maps import derive_maps, derive_strain_tilt, tilt_angles  # noqa: F401
-from braggscope.analysis import sxdm_kernels
-from braggscope.analysis.sxdm_filters import (
+from braggscope.analysis.sxdm.maps import derive_maps, derive_strain_tilt, tilt_angles  # noqa: F401
+from braggscope.analysis.sxdm import kernels as sxdm_kernels
+from braggscope.analysis.sxdm.filters import (
     clipped_background,
     median_filter_frames,
     median_offset,
@@ -59,7 +59,7 @@ def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2
         sliceable like one. Read one chunk of map pixels at a time.
     eta : array-like, shape (n_eta,)
         Rocking angles in degrees.
-    geometry : braggscope.geometry.Geometry
+    geometry : braggscope.core.geometry.Geometry
         Energy, distance, pixel size and direct-beam pixel of ``frames``.
     delta, nu, phi : float or array-like of shape (n_eta,)
         Detector and sample angles in degrees.
@@ -197,7 +197,7 @@ def _plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, noise
     if median < 1:
         raise ValueError(f"median must be >= 1, got {median!r}")
     if not hasattr(geometry, "q_pixels"):
-        raise TypeError(f"geometry must be a braggscope.geometry.Geometry, got {type(geometry).__name__}")
+        raise TypeError(f"geometry must be a braggscope.core.geometry.Geometry, got {type(geometry).__name__}")
 
     r0, r1, c0, c1 = 0, rows, 0, cols
     if detector_roi is not None:
@@ -585,7 +585,7 @@ def integrate_eta_maps(frames, *, pixel_mask=None, chunk_mb=64.0, progress=True)
     """Integrated intensity of every map pixel at every angle, shape (n_eta, ny, nx).
 
     Reads ``frames`` (n_eta, ny, nx, rows, cols) one chunk at a time; the input
-    of :func:`braggscope.analysis.sxdm_drift.register_drift`.
+    of :func:`braggscope.analysis.sxdm.drift.register_drift`.
     """
     from tqdm.auto import tqdm
 

@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
 
     cfg = load_config(args.config)
     ns = make_session(cfg, inprocess=args.inprocess, live=not args.no_live)
@@ -79,11 +79,11 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
 
     Parameters
     ----------
-    cfg : braggscope.config.Config
+    cfg : braggscope.core.config.Config
     inprocess : bool
         In-process simulated devices instead of EPICS (``make_devices``).
     live : bool
-        Subscribe the live SXDM maps (``braggscope.analysis.live``) if present.
+        Subscribe the live SXDM maps (``braggscope.analysis.live.callback``) if present.
     headless : bool, optional
         Disable BestEffortCallback plots; default: no display available.
 
@@ -102,14 +102,15 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     from bluesky.callbacks.best_effort import BestEffortCallback
     from bluesky.utils import ProgressBarManager
 
-    from braggscope import plans, storage
-    from braggscope.demo import Beamline, connect_simulator
-    from braggscope.eccentricity import EccentricityModel
+    from braggscope import plans
+    from braggscope.core import storage
+    from braggscope.app.beamline import Beamline, connect_simulator
+    from braggscope.core.eccentricity import EccentricityModel
 
     headless = (not _has_display()) if headless is None else headless
     owner = Beamline(cfg, inprocess=inprocess)
     if inprocess:
-        from braggscope.plans.sim_detector import make_inprocess_devices
+        from braggscope.simulators.inprocess import make_inprocess_devices
         from braggscope.simulators.beamline import SimulatedBeamline
 
         devices = make_inprocess_devices(SimulatedBeamline.from_config(cfg), cfg.expand_path("detector.read_path"),
@@ -132,9 +133,9 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     storage.subscribe_writer(RE, catalog)
     live_cb = None
     if live and not inprocess:
-        from braggscope.demo import _live_maps
+        from braggscope.app.beamline import subscribe_live_maps
 
-        live_cb, _, _ = _live_maps(RE)
+        live_cb, _, _ = subscribe_live_maps(RE)
 
     ns = {"cfg": cfg, "RE": RE, "bec": bec, "catalog": catalog, "devices": devices, "bps": bps, "bp": bp,
           "live": live_cb, "eccentricity": EccentricityModel.from_dict(cfg.get("eccentricity"))}

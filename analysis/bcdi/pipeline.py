@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from braggscope.geometry import Geometry
+from braggscope.core.geometry import Geometry
 
-from .bcdi import PhasingResult, Recipe, phase_retrieval
-from .bcdi_orthogonal import OrthoObject, detector_frame, orthogonalize, support_extent_shape
-from .bcdi_preprocess import BCDIData, prepare
-from .bcdi_strain import StrainResult, strain_analysis
+from .phasing import PhasingResult, Recipe, phase_retrieval
+from .orthogonal import OrthoObject, detector_frame, orthogonalize, support_extent_shape
+from .preprocess import BCDIData, prepare
+from .strain import StrainResult, strain_analysis
 
 __all__ = ["Reconstruction", "reconstruct", "export"]
 
@@ -69,7 +69,7 @@ def reconstruct(source, meta=None, *, n_runs: int = 4, seed: int = 0, recipe: Re
     Parameters
     ----------
     source, meta
-        As :func:`~braggscope.analysis.bcdi_preprocess.prepare` (arrays + meta,
+        As :func:`~braggscope.analysis.bcdi.preprocess.prepare` (arrays + meta,
         a ``(frames, meta)`` pair, a run, or a BLISS HDF5 path).
     n_runs, seed, recipe, backend, progress
         As :func:`~braggscope.analysis.bcdi.phase_retrieval`.
@@ -107,7 +107,7 @@ def reconstruct(source, meta=None, *, n_runs: int = 4, seed: int = 0, recipe: Re
 
 def export(rec: Reconstruction, out_dir, *, figures: bool = True, stem: str = "bcdi") -> dict:
     """Write CXI, npz, vti, summary JSON and (optionally) PNG figures to ``out_dir``."""
-    from .bcdi_io import plot_isosurface, plot_strain_slices, strain_fields, write_cxi, write_npz, write_vti
+    from .files import plot_isosurface, plot_strain_slices, strain_fields, write_cxi, write_npz, write_vti
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

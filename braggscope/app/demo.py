@@ -2,7 +2,7 @@
 
 ``demo sxdm``: start the simulator (if none runs), calibrate the eccentricity,
 measure a 3D-SXDM map of the simulated NMC622 crystal with live maps, store
-it in the catalog, reduce it (``braggscope.analysis.sxdm``) and write the
+it in the catalog, reduce it (``braggscope.analysis.sxdm.reduce``) and write the
 figures. ``demo bcdi``: the same for the LMNO particle with an oversampled,
 drift-following rocking scan and the BCDI reconstruction.
 
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from braggscope.eccentricity import EccentricityModel
+from braggscope.app.beamline import Beamline, reflection_window, save_live_figure, subscribe_live_maps
+from braggscope.core.eccentricity import EccentricityModel
 
-__all__ = ["add_parser", "run_demo", "Beamline"]
+__all__ = ["add_parser", "run_demo"]
 
 
 def add_parser(subparsers) -> None:
@@ -39,103 +40,13 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd(args) -> int:
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
 
     cfg = load_config(args.config)
     summary = run_demo(cfg, args.kind, quick=args.quick, inprocess=args.inprocess, out=args.out,
                        nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce)
     print(json.dumps({k: v for k, v in summary.items() if k != "maps"}, indent=1, default=str))
     return 0
-
-
-class Beamline:
-    """Devices + RunEngine + catalog for the demo; a context manager that cleans up.
-
-    With ``inprocess`` the devices are in-process around ``SimulatedBeamline``;
-    otherwise the caproto simulator is started if none runs (and stopped at the
-    end only if started here) and ``make_devices(cfg)`` connects to it.
-    """
-
-    def __init__(self, cfg, *, inprocess=False, sample=None, out=None):
-        self.cfg = cfg
-        self.inprocess = inprocess
-        self.sample = sample
-        self.out = Path(out) if out else None
-        self._started = None
-
-    def __enter__(self):
-        from bluesky import RunEngine
-
-        from braggscope import storage
-        from braggscope.simulators.beamline import SimulatedBeamline
-
-        cfg = self.cfg
-        if self.sample is not None:
-            cfg.set("simulator.sample", self.sample)
-        # the simulator physics, used here only for the nominal set-up (Bragg angles from the
-        # reflection's d-spacing, where the sample was mounted) as a beamline scientist knows it
-        self.sim = SimulatedBeamline.from_config(cfg)
-        if self.inprocess:
-            from braggscope.plans.sim_detector import make_inprocess_devices
-
-            self.devices = make_inprocess_devices(self.sim, cfg.expand_path("detector.read_path"),
-                                                  limits=cfg["limits"])
-            self.detector = self.devices["mpx1x4"]
-        else:
-            self.devices = connect_simulator(cfg, self)
-            self.detector = self.devices["detector"]
-        self.xrf = self.devices.get("xrf")  # fluorescence detector (None when pv.fluorescence is empty)
-        self.RE = RunEngine(call_returns_result=True)
-        self.RE.subscribe(PointProgress())
-        self.client = storage.open_catalog(cfg)
-        storage.subscribe_writer(self.RE, self.client)
-        return self
-
-    def __exit__(self, *exc):
-        if self._started is not None:
-            from braggscope.simctl import stop_simulator
-
-            stop_simulator(self._started)
-        return False
-
-
-class PointProgress:
-    """A tqdm bar per run: events of the primary stream against the start document's ``num_points``."""
-
-    def __init__(self):
-        self._bar = None
-        self._primary = set()
-
-    def __call__(self, name, doc):
-        from tqdm.auto import tqdm
-
-        if name == "start":
-            label = doc.get("plan_name", "run") + (f" ({doc['purpose']})" if doc.get("purpose") else "")
-            self._bar = tqdm(total=doc.get("num_points"), desc=label, unit="pt", file=sys.stdout, leave=True)
-        elif name == "descriptor" and doc.get("name") == "primary":
-            self._primary.add(doc["uid"])
-        elif name == "event" and self._bar is not None and doc["descriptor"] in self._primary:
-            self._bar.update(1)
-        elif name == "stop" and self._bar is not None:
-            self._bar.set_postfix_str(doc.get("exit_status", ""))
-            self._bar.close()
-            self._bar = None
-
-
-def connect_simulator(cfg, owner=None):
-    """Start the caproto simulator unless one runs, point CA at it, connect the devices."""
-    from braggscope.devices.factory import make_devices
-    from braggscope.simctl import apply_client_env, read_state, start_simulator, state_file_for
-
-    handle = read_state(state_file_for(cfg))
-    if handle is None:
-        print("starting the simulator (braggscope sim start) ...", flush=True)
-        handle = start_simulator(cfg, set_env=True)
-        if owner is not None:
-            owner._started = handle
-    else:
-        apply_client_env(handle.port)
-    return make_devices(cfg, connect_timeout=30.0)
 
 
 def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=None, neta=None,
@@ -171,7 +82,7 @@ def _say(msg):
 def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     import bluesky.plan_stubs as bps
 
-    from braggscope import storage
+    from braggscope.core import storage
     from braggscope.plans import dry_run, sxdm_map
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
@@ -200,15 +111,15 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     _say(f"dry run: {summary}")
     # live maps read the detector's HDF5 file while it is written: only across processes
     # (the caproto simulator), not from the in-process detector's own open file
-    window = _reflection_window(cfg["detector.cch"], cfg["detector.shape"])
-    live, dispatcher, token = _live_maps(bl.RE, window) if not bl.inprocess else (None, None, None)
+    window = reflection_window(cfg["detector.cch"], cfg["detector.shape"])
+    live, dispatcher, token = subscribe_live_maps(bl.RE, window) if not bl.inprocess else (None, None, None)
     t0 = time.monotonic()
     uid = bl.RE(plan()).run_start_uids[0]
     t_scan = time.monotonic() - t0
     if dispatcher is not None:
         dispatcher.wait() if hasattr(dispatcher, "wait") else None
         bl.RE.unsubscribe(token)
-        _save_live(live, out / "live_maps.png")
+        save_live_figure(live, out / "live_maps.png")
     n_points = nx * ny * neta
     _say(f"map done: {n_points} points in {t_scan:.1f} s ({1e3 * t_scan / n_points:.1f} ms/point)")
     result = {"uid": uid, "points": n_points, "scan_s": round(t_scan, 1),
@@ -219,18 +130,18 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     # 3. reduction from the catalog
     if reduce:
         try:
-            from braggscope.analysis.figures_sxdm import save_figures
-            from braggscope.analysis.sxdm import reduce_stack
+            from braggscope.analysis.sxdm.figures import save_figures
+            from braggscope.analysis.sxdm.reduce import reduce_stack
         except ImportError as exc:  # the reduction is optional for the acquisition demo
             _say(f"SXDM reduction not available ({exc}); data are in the catalog")
             return result
-        from braggscope.geometry import Geometry
+        from braggscope.core.geometry import Geometry
 
         frames, meta = storage.sxdm_stack(storage.load_run(bl.client, uid))
         geometry = Geometry(meta["energy_kev"], meta["distance_m"], meta["pixel_m"], tuple(meta["cch"]))
         _say("reducing the map (braggscope.analysis.sxdm.reduce_stack)")
         t0 = time.monotonic()
-        window = _reflection_window(meta["cch"], meta["detector_shape"])
+        window = reflection_window(meta["cch"], meta["detector_shape"])
         maps = reduce_stack(frames, meta["eta"], geometry, meta["delta"], meta["nu"], meta["phi"],
                             x=meta["x"], y=meta["y"], detector_roi=window, progress=True)
         result["detector_roi"] = list(window)
@@ -251,13 +162,13 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
 def _demo_bcdi(bl, out, *, quick, neta, reduce):
     import bluesky.plan_stubs as bps
 
-    from braggscope import storage
+    from braggscope.core import storage
     from braggscope.plans import bcdi_rocking, calibrate_eccentricity, dry_run
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
     distance = float(cfg["detector.distance_m"])
     energy = float(cfg["energy.energy_kev"])
-    from braggscope.geometry import oversampling_detector
+    from braggscope.core.geometry import oversampling_detector
 
     sigma = oversampling_detector(energy, distance, cfg["detector.pixel_m"], setup["size_m"])
     _say(f"LMNO {setup['reflection']}: {setup['size_m'] * 1e9:.0f} nm particle, eta {setup['eta']:.3f} deg, "
@@ -305,12 +216,12 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
               "calibration": model.to_dict(), "dry_run_estimate_s": round(summary.duration_s, 1)}
     if reduce:
         try:
-            from braggscope.analysis.bcdi_pipeline import reconstruct
+            from braggscope.analysis.bcdi.pipeline import reconstruct
         except ImportError as exc:
             _say(f"BCDI reconstruction not available ({exc}); data are in the catalog")
             return result
         frames, meta = storage.rocking_stack(storage.load_run(bl.client, uid))
-        _say("reconstructing (braggscope.analysis.bcdi_pipeline.reconstruct)")
+        _say("reconstructing (braggscope.analysis.bcdi.pipeline.reconstruct)")
         t0 = time.monotonic()
         rec = reconstruct((np.asarray(frames), meta), n_runs=2 if quick else 4,
                           shape=(None, 64, 64) if quick else (None, 128, 128), out_dir=out / "bcdi")
@@ -333,8 +244,8 @@ def _strain_vs_truth(rec, forward) -> float:
     """
     from scipy import ndimage
 
-    from braggscope.analysis.bcdi import align_to_reference, embed_centred
-    from braggscope.analysis.bcdi_strain import strain_analysis
+    from braggscope.analysis.bcdi.phasing import align_to_reference, embed_centred
+    from braggscope.analysis.bcdi.strain import strain_analysis
 
     voxel_truth_nm = forward.voxel / 10.0
     g_norm = float(np.linalg.norm(forward.g))
@@ -467,36 +378,3 @@ def _significant_drift(fitted, configured, confidence=0.99):
     return EccentricityModel(eta0=fitted.eta0, x=(slopes[0], 0.0), y=(slopes[1], 0.0), extra=fitted.extra)
 
 
-def _reflection_window(cch, detector_shape, size=128):
-    """A ``size`` x ``size`` detector window (row0, row1, col0, col1) around the direct-beam pixel.
-
-    With the detector arm on the reflection the peak stays within ~15 pixels of
-    ``cch`` here: reading 1/16 of the detector keeps the Poisson noise of the
-    background elsewhere out of the centres of mass (live and offline alike).
-    """
-    rows, cols = detector_shape
-    r0, c0 = (int(np.clip(round(c) - size // 2, 0, max(n - size, 0))) for c, n in zip(cch, (rows, cols)))
-    return (r0, min(r0 + size, rows), c0, min(c0 + size, cols))
-
-
-def _live_maps(RE, detector_roi=None):
-    """Subscribe the live SXDM maps (worker thread) if the live-analysis module is there."""
-    try:
-        from braggscope.analysis.live import LiveSXDM
-        from braggscope.analysis.live_dispatch import LiveMapDispatcher
-    except ImportError:
-        return None, None, None
-    live = LiveSXDM(batch_size=32, background=1.0, detector_roi=detector_roi)
-    dispatcher = LiveMapDispatcher(live)
-    return live, dispatcher, RE.subscribe(dispatcher)
-
-
-def _save_live(live, path):
-    try:
-        from braggscope.analysis.live_plot import LiveMapPlot
-
-        plot = LiveMapPlot(live)
-        plot.update(force=True)
-        plot.figure.savefig(path, dpi=90)
-    except Exception as exc:  # noqa: BLE001 - a missing live figure must not lose the run
-        print(f"[demo] live-map figure not written: {exc}", file=sys.stderr)

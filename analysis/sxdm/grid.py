@@ -3,7 +3,7 @@
 Gridding is for viewing and for choosing a reciprocal-space ROI, not for the
 maps themselves (``reduce_stack`` takes the centre of mass over the measured
 voxels directly). The grid step per axis is the natural resolution from the
-detector pixel and the rocking step (:func:`braggscope.analysis.sxdm.q_resolution`).
+detector pixel and the rocking step (:func:`braggscope.analysis.sxdm.reduce.q_resolution`).
 Each grid voxel holds the *mean* intensity of the measured voxels falling in
 it (sum / number), so uneven sampling does not show as structure.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from braggscope.analysis.sxdm import _angles, q_frames, q_resolution, read_block
-from braggscope.analysis.sxdm_filters import median_filter_frames, median_offset
+from braggscope.analysis.sxdm.reduce import _angles, q_frames, q_resolution, read_block
+from braggscope.analysis.sxdm.filters import median_filter_frames, median_offset
 
 __all__ = ["grid_pixel_peak", "grid_q", "find_peaks_q", "sum_frames"]
 
@@ -28,7 +28,7 @@ def grid_pixel_peak(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, pixel, med
     ----------
     frames : array-like, shape (n_eta, ny, nx, rows, cols)
     eta, delta, nu, phi : as in :func:`~braggscope.analysis.sxdm.reduce_stack` (degrees)
-    geometry : braggscope.geometry.Geometry
+    geometry : braggscope.core.geometry.Geometry
     pixel : (int, int)
         Map pixel ``(iy, ix)``.
     median : int
@@ -98,7 +98,7 @@ def sum_frames(frames, *, pixels=None, chunk_mb=64.0, progress=False) -> np.ndar
     """
     from tqdm.auto import tqdm
 
-    from braggscope.analysis.sxdm import _block_slices
+    from braggscope.analysis.sxdm.reduce import _block_slices
 
     n_eta, ny, nx, rows, cols = tuple(frames.shape)
     sel = None if pixels is None else np.asarray(pixels, dtype=bool)

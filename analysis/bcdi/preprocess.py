@@ -3,7 +3,7 @@
 Input: frames ``(n_eta, rows, cols)`` in raw counts plus metadata (energy in
 keV, distance and pixel in metres, ``cch`` (row, col), ``eta`` in degrees,
 ``delta``/``nu``/``phi`` in degrees), from arrays, a ``(frames, meta)`` pair
-(``braggscope.storage.rocking_stack(run)``), a Bluesky run, or an ID01 BLISS
+(``braggscope.core.storage.rocking_stack(run)``), a Bluesky run, or an ID01 BLISS
 HDF5 file (:func:`load_bliss`).
 
 Steps (:func:`prepare`): detector mask (chip gaps, hot/saturated pixels),
@@ -62,7 +62,7 @@ class BCDIData:
     oversampling_data : tuple of float
         Oversampling per axis from the autocorrelation of the data.
     oversampling_geometry : tuple of float or None
-        ``(rocking, rows, cols)`` from ``braggscope.geometry`` when ``size_m``
+        ``(rocking, rows, cols)`` from ``braggscope.core.geometry`` when ``size_m``
         and ``d_spacing`` are known.
     """
 
@@ -171,7 +171,7 @@ def prepare(
                       "phase retrieval may fail (crop larger, bin less, or measure finer steps)", stacklevel=2)
     os_geom = None
     if meta.get("size_m") and meta.get("d_spacing") and step:
-        from braggscope.geometry import oversampling_detector, oversampling_rocking
+        from braggscope.core.geometry import oversampling_detector, oversampling_rocking
 
         os_geom = (oversampling_rocking(meta["d_spacing"], meta["size_m"], step),
                    oversampling_detector(meta["energy_kev"], meta["distance_m"], pr, meta["size_m"]),
@@ -188,7 +188,7 @@ def as_frames_meta(source, meta=None):
     if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], dict):
         source, meta = source
     elif hasattr(source, "metadata") and not isinstance(source, np.ndarray):
-        from braggscope.storage import rocking_stack  # lazy: storage is optional here
+        from braggscope.core.storage import rocking_stack  # lazy: storage is optional here
 
         source, meta = rocking_stack(source)
     frames = np.asarray(source)

@@ -1,14 +1,14 @@
 """Live SXDM reduction: a bluesky callback that fills maps as frames arrive.
 
 Subscribe :class:`LiveSXDM` to a ``RunEngine`` (directly, or through
-:class:`braggscope.analysis.live_dispatch.LiveMapDispatcher` so that the
+:class:`braggscope.analysis.live.dispatch.LiveMapDispatcher` so that the
 RunEngine never waits for it). For every frame it computes six sums in one
 matrix product with a precomputed ``(6, rows * cols)`` float32 weight matrix
 of the frame's eta::
 
     [1, row - row0, col - col0, Qx - Qx0, Qy - Qy0, Qz - Qz0]
 
-(Q of every pixel from :class:`braggscope.geometry.Geometry`, sample frame,
+(Q of every pixel from :class:`braggscope.core.geometry.Geometry`, sample frame,
 1/Angstrom; the reference ``Q0`` is subtracted so that float32 keeps
 microstrain precision). The sums are accumulated per map pixel across etas;
 frames are never kept. When all etas of a map pixel are in, its Q centre of
@@ -31,9 +31,9 @@ from collections import OrderedDict
 import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
-from braggscope.analysis.live_frames import FrameResolver
-from braggscope.analysis.live_maps import derive_maps, point_index
-from braggscope.geometry import Geometry
+from braggscope.analysis.live.frames import FrameResolver
+from braggscope.analysis.live.maps import derive_maps, point_index
+from braggscope.core.geometry import Geometry
 
 __all__ = ["LiveSXDM", "frame_weights", "REQUIRED_START_KEYS"]
 
@@ -47,7 +47,7 @@ def frame_weights(geometry, shape, eta, delta, nu=0.0, phi=0.0, *, row0=0.0, col
 
     Parameters
     ----------
-    geometry : braggscope.geometry.Geometry
+    geometry : braggscope.core.geometry.Geometry
     shape : (int, int)
         Frame shape ``(rows, cols)``.
     eta, delta, nu, phi : float
@@ -107,7 +107,7 @@ class LiveSXDM(CallbackBase):
         Snake row parity (see :func:`live_maps.point_index`); ``None`` reads
         ``raster["snake_scope"]`` from the start document, default ``"map"``
         (odd rows reversed, counted afresh at each eta: the order of
-        ``braggscope.plans.sxdm`` and ``braggscope.storage.raster_order``);
+        ``braggscope.plans.sxdm`` and ``braggscope.core.storage.raster_order``);
         ``"run"`` is the order of ``bluesky.plans.grid_scan`` over
         ``(eta, y, x)``.
     frame_timeout_s : float

@@ -3,10 +3,10 @@
 :class:`LiveMapDispatcher` is what you ``RE.subscribe``: its ``__call__`` only
 puts ``(name, doc)`` on a bounded queue and returns (microseconds); a worker
 thread feeds the documents to the wrapped callback (e.g.
-:class:`braggscope.analysis.live.LiveSXDM`), calls its ``flush()`` whenever the
+:class:`braggscope.analysis.live.callback.LiveSXDM`), calls its ``flush()`` whenever the
 queue runs dry (so batches grow when frames arrive faster than they are
 reduced) and then the ``on_update`` hooks (e.g. a
-:class:`braggscope.analysis.live_plot.LiveMapPlot`). Nothing is dropped: when
+:class:`braggscope.analysis.live.plot.LiveMapPlot`). Nothing is dropped: when
 the queue is full, ``__call__`` waits for room (back-pressure) rather than
 losing a frame. Errors in the worker never reach the RunEngine; they are
 logged, kept in :attr:`errors` and raised by :meth:`wait`.

@@ -2,7 +2,7 @@
 
 :class:`LiveMapPlot` draws the maps of a live callback (anything with a
 ``maps()`` method returning an ``xarray.Dataset`` and a ``version`` counter,
-e.g. :class:`braggscope.analysis.live.LiveSXDM`). Each refresh replaces the
+e.g. :class:`braggscope.analysis.live.callback.LiveSXDM`). Each refresh replaces the
 image arrays with ``set_data`` (the map is a fixed ``(ny, nx)`` array, so the
 cost does not grow with the number of points already measured) and redraws at
 most every ``min_interval_s``. It works headless (Agg canvas, no pyplot) and
@@ -10,7 +10,7 @@ saves a PNG with :meth:`save`.
 
 Call :meth:`update` from the thread that owns the figure: with a GUI backend
 use :meth:`start_timer`; headless, pass ``plot.update`` as ``on_update`` to
-:class:`braggscope.analysis.live_dispatch.LiveMapDispatcher`.
+:class:`braggscope.analysis.live.dispatch.LiveMapDispatcher`.
 """
 
 from __future__ import annotations

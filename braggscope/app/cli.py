@@ -13,10 +13,10 @@ import sys
 
 # module -> owner of a command group; each defines add_parser(subparsers)
 COMMAND_MODULES = (
-    "braggscope.simctl",     # braggscope sim start|stop|status
-    "braggscope.session",    # braggscope shell
-    "braggscope.demo",       # braggscope demo sxdm|bcdi
-    "braggscope.reduce",     # braggscope reduce sxdm|bcdi
+    "braggscope.app.simctl",     # braggscope sim start|stop|status
+    "braggscope.app.session",    # braggscope shell
+    "braggscope.app.demo",       # braggscope demo sxdm|bcdi
+    "braggscope.app.reduce",     # braggscope reduce sxdm|bcdi
 )
 
 

@@ -109,7 +109,7 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
 
     Parameters
     ----------
-    cfg : braggscope.config.Config, optional
+    cfg : braggscope.core.config.Config, optional
         Configuration (default: ``load_config()``); it is passed to the server
         as a TOML file, so in-memory edits are honoured.
     port : int
@@ -132,7 +132,7 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
     -------
     SimulatorHandle
     """
-    from braggscope.config import load_config, save_config
+    from braggscope.core.config import load_config, save_config
 
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise ValueError(f"port must be an int in 0..65535, got {port!r}")
@@ -222,7 +222,7 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd_start(args) -> int:
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
 
     cfg = load_config(args.config)
     port = int(cfg.get("simulator.ca_server_port", 0) or 0) if args.port is None else args.port
@@ -239,7 +239,7 @@ def _cmd_start(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
 
     handle = read_state(state_file_for(load_config(args.config)))
     if handle is None:
@@ -250,7 +250,7 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_stop(args) -> int:
-    from braggscope.config import load_config
+    from braggscope.core.config import load_config
 
     path = state_file_for(load_config(args.config))
     handle = read_state(path)

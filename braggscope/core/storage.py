@@ -66,7 +66,7 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
 
     Parameters
     ----------
-    cfg : braggscope.config.Config
+    cfg : braggscope.core.config.Config
         Uses ``storage.tiled_uri`` (empty: embedded catalog), ``storage.api_key``
         (or ``$TILED_API_KEY``), ``storage.data_dir`` and ``detector.read_path``.
     readable_paths : sequence of path-like

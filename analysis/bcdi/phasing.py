@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bcdi_backend import Backend, get_backend
+from .backend import Backend, get_backend
 
 __all__ = [
     "Recipe",

@@ -51,11 +51,11 @@ def _source(args):
     if path.suffix.lower() in (".h5", ".hdf5", ".nxs", ".cxi") or path.exists():
         if not path.exists():
             raise ValueError(f"source file {path} does not exist")
-        from .bcdi_preprocess import load_bliss
+        from .preprocess import load_bliss
 
         return load_bliss(path, scan=args.scan)
-    from braggscope.config import load_config
-    from braggscope.storage import load_run_from_text, open_catalog, rocking_stack
+    from braggscope.core.config import load_config
+    from braggscope.core.storage import load_run_from_text, open_catalog, rocking_stack
 
     client = open_catalog(load_config(getattr(args, "config", None)))
     frames, meta = rocking_stack(load_run_from_text(client, args.source))
@@ -64,7 +64,7 @@ def _source(args):
 
 def run(args) -> int:
     """Run the reduction; returns the process exit status."""
-    from .bcdi import Recipe
+    from .phasing import Recipe
 
     try:
         shape = _parse_ints(args.shape, 3, "shape", allow_none=True)
@@ -79,7 +79,7 @@ def run(args) -> int:
     except (ValueError, KeyError) as exc:
         print(f"braggscope reduce bcdi: error: {exc}", file=sys.stderr)
         return 2
-    from .bcdi_pipeline import reconstruct
+    from .pipeline import reconstruct
 
     rec = reconstruct(source, n_runs=args.runs, seed=args.seed, recipe=recipe, shape=shape, binning=binning,
                       voxel_nm=args.voxel_nm, backend=args.backend, progress=not args.quiet, out_dir=out,

@@ -29,7 +29,7 @@ def register_drift(intensity_maps, upsample: int = 10, *, reference="consecutive
     ----------
     intensity_maps : array-like, shape (n_eta, ny, nx)
         Integrated intensity of each map pixel at each angle (e.g.
-        :func:`braggscope.analysis.sxdm.integrate_eta_maps` or the
+        :func:`braggscope.analysis.sxdm.reduce.integrate_eta_maps` or the
         ``eta_intensity`` variable of a reduction).
     upsample : int
         Upsampling factor of the cross-correlation (1 = integer pixels;

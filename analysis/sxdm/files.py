@@ -53,7 +53,7 @@ def save_maps(maps, path) -> Path:
             entry = f.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
             entry.attrs["default"] = "maps"
-            entry.attrs["program"] = "braggscope.analysis.sxdm"
+            entry.attrs["program"] = "braggscope.analysis.sxdm.reduce"
             data = entry.create_group("maps")
             data.attrs["NX_class"] = "NXdata"
             data.attrs["signal"] = "strain"

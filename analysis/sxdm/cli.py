@@ -2,7 +2,7 @@
 
 The source is an ID01 BLISS HDF5 file, an XSOCS master file, or a run of the
 catalog (scan id or uid, opened with the configuration of ``braggscope
---config``; ``braggscope.storage`` is imported only then).
+--config``; ``braggscope.core.storage`` is imported only then).
 """
 
 from __future__ import annotations
@@ -76,15 +76,15 @@ def _parse_detector_roi(text):
 
 
 def load_source(source, fmt="auto", config=None):
-    """``(frames, meta)`` from a file, or from a catalog run id through ``braggscope.storage``."""
+    """``(frames, meta)`` from a file, or from a catalog run id through ``braggscope.core.storage``."""
     from braggscope.analysis.readers import read_stack
 
     path = Path(source)
     if path.exists() or path.suffix.lower() in (".h5", ".hdf5", ".nxs"):
         return read_stack(path, format=fmt)
     try:
-        from braggscope.config import load_config
-        from braggscope.storage import load_run_from_text, open_catalog, sxdm_stack
+        from braggscope.core.config import load_config
+        from braggscope.core.storage import load_run_from_text, open_catalog, sxdm_stack
     except ImportError as exc:
         raise ValueError(f"{source}: not a file, and the catalog is not available ({exc})") from None
     client = open_catalog(load_config(config))
@@ -115,8 +115,8 @@ def run(args) -> int:
     progress = not args.quiet
     shifts = None
     if args.drift == "register":
-        from braggscope.analysis.sxdm import integrate_eta_maps
-        from braggscope.analysis.sxdm_drift import register_drift
+        from braggscope.analysis.sxdm.reduce import integrate_eta_maps
+        from braggscope.analysis.sxdm.drift import register_drift
 
         shifts = register_drift(integrate_eta_maps(frames, progress=progress), upsample=args.upsample)
         print(f"drift (map pixels, dy dx) per angle: max |shift| = {abs(shifts).max():.2f}")
@@ -125,19 +125,19 @@ def run(args) -> int:
                       progress=progress, shifts=shifts)
     if shifts is not None:
         maps["drift_shift"] = (("eta", "axis"), shifts, {"units": "map pixels", "long_name": "(dy, dx) applied"})
-    from braggscope.analysis.sxdm_io import save_maps
+    from braggscope.analysis.sxdm.files import save_maps
 
     save_maps(maps, out)
     n = int(maps.mask.sum())
     print(f"wrote {out}: {maps.sizes['y']} x {maps.sizes['x']} map, {n} pixels in the mask, "
           f"d_mean = {maps.attrs['d_mean']:.5f} A, strain rms = {float(maps.strain.std()):.1f} microstrain")
     if args.figures:
-        from braggscope.analysis.figures_sxdm import save_figures
+        from braggscope.analysis.sxdm.figures import save_figures
 
         import numpy as np
 
         from braggscope.analysis.readers import geometry_from_meta
-        from braggscope.analysis.sxdm_grid import grid_pixel_peak
+        from braggscope.analysis.sxdm.grid import grid_pixel_peak
 
         # one pixel's Bragg peak in Q (Figure 3B): the brightest map pixel
         iy, ix = np.unravel_index(int(np.nanargmax(maps.intensity.values)), maps.intensity.shape)

@@ -1,0 +1,15 @@
+"""BCDI: phase retrieval, orthogonalisation, displacement and strain.
+
+The stable entry point is :func:`phase_retrieval`; see the modules for the
+steps (``preprocess``: from frames to a centred, cropped intensity;
+``phasing``: the iterative algorithms; ``backend``: numpy/CuPy; ``orthogonal``:
+detector to sample frame; ``strain``: displacement and strain; ``files``:
+CXI, VTK and figures; ``pipeline``: the whole chain; ``cli``: ``braggscope
+reduce bcdi``).
+"""
+
+from .phasing import (PhasingResult, Recipe, align_to_reference, autocorrelation_support, center_object,
+                      mode_decomposition, phase_retrieval, remove_phase_ramp, run_metrics, to_physical_sign)
+
+__all__ = ["Recipe", "PhasingResult", "phase_retrieval", "autocorrelation_support", "to_physical_sign",
+           "remove_phase_ramp", "center_object", "align_to_reference", "mode_decomposition", "run_metrics"]

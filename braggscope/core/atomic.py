@@ -1,0 +1,90 @@
+"""Outputs that appear complete or not at all.
+
+Every file a reduction writes goes through :func:`atomic_path`: the writer
+fills a temporary file beside the target (same directory, so the final
+``os.replace`` is an atomic rename on one file system), and only a writer that
+returned without an exception renames it into place. A crash, a full disk or
+Ctrl-C leaves the previous file (or none) and no temporary file. The final
+file gets the permissions the user's umask gives a new file (``mkstemp``
+would give 0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_outputs", "umask_mode"]
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """The permission bits a new file gets under the current umask."""
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path to write; rename it to ``path`` on success.
+
+    Parameters
+    ----------
+    path : path-like
+        The final file. Its directory must exist.
+
+    Yields
+    ------
+    pathlib.Path
+        A temporary file in the same directory, with the same suffix (so
+        writers that choose a format by suffix still work).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.txt") as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> (d / "a.txt").read_text()
+    'done'
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | os.PathLike):
+    """Several outputs that appear together: all renamed after every writer succeeded.
+
+    Yields a list of temporary paths in the order of ``paths``. If any writer
+    fails, none of the final files is created or replaced.
+    """
+    temps: list[Path] = []
+    finals = [Path(p) for p in paths]
+    try:
+        for final in finals:
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+            os.close(fd)
+            temps.append(Path(name))
+        yield temps
+        mode = umask_mode()
+        for tmp, final in zip(temps, finals):
+            os.chmod(tmp, mode)
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
