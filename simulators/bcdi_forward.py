@@ -32,7 +32,7 @@ from braggscope.core.geometry import Geometry
 
 from .samples import BCDIParticle
 
-__all__ = ["BCDIForwardModel", "direct_amplitude"]
+__all__ = ["BCDIForwardModel"]
 
 
 class BCDIForwardModel:
@@ -193,21 +193,3 @@ class BCDIForwardModel:
         """Ground truth: voxel axes (Angstrom), ``rho``, ``u`` (Angstrom), G, voxel (nm)."""
         return {"axes_angstrom": self.axes, "rho": self.rho, "u_angstrom": self.u,
                 "g": self.g, "voxel_nm": self.voxel / 10.0, "d_spacing": self.particle.d_spacing}
-
-
-def direct_amplitude(rho, u, axes, g, q_sample) -> np.ndarray:
-    """Reference direct sum ``sum rho exp(i|G|u) exp(i (q - G).r)`` (slow, for tests).
-
-    ``q_sample`` has shape ``(3, m)``; returns ``(m,)`` complex (not normalized).
-    """
-    x, y, z = np.meshgrid(*axes, indexing="ij")
-    m = rho != 0
-    r = np.stack([x[m], y[m], z[m]])  # (3, nvox)
-    f = rho[m] * np.exp(1j * np.linalg.norm(g) * u[m])
-    dq = np.asarray(q_sample, float) - np.asarray(g, float)[:, None]
-    out = np.empty(dq.shape[1], dtype=np.complex128)
-    for i0 in range(0, dq.shape[1], 256):
-        ph = dq[:, i0 : i0 + 256].T @ r
-        out[i0 : i0 + 256] = np.exp(1j * ph) @ f
-    return out
-

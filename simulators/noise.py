@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["PoissonPool", "poisson_frame"]
+__all__ = ["PoissonPool"]
 
 
 class PoissonPool:
@@ -73,8 +73,3 @@ class PoissonPool:
         pool = self._pool(mean, size)
         off = int(self.rng.integers(0, pool.size - size + 1))
         return pool[off : off + size].reshape(shape).copy()
-
-
-def poisson_frame(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Reference (slow) Poisson draw of a whole expected frame, as uint32."""
-    return rng.poisson(np.asarray(expected, dtype=float)).astype(np.uint32)
