@@ -46,6 +46,8 @@ class HDF5ImageDetector(Device):
     name : str
         Device name; the image field is ``<name>_image`` (``mpx1x4_image``).
 
+    Notes
+    -----
     Readings: ``<name>_image`` (external, HDF5) and ``<name>_total`` (sum of
     the frame, counts; hinted), configuration ``<name>_acquire_time`` (s).
     """
@@ -151,6 +153,8 @@ class CountingDetector(Device):
         Device name; the field is ``<name>_counts`` (``xrf_counts``, hinted),
         as for :class:`braggscope.devices.fluorescence.FluorescenceDetector`.
 
+    Notes
+    -----
     Configuration ``<name>_acquire_time`` (s): the trigger sleeps that long
     (0 by default, like :class:`HDF5ImageDetector`).
     """
