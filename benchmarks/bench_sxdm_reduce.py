@@ -1,7 +1,7 @@
 """SXDM reduction speed: braggscope ``reduce_stack`` side by side with baselines.
 
 Default: a synthetic 20 x 20 positions x 20 angles x 128 x 128 stack (the
-size of the XSOCS figure in ``shared/ANCHORS.md``: 525 MB as int32) written
+size of a published XSOCS timing: 525 MB as int32) written
 to an HDF5 file, then, in the same run:
 
 1. the time to read the stack once (chunked h5py reads, the I/O floor);
@@ -14,7 +14,7 @@ to an HDF5 file, then, in the same run:
    stack is copied into XSOCS's own layout (master file + one file per angle),
    converted by its ``QSpaceConverter`` to a 40^3 grid and fitted by its
    ``PeakFitter`` (centroid); our reader + reduction run on the same files.
-   Without XSOCS, ANCHORS' figure of ~120 M detector pixels/s is printed.
+   Without XSOCS, that published figure of ~120 M detector pixels/s is printed.
 
 ``--large`` instead measures the peak resident memory of ``reduce_stack`` (on
 the h5py dataset, then on a dask array of it, as a catalog run gives) on
@@ -235,7 +235,7 @@ def main(argv=None):
                 for label, t in step().items():
                     times.setdefault(label, []).append(t)
         if not use_xsocs:
-            times["XSOCS (ANCHORS figure ~120 M px/s, not measured here)"] = [npix / 120e6]
+            times["XSOCS (published figure ~120 M px/s, not measured here)"] = [npix / 120e6]
         maps = results["braggscope reduce_stack (no median)"]
         m = maps.mask.values
         com_ours = np.stack([maps.qx, maps.qy, maps.qz], -1)

@@ -1,6 +1,6 @@
 """BCDI forward model: coherent far field of a 3D particle at the detector pixels.
 
-The amplitude is the physical one (``shared/CONVENTIONS.md``)::
+The amplitude is the physical one (docs/conventions.md, "BCDI signs")::
 
     A(q) = sum_r rho(r) exp(i G.u(r)) exp(i dq.r),   dq = q - G,  q = k_f - k_i
 

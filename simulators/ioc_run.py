@@ -8,7 +8,7 @@ Channel Access round trip. The server listens on 127.0.0.1 only, on a free
 port (or ``--port``), and writes a JSON state file (pid, port, PV prefixes)
 once it is serving; it exits cleanly on SIGTERM/SIGINT.
 
-Two fixes for caproto 1.3.0 are applied here (see docs/ANCHORS): accepted TCP
+Two fixes for caproto 1.3.0 are applied here (see docs/devices.md): accepted TCP
 sockets get ``TCP_NODELAY`` (otherwise Nagle + delayed ACK add ~40 ms to a
 put-with-callback), and monitor batching (``HIGH_LOAD_TIMEOUT``) is lowered
 to 1 ms.

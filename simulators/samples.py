@@ -11,7 +11,7 @@ Two kinds of sample:
   with a displacement field ``u`` (projected on the reflection's G), used by the
   coherent forward model (:mod:`braggscope.simulators.bcdi_forward`).
 
-Conventions (``shared/CONVENTIONS.md``): lengths of the piezo grid in
+Conventions (docs/conventions.md): lengths of the piezo grid in
 micrometres, d-spacings in Angstrom, tilts in degrees. The sample frame is the
 diffractometer's sample frame (z = surface normal, x = beam direction at
 eta = 0); piezo ``pix`` runs along sample x and ``piy`` along sample y. A local

@@ -1,6 +1,6 @@
 """Cross-check with braggscope's own simulator: frames from BCDIForwardModel (physical sign,
 pixel-exact geometry) -> reconstruct -> strain in the orthogonal sample frame vs the
-simulator's true displacement field (CONVENTIONS.md: sign tested against the simulator's truth).
+simulator's true displacement field (docs/conventions.md: sign tested against the simulator's truth).
 """
 
 import numpy as np

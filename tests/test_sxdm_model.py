@@ -141,7 +141,7 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
 
 
 def truth_tilts(q, mask):
-    """Altitude/azimuth (deg) from the CONVENTIONS.md definition, written out here."""
+    """Altitude/azimuth (deg) from the docs/conventions.md definition, written out here."""
     u = q / np.linalg.norm(q, axis=-1, keepdims=True)
     qbar = u[mask].mean(0)
     qbar /= np.linalg.norm(qbar)

@@ -90,7 +90,7 @@ def test_absolute_d_spacing_and_compression_sign():
 
 
 def test_background_handling_matters():
-    """ANCHORS pitfall: COM without background under-reports strain."""
+    """Known pitfall: COM without background under-reports strain."""
     t = forward_stack(drift_px=0.0, seed=5)
     g = _geometry(t)
     none = _errors(reduce_stack(t.frames, t.eta, g, t.delta, t.nu, background="none",

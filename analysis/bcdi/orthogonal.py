@@ -10,7 +10,7 @@ with respect to eta step, row and column. With the physical DFT convention
 
 :func:`orthogonalize` interpolates the object (``map_coordinates``, linear)
 onto a regular grid of the sample frame with axes ``(z, y, x)`` (sample
-frame of CONVENTIONS.md: for a symmetric reflection Q is along +z) and a
+frame of docs/conventions.md: for a symmetric reflection Q is along +z) and a
 cubic voxel in nm.
 
 Closed forms (checked in the tests): the spacing of the real-space planes

@@ -1,6 +1,6 @@
 """BCDI phase retrieval: ER, HIO and RAAR with shrink-wrap, several runs, modes.
 
-Entry point: :func:`phase_retrieval` (stable API, ``shared/CONVENTIONS.md``).
+Entry point: :func:`phase_retrieval` (stable API, docs/conventions.md).
 
 Data layout
 -----------

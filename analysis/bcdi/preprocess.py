@@ -34,7 +34,7 @@ __all__ = [
     "MAXIPIX_SATURATION",
 ]
 
-#: Counts above which an ID01 Maxipix pixel is saturated (ANCHORS.md).
+#: Counts above which an ID01 Maxipix pixel is saturated (ID01 practice).
 MAXIPIX_SATURATION = 401540
 
 _META_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "eta")

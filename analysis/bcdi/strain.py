@@ -1,6 +1,6 @@
 """BCDI post-processing: phase -> displacement -> strain, surface, resolution.
 
-Sign (CONVENTIONS.md): the object is ``rho exp(i G.u)`` (physical sign, as
+Sign (docs/conventions.md): the object is ``rho exp(i G.u)`` (physical sign, as
 returned by :func:`braggscope.analysis.bcdi.phase_retrieval`), so
 ``u = phase / |G|`` and the strain along G is ``du/ds`` along the unit
 vector of G (dimensionless; also reported in microstrain).

@@ -1,7 +1,7 @@
 """Pure helpers of the live SXDM reduction: raster indexing and derived maps.
 
 Everything here works on small ``(ny, nx)`` arrays (never on detector frames)
-and follows ``shared/CONVENTIONS.md`` "SXDM maps":
+and follows docs/conventions.md "SXDM maps":
 
 * mask = integrated intensity >= ``threshold`` x the map maximum;
 * ``d_spacing = 2 pi / |Q_local|`` (Angstrom), strain in microstrain against
@@ -95,7 +95,7 @@ def derive_maps(intensity, qx, qy, qz, complete=None, *, threshold: float = 0.2)
         peak = intensity[valid].max()
         mask = valid & (intensity >= float(threshold) * peak) & (peak > 0)
     qm = np.where(mask, q, np.nan)
-    # the CONVENTIONS.md definitions, shared with the offline reduction
+    # the docs/conventions.md definitions, shared with the offline reduction
     q_last = np.moveaxis(qm, 0, -1)
     d, strain, altitude, azimuth = derive_strain_tilt(q_last, mask)
     d_mean = float(np.mean(d[mask])) if mask.any() else np.nan

@@ -8,7 +8,7 @@ integrated-intensity maps (Guizar-Sicairos et al., Opt. Lett. 33, 156, 2008,
 via ``skimage.registration.phase_cross_correlation``); :func:`apply_drift`
 resamples each angle's map, lazily, so that every angle sees the same
 sample point. Integer registration accumulates ~1.4 px rms error over 20
-maps; x10 upsampling ~0.14 px (``shared/ANCHORS.md``).
+maps; x10 upsampling ~0.14 px.
 
 Shift convention: ``shifts[i] = (dy, dx)`` in map pixels such that
 ``scipy.ndimage.shift(map_i, shifts[i])`` is aligned with the reference map.

@@ -5,7 +5,7 @@ of arrays of frames; counts in, float32 out.
 
 The 2x2 median of the paper's Methods is a *true* median: the mean of the two
 middle values of each 2x2 window (silx silently returns the input for even
-sizes; see ``shared/ANCHORS.md``). An even-sized window is anchored on its
+sizes). An even-sized window is anchored on its
 top-left pixel, so its output is centred half a pixel down and right: callers
 evaluating Q of filtered pixels use :func:`median_offset`.
 """
@@ -218,7 +218,7 @@ def maxipix_gap_mask(shape=(516, 516)) -> np.ndarray:
 
     The 516-pixel image holds two 256-pixel chips per axis with the two
     triple-width edge pixels spread over pixels 255..260 (counts divided):
-    those rows and columns are masked (``shared/ANCHORS.md``).
+    those rows and columns are masked.
     """
     rows, cols = (int(v) for v in shape)
     mask = np.zeros((rows, cols), dtype=bool)

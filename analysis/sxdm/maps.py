@@ -1,6 +1,6 @@
 """SXDM maps from per-pixel centre-of-mass sums: d-spacing, strain, tilts.
 
-Definitions from ``shared/CONVENTIONS.md`` ("SXDM maps"): mask = integrated
+Definitions from docs/conventions.md ("SXDM maps"): mask = integrated
 intensity >= threshold x maximum; ``d = 2 pi / |Q_local|``; strain
 ``(d - d_mean) / d_mean * 1e6`` with ``d_mean`` the unweighted mean over the
 mask; ``Q_bar`` the normalised mean of the unit vectors; tilt altitude and
@@ -109,7 +109,7 @@ def tilt_angles(q, mask):
     mask; altitude is the angle between ``Q_local`` and ``Q_bar``; azimuth is
     the angle of the component perpendicular to ``Q_bar`` measured from the
     sample +x axis projected on the plane normal to ``Q_bar``, positive
-    towards ``Q_bar x x_proj``, in (-180, 180] (CONVENTIONS.md).
+    towards ``Q_bar x x_proj``, in (-180, 180] (docs/conventions.md).
 
     Parameters
     ----------

@@ -12,7 +12,7 @@ by the background-subtracted counts, so ``Q_local = sum(w Q) / sum(w)``.
 Frames are read in chunks of map pixels (never the whole stack), chunks run
 in parallel with dask (threads by default) behind a tqdm progress bar.
 
-Conventions: ``shared/CONVENTIONS.md`` (Q in 1/Angstrom, sample frame;
+Conventions: docs/conventions.md (Q in 1/Angstrom, sample frame;
 d-spacing in Angstrom; strain in microstrain, ``(d - d_mean) / d_mean``;
 tilts in degrees with the general ``Q_bar`` frame).
 """

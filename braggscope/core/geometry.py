@@ -1,6 +1,6 @@
 """Diffractometer geometry of an ID01-like six-circle with an area detector.
 
-Conventions (``shared/CONVENTIONS.md``), identical to xrayutilities
+Conventions (docs/conventions.md), identical to xrayutilities
 ``QConversion(['y-', 'z-'], ['z-', 'y-'], [1, 0, 0])`` with
 ``init_area('z-', 'y+', ...)``:
 
