@@ -27,7 +27,9 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
         ``pv.detector``, ``pv.fluorescence`` (empty or absent: no
         fluorescence detector), ``detector.name``, ``detector.write_path``,
-        ``detector.read_path``.
+        ``detector.read_path``, and the detector geometry ``detector.distance_m``,
+        ``detector.pixel_m``, ``detector.cch``, ``detector.shape`` (configuration
+        signals of the Maxipix, recorded in every event descriptor).
     connect_timeout : float, optional
         If given, call :func:`connect` with this timeout (seconds).
 
@@ -51,7 +53,9 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
     diffractometer = Diffractometer(cfg["pv.diffractometer"], name="diffractometer")
     energy = EnergyMotor(cfg["pv.energy"], name="energy")
     detector = Maxipix(cfg["pv.detector"], name=cfg.get("detector.name", "mpx1x4"),
-                       write_path=str(write_path), read_path=str(read_path))
+                       write_path=str(write_path), read_path=str(read_path),
+                       distance_m=cfg["detector.distance_m"], pixel_m=cfg["detector.pixel_m"],
+                       cch=cfg["detector.cch"], frame_shape=cfg["detector.shape"])
     devices = {"piezo": piezo, "diffractometer": diffractometer, "energy": energy,
                "detector": detector}
     xrf_prefix = cfg.get("pv.fluorescence", "")

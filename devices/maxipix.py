@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsSignalRO, Staged
+from ophyd import Device, EpicsSignalRO, Signal, Staged
 from ophyd.areadetector import ADComponent as ADCpt
 from ophyd.areadetector import DetectorBase, EpicsSignalWithRBV, SingleTrigger
 from ophyd.areadetector.base import ADBase, ad_group
@@ -21,7 +21,7 @@ from ophyd.areadetector.base import DynamicDeviceComponent as DDC
 from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
 from ophyd.areadetector.plugins import EpicsPathSignal
 
-__all__ = ["Maxipix", "MaxipixCam", "MaxipixHDF5", "MaxipixStats"]
+__all__ = ["Maxipix", "MaxipixCam", "MaxipixHDF5", "MaxipixStats", "set_geometry"]
 
 
 class MaxipixCam(ADBase):
@@ -112,24 +112,38 @@ class Maxipix(SingleTrigger, DetectorBase):
         ophyd name; the image field is ``<name>_image`` (``mpx1x4_image``).
     write_path, read_path : str
         Detector file directory as the IOC and as this computer see it.
+    distance_m, pixel_m, cch, frame_shape
+        The detector's geometry (sample distance in m, pixel size in m,
+        direct-beam pixel (row, col) at all detector angles zero, frame
+        shape (rows, cols)); configuration signals, so every event
+        descriptor records them (``braggscope.core.setup.ScanSetup``).
+        ``make_devices`` sets them from the ``[detector]`` configuration.
 
     Notes
     -----
     Reading gives ``<name>_image`` (kind ``normal``: a Datum reference, with
     ``dtype_numpy`` ``<u4`` in ``describe()``) and ``<name>_stats_total``
-    (hinted, for BestEffortCallback), plus the centroid.
+    (hinted, for BestEffortCallback), plus the centroid. Configuration:
+    the cam settings and ``<name>_distance_m``, ``<name>_pixel_m``,
+    ``<name>_cch``, ``<name>_frame_shape``.
     """
 
     lazy_wait_for_connection = False
     _default_read_attrs = ("hdf5", "stats")
-    _default_configuration_attrs = ("cam",)
+    _default_configuration_attrs = ("cam", "distance_m", "pixel_m", "cch", "frame_shape")
     cam = Cpt(MaxipixCam, "cam1:", kind="config")
     hdf5 = Cpt(MaxipixHDF5, "HDF1:", kind="normal", write_path_template="/tmp/",
                read_path_template="/tmp/", root="/")
     stats = Cpt(MaxipixStats, "Stats1:", kind="normal")
+    distance_m = Cpt(Signal, value=float("nan"), kind="config")
+    pixel_m = Cpt(Signal, value=55e-6, kind="config")
+    cch = Cpt(Signal, value=[float("nan"), float("nan")], kind="config")
+    frame_shape = Cpt(Signal, value=[516, 516], kind="config")
 
-    def __init__(self, prefix, *, name, write_path=None, read_path=None, **kwargs):
+    def __init__(self, prefix, *, name, write_path=None, read_path=None, distance_m=None, pixel_m=None,
+                 cch=None, frame_shape=None, **kwargs):
         super().__init__(prefix, name=name, **kwargs)
+        set_geometry(self, distance_m=distance_m, pixel_m=pixel_m, cch=cch, frame_shape=frame_shape)
         if write_path is not None:
             self.hdf5.write_path_template = _dir(write_path)
             self.hdf5.read_path_template = _dir(read_path if read_path is not None else write_path)
@@ -166,6 +180,21 @@ class Maxipix(SingleTrigger, DetectorBase):
                 "no frame was written, see the IOC log"))
         else:
             status.set_finished()
+
+
+def set_geometry(detector, *, distance_m=None, pixel_m=None, cch=None, frame_shape=None) -> None:
+    """Put the geometry configuration signals of an area detector (None leaves a signal as it is).
+
+    Units: metres, pixels ``(row, col)``, ``(rows, cols)``.
+    """
+    if distance_m is not None:
+        detector.distance_m.put(float(distance_m))
+    if pixel_m is not None:
+        detector.pixel_m.put(float(pixel_m))
+    if cch is not None:
+        detector.cch.put([float(c) for c in cch])
+    if frame_shape is not None:
+        detector.frame_shape.put([int(n) for n in frame_shape])
 
 
 def _dir(path) -> str:

@@ -6,13 +6,16 @@ and is called before a plan yields its first message (so before any motion).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import warnings
+from typing import Sequence
 
 import numpy as np
 
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.setup import SETUP_KEY, ScanSetup
 
-BEAM_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "detector_shape", "delta", "nu", "phi")
+#: The beamline keyword arguments the plans took before the setup was recorded by the devices.
+DEPRECATED_BEAM_ARGS = ("energy_kev", "distance_m", "pixel_m", "cch", "detector_shape", "delta", "nu", "phi")
 
 
 def check_range(name: str, value) -> tuple[float, float, int]:
@@ -81,20 +84,46 @@ def eccentricity_model(value) -> EccentricityModel:
     raise ValueError(f"eccentricity must be an EccentricityModel, a dict or None, got {type(value).__name__}")
 
 
-def beam_metadata(**beam: Any) -> dict:
-    """Start-document keys of the beam and detector (JSON-ready, Nones dropped)."""
+def setup_metadata(plan: str, setup: ScanSetup | None, beam: dict) -> dict:
+    """Start-document piece ``{"setup": {...}}`` of an explicit setup, or ``{}``.
+
+    Without one, the run's setup is what the devices record: the area
+    detector's geometry configuration signals in every event descriptor and
+    the baseline readings (``energy``, ``delta``, ``nu``, ``phi``). ``beam``
+    holds the deprecated loose keyword arguments (``energy_kev`` ...): they
+    are recorded as a partial setup, with a ``DeprecationWarning``.
+    """
+    unknown = sorted(set(beam) - set(DEPRECATED_BEAM_ARGS))
+    if unknown:
+        raise TypeError(f"{plan}() got unexpected keyword argument(s) {unknown}")
+    beam = {k: v for k, v in beam.items() if v is not None}
+    if setup is not None:
+        if not isinstance(setup, ScanSetup):
+            raise ValueError(f"setup must be a braggscope.core.setup.ScanSetup, got {type(setup).__name__}")
+        if beam:
+            raise ValueError(f"give either setup= or the deprecated {sorted(beam)}, not both")
+        return setup.to_start_doc()
+    if not beam:
+        return {}
+    warnings.warn(f"{plan}({', '.join(sorted(beam))}=...) is deprecated: the detector's configuration and the "
+                  "baseline record the setup; pass setup=ScanSetup(...) to override it", DeprecationWarning,
+                  stacklevel=3)
     out = {}
     for key, value in beam.items():
-        if key not in BEAM_KEYS:
-            raise ValueError(f"unknown beam metadata key {key!r}; expected one of {BEAM_KEYS}")
-        if value is None:
-            continue
         if isinstance(value, (list, tuple, np.ndarray)):
-            value = [float(v) if key != "detector_shape" else int(v) for v in np.ravel(value)]
+            value = [int(v) if key == "detector_shape" else float(v) for v in np.ravel(value)]
         else:
             value = float(value)
         out[key] = value
-    return out
+    return {SETUP_KEY: out}
+
+
+def area_detector(devices: Sequence):
+    """The diffraction detector among ``devices`` (the first that is not Bragg-independent), else None."""
+    for d in devices:
+        if not getattr(d, "bragg_independent", False):
+            return d
+    return None
 
 
 def names(devices: Sequence) -> list[str]:
@@ -104,7 +133,5 @@ def names(devices: Sequence) -> list[str]:
 def main_detector(devices: Sequence) -> str:
     """Name of the diffraction detector among ``devices`` (the first that is not a
     Bragg-independent counter such as the fluorescence detector), else of the first device."""
-    for d in devices:
-        if not getattr(d, "bragg_independent", False):
-            return getattr(d, "name", repr(d))
-    return names(devices)[0]
+    d = area_detector(devices)
+    return getattr(d, "name", repr(d)) if d is not None else names(devices)[0]

@@ -11,7 +11,9 @@ from cycler import cycler
 
 from braggscope.core.geometry import oversampling_detector, oversampling_rocking, rocking_step, wavelength
 
-from ._common import beam_metadata, check_within_limits, eccentricity_model, main_detector, names
+from braggscope.core.setup import ScanSetup
+
+from ._common import area_detector, check_within_limits, eccentricity_model, main_detector, names, setup_metadata
 from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
 __all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
@@ -75,9 +77,8 @@ def bcdi_rocking(
     *,
     size_m: float,
     d_spacing: float,
-    energy_kev: float,
-    distance_m: float,
-    pixel_m: float,
+    energy=None,
+    setup: ScanSetup | None = None,
     oversampling: float = 2.0,
     step_deg: float | None = None,
     eta_range: float | None = None,
@@ -90,27 +91,26 @@ def bcdi_rocking(
     allow_undersampling: bool = False,
     reflection=None,
     sample: str | None = None,
-    cch=None,
-    detector_shape=None,
-    delta: float | None = None,
-    nu: float | None = None,
-    phi: float | None = None,
     trigger_timeout_s: float = TRIGGER_TIMEOUT_S,
     move_timeout_s: float = MOVE_TIMEOUT_S,
     md: dict | None = None,
+    **deprecated_beam,
 ) -> MsgGenerator[str]:
     """Oversampled rocking scan of one crystal for BCDI.
 
     The step follows from the particle size, the reflection's d-spacing and
     the requested oversampling (``braggscope.core.geometry.rocking_step``); the
     detector-plane oversampling ``lambda D / (p size)`` is checked from the
-    geometry given. With ``x_motor``/``y_motor`` the piezo follows the
+    photon energy and the area detector's configuration (distance and pixel
+    size signals), or from ``setup``. With ``x_motor``/``y_motor`` the piezo follows the
     eccentricity drift, ``(x_um, y_um) + eccentricity.offset(eta)``, so the
     crystal stays in the beam at every angle.
 
     Parameters
     ----------
     detectors : list of readable devices
+        Including the area detector, which records its geometry as
+        configuration signals (see :func:`~braggscope.plans.sxdm_map`).
     eta_motor : positioner
         Rocking motor (degrees).
     eta_center : float
@@ -119,8 +119,12 @@ def bcdi_rocking(
         Particle size in metres.
     d_spacing : float
         Reflection d-spacing in Angstrom.
-    energy_kev, distance_m, pixel_m : float
-        Photon energy (keV), sample-detector distance (m) and pixel size (m).
+    energy : positioner or float, optional
+        The monochromator energy positioner (its position is read, keV) or
+        the energy in keV; needed unless ``setup`` is given.
+    setup : braggscope.core.setup.ScanSetup, optional
+        An explicit setup (recorded in the start document under ``setup``);
+        by default the devices and the baseline record it.
     oversampling : float
         Requested rocking oversampling (>= 2).
     step_deg, eta_range : float, optional
@@ -133,8 +137,12 @@ def bcdi_rocking(
         Permit oversampling below 2 (in either direction).
     reflection : sequence of int, optional
         Miller indices, recorded in the start document.
-    sample, cch, detector_shape, delta, nu, phi, md
+    sample, md
         Recorded in the start document.
+    **deprecated_beam
+        ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``,
+        ``detector_shape``, ``delta``, ``nu``, ``phi``: deprecated (a
+        ``DeprecationWarning``), recorded as a partial ``setup``.
     trigger_timeout_s, move_timeout_s : float
         Bounds (s) on one point's detector trigger and moves (a dead IOC
         fails the run with a ``TimeoutError`` naming the device).
@@ -151,6 +159,10 @@ def bcdi_rocking(
         distance giving an oversampling below 2, naming the argument and the
         allowed range, or for targets outside the motors' limits.
     """
+    if not detectors:
+        raise ValueError("detectors must name at least one detector")
+    setup_md = setup_metadata("bcdi_rocking", setup, deprecated_beam)
+    energy_kev, distance_m, pixel_m = _beam(setup, energy, deprecated_beam, area_detector(detectors))
     sigma_det = oversampling_detector(energy_kev, distance_m, pixel_m, size_m)
     if sigma_det < MIN_OVERSAMPLING * (1 - 1e-9) and not allow_undersampling:
         min_distance = MIN_OVERSAMPLING * pixel_m * size_m / (wavelength(energy_kev) * 1e-10)
@@ -179,8 +191,6 @@ def bcdi_rocking(
         check_within_limits(y_motor, "y_um (+ eccentricity offsets)", float(ys.min()), float(ys.max()))
         traj = traj + cycler(y_motor, list(ys))
         follow["y"] = {"motor": y_motor.name, "at_eta0": float(y_um)}
-    if not detectors:
-        raise ValueError("detectors must name at least one detector")
 
     step = float(etas[1] - etas[0])
     _md = {
@@ -200,11 +210,42 @@ def bcdi_rocking(
                       "step_deg": step_deg, "eta_range": eta_range, "n_fringes": float(n_fringes),
                       "allow_undersampling": bool(allow_undersampling)},
         "hints": {"dimensions": [([eta_motor.name], "primary")]},
-        **beam_metadata(energy_kev=energy_kev, distance_m=distance_m, pixel_m=pixel_m, cch=cch,
-                        detector_shape=detector_shape, delta=delta, nu=nu, phi=phi),
+        **setup_md,
     }
     if sample is not None:
         _md["sample"] = sample
     _md.update(md or {})
     per_step = guarded_step(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s)
     return (yield from bp.scan_nd(detectors, traj, per_step=per_step, md=_md))
+
+
+def _beam(setup, energy, beam, detector) -> tuple[float, float, float]:
+    """Energy (keV), distance (m) and pixel size (m) for the oversampling check, before any message.
+
+    From ``setup``, else the deprecated keyword arguments, the ``energy``
+    positioner (or value) and the area detector's configuration signals.
+    """
+    if setup is not None:
+        return setup.energy_kev, setup.distance_m, min(setup.geometry().pixel_size)
+    values = {}
+    if energy is not None:
+        values["energy_kev"] = getattr(energy, "position", energy)
+    for name in ("distance_m", "pixel_m"):
+        signal = getattr(detector, name, None)
+        if signal is not None and hasattr(signal, "get"):
+            values[name] = signal.get()
+    values.update({k: beam[k] for k in ("energy_kev", "distance_m", "pixel_m") if beam.get(k) is not None})
+    out = []
+    for name, hint in (("energy_kev", "pass energy=<the energy positioner> (or keV)"),
+                       ("distance_m", "the area detector has no distance_m configuration signal"),
+                       ("pixel_m", "the area detector has no pixel_m configuration signal")):
+        try:
+            value = float(np.ravel(values[name])[0])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ValueError(f"bcdi_rocking needs {name} for the oversampling check: {hint}, "
+                             "or pass setup=ScanSetup(...)") from None
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"bcdi_rocking: {name} = {value!r} is not > 0 (set the detector's configuration "
+                             "signal from the [detector] configuration, or pass setup=ScanSetup(...))")
+        out.append(value)
+    return out[0], out[1], out[2]

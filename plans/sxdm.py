@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from bluesky import plan_stubs as bps
 from bluesky import plans as bp
 from bluesky.utils import MsgGenerator
 from cycler import cycler
 
-from braggscope.core.storage import raster_order
+from braggscope.core.layout import raster_order
 
-from ._common import (beam_metadata, check_angles, check_range, check_within_limits, eccentricity_model,
-                      main_detector, names)
+from braggscope.core.setup import ScanSetup
+
+from ._common import (check_angles, check_range, check_within_limits, eccentricity_model, main_detector, names,
+                      setup_metadata)
 from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
 __all__ = ["sxdm_map", "sxdm_points"]
@@ -31,17 +32,11 @@ def sxdm_map(
     eccentricity=None,
     snake: bool = True,
     sample: str | None = None,
-    energy_kev: float | None = None,
-    distance_m: float | None = None,
-    pixel_m: float | None = None,
-    cch=None,
-    detector_shape=None,
-    delta: float | None = None,
-    nu: float | None = None,
-    phi: float | None = None,
+    setup: ScanSetup | None = None,
     trigger_timeout_s: float = TRIGGER_TIMEOUT_S,
     move_timeout_s: float = MOVE_TIMEOUT_S,
     md: dict | None = None,
+    **deprecated_beam,
 ) -> MsgGenerator[str]:
     """Map a crystal with a 2-D piezo raster at each rocking angle (3D-SXDM).
 
@@ -52,7 +47,9 @@ def sxdm_map(
     Parameters
     ----------
     detectors : list of readable devices
-        Must include the area detector (field ``mpx1x4_image``).
+        Must include the area detector (field ``<name>_image``), which
+        records its geometry (distance, pixel size, direct-beam pixel, frame
+        shape) as configuration signals in every event descriptor.
     x_motor, x_range : positioner, (start, stop, num)
         Fast piezo axis and its nominal range in micrometres.
     y_motor, y_range : positioner, (start, stop, num)
@@ -65,15 +62,21 @@ def sxdm_map(
         Alternate the fast-axis direction row by row (odd rows run backwards).
     sample : str, optional
         Sample name for the start document.
-    energy_kev, distance_m, pixel_m, cch, detector_shape, delta, nu, phi
-        Beam and detector geometry recorded in the start document (keV, m, m,
-        pixel (row, col), (rows, cols), degrees).
+    setup : braggscope.core.setup.ScanSetup, optional
+        An explicit setup, recorded in the start document under ``setup``;
+        by default the devices record it (detector configuration signals and
+        the RunEngine's baseline of ``energy``, ``delta``, ``nu``, ``phi``, as
+        the braggscope session and demo install).
     trigger_timeout_s, move_timeout_s : float
         Bounds (s) on one point's detector trigger and moves: a dead IOC
         fails the run (exit status ``fail``) with a ``TimeoutError`` naming
         the device instead of hanging.
     md : dict, optional
         Extra start-document metadata.
+    **deprecated_beam
+        ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``,
+        ``detector_shape``, ``delta``, ``nu``, ``phi``: deprecated (a
+        ``DeprecationWarning``), recorded as a partial ``setup``.
 
     Yields
     ------
@@ -101,6 +104,7 @@ def sxdm_map(
     check_within_limits(eta_motor, "etas", min(etas), max(etas))
     if not detectors:
         raise ValueError("detectors must name at least one detector")
+    setup_md = setup_metadata("sxdm_map", setup, deprecated_beam)
 
     shape = [len(etas), y_range[2], x_range[2]]
     raster = {"fast": x_motor.name, "slow": y_motor.name, "x": list(x_range), "y": list(y_range),
@@ -120,8 +124,7 @@ def sxdm_map(
                                  ([x_motor.name], "primary")],
                   "gridding": "rectilinear", "raster": raster},
         "extents": [list(y_range[:2]), list(x_range[:2])],
-        **beam_metadata(energy_kev=energy_kev, distance_m=distance_m, pixel_m=pixel_m, cch=cch,
-                        detector_shape=detector_shape, delta=delta, nu=nu, phi=phi),
+        **setup_md,
     }
     if sample is not None:
         _md["sample"] = sample
@@ -156,8 +159,3 @@ def sxdm_points(x_range, y_range, etas, *, eccentricity=None, snake=True):
     x_pts[order] = xs[xi] + dx[ei]
     return eta_pts, y_pts, x_pts
 
-
-def move_to_start(x_motor, y_motor, eta_motor, x_range, y_range, etas, *, eccentricity=None) -> MsgGenerator:
-    """Move the three axes to the first point of a map (used by callers before timing)."""
-    eta_pts, y_pts, x_pts = sxdm_points(x_range, y_range, etas, eccentricity=eccentricity)
-    yield from bps.mv(eta_motor, eta_pts[0], y_motor, y_pts[0], x_motor, x_pts[0])

@@ -28,6 +28,8 @@ from ophyd.sim import SynAxis
 from ophyd.status import DeviceStatus
 from ophyd.utils import LimitError
 
+from braggscope.devices.maxipix import set_geometry
+
 __all__ = ["CountingDetector", "HDF5ImageDetector", "LimitedSynAxis", "make_inprocess_devices"]
 
 
@@ -48,6 +50,12 @@ class HDF5ImageDetector(Device):
 
     Notes
     -----
+    distance_m, pixel_m, cch : optional
+        Detector geometry (m, m, direct-beam pixel (row, col)): configuration
+        signals ``<name>_distance_m``, ``<name>_pixel_m``, ``<name>_cch`` and
+        ``<name>_frame_shape`` (= ``shape``), as on
+        :class:`braggscope.devices.maxipix.Maxipix`, so every event descriptor
+        records them (read back by ``braggscope.core.setup.ScanSetup``).
     Readings: ``<name>_image`` (external, HDF5) and ``<name>_total`` (sum of
     the frame, counts; hinted), configuration ``<name>_acquire_time`` (s).
     """
@@ -56,16 +64,21 @@ class HDF5ImageDetector(Device):
     acquire_time = Cpt(Signal, value=0.0, kind="config")
 
     def __init__(self, *, render: Callable[[], np.ndarray], write_dir, shape, name="mpx1x4",
-                 dtype="uint32", **kwargs):
+                 dtype="uint32", distance_m=None, pixel_m=None, cch=None, **kwargs):
         super().__init__(name=name, **kwargs)
         self._render = render
         self._write_dir = Path(write_dir).expanduser()
         self._shape = (int(shape[0]), int(shape[1]))
         self._dtype = np.dtype(dtype)
+    distance_m = Cpt(Signal, value=float("nan"), kind="config")
+    pixel_m = Cpt(Signal, value=55e-6, kind="config")
+    cch = Cpt(Signal, value=[float("nan"), float("nan")], kind="config")
+    frame_shape = Cpt(Signal, value=[0, 0], kind="config")
         self._file: h5py.File | None = None
         self._dataset = None
         self._resource: dict | None = None
         self._asset_docs: deque = deque()
+        set_geometry(self, distance_m=distance_m, pixel_m=pixel_m, cch=cch, frame_shape=shape)
         self._point = 0
         self._last_datum: str | None = None
         self._lock = threading.Lock()
@@ -227,7 +240,9 @@ def make_inprocess_devices(beamline, write_dir, *, limits=None, exposure_s=0.01,
     -------
     dict
         ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``, ``delta`` (motors),
-        ``mpx1x4`` (the detector) and, when ``beamline`` has a
+        ``energy`` (keV, at ``beamline.energy_kev``, when the beamline has one),
+        ``mpx1x4`` (the detector, its geometry configuration signals set from
+        the beamline's ``distance_m``, ``pixel_m``, ``cch`` and ``shape``) and, when ``beamline`` has a
         ``fluorescence(positions, exposure_s)`` method, ``xrf``
         (:class:`CountingDetector`, field ``xrf_counts``), keyed by name.
     """
@@ -239,8 +254,12 @@ def make_inprocess_devices(beamline, write_dir, *, limits=None, exposure_s=0.01,
         return {n: m.position for n, m in motors.items()}
 
     det = HDF5ImageDetector(render=lambda: beamline.render(positions(), exposure_s), write_dir=write_dir,
-                            shape=beamline.shape, name=name)
+                            shape=beamline.shape, name=name, distance_m=getattr(beamline, "distance_m", None),
+                            pixel_m=getattr(beamline, "pixel_m", None), cch=getattr(beamline, "cch", None))
     devices = {**motors, name: det}
     if hasattr(beamline, "fluorescence"):
         devices["xrf"] = CountingDetector(count=lambda: beamline.fluorescence(positions(), exposure_s), name="xrf")
     return devices
+    if getattr(beamline, "energy_kev", None) is not None:
+        motors["energy"] = LimitedSynAxis(name="energy", limits=limits.get("energy", (0.0, 0.0)),
+                                          value=float(beamline.energy_kev))

@@ -14,13 +14,18 @@ from pathlib import Path
 
 import numpy as np
 from bluesky import RunEngine
+from bluesky.preprocessors import SupplementalData
 from tqdm.auto import tqdm
 
 from braggscope.core import storage
 from braggscope.core.config import Config
 
-__all__ = ["Beamline", "PointProgress", "connect_simulator", "reflection_window", "subscribe_live_maps",
-           "save_live_figure"]
+__all__ = ["Beamline", "PointProgress", "connect_simulator", "install_baseline", "reflection_window",
+           "subscribe_live_maps", "save_live_figure"]
+
+#: Devices read at the start and end of every run (stream "baseline"): the energy and the angles of the
+#: scan setup (braggscope.core.setup.ScanSetup reads energy, delta, nu, phi there), and the piezo.
+BASELINE_DEVICES = ("energy", "eta", "phi", "nu", "delta", "pix", "piy", "piz")
 
 
 class Beamline:
@@ -58,6 +63,7 @@ class Beamline:
             self.detector = self.devices["detector"]
         self.xrf = self.devices.get("xrf")  # fluorescence detector (None when pv.fluorescence is empty)
         self.RE = RunEngine(call_returns_result=True)
+        install_baseline(self.RE, self.devices)
         self.RE.subscribe(PointProgress())
         self.client = storage.open_catalog(cfg)
         storage.subscribe_writer(self.RE, self.client)
@@ -90,6 +96,17 @@ class PointProgress:
             self._bar.set_postfix_str(doc.get("exit_status", ""))
             self._bar.close()
             self._bar = None
+
+
+def install_baseline(RE, devices) -> SupplementalData:
+    """Record :data:`BASELINE_DEVICES` (those present in ``devices``) in every run's baseline stream.
+
+    Every run then carries the energy and the angles of its scan setup, bluesky's own ``count``,
+    ``scan`` and ``grid_scan`` included; the detector's configuration signals carry the rest.
+    """
+    sd = SupplementalData(baseline=[devices[name] for name in BASELINE_DEVICES if name in devices])
+    RE.preprocessors.append(sd)
+    return sd
 
 
 def connect_simulator(cfg, owner=None):

@@ -104,7 +104,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
 
     from braggscope import plans
     from braggscope.core import storage
-    from braggscope.app.beamline import Beamline, connect_simulator
+    from braggscope.app.beamline import Beamline, connect_simulator, install_baseline
     from braggscope.core.eccentricity import EccentricityModel
 
     headless = (not _has_display()) if headless is None else headless
@@ -124,6 +124,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
         devices = make_devices(cfg, connect_timeout=30.0)
 
     RE = RunEngine(call_returns_result=True)
+    install_baseline(RE, devices)  # energy and angles of every run's scan setup
     RE.waiting_hook = ProgressBarManager()
     bec = BestEffortCallback()
     if headless:

@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from braggscope.core.layout import map_layout, raster_order
+from braggscope.core.setup import ScanSetup
+
 __all__ = [
     "open_catalog",
     "subscribe_writer",
@@ -281,14 +284,17 @@ def load_run_from_text(client, text: str):
 
 
 # -- stacks ------------------------------------------------------------------
-def sxdm_stack(run, *, field: str = DETECTOR_FIELD):
-    """Frames of an ``sxdm_map`` run as a lazy 5-D array, raster order restored.
+def sxdm_stack(run, *, field: str | None = None):
+    """Frames of a map run as a lazy 5-D array, raster order restored.
+
+    A map run is an ``sxdm_map`` or a bluesky ``grid_scan`` over rocking
+    angle, slow and fast piezo axes (:func:`braggscope.core.layout.map_layout`).
 
     Parameters
     ----------
     run : BlueskyRun (tiled client)
-    field : str
-        Detector field of the primary stream.
+    field : str, optional
+        Detector field of the primary stream; default the setup's image field.
 
     Returns
     -------
@@ -296,35 +302,37 @@ def sxdm_stack(run, *, field: str = DETECTOR_FIELD):
         Raw counts; ``frames[i, j, k]`` is eta index i, slow (y) index j and
         fast (x) index k in increasing raster order (the snake is undone).
     meta : dict
-        The start document, plus ``eta`` (n_eta,) in degrees, ``x`` (nx,) and
-        ``y`` (ny,) nominal raster coordinates in micrometres (before the
-        eccentricity correction), ``pix``/``piy`` measured positions
-        (n_eta, ny, nx) in micrometres, and ``exit_status``.
+        The start document, plus ``setup`` (:class:`~braggscope.core.setup.ScanSetup`,
+        :meth:`~braggscope.core.setup.ScanSetup.from_run`), ``eta`` (n_eta,) in
+        degrees, ``x`` (nx,) and ``y`` (ny,) nominal raster coordinates in
+        micrometres (before the eccentricity correction), ``pix``/``piy``
+        measured fast/slow positions (n_eta, ny, nx) in micrometres, and
+        ``exit_status``.
 
     Raises
     ------
     ValueError
-        If the run is not an ``sxdm_map`` or is incomplete (fewer events than
-        ``shape`` asks for; read ``run["primary"]`` directly then).
+        If the run is not a map, lacks setup fields (naming them) or is
+        incomplete (fewer events than ``shape`` asks for; read
+        ``run["primary"]`` directly then).
     """
     start = dict(run.metadata["start"])
-    if start.get("plan_name") != "sxdm_map":
-        raise ValueError(f"run {start.get('uid')} is a {start.get('plan_name')!r}, not an sxdm_map")
-    n_eta, ny, nx = (int(v) for v in start["shape"])
-    raster = start["raster"]
+    layout = map_layout(start)
+    setup = ScanSetup.from_run(run)
+    field = field or setup.image_field
+    n_eta, ny, nx = layout.shape
     stream = run["primary"]
     flat = _lazy_frames(stream[field])
     n_points = n_eta * ny * nx
     if flat.shape[0] < n_points:
         raise ValueError(f"run {start['uid']} is incomplete: {flat.shape[0]} of {n_points} points "
                          f"(exit status {_exit_status(run)!r}); read run['primary'] directly")
-    order = raster_order(n_eta, ny, nx, bool(raster.get("snake", False)))
+    order = layout.order()
     frames = flat[order.ravel()].reshape((n_eta, ny, nx) + tuple(flat.shape[1:]))
     meta = start
-    meta["eta"] = np.asarray(start["eta"], dtype=float)
-    meta["x"] = np.linspace(*raster["x"][:2], int(raster["x"][2]))
-    meta["y"] = np.linspace(*raster["y"][:2], int(raster["y"][2]))
-    fast, slow = raster.get("fast", "pix"), raster.get("slow", "piy")
+    meta["setup"] = setup
+    meta["eta"], meta["x"], meta["y"] = layout.eta, layout.x, layout.y
+    fast, slow = layout.fast, layout.slow
     table = stream.read([fast, slow])
     meta["pix"] = np.asarray(table[fast])[:n_points][order]
     meta["piy"] = np.asarray(table[slow])[:n_points][order]
@@ -332,15 +340,21 @@ def sxdm_stack(run, *, field: str = DETECTOR_FIELD):
     return frames, meta
 
 
-def rocking_stack(run, *, field: str = DETECTOR_FIELD):
+def rocking_stack(run, *, field: str | None = None):
     """Frames of a ``bcdi_rocking`` run as a lazy ``(n_eta, rows, cols)`` array.
 
     Returns
     -------
     frames : dask.array.Array, shape (n_eta, rows, cols)
+    Parameters
+    ----------
+    run : BlueskyRun (tiled client)
+    field : str, optional
+        Detector field of the primary stream; default the setup's image field.
+
     meta : dict
-        The start document with ``eta`` (n_eta,) the measured angles in degrees
-        and ``exit_status``.
+        The start document with ``setup`` (:class:`~braggscope.core.setup.ScanSetup`),
+        ``eta`` (n_eta,) the measured angles in degrees and ``exit_status``.
     """
     start = dict(run.metadata["start"])
     if start.get("plan_name") != "bcdi_rocking":
@@ -348,6 +362,8 @@ def rocking_stack(run, *, field: str = DETECTOR_FIELD):
     stream = run["primary"]
     frames = _lazy_frames(stream[field])
     n = len(start["eta"])
+    setup = ScanSetup.from_run(run)
+    field = field or setup.image_field
     if frames.shape[0] < n:
         raise ValueError(f"run {start['uid']} is incomplete: {frames.shape[0]} of {n} angles "
                          f"(exit status {_exit_status(run)!r})")
@@ -355,21 +371,10 @@ def rocking_stack(run, *, field: str = DETECTOR_FIELD):
     meta["eta"] = np.asarray(stream.read(["eta"])["eta"], dtype=float)[:n]
     meta["exit_status"] = _exit_status(run)
     return frames[:n], meta
+    meta["setup"] = setup
 
 
-def raster_order(n_eta: int, ny: int, nx: int, snake: bool) -> np.ndarray:
-    """Event index of every raster point, shape ``(n_eta, ny, nx)``.
-
-    The acquisition order is eta outermost, then y, then x; with ``snake`` the
-    odd rows (``iy`` odd, counted afresh at each eta) run from high x to low.
-    """
-    idx = np.arange(n_eta * ny * nx).reshape(n_eta, ny, nx)
-    if snake:
-        idx[:, 1::2, :] = idx[:, 1::2, ::-1]
-    return idx
-
-
-def _direct_hdf5(array_client):
+def _direct_hdf5(array_client, pairing):
     """Frames straight from the detector's HDF5 file when it is on this computer, else None.
 
     Tiled serves an AD_HDF5 dataset as one chunk, so reading frame by frame
