@@ -21,23 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_bliss", "read_xsocs", "read_stack", "reduce_run", "detect_format", "geometry_from_meta"]
+from braggscope.core.setup import ScanSetup
 
-REQUIRED_META = ("energy_kev", "distance_m", "pixel_m", "cch", "delta", "eta")
+__all__ = ["read_bliss", "read_xsocs", "read_stack", "reduce_run", "detect_format", "geometry_from_meta"]
 
 
 # --------------------------------------------------------------------------
 # reduction of a (frames, meta) pair
 # --------------------------------------------------------------------------
 def geometry_from_meta(meta):
-    """``Geometry`` from a start-document-like dict (keys energy_kev, distance_m, pixel_m, cch)."""
-    from braggscope.core.geometry import Geometry
+    """``Geometry`` of the frames a start-document-like ``meta`` describes.
 
-    missing = [k for k in REQUIRED_META if k not in meta or meta[k] is None]
-    if missing:
-        raise ValueError(f"meta lacks {', '.join(missing)} (needed to reduce an SXDM stack)")
-    return Geometry(float(meta["energy_kev"]), float(meta["distance_m"]), meta["pixel_m"],
-                    tuple(float(c) for c in meta["cch"]))
+    Reads ``meta["setup"]`` (a :class:`~braggscope.core.setup.ScanSetup` or its dict) or, for
+    older runs and files, the flat keys, through :meth:`ScanSetup.from_start_doc`.
+    """
+    return ScanSetup.from_start_doc(meta).geometry()
 
 
 def _raster_axis(meta, name, n):
@@ -58,9 +56,10 @@ def reduce_run(frames, meta, **kwargs):
         E.g. from ``braggscope.core.storage.sxdm_stack(run)``, :func:`read_bliss`
         or :func:`read_xsocs`.
     meta : dict
-        ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``, ``delta``,
-        ``nu``, ``phi``, ``eta`` and optionally ``raster`` / ``x`` / ``y``
-        (um) and ``pixel_mask``.
+        ``setup`` (a :class:`~braggscope.core.setup.ScanSetup`; or, from older
+        runs, the flat keys ``energy_kev``, ``distance_m``, ``pixel_m``,
+        ``cch``, ``detector_shape``, ``delta``, ``nu``, ``phi``), ``eta`` and
+        optionally ``raster`` / ``x`` / ``y`` (um).
     **kwargs
         Passed to :func:`braggscope.analysis.sxdm.reduce_stack` (threshold,
         background, median, roi, shifts are applied first if ``shifts=`` is
@@ -72,21 +71,21 @@ def reduce_run(frames, meta, **kwargs):
     """
     from braggscope.analysis.sxdm.reduce import reduce_stack
 
-    geometry = geometry_from_meta(meta)
+    setup = ScanSetup.from_start_doc(meta)
     shape = tuple(frames.shape)
     if len(shape) != 5:
         raise ValueError(f"frames must have shape (n_eta, ny, nx, rows, cols), got {shape}")
     kwargs.setdefault("x", _raster_axis(meta, "x", shape[2]))
     kwargs.setdefault("y", _raster_axis(meta, "y", shape[1]))
-    if meta.get("pixel_mask") is not None:
-        kwargs.setdefault("pixel_mask", meta["pixel_mask"])
+    if setup.pixel_mask is not None:
+        kwargs.setdefault("pixel_mask", setup.pixel_mask)
     shifts = kwargs.pop("shifts", None)
     if shifts is not None:
         from braggscope.analysis.sxdm.drift import apply_drift
 
         frames = apply_drift(frames, shifts)
-    maps = reduce_stack(frames, meta["eta"], geometry, meta["delta"], meta.get("nu", 0.0),
-                        meta.get("phi", 0.0), **kwargs)
+    delta, nu, phi = setup.angles(shape[0])
+    maps = reduce_stack(frames, meta["eta"], setup.geometry(), delta, nu, phi, **kwargs)
     maps.attrs["source"] = str(meta.get("source", ""))
     return maps
 

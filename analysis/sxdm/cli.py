@@ -136,13 +136,14 @@ def run(args) -> int:
 
         import numpy as np
 
-        from braggscope.analysis.readers import geometry_from_meta
         from braggscope.analysis.sxdm.grid import grid_pixel_peak
+        from braggscope.core.setup import ScanSetup
 
         # one pixel's Bragg peak in Q (Figure 3B): the brightest map pixel
+        setup = ScanSetup.from_start_doc(meta)
         iy, ix = np.unravel_index(int(np.nanargmax(maps.intensity.values)), maps.intensity.shape)
-        grid = grid_pixel_peak(frames, meta["eta"], geometry_from_meta(meta), meta["delta"],
-                               meta.get("nu", 0.0), meta.get("phi", 0.0), pixel=(iy, ix), median=args.median)
+        grid = grid_pixel_peak(frames, meta["eta"], setup.geometry(), *setup.angles(len(meta["eta"])),
+                               pixel=(iy, ix), median=args.median)
         paths = save_figures(maps, args.figures, tilt_cap=args.tilt_cap, peak_grid=grid)
         print(f"wrote {len(paths)} figures to {args.figures}")
     return 0
