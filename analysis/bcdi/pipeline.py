@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from braggscope.core.geometry import Geometry
-
 from .phasing import PhasingResult, Recipe, phase_retrieval
 from .orthogonal import OrthoObject, detector_frame, orthogonalize, support_extent_shape
 from .preprocess import BCDIData, prepare
@@ -86,11 +84,12 @@ def reconstruct(source, meta=None, *, n_runs: int = 4, seed: int = 0, recipe: Re
     phasing = phase_retrieval(data.intensity, mask=data.mask, n_runs=n_runs, seed=seed, recipe=recipe,
                               backend=backend, progress=progress)
     m = data.meta
-    geometry = Geometry(m["energy_kev"], m["distance_m"], m["pixel_m"], m["cch"])
+    setup = m["setup"]  # the ScanSetup of the cropped, binned frames (preprocess.prepare)
+    geometry = setup.geometry()
     step = float(m["eta_step"])
     n_eta = data.intensity.shape[0]
     frame = detector_frame(data.intensity.shape, geometry, float(data.eta[n_eta // 2]), step,
-                           m["delta"], m["nu"], m["phi"])
+                           setup.delta, setup.nu, setup.phi)
     v = float(np.min(frame.plane_spacing_nm)) if voxel_nm is None else float(voxel_nm)
     out_shape = support_extent_shape(phasing.support, frame, v)  # only the particle's neighbourhood
     ortho = orthogonalize(phasing.obj, frame, voxel_nm=v, shape=out_shape)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from braggscope.core.setup import ScanSetup
+
 __all__ = [
     "BCDIData",
     "prepare",
@@ -37,8 +39,6 @@ __all__ = [
 #: Counts above which an ID01 Maxipix pixel is saturated (ID01 practice).
 MAXIPIX_SATURATION = 401540
 
-_META_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "eta")
-
 
 @dataclass
 class BCDIData:
@@ -53,10 +53,12 @@ class BCDIData:
     eta : ndarray
         Rocking angles (degrees) of the kept frames (padding extrapolated).
     meta : dict
-        Geometry of the cropped/binned frames: ``energy_kev``, ``distance_m``,
-        ``pixel_m`` (binned), ``cch`` (in cropped/binned pixel coordinates),
-        ``delta``, ``nu``, ``phi``, ``eta_step`` (degrees), plus the input
-        metadata.
+        ``setup``: the :class:`~braggscope.core.setup.ScanSetup` of the
+        cropped/binned frames (binned ``pixel_m``, ``cch`` in cropped/binned
+        pixel coordinates, the angles at the central frame), and the same as
+        flat keys ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``,
+        ``delta``, ``nu``, ``phi`` (recorded in the outputs); ``eta_step``
+        (degrees), plus the input metadata.
     crop : tuple of slice
         Region of the input frames (before binning and padding) kept.
     oversampling_data : tuple of float
@@ -146,21 +148,23 @@ def prepare(
     mask3 = np.broadcast_to(mask[crop[1:]], data.shape).copy()
     eta_c = eta[crop[0]]
     data, mask3 = bin_frames(data, mask3, binning)
-    pixel = np.atleast_1d(np.asarray(meta["pixel_m"], dtype=float))
-    pr, pc = float(pixel[0]) * binning[0], float(pixel[-1]) * binning[1]
-    cch = np.asarray(meta["cch"], dtype=float)
-    cch_c = ((cch[0] - crop[1].start) / binning[0] - (binning[0] - 1) / (2 * binning[0]),
-             (cch[1] - crop[2].start) / binning[1] - (binning[1] - 1) / (2 * binning[1]))
+    setup = meta["setup"]
+    cropped = setup.geometry().crop(crop[1].start, crop[2].start)
+    pr, pc = cropped.pixel_size[0] * binning[0], cropped.pixel_size[1] * binning[1]
+    # a bin of b pixels starting at 0 is centred on (b - 1) / 2 of the unbinned grid
+    cch_c = tuple((c - (b - 1) / 2) / b for c, b in zip(cropped.cch, binning))
     step = float(np.median(np.diff(eta))) if n_eta > 1 else 0.0
     if pad:
         data, mask3, offsets = pad_fast(data, mask3)
         eta_c = eta_c[0] - offsets[0] * step + step * np.arange(data.shape[0])
-        cch_c = (cch_c[0] + offsets[1], cch_c[1] + offsets[2])
+        cch_c = (cch_c[0] + offsets[1], cch_c[1] + offsets[2])  # padding before = a negative crop
     data[mask3] = 0
+    delta, nu, phi = (float(a[n_eta // 2]) for a in setup.angles(n_eta))
+    setup = setup.replace(pixel_m=(pr, pc), cch=cch_c, detector_shape=data.shape[1:], delta=delta, nu=nu, phi=phi,
+                          pixel_mask=None, detector_roi=None)
     out_meta = dict(meta)
-    out_meta.update(pixel_m=(pr, pc), cch=tuple(float(c) for c in cch_c), eta_step=step,
-                    delta=float(meta.get("delta", 0.0)), nu=float(meta.get("nu", 0.0)),
-                    phi=float(meta.get("phi", 0.0)))
+    out_meta.update(setup=setup, energy_kev=setup.energy_kev, distance_m=setup.distance_m, pixel_m=(pr, pc),
+                    cch=setup.cch, eta_step=step, delta=delta, nu=nu, phi=phi)
     out_meta["eta"] = eta_c
     os_data = oversampling_from_data(data, mask3)
     log.append("oversampling from the data (rocking, rows, cols): " + ", ".join(f"{o:.2f}" for o in os_data))
@@ -174,8 +178,8 @@ def prepare(
         from braggscope.core.geometry import oversampling_detector, oversampling_rocking
 
         os_geom = (oversampling_rocking(meta["d_spacing"], meta["size_m"], step),
-                   oversampling_detector(meta["energy_kev"], meta["distance_m"], pr, meta["size_m"]),
-                   oversampling_detector(meta["energy_kev"], meta["distance_m"], pc, meta["size_m"]))
+                   oversampling_detector(setup.energy_kev, setup.distance_m, pr, meta["size_m"]),
+                   oversampling_detector(setup.energy_kev, setup.distance_m, pc, meta["size_m"]))
     return BCDIData(intensity=data, mask=mask3, eta=eta_c, meta=out_meta, crop=crop,
                     oversampling_data=os_data, oversampling_geometry=os_geom, log=log)
 
@@ -184,8 +188,8 @@ def prepare(
 def as_frames_meta(source, meta=None):
     """Normalise the accepted inputs to ``(frames ndarray (n_eta, rows, cols), meta dict)``."""
     if isinstance(source, (str,)) or hasattr(source, "__fspath__"):
-        return load_bliss(source)
-    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], dict):
+        source, meta = load_bliss(source)
+    elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], dict):
         source, meta = source
     elif hasattr(source, "metadata") and not isinstance(source, np.ndarray):
         from braggscope.core.storage import rocking_stack  # lazy: storage is optional here
@@ -195,11 +199,15 @@ def as_frames_meta(source, meta=None):
     if frames.ndim != 3:
         raise ValueError(f"frames must be (n_eta, rows, cols), got shape {frames.shape}")
     if meta is None:
-        raise ValueError("meta is required with array frames (energy_kev, distance_m, pixel_m, cch, eta)")
-    missing = [k for k in _META_KEYS if k not in meta]
-    if missing:
-        raise ValueError(f"meta is missing {missing}")
-    return frames, dict(meta)
+        raise ValueError("meta is required with array frames (setup, or energy_kev, distance_m, pixel_m, cch, "
+                         "delta; and eta)")
+    if "eta" not in meta:
+        raise ValueError("meta is missing 'eta' (the rocking angles, degrees)")
+    meta = dict(meta)
+    if meta.get("setup") is None and meta.get("detector_shape") is None:
+        meta["detector_shape"] = list(frames.shape[1:])  # a file's flat metadata: the frames say it
+    meta["setup"] = ScanSetup.from_start_doc(meta)
+    return frames, meta
 
 
 def load_bliss(path, scan: str | None = None, detector: str = "mpx1x4"):
