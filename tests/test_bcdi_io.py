@@ -1,88 +1,65 @@
-"""BCDI exports: VTK ImageData (.vti), CXI/HDF5, npz, figures."""
+"""BCDI figures: four fields cropped to the particle, iso-surface without stray voxels, diffraction, PRTF."""
 
-import json
-import xml.etree.ElementTree as ET
-
-import h5py
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi.files import (plot_isosurface, plot_strain_slices, read_vti, write_cxi, write_npz,
-                                         write_vti)
+from braggscope.analysis.bcdi.figures import (figure_diffraction, figure_isosurface, figure_resolution, figure_slices,
+                                              largest_component, particle_box, save_figure)
+from braggscope.analysis.bcdi.metrics import fsc, prtf
+from braggscope.analysis.bcdi.result import to_dataset
+from braggscope.analysis.bcdi.strain import strain_analysis
+from tests.test_bcdi_files import VOXEL, particle
 
 
-@pytest.fixture()
-def fields():
-    rng = np.random.default_rng(0)
-    z, y, x = np.indices((10, 12, 14)) - np.array([5, 6, 7])[:, None, None, None]
-    ball = z ** 2 + y ** 2 + x ** 2 <= 16
-    strain = np.where(ball, 1e-4 * z, np.nan).astype(np.float32)
-    return {"amplitude": ball.astype(np.float32) + 0.01 * rng.random(ball.shape).astype(np.float32),
-            "support": ball, "strain": strain}
+@pytest.fixture(scope="module")
+def case():
+    obj, g = particle(n=48, radius=10)
+    s = strain_analysis(obj, q_bragg_norm=g, voxel_nm=VOXEL, g_unit=(1, 0, 0))
+    return to_dataset(s), obj
 
 
-def test_vti_structure_and_round_trip(tmp_path, fields):
-    path = write_vti(tmp_path / "obj.vti", fields, voxel_nm=(2.0, 3.0, 4.0), q_bragg=(0, 0, 3.07))
-    raw = path.read_bytes()
-    head = raw[: raw.index(b"<AppendedData")].decode() + "</VTKFile>"
-    root = ET.fromstring(head)  # well-formed XML header
-    img = root.find("ImageData")
-    assert root.get("type") == "ImageData" and img.get("WholeExtent") == "0 13 0 11 0 9"
-    assert img.get("Spacing") == "4.0 3.0 2.0"  # x, y, z
-    names = [d.get("Name") for d in root.iter("DataArray")]
-    assert names == ["voxel_size_nm", "q_bragg", "amplitude", "support", "strain"]
-    back = read_vti(path)
-    assert np.array_equal(back["amplitude"], fields["amplitude"])
-    assert np.array_equal(back["support"], fields["support"].astype(np.uint8))
-    assert np.array_equal(back["strain"], fields["strain"], equal_nan=True)
-    assert back["q_bragg"] == pytest.approx([0, 0, 3.07]) and back["voxel_size_nm"] == pytest.approx([4, 3, 2])
-    # x runs fastest in the file: the first 14 values are the first x row
-    first = root.find(".//PointData/DataArray[@Name='amplitude']")
-    off = raw.index(b"_", raw.index(b"<AppendedData")) + 1 + int(first.get("offset"))
-    nbytes = int(np.frombuffer(raw[off:off + 8], "<u8")[0])
-    assert nbytes == 10 * 12 * 14 * 4
-    assert np.array_equal(np.frombuffer(raw[off + 8:off + 8 + 14 * 4], "<f4"), fields["amplitude"][0, 0, :])
+def test_particle_box_and_largest_component():
+    m = np.zeros((20, 20, 20), bool)
+    m[5:10, 6:12, 7:9] = True
+    m[18, 1, 1] = True  # a stray noise voxel
+    body = largest_component(m)
+    assert body.sum() == 5 * 6 * 2 and not body[18, 1, 1]
+    assert particle_box(body, 2) == (slice(3, 12), slice(4, 14), slice(5, 11))
 
 
-def test_vti_errors(tmp_path, fields):
-    with pytest.raises(ValueError, match="fields"):
-        write_vti(tmp_path / "a.vti", {}, voxel_nm=1, q_bragg=(0, 0, 1))
-    with pytest.raises(ValueError, match="one shape"):
-        write_vti(tmp_path / "a.vti", {"a": np.zeros((2, 2, 2)), "b": np.zeros((3, 2, 2))}, voxel_nm=1,
-                  q_bragg=(0, 0, 1))
-    with pytest.raises(ValueError, match="voxel_nm"):
-        write_vti(tmp_path / "a.vti", fields, voxel_nm=0, q_bragg=(0, 0, 1))
+def test_slices_are_cropped_to_the_particle_with_nm_axes(tmp_path, case):
+    ds, _ = case
+    fig = figure_slices(ds)
+    axes = [a for a in fig.axes if a.get_xlabel().endswith("(nm)")]
+    assert len(axes) == 12  # 4 fields x 3 planes
+    x0, x1 = axes[0].get_xlim()
+    radius_nm = 10 * VOXEL
+    assert x1 - x0 == pytest.approx(2 * radius_nm + 7 * VOXEL, abs=2 * VOXEL)  # support + 3-voxel margins
+    labels = {a.get_ylabel() for a in fig.axes if a not in axes}
+    assert {"amplitude (normalised)", "phase (rad)", "displacement along G (nm)",
+            "strain along G (microstrain)"} <= labels
+    assert save_figure(fig, tmp_path / "s.png").stat().st_size > 20_000
 
 
-def test_cxi_and_npz(tmp_path, fields):
-    obj = fields["amplitude"] * np.exp(1j * 0.1).astype(np.complex64)
-    params = {"energy_kev": 13.0, "recipe": "HIO:10", "metrics": [{"llk": 1.0}], "cch": (1, 2), "size_m": None}
-    write_cxi(tmp_path / "r.cxi", obj, fields["support"], params=params, fields={"strain": fields["strain"]},
-              modes=[obj, obj], intensity=np.ones((10, 12, 14)), mask=np.zeros((10, 12, 14), bool))
-    with h5py.File(tmp_path / "r.cxi") as f:
-        assert f["cxi_version"][()] == 150
-        assert np.allclose(f["entry_1/image_1/data"][()], obj)
-        assert f["entry_1/image_1/mask"][()].sum() == fields["support"].sum()
-        cfg = f["entry_1/image_1/process_1/configuration"]
-        assert cfg["energy_kev"][()] == 13.0 and cfg["recipe"][()].decode() == "HIO:10"
-        assert json.loads(cfg["metrics"][()]) == [{"llk": 1.0}]
-        assert f["entry_1/image_1/modes"].shape == (2, 10, 12, 14)
-        assert np.array_equal(f["entry_1/result_1/strain"][()], fields["strain"], equal_nan=True)
-    write_npz(tmp_path / "r.npz", {"strain": fields["strain"]}, voxel_nm=2.0)
-    z = np.load(tmp_path / "r.npz")
-    assert json.loads(str(z["params"]))["voxel_nm"] == 2.0
+def test_isosurface_ignores_stray_voxels(tmp_path, case):
+    ds, _ = case
+    noisy = ds.copy(deep=True)
+    noisy["amplitude"].values[1, 1, 1] = 1.0  # isolated bright voxel far from the particle
+    fig = figure_isosurface(noisy, level=0.5)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim3d()
+    assert lo > ds["x"].values[3] and hi < 11 * VOXEL + 1  # the box of the particle, not of the array
+    assert save_figure(fig, tmp_path / "i.png").stat().st_size > 20_000
+    with pytest.raises(ValueError, match="level"):
+        figure_isosurface(ds, level=1.5)
 
 
-def test_figures(tmp_path, fields):
-    import matplotlib.pyplot as plt
-
-    fig = plot_isosurface(fields["amplitude"], fields["strain"], voxel_nm=5.0, level=0.5)
-    fig.savefig(tmp_path / "iso.png")
-    plt.close(fig)
-    fig = plot_strain_slices(fields["strain"], voxel_nm=5.0, n_slices=3)
-    fig.savefig(tmp_path / "slices.png")
-    plt.close(fig)
-    assert (tmp_path / "iso.png").stat().st_size > 10_000
-    assert (tmp_path / "slices.png").stat().st_size > 10_000
-    with pytest.raises(ValueError, match="finite"):
-        plot_strain_slices(np.full((4, 4, 4), np.nan))
+def test_diffraction_and_resolution_figures(tmp_path, case):
+    _, obj = case
+    inten = np.abs(np.fft.fftshift(np.fft.fftn(np.conj(obj)))) ** 2
+    fig = figure_diffraction(inten, inten * 0.9, title="t")
+    assert len([a for a in fig.axes if "measured" in a.get_title() or "calculated" in a.get_title()]) == 6
+    assert save_figure(fig, tmp_path / "d.png").stat().st_size > 20_000
+    fig = figure_resolution(prtf(obj, inten), fsc(obj, obj))
+    assert "PRTF" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert save_figure(fig, tmp_path / "r.png").stat().st_size > 10_000

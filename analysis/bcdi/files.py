@@ -1,57 +1,95 @@
-"""BCDI exports: CXI/HDF5, npz, VTK ``.vti`` (ParaView) and figures.
+"""BCDI files: CXI (HDF5, NeXus-compatible), compressed VTK ``.vti``, npz.
 
-``write_vti`` writes the VTK XML ImageData format itself (raw appended binary,
-little-endian, UInt64 headers): point arrays ``amplitude``, ``support``,
-``phase`` (rad), ``displacement`` (nm), ``strain`` (dimensionless) and
-``microstrain``; field data ``voxel_size_nm`` and ``q_bragg`` (1/Angstrom).
-Arrays are ``(z, y, x)`` in memory (x fastest), matching VTK point order.
+CXI layout written by :func:`write_cxi` (the CXI format's groups, plus the
+NeXus classes and ``default`` attributes that lead silx, nexusformat/NeXpy
+and h5web from the root to a plot)::
+
+    /cxi_version = 150                     @default="entry_1", @creator="braggscope"
+    /entry_1                     NXentry   @default="image_1"; program_name, start_time
+    /entry_1/image_1             NXdata    the orthogonal sample-frame object (the result):
+        data        complex64 (z, y, x)    @signal; data_type="electron density", data_space="real"
+        mask        bool support;  z, y, x (nm, hard links);  voxel_size (nm, z y x);  image_size (nm)
+        is_fft_shifted = 0;  title;  process_1 (NXprocess: program, version, configuration NXcollection)
+    /entry_1/image_2             NXdata    the object on the detector-conjugate grid
+        data, mask; data_type, data_space="real"; modes (kept runs), mode_fraction;
+        basis_vectors (nm: real-space step per index of (rocking, row, column), columns x y z)
+    /entry_1/result_1            NXdata    the labelled result (see ``result.to_dataset``):
+        amplitude (signal), support, phase, displacement, strain, d_spacing; z, y, x (nm);
+        parameters (NXcollection: voxel size, q_bragg, units)
+    /entry_1/result_2            NXdata    PRTF and FSC against |q| (1/nm), with thresholds
+    /entry_1/data_1              NXdata    measured intensity: data, mask (True = not measured),
+                                           data_type="intensity", data_space="diffraction"
+    /entry_1/data_2              NXdata    intensity calculated from image_2 (same grid)
+    /entry_1/instrument_1        NXinstrument: source_1/energy (J), beam_1 (incident energy J,
+                                           wavelength m), detector_1 (distance, x/y_pixel_size, m)
+
+:func:`load_result` reads ``result_1`` back into the ``xarray.Dataset`` that
+:func:`~braggscope.analysis.bcdi.result.to_dataset` made.
+
+:func:`write_vti` writes VTK XML ImageData with the ``vtk`` package
+(``vtkXMLImageDataWriter``, zlib-compressed appended binary): point arrays
+``(z, y, x)`` in memory are x-fastest in VTK, spacing and origin in nm, field
+data ``voxel_size_nm`` (x, y, z) and ``q_bragg`` (1/Angstrom). Every writer
+goes through :func:`braggscope.core.atomic.atomic_path`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
+import h5py
 import numpy as np
 
-__all__ = ["write_cxi", "write_npz", "write_vti", "read_vti", "plot_isosurface", "plot_strain_slices",
-           "strain_fields"]
+from braggscope import __version__
+from braggscope.analysis.nexus import (jsonable, read_nxdata, read_parameters, set_default, write_nxdata,
+                                       write_parameters)
+from braggscope.core.atomic import atomic_path
+from braggscope.core.geometry import wavelength
 
-_VTK_TYPES = {np.dtype("float32"): "Float32", np.dtype("float64"): "Float64", np.dtype("uint8"): "UInt8",
-              np.dtype("int32"): "Int32"}
-_NP_TYPES = {v: k for k, v in _VTK_TYPES.items()}
+__all__ = ["write_cxi", "load_result", "write_npz", "write_vti", "read_vti", "vti_fields"]
 
-
-def strain_fields(strain_result) -> dict:
-    """Named arrays of a :class:`~braggscope.analysis.bcdi.strain.StrainResult` for export."""
-    s = strain_result
-    return {
-        "amplitude": s.amplitude.astype(np.float32),
-        "support": s.support.astype(np.uint8),
-        "phase": s.phase.astype(np.float32),
-        "displacement": s.displacement.astype(np.float32),
-        "strain": s.strain.astype(np.float32),
-        "microstrain": (s.strain * 1e6).astype(np.float32),
-    }
+_GZ = {"compression": "gzip", "shuffle": True, "chunks": True}
+_J_PER_KEV = 1.602176634e-16
 
 
-def write_vti(path, fields: dict, *, voxel_nm, q_bragg, origin=(0.0, 0.0, 0.0)) -> Path:
-    """Write 3D arrays as a VTK XML ImageData file for ParaView.
+def vti_fields(result) -> dict:
+    """Named arrays of a result Dataset (``result.to_dataset``) for ParaView, plus microstrain."""
+    out = {}
+    for name in ("amplitude", "support", "phase", "displacement", "strain", "d_spacing"):
+        if name in result:
+            a = np.asarray(result[name].values)
+            out[name] = a.astype(np.uint8) if a.dtype == bool else a.astype(np.float32)
+    if "strain" in out:
+        out["microstrain"] = (out["strain"] * 1e6).astype(np.float32)
+    return out
+
+
+def write_vti(path, fields: dict, *, voxel_nm, q_bragg, origin=None, level: int = 6) -> Path:
+    """Write 3D arrays as a zlib-compressed VTK XML ImageData file for ParaView.
 
     Parameters
     ----------
     path : path-like
-        Output ``.vti`` file (overwritten).
+        Output ``.vti`` file (replaced atomically).
     fields : dict of str -> ndarray
-        Arrays of one shape ``(nz, ny, nx)``; bool is stored as UInt8.
+        Arrays of one shape ``(nz, ny, nx)``; bool is stored as UInt8, other
+        types as Float32 unless already float32/float64/uint8/int32.
     voxel_nm : float or (float, float, float)
         Voxel size (nm) along (z, y, x).
     q_bragg : sequence of float
         Bragg vector (1/Angstrom), stored as field data.
-    origin : (float, float, float)
-        Origin (x, y, z) in nm.
+    origin : (float, float, float), optional
+        Origin (x, y, z) in nm; default puts 0 at the array centre (``n // 2``),
+        like the coordinates of the result Dataset.
+    level : int
+        zlib compression level (1 fastest ... 9 smallest).
     """
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.vtkCommonDataModel import vtkImageData
+    from vtkmodules.vtkIOXML import vtkXMLImageDataWriter
+
     path = Path(path)
     if not fields:
         raise ValueError("fields must not be empty")
@@ -62,244 +100,246 @@ def write_vti(path, fields: dict, *, voxel_nm, q_bragg, origin=(0.0, 0.0, 0.0)) 
     vz, vy, vx = np.broadcast_to(np.asarray(voxel_nm, dtype=float), (3,))
     if not min(vz, vy, vx) > 0:
         raise ValueError(f"voxel_nm must be > 0, got {voxel_nm!r}")
-    arrays = []
-    for name, a in fields.items():
+    if origin is None:
+        origin = (-(nx // 2) * vx, -(ny // 2) * vy, -(nz // 2) * vz)
+    img = vtkImageData()
+    img.SetDimensions(nx, ny, nz)
+    img.SetSpacing(vx, vy, vz)
+    img.SetOrigin(*[float(o) for o in origin])
+    keep = []  # numpy_to_vtk shares memory: keep the arrays alive until written
+    for i, (name, a) in enumerate(fields.items()):
         a = np.asarray(a)
         if a.dtype == bool:
             a = a.astype(np.uint8)
-        if a.dtype not in _VTK_TYPES:
+        if a.dtype not in (np.float32, np.float64, np.uint8, np.int32):
             a = a.astype(np.float32)
-        arrays.append((name, np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))))
-    field_arrays = [("voxel_size_nm", np.array([vx, vy, vz], "<f8")),
-                    ("q_bragg", np.asarray(q_bragg, dtype="<f8").ravel())]
-    xml, offset, blobs = [], 0, []
-
-    def data_array(name, a, ncomp=None, ntuples=None):
-        nonlocal offset
-        attrs = f'type="{_VTK_TYPES[np.dtype(a.dtype.name)]}" Name={quoteattr(name)} format="appended" offset="{offset}"'
-        if ntuples is not None:
-            attrs += f' NumberOfTuples="{ntuples}"'
-        raw = a.tobytes()
-        blobs.append(np.uint64(len(raw)).tobytes() + raw)
-        offset += 8 + len(raw)
-        return f"<DataArray {attrs}/>"
-
-    ext = f"0 {nx - 1} 0 {ny - 1} 0 {nz - 1}"
-    xml.append('<?xml version="1.0"?>')
-    xml.append('<VTKFile type="ImageData" version="1.0" byte_order="LittleEndian" header_type="UInt64">')
-    xml.append(f'<ImageData WholeExtent="{ext}" Origin="{origin[0]} {origin[1]} {origin[2]}" '
-               f'Spacing="{vx} {vy} {vz}">')
-    xml.append("<FieldData>")
-    for name, a in field_arrays:
-        xml.append(data_array(name, a, ntuples=a.size))
-    xml.append("</FieldData>")
-    xml.append(f'<Piece Extent="{ext}">')
-    xml.append(f'<PointData Scalars="{arrays[0][0]}">')
-    for name, a in arrays:
-        xml.append(data_array(name, a))
-    xml.append("</PointData>")
-    xml.append("</Piece>")
-    xml.append("</ImageData>")
-    xml.append('<AppendedData encoding="raw">')
-    with open(path, "wb") as f:
-        f.write(("\n".join(xml) + "\n_").encode())
-        for b in blobs:
-            f.write(b)
-        f.write(b"\n</AppendedData>\n</VTKFile>\n")
+        a = np.ascontiguousarray(a).ravel()
+        keep.append(a)
+        arr = numpy_to_vtk(a, deep=False)
+        arr.SetName(name)
+        img.GetPointData().AddArray(arr)
+        if i == 0:
+            img.GetPointData().SetActiveScalars(name)
+    for name, values in (("voxel_size_nm", [vx, vy, vz]), ("q_bragg", list(np.ravel(q_bragg)))):
+        arr = numpy_to_vtk(np.asarray(values, dtype=np.float64), deep=True)
+        arr.SetName(name)
+        img.GetFieldData().AddArray(arr)
+    with atomic_path(path) as tmp:
+        w = vtkXMLImageDataWriter()
+        w.SetFileName(str(tmp))
+        w.SetInputData(img)
+        w.SetDataModeToAppended()
+        w.EncodeAppendedDataOff()
+        w.SetCompressorTypeToZLib()
+        w.SetCompressionLevel(int(level))
+        if w.Write() != 1:
+            raise OSError(f"VTK could not write {path}")
     return path
 
 
 def read_vti(path) -> dict:
-    """Read a ``.vti`` written by :func:`write_vti` (raw appended, UInt64 headers).
+    """Read a ``.vti`` with VTK's ``vtkXMLImageDataReader``.
 
-    Returns a dict of arrays ``(nz, ny, nx)`` plus ``"_spacing"`` (x, y, z) and
-    the field data arrays. Written from the VTK file-format specification.
+    Returns a dict of point arrays ``(nz, ny, nx)``, the field data arrays, and
+    ``"_spacing"`` / ``"_origin"`` (x, y, z; nm).
     """
-    import xml.etree.ElementTree as ET
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOXML import vtkXMLImageDataReader
 
-    raw = Path(path).read_bytes()
-    start = raw.index(b'<AppendedData encoding="raw">')
-    data_start = raw.index(b"_", start) + 1
-    head = raw[:start].decode() + "</VTKFile>"
-    root = ET.fromstring(head)
-    if root.get("header_type") != "UInt64" or root.get("byte_order") != "LittleEndian":
-        raise ValueError(f"{path}: only LittleEndian UInt64-header files are supported")
-    img = root.find("ImageData")
-    x0, x1, y0, y1, z0, z1 = (int(v) for v in img.get("WholeExtent").split())
-    shape = (z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
-    out = {"_spacing": tuple(float(v) for v in img.get("Spacing").split())}
-    for da in root.iter("DataArray"):
-        off = data_start + int(da.get("offset"))
-        n = int(np.frombuffer(raw[off:off + 8], "<u8")[0])
-        a = np.frombuffer(raw[off + 8:off + 8 + n], _NP_TYPES[da.get("type")].newbyteorder("<"))
-        out[da.get("Name")] = a if da.get("NumberOfTuples") else a.reshape(shape)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    r = vtkXMLImageDataReader()
+    r.SetFileName(str(path))
+    r.Update()
+    img = r.GetOutput()
+    nx, ny, nz = img.GetDimensions()
+    if nx * ny * nz == 0:
+        raise ValueError(f"{path}: VTK read no image data")
+    out = {"_spacing": tuple(img.GetSpacing()), "_origin": tuple(img.GetOrigin())}
+    pd = img.GetPointData()
+    for i in range(pd.GetNumberOfArrays()):
+        out[pd.GetArrayName(i)] = vtk_to_numpy(pd.GetArray(i)).reshape(nz, ny, nx)
+    fd = img.GetFieldData()
+    for i in range(fd.GetNumberOfArrays()):
+        out[fd.GetArrayName(i)] = vtk_to_numpy(fd.GetArray(i))
     return out
 
 
 def write_npz(path, fields: dict, **params) -> Path:
     """Save arrays and parameters (JSON-able values as a ``params`` JSON string) to ``.npz``."""
     path = Path(path)
-    np.savez_compressed(path, **fields, params=np.array(json.dumps(_jsonable(params))))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **fields, params=np.array(json.dumps(jsonable(params))))
     return path
 
 
-def write_cxi(path, obj, support, *, params: dict, fields: dict | None = None, modes=None,
-              intensity=None, mask=None) -> Path:
-    """Write a CXI-style HDF5 file of the reconstruction.
-
-    Layout: ``/cxi_version``; ``/entry_1/image_1/data`` (complex object),
-    ``mask`` (support), ``process_1/configuration/*`` (all parameters, the
-    recipe, the per-run metrics as JSON), ``/entry_1/image_1/modes`` (aligned
-    kept runs) and ``mode_fraction``; ``/entry_1/result_1/*`` the exported
-    fields; ``/entry_1/data_1/data`` and ``mask`` the phased intensity.
-    """
-    import h5py
-
-    path = Path(path)
-    with h5py.File(path, "w") as f:
-        f["cxi_version"] = 150
-        e = f.create_group("entry_1")
-        e["program_name"] = "braggscope"
-        img = e.create_group("image_1")
-        img.create_dataset("data", data=np.asarray(obj, np.complex64), compression="gzip")
-        img.create_dataset("mask", data=np.asarray(support, bool), compression="gzip")
-        img["is_fft_shifted"] = 0
-        cfg = img.create_group("process_1/configuration")
-        for k, v in _jsonable(params).items():
-            cfg[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
-        if modes is not None:
-            img.create_dataset("modes", data=np.stack([np.asarray(m, np.complex64) for m in modes]),
-                               compression="gzip")
-        if fields:
-            res = e.create_group("result_1")
-            for k, v in fields.items():
-                res.create_dataset(k, data=v, compression="gzip")
-        if intensity is not None:
-            d = e.create_group("data_1")
-            d.create_dataset("data", data=np.asarray(intensity, np.float32), compression="gzip")
-            if mask is not None:
-                d.create_dataset("mask", data=np.asarray(mask, bool), compression="gzip")
-    return path
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-# -- figures -------------------------------------------------------------------
-def _filled(strain, valid):
-    """Strain with NaNs replaced by the nearest valid value (for colouring surfaces)."""
-    from scipy.ndimage import distance_transform_edt
-
-    if not valid.any():
-        return np.zeros_like(strain)
-    idx = distance_transform_edt(~valid, return_distances=False, return_indices=True)
-    return strain[tuple(idx)]
-
-
-def plot_isosurface(amplitude, strain, *, voxel_nm=1.0, level=0.3, ax=None, vmax=None, title=None):
-    """Amplitude iso-surface coloured by strain (microstrain), Figure 7A/B style.
+def write_cxi(path, result, *, obj, params: dict | None = None, obj_detector=None, support_detector=None,
+              modes=None, mode_fraction=None, basis_nm=None, intensity=None, mask=None, calculated=None,
+              quality=None, instrument: dict | None = None) -> Path:
+    """Write a reconstruction as a CXI file (layout in the module docstring).
 
     Parameters
     ----------
-    amplitude : ndarray (z, y, x)
-        Normalised amplitude.
-    strain : ndarray (z, y, x)
-        Dimensionless strain (NaN allowed outside the particle).
-    voxel_nm : float or sequence
-        Voxel size (nm) along (z, y, x).
-    level : float
-        Iso-surface level (fraction of the maximum).
-    vmax : float, optional
-        Colour limit in microstrain (symmetric); default the 99th percentile.
+    path : path-like
+        Output ``.cxi`` (replaced atomically).
+    result : xarray.Dataset
+        From :func:`~braggscope.analysis.bcdi.result.to_dataset` (coordinates z, y, x in nm).
+    obj : ndarray, complex (z, y, x)
+        The orthogonal object, on the grid of ``result``.
+    params : dict, optional
+        Reduction parameters, stored in ``image_1/process_1/configuration``.
+    obj_detector, support_detector : ndarray, optional
+        The object and support on the detector-conjugate grid (``image_2``).
+    modes : sequence of ndarray, optional
+        Aligned kept runs (detector grid); ``mode_fraction`` their first-mode weight.
+    basis_nm : ndarray (3, 3), optional
+        Real-space step (nm) per index of the detector grid, columns (x, y, z).
+    intensity, mask : ndarray, optional
+        Measured intensity (``data_1``) and its mask (True = not measured).
+    calculated : ndarray, optional
+        Intensity calculated from the object (``data_2``).
+    quality : xarray.Dataset, optional
+        Curves on a ``q`` coordinate (1/nm), e.g. ``prtf``, ``fsc`` (``result_2``).
+    instrument : dict, optional
+        ``energy_kev``, ``distance_m``, ``pixel_m``.
     """
-    import matplotlib.pyplot as plt
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
-    from skimage.measure import marching_cubes
+    path = Path(path)
+    obj = np.asarray(obj)
+    shape = tuple(result.sizes[d] for d in ("z", "y", "x"))
+    if obj.shape != shape:
+        raise ValueError(f"obj shape {obj.shape} differs from the result's (z, y, x) shape {shape}")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["creator"] = "braggscope"
+        f.attrs["HDF5_Version"] = h5py.version.hdf5_version
+        f["cxi_version"] = 150
+        e = f.create_group("entry_1")
+        e.attrs["NX_class"] = "NXentry"
+        e["program_name"] = f"braggscope {__version__}"
+        e["start_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        write_nxdata(e, "result_1", result, signal="amplitude")
+        write_parameters(e["result_1"], result.attrs)
+        e["result_1/description"] = "labelled result, orthogonal sample frame (z, y, x)"
+        _image_orthogonal(e, result, obj, params)
+        if obj_detector is not None:
+            _image_detector(e, obj_detector, support_detector, modes, mode_fraction, basis_nm)
+        if quality is not None:
+            signal = "prtf" if "prtf" in quality else next(iter(quality.data_vars))
+            write_nxdata(e, "result_2", quality, signal=signal)
+            e["result_2/description"] = "resolution curves against |q| (1/nm)"
+        if intensity is not None:
+            _intensity(e, "data_1", intensity, mask, "measured intensity (detector-conjugate grid)")
+        if calculated is not None:
+            _intensity(e, "data_2", calculated, mask, "intensity calculated from image_2")
+        if instrument:
+            _instrument(e, instrument)
+        set_default(f, "entry_1/image_1")
+    return path
 
-    spacing = tuple(np.broadcast_to(np.asarray(voxel_nm, dtype=float), (3,)))
-    verts, faces, _, _ = marching_cubes(np.asarray(amplitude, float), level=level * float(np.max(amplitude)),
-                                        spacing=spacing)
-    valid = np.isfinite(strain)
-    micro = _filled(np.where(valid, strain, 0.0), valid) * 1e6
-    ijk = np.clip(np.round(verts / np.array(spacing)).astype(int), 0, np.array(amplitude.shape) - 1)
-    vals = micro[tuple(ijk.T)][faces].mean(axis=1)
-    if vmax is None:
-        vmax = float(np.nanpercentile(np.abs(micro[valid]), 99)) if valid.any() else 1.0
-    vmax = vmax or 1.0
-    norm = plt.Normalize(-vmax, vmax)
-    cmap = plt.get_cmap("RdBu_r")
-    if ax is None:
-        fig = plt.figure(figsize=(6, 5))
-        ax = fig.add_subplot(projection="3d")
-    # plot (x, y, z) from (z, y, x) vertices
-    tri = verts[:, ::-1][faces]
-    coll = Poly3DCollection(tri, facecolors=cmap(norm(vals)), edgecolor="none")
-    ax.add_collection3d(coll)
-    lo, hi = verts.min(axis=0)[::-1], verts.max(axis=0)[::-1]
-    ax.set_xlim(lo[0], hi[0]); ax.set_ylim(lo[1], hi[1]); ax.set_zlim(lo[2], hi[2])
-    ax.set_xlabel("x (nm)"); ax.set_ylabel("y (nm)"); ax.set_zlabel("z (nm)")
-    ax.set_box_aspect(hi - lo)
-    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    ax.figure.colorbar(sm, ax=ax, shrink=0.6, label="strain (microstrain)")
-    if title:
-        ax.set_title(title)
-    return ax.figure
+
+def load_result(path):
+    """The labelled result (``entry_1/result_1``) of a CXI file from :func:`write_cxi`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with h5py.File(path, "r") as f:
+        if "entry_1/result_1" not in f:
+            raise ValueError(f"{path}: no /entry_1/result_1 (not a braggscope BCDI result)")
+        g = f["entry_1/result_1"]
+        ds = read_nxdata(g)
+        ds.attrs = read_parameters(g["parameters"]) if "parameters" in g else {}
+    return ds
 
 
-def plot_strain_slices(strain, *, voxel_nm=1.0, n_slices=4, axis=0, vmax=None, title=None):
-    """Slices of the strain (microstrain) through the particle, Figure 7C/D style.
+# -- CXI groups ----------------------------------------------------------------
+def _image_orthogonal(e, result, obj, params):
+    img = e.create_group("image_1")
+    img.attrs["NX_class"] = "NXdata"
+    img.attrs["signal"] = "data"
+    img.attrs["axes"] = ["z", "y", "x"]
+    for i, ax in enumerate(("z", "y", "x")):
+        img.attrs[f"{ax}_indices"] = np.int32(i)
+        img[ax] = e[f"result_1/{ax}"]  # hard link: one copy of each axis
+    img.create_dataset("data", data=obj.astype(np.complex64), **_GZ)
+    img["data"].attrs["long_name"] = "complex object (physical sign, phase = +G.u)"
+    img.create_dataset("mask", data=np.asarray(result["support"].values, bool), **_GZ)
+    img["support"] = h5py.SoftLink(img.name + "/mask")
+    img["title"] = "object, orthogonal sample frame (z, y, x)"
+    img["data_type"] = "electron density"
+    img["data_space"] = "real"
+    img["is_fft_shifted"] = 0
+    voxel = np.asarray(result.attrs.get("voxel_size_nm", [np.nan] * 3), dtype=float)
+    img["voxel_size"] = voxel
+    img["voxel_size"].attrs["units"] = "nm"
+    img["image_size"] = voxel * np.asarray(obj.shape)
+    img["image_size"].attrs["units"] = "nm"
+    proc = img.create_group("process_1")
+    proc.attrs["NX_class"] = "NXprocess"
+    proc["program"] = "braggscope"
+    proc["version"] = __version__
+    cfg = proc.create_group("configuration")
+    cfg.attrs["NX_class"] = "NXcollection"
+    for k, v in jsonable(params or {}).items():
+        cfg[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
 
-    Top row: three orthogonal central slices; bottom row: ``n_slices``
-    slices along ``axis`` spread over the particle.
-    """
-    import matplotlib.pyplot as plt
 
-    strain = np.asarray(strain, float) * 1e6
-    valid = np.isfinite(strain)
-    if not valid.any():
-        raise ValueError("strain has no finite value")
-    v = np.broadcast_to(np.asarray(voxel_nm, dtype=float), (3,))
-    if vmax is None:
-        vmax = float(np.nanpercentile(np.abs(strain), 99)) or 1.0
-    idx = np.nonzero(valid)
-    centre = [int(np.round(np.mean(i))) for i in idx]
-    ncol = max(3, n_slices)
-    fig, axes = plt.subplots(2, ncol, figsize=(3 * ncol, 6.5), squeeze=False, layout="constrained")
-    names = ("z", "y", "x")
-    im = None
-    for k in range(3):
-        sl = [slice(None)] * 3
-        sl[k] = centre[k]
-        img = strain[tuple(sl)]
-        other = [a for a in range(3) if a != k]
-        ext = (0, img.shape[1] * v[other[1]], img.shape[0] * v[other[0]], 0)
-        im = axes[0, k].imshow(img, cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=ext)
-        axes[0, k].set_title(f"{names[k]} = {centre[k]} (central)")
-        axes[0, k].set_xlabel(f"{names[other[1]]} (nm)"); axes[0, k].set_ylabel(f"{names[other[0]]} (nm)")
-    for k in range(3, ncol):
-        axes[0, k].axis("off")
-    lo, hi = idx[axis].min(), idx[axis].max()
-    positions = np.linspace(lo + 0.15 * (hi - lo), hi - 0.15 * (hi - lo), n_slices).round().astype(int)
-    other = [a for a in range(3) if a != axis]
-    for k, p in enumerate(positions):
-        img = np.take(strain, p, axis=axis)
-        ext = (0, img.shape[1] * v[other[1]], img.shape[0] * v[other[0]], 0)
-        axes[1, k].imshow(img, cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=ext)
-        axes[1, k].set_title(f"{names[axis]} = {p * v[axis]:.0f} nm")
-    for k in range(n_slices, ncol):
-        axes[1, k].axis("off")
-    fig.colorbar(im, ax=axes, shrink=0.6, label="strain along G (microstrain)")
-    if title:
-        fig.suptitle(title)
-    return fig
+def _image_detector(e, obj, support, modes, mode_fraction, basis_nm):
+    img = e.create_group("image_2")
+    img.attrs["NX_class"] = "NXdata"
+    img.attrs["signal"] = "data"
+    img.create_dataset("data", data=np.asarray(obj, np.complex64), **_GZ)
+    if support is not None:
+        img.create_dataset("mask", data=np.asarray(support, bool), **_GZ)
+    img["title"] = "object on the detector-conjugate grid (rocking, row, column)"
+    img["data_type"] = "electron density"
+    img["data_space"] = "real"
+    img["is_fft_shifted"] = 0
+    if basis_nm is not None:
+        img["basis_vectors"] = np.asarray(basis_nm, dtype=float)
+        img["basis_vectors"].attrs["units"] = "nm"
+        img["basis_vectors"].attrs["long_name"] = "real-space step per index (columns), rows x, y, z"
+    if modes is not None and len(modes):
+        img.create_dataset("modes", data=np.stack([np.asarray(m, np.complex64) for m in modes]), **_GZ)
+    if mode_fraction is not None:
+        img["mode_fraction"] = float(mode_fraction)
+
+
+def _intensity(e, name, intensity, mask, title):
+    d = e.create_group(name)
+    d.attrs["NX_class"] = "NXdata"
+    d.attrs["signal"] = "data"
+    d.create_dataset("data", data=np.asarray(intensity, np.float32), **_GZ)
+    d["data"].attrs["units"] = "photons"
+    if mask is not None:
+        d.create_dataset("mask", data=np.asarray(mask, bool), **_GZ)
+    d["title"] = title
+    d["data_type"] = "intensity"
+    d["data_space"] = "diffraction"
+    d["is_fft_shifted"] = 0
+
+
+def _instrument(e, instrument):
+    ins = e.create_group("instrument_1")
+    ins.attrs["NX_class"] = "NXinstrument"
+    if "energy_kev" in instrument:
+        joules = float(instrument["energy_kev"]) * _J_PER_KEV
+        src = ins.create_group("source_1")
+        src.attrs["NX_class"] = "NXsource"
+        src["energy"] = joules
+        src["energy"].attrs["units"] = "J"
+        beam = ins.create_group("beam_1")
+        beam.attrs["NX_class"] = "NXbeam"
+        beam["incident_energy"] = joules
+        beam["incident_energy"].attrs["units"] = "J"
+        beam["incident_wavelength"] = wavelength(float(instrument["energy_kev"])) * 1e-10
+        beam["incident_wavelength"].attrs["units"] = "m"
+    det = ins.create_group("detector_1")
+    det.attrs["NX_class"] = "NXdetector"
+    if "distance_m" in instrument:
+        det["distance"] = float(instrument["distance_m"])
+        det["distance"].attrs["units"] = "m"
+    if "pixel_m" in instrument:
+        px = np.broadcast_to(np.asarray(instrument["pixel_m"], dtype=float), (2,))
+        det["y_pixel_size"], det["x_pixel_size"] = float(px[0]), float(px[1])
+        det["x_pixel_size"].attrs["units"] = det["y_pixel_size"].attrs["units"] = "m"

@@ -1,7 +1,8 @@
 """End-to-end BCDI reduction: rocking scan -> phased, orthogonal strain map -> files.
 
-:func:`reconstruct` chains :mod:`.bcdi_preprocess`, :func:`.bcdi.phase_retrieval`,
-:mod:`.bcdi_orthogonal`, :mod:`.bcdi_strain` and :mod:`.bcdi_io`.
+:func:`reconstruct` chains :mod:`.preprocess`, :func:`.phase_retrieval`,
+:mod:`.orthogonal`, :mod:`.strain` and :mod:`.metrics` (PRTF, FSC between the
+two best runs); :func:`export` writes :mod:`.files` and :mod:`.figures`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from braggscope.core.atomic import atomic_path
+
+from .figures import figure_diffraction, figure_isosurface, figure_resolution, figure_slices, save_figure
+from .files import vti_fields, write_cxi, write_npz, write_vti
+from .metrics import Curve, calculated_intensity, curves_dataset, fsc, prtf
+from .orthogonal import DetectorFrame, OrthoObject, detector_frame, orthogonalize, support_extent_shape
 from .phasing import PhasingResult, Recipe, phase_retrieval
-from .orthogonal import OrthoObject, detector_frame, orthogonalize, support_extent_shape
 from .preprocess import BCDIData, prepare
+from .result import to_dataset
 from .strain import StrainResult, strain_analysis
 
 __all__ = ["Reconstruction", "reconstruct", "export"]
@@ -22,13 +29,34 @@ __all__ = ["Reconstruction", "reconstruct", "export"]
 
 @dataclass
 class Reconstruction:
-    """Everything :func:`reconstruct` produced (``files``: name -> path written)."""
+    """Everything :func:`reconstruct` produced (``files``: name -> path written).
+
+    ``frame`` is the detector-conjugate grid of the phasing; ``prtf`` and
+    ``fsc`` the resolution curves (``fsc`` is None with fewer than two kept
+    runs); :attr:`result` the labelled ``xarray.Dataset``.
+    """
 
     data: BCDIData
     phasing: PhasingResult
     ortho: OrthoObject
     strain: StrainResult
     files: dict = field(default_factory=dict)
+    frame: DetectorFrame | None = None
+    prtf: Curve | None = None
+    fsc: Curve | None = None
+
+    @property
+    def result(self):
+        """The orthogonal result as an ``xarray.Dataset`` (coordinates z, y, x in nm)."""
+        return to_dataset(self.strain, q_bragg=self.ortho.q_bragg)
+
+    def assess(self) -> None:
+        """Compute the PRTF against the data and the FSC between the two best kept runs."""
+        b = None if self.frame is None else self.frame.b
+        mask = self.data.mask
+        self.prtf = prtf(self.phasing.obj, self.data.intensity, mask=mask, b=b)
+        runs = self.phasing.runs
+        self.fsc = fsc(runs[0], runs[1], b=b, mask=mask) if len(runs) >= 2 else None
 
     def summary(self) -> dict:
         """JSON-able summary (figures of merit, voxel size, resolution, strain statistics)."""
@@ -52,6 +80,9 @@ class Reconstruction:
             "d_spacing_A": float(2 * np.pi / np.linalg.norm(self.ortho.q_bragg)),
             "support_voxels": int(s.support.sum()),
             "resolution_nm": [float(r) for r in s.resolution_nm],
+            "resolution_note": "resolution_nm: amplitude edge width along z, y, x; prtf/fsc: half period pi/q_c",
+            "prtf": None if self.prtf is None else self.prtf.summary(),
+            "fsc": None if self.fsc is None else {**self.fsc.summary(), "runs": "two best kept runs"},
             "strain_microstrain": {
                 "mean": float(np.nanmean(s.strain) * 1e6) if inner.any() else None,
                 "std": float(np.nanstd(s.strain) * 1e6) if inner.any() else None,
@@ -98,50 +129,54 @@ def reconstruct(source, meta=None, *, n_runs: int = 4, seed: int = 0, recipe: Re
     sup = _crop_box(sup, sup, margin=4)
     strain = strain_analysis(ortho.obj, q_bragg_norm=float(np.linalg.norm(ortho.q_bragg)),
                              voxel_nm=ortho.voxel_nm, g_unit=ortho.g_unit_zyx, support=sup)
-    rec = Reconstruction(data=data, phasing=phasing, ortho=ortho, strain=strain)
+    rec = Reconstruction(data=data, phasing=phasing, ortho=ortho, strain=strain, frame=frame)
+    rec.assess()
     if out_dir is not None:
         export(rec, out_dir, figures=figures)
     return rec
 
 
 def export(rec: Reconstruction, out_dir, *, figures: bool = True, stem: str = "bcdi") -> dict:
-    """Write CXI, npz, vti, summary JSON and (optionally) PNG figures to ``out_dir``."""
-    from .files import plot_isosurface, plot_strain_slices, strain_fields, write_cxi, write_npz, write_vti
+    """Write CXI, npz, vti, summary JSON and (optionally) PNG figures to ``out_dir``.
 
+    Every file is written atomically; returns (and sets ``rec.files``) name -> path.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fields = strain_fields(rec.strain)
+    result = rec.result
     summary = rec.summary()
-    params = {**{k: v for k, v in rec.data.meta.items() if k != "eta"}, "eta": rec.data.eta,
-              "crop": [[s.start, s.stop] for s in rec.data.crop], **summary,
-              "metrics": rec.phasing.metrics}
+    m = rec.data.meta
+    params = {**{k: v for k, v in m.items() if k != "eta"}, "eta": rec.data.eta,
+              "crop": [[s.start, s.stop] for s in rec.data.crop], **summary, "metrics": rec.phasing.metrics}
+    calc = calculated_intensity(rec.phasing.obj, rec.data.intensity, rec.data.mask)
+    quality = curves_dataset(rec.prtf, rec.fsc) if rec.prtf is not None else None
+    instrument = {k: m[k] for k in ("energy_kev", "distance_m", "pixel_m") if k in m}
     files = {
-        "cxi": write_cxi(out / f"{stem}.cxi", rec.phasing.obj, rec.phasing.support, params=params,
-                         fields={**fields, "object_orthogonal": rec.ortho.obj}, modes=rec.phasing.runs,
-                         intensity=rec.data.intensity, mask=rec.data.mask),
-        "npz": write_npz(out / f"{stem}.npz", {**fields, "object_orthogonal": rec.ortho.obj,
+        "cxi": write_cxi(out / f"{stem}.cxi", result, obj=rec.ortho.obj, params=params,
+                         obj_detector=rec.phasing.obj, support_detector=rec.phasing.support,
+                         modes=rec.phasing.runs, mode_fraction=rec.phasing.mode_fraction,
+                         basis_nm=None if rec.frame is None else rec.frame.t / 10.0,
+                         intensity=rec.data.intensity, mask=rec.data.mask, calculated=calc, quality=quality,
+                         instrument=instrument),
+        "npz": write_npz(out / f"{stem}.npz", {**vti_fields(result), "object_orthogonal": rec.ortho.obj,
                                                "object_detector_frame": rec.phasing.obj,
                                                "voxel_nm": np.float64(rec.ortho.voxel_nm),
                                                "q_bragg": rec.ortho.q_bragg}, **summary),
-        "vti": write_vti(out / f"{stem}.vti", fields, voxel_nm=rec.ortho.voxel_nm, q_bragg=rec.ortho.q_bragg),
+        "vti": write_vti(out / f"{stem}.vti", vti_fields(result), voxel_nm=rec.ortho.voxel_nm,
+                         q_bragg=rec.ortho.q_bragg),
     }
-    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_path(out / f"{stem}_summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     files["summary"] = out / f"{stem}_summary.json"
     if figures:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig = plot_isosurface(rec.strain.amplitude, rec.strain.strain, voxel_nm=rec.ortho.voxel_nm,
-                              title="amplitude iso-surface (0.3), strain along G")
-        fig.savefig(out / f"{stem}_isosurface.png", dpi=110)
-        plt.close(fig)
-        fig = plot_strain_slices(rec.strain.strain, voxel_nm=rec.ortho.voxel_nm, title="strain along G")
-        fig.savefig(out / f"{stem}_slices.png", dpi=110)
-        plt.close(fig)
-        files["isosurface"] = out / f"{stem}_isosurface.png"
-        files["slices"] = out / f"{stem}_slices.png"
+        figs = {"slices": figure_slices(result, title="orthogonal sample frame, central planes"),
+                "isosurface": figure_isosurface(result),
+                "diffraction": figure_diffraction(rec.data.intensity, calc, mask=rec.data.mask,
+                                                  title="measured and calculated intensity (detector grid)")}
+        if rec.prtf is not None:
+            figs["resolution"] = figure_resolution(rec.prtf, rec.fsc)
+        for name, fig in figs.items():
+            files[name] = save_figure(fig, out / f"{stem}_{name}.png")
     rec.files = files
     return files
 

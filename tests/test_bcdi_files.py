@@ -1,0 +1,137 @@
+"""BCDI files open in the field's tools: CXI/NeXus (silx, nexusformat), compressed VTK (VTK's reader)."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from braggscope.analysis.bcdi.files import load_result, read_vti, vti_fields, write_cxi, write_npz, write_vti
+from braggscope.analysis.bcdi.result import to_dataset
+from braggscope.analysis.bcdi.strain import strain_analysis
+
+VOXEL = 6.0  # nm
+
+
+def particle(n=40, radius=12, seed=0):
+    """Ball with a known displacement field u_z = a z^2 (nm) inside a box of n^3; G along z."""
+    rng = np.random.default_rng(seed)
+    z, y, x = (np.indices((n, n, n)) - n // 2) * VOXEL
+    ball = z ** 2 + y ** 2 + x ** 2 <= (radius * VOXEL) ** 2
+    g = 2 * np.pi / 2.0425  # |G| of LMNO 004, 1/Angstrom
+    u_nm = 1e-5 * z ** 2 / VOXEL
+    obj = np.where(ball, 1.0 + 0.02 * rng.standard_normal(ball.shape), 0.0) * np.exp(1j * g * 10 * u_nm)
+    return obj.astype(np.complex64), g
+
+
+@pytest.fixture(scope="module")
+def result():
+    obj, g = particle()
+    s = strain_analysis(obj, q_bragg_norm=g, voxel_nm=VOXEL, g_unit=(1, 0, 0))
+    return to_dataset(s, q_bragg=(0, 0, g)), obj
+
+
+def test_result_dataset_has_coordinates_units_and_the_strain_closed_form(result):
+    ds, obj = result
+    assert ds["z"].attrs["units"] == "nm" and float(ds["x"][1] - ds["x"][0]) == pytest.approx(VOXEL)
+    assert set(ds.data_vars) >= {"amplitude", "phase", "displacement", "strain", "support", "d_spacing"}
+    assert ds["displacement"].attrs["units"] == "nm" and ds["phase"].attrs["units"] == "rad"
+    # u_z = 1e-5 z^2 / voxel  ->  strain du/dz = 2e-5 z / voxel (z in nm)
+    z = ds["z"].values[:, None, None] * np.ones(ds["strain"].shape)
+    inside = np.isfinite(ds["strain"].values) & (np.abs(ds["x"].values)[None, None, :] < 30)
+    np.testing.assert_allclose(ds["strain"].values[inside], 2e-5 * z[inside] / VOXEL, atol=2e-6)
+    assert ds.attrs["voxel_size_nm"] == [VOXEL] * 3
+
+
+def test_cxi_follows_cxi_and_nexus_and_opens_in_silx_and_nexusformat(tmp_path, result):
+    silx_io = pytest.importorskip("silx.io")
+    from silx.io.nxdata import NXdata, get_default
+    from nexusformat.nexus import nxload
+
+    ds, obj = result
+    det = np.fft.ifftshift(obj)  # any complex array stands for the detector-frame object
+    inten = np.abs(np.fft.fftshift(np.fft.fftn(obj))) ** 2
+    path = write_cxi(tmp_path / "r.cxi", ds, obj=obj, params={"recipe": "HIO:10", "eta": [1.0, 2.0]},
+                     obj_detector=det, support_detector=np.abs(det) > 0.5, modes=[det, det], mode_fraction=0.99,
+                     basis_nm=np.eye(3) * VOXEL, intensity=inten, mask=np.zeros(inten.shape, bool),
+                     calculated=inten, instrument={"energy_kev": 13.0, "distance_m": 1.4, "pixel_m": 55e-6})
+    with h5py.File(path) as f:
+        assert f["cxi_version"][()] == 150 and f.attrs["default"] == "entry_1"
+        e = f["entry_1"]
+        assert e.attrs["NX_class"] == "NXentry" and e.attrs["default"] == "image_1"
+        img = e["image_1"]
+        assert img.attrs["NX_class"] == "NXdata" and img.attrs["signal"] == "data"
+        assert img["data_type"][()] == b"electron density" and img["data_space"][()] == b"real"
+        np.testing.assert_array_equal(img["data"][()], obj)  # image_1 = the orthogonal object
+        assert list(img.attrs["axes"]) == ["z", "y", "x"] and img["x"].attrs["units"] == "nm"
+        assert img["voxel_size"].attrs["units"] == "nm" and list(img["voxel_size"][()]) == [VOXEL] * 3
+        assert "configuration" in img["process_1"] and img["process_1"].attrs["NX_class"] == "NXprocess"
+        assert e["image_2/data_space"][()] == b"real" and e["image_2/modes"].shape == (2,) + obj.shape
+        assert e["data_1/data_space"][()] == b"diffraction" and e["data_1"].attrs["NX_class"] == "NXdata"
+        assert e["instrument_1/detector_1/distance"][()] == 1.4
+        assert e["instrument_1/source_1/energy"].attrs["units"] == "J"
+    with silx_io.open(str(path)) as h5:
+        nx = get_default(h5)
+        assert nx is not None and nx.is_valid and nx.signal.name == "/entry_1/image_1/data"
+        assert [a.name for a in nx.axes] == ["/entry_1/image_1/z", "/entry_1/image_1/y", "/entry_1/image_1/x"]
+        for group in ("result_1", "data_1", "data_2", "image_2"):
+            assert NXdata(h5[f"entry_1/{group}"]).is_valid, group
+        res = NXdata(h5["entry_1/result_1"])
+        assert res.signal.name.endswith("/amplitude") and "strain" in [s.name.split("/")[-1] for s in res.auxiliary_signals]
+    root = nxload(str(path))
+    plot = root.plottable_data
+    assert plot is not None and plot.nxpath == "/entry_1/image_1" and plot.nxsignal.shape == obj.shape
+    assert [a.nxname for a in plot.nxaxes] == ["z", "y", "x"]
+    back = load_result(path)
+    for name in ("amplitude", "strain", "phase", "support"):
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
+    assert back["support"].dtype == bool and back["x"].attrs["units"] == "nm"
+    assert back.attrs["voxel_size_nm"] == [VOXEL] * 3 and back.attrs["q_bragg"] == pytest.approx(ds.attrs["q_bragg"])
+
+
+def test_vti_reads_with_vtk_and_is_compressed(tmp_path, result):
+    ds, _ = result
+    fields = vti_fields(ds)
+    path = write_vti(tmp_path / "o.vti", fields, voxel_nm=VOXEL, q_bragg=(0, 0, 3.07))
+    head = path.read_bytes()[:600]
+    assert b'compressor="vtkZLibDataCompressor"' in head
+    back = read_vti(path)  # vtkXMLImageDataReader
+    for name, a in fields.items():
+        np.testing.assert_array_equal(back[name], a, err_msg=name)
+    assert back["_spacing"] == (VOXEL,) * 3 and back["q_bragg"] == pytest.approx([0, 0, 3.07])
+    assert back["_origin"] == pytest.approx((-20 * VOXEL,) * 3)  # 0 nm at the array centre, like the Dataset
+    with pytest.raises(ValueError, match="one shape"):
+        write_vti(tmp_path / "a.vti", {"a": np.zeros((2, 2, 2)), "b": np.zeros((3, 2, 2))}, voxel_nm=1, q_bragg=(0, 0, 1))
+    with pytest.raises(ValueError, match="voxel_nm"):
+        write_vti(tmp_path / "a.vti", fields, voxel_nm=0, q_bragg=(0, 0, 1))
+
+
+def test_vti_is_5x_smaller_than_raw_on_a_demo_size_particle(tmp_path):
+    """Demo box (~140^3, the particle ~30 % of each side); the raw writer stored every array uncompressed."""
+    n, r = 140, 21
+    obj, g = particle(n=n, radius=r, seed=1)
+    s = strain_analysis(obj, q_bragg_norm=g, voxel_nm=VOXEL, g_unit=(1, 0, 0))
+    fields = vti_fields(to_dataset(s))
+    path = write_vti(tmp_path / "demo.vti", fields, voxel_nm=VOXEL, q_bragg=(0, 0, g))
+    raw = sum(a.nbytes + 8 for a in fields.values())  # raw appended binary: data + one UInt64 header each
+    assert raw / path.stat().st_size >= 5, (raw, path.stat().st_size)
+
+
+def test_writers_are_atomic(tmp_path, result, monkeypatch):
+    ds, obj = result
+    import braggscope.analysis.bcdi.files as files
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(files, "_image_orthogonal", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_cxi(tmp_path / "r.cxi", ds, obj=obj)
+    assert os.listdir(tmp_path) == []
+    old = os.umask(0o027)
+    try:
+        write_npz(tmp_path / "r.npz", {"strain": ds["strain"].values}, voxel_nm=VOXEL)
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "r.npz").st_mode & 0o777) == 0o640  # the user's umask, not mkstemp's 0600
+    assert sorted(os.listdir(tmp_path)) == ["r.npz"]
