@@ -114,7 +114,8 @@ def test_all_input_paths_agree(tmp_path, truth):
     write_xsocs(str(xsocs), t)
     assert detect_format(bliss) == "bliss" and detect_format(xsocs) == "xsocs"
     meta_doc = {"energy_kev": t.energy_kev, "distance_m": t.distance_m, "pixel_m": t.pixel_m,
-                "cch": list(t.cch), "delta": t.delta, "nu": t.nu, "phi": 0.0, "eta": list(t.eta),
+                "cch": list(t.cch), "detector_shape": list(t.frames.shape[-2:]), "delta": t.delta, "nu": t.nu,
+                "phi": 0.0, "eta": list(t.eta),
                 "raster": {"fast": "pix", "slow": "piy", "x": [0.0, 2.8, 8], "y": [0.0, 2.0, 6],
                            "snake": False}}
     results = {"run": reduce_run(t.frames, meta_doc, progress=False)}
@@ -207,9 +208,9 @@ def test_inconsistent_files_raise_clear_errors(tmp_path, truth):
         read_bliss(noeta)
     with pytest.raises(FileNotFoundError, match="nothere.h5"):
         read_stack(tmp_path / "nothere.h5")
-    with pytest.raises(ValueError, match="meta lacks.*distance_m"):
+    with pytest.raises(ValueError, match="lacks.*distance_m"):
         reduce_run(truth.frames, {"energy_kev": 8.0, "eta": list(truth.eta), "pixel_m": 55e-6,
-                                  "cch": [0, 0], "delta": 1.0})
+                                  "cch": [0, 0], "delta": 1.0, "detector_shape": [64, 64]})
 
 
 def test_xsocs_layout_is_what_xsocs_reads(tmp_path, truth):

@@ -29,6 +29,7 @@ __all__ = [
     "SourceMissingError",
     "BadDataError",
     "ServerUnreachableError",
+    "DataWarning",
     "EXIT_USER_ERROR",
 ]
 
@@ -62,3 +63,7 @@ class BadDataError(UserError, ValueError):
 
 class ServerUnreachableError(UserError, ConnectionError):
     """A server (catalog, simulator, IOC) that does not answer (names its address)."""
+
+
+class DataWarning(UserWarning):
+    """Input the reduction repaired (e.g. negative values masked): stated once, on one line."""

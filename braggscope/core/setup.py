@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from braggscope.core.errors import UserError
 from braggscope.core.geometry import Geometry
 
 __all__ = ["ScanSetup", "SetupError", "REQUIRED_FIELDS", "SETUP_KEY", "DETECTOR_CONFIG", "BASELINE_NAMES"]
@@ -53,7 +54,7 @@ BASELINE_NAMES = {"energy_kev": "energy", "delta": "delta", "nu": "nu", "phi": "
 _LEGACY_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "detector_shape", "delta", "nu", "phi")
 
 
-class SetupError(ValueError):
+class SetupError(UserError, ValueError):
     """A run or a configuration does not describe the measurement completely."""
 
 
