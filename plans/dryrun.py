@@ -12,7 +12,7 @@ __all__ = ["dry_run", "DryRunSummary"]
 #: is given: bookkeeping, put-with-completion round trips and the areaDetector
 #: read-out/file write. Measured over Channel Access to the simulators: 21-27 ms
 #: per point in total with 10 ms exposures on 2 shared cores
-#: (benchmarks/bench_scan_overhead.py; README.md, "Scans, storage and the operator session").
+#: (benchmarks/bench_scan_overhead.py; docs/benchmarks.md, "Step scans").
 DEFAULT_OVERHEAD_S = 0.015
 
 

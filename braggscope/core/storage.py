@@ -129,7 +129,7 @@ def subscribe_writer(RE, client, *, batch_size: int = 50, background: bool = Tru
         ``batch_size`` points' catalog entries (their frames stay in the
         detector files). Each write costs ~75 ms with the embedded catalog
         on top of ~2 ms per event: ~50 ms per point when writing every point
-        (1), ~3.5 ms at 50 (README.md, "Storage").
+        (1), ~3.5 ms at 50 (docs/storage.md, "The writer").
     background : bool
         Write from a worker thread (default) so catalog writes never stall
         the RunEngine between points; the run's ``stop`` document waits until
