@@ -5,11 +5,13 @@ The installed package maps the repository folders ``devices/``, ``plans/``,
 setuptools' ``package-dir``. Static analysis (griffe) only sees folders, so this
 hook builds a temporary tree of symbolic links, ``<tmp>/braggscope/`` holding the
 hub's files and the four wings, and gives it to the Python handler as its search
-path. Nothing is imported and nothing in the repository is written.
+path. Nothing is imported and nothing in the repository is written. It also drops
+the Sphinx role prefixes (``:func:`` and the like) that the docstrings use.
 """
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +19,8 @@ from pathlib import Path
 from mkdocs.plugins import event_priority
 
 WINGS = ("devices", "plans", "simulators", "analysis")
+#: Sphinx cross-reference roles left in the rendered docstrings, e.g. ``:func:`x```.
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|const):(?=<code>)")
 
 
 def _link_tree(root: Path) -> Path:
@@ -42,3 +46,8 @@ def on_config(config, **kwargs):
     python = plugin.config["handlers"].setdefault("python", {})
     python["paths"] = [tree]
     return config
+
+
+def on_page_content(html, page, **kwargs):
+    """Drop the Sphinx role prefixes (``:func:`` ...) of the numpydoc docstrings; keep the code."""
+    return SPHINX_ROLE.sub("", html)
