@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.fft import next_fast_len
 
-from braggscope.analysis.bcdi.preprocess import (MAXIPIX_SATURATION, bin_frames, detector_mask, load_bliss,
+from braggscope.analysis.bcdi.preprocess import (MAXIPIX_SATURATION, bin_frames, detector_mask,
                                                  oversampling_from_data, pad_fast, prepare)
+from braggscope.analysis.readers import read_bliss_rocking
 from braggscope.core.geometry import oversampling_detector
 from tests.test_bcdi_helpers import far_field, paper_meta, synthetic_crystal, write_bliss
 
@@ -99,14 +100,14 @@ def test_oversampling_geometry_of_the_paper(scan):
 def test_bliss_round_trip(tmp_path, scan):
     frames, meta, _ = scan
     path = write_bliss(tmp_path / "scan.h5", frames, meta, scan="3.1")
-    f, m = load_bliss(path)
+    f, m = read_bliss_rocking(path)
     assert np.array_equal(f, frames)
     assert m["eta"] == pytest.approx(meta["eta"]) and m["cch"] == (50.0, 60.0)
     assert m["energy_kev"] == 13.0 and m["distance_m"] == 1.4 and m["delta"] == pytest.approx(meta["delta"])
     d = prepare(str(path), shape=(None, 64, 64))
     assert d.intensity.shape == (64, 64, 64)
-    with pytest.raises(ValueError, match="scan"):
-        load_bliss(path, scan="9.1")
+    with pytest.raises(ValueError, match="no scan '9.1'"):
+        read_bliss_rocking(path, scan="9.1")
 
 
 def test_bad_input():

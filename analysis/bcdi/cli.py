@@ -7,8 +7,12 @@ configuration given by ``braggscope --config``).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+import numpy as np
+
+from braggscope.core.atomic import staged_directory
+from braggscope.core.errors import ArgumentError
 
 
 def add_parser(subparsers) -> None:
@@ -18,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory (CXI, npz, vti, PNG, summary JSON)")
     p.add_argument("--runs", type=int, default=4, help="random starts (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--recipe", default=None, help='e.g. "HIO:300,RAAR:500,ER:200" (default HIO:200,RAAR:400,ER:200)')
+    p.add_argument("--recipe", default=None, help='e.g. "HIO:300,RAAR:500,ER:200" (default HIO:200,RAAR:300,ER:120)')
     p.add_argument("--scan", default=None, help="BLISS entry, e.g. 3.1 (default: the first)")
     p.add_argument("--shape", default="none,128,128",
                    help="crop around the peak: rocking,rows,cols ('none' keeps an axis; default none,128,128)")
@@ -47,47 +51,70 @@ def _parse_ints(text, n, name, allow_none=False):
 
 
 def _source(args):
+    """``(frames, meta)`` of the rocking scan: a BLISS file, or a catalog run, through the shared readers."""
+    from braggscope.analysis.readers import open_catalog_checked, read_bliss_rocking, read_catalog_run
+    from braggscope.core.config import load_config
+
     path = Path(args.source)
     if path.suffix.lower() in (".h5", ".hdf5", ".nxs", ".cxi") or path.exists():
-        if not path.exists():
-            raise ValueError(f"source file {path} does not exist")
-        from .preprocess import load_bliss
-
-        return load_bliss(path, scan=args.scan)
-    from braggscope.core.config import load_config
-    from braggscope.core.storage import load_run_from_text, open_catalog, rocking_stack
-
-    client = open_catalog(load_config(getattr(args, "config", None)))
-    frames, meta = rocking_stack(load_run_from_text(client, args.source))
-    return frames.compute() if hasattr(frames, "compute") else frames, meta
+        return read_bliss_rocking(path, scan=args.scan)
+    return read_catalog_run(open_catalog_checked(load_config(getattr(args, "config", None))), args.source,
+                            kind="bcdi")
 
 
-def run(args) -> int:
-    """Run the reduction; returns the process exit status."""
+def _check_args(args):
+    """Parsed options, or an ArgumentError naming the option; nothing is read or written."""
     from .phasing import Recipe
 
     try:
         shape = _parse_ints(args.shape, 3, "shape", allow_none=True)
         binning = _parse_ints(args.binning, 2, "binning")
         recipe = Recipe.parse(args.recipe) if args.recipe else None
-        if args.runs < 1:
-            raise ValueError(f"--runs must be >= 1, got {args.runs}")
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} exists and is not a directory")
-        source = _source(args)
-    except (ValueError, KeyError) as exc:
-        print(f"braggscope reduce bcdi: error: {exc}", file=sys.stderr)
-        return 2
-    from .pipeline import reconstruct
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+    if args.runs < 1:
+        raise ArgumentError(f"--runs must be >= 1, got {args.runs}")
+    if min(binning) < 1:
+        raise ArgumentError(f"--binning must be integers >= 1, got {args.binning!r}")
+    if any(s is not None and s < 1 for s in shape):
+        raise ArgumentError(f"--shape must be integers >= 1 or 'none', got {args.shape!r}")
+    if args.voxel_nm is not None and not args.voxel_nm > 0:
+        raise ArgumentError(f"--voxel-nm must be > 0 nm, got {args.voxel_nm}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ArgumentError(f"--out {out} exists and is not a directory")
+    return shape, binning, recipe
 
-    rec = reconstruct(source, n_runs=args.runs, seed=args.seed, recipe=recipe, shape=shape, binning=binning,
-                      voxel_nm=args.voxel_nm, backend=args.backend, progress=not args.quiet, out_dir=out,
-                      figures=not args.no_figures)
+
+def run(args) -> int:
+    """Run the reduction; returns the process exit status.
+
+    Order: options checked, the scan read (file and sources checked), the
+    crop checked against it, frames checked (:func:`~braggscope.analysis.bcdi.preprocess.prepare`),
+    the reconstruction run; only then are the outputs written, into a staged
+    directory that becomes ``--out`` complete or not at all. Expected errors
+    are :class:`~braggscope.core.errors.UserError` (the ``braggscope`` entry
+    point prints them on one line and exits 2).
+    """
+    from .pipeline import export, reconstruct
+
+    shape, binning, recipe = _check_args(args)
+    frames, meta = _source(args)
+    for s, n, axis in zip(shape, np.shape(frames), ("rocking", "rows", "cols")):
+        if s is not None and s > n:
+            raise ArgumentError(f"--shape {args.shape}: {s} {axis} is more than the scan's {n} "
+                                f"(source {meta.get('source', args.source)})")
+    rec = reconstruct((frames, meta), n_runs=args.runs, seed=args.seed, recipe=recipe, shape=shape,
+                      binning=binning, voxel_nm=args.voxel_nm, backend=args.backend, progress=not args.quiet)
+    out = Path(args.out)
+    with staged_directory(out) as stage:
+        files = export(rec, stage, figures=not args.no_figures)
+    rec.files = {name: out / Path(path).name for name, path in files.items()}
     s = rec.summary()
+    strain = s["strain_microstrain"]
     print(f"mode fraction {s['mode_fraction']:.3f}, voxel {s['voxel_nm']:.2f} nm, "
           f"resolution {', '.join(f'{r:.1f}' for r in s['resolution_nm'])} nm, "
-          f"strain {s['strain_microstrain']['mean']:.1f} +- {s['strain_microstrain']['std']:.1f} microstrain")
-    for name, path in rec.files.items():
-        print(f"{name}: {path}")
+          + (f"strain {strain['mean']:.1f} +- {strain['std']:.1f} microstrain" if strain["mean"] is not None
+             else "no strain inside the support"))
+    print(f"wrote {len(rec.files)} files to {out} (summary: {rec.files.get('summary', out)})")
     return 0

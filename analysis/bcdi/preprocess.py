@@ -4,7 +4,10 @@ Input: frames ``(n_eta, rows, cols)`` in raw counts plus metadata (energy in
 keV, distance and pixel in metres, ``cch`` (row, col), ``eta`` in degrees,
 ``delta``/``nu``/``phi`` in degrees), from arrays, a ``(frames, meta)`` pair
 (``braggscope.core.storage.rocking_stack(run)``), a Bluesky run, or an ID01 BLISS
-HDF5 file (:func:`load_bliss`).
+HDF5 file (read by :func:`braggscope.analysis.readers.read_bliss_rocking`, the
+reader SXDM uses too, which checks the file and every source it points at).
+Frames that are not counts are refused, a few negative pixels masked
+(:func:`braggscope.analysis.readers.check_rocking_frames`).
 
 Steps (:func:`prepare`): detector mask (chip gaps, hot/saturated pixels),
 background, crop/centre on the Bragg peak (max or centre of mass), optional
@@ -19,12 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from braggscope.analysis.readers import check_rocking_frames, read_bliss_rocking
 from braggscope.core.setup import ScanSetup
 
 __all__ = [
     "BCDIData",
     "prepare",
-    "load_bliss",
     "as_frames_meta",
     "detector_mask",
     "subtract_background",
@@ -135,7 +138,10 @@ def prepare(
     if len(binning) != 2 or min(binning) < 1:
         raise ValueError(f"binning must be two integers >= 1 (rows, cols), got {binning!r}")
 
-    mask = detector_mask(frames, gaps=gaps, hot_factor=hot_factor)
+    negative = check_rocking_frames(frames, meta.get("source") or "frames")  # refuses NaN, all zero, complex
+    mask = detector_mask(frames, gaps=gaps, hot_factor=hot_factor) | negative
+    if meta["setup"].pixel_mask is not None:
+        mask |= meta["setup"].pixel_mask
     log.append(f"masked {int(mask.sum())} detector pixels")
     data = frames.astype(np.float32)
     data[:, mask] = 0
@@ -188,7 +194,7 @@ def prepare(
 def as_frames_meta(source, meta=None):
     """Normalise the accepted inputs to ``(frames ndarray (n_eta, rows, cols), meta dict)``."""
     if isinstance(source, (str,)) or hasattr(source, "__fspath__"):
-        source, meta = load_bliss(source)
+        source, meta = read_bliss_rocking(source)
     elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], dict):
         source, meta = source
     elif hasattr(source, "metadata") and not isinstance(source, np.ndarray):
@@ -208,80 +214,6 @@ def as_frames_meta(source, meta=None):
         meta["detector_shape"] = list(frames.shape[1:])  # a file's flat metadata: the frames say it
     meta["setup"] = ScanSetup.from_start_doc(meta)
     return frames, meta
-
-
-def load_bliss(path, scan: str | None = None, detector: str = "mpx1x4"):
-    """Read one rocking scan from an ID01 BLISS HDF5 file.
-
-    Parameters
-    ----------
-    path : path-like
-        The BLISS dataset file.
-    scan : str, optional
-        Entry name such as ``"3.1"`` (default: the only / first entry).
-    detector : str
-        Detector group under ``instrument``.
-
-    Returns
-    -------
-    frames : ndarray (n_eta, rows, cols)
-    meta : dict
-        ``energy_kev`` (``positioners/nrj``), ``distance_m``, ``pixel_m``,
-        ``cch`` = (beam_center_y, beam_center_x), ``eta`` per frame, ``delta``,
-        ``nu``, ``phi`` (degrees), ``source`` and ``scan``.
-    """
-    import h5py
-    import hdf5plugin  # noqa: F401  (compressed detector files)
-
-    with h5py.File(path, "r") as f:
-        entries = sorted(f.keys(), key=_entry_key)
-        if not entries:
-            raise ValueError(f"{path}: no scan entries")
-        scan = scan or entries[0]
-        if scan not in f:
-            raise ValueError(f"scan {scan!r} not in {path} (entries: {entries})")
-        e = f[scan]
-        inst = e["instrument"]
-        frames = np.asarray(inst[f"{detector}/image"][()])
-        pos = inst["positioners"] if "positioners" in inst else {}
-        if "eta" in inst and "value" in inst["eta"]:
-            eta = np.asarray(inst["eta/value"][()], dtype=float)
-        elif "eta" in pos:
-            eta = np.asarray(pos["eta"][()], dtype=float)
-        else:
-            raise ValueError(f"{path}:{scan}: no eta angles (instrument/eta/value or positioners/eta)")
-
-        def scalar(name, default=None):
-            if name in pos:
-                return float(np.asarray(pos[name][()]).ravel()[0])
-            if default is None:
-                raise ValueError(f"{path}:{scan}: positioners/{name} missing")
-            return default
-
-        det = inst[detector]
-        meta = {
-            "energy_kev": scalar("nrj"),
-            "distance_m": float(det["distance"][()]),
-            "pixel_m": float(det["x_pixel_size"][()]),
-            "cch": (float(det["beam_center_y"][()]), float(det["beam_center_x"][()])),
-            "eta": eta,
-            "delta": scalar("delta", 0.0),
-            "nu": scalar("nu", 0.0),
-            "phi": scalar("phi", 0.0),
-            "source": str(path),
-            "scan": scan,
-        }
-    if eta.size == 1:
-        raise ValueError(f"{path}:{scan}: eta has a single value; not a rocking scan")
-    return frames, meta
-
-
-def _entry_key(name):
-    try:
-        a, b = name.split(".")
-        return (int(a), int(b))
-    except ValueError:
-        return (1 << 30, 0)
 
 
 # -- steps ---------------------------------------------------------------------

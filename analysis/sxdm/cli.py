@@ -7,8 +7,11 @@ catalog (scan id or uid, opened with the configuration of ``braggscope
 
 from __future__ import annotations
 
-import sys
+import contextlib
 from pathlib import Path
+
+from braggscope.core.atomic import atomic_path, staged_directory
+from braggscope.core.errors import ArgumentError, SourceMissingError
 
 
 def add_parser(subparsers) -> None:
@@ -76,74 +79,106 @@ def _parse_detector_roi(text):
 
 
 def load_source(source, fmt="auto", config=None):
-    """``(frames, meta)`` from a file, or from a catalog run id through ``braggscope.core.storage``."""
-    from braggscope.analysis.readers import read_stack
+    """``(frames, meta)`` from a BLISS/XSOCS file, or from a catalog run (scan id or uid).
+
+    Both go through :mod:`braggscope.analysis.readers`, which checks every file
+    read (sources and links included) and names what is missing or damaged.
+    """
+    from braggscope.analysis.readers import open_catalog_checked, read_catalog_run, read_stack
 
     path = Path(source)
     if path.exists() or path.suffix.lower() in (".h5", ".hdf5", ".nxs"):
+        if not path.exists():
+            raise SourceMissingError(f"{path}: no such file")
         return read_stack(path, format=fmt)
+    from braggscope.core.config import load_config
+
+    return read_catalog_run(open_catalog_checked(load_config(config)), source, kind="sxdm")
+
+
+def _check_args(args):
+    """Parsed options, or an ArgumentError naming the option; nothing is read or written."""
     try:
-        from braggscope.core.config import load_config
-        from braggscope.core.storage import load_run_from_text, open_catalog, sxdm_stack
-    except ImportError as exc:
-        raise ValueError(f"{source}: not a file, and the catalog is not available ({exc})") from None
-    client = open_catalog(load_config(config))
-    return sxdm_stack(load_run_from_text(client, source))
+        opts = dict(background=_parse_background(args.background), roi=_parse_roi(args.roi),
+                    detector_roi=_parse_detector_roi(args.detector_roi))
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+    if not 0 <= args.threshold < 1:
+        raise ArgumentError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.median < 1:
+        raise ArgumentError(f"--median must be >= 1, got {args.median}")
+    if args.workers is not None and args.workers < 1:
+        raise ArgumentError(f"--workers must be >= 1, got {args.workers}")
+    if Path(args.out).is_dir():
+        raise ArgumentError(f"--out {args.out} is a directory; give a file name such as maps.h5")
+    if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
+        raise ArgumentError(f"--figures {args.figures} exists and is not a directory")
+    return opts
 
 
 def run(args) -> int:
-    """Run the reduction; returns the process exit status."""
-    from braggscope.analysis.readers import reduce_run
+    """Run the reduction; returns the process exit status.
 
-    try:
-        background = _parse_background(args.background)
-        roi = _parse_roi(args.roi)
-        det_roi = _parse_detector_roi(args.detector_roi)
-        if not 0 <= args.threshold < 1:
-            raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
-        if args.median < 1:
-            raise ValueError(f"--median must be >= 1, got {args.median}")
-        out = Path(args.out)
-        if out.is_dir():
-            raise ValueError(f"--out {out} is a directory; give a file name such as maps.h5")
-        if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
-            raise ValueError(f"--figures {args.figures} exists and is not a directory")
-        frames, meta = load_source(args.source, args.format, getattr(args, "config", None))
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"braggscope reduce sxdm: {exc}", file=sys.stderr)
-        return 2
+    Order: options checked, input read and checked, maps reduced (frames
+    checked as read), figures drawn; only then are ``--out`` and ``--figures``
+    written, atomically: a failure at any step leaves no output behind.
+    Expected errors are :class:`~braggscope.core.errors.UserError` (the
+    ``braggscope`` entry point prints them on one line and exits 2).
+    """
+    from braggscope.analysis.readers import CheckedStack, reduce_run
+    from braggscope.core.setup import ScanSetup
+
+    opts = _check_args(args)
+    frames, meta = load_source(args.source, args.format, getattr(args, "config", None))
+    # one check of every block read, for the drift registration, the reduction and the figures
+    frames = CheckedStack(frames, meta.get("source") or args.source,
+                          pixel_mask=ScanSetup.from_start_doc(meta).pixel_mask)
     progress = not args.quiet
     shifts = None
     if args.drift == "register":
-        from braggscope.analysis.sxdm.reduce import integrate_eta_maps
         from braggscope.analysis.sxdm.drift import register_drift
+        from braggscope.analysis.sxdm.reduce import integrate_eta_maps
 
         shifts = register_drift(integrate_eta_maps(frames, progress=progress), upsample=args.upsample)
         print(f"drift (map pixels, dy dx) per angle: max |shift| = {abs(shifts).max():.2f}")
-    maps = reduce_run(frames, meta, threshold=args.threshold, background=background, median=args.median,
-                      fit=args.fit, roi=roi, detector_roi=det_roi, num_workers=args.workers,
-                      progress=progress, shifts=shifts)
+    maps = reduce_run(frames, meta, threshold=args.threshold, median=args.median, fit=args.fit,
+                      num_workers=args.workers, progress=progress, shifts=shifts, **opts)
     if shifts is not None:
         maps["drift_shift"] = (("eta", "axis"), shifts, {"units": "map pixels", "long_name": "(dy, dx) applied"})
+    _write(args, maps, frames, meta)
+    return 0
+
+
+def _write(args, maps, frames, meta):
+    """Write the maps file and the figures, all or nothing."""
     from braggscope.analysis.sxdm.files import save_maps
 
-    save_maps(maps, out)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out))
+        save_maps(maps, tmp)
+        n_figures = 0
+        if args.figures:
+            stage = stack.enter_context(staged_directory(args.figures))
+            n_figures = len(_figures(args, maps, frames, meta, stage))
     n = int(maps.mask.sum())
     print(f"wrote {out}: {maps.sizes['y']} x {maps.sizes['x']} map, {n} pixels in the mask, "
           f"d_mean = {maps.attrs['d_mean']:.5f} A, strain rms = {float(maps.strain.std()):.1f} microstrain")
     if args.figures:
-        from braggscope.analysis.sxdm.figures import save_figures
+        print(f"wrote {n_figures} figures to {args.figures}")
 
-        import numpy as np
 
-        from braggscope.analysis.sxdm.grid import grid_pixel_peak
-        from braggscope.core.setup import ScanSetup
+def _figures(args, maps, frames, meta, outdir):
+    import numpy as np
 
-        # one pixel's Bragg peak in Q (Figure 3B): the brightest map pixel
-        setup = ScanSetup.from_start_doc(meta)
-        iy, ix = np.unravel_index(int(np.nanargmax(maps.intensity.values)), maps.intensity.shape)
-        grid = grid_pixel_peak(frames, meta["eta"], setup.geometry(), *setup.angles(len(meta["eta"])),
-                               pixel=(iy, ix), median=args.median)
-        paths = save_figures(maps, args.figures, tilt_cap=args.tilt_cap, peak_grid=grid)
-        print(f"wrote {len(paths)} figures to {args.figures}")
-    return 0
+    from braggscope.analysis.sxdm.figures import save_figures
+    from braggscope.analysis.sxdm.grid import grid_pixel_peak
+    from braggscope.core.setup import ScanSetup
+
+    # one pixel's Bragg peak in Q (Figure 3B): the brightest map pixel
+    setup = ScanSetup.from_start_doc(meta)
+    iy, ix = np.unravel_index(int(np.nanargmax(maps.intensity.values)), maps.intensity.shape)
+    grid = grid_pixel_peak(frames, meta["eta"], setup.geometry(), *setup.angles(len(meta["eta"])),
+                           pixel=(iy, ix), median=args.median)
+    return save_figures(maps, outdir, tilt_cap=args.tilt_cap, peak_grid=grid)

@@ -3,13 +3,37 @@
 Each command group lives in its own module, which adds its sub-parser through
 ``add_parser(subparsers)`` and imports its heavy dependencies only when run,
 so ``braggscope --help`` stays fast.
+
+Errors are handled here, once for every command:
+
+- an expected error (a :class:`~braggscope.core.errors.UserError`: bad file,
+  missing source, bad data, bad argument or configuration, unreachable
+  server), or a file that cannot be written (no space, no permission), is
+  printed as ONE line on stderr, ``braggscope <command>: <message>``, and the
+  exit status is 2; a command writes its outputs only once its inputs are
+  validated, and atomically, so nothing partial is left;
+- a bad command-line argument: one line, exit 2 (argparse's usage block is
+  left to ``--help``);
+- Ctrl-C: ``interrupted``, exit 130;
+- anything else is a bug and keeps its traceback (exit 1).
+
+A run is quiet: deprecation warnings of the libraries are not shown, other
+warnings take one line (``braggscope <command>: warning: ...``), and the
+embedded catalog server's start-up banner is dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import logging
 import sys
+import warnings
+
+from braggscope import __version__
+from braggscope.core.errors import EXIT_USER_ERROR, UserError
 
 # module -> owner of a command group; each defines add_parser(subparsers)
 COMMAND_MODULES = (
@@ -17,14 +41,31 @@ COMMAND_MODULES = (
     "braggscope.app.session",    # braggscope shell
     "braggscope.app.demo",       # braggscope demo sxdm|bcdi
     "braggscope.app.reduce",     # braggscope reduce sxdm|bcdi
+    "braggscope.app.live_consumer",  # braggscope live (maps from the document bus)
 )
+
+#: errno values of an output that cannot be written: the user's to fix, reported in one line.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT, errno.EISDIR,
+                 errno.ENOTDIR}
+
+#: Sub-command destinations, in order, that name the command in messages.
+_COMMAND_DESTS = ("command", "reduce_kind", "sim_command", "kind")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit 2); sub-parsers inherit it."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``braggscope`` parser with every installed command group."""
+    parser = OneLineParser(
         prog="braggscope",
         description="Acquisition, control and analysis for nano-focused Bragg diffraction imaging.",
     )
+    parser.add_argument("--version", action="version", version=f"braggscope {__version__}")
     parser.add_argument("--config", help="beamline TOML file (default: $BRAGGSCOPE_CONFIG or the simulator)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_command_groups(sub, COMMAND_MODULES)
@@ -48,16 +89,66 @@ def add_command_groups(subparsers, module_names) -> None:
 
 
 def main(argv=None) -> int:
+    """Run ``braggscope``; returns the exit status (0 success, 2 expected error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_USER_ERROR
+    prog = " ".join(["braggscope"] + [str(v) for d in _COMMAND_DESTS if isinstance(v := getattr(args, d, None), str)])
+    with quiet_runtime(prog):
+        try:
+            return int(args.func(args) or 0)
+        except UserError as exc:
+            return _fail(prog, exc)
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS and exc.filename:
+                return _fail(prog, f"{exc.filename}: {exc.strerror}")
+            raise
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def _fail(prog, exc) -> int:
+    print(f"{prog}: {one_line(exc)}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def one_line(message) -> str:
+    """A message on one line (line breaks become '; ')."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+@contextlib.contextmanager
+def quiet_runtime(prog: str = "braggscope"):
+    """Warnings and library logging as a command-line run shows them (restored on exit).
+
+    Deprecation and future warnings of the libraries are hidden (they are for
+    developers); any other warning is one line, ``<prog>: warning: <message>``;
+    the embedded Tiled server's INFO messages (its version banner) are dropped.
+    """
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {one_line(message)}", file=sys.stderr if file is None else file)
+
+    tiled_log = logging.getLogger("tiled.server.app")
+    banner_filter = _BelowWarning()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("ignore", message=r".*[Dd]eprecat")  # libraries' own *DeprecationWarning classes
+        warnings.showwarning = show
+        tiled_log.addFilter(banner_filter)
+        try:
+            yield
+        finally:
+            tiled_log.removeFilter(banner_filter)
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record):
+        return record.levelno >= logging.WARNING
 
 
 if __name__ == "__main__":

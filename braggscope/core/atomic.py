@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_outputs", "umask_mode"]
+__all__ = ["atomic_path", "atomic_outputs", "staged_directory", "umask_mode"]
 
 
 def umask_mode(mode: int = 0o666) -> int:
@@ -88,3 +89,35 @@ def atomic_outputs(*paths: str | os.PathLike):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | os.PathLike):
+    """A directory of outputs that appears complete or not at all.
+
+    Yields a temporary directory beside ``target`` (same file system) for the
+    writers to fill. On success its files move into ``target``: when
+    ``target`` does not exist the whole directory is renamed into place in one
+    step, else each file is renamed over its namesake. On any exception the
+    temporary directory is removed and ``target`` is left as it was (not
+    created). Files and the new directory get the permissions of the user's umask.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield stage
+        file_mode, dir_mode = umask_mode(), umask_mode(0o777)
+        for root, dirs, files in os.walk(stage):
+            for name in files:
+                os.chmod(os.path.join(root, name), file_mode)
+            for name in dirs:
+                os.chmod(os.path.join(root, name), dir_mode)
+        if not target.exists():
+            os.chmod(stage, dir_mode)
+            os.replace(stage, target)
+            return
+        for item in sorted(stage.iterdir()):
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
