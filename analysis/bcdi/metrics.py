@@ -9,7 +9,9 @@ index, sample frame). A resolution is the half period ``pi / q_c`` (nm) at the
 ``z``, ``y``, ``x`` it uses only the voxels within 30 degrees of that axis.
 When a curve never drops below its threshold, the resolution is limited by
 the extent of the data in that direction: ``pi / q_max`` is reported with
-``reached = False``.
+``reached = False``. The shells stop where the measured box ends: at the
+sphere inscribed in it for the curve over all directions, at the box's edge
+along each axis for the directional ones (the corners are left out).
 
 * **PRTF** (phase-retrieval transfer function, Chapman et al. 2006):
   shell mean of ``|F_calc|`` over shell mean of ``sqrt(I_measured)``, with
@@ -91,15 +93,7 @@ def q_vectors(shape, b=None) -> np.ndarray:
         ``q_i = 2 pi k_i / (N_i * 10 Angstrom)``.
     """
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 3:
-        raise ValueError(f"shape must be 3-D, got {shape}")
-    if b is None:
-        b = np.zeros((3, 3))
-        for i, n in enumerate(shape):
-            b[2 - i, i] = 2 * np.pi / (n * 10.0)
-    b = np.asarray(b, dtype=float)
-    if b.shape != (3, 3):
-        raise ValueError(f"b must be a (3, 3) matrix of dq per index, got shape {b.shape}")
+    b = _b_matrix(shape, b)
     n = [np.arange(s, dtype=np.float64) - s // 2 for s in shape]
     grids = np.meshgrid(*n, indexing="ij", sparse=True)
     return np.stack([sum(b[c, i] * grids[i] for i in range(3)) for c in range(3)])
@@ -234,24 +228,48 @@ def curves_dataset(*curves):
 
 
 # -- helpers -------------------------------------------------------------------
+def _b_matrix(shape, b):
+    if len(shape) != 3:
+        raise ValueError(f"shape must be 3-D, got {shape}")
+    if b is None:
+        b = np.zeros((3, 3))
+        for i, n in enumerate(shape):
+            b[2 - i, i] = 2 * np.pi / (n * 10.0)
+    b = np.asarray(b, dtype=float)
+    if b.shape != (3, 3) or not abs(np.linalg.det(b)) > 0:
+        raise ValueError(f"b must be an invertible (3, 3) matrix of dq per index, got {b!r}")
+    return b
+
+
+def _extent(shape, b, direction=None):
+    """|q| (1/Angstrom) where the measured box ends: along ``direction``, or the inscribed sphere."""
+    binv = np.linalg.inv(b)  # q -> index offsets
+    half = np.asarray(shape, dtype=float) / 2 - 0.5
+    per = np.linalg.norm(binv, axis=1) if direction is None else np.abs(binv @ direction)
+    with np.errstate(divide="ignore"):
+        return float(np.min(np.where(per > 0, half / per, np.inf)))
+
+
 def _shell_sum(values, sel, edges):
     q, idx = sel
     return np.bincount(idx, weights=values.ravel()[q], minlength=len(edges) - 1)[: len(edges) - 1]
 
 
 def _curve(name, shape, b, meas, n_shells, func, thr_func, thr_name) -> Curve:
+    b = _b_matrix(shape, b)
     q = q_vectors(shape, b)  # (3, ...), 1/Angstrom; components (x, y, z)
     qn = np.sqrt(np.sum(q ** 2, axis=0))
     n_shells = int(n_shells) if n_shells else max(4, min(shape) // 2)
-    directions = {"all": meas & (qn >= 0)}
+    directions = {"all": (meas, _extent(shape, b))}
     with np.errstate(invalid="ignore", divide="ignore"):
         for k, axis in enumerate(_AXES):  # z -> component 2, x -> component 0
-            directions[axis] = meas & (np.abs(q[2 - k]) >= _CONE_COS * qn)
+            e = np.zeros(3)
+            e[2 - k] = 1.0
+            directions[axis] = (meas & (np.abs(q[2 - k]) >= _CONE_COS * qn), _extent(shape, b, e))
     out, res, reached = {}, {}, {}
-    for key, sel_mask in directions.items():
-        flat = np.flatnonzero(sel_mask.ravel())
+    for key, (sel_mask, qmax) in directions.items():
+        flat = np.flatnonzero((sel_mask & (qn <= qmax)).ravel())
         qsel = qn.ravel()[flat]
-        qmax = float(qsel.max()) if qsel.size else 0.0
         edges = np.linspace(0.0, qmax * (1 + 1e-9), n_shells + 1) if qmax > 0 else np.array([0.0, 1.0])
         idx = np.clip(np.digitize(qsel, edges) - 1, 0, len(edges) - 2)
         value = func((flat, idx), edges)
@@ -268,14 +286,18 @@ def _curve(name, shape, b, meas, n_shells, func, thr_func, thr_name) -> Curve:
 
 
 def _crossing(q, value, thr, count):
-    """First ``q`` (linear interpolation) where ``value`` drops below ``thr``; else the last filled shell."""
+    """First ``q`` (linear interpolation) where ``value`` drops below ``thr``, the zero shell ignored.
+
+    Returns ``(q, True)``, or ``(q of the last filled shell, False)`` when the
+    curve never drops below its threshold.
+    """
     filled = np.flatnonzero((count > 0) & np.isfinite(value))
     if filled.size == 0:
         return 0.0, False
     for a, c in zip(filled[:-1], filled[1:]):
-        if value[c] < thr[c] <= value[a] or (a == filled[0] and value[a] < thr[a]):
-            if value[a] < thr[a]:
-                return float(q[a]), True
+        if value[c] < thr[c]:
             da, dc = value[a] - thr[a], value[c] - thr[c]
+            if da <= 0:
+                return float(q[c]), True
             return float(q[a] + (q[c] - q[a]) * da / (da - dc)), True
     return float(q[filled[-1]]), False
