@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi.files import read_vti
+from braggscope.analysis.bcdi.files import load_result, read_vti
 from braggscope.app.cli import main
 from braggscope.core.geometry import wavelength
 from tests.test_bcdi_helpers import PAPER, far_field, paper_meta, synthetic_crystal, write_bliss
@@ -19,15 +19,26 @@ def bliss_file(tmp_path_factory):
     return write_bliss(path, intensity, paper_meta(*intensity.shape))
 
 
+def v_shape(out):
+    return read_vti(out / "bcdi.vti")["strain"].shape
+
+
 @pytest.mark.slow
 def test_cli_round_trip(tmp_path, bliss_file, capsys):
     out = tmp_path / "out"
     rc = main(["reduce", "bcdi", str(bliss_file), "--out", str(out), "--runs", "2", "--seed", "1",
                "--recipe", "HIO:100,RAAR:200,ER:100", "--shape", "none,64,64", "--quiet"])
     assert rc == 0
-    for name in ("bcdi.cxi", "bcdi.npz", "bcdi.vti", "bcdi_summary.json", "bcdi_isosurface.png", "bcdi_slices.png"):
+    for name in ("bcdi.cxi", "bcdi.npz", "bcdi.vti", "bcdi_summary.json", "bcdi_isosurface.png", "bcdi_slices.png",
+                 "bcdi_diffraction.png", "bcdi_resolution.png"):
         assert (out / name).stat().st_size > 0, name
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]  # atomic writes leave no temporary file
     s = json.loads((out / "bcdi_summary.json").read_text())
+    # PRTF resolution along z, y, x: about the voxel or coarser, finer than the particle (~500 nm)
+    assert s["prtf"]["threshold"] == "1/e" and s["fsc"] is None  # 2 runs keep 1: no pair for an FSC
+    assert all(0.5 * s["voxel_nm"] <= r < 400 for r in s["prtf"]["resolution_zyx_nm"])
+    res = load_result(out / "bcdi.cxi")
+    assert res["strain"].shape == v_shape(out) and res["x"].attrs["units"] == "nm"
     assert s["recipe"] == "HIO:100,RAAR:200,ER:100" and s["n_runs"] == 2
     assert s["mode_fraction"] > 0.9
     # voxel = the finest closed-form spacing: 2 pi / (|G| * rocking range) here (64 steps of 0.0073 deg)
@@ -59,4 +70,6 @@ def test_cli_bad_arguments_fail_before_writing(tmp_path, bliss_file, capsys, arg
 
 def test_cli_missing_file(tmp_path, capsys):
     rc = main(["reduce", "bcdi", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "o")])
-    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope.h5: no such file" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
