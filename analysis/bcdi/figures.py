@@ -212,7 +212,7 @@ def save_figure(fig: Figure, path, *, dpi: int = 110) -> Path:
     """Save a figure as PNG atomically (complete or not at all)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.08)  # nothing cut off
     return path
 
 

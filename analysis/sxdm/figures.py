@@ -16,8 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colors
+from matplotlib import colors, ticker
 from matplotlib.figure import Figure
+
+from braggscope.core.atomic import atomic_path
 
 __all__ = ["mosaicity_rgb", "plot_map", "figure_maps", "figure_mosaicity", "figure_peak_slices",
            "save_figures"]
@@ -58,7 +60,8 @@ def plot_map(ax, maps, name, *, label=None, cmap="viridis", vmin=None, vmax=None
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")
     ax.set_title(label or name)
-    ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    # no offset: d-spacing reads 2.0006 A, not "+2" and 0.0006
+    ax.figure.colorbar(im, ax=ax, shrink=0.8, format=ticker.ScalarFormatter(useOffset=False))
     return im
 
 
@@ -147,7 +150,7 @@ def figure_peak_slices(grid) -> Figure:
 
 
 def save_figures(maps, outdir, *, tilt_cap=None, peak_grid=None, dpi=110) -> list[str]:
-    """Write the PNG figures of a maps Dataset into ``outdir``; returns their paths.
+    """Write the PNG figures of a maps Dataset into ``outdir`` (each atomically); returns their paths.
 
     Files: ``sxdm_maps.png`` (six panels), one PNG per map
     (``sxdm_<name>.png``), ``sxdm_mosaicity.png`` (HSV map, colour wheel,
@@ -161,7 +164,8 @@ def save_figures(maps, outdir, *, tilt_cap=None, peak_grid=None, dpi=110) -> lis
 
     def save(fig, name):
         p = out / name
-        fig.savefig(p, dpi=dpi)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.08)  # nothing cut off
         paths.append(str(p))
 
     save(figure_maps(maps), "sxdm_maps.png")
