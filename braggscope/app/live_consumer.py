@@ -1,0 +1,310 @@
+"""``braggscope live``: live SXDM maps in a process of their own, fed by the document bus.
+
+The acquisition publishes every run's documents on NATS JetStream
+(:mod:`braggscope.app.bus`); this command subscribes with a durable pull
+consumer, feeds each ``sxdm_map`` run to a
+:class:`braggscope.analysis.live.LiveSXDM`, refreshes one PNG of the maps in
+place while the run goes on and writes a maps file per run (NeXus-style HDF5,
+``load_maps`` reads it). Frames are read from the detector's HDF5 files named
+by the resource documents; ``--path-map OLD=NEW`` relocates them for a host
+that mounts the detector directory elsewhere.
+
+Resuming: messages are acknowledged only once their documents are in the maps.
+A restarted consumer (same ``--durable`` name) replays the run in progress
+from its start document and continues after the last acknowledged message;
+finished runs are not redone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from braggscope.app.bus import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, bus_settings, decode_batch,
+                                ensure_stream, run_messages)
+from braggscope.core.atomic import atomic_path
+from braggscope.core.errors import ArgumentError, ServerUnreachableError, SourceMissingError
+
+__all__ = ["add_parser", "LiveConsumer", "consume", "map_path"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("live", help="live SXDM maps from the document bus (can run on another host)")
+    p.add_argument("--url", help="NATS server (default: config bus.url, else nats://127.0.0.1:4222)")
+    p.add_argument("--stream", help="JetStream stream (default: config bus.stream)")
+    p.add_argument("--subject", help="subject of the documents (default: config bus.subject)")
+    p.add_argument("--durable", default="braggscope-live",
+                   help="durable consumer name: a restart with the same name resumes where it stopped")
+    p.add_argument("--deliver", choices=("new", "all"), default="new",
+                   help="where a new durable consumer starts: runs from now on (new) or the whole stream (all)")
+    p.add_argument("--out", help="output directory (default: <storage.data_dir>/live)")
+    p.add_argument("--path-map", action="append", default=[], metavar="OLD=NEW",
+                   help="read detector files under OLD from NEW instead (repeatable)")
+    p.add_argument("--runs", type=int, default=0, help="exit after this many finished runs (0: never)")
+    p.add_argument("--threshold", type=float, default=0.2, help="mask threshold, fraction of the map maximum")
+    p.add_argument("--background", type=float, default=0.0, help="background subtracted, counts/pixel/frame")
+    p.add_argument("--roi", type=int, nargs=4, metavar=("ROW0", "ROW1", "COL0", "COL1"),
+                   help="reduce only this detector window")
+    p.add_argument("--png-interval", type=float, default=1.0, help="seconds between two PNG refreshes")
+    p.add_argument("--frame-timeout", type=float, default=10.0, help="seconds to wait for a frame in its file")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from braggscope.core.config import load_config
+
+    cfg = load_config(args.config)
+    s = bus_settings(cfg)
+    url = args.url or s["url"] or "nats://127.0.0.1:4222"
+    out = Path(args.out) if args.out else cfg.expand_path("storage.data_dir") / "live"
+    path_map = []
+    for item in args.path_map:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise ArgumentError(f"--path-map {item!r}: write OLD=NEW, e.g. /data/detector=/mnt/id01/detector")
+        path_map.append((old, new))
+    live_kwargs = {"threshold": args.threshold, "background": args.background,
+                   "detector_roi": args.roi, "frame_timeout_s": args.frame_timeout, "batch_size": 64}
+    consumer = LiveConsumer(out, path_map=path_map, live_kwargs=live_kwargs, png_interval_s=args.png_interval)
+    asyncio.run(consume(url, args.stream or s["stream"], args.subject or s["subject"], consumer,
+                        durable=args.durable, deliver=args.deliver, runs=args.runs))
+    return 0
+
+
+def map_path(out_dir, start_doc) -> Path:
+    """The maps file of a run: ``<out>/scan<scan_id>_<uid[:8]>_live_maps.h5``."""
+    return Path(out_dir) / f"scan{start_doc.get('scan_id', 0)}_{start_doc['uid'][:8]}_live_maps.h5"
+
+
+class LiveConsumer:
+    """Feed bus messages to one :class:`LiveSXDM` per run; write the figure and the maps.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Directory of ``live_maps.png`` (refreshed in place) and the maps files.
+    path_map : list of (str, str)
+        ``(old_prefix, new_prefix)`` applied to the detector file paths.
+    live_kwargs : dict
+        Keyword arguments of ``LiveSXDM``.
+    png_interval_s : float
+        Least time between two PNG refreshes (s).
+    echo : callable
+        Where the one-line reports go (default ``print`` to stdout, flushed).
+    """
+
+    def __init__(self, out_dir, *, path_map=(), live_kwargs=None, png_interval_s=1.0, echo=None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.png = self.out_dir / "live_maps.png"
+        self.path_map = [(str(o).rstrip("/"), str(n).rstrip("/")) for o, n in path_map]
+        self.live_kwargs = dict(live_kwargs or {})
+        self.png_interval_s = float(png_interval_s)
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.finished = []      # (run uid, maps path or None)
+        self.documents = 0
+        self._last_index = {}   # run uid -> index of the last document fed
+        self._live = self._plot = self._start = None
+        self._declined = False
+        self._primary = set()
+        self._event_times = []
+        self._latency = []
+        self._last_png = -np.inf
+
+    # -- messages --------------------------------------------------------------
+    def feed_message(self, headers, payload) -> None:
+        """Feed one bus message; documents already fed (a re-delivery) are skipped."""
+        run_uid = (headers or {}).get(HEADER_RUN)
+        first = int((headers or {}).get(HEADER_INDEX, 0))
+        last = self._last_index.get(run_uid, -1)
+        for k, (name, doc) in enumerate(decode_batch(payload)):
+            if first + k <= last:
+                continue
+            self.feed(name, doc)
+            self._last_index[run_uid] = first + k
+
+    def feed(self, name, doc) -> None:
+        """Feed one document."""
+        self.documents += 1
+        if name == "start":
+            self._begin(doc)
+            return
+        if self._live is None or self._declined:
+            return
+        if name == "resource":
+            doc = self._relocate_resource(doc)
+        elif name == "stream_resource":
+            doc = self._relocate_stream_resource(doc)
+        elif name == "descriptor" and doc.get("name") == "primary":
+            self._primary.add(doc["uid"])
+        elif name == "event" and doc["descriptor"] in self._primary:
+            self._event_times.append(float(doc["time"]))
+        try:
+            self._live(name, doc)
+        except (FileNotFoundError, TimeoutError) as exc:
+            raise SourceMissingError(f"run {self._start['uid'][:8]}: detector frames unreadable ({exc}); "
+                                     "check --path-map for this host") from exc
+        if name == "stop":
+            self._finish(doc)
+
+    def flush(self) -> None:
+        """After a batch of messages: reduce pending frames, note latencies, refresh the PNG if due."""
+        if self._live is None or self._declined:
+            return
+        self._live.flush()
+        now = time.time()
+        self._latency.extend(now - t for t in self._event_times)
+        self._event_times.clear()
+        if time.monotonic() - self._last_png >= self.png_interval_s:
+            self._save_png()
+
+    # -- runs ------------------------------------------------------------------
+    def _begin(self, doc):
+        from braggscope.analysis.live import LiveSXDM
+
+        self._live, self._start, self._declined = LiveSXDM(**self.live_kwargs), doc, False
+        self._primary.clear()
+        self._event_times.clear()
+        self._latency = []
+        self._last_png = -np.inf
+        try:
+            self._live.start(doc)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._declined = True
+            self.echo(f"braggscope live: run {doc['uid'][:8]} ({doc.get('plan_name', '?')}) not mapped: {exc}")
+            return
+        from braggscope.analysis.live.plot import LiveMapPlot
+
+        self._plot = LiveMapPlot(self._live, min_interval_s=0.0)
+        self.echo(f"braggscope live: run {doc['uid'][:8]} (scan {doc.get('scan_id', '?')}): "
+                  f"figure refreshed in {self.png}")
+
+    def _finish(self, doc):
+        from braggscope.analysis.sxdm.files import save_maps
+
+        self.flush()
+        self._save_png()
+        maps = self._live.maps()
+        lat = np.asarray(self._latency, float)
+        if lat.size:
+            maps.attrs.update(latency_median_s=float(np.median(lat)), latency_p99_s=float(np.percentile(lat, 99)),
+                              latency_max_s=float(lat.max()))
+        maps.attrs.update(run_uid=self._start["uid"], exit_status=str(doc.get("exit_status", "")))
+        path = map_path(self.out_dir, self._start)
+        with atomic_path(path) as tmp:
+            save_maps(maps, tmp)
+        self.finished.append((self._start["uid"], path))
+        lat_txt = (f", document-to-map latency median {1e3 * np.median(lat):.0f} ms, "
+                   f"p99 {1e3 * np.percentile(lat, 99):.0f} ms" if lat.size else "")
+        self.echo(f"braggscope live: run {self._start['uid'][:8]} {doc.get('exit_status', '')}: maps in {path} "
+                  f"({self._live.n_frames} frames{lat_txt})")
+        self._live = self._plot = None
+
+    def _save_png(self):
+        if self._plot is None or self._live.n_frames == 0:
+            return
+        self._plot.update(force=True)
+        with atomic_path(self.png) as tmp:
+            self._plot.figure.savefig(tmp, dpi=80)
+        self._last_png = time.monotonic()
+
+    # -- relocation --------------------------------------------------------------
+    def map_file(self, path: str) -> str:
+        """``path`` with the first matching ``--path-map`` prefix replaced."""
+        for old, new in self.path_map:
+            if path == old or path.startswith(old + "/"):
+                return new + path[len(old):]
+        return path
+
+    def _relocate_resource(self, doc):
+        full = os.path.join(doc.get("root", "") or "", doc["resource_path"])
+        mapped = self.map_file(full)
+        return doc if mapped == full else {**doc, "root": "", "resource_path": mapped}
+
+    def _relocate_stream_resource(self, doc):
+        from urllib.parse import urlparse
+
+        path = urlparse(doc["uri"]).path
+        mapped = self.map_file(path)
+        return doc if mapped == path else {**doc, "uri": f"file://localhost{mapped}"}
+
+
+async def consume(url, stream, subject, consumer, *, durable="braggscope-live", deliver="new", runs=0,
+                  fetch_batch=128, stop=None):
+    """Pull the bus into ``consumer`` until ``runs`` runs are finished (0: until ``stop`` is set).
+
+    Parameters
+    ----------
+    url, stream, subject : str
+        NATS server, JetStream stream and documents subject.
+    consumer : LiveConsumer
+    durable : str
+        Durable consumer name (its position survives restarts).
+    deliver : {"new", "all"}
+        Start of a durable consumer created here.
+    runs : int
+        Return after this many finished runs (0: never).
+    fetch_batch : int
+        Most messages per pull.
+    stop : asyncio.Event, optional
+        Set it to return after the current batch.
+    """
+    import nats
+    import nats.errors
+
+    try:
+        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                name=f"braggscope-live-{durable}")
+    except (OSError, nats.errors.Error) as exc:
+        raise ServerUnreachableError(f"NATS server {url} unreachable ({exc}): start it or pass --url") from exc
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, stream, subject)
+        sub = await _durable(js, stream, subject, durable, deliver, consumer)
+        consumer.echo(f"braggscope live: subscribed to {subject} on {url} (stream {stream}, durable {durable})")
+        while not (runs and len(consumer.finished) >= runs) and not (stop is not None and stop.is_set()):
+            try:
+                msgs = await sub.fetch(fetch_batch, timeout=0.5)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                continue
+            for m in msgs:
+                consumer.feed_message(m.headers, m.data)
+            consumer.flush()
+            for m in msgs:  # only now are their documents in the maps
+                await m.ack()
+        await nc.flush(timeout=5)
+    finally:
+        await nc.close()
+
+
+async def _durable(js, stream, subject, durable, deliver, consumer):
+    """Bind the durable consumer; after a restart, replay the run it was in the middle of."""
+    import nats.js.errors
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    config = ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
+                            ack_wait=30.0, max_ack_pending=-1,
+                            deliver_policy=DeliverPolicy.NEW if deliver == "new" else DeliverPolicy.ALL)
+    try:
+        info = await js.consumer_info(stream, durable)
+    except nats.js.errors.NotFoundError:
+        info = None
+    floor = info.ack_floor.stream_seq if info is not None and info.ack_floor else 0
+    if floor:
+        msg = await js.get_msg(stream, floor)
+        headers = msg.headers or {}
+        if not any(name == "stop" for name, _ in decode_batch(msg.data)):
+            run_uid = headers.get(HEADER_RUN)
+            start_seq = int(headers.get(HEADER_START_SEQ, floor))
+            for h, data in await run_messages(js, stream, start_seq, floor, run_uid):
+                consumer.feed_message(h, data)
+            consumer.flush()
+            consumer.echo(f"braggscope live: run {str(run_uid)[:8]} replayed from stream sequence {start_seq}")
+        # restart right after the last acknowledged message (no wait for the server's re-delivery)
+        await js.delete_consumer(stream, durable)
+        config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, floor + 1
+    return await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
