@@ -61,5 +61,5 @@ def test_diffraction_and_resolution_figures(tmp_path, case):
     assert len([a for a in fig.axes if "measured" in a.get_title() or "calculated" in a.get_title()]) == 6
     assert save_figure(fig, tmp_path / "d.png").stat().st_size > 20_000
     fig = figure_resolution(prtf(obj, inten), fsc(obj, obj))
-    assert "PRTF" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert "PRTF" in fig.legends[0].get_texts()[0].get_text()
     assert save_figure(fig, tmp_path / "r.png").stat().st_size > 10_000

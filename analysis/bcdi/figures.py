@@ -203,7 +203,7 @@ def figure_resolution(prtf, fsc=None, *, title: str | None = None) -> Figure:
     ax.set_ylim(0, 1.15)
     ax.set_xlim(0, None)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8)
     ax.set_title(title or "resolution (half period = pi / q)")
     return fig
 
