@@ -21,6 +21,7 @@ plotted group are set by the callers (they know the entry's name).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -198,4 +199,8 @@ def jsonable(obj):
         return obj.item()
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
+    if hasattr(obj, "to_dict"):
+        return jsonable(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj))
     return str(obj)
