@@ -150,7 +150,10 @@ def figure_isosurface(result, *, level: float = 0.3, vmax: float | None = None, 
 
 
 def figure_diffraction(measured, calculated, *, mask=None, title: str | None = None) -> Figure:
-    """Measured (top) and calculated (bottom) intensity: three central slices through the peak, log scale."""
+    """Measured (top) and calculated (bottom) intensity: three central slices through the peak, log scale.
+
+    Grey: below the lowest colour (under one photon in both rows) or masked.
+    """
     measured = np.asarray(measured, dtype=float)
     calculated = np.asarray(calculated, dtype=float)
     if measured.shape != calculated.shape or measured.ndim != 3:
@@ -172,7 +175,7 @@ def figure_diffraction(measured, calculated, *, mask=None, title: str | None = N
             other = [names[a] for a in range(3) if a != k]
             ax = axes[r, k]
             ax.set_facecolor("0.85")
-            im = ax.imshow(np.where(img > 0, img, np.nan), origin="lower", norm=norm, cmap="turbo",
+            im = ax.imshow(np.where(img >= vmin, img, np.nan), origin="lower", norm=norm, cmap="turbo",
                            aspect="auto", interpolation="nearest")
             ax.set_xlabel(f"{other[1]} (index)")
             ax.set_ylabel(f"{other[0]} (index)")
@@ -200,7 +203,9 @@ def figure_resolution(prtf, fsc=None, *, title: str | None = None) -> Figure:
             ax.axvline(np.pi / curve.resolution_nm, color=colour, lw=0.8, alpha=0.6)
     ax.set_xlabel("|q| (1/nm)")
     ax.set_ylabel("PRTF, FSC")
-    ax.set_ylim(0, 1.15)
+    top = max([float(np.nanmax(c.value)) for c in (prtf, fsc) if c is not None and np.isfinite(c.value).any()]
+              + [1.1])
+    ax.set_ylim(0, min(top * 1.05, 2.0))  # a PRTF above 1 where shells hold ~1 photon is shot noise
     ax.set_xlim(0, None)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncol=2, fontsize=8)
