@@ -4,7 +4,8 @@ The stable entry point is :func:`phase_retrieval`; see the modules for the
 steps (``preprocess``: from frames to a centred, cropped intensity;
 ``phasing``: the iterative algorithms; ``backend``: numpy/CuPy; ``orthogonal``:
 detector to sample frame; ``strain``: displacement and strain; ``files``:
-CXI, VTK and figures; ``pipeline``: the whole chain; ``cli``: ``braggscope
+CXI, VTK, npz; ``figures``; ``metrics``: PRTF and FSC; ``result``: the labelled
+``xarray`` result; ``pipeline``: the whole chain; ``cli``: ``braggscope
 reduce bcdi``).
 """
 
