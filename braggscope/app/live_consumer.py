@@ -18,7 +18,10 @@ finished runs are not redone.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +30,7 @@ import numpy as np
 from braggscope.app.bus import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, bus_settings, decode_batch,
                                 ensure_stream, run_messages)
 from braggscope.core.atomic import atomic_path
-from braggscope.core.errors import ArgumentError, ServerUnreachableError, SourceMissingError
+from braggscope.core.errors import ArgumentError, ServerUnreachableError
 
 __all__ = ["add_parser", "LiveConsumer", "consume", "map_path"]
 
@@ -108,7 +111,8 @@ class LiveConsumer:
         self.finished = []      # (run uid, maps path or None)
         self.documents = 0
         self._last_index = {}   # run uid -> index of the last document fed
-        self._live = self._plot = self._start = None
+        self._live = self._start = None
+        self._figure = _FigureWriter(self.png)
         self._declined = False
         self._primary = set()
         self._event_times = []
@@ -133,7 +137,12 @@ class LiveConsumer:
         if name == "start":
             self._begin(doc)
             return
-        if self._live is None or self._declined:
+        if self._live is None:
+            return
+        if name == "stop":
+            self._finish(doc)
+            return
+        if self._declined:
             return
         if name == "resource":
             doc = self._relocate_resource(doc)
@@ -143,74 +152,85 @@ class LiveConsumer:
             self._primary.add(doc["uid"])
         elif name == "event" and doc["descriptor"] in self._primary:
             self._event_times.append(float(doc["time"]))
-        try:
-            self._live(name, doc)
-        except (FileNotFoundError, TimeoutError) as exc:
-            raise SourceMissingError(f"run {self._start['uid'][:8]}: detector frames unreadable ({exc}); "
-                                     "check --path-map for this host") from exc
-        if name == "stop":
-            self._finish(doc)
+        self._call(name, doc)
 
     def flush(self) -> None:
         """After a batch of messages: reduce pending frames, note latencies, refresh the PNG if due."""
-        if self._live is None or self._declined:
+        if not self._mapping():
             return
         self._live.flush()
+        if self._check_declined():
+            return
         now = time.time()
         self._latency.extend(now - t for t in self._event_times)
         self._event_times.clear()
-        if time.monotonic() - self._last_png >= self.png_interval_s:
-            self._save_png()
+        if time.monotonic() - self._last_png >= self.png_interval_s and self._live.n_frames:
+            self._figure.request(self._live)  # drawn on the figure thread: documents go on meanwhile
+            self._last_png = time.monotonic()
+
+    def _mapping(self) -> bool:
+        """Whether the current run is being mapped (accepted by LiveSXDM, not declined)."""
+        return (self._live is not None and not self._declined and getattr(self._live, "active", True)
+                and getattr(self._live, "declined", None) is None)
+
+    def _call(self, name, doc):
+        try:
+            self._live(name, doc)
+        except Exception as exc:  # noqa: BLE001 - a LiveSXDM that raises instead of declining
+            self._live.declined = f"{type(exc).__name__}: {exc}"
+        self._check_declined()
+
+    def _check_declined(self) -> bool:
+        reason = getattr(self._live, "declined", None)
+        if reason is not None and not self._declined:
+            self._declined = True
+            hint = ("; check --path-map for this host" if any(w in reason for w in ("not ready", "No such file"))
+                    else "")
+            self.echo(f"braggscope live: run {self._start['uid'][:8]} ({self._start.get('plan_name', '?')}) "
+                      f"not mapped: {reason}{hint}")
+        return self._declined
 
     # -- runs ------------------------------------------------------------------
     def _begin(self, doc):
         from braggscope.analysis.live import LiveSXDM
 
-        self._live, self._start, self._declined = LiveSXDM(**self.live_kwargs), doc, False
+        kwargs = dict(self.live_kwargs)
+        if "announce" in inspect.signature(LiveSXDM).parameters:
+            kwargs["announce"] = False  # the reason is echoed here, once
+        self._live, self._start, self._declined = LiveSXDM(**kwargs), doc, False
         self._primary.clear()
         self._event_times.clear()
         self._latency = []
         self._last_png = -np.inf
-        try:
-            self._live.start(doc)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._declined = True
-            self.echo(f"braggscope live: run {doc['uid'][:8]} ({doc.get('plan_name', '?')}) not mapped: {exc}")
-            return
-        from braggscope.analysis.live.plot import LiveMapPlot
-
-        self._plot = LiveMapPlot(self._live, min_interval_s=0.0)
-        self.echo(f"braggscope live: run {doc['uid'][:8]} (scan {doc.get('scan_id', '?')}): "
-                  f"figure refreshed in {self.png}")
+        self._call("start", doc)
+        if not self._declined:
+            self.echo(f"braggscope live: run {doc['uid'][:8]} (scan {doc.get('scan_id', '?')}): "
+                      f"figure refreshed in {self.png}")
 
     def _finish(self, doc):
         from braggscope.analysis.sxdm.files import save_maps
 
-        self.flush()
-        self._save_png()
-        maps = self._live.maps()
-        lat = np.asarray(self._latency, float)
-        if lat.size:
-            maps.attrs.update(latency_median_s=float(np.median(lat)), latency_p99_s=float(np.percentile(lat, 99)),
-                              latency_max_s=float(lat.max()))
-        maps.attrs.update(run_uid=self._start["uid"], exit_status=str(doc.get("exit_status", "")))
-        path = map_path(self.out_dir, self._start)
-        with atomic_path(path) as tmp:
-            save_maps(maps, tmp)
+        path = None
+        if self._mapping():
+            self.flush()
+        if self._mapping():
+            self._live("stop", doc)
+            self._figure.draw_now(self._live)
+            maps = self._live.maps()
+            lat = np.asarray(self._latency, float)
+            if lat.size:
+                maps.attrs.update(latency_median_s=float(np.median(lat)),
+                                  latency_p99_s=float(np.percentile(lat, 99)), latency_max_s=float(lat.max()))
+            maps.attrs.update(run_uid=self._start["uid"], exit_status=str(doc.get("exit_status", "")))
+            path = map_path(self.out_dir, self._start)
+            with atomic_path(path) as tmp:
+                save_maps(maps, tmp)
+            lat_txt = (f", document-to-map latency median {1e3 * np.median(lat):.0f} ms, "
+                       f"p99 {1e3 * np.percentile(lat, 99):.0f} ms" if lat.size else "")
+            self.echo(f"braggscope live: run {self._start['uid'][:8]} {doc.get('exit_status', '')}: maps in "
+                      f"{path} ({self._live.n_frames} frames{lat_txt})")
         self.finished.append((self._start["uid"], path))
-        lat_txt = (f", document-to-map latency median {1e3 * np.median(lat):.0f} ms, "
-                   f"p99 {1e3 * np.percentile(lat, 99):.0f} ms" if lat.size else "")
-        self.echo(f"braggscope live: run {self._start['uid'][:8]} {doc.get('exit_status', '')}: maps in {path} "
-                  f"({self._live.n_frames} frames{lat_txt})")
-        self._live = self._plot = None
-
-    def _save_png(self):
-        if self._plot is None or self._live.n_frames == 0:
-            return
-        self._plot.update(force=True)
-        with atomic_path(self.png) as tmp:
-            self._plot.figure.savefig(tmp, dpi=80)
-        self._last_png = time.monotonic()
+        self._live = None
 
     # -- relocation --------------------------------------------------------------
     def map_file(self, path: str) -> str:
@@ -231,6 +251,73 @@ class LiveConsumer:
         path = urlparse(doc["uri"]).path
         mapped = self.map_file(path)
         return doc if mapped == path else {**doc, "uri": f"file://localhost{mapped}"}
+
+
+class _FigureWriter:
+    """Draw the live maps figure on a thread of its own and replace the PNG atomically.
+
+    Drawing four panels takes 0.1-0.5 s; on this thread the documents keep
+    flowing meanwhile. A request made while a drawing is under way is merged
+    into the next one.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._plots = {}  # id(source) -> LiveMapPlot
+        self._source = None
+        self._due = threading.Event()
+        self._lock = threading.Lock()  # one drawing at a time
+        self.errors = 0
+        threading.Thread(target=self._run, name="live-figure", daemon=True).start()
+
+    def request(self, source):
+        self._source = source
+        self._due.set()
+
+    def draw_now(self, source):
+        """Draw ``source`` here, after any drawing under way (the final figure of a run)."""
+        self._draw(source)
+        with self._lock:
+            self._plots.clear()
+
+    def _run(self):
+        while True:
+            self._due.wait()
+            self._due.clear()
+            self._draw(self._source)
+
+    def _draw(self, source):
+        try:
+            with self._lock:
+                self._draw_locked(source)
+        except Exception as exc:  # noqa: BLE001 - a figure must not stop the maps
+            self.errors += 1
+            print(f"braggscope live: warning: figure not refreshed ({type(exc).__name__}: {exc})",
+                  file=sys.stderr, flush=True)
+
+    def _draw_locked(self, source):
+        import matplotlib.image
+
+        plot = self._plots.get(id(source))
+        if plot is None:
+            from braggscope.analysis.live.plot import LiveMapPlot
+
+            plot = LiveMapPlot(source, figure=_figure(), min_interval_s=0.0)
+            self._plots = {id(source): plot}
+        plot.update(force=True)
+        with atomic_path(self.path) as tmp:  # the canvas is drawn: write its pixels, no second drawing
+            matplotlib.image.imsave(tmp, np.asarray(plot.figure.canvas.buffer_rgba()))
+
+
+def _figure():
+    """A headless figure with a fixed layout (a constrained layout costs seconds per drawing)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12.8, 3.0), dpi=80)
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=0.04, right=0.97, bottom=0.16, top=0.88, wspace=0.5)
+    return figure
 
 
 async def consume(url, stream, subject, consumer, *, durable="braggscope-live", deliver="new", runs=0,
@@ -261,24 +348,46 @@ async def consume(url, stream, subject, consumer, *, durable="braggscope-live", 
                                 name=f"braggscope-live-{durable}")
     except (OSError, nats.errors.Error) as exc:
         raise ServerUnreachableError(f"NATS server {url} unreachable ({exc}): start it or pass --url") from exc
+    _preload()
     try:
         js = nc.jetstream()
         await ensure_stream(js, stream, subject)
         sub = await _durable(js, stream, subject, durable, deliver, consumer)
         consumer.echo(f"braggscope live: subscribed to {subject} on {url} (stream {stream}, durable {durable})")
         while not (runs and len(consumer.finished) >= runs) and not (stop is not None and stop.is_set()):
-            try:
-                msgs = await sub.fetch(fetch_batch, timeout=0.5)
+            try:  # the first message as soon as it is there, then what else is waiting (a fetch of
+                # many would hold the first until the batch is full or the time-out is over)
+                msgs = await sub.fetch(1, timeout=0.5)
             except (asyncio.TimeoutError, nats.errors.TimeoutError):
                 continue
+            except (nats.errors.Error, OSError):  # broker away: the client reconnects by itself
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                msgs += await sub.fetch(fetch_batch, timeout=0.005)
+            except (asyncio.TimeoutError, nats.errors.Error, OSError):
+                pass
             for m in msgs:
                 consumer.feed_message(m.headers, m.data)
             consumer.flush()
-            for m in msgs:  # only now are their documents in the maps
-                await m.ack()
+            try:
+                for m in msgs:  # only now are their documents in the maps
+                    await m.ack()
+            except (nats.errors.Error, OSError):  # re-delivered later, and skipped then
+                pass
         await nc.flush(timeout=5)
     finally:
         await nc.close()
+
+
+def _preload():
+    """Import the reduction, HDF5 and plotting modules now, not when the first run's documents wait."""
+    import h5py  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401
+
+    import braggscope.analysis.live.plot  # noqa: F401
+    import braggscope.analysis.sxdm.files  # noqa: F401
+    from braggscope.analysis.live import LiveSXDM  # noqa: F401
 
 
 async def _durable(js, stream, subject, durable, deliver, consumer):
