@@ -146,6 +146,17 @@ class DocumentPublisher:
     publish_timeout_s : float
         Wait for the server's acknowledgement of one message before re-sending it.
 
+    Attributes
+    ----------
+    stats : dict
+        ``documents`` (queued), ``published`` (acknowledged), ``messages``,
+        ``over_high_water`` (documents queued above the mark), ``spilled``,
+        ``max_depth``, ``reconnects``, ``resent`` (failed attempts),
+        ``call_s_max`` and ``call_s_total`` (seconds spent in ``__call__``,
+        i.e. the RunEngine's cost).
+    connected : bool
+        Whether the last publish attempt found the broker.
+
     Examples
     --------
     >>> pub = DocumentPublisher("nats://127.0.0.1:4222", spill_dir="/tmp/bus")  # doctest: +SKIP
@@ -163,7 +174,7 @@ class DocumentPublisher:
         self.spill_max_bytes = int(float(spill_max_mb) * 2**20)
         self.publish_timeout_s = float(publish_timeout_s)
         self.stats = {"documents": 0, "published": 0, "messages": 0, "over_high_water": 0, "spilled": 0,
-                      "max_depth": 0, "reconnects": 0, "resent": 0, "call_s_max": 0.0}
+                      "max_depth": 0, "reconnects": 0, "resent": 0, "call_s_max": 0.0, "call_s_total": 0.0}
         self._memory: deque = deque()
         self._lock = threading.Lock()
         self._warned = False
@@ -217,7 +228,9 @@ class DocumentPublisher:
         wake = self._wake
         if wake is not None and not wake.is_set():
             self._loop.call_soon_threadsafe(wake.set)
-        self.stats["call_s_max"] = max(self.stats["call_s_max"], time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        self.stats["call_s_max"] = max(self.stats["call_s_max"], dt)
+        self.stats["call_s_total"] += dt
 
     def _spill(self, record):
         data = msgpack.packb(record, use_bin_type=True)

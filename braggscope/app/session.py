@@ -137,9 +137,14 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
         from braggscope.app.beamline import subscribe_live_maps
 
         live_cb, _, _ = subscribe_live_maps(RE)
+    from braggscope.app.bus import publisher_from_config
+
+    bus = publisher_from_config(cfg)  # documents to `braggscope live` elsewhere, when [bus] url is set
+    if bus is not None:
+        RE.subscribe(bus)
 
     ns = {"cfg": cfg, "RE": RE, "bec": bec, "catalog": catalog, "devices": devices, "bps": bps, "bp": bp,
-          "live": live_cb, "eccentricity": EccentricityModel.from_dict(cfg.get("eccentricity"))}
+          "live": live_cb, "bus": bus, "eccentricity": EccentricityModel.from_dict(cfg.get("eccentricity"))}
     ns.update(devices)
     for name in plans.__all__:
         ns[name] = getattr(plans, name)
@@ -149,7 +154,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     uri = cfg.get("storage.tiled_uri") or f"embedded, {storage.catalog_paths(cfg)['root']}"
     ns["__banner__"] = BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
                                      devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
-    ns["__cleanup__"] = lambda: owner.__exit__(None, None, None)
+    ns["__cleanup__"] = lambda: (bus is not None and bus.close(), owner.__exit__(None, None, None))
     return ns
 
 
