@@ -4,16 +4,12 @@
 (orthogonal sample frame) into a Dataset with coordinates ``z``, ``y``, ``x``
 in nm (0 at the centre of the array) and the variables
 
-=============  ===============  ==========================================
-variable       units            meaning
-=============  ===============  ==========================================
-amplitude      (normalised)     ``|obj|`` / max
-support        (bool)           the object's support
-phase          rad              unwrapped phase, NaN outside the support
-displacement   nm               displacement along G, NaN outside
-strain         (dimensionless)  strain along G, NaN outside the eroded support
-d_spacing      Angstrom         local ``d = (2 pi / |G|) (1 + strain)``
-=============  ===============  ==========================================
+- ``amplitude``: ``|obj|`` / max (normalised);
+- ``support``: the object's support (bool);
+- ``phase``: unwrapped phase (rad), NaN outside the support;
+- ``displacement``: displacement along G (nm), NaN outside;
+- ``strain``: strain along G (dimensionless), NaN outside the eroded support;
+- ``d_spacing``: local ``d = (2 pi / |G|) (1 + strain)`` (Angstrom);
 
 and the attributes ``voxel_size_nm`` (z, y, x), ``q_bragg`` (x, y, z, 1/Angstrom,
 sample frame), ``g_unit_zyx``, ``d_spacing_A``, ``frame`` and ``units``. The
