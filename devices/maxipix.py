@@ -123,18 +123,25 @@ class Maxipix(SingleTrigger, DetectorBase):
     -----
     Reading gives ``<name>_image`` (kind ``normal``: a Datum reference, with
     ``dtype_numpy`` ``<u4`` in ``describe()``) and ``<name>_stats_total``
-    (hinted, for BestEffortCallback), plus the centroid. Configuration:
+    (hinted, for BestEffortCallback), plus the centroid, ``<name>_unique_id``
+    (the frame's ``NDArrayUniqueId``, stored per frame in the file) and
+    ``<name>_num_captured`` (frames in the file once this one was written):
+    readers pair events and frames by them (``storage.sxdm_stack``). Configuration:
     the cam settings and ``<name>_distance_m``, ``<name>_pixel_m``,
     ``<name>_cch``, ``<name>_frame_shape``.
     """
 
     lazy_wait_for_connection = False
-    _default_read_attrs = ("hdf5", "stats")
+    _default_read_attrs = ("hdf5", "stats", "unique_id", "num_captured")
     _default_configuration_attrs = ("cam", "distance_m", "pixel_m", "cch", "frame_shape")
     cam = Cpt(MaxipixCam, "cam1:", kind="config")
     hdf5 = Cpt(MaxipixHDF5, "HDF1:", kind="normal", write_path_template="/tmp/",
                read_path_template="/tmp/", root="/")
     stats = Cpt(MaxipixStats, "Stats1:", kind="normal")
+    # which frame of the HDF5 file this event is: areaDetector's NDArrayUniqueId of the frame the
+    # file plugin wrote last (stored per frame in the file) and the frame count of the file
+    unique_id = Cpt(EpicsSignalRO, "HDF1:UniqueId_RBV", kind="normal")
+    num_captured = Cpt(EpicsSignalRO, "HDF1:NumCaptured_RBV", kind="normal")
     distance_m = Cpt(Signal, value=float("nan"), kind="config")
     pixel_m = Cpt(Signal, value=55e-6, kind="config")
     cch = Cpt(Signal, value=[float("nan"), float("nan")], kind="config")

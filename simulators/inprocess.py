@@ -32,6 +32,9 @@ from braggscope.devices.maxipix import set_geometry
 
 __all__ = ["CountingDetector", "HDF5ImageDetector", "LimitedSynAxis", "make_inprocess_devices"]
 
+#: Each frame's unique id in the file (areaDetector's NDAttributes layout, as the simulator IOC).
+UNIQUE_ID_DATASET = "/entry/instrument/NDAttributes/NDArrayUniqueId"
+
 
 class HDF5ImageDetector(Device):
     """Area detector rendering frames in-process and writing them to HDF5.
@@ -56,11 +59,16 @@ class HDF5ImageDetector(Device):
         ``<name>_frame_shape`` (= ``shape``), as on
         :class:`braggscope.devices.maxipix.Maxipix`, so every event descriptor
         records them (read back by ``braggscope.core.setup.ScanSetup``).
-    Readings: ``<name>_image`` (external, HDF5) and ``<name>_total`` (sum of
-    the frame, counts; hinted), configuration ``<name>_acquire_time`` (s).
+    Readings: ``<name>_image`` (external, HDF5), ``<name>_total`` (sum of
+    the frame, counts; hinted), ``<name>_unique_id`` (the frame's unique id,
+    stored per frame in the file at ``/entry/instrument/NDAttributes/NDArrayUniqueId``
+    as areaDetector does) and ``<name>_num_captured`` (frames in the file once
+    it was written); configuration ``<name>_acquire_time`` (s).
     """
 
     total = Cpt(Signal, value=0, kind="hinted")
+    unique_id = Cpt(Signal, value=0, kind="normal")
+    num_captured = Cpt(Signal, value=0, kind="normal")
     acquire_time = Cpt(Signal, value=0.0, kind="config")
 
     def __init__(self, *, render: Callable[[], np.ndarray], write_dir, shape, name="mpx1x4",
@@ -80,6 +88,8 @@ class HDF5ImageDetector(Device):
         self._asset_docs: deque = deque()
         set_geometry(self, distance_m=distance_m, pixel_m=pixel_m, cch=cch, frame_shape=shape)
         self._point = 0
+        self._unique_id = 0  # like areaDetector's ArrayCounter: not reset per file
+        self._ids = None
         self._last_datum: str | None = None
         self._lock = threading.Lock()
         self.last_path: Path | None = None
@@ -96,6 +106,8 @@ class HDF5ImageDetector(Device):
         self._dataset = self._file.create_dataset(
             "/entry/data/data", shape=(0,) + self._shape, maxshape=(None,) + self._shape,
             dtype=self._dtype, chunks=(1,) + self._shape)
+        self._ids = self._file.create_dataset(UNIQUE_ID_DATASET, shape=(0,), maxshape=(None,),
+                                              chunks=(1024,), dtype=np.int32)
         self._file.swmr_mode = True
         self._point = 0
         self.last_path = path
@@ -111,7 +123,7 @@ class HDF5ImageDetector(Device):
         with self._lock:
             if self._file is not None:
                 self._file.close()
-            self._file = self._dataset = None
+            self._file = self._dataset = self._ids = None
         return super().unstage()
 
     def trigger(self):
@@ -125,10 +137,16 @@ class HDF5ImageDetector(Device):
             raise ValueError(f"render() returned shape {frame.shape}, expected {self._shape}")
         with self._lock:
             n = self._point
+            self._unique_id += 1
             self._dataset.resize(n + 1, axis=0)
             self._dataset[n] = frame.astype(self._dtype, copy=False)
+            self._ids.resize(n + 1, axis=0)
+            self._ids[n] = self._unique_id
             self._dataset.flush()
+            self._ids.flush()
         self.total.put(int(frame.sum(dtype=np.int64)))
+        self.unique_id.put(self._unique_id)
+        self.num_captured.put(n + 1)
         datum_id = f"{self._resource['uid']}/{n}"
         self._asset_docs.append(("datum", {"datum_id": datum_id, "resource": self._resource["uid"],
                                            "datum_kwargs": {"point_number": n}}))

@@ -11,7 +11,11 @@ current motor positions of the shared :class:`BeamlineState` (by default
 ``SimulatedBeamline.render``), appended to the open HDF5 file when
 ``HDF1:Capture`` is on (areaDetector layout: ``/entry/data/data``,
 ``(n, rows, cols)`` uint32, growing by one frame per image, SWMR mode and
-flushed after every frame so live readers can follow), summarised in
+flushed after every frame so live readers can follow; beside it, as the
+areaDetector HDF5 plugin stores its NDAttributes,
+``/entry/instrument/NDAttributes/NDArrayUniqueId`` (n,) int32: the unique id
+of each frame, i.e. ``cam1:ArrayCounter_RBV`` after it was taken, also served
+as ``HDF1:UniqueId_RBV`` and ``Stats1:UniqueId_RBV``), summarised in
 ``Stats1:`` (total, centroid, max) and served as ``image1:ArrayData`` (LONG). ``Acquire_RBV`` returns to 0 only once the
 frames are on disk.
 """
@@ -29,7 +33,10 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from .ioc_motors import post_if_changed
 
-__all__ = ["MaxipixIOC", "frame_stats", "load_renderer", "make_renderer"]
+__all__ = ["MaxipixIOC", "UNIQUE_ID_DATASET", "frame_stats", "load_renderer", "make_renderer"]
+
+#: Where the HDF5 plugin stores each frame's NDArrayUniqueId (areaDetector's NDAttributes layout).
+UNIQUE_ID_DATASET = "/entry/instrument/NDAttributes/NDArrayUniqueId"
 
 DATA_TYPES = ("Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Float32", "Float64")
 NO_YES = ("No", "Yes")
@@ -193,6 +200,7 @@ class HDF5Group(_Group):
                                                  enum=("Single", "Capture", "Stream"))
     num_capture, num_capture_rbv = _pair("NumCapture", 0, dtype=ChannelType.LONG)
     num_captured = _ro("NumCaptured_RBV", 0, dtype=ChannelType.LONG)
+    unique_id = _ro("UniqueId_RBV", 0, dtype=ChannelType.LONG)
     capture, capture_rbv = _pair("Capture", 0, enum=("Done", "Capture"))
     create_directory, create_directory_rbv = _pair("CreateDirectory", 0, dtype=ChannelType.LONG)
     file_path_exists = _ro("FilePathExists_RBV", 0, dtype=ChannelType.LONG)
@@ -248,6 +256,7 @@ class HDF5Group(_Group):
         data.attrs["NX_class"] = "NXdata"
         data.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
                             chunks=(1, rows, cols), dtype=np.uint32)
+        h5.create_dataset(UNIQUE_ID_DATASET, shape=(0,), maxshape=(None,), chunks=(1024,), dtype=np.int32)
         h5.swmr_mode = True
         self.h5 = h5
         await self.full_file_name.write(filename)
@@ -264,17 +273,24 @@ class HDF5Group(_Group):
             self.h5 = None
             await self.capture_rbv.write("Done")
 
-    def append(self, frame: np.ndarray) -> int:
-        """Append one frame and flush (runs in a worker thread). Returns frames in file."""
-        dset = self.h5["entry/data/data"]
+    def append(self, frame: np.ndarray, unique_id: int) -> int:
+        """Append one frame and its unique id, then flush (runs in a worker thread).
+
+        Returns the number of frames in the file.
+        """
+        dset, ids = self.h5["entry/data/data"], self.h5[UNIQUE_ID_DATASET]
         n = dset.shape[0]
         dset.resize(n + 1, axis=0)
         dset[n] = frame
+        ids.resize(n + 1, axis=0)
+        ids[n] = unique_id
         dset.flush()
+        ids.flush()
         self.h5.flush()
         return n + 1
 
-    async def frame_written(self, count: int, shape) -> None:
+    async def frame_written(self, count: int, shape, unique_id: int) -> None:
+        await self.unique_id.write(unique_id)
         await self.num_captured.write(count)
         await self.array_counter.write(self.array_counter.value + 1)  # the putter mirrors _RBV
         await post_if_changed(self.array_size0, shape[1])
@@ -295,10 +311,12 @@ class StatsGroup(_Group):
     centroid_y = _ro("CentroidY_RBV", 0.0, dtype=ChannelType.DOUBLE)
     max_value = _ro("MaxValue_RBV", 0.0, dtype=ChannelType.DOUBLE)
     array_counter = _ro("ArrayCounter_RBV", 0, dtype=ChannelType.LONG)
+    unique_id = _ro("UniqueId_RBV", 0, dtype=ChannelType.LONG)
 
-    async def update(self, stats: dict) -> None:
+    async def update(self, stats: dict, unique_id: int) -> None:
         if self.enable.value != "Enable":
             return
+        await self.unique_id.write(unique_id)
         await self.total.write(stats["total"])
         await self.centroid_x.write(stats["centroid_x"])
         await self.centroid_y.write(stats["centroid_y"])
@@ -396,15 +414,17 @@ class MaxipixIOC(PVGroup):
                     raise OSError(f"{hdf.prefix}Capture is on but no file is open: "
                                   f"{hdf.write_message.value}")
                 append = hdf.append if hdf.h5 is not None and hdf.enable.value == "Enable" else None
+                # areaDetector's NDArrayUniqueId: the array counter this frame brings it to
+                unique_id = int(cam.array_counter.value) + 1
                 # render, stats and file write in one worker-thread call: the
                 # server stays responsive, with one thread hand-over per frame
                 frame, stats, count = await loop.run_in_executor(
-                    None, self._take_frame, positions, exposure, append)
+                    None, self._take_frame, positions, exposure, append, unique_id)
                 if count is not None:
-                    await hdf.frame_written(count, frame.shape)
-                await self.stats.update(stats)
+                    await hdf.frame_written(count, frame.shape, unique_id)
+                await self.stats.update(stats, unique_id)
                 await self.image.update(frame, stats["max"])
-                await cam.array_counter.write(cam.array_counter.value + 1)  # the putter mirrors _RBV
+                await cam.array_counter.write(unique_id)  # the putter mirrors _RBV
                 await cam.num_images_counter.write(i + 1)
                 if self.realtime:
                     period = max(exposure, float(cam.acquire_period.value))
@@ -422,11 +442,11 @@ class MaxipixIOC(PVGroup):
             await cam.acquire.write("Done", verify_value=False)
             await cam.acquire_rbv.write("Done")
 
-    def _take_frame(self, positions, exposure, append):
+    def _take_frame(self, positions, exposure, append, unique_id):
         """Render one frame, its stats and (``append`` given) its HDF5 write (worker thread)."""
         frame = self._render(positions, exposure)
         stats = frame_stats(frame)
-        return frame, stats, append(frame) if append is not None else None
+        return frame, stats, append(frame, unique_id) if append is not None else None
 
     def _render(self, positions, exposure):
         frame = np.asarray(self.renderer(positions, exposure))

@@ -96,9 +96,9 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
 
     # 1. eccentricity: coarse fluorescence maps over a span wider than the rocking range
     pixel = 2 * half / (nx - 1)
-    configured = EccentricityModel.from_dict(cfg.get("eccentricity"))
-    model, accepted, why = _calibrate_sxdm(bl, out, setup, etas, pixel, configured, quick=quick)
-    use = model if accepted else configured
+    configured = EccentricityModel.coerce(cfg.get("eccentricity"), "[eccentricity]")
+    calibration = _calibrate_sxdm(bl, out, setup, etas, pixel, configured, quick=quick)
+    use = calibration.use
 
     # 2. the 3D map, with live maps when the live-analysis callback is available
     plan_args = dict(eccentricity=use, sample="nmc622", energy_kev=cfg["energy.energy_kev"],
@@ -123,8 +123,8 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     n_points = nx * ny * neta
     _say(f"map done: {n_points} points in {t_scan:.1f} s ({1e3 * t_scan / n_points:.1f} ms/point)")
     result = {"uid": uid, "points": n_points, "scan_s": round(t_scan, 1),
-              "ms_per_point": round(1e3 * t_scan / n_points, 1), "calibration": model.to_dict(),
-              "calibration_accepted": accepted, "calibration_verdict": why, "dry_run_estimate_s": round(summary.duration_s, 1),
+              "ms_per_point": round(1e3 * t_scan / n_points, 1), "calibration": use.to_dict(),
+              "calibration_accepted": calibration.accepted, "calibration_verdict": calibration.verdict(), "dry_run_estimate_s": round(summary.duration_s, 1),
               "figures": []}
 
     # 3. reduction from the catalog
@@ -188,15 +188,13 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
         what = "diffraction"
     _say(f"calibrating the eccentricity ({len(cal_etas)} coarse {n_map}x{n_map} {what} maps, "
          f"eta {cal_etas[0]:.3f}..{cal_etas[-1]:.3f} deg)")
-    model = bl.RE(calibrate_eccentricity([detector], d["pix"], (cx - half, cx + half, n_map), d["piy"],
-                                         (cy - half, cy + half, n_map), d["eta"], cal_etas, quadratic=False,
-                                         intensity_field=field, figure_path=out / "eccentricity_fit.png",
-                                         md={"sample": "lmno_bcdi"})).plan_result
-    x_um, y_um = model.extra["x_at_eta0"], model.extra["y_at_eta0"]
-    _say(f"particle at ({x_um:.2f}, {y_um:.2f}) um at eta0, drift x {model.x[0]:+.3f} "
-         f"(+-{model.extra['x_slope_stderr_um_per_deg']:.3f}) y {model.y[0]:+.3f} "
-         f"(+-{model.extra['y_slope_stderr_um_per_deg']:.3f}) um/deg")
-    model = _significant_drift(model, EccentricityModel.from_dict(cfg.get("eccentricity")))
+    calibration = bl.RE(calibrate_eccentricity([detector], d["pix"], (cx - half, cx + half, n_map), d["piy"],
+                                               (cy - half, cy + half, n_map), d["eta"], cal_etas, quadratic=False,
+                                               intensity_field=field, figure_path=out / "eccentricity_fit.png",
+                                               md={"sample": "lmno_bcdi"})).plan_result
+    _say(str(calibration))
+    x_um, y_um = calibration.position_um
+    model = calibration.use
     n_fringes = 8.0 if quick else 30.0  # oversampling 2: two steps per fringe (61 frames by default)
     if neta:
         n_fringes = (neta - 1) * 0.5  # oversampling 2: two steps per fringe
@@ -273,7 +271,7 @@ XRF_CALIBRATION_HALF_SPAN_DEG = 3.0
 
 
 def _calibrate_sxdm(bl, out, setup, etas, pixel, configured, *, quick):
-    """Calibrate the eccentricity for ``demo sxdm``: ``(model, accepted, reason)``.
+    """Calibrate the eccentricity for ``demo sxdm``: the :class:`~braggscope.core.calibration.CalibrationResult`.
 
     With a fluorescence detector (``bl.xrf``): coarse 11 x 11 fluorescence
     maps at 9 (quick) or 13 angles over the Bragg angle +-
@@ -282,7 +280,8 @@ def _calibrate_sxdm(bl, out, setup, etas, pixel, configured, *, quick):
     mosaic NMC622 crystal does not bias the drift. Without one (``pv.fluorescence``
     empty): 9 x 9 diffraction maps over the rocking range, located by
     registration, which the mosaic crystal's sweep defeats (the verdict says so).
-    ``etas``: the main map's angles, over which the drift must be known.
+    ``etas``, ``pixel``: the main map's angles and pixel (um), over which the
+    drift must be known to half a pixel.
     """
     from braggscope.plans import calibrate_eccentricity
 
@@ -301,80 +300,11 @@ def _calibrate_sxdm(bl, out, setup, etas, pixel, configured, *, quick):
         what = "diffraction"
     _say(f"calibrating the eccentricity ({n_cal} coarse {n_map}x{n_map} {what} maps, "
          f"eta {cal_etas[0]:.3f}..{cal_etas[-1]:.3f} deg)")
-    model = bl.RE(calibrate_eccentricity([detector], d["pix"], (cx - half - 1, cx + half + 1, n_map), d["piy"],
-                                         (cy - half - 1, cy + half + 1, n_map), d["eta"], cal_etas,
-                                         intensity_field=field, initial=configured, quadratic=False,
-                                         locate=locate, figure_path=out / "eccentricity_fit.png",
-                                         md={"sample": "nmc622"})).plan_result
-    accepted, why = _calibration_verdict(model, pixel, etas)
-    extra = model.extra
-    _say(f"calibrated ({extra['signal']}) x {model.x[0]:+.3f} (+-{extra['x_slope_stderr_um_per_deg']:.3f}) um/deg, "
-         f"y {model.y[0]:+.3f} (+-{extra['y_slope_stderr_um_per_deg']:.3f}) um/deg, rms residual "
-         f"{extra['rms_residual_um']:.3f} um, mosaic fraction {extra['mosaic_fraction']:.2f}, map total variation "
-         f"{extra['map_total_variation']:.3f}: "
-         + ("accepted" if accepted else f"REJECTED ({why}); keeping the configured model"))
-    return model, accepted, why
-
-
-def _calibration_verdict(model, pixel_um, etas, max_mosaic=0.4, max_variation=0.2):
-    """Accept a calibrated drift only if it can be the goniometer's: ``(accepted, reason)``.
-
-    Located by diffraction (``extra["signal"]`` not ``"fluorescence"``):
-    rejected when the crystal is mosaic (``mosaic_fraction`` above
-    ``max_mosaic``: the located positions follow the diffracting region, which
-    sweeps across the crystal with eta, not only the drift). Located by
-    fluorescence (the whole particle at every eta, so mosaicity does not
-    matter): rejected when the maps' totals change with eta by more than
-    ``max_variation`` (``map_total_variation``: the particle left some maps, or
-    the signal was not Bragg-independent after all). Either way rejected when
-    the rms residual exceeds half a map pixel, or when the slopes' standard
-    errors make the drift uncertain by more than half a map pixel across
-    ``etas`` (the angles the correction is used at).
-    """
-    extra = model.extra
-    half_span = (max(etas) - min(etas)) / 2
-    spread = max(extra["x_slope_stderr_um_per_deg"], extra["y_slope_stderr_um_per_deg"]) * half_span
-    if extra.get("signal") == "fluorescence":
-        variation = extra.get("map_total_variation", float("nan"))
-        if not variation <= max_variation:
-            return False, (f"fluorescence map totals vary by {variation:.2f} (> {max_variation}) with eta: the "
-                           "particle is not inside every coarse map, or the signal depends on the Bragg condition")
-    else:
-        mosaic = extra.get("mosaic_fraction", 0.0)
-        if mosaic > max_mosaic:
-            return False, (f"mosaic fraction {mosaic:.2f} > {max_mosaic}: different regions diffract at different "
-                           "eta, so the located crystal moves with the diffracting region as well as with the drift")
-    if extra["rms_residual_um"] > pixel_um / 2:
-        return False, f"rms residual {extra['rms_residual_um']:.3f} um > half a map pixel ({pixel_um / 2:.3f} um)"
-    if spread > pixel_um / 2:
-        return False, f"slope uncertainty {spread:.3f} um across the range > half a map pixel ({pixel_um / 2:.3f} um)"
-    return True, "accepted"
-
-
-def _significant_drift(fitted, configured, confidence=0.99):
-    """Keep a fitted drift slope only where it differs from zero at ``confidence``.
-
-    A weak crystal is visible over a few hundredths of a degree only, so the
-    fitted slope can be position noise; following it would move the crystal
-    out of the beam. The test is Student's t on the slope (a few calibration
-    angles leave few degrees of freedom: with 5 angles and a line, 3, where
-    99 % needs |slope| > 5.8 standard errors, not 3). An insignificant axis
-    falls back to the configured slope.
-    """
-    from scipy.stats import t as student_t
-
-    dof = len(fitted.extra["eta"]) - 2  # a line per axis: offset and slope
-    limit = float(student_t.ppf(0.5 + confidence / 2, dof)) if dof > 0 else float("inf")
-    slopes = []
-    for axis in ("x", "y"):
-        slope, err = getattr(fitted, axis)[0], fitted.extra[f"{axis}_slope_stderr_um_per_deg"]
-        if abs(slope) > limit * err:
-            slopes.append(slope)
-        else:
-            slopes.append(getattr(configured, axis)[0])
-            _say(f"drift in {axis} not significant ({slope:+.3f} +- {err:.3f} um/deg, |t| "
-                 f"{abs(slope) / err if err > 0 else float('inf'):.1f} < {limit:.1f} at {confidence:.0%}): "
-                 f"using the configured {slopes[-1]:+.3f} um/deg")
-    return EccentricityModel(eta0=fitted.eta0, x=(slopes[0], 0.0), y=(slopes[1], 0.0), extra=fitted.extra)
-
-
+    result = bl.RE(calibrate_eccentricity([detector], d["pix"], (cx - half - 1, cx + half + 1, n_map), d["piy"],
+                                          (cy - half - 1, cy + half + 1, n_map), d["eta"], cal_etas,
+                                          intensity_field=field, initial=configured, quadratic=False,
+                                          locate=locate, map_pixel_um=pixel, map_etas=etas,
+                                          figure_path=out / "eccentricity_fit.png",
+                                          md={"sample": "nmc622"})).plan_result
+    _say(str(result))
+    return result

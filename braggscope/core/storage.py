@@ -19,7 +19,10 @@ simulators, analysis).
 
 from __future__ import annotations
 
+import atexit
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,13 @@ import numpy as np
 from braggscope.core.layout import map_layout, raster_order
 from braggscope.core.setup import ScanSetup
 
+from braggscope.core.catalog_lock import acquire_writer_lock, creation_lock
+from braggscope.core.frames import UNIQUE_ID_DATASET, FramePairing, event_frames, verify_frames
+
 __all__ = [
+    "verify_frames",
+    "event_frames",
+    "keep_abort_reason",
     "open_catalog",
     "subscribe_writer",
     "BackgroundWriter",
@@ -103,15 +112,17 @@ def _open_embedded(cfg, readable_paths):
     readable = [Path(r).expanduser() for r in list(p["readable"]) + list(readable_paths)]
     for r in readable:
         r.mkdir(parents=True, exist_ok=True)
-    catalog = from_uri(
-        f"sqlite:///{p['catalog_db']}",
-        writable_storage=[str(p["data"]), f"duckdb:///{p['tables']}"],
-        readable_storage=[str(r) for r in readable],
-        init_if_not_exists=True,
-    )
-    context = Context.from_app(build_app(catalog))
-    client = from_context(context)
+    with creation_lock(p["root"]):  # two processes creating one new catalog: one at a time
+        catalog = from_uri(
+            f"sqlite:///{p['catalog_db']}",
+            writable_storage=[str(p["data"]), f"duckdb:///{p['tables']}"],
+            readable_storage=[str(r) for r in readable],
+            init_if_not_exists=True,
+        )
+        context = Context.from_app(build_app(catalog))
+        client = from_context(context)
     client._braggscope_context = context  # keep the in-process server alive with the client
+    client._braggscope_root = p["root"]  # subscribe_writer takes the catalog's writer lock
     return client
 
 
@@ -140,13 +151,50 @@ def subscribe_writer(RE, client, *, batch_size: int = 50, background: bool = Tru
     -------
     int
         The subscription token (``RE.unsubscribe(token)``).
+
+    Raises
+    ------
+    braggscope.core.catalog_lock.CatalogBusyError
+        Another live process writes to the same embedded catalog (one writer
+        per catalog; the lock is released when this process exits).
+
+    Notes
+    -----
+    Also makes ``RE.abort("why")`` record its reason in the stop document
+    (:func:`keep_abort_reason`).
     """
     from bluesky_tiled_plugins import TiledWriter
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    root = getattr(client, "_braggscope_root", None)
+    if root is not None:
+        acquire_writer_lock(root)
+    keep_abort_reason(RE)
     writer = TiledWriter(client, batch_size=int(batch_size), patches={"resource": _one_frame_per_point})
     return RE.subscribe(BackgroundWriter(writer) if background else writer)
+
+
+def keep_abort_reason(RE) -> None:
+    """Make the stop document of an aborted run carry the reason given to ``RE.abort(reason)``.
+
+    bluesky's ``run_wrapper`` closes the run itself when the abort reaches the
+    plan (``RE.abort`` while paused, the usual case after Ctrl-C) and sends
+    ``close_run`` with the exit status but no reason, so the stop document said
+    ``reason: ''``. The RunEngine's ``close_run`` command is wrapped here to
+    fill in the reason the RunEngine holds when the plan gave none. Idempotent.
+    """
+    if getattr(RE, "_braggscope_keeps_reason", False):
+        return
+    original = RE._command_registry["close_run"]
+
+    async def close_run(msg):
+        if not msg.kwargs.get("reason") and getattr(RE, "_reason", ""):
+            msg = msg._replace(kwargs={**msg.kwargs, "reason": RE._reason})
+        return await original(msg)
+
+    RE.register_command("close_run", close_run)
+    RE._braggscope_keeps_reason = True
 
 
 class BackgroundWriter:
@@ -157,6 +205,11 @@ class BackgroundWriter:
     exception of the wrapped callback is raised to the RunEngine with the
     next document (the run then fails, as it would with a direct callback);
     the documents of that run after it are dropped.
+
+    A run still open when the process exits (a RunEngine left paused, then
+    the session quit) gets a stop document (``exit_status = "abort"``, the
+    reason saying so, the events counted) from :meth:`close_open_runs`, run
+    at interpreter exit, so the catalog never keeps a run without an end.
 
     Parameters
     ----------
@@ -172,10 +225,13 @@ class BackgroundWriter:
         self._queue = queue.Queue()
         self._error = None
         self._broken = False
+        self._open: dict[str, dict] = {}  # run uid -> {"streams": {descriptor uid: name}, "events": {name: n}}
         self._thread = threading.Thread(target=self._work, name="braggscope-catalog-writer", daemon=True)
         self._thread.start()
+        atexit.register(self.close_open_runs)
 
     def __call__(self, name, doc):
+        self._track(name, doc)
         if name == "start":
             self._broken = False
         self._raise_pending()
@@ -189,6 +245,41 @@ class BackgroundWriter:
     def flush(self) -> None:
         """Wait until every queued document is handled."""
         self._queue.join()
+
+    def close_open_runs(self, reason: str = "the process writing this run exited while the run was open "
+                                            "(RunEngine left paused or killed); points recorded so far are kept") -> int:
+        """Write a stop document (``exit_status = "abort"``) for every run started and not stopped.
+
+        Returns the number of runs closed. Called at interpreter exit.
+        """
+        closed = 0
+        for uid, run in list(self._open.items()):
+            stop = {"uid": str(uuid.uuid4()), "run_start": uid, "time": time.time(), "exit_status": "abort",
+                    "reason": reason, "num_events": dict(run["events"])}
+            try:
+                self("stop", stop)
+                closed += 1
+            except Exception:  # noqa: BLE001 - at exit: nothing more can be done
+                self._open.pop(uid, None)
+        return closed
+
+    def _track(self, name, doc):
+        """Keep which runs are open and how many events each stream has (for :meth:`close_open_runs`)."""
+        if name == "start":
+            self._open[doc["uid"]] = {"streams": {}, "events": {}}
+        elif name == "descriptor" and doc.get("run_start") in self._open:
+            run = self._open[doc["run_start"]]
+            run["streams"][doc["uid"]] = doc.get("name", "primary")
+            run["events"].setdefault(doc.get("name", "primary"), 0)
+        elif name in ("event", "event_page"):
+            n = len(doc["seq_num"]) if name == "event_page" else 1
+            for run in self._open.values():
+                stream = run["streams"].get(doc["descriptor"])
+                if stream is not None:
+                    run["events"][stream] += n
+                    break
+        elif name == "stop":
+            self._open.pop(doc.get("run_start"), None)
 
     def _raise_pending(self):
         error, self._error = self._error, None
@@ -322,7 +413,7 @@ def sxdm_stack(run, *, field: str | None = None):
     field = field or setup.image_field
     n_eta, ny, nx = layout.shape
     stream = run["primary"]
-    flat = _lazy_frames(stream[field])
+    flat = _lazy_frames(stream[field], stream=stream, field=field)
     n_points = n_eta * ny * nx
     if flat.shape[0] < n_points:
         raise ValueError(f"run {start['uid']} is incomplete: {flat.shape[0]} of {n_points} points "
@@ -343,15 +434,15 @@ def sxdm_stack(run, *, field: str | None = None):
 def rocking_stack(run, *, field: str | None = None):
     """Frames of a ``bcdi_rocking`` run as a lazy ``(n_eta, rows, cols)`` array.
 
-    Returns
-    -------
-    frames : dask.array.Array, shape (n_eta, rows, cols)
     Parameters
     ----------
     run : BlueskyRun (tiled client)
     field : str, optional
         Detector field of the primary stream; default the setup's image field.
 
+    Returns
+    -------
+    frames : dask.array.Array, shape (n_eta, rows, cols)
     meta : dict
         The start document with ``setup`` (:class:`~braggscope.core.setup.ScanSetup`),
         ``eta`` (n_eta,) the measured angles in degrees and ``exit_status``.
@@ -359,27 +450,28 @@ def rocking_stack(run, *, field: str | None = None):
     start = dict(run.metadata["start"])
     if start.get("plan_name") != "bcdi_rocking":
         raise ValueError(f"run {start.get('uid')} is a {start.get('plan_name')!r}, not a bcdi_rocking")
-    stream = run["primary"]
-    frames = _lazy_frames(stream[field])
-    n = len(start["eta"])
     setup = ScanSetup.from_run(run)
     field = field or setup.image_field
+    stream = run["primary"]
+    frames = _lazy_frames(stream[field], stream=stream, field=field)
+    n = len(start["eta"])
     if frames.shape[0] < n:
         raise ValueError(f"run {start['uid']} is incomplete: {frames.shape[0]} of {n} angles "
                          f"(exit status {_exit_status(run)!r})")
     meta = start
+    meta["setup"] = setup
     meta["eta"] = np.asarray(stream.read(["eta"])["eta"], dtype=float)[:n]
     meta["exit_status"] = _exit_status(run)
     return frames[:n], meta
-    meta["setup"] = setup
 
 
 def _direct_hdf5(array_client, pairing):
     """Frames straight from the detector's HDF5 file when it is on this computer, else None.
 
     Tiled serves an AD_HDF5 dataset as one chunk, so reading frame by frame
-    through it re-reads the file; the catalog still says which file, which
-    dataset and how many frames, and h5py reads only what is sliced.
+    through it re-reads the file; the catalog still says which file and which
+    dataset, and h5py reads only what is sliced. Each event gets the frame its
+    recorded unique id names (:class:`braggscope.core.frames.FramePairing`), whatever else the file holds.
     """
     import dask.array as da
     import h5py
@@ -396,13 +488,17 @@ def _direct_hdf5(array_client, pairing):
     if uri.scheme != "file" or uri.netloc not in ("", "localhost") or not path.is_file():
         return None
     dataset = sources[0].parameters.get("dataset") or "/entry/data/data"
-    n = int(array_client.shape[0])
     f = h5py.File(path, "r", swmr=True)
     data = f[dataset]
-    if data.ndim != 3 or data.shape[0] < n:
+    if data.ndim != 3:
         f.close()
         return None
-    return da.from_array(data, chunks=(1,) + data.shape[1:], asarray=True, fancy=False)[:n]
+    file_ids = np.asarray(f[UNIQUE_ID_DATASET]) if UNIQUE_ID_DATASET in f else None
+    index = pairing.frame_index(data.shape[0], file_ids, path)
+    frames = da.from_array(data, chunks=(1,) + data.shape[1:], asarray=True, fancy=False)
+    if np.array_equal(index, np.arange(index.size)):
+        return frames[:index.size]
+    return frames[index]
 
 
 def _exit_status(run) -> str | None:
@@ -424,12 +520,19 @@ class _SlicedArray:
         return np.asarray(self._client[key])
 
 
-def _lazy_frames(array_client):
+def _lazy_frames(array_client, *, stream=None, field=DETECTOR_FIELD):
+    """The frames of ``stream[field]`` in event order, each event's own frame (dask, lazy).
+
+    Raises ``ValueError`` when frames and events cannot be paired one to one
+    (:class:`braggscope.core.frames.FramePairing`).
+    """
     import dask.array as da
 
-    direct = _direct_hdf5(array_client)
+    pairing = FramePairing(stream, field, int(array_client.shape[0]))
+    direct = _direct_hdf5(array_client, pairing)
     if direct is not None:
         return direct
+    pairing.check_served_in_order()
     wrapped = _SlicedArray(array_client)
     chunks = (1,) + wrapped.shape[1:]
     frames = da.from_array(wrapped, chunks=chunks, asarray=False, fancy=False)
