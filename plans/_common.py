@@ -1,7 +1,9 @@
 """Argument checks and start-document pieces shared by the braggscope plans.
 
-Every check raises ``ValueError`` naming the argument and the allowed range,
-and is called before a plan yields its first message (so before any motion).
+Every check raises :class:`~braggscope.core.errors.ArgumentError` (a
+``ValueError``) naming the argument and the allowed range
+(NaN and infinities included), and is called before a plan yields its first
+message, so before any motion.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.errors import ArgumentError
 from braggscope.core.setup import SETUP_KEY, ScanSetup
 
 #: The beamline keyword arguments the plans took before the setup was recorded by the devices.
@@ -24,14 +27,18 @@ def check_range(name: str, value) -> tuple[float, float, int]:
         start, stop, num = value
         start, stop = float(start), float(stop)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (start, stop, num), got {value!r}") from None
+        raise ArgumentError(f"{name} must be (start, stop, num), got {value!r}") from None
     if not (np.isfinite(start) and np.isfinite(stop)):
-        raise ValueError(f"{name} start/stop must be finite, got {value!r}")
-    if int(num) != num or int(num) < 1:
-        raise ValueError(f"{name} num must be an integer >= 1, got {num!r}")
+        raise ArgumentError(f"{name} start/stop must be finite, got {value!r}")
+    try:
+        whole = int(num) == num and int(num) >= 1
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, not a number
+        whole = False
+    if not whole:
+        raise ArgumentError(f"{name} num must be an integer >= 1, got {num!r}")
     num = int(num)
     if num > 1 and start == stop:
-        raise ValueError(f"{name} is empty: start == stop = {start} with num = {num} > 1")
+        raise ArgumentError(f"{name} is empty: start == stop = {start} with num = {num} > 1")
     return start, stop, num
 
 
@@ -39,9 +46,9 @@ def check_angles(name: str, values) -> list[float]:
     """Validate a non-empty list of finite angles (degrees)."""
     arr = np.atleast_1d(np.asarray(values, dtype=float))
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D list of angles in degrees, got {values!r}")
+        raise ArgumentError(f"{name} must be a non-empty 1-D list of angles in degrees, got {values!r}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN/inf: {values!r}")
+        raise ArgumentError(f"{name} contains NaN/inf: {values!r}")
     return [float(v) for v in arr]
 
 
@@ -63,25 +70,102 @@ def motor_limits(motor) -> tuple[float, float] | None:
 
 
 def check_within_limits(motor, name: str, low: float, high: float) -> None:
-    """Refuse targets ``[low, high]`` outside the motor's soft limits."""
+    """Refuse targets ``[low, high]`` that are not finite or lie outside the motor's soft limits.
+
+    NaN compares False with everything, so it is refused explicitly (it
+    would pass a plain limit comparison and reach the motor).
+    """
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ArgumentError(f"{name} gives {getattr(motor, 'name', motor)} a target that is not finite "
+                         f"({low!r} .. {high!r}): check the argument and the eccentricity coefficients")
     lim = motor_limits(motor)
     if lim is None:
         return
     if low < lim[0] or high > lim[1]:
-        raise ValueError(
+        raise ArgumentError(
             f"{name} needs {motor.name} from {low:.6g} to {high:.6g}, outside its limits "
             f"[{lim[0]:.6g}, {lim[1]:.6g}]")
 
 
-def eccentricity_model(value) -> EccentricityModel:
-    """Accept an EccentricityModel, its dict form, or None (no correction)."""
-    if value is None:
-        return EccentricityModel()
-    if isinstance(value, EccentricityModel):
-        return value
-    if isinstance(value, dict):
-        return EccentricityModel.from_dict(value)
-    raise ValueError(f"eccentricity must be an EccentricityModel, a dict or None, got {type(value).__name__}")
+def eccentricity_model(value, name: str = "eccentricity") -> EccentricityModel:
+    """The plans' check of an eccentricity argument: :meth:`EccentricityModel.coerce`.
+
+    Accepts an EccentricityModel, its dict form, or None (no correction);
+    refuses NaN or infinite coefficients and unknown keys, naming ``name``.
+    """
+    try:
+        return EccentricityModel.coerce(value, name)
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+
+
+def check_number(name: str, value, *, positive: bool = False, optional: bool = False) -> float | None:
+    """A finite number (``> 0`` when ``positive``); None passes when ``optional``.
+
+    Raises
+    ------
+    ArgumentError
+        Naming ``name``, for NaN, infinities, non-numbers and (``positive``) values <= 0.
+    """
+    if value is None and optional:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ArgumentError(f"{name} must be finite, got {value!r}")
+    if positive and not v > 0:
+        raise ArgumentError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def check_numbers(*, positive: Sequence[str] = (), **values) -> None:
+    """:func:`check_number` on each keyword (None allowed); those named in ``positive`` must be > 0.
+
+    Sequences (``cch``, ``reflection``) are checked element by element.
+    """
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple, np.ndarray)):
+            for i, v in enumerate(np.ravel(np.asarray(value, dtype=object))):
+                check_number(f"{name}[{i}]", v, positive=name in positive)
+        else:
+            check_number(name, value, positive=name in positive)
+
+
+def check_fields(detectors: Sequence, **fields) -> None:
+    """Refuse event field names that none of ``detectors`` describes (``describe()`` keys).
+
+    Called before the run opens, so a misspelt ``intensity_field="xrf_countz"``
+    fails before any motion. None values are skipped.
+
+    Raises
+    ------
+    ArgumentError
+        Naming the argument, the field and the fields the detectors do have.
+    """
+    wanted = {arg: f for arg, f in fields.items() if f is not None}
+    if not wanted:
+        return
+    known = available_fields(detectors)
+    for arg, field in wanted.items():
+        if field not in known:
+            close = [k for k in known if k.endswith(("_counts", "_total", "total"))] or sorted(known)
+            raise ArgumentError(f"{arg}={field!r} is not a field of the detectors "
+                             f"{names(detectors)}; available: {', '.join(sorted(close))}")
+
+
+def available_fields(detectors: Sequence) -> set[str]:
+    """Union of the ``describe()`` keys of ``detectors`` (the event fields they will produce)."""
+    known: set[str] = set()
+    for det in detectors:
+        describe = getattr(det, "describe", None)
+        if describe is None:
+            raise ArgumentError(f"detectors: {getattr(det, 'name', det)!r} is not a readable device (no describe())")
+        known.update(describe())
+    return known
 
 
 def setup_metadata(plan: str, setup: ScanSetup | None, beam: dict) -> dict:

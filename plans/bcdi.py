@@ -13,7 +13,8 @@ from braggscope.core.geometry import oversampling_detector, oversampling_rocking
 
 from braggscope.core.setup import ScanSetup
 
-from ._common import area_detector, check_within_limits, eccentricity_model, main_detector, names, setup_metadata
+from ._common import (area_detector, check_numbers, check_within_limits, eccentricity_model, main_detector, names,
+                      setup_metadata)
 from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
 __all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
@@ -162,6 +163,13 @@ def bcdi_rocking(
     if not detectors:
         raise ValueError("detectors must name at least one detector")
     setup_md = setup_metadata("bcdi_rocking", setup, deprecated_beam)
+    check_numbers(eta_center=eta_center, size_m=size_m, d_spacing=d_spacing, oversampling=oversampling,
+                  step_deg=step_deg, eta_range=eta_range, n_fringes=n_fringes, x_um=x_um, y_um=y_um,
+                  energy=None if hasattr(energy, "position") else energy, trigger_timeout_s=trigger_timeout_s,
+                  move_timeout_s=move_timeout_s, **deprecated_beam,
+                  positive=("size_m", "d_spacing", "oversampling", "step_deg", "eta_range", "n_fringes", "energy",
+                            "trigger_timeout_s", "move_timeout_s", "energy_kev", "distance_m", "pixel_m",
+                            "detector_shape"))
     energy_kev, distance_m, pixel_m = _beam(setup, energy, deprecated_beam, area_detector(detectors))
     sigma_det = oversampling_detector(energy_kev, distance_m, pixel_m, size_m)
     if sigma_det < MIN_OVERSAMPLING * (1 - 1e-9) and not allow_undersampling:

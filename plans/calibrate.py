@@ -15,12 +15,16 @@ import numpy as np
 from bluesky import preprocessors as bpp
 from bluesky.utils import MsgGenerator
 
+from braggscope.core.atomic import atomic_path
+from braggscope.core.calibration import CalibrationResult, judge_calibration
+from braggscope.core.config import save_config
 from braggscope.core.eccentricity import EccentricityModel, fit_eccentricity
+from braggscope.core.errors import ArgumentError
 
-from ._common import check_angles, check_range, eccentricity_model
+from ._common import available_fields, check_angles, check_fields, check_number, check_range, eccentricity_model
 from .sxdm import sxdm_map, sxdm_points
 
-__all__ = ["calibrate_eccentricity", "crystal_position", "map_total_variation", "mosaic_fraction",
+__all__ = ["calibrate_eccentricity", "CalibrationResult", "crystal_position", "map_total_variation", "mosaic_fraction",
            "plot_calibration", "signal_kind", "store_eccentricity", "LOCATE_METHODS"]
 
 #: How ``calibrate_eccentricity`` locates the crystal in each coarse map.
@@ -41,43 +45,37 @@ def calibrate_eccentricity(
     quadratic: bool = True,
     threshold: float = 0.2,
     locate: str = "com",
+    map_pixel_um: float | None = None,
+    map_etas: Sequence[float] | None = None,
     cfg=None,
     config_path=None,
     figure_path=None,
     md: dict | None = None,
-) -> MsgGenerator[EccentricityModel]:
-    """Measure and fit the eccentricity drift with coarse maps at several angles.
+) -> MsgGenerator[CalibrationResult]:
+    """Measure and fit the eccentricity drift with coarse maps at several angles, and judge it.
 
     One ``sxdm_map`` run of coarse rasters (``plan_name`` ``sxdm_map``,
     ``purpose`` ``eccentricity_calibration``); at each eta where the crystal
-    diffracts it is located in the map of integrated intensity (``locate``),
-    then ``fit_eccentricity`` fits the drift model. Angles whose map holds no
-    signal (rocking-curve tails) are skipped and listed in
-    ``extra["eta_not_found"]``.
+    is seen it is located in the map of ``intensity_field`` (``locate``),
+    ``fit_eccentricity`` fits the drift model, and
+    :func:`~braggscope.core.calibration.judge_calibration` decides whether the
+    fit can be used. Angles whose map holds no signal (rocking-curve tails)
+    are skipped and listed in ``result.eta_not_found``.
 
     With a diffraction signal only the *diffracting* part of the crystal is
     seen. In a mosaic or bent crystal (NMC622) different regions diffract at
     different eta and that region sweeps across the crystal with eta; a
     rigid drift along the sweep adds to it and no diffraction map can tell
-    the two apart (both locators measure drift + sweep, with small
-    residuals). ``extra["mosaic_fraction"]`` (see :func:`mosaic_fraction`)
-    flags such crystals: above ~0.4 the fit is not the goniometer's drift
-    and should not be used.
-
-    For mosaic crystals, locate the particle with its X-ray fluorescence
-    instead (``calibrate_eccentricity([xrf], ..., intensity_field="xrf_counts")``,
-    :class:`braggscope.devices.fluorescence.FluorescenceDetector`): the
-    fluorescence map shows the whole particle at any eta, whatever diffracts,
-    so the located position is the particle's and the angles may span more
-    than the rocking curve (a longer lever arm on the drift). The signal is
-    then recorded as ``extra["signal"] = "fluorescence"`` (the detector
-    reading ``intensity_field`` declares ``bragg_independent = True``), and
-    ``mosaic_fraction`` is no criterion: it only reflects how far the drift
-    moves the particle's edges across the map. What must hold instead is that
-    the signal does not change with eta: ``extra["map_total_variation"]``
-    (relative spread of the maps' background-subtracted totals), below ~0.1
-    when the particle stays inside every map (0.08 for NMC622 on 11 x 11
-    maps: Poisson noise and the point sampling of its edges).
+    the two apart. ``result.mosaic_fraction`` (:func:`mosaic_fraction`) flags
+    such crystals: above 0.4 the fit is rejected. Locate mosaic crystals by
+    their X-ray fluorescence instead (``intensity_field="xrf_counts"`` with
+    :class:`braggscope.devices.fluorescence.FluorescenceDetector`): the map
+    shows the whole particle at any eta, so the angles may span more than the
+    rocking curve (a longer lever arm on the drift). The signal is then
+    ``"fluorescence"`` (the detector declares ``bragg_independent = True``)
+    and what must hold instead is that the maps' totals do not change with
+    eta (``result.map_total_variation`` <= 0.2; 0.08 for NMC622 on 11 x 11
+    maps).
 
     Parameters
     ----------
@@ -87,13 +85,14 @@ def calibrate_eccentricity(
     etas : sequence of float
         At least 3 angles (2 with ``quadratic=False``), degrees.
     intensity_field : str, optional
-        Scalar event field with the integrated detector intensity per point;
-        by default the first field ending in ``total`` (``mpx1x4_total``,
-        ``mpx1x4_stats_total``). ``"xrf_counts"``: the fluorescence detector
-        (the way for mosaic crystals, see above).
-    initial : EccentricityModel, optional
-        A previous model: the coarse maps follow it, and the result is the
-        total drift (refinement).
+        Scalar event field with the integrated signal per point, checked
+        against the detectors' ``describe()`` before the run opens; by
+        default the first field ending in ``total`` (``mpx1x4_total``,
+        ``mpx1x4_stats_total``). ``"xrf_counts"``: the fluorescence detector.
+    initial : EccentricityModel or dict, optional
+        A previous model: the coarse maps follow it, and the fit is the total
+        drift (refinement). Also the fallback kept where the fit is not trusted
+        (else ``cfg``'s ``[eccentricity]``, else no drift).
     quadratic : bool
         Fit the quadratic term.
     threshold : float
@@ -104,72 +103,114 @@ def calibrate_eccentricity(
         ``"register"``: sub-pixel phase cross-correlation (x20 upsampled) of
         each map on its neighbour, chained from the strongest map, whose
         centre of mass anchors the positions
-        (:func:`braggscope.analysis.sxdm.drift.register_drift`); less
-        sensitive to intensity changes within a compact crystal.
+        (:func:`braggscope.analysis.sxdm.drift.register_drift`).
+    map_pixel_um : float, optional
+        Pixel (um) of the maps the correction is for: the fit's rms residual
+        and its drift uncertainty over ``map_etas`` must stay within half of
+        it. Default: the coarse maps' larger step.
+    map_etas : sequence of float, optional
+        Angles (deg) the correction will be used at; default ``etas``.
     cfg : braggscope.core.config.Config, optional
-        Updated in place (``[eccentricity]``) and written to ``config_path``.
+        When the fit is accepted, ``result.use`` is stored in its
+        ``[eccentricity]`` (in place) and written to ``config_path``; a
+        rejected fit leaves it unchanged.
     config_path : path-like, optional
         Where to save the updated configuration (needs ``cfg``).
     figure_path : path-like, optional
-        PNG of the measured positions and the fit.
+        PNG of the measured positions and the fit (:func:`plot_calibration`).
     md : dict, optional
 
     Returns
     -------
-    EccentricityModel
-        The plan's return value (``RE(plan)`` with ``call_returns_result=True``
-        gives it as ``result.plan_result``). ``extra`` holds the measured
-        positions, the rms residual, the slope standard errors, ``locate``,
-        ``intensity_field``, ``signal`` (``"fluorescence"`` or
-        ``"diffraction"``), ``mosaic_fraction`` and ``map_total_variation``.
+    CalibrationResult
+        The plan's return value (``RE(plan).plan_result`` with
+        ``call_returns_result=True``): ``print(result)`` reports the fit, the
+        verdict (``result.accepted``, ``result.reason``, ``result.verdict()``)
+        and the model to apply, ``result.use``.
 
     Yields
     ------
     Msg
         The messages of one ``sxdm_map`` run.
 
+    Raises
+    ------
+    ArgumentError
+        Before any message, for bad ranges, angles, NaN or infinite numbers,
+        an unknown ``locate`` or an ``intensity_field`` no detector provides.
+
     See Also
     --------
-    braggscope.plans.sxdm_map, braggscope.core.eccentricity.fit_eccentricity, mosaic_fraction
+    braggscope.plans.sxdm_map, braggscope.core.eccentricity.fit_eccentricity,
+    braggscope.core.calibration.judge_calibration, mosaic_fraction
     """
     etas = check_angles("etas", etas)
     need = 3 if quadratic else 2
     if len(set(etas)) < need:
-        raise ValueError(f"etas must hold at least {need} distinct angles, got {etas!r}")
+        raise ArgumentError(f"etas must hold at least {need} distinct angles, got {etas!r}")
     x_range, y_range = check_range("x_range", x_range), check_range("y_range", y_range)
     if x_range[2] < 3 or y_range[2] < 3:
-        raise ValueError("x_range and y_range need num >= 3 to locate the crystal")
+        raise ArgumentError("x_range and y_range need num >= 3 to locate the crystal")
     if locate not in LOCATE_METHODS:
-        raise ValueError(f"locate must be one of {LOCATE_METHODS}, got {locate!r}")
+        raise ArgumentError(f"locate must be one of {LOCATE_METHODS}, got {locate!r}")
     if not 0 <= threshold < 1:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+        raise ArgumentError(f"threshold must be in [0, 1), got {threshold!r}")
+    map_pixel_um = check_number("map_pixel_um", map_pixel_um, positive=True, optional=True)
+    map_etas = check_angles("map_etas", map_etas) if map_etas is not None else None
     if config_path is not None and cfg is None:
-        raise ValueError("config_path needs cfg (the configuration to update)")
-    start_model = eccentricity_model(initial)
+        raise ArgumentError("config_path needs cfg (the configuration to update)")
+    if not detectors:
+        raise ArgumentError("detectors must name at least one detector")
+    start_model = eccentricity_model(initial, "initial")
+    fallback = start_model if initial is not None else (
+        eccentricity_model(cfg.get("eccentricity"), "cfg [eccentricity]") if cfg is not None else None)
+    field = _intensity_field(detectors, intensity_field)
 
     values: list[float] = []
-    chosen: dict = {"field": intensity_field}
-
-    def collect(name, doc):
-        data = doc["data"]
-        if chosen["field"] is None:
-            keys = [k for k in data if k.endswith("total")]
-            if not keys:
-                raise ValueError(f"no intensity field ending in 'total' among {sorted(data)}; "
-                                 "pass intensity_field")
-            chosen["field"] = keys[0]
-        values.append(float(data[chosen["field"]]))
-
     _md = {"purpose": "eccentricity_calibration"}
     _md.update(md or {})
     plan = sxdm_map(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas,
                     eccentricity=start_model, snake=False, md=_md)
-    yield from bpp.subs_wrapper(plan, {"event": [collect]})
+    yield from bpp.subs_wrapper(plan, {"event": [lambda name, doc: values.append(float(doc["data"][field]))]})
 
     n_eta, ny, nx = len(etas), y_range[2], x_range[2]
     if len(values) != n_eta * ny * nx:
         raise RuntimeError(f"calibration collected {len(values)} of {n_eta * ny * nx} points")
     maps = np.asarray(values).reshape(n_eta, ny, nx)
+    found, xs, ys = _locate(maps, x_range, y_range, etas, start_model, threshold=threshold, need=need,
+                            locate=locate)
+    eta_found = [etas[i] for i in found]
+    fitted = fit_eccentricity(eta_found, xs, ys, quadratic=quadratic)
+    if map_pixel_um is None:
+        map_pixel_um = max(abs(r[1] - r[0]) / (r[2] - 1) for r in (x_range, y_range))
+    result = judge_calibration(
+        fitted, pixel_um=map_pixel_um, etas=map_etas or eta_found, signal=signal_kind(detectors, field),
+        mosaic_fraction=mosaic_fraction(maps, etas), map_total_variation=map_total_variation(maps[found]),
+        fallback=fallback, eta=eta_found, x_um=xs, y_um=ys,
+        eta_not_found=[e for i, e in enumerate(etas) if i not in set(found.tolist())],
+        intensity_field=field, locate=locate)
+    if cfg is not None and result.accepted:
+        store_eccentricity(cfg, result.use, config_path)
+    if figure_path is not None:
+        plot_calibration(result, figure_path)
+    return result
+
+
+def _intensity_field(detectors, intensity_field) -> str:
+    """The event field to locate the crystal in, checked against the detectors' ``describe()``."""
+    if intensity_field is not None:
+        check_fields(detectors, intensity_field=intensity_field)
+        return intensity_field
+    known = sorted(available_fields(detectors))
+    totals = [k for k in known if k.endswith("total")]
+    if not totals:
+        raise ArgumentError(f"no intensity field ending in 'total' among {known}; pass intensity_field")
+    return totals[0]
+
+
+def _locate(maps, x_range, y_range, etas, start_model, *, threshold, need, locate):
+    """Angles (indices) where the crystal is seen and its positions (um) there."""
+    n_eta = len(etas)
     _, y_pts, x_pts = sxdm_points(x_range, y_range, etas, eccentricity=start_model, snake=False)
     x_pts, y_pts = x_pts.reshape(maps.shape), y_pts.reshape(maps.shape)
     found, xs, ys, first_error = [], [], [], None
@@ -188,19 +229,7 @@ def calibrate_eccentricity(
     if locate == "register":
         offsets = np.stack([x_pts[found, 0, 0] - x_range[0], y_pts[found, 0, 0] - y_range[0]], axis=1)
         xs, ys = _registered_positions(maps[found], x_range, y_range, xs, ys, offsets)
-    eta_found = [etas[i] for i in found]
-    model = fit_eccentricity(eta_found, xs, ys, quadratic=quadratic)
-    model.extra.update({"eta": eta_found, "x_um": xs.tolist(), "y_um": ys.tolist(),
-                        "eta_not_found": [e for i, e in enumerate(etas) if i not in set(found.tolist())],
-                        "intensity_field": chosen["field"], "locate": locate,
-                        "signal": signal_kind(detectors, chosen["field"]),
-                        "mosaic_fraction": mosaic_fraction(maps, etas),
-                        "map_total_variation": map_total_variation(maps[found])})
-    if cfg is not None:
-        store_eccentricity(cfg, model, config_path)
-    if figure_path is not None:
-        plot_calibration(model, figure_path)
-    return model
+    return found, xs, ys
 
 
 def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=5.0) -> tuple[float, float]:
@@ -344,9 +373,7 @@ def _registered_positions(maps, x_range, y_range, x_com, y_com, offsets):
 
 
 def store_eccentricity(cfg, model: EccentricityModel, path=None):
-    """Put a model in ``cfg['eccentricity']`` and optionally save the config file."""
-    from braggscope.core.config import save_config
-
+    """Put a model in ``cfg['eccentricity']`` and optionally save the config file (atomically)."""
     cfg.set("eccentricity.eta0", float(model.eta0))
     cfg.set("eccentricity.x", [float(v) for v in model.x])
     cfg.set("eccentricity.y", [float(v) for v in model.y])
@@ -355,13 +382,14 @@ def store_eccentricity(cfg, model: EccentricityModel, path=None):
     return None
 
 
-def plot_calibration(model: EccentricityModel, path) -> Path:
-    """Save a figure of the measured crystal positions and the fitted drift."""
+def plot_calibration(result: CalibrationResult, path) -> Path:
+    """Save a figure of the measured crystal positions, the fitted drift and the verdict."""
     from matplotlib.figure import Figure
 
-    eta = np.asarray(model.extra["eta"], dtype=float)
-    x = np.asarray(model.extra["x_um"]) - model.extra.get("x_at_eta0", 0.0)
-    y = np.asarray(model.extra["y_um"]) - model.extra.get("y_at_eta0", 0.0)
+    model = result.fitted
+    eta = np.asarray(result.eta, dtype=float)
+    x = np.asarray(result.x_um) - result.position_um[0]
+    y = np.asarray(result.y_um) - result.position_um[1]
     fine = np.linspace(eta.min(), eta.max(), 200)
     fx, fy = model.offset(fine)
     fig = Figure(figsize=(6, 4), layout="constrained")
@@ -372,12 +400,13 @@ def plot_calibration(model: EccentricityModel, path) -> Path:
     ax.plot(fine, fy, "--", label=f"y fit ({model.y[0]:.3g} um/deg, {model.y[1]:.3g} um/deg$^2$)")
     ax.set_xlabel("eta (deg)")
     ax.set_ylabel("drift relative to eta0 (um)")
-    ax.set_title(f"eccentricity calibration ({model.extra.get('signal', 'diffraction')}, "
-                 f"{model.extra.get('locate', 'com')}), rms residual "
-                 f"{model.extra.get('rms_residual_um', float('nan')):.3g} um, mosaic fraction "
-                 f"{model.extra.get('mosaic_fraction', float('nan')):.2f}", fontsize="medium")
+    ax.set_title(f"eccentricity calibration ({result.signal}, {result.locate}): "
+                 f"{'accepted' if result.accepted else 'REJECTED'}\nrms residual {result.rms_residual_um:.3g} um, "
+                 f"mosaic fraction {result.mosaic_fraction:.2f}, map total variation "
+                 f"{result.map_total_variation:.3f}", fontsize="medium")
     ax.legend(fontsize="small")
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return path

@@ -13,7 +13,8 @@ from braggscope.core.layout import raster_order
 
 from braggscope.core.setup import ScanSetup
 
-from ._common import (check_angles, check_range, check_within_limits, eccentricity_model, main_detector, names,
+from ._common import (check_angles, check_numbers, check_range, check_within_limits, eccentricity_model,
+                      main_detector, names,
                       setup_metadata)
 from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
 
@@ -105,6 +106,9 @@ def sxdm_map(
     if not detectors:
         raise ValueError("detectors must name at least one detector")
     setup_md = setup_metadata("sxdm_map", setup, deprecated_beam)
+    check_numbers(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s, **deprecated_beam,
+                  positive=("trigger_timeout_s", "move_timeout_s", "energy_kev", "distance_m", "pixel_m",
+                            "detector_shape"))
 
     shape = [len(etas), y_range[2], x_range[2]]
     raster = {"fast": x_motor.name, "slow": y_motor.name, "x": list(x_range), "y": list(y_range),

@@ -32,10 +32,11 @@ def _quick_main_map(setup):
 def test_demo_calibration_from_fluorescence_is_accepted_and_right(bl, tmp_path):
     setup = bl.sim.bragg_setup()
     etas, pixel = _quick_main_map(setup)
-    model, accepted, why = _calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
-    assert accepted, why
-    assert model.extra["signal"] == "fluorescence"
-    assert max(model.extra["eta"]) - min(model.extra["eta"]) > 2 * (setup["eta_stop"] - setup["eta_start"])
+    result = _calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
+    model = result.fitted
+    assert result.accepted, result.reason
+    assert result.signal == "fluorescence"
+    assert max(result.eta) - min(result.eta) > 2 * (setup["eta_stop"] - setup["eta_start"])
     rock = np.linspace(etas[0], etas[-1], 21)
     rel_fit = np.stack(model.offset(rock)) - np.stack(model.offset(rock[0]))[:, None]
     rel_true = np.stack(bl.sim.eccentricity.offset(rock)) - np.stack(bl.sim.eccentricity.offset(rock[0]))[:, None]
@@ -47,6 +48,6 @@ def test_demo_calibration_without_fluorescence_rejects_the_mosaic_crystal(bl, tm
     bl.xrf = None  # pv.fluorescence = "": the diffraction maps are all there is
     setup = bl.sim.bragg_setup()
     etas, pixel = _quick_main_map(setup)
-    model, accepted, why = _calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
-    assert model.extra["signal"] == "diffraction"
-    assert not accepted and "mosaic" in why
+    result = _calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
+    assert result.signal == "diffraction"
+    assert not result.accepted and "mosaic" in result.reason

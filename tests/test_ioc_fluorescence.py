@@ -79,16 +79,17 @@ def test_xrf_calibration_over_ca_recovers_true_drift(sim_devices, xrf, truth, tm
     half, n = setup["extent_um"] + 1.0, 9
     pixel = 2 * half / (n - 1)
     etas = list(np.linspace(setup["eta"] - 3.0, setup["eta"] + 3.0, 5))
-    model = RE(calibrate_eccentricity([xrf], d["pix"], (cx - half, cx + half, n), d["piy"],
-                                      (cy - half, cy + half, n), d["eta"], etas, intensity_field="xrf_counts",
-                                      quadratic=False)).plan_result
-    assert model.extra["signal"] == "fluorescence" and not model.extra["eta_not_found"]
-    assert model.extra["map_total_variation"] < 0.2
+    result = RE(calibrate_eccentricity([xrf], d["pix"], (cx - half, cx + half, n), d["piy"],
+                                       (cy - half, cy + half, n), d["eta"], etas, intensity_field="xrf_counts",
+                                       quadratic=False)).plan_result
+    model = result.fitted
+    assert result.signal == "fluorescence" and not result.eta_not_found
+    assert result.map_total_variation < 0.2
     # measured positions against the true apparent centre at each eta (the particle's
     # thickness-weighted centre, moved by the true drift): within a quarter of a coarse pixel
     # (point sampling of a sharp-edged particle on a 0.7 um grid limits the centre of mass)
     true = np.array([truth.apparent_center(e) for e in etas])
-    got = np.stack([model.extra["x_um"], model.extra["y_um"]], axis=1)
+    got = np.stack([result.x_um, result.y_um], axis=1)
     assert np.abs(got - true).max() < pixel / 4, (got - true, pixel)
     # the fitted line follows the true (slightly quadratic) drift across the 6 deg span
     fine = np.linspace(etas[0], etas[-1], 25)

@@ -56,19 +56,18 @@ def test_register_recovers_true_drift_on_compact_particle(tmp_path):
     etas = list(np.linspace(setup["eta"] - 0.05, setup["eta"] + 0.05, 5))
     half, n = 2.5, 13
     pixel = 2 * half / (n - 1)
-    model = _calibrate(sim, devs, RE, etas, half, n, locate="register")
-    assert model.extra["locate"] == "register"
-    err = _error_vs_truth(model, sim.eccentricity, etas)
+    result = _calibrate(sim, devs, RE, etas, half, n, locate="register")
+    assert result.locate == "register"
+    err = _error_vs_truth(result.fitted, sim.eccentricity, etas)
     assert np.all(err < pixel / 2), (err, pixel)
-    # the whole particle diffracts together: not mosaic
-    assert model.extra["mosaic_fraction"] < 0.25
+    # the whole particle diffracts together: not mosaic, and the fit is accepted
+    assert result.mosaic_fraction < 0.25
+    assert result.accepted, result.reason
 
 
 @pytest.mark.slow
 def test_mosaic_nmc622_is_flagged_not_trusted(tmp_path):
     """A 1.5 um/deg drift on NMC622, calibrated over its whole rocking range (as the demo does)."""
-    from braggscope.app.demo import _calibration_verdict
-
     theta = SimulatedBeamline.from_config(load_config(), sample="nmc622").bragg_setup()["eta"]
     drift = {"eta0": theta, "x": [1.5, 0.0], "y": [-1.0, 0.0]}
     sim, devs, RE, setup = _beamline(tmp_path, "nmc622", drift)
@@ -76,14 +75,14 @@ def test_mosaic_nmc622_is_flagged_not_trusted(tmp_path):
     half, n = setup["extent_um"] + 1.0, 9
     map_pixel = 2 * setup["extent_um"] / 11  # the quick demo's map pixel (12 points)
     for locate in ("com", "register"):
-        model = _calibrate(sim, devs, RE, etas, half, n, locate=locate, quadratic=False)
+        result = _calibrate(sim, devs, RE, etas, half, n, locate=locate, quadratic=False, map_pixel_um=map_pixel)
         # the tails of the range hold no signal: skipped, not fatal
-        assert model.extra["eta_not_found"] and len(model.extra["eta"]) >= 4
-        assert model.extra["mosaic_fraction"] > 0.4, model.extra["mosaic_fraction"]
-        accepted, why = _calibration_verdict(model, map_pixel, etas)
-        assert not accepted and "mosaic" in why
+        assert result.eta_not_found and len(result.eta) >= 4
+        assert result.mosaic_fraction > 0.4, result.mosaic_fraction
+        assert not result.accepted and "mosaic" in result.reason
+        assert result.use == EccentricityModel()  # rejected: the fallback (no drift) is kept
         # why it must be rejected: the fitted drift is not the true drift (the sweep adds to it)
-        err = _error_vs_truth(model, sim.eccentricity, model.extra["eta"])
+        err = _error_vs_truth(result.fitted, sim.eccentricity, result.eta)
         assert err[0] > 3 * map_pixel, (locate, err)
 
 

@@ -10,7 +10,6 @@ import pytest
 from bluesky import RunEngine
 
 from braggscope.core.config import load_config
-from braggscope.app.demo import _calibration_verdict
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import calibrate_eccentricity, crystal_position, sxdm_map
 from braggscope.simulators.inprocess import make_inprocess_devices
@@ -50,38 +49,26 @@ def test_fluorescence_calibration_recovers_the_true_drift_of_a_mosaic_crystal(nm
     span = 2.0  # wider than the +-0.7 deg rocking range: fluorescence needs no Bragg condition
     half, n = setup["extent_um"] + 1.0 + 0.5 * span, 11
     etas = list(np.linspace(theta - span, theta + span, 9))
-    model = RE(calibrate_eccentricity([devs["xrf"]], devs["pix"], (cx - half, cx + half, n), devs["piy"],
-                                      (cy - half, cy + half, n), devs["eta"], etas,
-                                      intensity_field="xrf_counts", quadratic=False)).plan_result
-    assert model.extra["signal"] == "fluorescence" and model.extra["intensity_field"] == "xrf_counts"
-    assert not model.extra["eta_not_found"]  # the particle fluoresces at every angle
-    assert model.extra["map_total_variation"] < 0.2
-
     # the main map's grid (the quick demo's: 12 x 10 points over the crystal)
     ext = setup["extent_um"]
     grid = ((cx - ext, cx + ext, 12), (cy - ext, cy + ext, 10))
     pixel = 2 * setup["extent_um"] / 11
     rock = np.linspace(setup["eta_start"], setup["eta_stop"], 41)
+    result = RE(calibrate_eccentricity([devs["xrf"]], devs["pix"], (cx - half, cx + half, n), devs["piy"],
+                                       (cy - half, cy + half, n), devs["eta"], etas, intensity_field="xrf_counts",
+                                       quadratic=False, map_pixel_um=pixel, map_etas=rock)).plan_result
+    model = result.fitted
+    assert result.signal == "fluorescence" and result.intensity_field == "xrf_counts"
+    assert not result.eta_not_found  # the particle fluoresces at every angle
+    assert result.map_total_variation < 0.2
     rel_fit = np.stack(model.offset(rock)) - np.stack(model.offset(rock[0]))[:, None]
     rel_true = np.stack(sim.eccentricity.offset(rock)) - np.stack(sim.eccentricity.offset(rock[0]))[:, None]
     assert np.abs(rel_true).max() > 2 * pixel  # uncorrected, the crystal would slide by > 2 pixels
     assert np.abs(rel_fit - rel_true).max() < pixel / 4, (model, sim.eccentricity)
-    accepted, why = _calibration_verdict(model, pixel, rock)
-    assert accepted, why
+    assert result.accepted, result.reason
+    assert result.significant == {"x": True, "y": True} and result.use.x == model.x
 
     # measured: a map following the fit keeps the particle within one map pixel across the
     # rocking range; one without correction does not
     assert _centre_spread(RE, devs, model, setup, grid).max() < pixel
     assert _centre_spread(RE, devs, EccentricityModel(), setup, grid).max() > 2 * pixel
-
-
-def test_verdict_still_rejects_diffraction_from_a_mosaic_crystal():
-    model = EccentricityModel(eta0=9.0, x=(3.4, 0.0), y=(0.0, 0.0), extra={
-        "signal": "diffraction", "mosaic_fraction": 0.7, "map_total_variation": 0.9, "rms_residual_um": 0.01,
-        "x_slope_stderr_um_per_deg": 0.01, "y_slope_stderr_um_per_deg": 0.01})
-    accepted, why = _calibration_verdict(model, 0.3, [8.3, 9.7])
-    assert not accepted and "mosaic" in why
-    # fluorescence whose totals follow a rocking curve is not Bragg-independent: rejected
-    model.extra["signal"] = "fluorescence"
-    accepted, why = _calibration_verdict(model, 0.3, [8.3, 9.7])
-    assert not accepted and "fluorescence map totals vary" in why

@@ -242,7 +242,7 @@ def _scenario_drift(out: Path) -> dict:
         xr, yr = (cx - half, cx + half, n), (cy - half, cy + half, n)
         etas = list(np.linspace(setup["eta"] - 0.05, setup["eta"] + 0.05, 5))
         model = RE(calibrate_eccentricity([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas,
-                                          figure_path=out / "fit.png")).plan_result
+                                          figure_path=out / "fit.png")).plan_result.fitted
         fine = np.linspace(etas[0], etas[-1], 11)
         rel_fit = np.stack(model.offset(fine)) - np.stack(model.offset(fine[0]))[:, None]
         rel_true = np.stack(sim.eccentricity.offset(fine)) - np.stack(sim.eccentricity.offset(fine[0]))[:, None]

@@ -69,7 +69,8 @@ def calibrated(sim, tmp_path_factory):
     result = RE(calibrate_eccentricity([devs["mpx1x4"]], devs["pix"], x_range, devs["piy"], y_range,
                                        devs["eta"], etas, cfg=site, config_path=cfg_file,
                                        figure_path=tmp / "fit.png"))
-    return result.plan_result, etas, cfg_file, tmp / "fit.png"
+    assert result.plan_result.accepted, result.plan_result.reason
+    return result.plan_result.use, etas, cfg_file, tmp / "fit.png"
 
 
 def test_calibration_recovers_true_drift(sim, calibrated):

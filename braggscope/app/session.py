@@ -26,6 +26,7 @@ an incomplete map and names how many points it has; read ``run["primary"]``).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -148,6 +149,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     ns.update(devices)
     for name in plans.__all__:
         ns[name] = getattr(plans, name)
+    ns["calibrate_eccentricity"] = _printing_result(plans.calibrate_eccentricity)  # the operator sees the verdict
     for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
         ns[name] = getattr(storage, name)
     mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")
@@ -156,6 +158,18 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
                                      devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
     ns["__cleanup__"] = lambda: (bus is not None and bus.close(), owner.__exit__(None, None, None))
     return ns
+
+
+def _printing_result(plan_function):
+    """``plan_function``, printing its result (a calibration's report and verdict) when the plan ends."""
+
+    @functools.wraps(plan_function)
+    def plan(*args, **kwargs):
+        result = yield from plan_function(*args, **kwargs)
+        print(result, flush=True)
+        return result
+
+    return plan
 
 
 def _has_display() -> bool:

@@ -4,6 +4,13 @@
 ``BRAGGSCOPE_CONFIG`` environment variable, or the packaged default, which
 points at the simulator. Missing keys fall back to the packaged default, so a
 site file only needs what differs.
+
+The merged configuration is validated section by section
+(:mod:`braggscope.core.config_schema`): an unknown section or key, a value of
+the wrong type and a missing or empty required value are refused with a
+:class:`~braggscope.core.errors.ConfigError` of one line naming the file, the
+key and what is allowed, e.g.
+``config site.toml: [detector] distanse_m: unknown key (allowed: name, pixel_m, ...)``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_CONFIG_PATH", "Config", "load_config", "save_config"]
+import tomli_w
+from pydantic import BaseModel, ValidationError
+
+from .config_schema import ConfigSchema
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_PATH", "Config", "load_config", "save_config", "validate_config"]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
 
@@ -71,6 +84,12 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     path : path-like, optional
         A TOML file. Defaults to ``$BRAGGSCOPE_CONFIG`` or the packaged
         simulator configuration.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not TOML, or does not match the schema (see
+        :func:`validate_config`).
     """
     with open(DEFAULT_CONFIG_PATH, "rb") as f:
         data = tomllib.load(f)
@@ -78,13 +97,14 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if chosen:
         chosen = Path(chosen).expanduser()
         if not chosen.is_file():
-            raise FileNotFoundError(f"configuration file not found: {chosen}")
+            raise ConfigError(f"configuration file not found: {chosen}")
         with open(chosen, "rb") as f:
             try:
                 site = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"invalid TOML in {chosen}: {exc}") from exc
+                raise ConfigError(f"config {chosen}: invalid TOML: {exc}") from None
         data = _merge(data, site)
+    validate_config(data, chosen or DEFAULT_CONFIG_PATH)
     cfg = Config(data)
     cfg.path = Path(chosen) if chosen else DEFAULT_CONFIG_PATH
     return cfg
@@ -92,8 +112,6 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
 
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:
     """Write a configuration to TOML atomically (temporary file, then rename)."""
-    import tomli_w
-
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -101,3 +119,62 @@ def save_config(cfg: Config, path: str | os.PathLike) -> Path:
         tomli_w.dump(dict(cfg), f)
     os.replace(tmp, path)
     return path
+
+
+def validate_config(data: dict, path: str | os.PathLike = "<config>") -> None:
+    """Check a merged configuration against :class:`~braggscope.core.config_schema.ConfigSchema`.
+
+    Parameters
+    ----------
+    data : dict
+        The nested configuration (TOML tables as dicts).
+    path : path-like
+        The file the values came from, named in the error.
+
+    Raises
+    ------
+    ConfigError
+        One line: ``config PATH: [section] key: problem (allowed: ...)``;
+        several problems are joined with ``; ``.
+    """
+    try:
+        ConfigSchema.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"config {path}: " + "; ".join(problems)) from None
+
+
+def _describe(err: dict) -> str:
+    """One pydantic error as ``[section] key: problem``."""
+    loc = err["loc"]
+    model: type[BaseModel] = ConfigSchema
+    sections: list[str] = []
+    i = 0
+    while i < len(loc) - 1 and isinstance(loc[i], str):
+        field = model.model_fields.get(loc[i])
+        sub = field.annotation if field is not None else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            break
+        sections.append(loc[i])
+        model = sub
+        i += 1
+    key = "".join(f"[{p}]" if isinstance(p, int) else (p if j == 0 else f".{p}") for j, p in enumerate(loc[i:]))
+    allowed = ", ".join(model.model_fields)
+    kind = err["type"]
+    if not sections and loc:  # a whole section
+        if kind == "extra_forbidden":
+            return f"[{key}]: unknown section (allowed: {allowed})"
+        if kind == "missing":
+            return f"[{key}]: required section missing"
+        return f"[{key}]: must be a table of keys, got {err.get('input')!r}"
+    where = f"[{'.'.join(sections)}] {key}".rstrip()
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key (allowed: {allowed})"
+    if kind == "missing":
+        return f"{where}: required key missing"
+    if kind == "string_too_short":
+        return f"{where}: required value is empty"
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and kind != "value_error":
+        msg = f"{msg[:1].lower()}{msg[1:]}, got {err['input']!r} ({type(err['input']).__name__})"
+    return f"{where}: {msg}"

@@ -1,0 +1,145 @@
+"""The schema of the beamline configuration: one pydantic model per TOML section.
+
+:func:`braggscope.core.config.load_config` validates the merged configuration
+(packaged defaults + site file) against :class:`ConfigSchema` and turns the
+first problems into one :class:`~braggscope.core.errors.ConfigError` line
+naming the file, the section, the key and what is allowed. Types are strict:
+a number given as a string (``pixel_m = "55e-6"``) is refused, an integer is
+accepted where a float is expected, and floats must be finite. Every model
+forbids unknown keys, so a misspelt key (``distanse_m``) or section
+(``[storag]``) is refused instead of silently falling back to the default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["ConfigSchema", "SECTIONS"]
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Pair = Annotated[list[Finite], Field(min_length=2, max_length=2)]
+Required = Annotated[str, Field(min_length=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Beamline(_Section):
+    name: str
+    simulated: bool
+
+
+class PVs(_Section):
+    piezo: Required
+    diffractometer: Required
+    energy: Required
+    detector: Required
+    fluorescence: str  # "" = no fluorescence detector
+
+
+class Detector(_Section):
+    name: Required
+    pixel_m: Positive
+    shape: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=2)]
+    cch: Pair
+    distance_m: Positive
+    saturation: Annotated[int, Field(gt=0)]
+    write_path: Required
+    read_path: Required
+
+
+class Energy(_Section):
+    energy_kev: Positive
+
+
+class Limits(_Section):
+    pix: Pair | None = None
+    piy: Pair | None = None
+    piz: Pair | None = None
+    eta: Pair | None = None
+    phi: Pair | None = None
+    nu: Pair | None = None
+    delta: Pair | None = None
+    energy: Pair | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _ordered(cls, pair):
+        if pair is not None and not pair[0] < pair[1]:
+            raise ValueError(f"limits must be [low, high] with low < high, got {pair}")
+        return pair
+
+
+class Eccentricity(_Section):
+    eta0: Finite
+    x: Pair
+    y: Pair
+
+
+class Storage(_Section):
+    data_dir: Required
+    tiled_uri: str
+    api_key: str
+    readable_paths: list[str] = []
+
+
+class Simulator(_Section):
+    sample: Required
+    seed: Annotated[int, Field(ge=0)]
+    host: Required
+    ca_server_port: Annotated[int, Field(ge=0, le=65535)]
+    realtime: bool
+    probe_fwhm_um: Positive
+    peak_rate: NonNegative
+    background_rate: NonNegative
+    bcdi_peak_rate: NonNegative
+    bcdi_beam_fwhm_um: Positive
+    xrf_rate: NonNegative
+    xrf_background_rate: NonNegative
+    renderer: str = ""  # "package.module:function", a renderer factory called with the config
+    velocities: dict[str, Positive] = {}  # motor name -> speed (um/s or deg/s)
+    eccentricity: Eccentricity
+
+    @field_validator("velocities")
+    @classmethod
+    def _known_motors(cls, value):
+        unknown = sorted(set(value) - set(Limits.model_fields))
+        if unknown:
+            raise ValueError(f"unknown motor(s) {unknown} (allowed: {', '.join(Limits.model_fields)})")
+        return value
+
+
+class Bus(_Section):
+    """The document bus (braggscope.app.bus): url "" = no bus."""
+
+    url: str
+    stream: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
+    subject: Annotated[str, Field(pattern=r"^[^\s*>]+$")]
+    queue_size: Annotated[int, Field(ge=1)]
+    high_water: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    spill_dir: Required
+    spill_max_mb: Positive
+
+
+class ConfigSchema(_Section):
+    """The whole configuration: every section is required (the packaged defaults supply them)."""
+
+    beamline: Beamline
+    pv: PVs
+    detector: Detector
+    energy: Energy
+    limits: Limits
+    eccentricity: Eccentricity
+    storage: Storage
+    simulator: Simulator
+    bus: Bus
+
+
+#: Section name -> its model (for error messages: the allowed keys).
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: field.annotation for name, field in ConfigSchema.model_fields.items()}
