@@ -85,10 +85,7 @@ class SimulatedBeamline:
             raise ValueError("bcdi_peak_rate must be >= 0 and bcdi_beam_fwhm_um > 0")
         if eccentricity is None:
             eccentricity = DEFAULT_SIM_ECCENTRICITY
-        if isinstance(eccentricity, Mapping):
-            eccentricity = EccentricityModel.from_dict(eccentricity)
-        if not isinstance(eccentricity, EccentricityModel):
-            raise TypeError("eccentricity must be an EccentricityModel or a dict")
+        eccentricity = EccentricityModel.coerce(eccentricity, "eccentricity")
         self.sample = sample
         self.eccentricity = eccentricity
         self.shape = (int(shape[0]), int(shape[1]))

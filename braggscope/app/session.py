@@ -145,7 +145,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
         RE.subscribe(bus)
 
     ns = {"cfg": cfg, "RE": RE, "bec": bec, "catalog": catalog, "devices": devices, "bps": bps, "bp": bp,
-          "live": live_cb, "bus": bus, "eccentricity": EccentricityModel.from_dict(cfg.get("eccentricity"))}
+          "live": live_cb, "bus": bus, "eccentricity": EccentricityModel.coerce(cfg.get("eccentricity"), "[eccentricity]")}
     ns.update(devices)
     for name in plans.__all__:
         ns[name] = getattr(plans, name)
