@@ -351,9 +351,11 @@ def test_slow_consumer_and_stalled_broker_do_not_slow_the_runengine(own_broker, 
         with caplog.at_level(logging.WARNING, logger="braggscope.app.bus"):
             documents, local, seconds = acquire(tmp_path / "det", [pub])
         n = len(documents)
-        assert pub.stats["documents"] == n and pub.stats["published"] == 0
-        assert pub.stats["max_depth"] == n and pub.stats["spilled"] == n - 20  # memory bound respected
-        assert pub.stats["over_high_water"] == n - 10
+        assert pub.stats["documents"] == n and pub.stats["published"] == 0 and pub.pending() == n
+        # at most one batch (the start document) in the worker's hands, at most 20 in memory, the rest on disk
+        assert pub.stats["max_depth"] >= n - 1 and pub.stats["spilled"] >= n - 21
+        assert pub.stats["max_depth"] - pub.stats["spilled"] <= 20
+        assert pub.stats["over_high_water"] >= n - 11
         assert sum("high-water" in r.getMessage() for r in caplog.records) == 1  # one line, not one per document
         assert pub.stats["call_s_total"] / n < 2e-3  # the RunEngine's cost per document: no wait on the bus
     finally:

@@ -253,6 +253,7 @@ class DocumentPublisher:
             return len(self._memory) + self._spill_unread + self._in_flight
 
     _in_flight = 0
+    _flight: list = []
 
     def wait(self, timeout=30.0) -> bool:
         """Block until everything queued is acknowledged; False on timeout."""
@@ -343,9 +344,10 @@ class DocumentPublisher:
         wait = 0.1
         while not self._closing:
             try:
-                nc = await nats.connect(self.url, connect_timeout=2, max_reconnect_attempts=-1,
-                                        reconnect_time_wait=0.5, name="braggscope-publisher",
-                                        reconnected_cb=self._reconnected, error_cb=self._quiet)
+                # the client retries a first connection for ever: bounded here to notice a close
+                nc = await asyncio.wait_for(nats.connect(
+                    self.url, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                    name="braggscope-publisher", reconnected_cb=self._reconnected, error_cb=self._quiet), 5.0)
                 await ensure_stream(nc.jetstream(), self.stream, self.subject)
                 self.connected = True
                 return nc
@@ -392,7 +394,7 @@ class DocumentPublisher:
                 batch.append(self._memory.popleft())
                 if rec[0] == "start":
                     break  # the start goes alone: its sequence is named by the rest of the run
-            self._in_flight = len(batch)
+            self._in_flight, self._flight = len(batch), batch
             return batch or None
 
     def _peek_empty(self):
@@ -402,11 +404,11 @@ class DocumentPublisher:
     def _unread(self, batch):
         with self._lock:
             self._memory.extendleft(reversed(batch))
-            self._in_flight = 0
+            self._in_flight, self._flight = 0, []
 
     def _done(self, batch):
         with self._lock:
-            self._in_flight = 0
+            self._in_flight, self._flight = 0, []
             self.stats["published"] += len(batch)
             self.stats["messages"] += 1
             if not self._spill_unread and self._spill_w is not None and not self._memory:
@@ -447,7 +449,7 @@ class DocumentPublisher:
 
     def _save_leftovers(self) -> int:
         with self._lock:
-            left = list(self._memory)
+            left = list(self._flight) + list(self._memory)  # a batch still in the worker's hands first
             while self._spill_unread:
                 left.append(self._read_spill())
                 self._spill_unread -= 1
