@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import time
 
+from braggscope.core.errors import NotConnectedError
+from braggscope.devices.ca_client import ensure_repeater
 from braggscope.devices.fluorescence import FluorescenceDetector
 from braggscope.devices.maxipix import Maxipix
 from braggscope.devices.motors import Diffractometer, EnergyMotor, PiezoStage
@@ -43,6 +45,7 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
         when ``pv.fluorescence`` is set), and the single motors ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``,
         ``delta`` (the same objects as inside the stages).
     """
+    ensure_repeater()  # before the first channel: libca would look for a caRepeater executable and complain
     for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector"):
         value = cfg[key]
         if not isinstance(value, str) or not value:
@@ -98,8 +101,9 @@ def connect(devices, *, timeout: float = 10.0) -> None:
 
     Raises
     ------
-    TimeoutError
-        Lists up to 10 unconnected PV names and the CA address list in use.
+    NotConnectedError
+        A ``TimeoutError`` (and a ``UserError``: one line from the command
+        line) listing up to 10 unconnected PV names and the CA address list in use.
     """
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
@@ -115,7 +119,7 @@ def connect(devices, *, timeout: float = 10.0) -> None:
     if failed:
         missing = [pv for device in failed for pv in unconnected_pvs(device)]
         shown = ", ".join(missing[:10]) + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise TimeoutError(
+        raise NotConnectedError(
             f"devices {[d.name for d in failed]} not connected after {timeout} s; "
             f"unconnected PVs: {shown or 'unknown'} "
             f"(EPICS_CA_ADDR_LIST={os.environ.get('EPICS_CA_ADDR_LIST', '')!r}; "

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory (CXI, npz, vti, PNG, summary JSON)")
     p.add_argument("--runs", type=int, default=4, help="random starts (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--recipe", default=None, help='e.g. "HIO:300,RAAR:500,ER:200" (default HIO:200,RAAR:300,ER:120)')
+    p.add_argument("--recipe", default=None, help='e.g. "HIO:300,RAAR:500,ER:200" (default HIO:200,RAAR:100,ER:20,RAAR:100,ER:20,RAAR:80,ER:100)')
     p.add_argument("--scan", default=None, help="BLISS entry, e.g. 3.1 (default: the first)")
     p.add_argument("--shape", default="none,128,128",
                    help="crop around the peak: rocking,rows,cols ('none' keeps an axis; default none,128,128)")

@@ -9,10 +9,11 @@ readers do; a missing or damaged file is named.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from braggscope.core.errors import InputError, ServerUnreachableError, SourceMissingError
+from braggscope.core.errors import ConfigError, InputError, ServerUnreachableError, SourceMissingError
 from braggscope.core.setup import ScanSetup
 
 from .hdf5 import checked_dataset, open_hdf5
@@ -33,10 +34,29 @@ def open_catalog_checked(cfg):
     from braggscope.core.storage import open_catalog
 
     uri = (cfg.get("storage.tiled_uri") or "").strip()
+    if uri:
+        _check_reachable(uri)
     try:
         return open_catalog(cfg)
     except (httpx.TransportError, ConnectionError) as exc:
         raise ServerUnreachableError(f"catalog server {uri or '(embedded)'} does not answer ({exc}); start it or "
+                                     f"fix storage.tiled_uri") from None
+
+
+def _check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """One TCP connection to the server of ``uri``; refused or silent: ServerUnreachableError.
+
+    Tiled's client retries a refused connection for several seconds, writing
+    "Retrying..." on stderr; a server that is not there is named at once instead.
+    """
+    parts = urlparse(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"storage.tiled_uri must be an http(s) URL such as http://127.0.0.1:8000, got {uri!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ServerUnreachableError(f"catalog server {uri} does not answer ({exc.strerror or exc}); start it or "
                                      f"fix storage.tiled_uri") from None
 
 

@@ -105,13 +105,18 @@ def checked_dataset(f: h5py.File, path, key: str) -> h5py.Dataset:
 
 
 def check_top_links(f, path) -> None:
-    """Every top-level external link of ``f`` (XSOCS entries, BLISS scans) points at a file that exists."""
+    """Every top-level external link of ``f`` (XSOCS entries, BLISS scans) points at a complete HDF5 file.
+
+    Without this check a listing of the entries silently skips an entry whose
+    file is absent or damaged (h5py reports it as not there).
+    """
     for name in f:
         link = f.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             src = resolve_source(f.filename, link.filename)
             if not src.is_file():
                 raise SourceMissingError(f"{path}: {name} links to {link.filename}, which is missing")
+            open_hdf5(src, role=f"linked from {path}:{name}").close()
 
 
 def _follow(f, path, key):
@@ -142,15 +147,8 @@ def _check_virtual_sources(dset, path, key):
     """Every source of a virtual dataset exists, opens, has its dataset, and covers its mapping."""
     needed: dict[tuple[str, str], int] = {}
     for vs in dset.virtual_sources():
-        try:
-            bounds = vs.src_space.get_select_bounds()
-            last = int(bounds[1][0]) if bounds else -1
-        except (ValueError, RuntimeError, TypeError):
-            last = -1
-        if last > 2**62:  # unlimited selection: nothing to compare
-            last = -1
         k = (vs.file_name, vs.dset_name)
-        needed[k] = max(needed.get(k, -1), last)
+        needed[k] = max(needed.get(k, -1), _last_source_frame(vs))
     for (file_name, dset_name), last in needed.items():
         own = file_name in (".", "")
         src = Path(dset.file.filename) if own else resolve_source(dset.file.filename, file_name)
@@ -169,6 +167,24 @@ def _check_virtual_sources(dset, path, key):
         finally:
             if g is not dset.file:
                 g.close()
+
+
+def _last_source_frame(vs) -> int:
+    """Index of the last source frame a virtual-source mapping reads (-1: unknown).
+
+    A hyperslab selection in the source says it directly; a whole-dataset
+    selection (HDF5 keeps no source extent then) reads as many frames as the
+    mapping covers in the virtual dataset.
+    """
+    try:
+        if vs.src_space.get_select_type() == h5py.h5s.SEL_HYPERSLABS:
+            last = int(vs.src_space.get_select_bounds()[1][0])
+        else:
+            start, end = vs.vspace.get_select_bounds()
+            last = int(end[0]) - int(start[0])
+    except (ValueError, RuntimeError, TypeError, IndexError):
+        return -1
+    return last if last < 2**62 else -1  # unlimited selections: nothing to compare
 
 
 def _check_stored_extent(dset, filename, key):

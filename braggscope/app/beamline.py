@@ -72,7 +72,9 @@ class Beamline:
     def __exit__(self, *exc):
         if self._started is not None:
             from braggscope.app.simctl import stop_simulator
+            from braggscope.devices.ca_client import release_devices
 
+            release_devices(getattr(self, "devices", {}))  # no "Virtual circuit disconnect" report
             stop_simulator(self._started)
         return False
 

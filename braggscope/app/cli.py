@@ -18,8 +18,11 @@ Errors are handled here, once for every command:
 - anything else is a bug and keeps its traceback (exit 1).
 
 A run is quiet: deprecation warnings of the libraries are not shown, other
-warnings take one line (``braggscope <command>: warning: ...``), and the
-embedded catalog server's start-up banner is dropped.
+warnings take one line (``braggscope <command>: warning: ...``), the
+embedded catalog server's start-up banner is dropped; Channel Access clients
+get a CA repeater in the process (``braggscope.devices.factory.make_devices``
+calls :func:`braggscope.devices.ca_client.ensure_repeater`), so libca does not
+complain that it cannot find or contact one.
 """
 
 from __future__ import annotations
@@ -91,7 +94,10 @@ def add_command_groups(subparsers, module_names) -> None:
 def main(argv=None) -> int:
     """Run ``braggscope``; returns the exit status (0 success, 2 expected error, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad argument (already printed on one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR

@@ -21,6 +21,8 @@ import numpy as np
 
 from braggscope.app.beamline import Beamline, reflection_window, save_live_figure, subscribe_live_maps
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.atomic import atomic_path
+from braggscope.core.errors import ArgumentError
 
 __all__ = ["add_parser", "run_demo"]
 
@@ -45,7 +47,7 @@ def _cmd(args) -> int:
     cfg = load_config(args.config)
     summary = run_demo(cfg, args.kind, quick=args.quick, inprocess=args.inprocess, out=args.out,
                        nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce)
-    print(json.dumps({k: v for k, v in summary.items() if k != "maps"}, indent=1, default=str))
+    print(f"demo {args.kind}: {summary['wall_s']} s wall", flush=True)  # the rest is in summary.json
     return 0
 
 
@@ -56,7 +58,7 @@ def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=N
         raise ValueError(f"kind must be 'sxdm' or 'bcdi', got {kind!r}")
     for name, v in (("nx", nx), ("ny", ny), ("neta", neta)):
         if v is not None and int(v) < (3 if name == "neta" else 2):
-            raise ValueError(f"{name} must be >= {3 if name == 'neta' else 2}, got {v!r}")
+            raise ArgumentError(f"--{name} must be >= {3 if name == 'neta' else 2}, got {v!r}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(out).expanduser() if out else cfg.expand_path("storage.data_dir") / f"demo-{kind}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
@@ -69,8 +71,8 @@ def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=N
             summary = _demo_bcdi(bl, out, quick=quick, neta=neta, reduce=reduce)
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     summary["out"] = str(out)
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "maps"},
-                                                 indent=1, default=str))
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps({k: v for k, v in summary.items() if k != "maps"}, indent=1, default=str))
     print(f"\nresults in {out} (summary.json); run uid {summary.get('uid')}", flush=True)
     return summary
 

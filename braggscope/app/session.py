@@ -123,6 +123,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
         from braggscope.devices.factory import make_devices
 
         devices = make_devices(cfg, connect_timeout=30.0)
+    owner.devices = devices  # released (CA channels cleared) before a simulator started here stops
 
     RE = RunEngine(call_returns_result=True)
     install_baseline(RE, devices)  # energy and angles of every run's scan setup

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from braggscope.core.errors import UserError
+
 __all__ = [
     "SimulatorHandle", "add_parser", "apply_client_env", "client_env", "read_state",
     "start_simulator", "state_file_for", "stop_simulator",
@@ -228,9 +230,8 @@ def _cmd_start(args) -> int:
     port = int(cfg.get("simulator.ca_server_port", 0) or 0) if args.port is None else args.port
     try:
         handle = start_simulator(cfg, port=port, with_detector=not args.no_detector, set_env=False)
-    except (RuntimeError, TimeoutError, ValueError) as exc:
-        print(f"braggscope sim start: {exc}", file=sys.stderr)
-        return 1
+    except (RuntimeError, TimeoutError, ValueError) as exc:  # already running, died at start-up, bad port
+        raise UserError(str(exc).splitlines()[0]) from None  # one line, exit 2 (braggscope.app.cli)
     _print_state(handle)
     print("Point your shell at it with:")
     print(f"  export EPICS_CA_ADDR_LIST={handle.addr_list} EPICS_CA_AUTO_ADDR_LIST=NO "

@@ -29,6 +29,7 @@ __all__ = [
     "SourceMissingError",
     "BadDataError",
     "ServerUnreachableError",
+    "NotConnectedError",
     "DataWarning",
     "EXIT_USER_ERROR",
 ]
@@ -63,6 +64,10 @@ class BadDataError(UserError, ValueError):
 
 class ServerUnreachableError(UserError, ConnectionError):
     """A server (catalog, simulator, IOC) that does not answer (names its address)."""
+
+
+class NotConnectedError(ServerUnreachableError, TimeoutError):
+    """Devices whose PVs did not connect in time (names the PVs and the CA address list)."""
 
 
 class DataWarning(UserWarning):
