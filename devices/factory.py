@@ -17,7 +17,7 @@ from braggscope.devices.fluorescence import FluorescenceDetector
 from braggscope.devices.maxipix import Maxipix
 from braggscope.devices.motors import Diffractometer, EnergyMotor, PiezoStage
 
-__all__ = ["connect", "make_devices", "unconnected_pvs"]
+__all__ = ["confine_ca_to_loopback", "connect", "make_devices", "unconnected_pvs"]
 
 
 def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
@@ -50,6 +50,7 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
         value = cfg[key]
         if not isinstance(value, str) or not value:
             raise ValueError(f"config {key} must be a non-empty PV prefix string, got {value!r}")
+    confine_ca_to_loopback(cfg)
     write_path = cfg.expand_path("detector.write_path")
     read_path = cfg.expand_path("detector.read_path")
     piezo = PiezoStage(cfg["pv.piezo"], name="piezo")
@@ -73,6 +74,27 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
     if connect_timeout is not None:
         connect(devices, timeout=connect_timeout)
     return devices
+
+
+def confine_ca_to_loopback(cfg) -> None:
+    """With a simulated beamline (``beamline.simulated``), make Channel Access search only on loopback.
+
+    Whatever the environment says: ``EPICS_CA_AUTO_ADDR_LIST=NO`` and
+    ``EPICS_CA_ADDR_LIST`` keeps only its 127.0.0.1/localhost entries (or
+    becomes ``127.0.0.1[:simulator.ca_server_port]``), so a client started
+    without the address list ``braggscope sim start`` prints never broadcasts
+    beyond this computer. Takes effect if no CA client has started yet in this
+    process (pyepics reads the environment once).
+    """
+    if not cfg.get("beamline.simulated", False):
+        return
+    entries = os.environ.get("EPICS_CA_ADDR_LIST", "").split()
+    loopback = [e for e in entries if e.split(":")[0] in ("127.0.0.1", "localhost")]
+    if not loopback:
+        port = int(cfg.get("simulator.ca_server_port", 0) or 0)
+        loopback = [f"127.0.0.1:{port}" if port else "127.0.0.1"]
+    os.environ["EPICS_CA_ADDR_LIST"] = " ".join(loopback)
+    os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
 
 
 def unconnected_pvs(device) -> list[str]:

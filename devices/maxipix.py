@@ -10,6 +10,7 @@ documents (``FileStoreHDF5IterativeWrite``) and the event field
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ophyd import Component as Cpt
@@ -173,6 +174,23 @@ class Maxipix(SingleTrigger, DetectorBase):
         self.generate_datum(self._image_name, time.time(), {})
         return status
 
+
+    def unstage(self):
+        """As ophyd's, but a detector whose IOC is gone is left as it is, with a warning.
+
+        Restoring the staged PVs of a lost IOC can only fail; raising then
+        would replace the run's real error (the lost connection, named by the
+        plan) with a clean-up error such as ``HDF1:Capture_RBV could not connect``.
+        """
+        try:
+            return super().unstage()
+        except Exception as exc:  # noqa: BLE001 - re-raised unless the IOC is gone
+            if self.connected:
+                raise
+            logging.getLogger(__name__).warning(
+                "%s: IOC unreachable, staged settings not restored (%s: %s)", self.name, type(exc).__name__, exc)
+            self._staged = Staged.no
+            return [self]
 
     def _acquire_changed(self, value=None, old_value=None, **kwargs):
         # As SingleTrigger's, but a failed acquisition (DetectorState_RBV =

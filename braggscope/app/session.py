@@ -30,13 +30,14 @@ import functools
 import os
 import sys
 
-__all__ = ["add_parser", "make_session", "BANNER"]
+__all__ = ["add_parser", "make_session", "reconnect_devices", "BANNER"]
 
 BANNER = """braggscope session: {beamline} ({mode})
   devices : {devices}
   plans   : sxdm_map, bcdi_rocking, calibrate_eccentricity, dry_run  (help(sxdm_map))
   storage : catalog ({storage}); find_runs(catalog, plan_name="sxdm_map"), load_run(catalog, scan_id)
   Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
+  IOC lost: the run fails naming the PV; reconnect() re-reads the simulator state, then a new run
 """
 
 
@@ -158,6 +159,8 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     ns["__banner__"] = BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
                                      devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
     ns["__cleanup__"] = lambda: (bus is not None and bus.close(), owner.__exit__(None, None, None))
+    if not inprocess:
+        ns["reconnect"] = lambda timeout=30.0: _reconnect_namespace(ns, timeout)
     return ns
 
 
@@ -171,6 +174,83 @@ def _printing_result(plan_function):
         return result
 
     return plan
+
+
+def reconnect_devices(cfg, *, timeout: float = 30.0, old=None) -> dict:
+    """Re-point Channel Access at the beamline the configuration names now, and rebuild the devices.
+
+    For a simulated beamline the simulator's state file is read again, so a
+    simulator restarted on a new port is found without restarting Python.
+    Channel Access reads its address list once per client context: the old
+    devices are destroyed, the CA context is replaced (``epics.ca.clear_cache``)
+    and ophyd's callback dispatcher restarted on the new one.
+
+    Parameters
+    ----------
+    cfg : braggscope.core.config.Config
+    timeout : float
+        Seconds to wait for every device to connect.
+    old : dict, optional
+        The devices to destroy first (their channels belong to the old context).
+
+    Returns
+    -------
+    dict
+        New devices, as from ``make_devices``.
+    """
+    from braggscope.app.simctl import _checked_state, apply_client_env, state_file_for
+    from braggscope.devices.factory import make_devices
+
+    if cfg.get("beamline.simulated", False):
+        handle, why = _checked_state(state_file_for(cfg))
+        if handle is None:
+            raise RuntimeError(f"no simulator to reconnect to ({why}); start one: braggscope sim start")
+        apply_client_env(handle.port)
+    for device in {id(d): d for d in (old or {}).values()}.values():
+        try:
+            device.destroy()
+        except Exception:  # noqa: BLE001 - an already broken device
+            pass
+    _new_channel_access_context()
+    return make_devices(cfg, connect_timeout=timeout)
+
+
+def _new_channel_access_context() -> None:
+    """A fresh pyepics CA context (reading the environment again) and ophyd dispatcher on it."""
+    import epics.ca as ca
+    import ophyd
+    from ophyd import _pyepics_shim as shim
+
+    dispatcher = shim._dispatcher
+    if dispatcher is not None and dispatcher.is_alive():
+        dispatcher.stop()
+    shim._dispatcher = None
+    import epics.pv as epics_pv
+
+    # ophyd's PV class does not take pyepics' clear_callbacks arguments, which clear_cache passes
+    # when it disconnects the cached PVs: drop their callbacks here and leave it an empty cache
+    for pv in list(epics_pv._PVcache_.values()):
+        try:
+            pv.clear_callbacks()
+            pv.clear_auto_monitor()
+        except Exception:  # noqa: BLE001 - a channel of the dead context
+            pass
+    epics_pv._PVcache_.clear()
+    ca.clear_cache()  # detach from the old context and create a new one from the environment
+    ca.initial_context = ca.current_context()
+    ophyd.set_cl("pyepics")
+
+
+def _reconnect_namespace(ns: dict, timeout: float) -> dict:
+    """``reconnect()`` of the session: new devices in place of the old ones in the namespace."""
+    old = ns["devices"]
+    new = reconnect_devices(ns["cfg"], timeout=timeout, old=old)
+    for name in old:
+        ns.pop(name, None)
+    ns["devices"] = new
+    ns.update(new)
+    print(f"reconnected: {', '.join(sorted(new))}")
+    return new
 
 
 def _has_display() -> bool:

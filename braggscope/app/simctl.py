@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 STATE_NAME = "simulator.json"
+#: The module the simulator process runs (checked in its command line before it is trusted).
+RUNNER_MODULE = "braggscope.simulators.ioc_run"
 
 
 @dataclass
@@ -94,14 +97,32 @@ def state_file_for(cfg) -> Path:
 
 
 def read_state(state_file: str | os.PathLike) -> SimulatorHandle | None:
-    """The simulator described by ``state_file``, or None if absent or dead."""
+    """The simulator described by ``state_file``, or None if absent, dead or not ours.
+
+    The state file is only trusted when the process it names is alive, runs
+    our IOC runner (its command line) and its port answers on 127.0.0.1: a
+    stale file whose PID was reused by another program is ignored (and never
+    leads ``sim stop`` to kill that program).
+    """
+    return _checked_state(state_file)[0]
+
+
+def _checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
+    """``(handle or None, why not)`` for a state file (see :func:`read_state`)."""
     path = Path(state_file)
     try:
         info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    handle = SimulatorHandle(int(info["pid"]), int(info["port"]), path, info)
-    return handle if handle.alive() else None
+        handle = SimulatorHandle(int(info["pid"]), int(info["port"]), path, info)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, "no readable state file"
+    if not handle.alive():
+        return None, f"stale state file: pid {handle.pid} is not running"
+    command = _command_line(handle.pid)
+    if command is not None and RUNNER_MODULE not in command:
+        return None, f"stale state file: pid {handle.pid} is another program ({command[:80]!r})"
+    if not _port_answers(handle.port):
+        return None, f"pid {handle.pid} does not answer on 127.0.0.1:{handle.port}"
+    return handle, ""
 
 
 def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | None = None,
@@ -151,7 +172,7 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
     fd, cfg_path = tempfile.mkstemp(prefix="braggscope-sim-", suffix=".toml", dir=state_file.parent)
     os.close(fd)
     save_config(cfg, cfg_path)
-    command = [sys.executable, "-m", "braggscope.simulators.ioc_run", "--config", cfg_path,
+    command = [sys.executable, "-m", RUNNER_MODULE, "--config", cfg_path,
                "--state-file", str(state_file), "--port", str(port)]
     if not with_detector:
         command.append("--no-detector")
@@ -198,6 +219,11 @@ def stop_simulator(handle: SimulatorHandle | str | os.PathLike, *, timeout: floa
             Path(handle).unlink(missing_ok=True)
             return False
         handle = found
+    if handle.process is None:  # a handle read earlier: the pid may have been reused since
+        command = _command_line(handle.pid)
+        if command is not None and RUNNER_MODULE not in command:
+            handle.state_file.unlink(missing_ok=True)
+            return False
     stopped = _terminate(handle.pid, handle.process, timeout=timeout)
     handle.state_file.unlink(missing_ok=True)
     cfg_file = handle.info.get("config_file")
@@ -242,9 +268,9 @@ def _cmd_start(args) -> int:
 def _cmd_status(args) -> int:
     from braggscope.core.config import load_config
 
-    handle = read_state(state_file_for(load_config(args.config)))
+    handle, why = _checked_state(state_file_for(load_config(args.config)))
     if handle is None:
-        print("simulator: not running")
+        print(f"simulator: not running ({why})")
         return 1
     _print_state(handle)
     return 0
@@ -254,10 +280,10 @@ def _cmd_stop(args) -> int:
     from braggscope.core.config import load_config
 
     path = state_file_for(load_config(args.config))
-    handle = read_state(path)
+    handle, why = _checked_state(path)
     if handle is None:
-        path.unlink(missing_ok=True)
-        print("simulator: not running")
+        path.unlink(missing_ok=True)  # stale: nothing of ours to stop, and no process is touched
+        print(f"simulator: not running ({why})")
         return 0
     stop_simulator(handle)
     print(f"simulator stopped (pid {handle.pid})")
@@ -290,6 +316,29 @@ def _pid_alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _command_line(pid: int) -> str | None:
+    """The command line of process ``pid`` (None when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        pass
+    try:  # no /proc (macOS)
+        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _port_answers(port: int, timeout: float = 1.0) -> bool:
+    """Whether a TCP server accepts connections on 127.0.0.1:``port`` (the CA server's circuit port)."""
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _terminate(pid: int, process: subprocess.Popen | None = None, *, timeout: float = 10.0) -> bool:
