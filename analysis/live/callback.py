@@ -15,16 +15,23 @@ frames are never kept. When all etas of a map pixel are in, its Q centre of
 mass is final; :meth:`LiveSXDM.maps` returns the maps as an
 ``xarray.Dataset`` with the same variable names as the offline reduction.
 
-Start-document contract (``docs/TEAM_NOTES.md``): ``energy_kev``,
-``distance_m``, ``pixel_m``, ``cch``, ``detector_shape``, ``delta``, ``nu``,
-``phi`` (scalars or one per eta), ``eta`` (list), ``raster`` =
-``{fast, slow, x: [start, stop, num], y: [...], snake}``, ``shape = [n_eta,
-ny, nx]``. Events of stream ``"primary"`` carry ``"mpx1x4_image"`` (inline
-array or a datum id) in raster order: eta outermost, then y, then x.
+What it reduces: a run that :func:`braggscope.core.layout.map_layout`
+accepts (``sxdm_map``, or a bluesky ``grid_scan`` over rocking angle, slow and
+fast piezo axes) and whose :class:`braggscope.core.setup.ScanSetup` is complete
+(read at the primary stream's descriptor from the start document, the
+detector's configuration and the baseline). Events of stream ``"primary"``
+carry the setup's image field (inline array, datum id or stream datum) in
+raster order: eta outermost, then y, then x.
+
+Any other run (``count``, ``scan``, a BCDI rocking scan, a map without its
+setup) is declined with one line on stderr saying why, and the callback
+never raises into the RunEngine: an error while reducing a map also ends that
+run's reduction with one line (:attr:`LiveSXDM.declined` keeps the reason).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 
@@ -33,12 +40,10 @@ from bluesky.callbacks.core import CallbackBase
 
 from braggscope.analysis.live.frames import FrameResolver
 from braggscope.analysis.live.maps import derive_maps, point_index
-from braggscope.core.geometry import Geometry
+from braggscope.core.layout import NotAMap, map_layout
+from braggscope.core.setup import ScanSetup
 
-__all__ = ["LiveSXDM", "frame_weights", "REQUIRED_START_KEYS"]
-
-REQUIRED_START_KEYS = ("energy_kev", "distance_m", "pixel_m", "cch", "detector_shape",
-                       "delta", "eta", "raster", "shape")
+__all__ = ["LiveSXDM", "frame_weights"]
 
 
 def frame_weights(geometry, shape, eta, delta, nu=0.0, phi=0.0, *, row0=0.0, col0=0.0,
@@ -72,23 +77,14 @@ def frame_weights(geometry, shape, eta, delta, nu=0.0, phi=0.0, *, row0=0.0, col
     return w.reshape(6, rows * cols)
 
 
-def _per_eta(value, n_eta, name):
-    arr = np.atleast_1d(np.asarray(value, dtype=float))
-    if arr.size == 1:
-        return np.full(n_eta, float(arr[0]))
-    if arr.size != n_eta:
-        raise ValueError(f"start document key {name!r} must be a scalar or have one value "
-                         f"per eta ({n_eta}), got {arr.size}")
-    return arr
-
-
 class LiveSXDM(CallbackBase):
     """Bluesky callback reducing an ``sxdm_map`` run to live maps.
 
     Parameters
     ----------
-    detector_field : str
-        Event data key of the detector frames.
+    detector_field : str, optional
+        Event data key of the detector frames; default the image field of
+        the run's setup (``<detector>_image``).
     stream_name : str
         Event stream holding the frames.
     threshold : float
@@ -107,9 +103,9 @@ class LiveSXDM(CallbackBase):
         Snake row parity (see :func:`live_maps.point_index`); ``None`` reads
         ``raster["snake_scope"]`` from the start document, default ``"map"``
         (odd rows reversed, counted afresh at each eta: the order of
-        ``braggscope.plans.sxdm`` and ``braggscope.core.storage.raster_order``);
+        ``braggscope.plans.sxdm`` and ``braggscope.core.layout.raster_order``);
         ``"run"`` is the order of ``bluesky.plans.grid_scan`` over
-        ``(eta, y, x)``.
+        ``(eta, y, x)`` (what the layout of a grid_scan run says).
     frame_timeout_s : float
         Retry budget when reading file-backed frames.
     weight_cache : int
@@ -121,6 +117,13 @@ class LiveSXDM(CallbackBase):
         coordinates), as ``reduce_stack(detector_roi=...)``: around a weak
         reflection the Poisson noise of the background elsewhere on the
         detector otherwise dominates the centre of mass.
+    announce : bool
+        Print the one line saying why a run is declined (stderr).
+
+    Attributes
+    ----------
+    declined : str or None
+        Why the current run is not reduced (None while it is).
 
     Examples
     --------
@@ -130,10 +133,10 @@ class LiveSXDM(CallbackBase):
     >>> live.maps().d_spacing.plot()                         # doctest: +SKIP
     """
 
-    def __init__(self, *, detector_field="mpx1x4_image", stream_name="primary",
+    def __init__(self, *, detector_field=None, stream_name="primary",
                  threshold=0.2, background=0.0, clip_background=False, batch_size=1,
                  snake_scope=None, frame_timeout_s=10.0, weight_cache=2, progress=False,
-                 detector_roi=None):
+                 detector_roi=None, announce=True):
         super().__init__()
         if detector_roi is not None:
             detector_roi = tuple(int(v) for v in detector_roi)
@@ -152,8 +155,10 @@ class LiveSXDM(CallbackBase):
             raise ValueError(f"snake_scope must be None, 'run' or 'map', got {snake_scope!r}")
         if int(weight_cache) < 1:
             raise ValueError(f"weight_cache must be >= 1, got {weight_cache!r}")
-        self.detector_field = str(detector_field)
+        self.detector_field = None if detector_field is None else str(detector_field)
+        self.field = self.detector_field
         self.stream_name = str(stream_name)
+        self.announce = bool(announce)
         self.threshold = float(threshold)
         self.background = float(background)
         self.clip_background = bool(clip_background)
@@ -163,52 +168,113 @@ class LiveSXDM(CallbackBase):
         self.progress = bool(progress)
         self.resolver = FrameResolver(timeout_s=frame_timeout_s)
         self._lock = threading.RLock()
-        self._start = None
+        self._start = None  # start document of the map being (or last) reduced
+        self._run_start = None  # start document of the current run, map or not
+        self._candidate = None  # (start document, layout) of a run awaiting its primary descriptor
+        self._descriptors = set()
+        self._baseline_descriptors = set()
+        self._baseline = {}
+        self._pending = []
+        self._bar = None
+        self.declined = None
         self.version = 0  # increments whenever the maps change
         self.n_frames = 0
         self.finished = False
 
+    # -- never into the RunEngine ------------------------------------------
+    def __call__(self, name, doc, *args, **kwargs):
+        """Handle one document; a failure declines the run with one line instead of raising."""
+        if self.declined is not None and name != "start":
+            return None
+        try:
+            return super().__call__(name, doc, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a live view must not fail a measurement
+            self._decline(f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _decline(self, reason):
+        """Stop reducing the current run; say why in one line."""
+        self.declined = str(reason).replace("\n", " ")
+        self._candidate = None
+        self._descriptors = set()
+        self._pending = []
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.announce:
+            uid = str((self._run_start or {}).get("uid", ""))[:8]
+            print(f"live maps: run {uid} not reduced: {self.declined}", file=sys.stderr, flush=True)
+
+    @property
+    def active(self) -> bool:
+        """Whether there are maps to show (a map run accepted now or before)."""
+        return self._start is not None
+
     # -- documents ---------------------------------------------------------
     def start(self, doc):
-        missing = [k for k in REQUIRED_START_KEYS if k not in doc]
-        if missing:
-            raise ValueError(f"start document lacks key(s) {missing} needed by LiveSXDM")
-        n_eta, ny, nx = (int(s) for s in doc["shape"])
-        if min(n_eta, ny, nx) < 1:
-            raise ValueError(f"start document key 'shape' must be 3 positive ints, got {doc['shape']!r}")
-        eta = np.asarray(doc["eta"], dtype=float)
-        if eta.size != n_eta:
-            raise ValueError(f"start document key 'eta' has {eta.size} values, shape says {n_eta}")
-        rows, cols = (int(s) for s in doc["detector_shape"])
-        raster = dict(doc["raster"])
-        for key in ("x", "y"):
-            if key not in raster or len(raster[key]) != 3:
-                raise ValueError(f"start document key 'raster.{key}' must be [start, stop, num]")
-        if (int(raster["y"][2]), int(raster["x"][2])) != (ny, nx):
-            raise ValueError(f"raster num ({raster['y'][2]}, {raster['x'][2]}) disagrees "
-                             f"with 'shape' ({ny}, {nx})")
-        geometry = Geometry(float(doc["energy_kev"]), float(doc["distance_m"]),
-                            doc["pixel_m"], tuple(float(c) for c in doc["cch"]))
-        delta = _per_eta(doc["delta"], n_eta, "delta")
-        nu = _per_eta(doc.get("nu", 0.0), n_eta, "nu")
-        phi = _per_eta(doc.get("phi", 0.0), n_eta, "phi")
+        """A new run: keep it if its layout is a map; the setup is read at the primary descriptor."""
+        self._run_start = doc
+        self.declined = None
+        self._candidate = None
+        self._descriptors = set()
+        self._baseline_descriptors = set()
+        self._baseline = {}
+        try:
+            layout = map_layout(doc)
+        except NotAMap as exc:
+            self._decline(exc)
+            return
+        self._candidate = (doc, layout)
+
+    def descriptor(self, doc):
+        if self._candidate is None and not self._descriptors:
+            return
+        name = doc.get("name", "primary")
+        if name == "baseline":
+            self._baseline_descriptors.add(doc["uid"])
+            return
+        if name != self.stream_name:
+            return
+        if self._candidate is None:  # a further descriptor of the accepted run's stream
+            if self.field in doc.get("data_keys", {}):
+                self._descriptors.add(doc["uid"])
+            return
+        start, layout = self._candidate
+        setup = ScanSetup.from_start_doc(start, [doc], self._baseline)
+        field = self.detector_field or setup.image_field
+        if field not in doc.get("data_keys", {}):
+            raise ValueError(f"stream {self.stream_name!r} has no field {field!r}; "
+                             f"fields: {sorted(doc.get('data_keys', {}))}")
+        self._accept(start, layout, setup, field)
+        self._candidate = None
+        self._descriptors.add(doc["uid"])
+
+    def _accept(self, start, layout, setup, field):
+        """Set up the accumulators of a map run."""
+        n_eta, ny, nx = layout.shape
+        rows, cols = setup.frame_shape
+        geometry = setup.geometry()
+        delta, nu, phi = setup.angles(n_eta)
         mid = n_eta // 2
-        q0 = geometry.q_pixels((rows - 1) / 2.0, (cols - 1) / 2.0, eta[mid], delta[mid],
-                               nu[mid], phi[mid])
-        r0, r1, c0, c1 = self.detector_roi or (0, rows, 0, cols)
-        if r1 > rows or c1 > cols:
-            raise ValueError(f"detector_roi {self.detector_roi} exceeds the detector shape ({rows}, {cols})")
+        q0 = geometry.q_pixels((rows - 1) / 2.0, (cols - 1) / 2.0, layout.eta[mid], delta[mid], nu[mid], phi[mid])
+        s0 = setup.detector_roi or (0, rows, 0, cols)  # stored window, full-frame pixels
+        r0, r1, c0, c1 = self.detector_roi or (s0[0], s0[0] + rows, s0[2], s0[2] + cols)
+        r0, r1, c0, c1 = r0 - s0[0], r1 - s0[0], c0 - s0[2], c1 - s0[2]
+        if r0 < 0 or c0 < 0 or r1 > rows or c1 > cols:
+            raise ValueError(f"detector_roi {self.detector_roi} exceeds the detector shape "
+                             f"{setup.detector_shape} (stored frames {setup.frame_shape})")
         with self._lock:
-            self._start = doc
+            self._start = start
+            self.setup = setup
+            self.field = field
             self._window = (slice(r0, r1), slice(c0, c1))
             self.geometry = geometry
-            self.eta, self.delta, self.nu, self.phi = eta, delta, nu, phi
+            self.eta, self.delta, self.nu, self.phi = np.asarray(layout.eta, float), delta, nu, phi
             self.map_shape = (n_eta, ny, nx)
             self.frame_shape = (rows, cols)
-            self.snake = bool(raster.get("snake", False))
-            self._scope = self.snake_scope or raster.get("snake_scope", "map")
-            self.x = np.linspace(*map(float, raster["x"][:2]), nx)
-            self.y = np.linspace(*map(float, raster["y"][:2]), ny)
+            self.snake = layout.snake
+            self._scope = self.snake_scope or layout.snake_scope
+            self.x, self.y = np.asarray(layout.x, float), np.asarray(layout.y, float)
             self._ref = (float(geometry.cch[0]), float(geometry.cch[1]), np.asarray(q0, float))
             self._sums = np.zeros((6, ny, nx))
             self._intensity_eta = np.zeros((n_eta, ny, nx))
@@ -216,24 +282,14 @@ class LiveSXDM(CallbackBase):
             self._weights = OrderedDict()
             self._weight_totals = {}
             self._pending = []
-            self._descriptors = set()
             self.resolver.clear()
             self.n_frames = 0
             self.finished = False
             self.version += 1
-        self._bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=n_eta * ny * nx, desc="live SXDM", unit="frame")
-
-    def descriptor(self, doc):
-        if doc.get("name", "primary") != self.stream_name:
-            return
-        if self.detector_field not in doc.get("data_keys", {}):
-            raise ValueError(f"stream {self.stream_name!r} has no field {self.detector_field!r}; "
-                             f"fields: {sorted(doc.get('data_keys', {}))}")
-        self._descriptors.add(doc["uid"])
 
     def resource(self, doc):
         self.resolver.resource(doc)
@@ -251,29 +307,39 @@ class LiveSXDM(CallbackBase):
         if doc["descriptor"] not in self._descriptors:
             return
         res = self.resolver._stream_resources.get(doc["stream_resource"], {})
-        if res.get("data_key", self.detector_field) != self.detector_field:
+        if res.get("data_key", self.field) != self.field:
             return
         seq_nums, frames = self.resolver.stream_frames(doc)
         for s, f in zip(seq_nums, frames):
             self._add(int(s), f)
 
     def event(self, doc):
+        if doc["descriptor"] in self._baseline_descriptors:
+            self._baseline = self._baseline or dict(doc["data"])  # the reading at the run's start
+            return
         if doc["descriptor"] not in self._descriptors:
             return
-        value = doc["data"].get(self.detector_field)
+        value = doc["data"].get(self.field)
         if value is not None:  # absent when the frames come as stream_datum
             self._add(int(doc["seq_num"]), value)
 
     def event_page(self, doc):
+        if doc["descriptor"] in self._baseline_descriptors:
+            self._baseline = self._baseline or {k: v[0] for k, v in doc["data"].items() if len(v)}
+            return
         if doc["descriptor"] not in self._descriptors:
             return
-        values = doc["data"].get(self.detector_field)
+        values = doc["data"].get(self.field)
         if values is None:
             return
         for s, v in zip(doc["seq_num"], values):
             self._add(int(s), v)
 
     def stop(self, doc):
+        self._candidate = None
+        if not self._descriptors:
+            return
+        self._descriptors = set()
         self.flush()
         self.resolver.clear()  # close the detector files
         with self._lock:
@@ -281,6 +347,7 @@ class LiveSXDM(CallbackBase):
             self.version += 1
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
     # -- reduction ---------------------------------------------------------
     def _add(self, seq_num, value):
@@ -291,8 +358,8 @@ class LiveSXDM(CallbackBase):
             value = self.resolver.frame(value)
         frame = np.asarray(value)
         if frame.shape != self.frame_shape:
-            raise ValueError(f"frame of seq_num {seq_num} has shape {frame.shape}, start "
-                             f"document says detector_shape {self.frame_shape}")
+            raise ValueError(f"frame of seq_num {seq_num} has shape {frame.shape}, the setup says "
+                             f"{self.frame_shape}")
         i_eta = point_index(seq_num, self.map_shape)[0]
         if self._pending and self._pending[-1][1] != i_eta:
             self.flush()

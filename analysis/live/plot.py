@@ -92,6 +92,8 @@ class LiveMapPlot:
 
     def update(self, force=False):
         """Refresh the images if due (and if the maps changed). Returns True if drawn."""
+        if not getattr(self.source, "active", True):  # no map run yet (e.g. only declined runs)
+            return False
         now = time.monotonic()
         version = getattr(self.source, "version", None)
         if not force and (now - self._last_draw < self.min_interval_s

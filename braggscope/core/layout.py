@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from braggscope.core.errors import UserError
+
 __all__ = ["MapLayout", "NotAMap", "map_layout", "raster_order"]
 
 _GRID_PLANS = ("grid_scan", "rel_grid_scan", "list_grid_scan")
 
 
-class NotAMap(ValueError):
+class NotAMap(UserError, ValueError):
     """The run is not an SXDM map (the message says why, in one line)."""
 
 
@@ -77,7 +79,7 @@ def map_layout(start: dict) -> MapLayout:
         One line naming the run's plan and why it is not a map.
     """
     plan = start.get("plan_name")
-    if plan == "sxdm_map":
+    if plan == "sxdm_map" or (plan is None and "raster" in start):  # or a hand-made map description
         return _sxdm_layout(start)
     if plan in _GRID_PLANS:
         return _grid_layout(start, plan)

@@ -338,9 +338,18 @@ def _from_configuration(detector: str, config: Mapping) -> dict:
     out = {}
     for name, signal in DETECTOR_CONFIG.items():
         value = config.get(f"{detector}_{signal}")
-        if value is not None:
+        if value is not None and _is_set(value):
             out[name] = value
     return out
+
+
+def _is_set(value) -> bool:
+    """False for a configuration signal left at its NaN (or zero-shape) default: not recorded."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return True
+    return bool(arr.size) and bool(np.all(np.isfinite(arr))) and bool(np.any(arr != 0))
 
 
 def _from_descriptors(descriptors: Sequence[Mapping], detector: str | None) -> dict:
