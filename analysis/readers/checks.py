@@ -108,7 +108,7 @@ class CheckedStack:
             negative = int(neg.sum())
             if negative:
                 block = np.where(neg, block.dtype.type(0), block)
-        nonzero = bool(block.any())
+        nonzero = self.nonzero or bool(block.any())  # one pass until the first non-zero block, then free
         with self._lock:
             self.values_read += block.size
             self.negative += negative
