@@ -21,6 +21,7 @@ import numpy as np
 
 from braggscope.app.beamline import Beamline, reflection_window, save_live_figure, subscribe_live_maps
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.setup import ScanSetup
 from braggscope.core.atomic import atomic_path
 from braggscope.core.errors import ArgumentError
 
@@ -103,17 +104,15 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     use = calibration.use
 
     # 2. the 3D map, with live maps when the live-analysis callback is available
-    plan_args = dict(eccentricity=use, sample="nmc622", energy_kev=cfg["energy.energy_kev"],
-                     distance_m=cfg["detector.distance_m"], pixel_m=cfg["detector.pixel_m"],
-                     cch=cfg["detector.cch"], detector_shape=cfg["detector.shape"], delta=setup["delta"],
-                     nu=0.0, phi=0.0)
+    plan_args = dict(eccentricity=use, sample="nmc622")  # the devices and the baseline record the setup
     xr, yr = (cx - half, cx + half, nx), (cy - half, cy + half, ny)
     plan = lambda: sxdm_map([bl.detector], d["pix"], xr, d["piy"], yr, d["eta"], etas, **plan_args)  # noqa: E731
     summary = dry_run(plan())
     _say(f"dry run: {summary}")
     # live maps read the detector's HDF5 file while it is written: only across processes
     # (the caproto simulator), not from the in-process detector's own open file
-    window = reflection_window(cfg["detector.cch"], cfg["detector.shape"])
+    beam = ScanSetup.from_devices(bl.detector, energy=d.get("energy"), delta=d["delta"], nu=d["nu"], phi=d["phi"])
+    window = reflection_window(beam.cch, beam.detector_shape)
     live, dispatcher, token = subscribe_live_maps(bl.RE, window) if not bl.inprocess else (None, None, None)
     t0 = time.monotonic()
     uid = bl.RE(plan()).run_start_uids[0]
@@ -137,14 +136,12 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
         except ImportError as exc:  # the reduction is optional for the acquisition demo
             _say(f"SXDM reduction not available ({exc}); data are in the catalog")
             return result
-        from braggscope.core.geometry import Geometry
-
         frames, meta = storage.sxdm_stack(storage.load_run(bl.client, uid))
-        geometry = Geometry(meta["energy_kev"], meta["distance_m"], meta["pixel_m"], tuple(meta["cch"]))
+        scan = meta["setup"]  # the ScanSetup the run recorded
         _say("reducing the map (braggscope.analysis.sxdm.reduce_stack)")
         t0 = time.monotonic()
-        window = reflection_window(meta["cch"], meta["detector_shape"])
-        maps = reduce_stack(frames, meta["eta"], geometry, meta["delta"], meta["nu"], meta["phi"],
+        window = reflection_window(scan.cch, scan.detector_shape)
+        maps = reduce_stack(frames, meta["eta"], scan.geometry(), *scan.angles(len(meta["eta"])),
                             x=meta["x"], y=meta["y"], detector_roi=window, progress=True)
         result["detector_roi"] = list(window)
         result["reduce_s"] = round(time.monotonic() - t0, 1)
@@ -168,11 +165,11 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
     from braggscope.plans import bcdi_rocking, calibrate_eccentricity, dry_run
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
-    distance = float(cfg["detector.distance_m"])
-    energy = float(cfg["energy.energy_kev"])
     from braggscope.core.geometry import oversampling_detector
 
-    sigma = oversampling_detector(energy, distance, cfg["detector.pixel_m"], setup["size_m"])
+    beam = ScanSetup.from_devices(bl.detector, energy=d.get("energy"), delta=setup["delta"])
+    distance = beam.distance_m
+    sigma = oversampling_detector(beam.energy_kev, distance, beam.pixel_m, setup["size_m"])
     _say(f"LMNO {setup['reflection']}: {setup['size_m'] * 1e9:.0f} nm particle, eta {setup['eta']:.3f} deg, "
          f"detector oversampling {sigma:.2f} at {distance} m")
     bl.RE(bps.mv(d["delta"], setup["delta"], d["nu"], 0.0, d["phi"], 0.0, d["eta"], setup["eta"]))
@@ -201,12 +198,10 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
     if neta:
         n_fringes = (neta - 1) * 0.5  # oversampling 2: two steps per fringe
     plan = lambda: bcdi_rocking([bl.detector], d["eta"], setup["eta"], size_m=setup["size_m"],  # noqa: E731
-                                d_spacing=setup["d_spacing"], energy_kev=energy, distance_m=distance,
-                                pixel_m=cfg["detector.pixel_m"], oversampling=2.0, n_fringes=n_fringes,
-                                x_motor=d["pix"], y_motor=d["piy"], x_um=x_um, y_um=y_um, eccentricity=model,
-                                reflection=[int(c) for c in str(setup["reflection"])], sample="lmno_bcdi",
-                                cch=cfg["detector.cch"], detector_shape=cfg["detector.shape"],
-                                delta=setup["delta"], nu=0.0, phi=0.0)
+                                d_spacing=setup["d_spacing"], energy=d.get("energy"), oversampling=2.0,
+                                n_fringes=n_fringes, x_motor=d["pix"], y_motor=d["piy"], x_um=x_um, y_um=y_um,
+                                eccentricity=model, reflection=[int(c) for c in str(setup["reflection"])],
+                                sample="lmno_bcdi")
     summary = dry_run(plan())
     _say(f"dry run: {summary}")
     t0 = time.monotonic()

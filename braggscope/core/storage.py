@@ -47,11 +47,7 @@ __all__ = [
     "sxdm_stack",
     "rocking_stack",
     "catalog_paths",
-    "DETECTOR_FIELD",
 ]
-
-#: Event field of the area-detector frames (start-document contract).
-DETECTOR_FIELD = "mpx1x4_image"
 
 
 # -- opening -----------------------------------------------------------------
@@ -520,7 +516,7 @@ class _SlicedArray:
         return np.asarray(self._client[key])
 
 
-def _lazy_frames(array_client, *, stream=None, field=DETECTOR_FIELD):
+def _lazy_frames(array_client, *, stream=None, field=None):
     """The frames of ``stream[field]`` in event order, each event's own frame (dask, lazy).
 
     Raises ``ValueError`` when frames and events cannot be paired one to one
