@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import coherence
 from .backend import Backend, get_backend
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 _ALGORITHMS = ("ER", "HIO", "RAAR")
+#: ER iterations after an HIO/RAAR phase before the partial-coherence widths are fitted.
+_PC_SETTLE = 15
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,28 @@ class Recipe:
     sigma_start, sigma_end : float
         Gaussian blur width (voxels) of the shrink-wrap, decaying
         geometrically from start to end over the first 80 % of iterations.
+    partial_coherence : bool
+        Model a partially coherent beam (:mod:`.coherence`): from the first
+        ER iteration after ``coherence_start`` x the iterations on, the
+        modulus projection compares the data with the coherent intensity
+        blurred by a Gaussian whose widths are fitted on ER iterates (at most
+        every ``coherence_every`` iterations; HIO and RAAR iterates are not
+        consistent with their support and would bias the fit).
+    coherence_start : float
+        Fraction of the iterations (0-1) after which the blur is fitted.
+    coherence_every : int
+        Minimum number of iterations between two fits of the blur widths.
     """
 
-    steps: tuple = (("HIO", 200), ("RAAR", 400), ("ER", 200))
+    steps: tuple = (("HIO", 200), ("RAAR", 100), ("ER", 20), ("RAAR", 100), ("ER", 20), ("RAAR", 80), ("ER", 100))
     beta: float = 0.9
-    shrinkwrap_every: int = 20
-    shrinkwrap_threshold: float = 0.2
+    shrinkwrap_every: int = 10
+    shrinkwrap_threshold: float = 0.15
     sigma_start: float = 2.0
-    sigma_end: float = 0.5
+    sigma_end: float = 0.7
+    partial_coherence: bool = True
+    coherence_start: float = 0.4
+    coherence_every: int = 50
 
     def __post_init__(self):
         steps = tuple((str(a).upper(), int(n)) for a, n in self.steps)
@@ -98,6 +115,10 @@ class Recipe:
             raise ValueError(f"shrinkwrap_every must be >= 0, got {self.shrinkwrap_every!r}")
         if not (self.sigma_start > 0 and self.sigma_end > 0):
             raise ValueError("sigma_start and sigma_end must be > 0 voxels")
+        if not 0 <= self.coherence_start <= 1:
+            raise ValueError(f"coherence_start must be in [0, 1], got {self.coherence_start!r}")
+        if self.coherence_every < 1:
+            raise ValueError(f"coherence_every must be >= 1, got {self.coherence_every!r}")
 
     @property
     def n_iterations(self) -> int:
@@ -139,7 +160,9 @@ class PhasingResult:
     metrics : list of dict
         Per run: ``seed``, ``llk`` (Poisson log-likelihood per voxel),
         ``chi2`` (Fourier-amplitude error), ``sharpness``, ``mean_to_max``,
-        ``support_size``.
+        ``support_size``, ``coherence_px`` (Gaussian blur widths of the
+        partial-coherence model, reciprocal-space voxels per axis; the
+        errors compare the data with the blurred intensity).
     kept : list of int
         Indices of the runs combined (sorted best first by ``select``).
     runs : list of ndarray
@@ -262,9 +285,9 @@ def phase_retrieval(
     with tqdm(total=n_runs * recipe.n_iterations, desc="phase retrieval", unit="it",
               disable=not progress, mininterval=0.5) as bar:
         for k in range(n_runs):
-            obj, sup = _single_run(intensity, support, mask, recipe, np.random.default_rng(seeds[k]), be, bar)
+            obj, sup, sigma = _single_run(intensity, support, mask, recipe, np.random.default_rng(seeds[k]), be, bar)
             obj = to_physical_sign(obj)
-            m = run_metrics(obj, sup, intensity, mask)
+            m = run_metrics(obj, sup, intensity, mask, coherence_px=sigma)
             m["seed"] = int(seeds[k].generate_state(1)[0])
             m["run"] = k
             objs.append((obj, sup))
@@ -321,7 +344,11 @@ def autocorrelation_support(intensity, *, threshold: float = 0.1, mask=None) -> 
 
 
 def _single_run(intensity, support, mask, recipe, rng, be, bar):
-    """One random start through the whole recipe; returns (obj, support) on host."""
+    """One random start through the whole recipe.
+
+    Returns ``(obj, support, coherence_px)`` on the host; ``coherence_px`` is
+    None unless the recipe's partial-coherence model was used.
+    """
     xp = be.xp
     amp = xp.asarray(np.fft.ifftshift(np.sqrt(intensity)).astype(np.float32))
     free = None
@@ -342,14 +369,24 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
         be.kernels.get("modulus", _modulus)
     update = be.kernels.get("update", _update)
     mod_args = (amp, free) if free is not None else (amp,)
+    pc_from = int(recipe.coherence_start * n_total) if recipe.partial_coherence else n_total + 1
+    pc_sigma, pc_fitted = None, 0
+    window = coherence.peak_window(intensity.shape)
     for algo, n in recipe.steps:
         w_new, w_prev = _weights(algo, sup, recipe.beta, xp)
         if w_prev is not None:  # weighted previous iterate, kept up to date by _update
             xp.multiply(psi, w_prev, out=prev)
-        for _ in range(n):
+        for j in range(n):
             psi = be.fftn(psi)
-            # modulus projection in place: psi *= amp / max(|psi|, eps) where measured
-            be.map_blocks(lambda p, *a: modulus(p, *a, eps), psi, *mod_args)
+            if (it >= pc_from and algo == "ER" and j >= min(n - 1, _PC_SETTLE)
+                    and (pc_sigma is None or it - pc_fitted >= recipe.coherence_every)):
+                # fitted on settled ER iterates only: an HIO/RAAR iterate is no object consistent with its support
+                pc_sigma, pc_fitted = _fit_coherence(psi, amp, free, window, pc_sigma, be), it
+            if pc_sigma is not None:
+                _modulus_partial(psi, amp, free, pc_sigma, eps, be)
+            else:
+                # modulus projection in place: psi *= amp / max(|psi|, eps) where measured
+                be.map_blocks(lambda p, *a: modulus(p, *a, eps), psi, *mod_args)
             psi = be.ifftn(psi)
             # support update: new = w_new P_M(psi) + w_prev psi_prev; then prev = w_prev new
             if w_prev is None:
@@ -370,7 +407,53 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
                 bar.update(10)
     bar.update(it % 10)
     psi = psi * sup
-    return be.asnumpy(psi).astype(np.complex64), be.asnumpy(sup).astype(bool)
+    return be.asnumpy(psi).astype(np.complex64), be.asnumpy(sup).astype(bool), pc_sigma
+
+
+def _fit_coherence(psi, amp, free, window, start, be):
+    """Blur widths of the partial-coherence model fitted around the peak (``psi`` in Fourier space)."""
+    ix = be.xp.ix_(*(be.xp.asarray(w) for w in window))
+    shifts = tuple(len(w) // 2 for w in window)  # the window starts at -half: roll the peak to its centre
+    coh = np.roll(be.asnumpy(be.xp.abs(psi[ix]) ** 2), shifts, tuple(range(psi.ndim)))
+    a = np.roll(be.asnumpy(amp[ix]), shifts, tuple(range(psi.ndim)))
+    measured = None if free is None else ~np.roll(be.asnumpy(free[ix]), shifts, tuple(range(psi.ndim)))
+    return coherence.fit_sigma(coh, a, measured, start=start if start is not None else (0.0,) * psi.ndim)
+
+
+def _modulus_partial(psi, amp, free, sigma, eps, be):
+    """In place: ``psi *= amp / sqrt(G_sigma * |psi|^2)`` where measured (partially coherent modulus).
+
+    The blurred intensity is floored at ``w0 |psi|^2`` (``w0`` the voxel's own
+    weight in the blur, its exact lower bound), which FFT round-off near zero
+    could otherwise undercut: the ratio stays below ``amp / (sqrt(w0) |psi|)``.
+    """
+    abs2 = be.xp.empty(psi.shape, dtype=np.float32)
+    be.map_blocks(_abs2, psi, abs2)
+    calc = coherence.blur(abs2, sigma, be.xp)
+    w0 = np.float32(coherence.centre_weight(psi.shape, sigma))
+    eps2 = np.float32(eps) ** 2
+    if free is None:
+        be.map_blocks(lambda p, c, s, a: _scale_by_ratio(p, c, s, a, w0, eps2), psi, calc, abs2, amp)
+    else:
+        be.map_blocks(lambda p, c, s, a, f: _scale_by_ratio(p, c, s, a, w0, eps2, f), psi, calc, abs2, amp, free)
+
+
+def _abs2(psi, out):
+    """``out = |psi|^2``."""
+    np.abs(psi, out=out)
+    np.multiply(out, out, out=out)
+
+
+def _scale_by_ratio(psi, calc, abs2, amp, w0, eps2, free=None):
+    """In place: ``psi *= amp / sqrt(max(calc, w0 abs2, eps2))``, 1 where ``free`` (``calc``, ``abs2`` overwritten)."""
+    np.multiply(abs2, w0, out=abs2)
+    np.maximum(calc, abs2, out=calc)
+    np.maximum(calc, eps2, out=calc)
+    np.sqrt(calc, out=calc)
+    np.divide(amp, calc, out=calc)
+    if free is not None:
+        np.copyto(calc, np.float32(1.0), where=free)
+    np.multiply(psi, calc, out=psi)
 
 
 # Elementwise kernels: in place, on whole arrays or on matching blocks (Backend.map_blocks).
@@ -447,7 +530,7 @@ def _shrinkwrap(psi, sigma, threshold, be):
 
 
 # -- metrics, alignment and modes ------------------------------------------
-def run_metrics(obj, support, intensity, mask=None) -> dict:
+def run_metrics(obj, support, intensity, mask=None, coherence_px=None) -> dict:
     """Quality metrics of one run (lower is better for each).
 
     Returns
@@ -458,9 +541,13 @@ def run_metrics(obj, support, intensity, mask=None) -> dict:
         sum I; ``sharpness``: ``mean(|rho|^4) / mean(|rho|^2)^2`` inside the
         support (1 for a flat amplitude, larger for speckled, failed runs);
         ``mean_to_max``: 1 - (mean amplitude / histogram mode) inside the
-        support, in absolute value; ``support_size`` in voxels.
+        support, in absolute value; ``support_size`` in voxels;
+        ``coherence_px`` as given: the calculated intensity is blurred by
+        these Gaussian widths (partial coherence) before the comparison.
     """
     calc = np.abs(np.fft.fftshift(np.fft.fftn(np.conj(obj)))) ** 2  # back to the FFT frame
+    if coherence_px is not None:
+        calc = coherence.blur(calc, coherence_px)
     meas = np.ones(intensity.shape, bool) if mask is None else ~mask
     i = intensity[meas].astype(np.float64)
     c = np.maximum(calc[meas].astype(np.float64), 1e-12)
@@ -469,8 +556,10 @@ def run_metrics(obj, support, intensity, mask=None) -> dict:
     llk = float(np.mean(c - i + term))
     chi2 = float(np.sum((np.sqrt(c) - np.sqrt(i)) ** 2) / max(np.sum(i), 1e-30))
     a = np.abs(obj[support]).astype(np.float64)
+    pc = None if coherence_px is None else [float(s) for s in coherence_px]
     if a.size == 0 or not a.max() > 0:
-        return {"llk": llk, "chi2": chi2, "sharpness": np.inf, "mean_to_max": np.inf, "support_size": 0}
+        return {"llk": llk, "chi2": chi2, "sharpness": np.inf, "mean_to_max": np.inf, "support_size": 0,
+                "coherence_px": pc}
     sharp = float(np.mean(a**4) / np.mean(a**2) ** 2)
     an = a / a.max()
     hist, edges = np.histogram(an, bins=50, range=(0, 1))
@@ -479,7 +568,8 @@ def run_metrics(obj, support, intensity, mask=None) -> dict:
     hist = gaussian_filter1d(hist.astype(float), 2.0)
     mode_val = 0.5 * (edges[np.argmax(hist)] + edges[np.argmax(hist) + 1])
     m2m = float(abs(1 - an.mean() / mode_val))
-    return {"llk": llk, "chi2": chi2, "sharpness": sharp, "mean_to_max": m2m, "support_size": int(support.sum())}
+    return {"llk": llk, "chi2": chi2, "sharpness": sharp, "mean_to_max": m2m, "support_size": int(support.sum()),
+            "coherence_px": pc}
 
 
 def center_object(obj, support):

@@ -1,0 +1,161 @@
+"""Partial coherence in BCDI phase retrieval (a Gaussian coherence model).
+
+With a partially coherent beam the measured intensity is the coherent one,
+``|F|^2``, convolved with the Fourier transform of the complex coherence
+function (Clark et al., Nat. Commun. 3, 993 (2012); Vartanyants & Robinson,
+J. Phys.: Condens. Matter 13, 10593 (2001)). A coherent object cannot fit
+such data: its support grows a halo and its phase distorts. Here the
+coherence function is modelled as a Gaussian, so the blur is a separable
+Gaussian of widths ``sigma`` (reciprocal-space voxels per axis), refined
+during the iterations by a least-squares fit of ``sqrt(G_sigma * |F|^2)``
+to the measured amplitudes around the Bragg peak; the modulus projection then
+scales ``F`` by ``sqrt(I) / sqrt(G_sigma * |F|^2)``.
+
+Layout: all arrays are origin-centred (``ifftshift``-ed, as inside
+:func:`braggscope.analysis.bcdi.phasing.phase_retrieval`), hence the
+periodic (``wrap``) blur.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+__all__ = ["SIGMA_GRID", "blur", "centre_weight", "fit_sigma", "peak_window"]
+
+#: Blur widths tried per axis (reciprocal-space voxels).
+SIGMA_GRID = np.round(np.arange(0.0, 2.45, 0.15), 2)
+
+
+def blur(intensity, sigma, xp=np):
+    """``G_sigma * intensity`` with periodic boundaries, as a product in Fourier space.
+
+    The transform of the sampled periodic Gaussian multiplies the real FFT of
+    the intensity: one ``rfftn`` / ``irfftn`` pair on all cores, cheaper than
+    a direct 3D convolution.
+
+    Parameters
+    ----------
+    intensity : ndarray, float32 or float64
+        Origin-centred or centred intensity (the blur is shift-invariant).
+    sigma : sequence of float
+        Widths per axis (voxels); 0 on every axis returns ``intensity``.
+    xp : module
+        ``numpy`` (``scipy.fft``, all cores) or ``cupy``.
+    """
+    if not np.any(np.asarray(sigma) > 0):
+        return intensity
+    if xp is np:
+        import scipy.fft as fft
+
+        spec = fft.rfftn(intensity, workers=-1)
+        spec *= _kernel(intensity.shape, tuple(float(s) for s in sigma), xp)
+        return fft.irfftn(spec, s=intensity.shape, workers=-1, overwrite_x=True)
+    spec = xp.fft.rfftn(intensity)
+    spec *= _kernel(intensity.shape, tuple(float(s) for s in sigma), xp)
+    return xp.fft.irfftn(spec, s=intensity.shape)
+
+
+_KERNEL: dict = {}
+
+
+def _kernel(shape, sigma, xp):
+    """Real FFT of the sampled, periodic, unit-sum Gaussian of ``shape`` (cached: one entry).
+
+    The transform of the sampled kernel (not the continuous Gaussian's
+    transform cut at Nyquist, whose real-space kernel rings negative for
+    widths below a voxel), so the blur is a positive, sum-preserving average.
+    """
+    key = (shape, sigma, xp.__name__)
+    if key not in _KERNEL:
+        k = None
+        for ax, (n, s) in enumerate(zip(shape, sigma)):
+            g = _gauss1d(n, s)
+            g = (np.fft.rfft(g) if ax == len(shape) - 1 else np.fft.fft(g)).real.astype(np.float32)
+            g = g.reshape([-1 if i == ax else 1 for i in range(len(shape))])
+            k = g if k is None else k * g
+        _KERNEL.clear()
+        _KERNEL[key] = xp.asarray(k)
+    return _KERNEL[key]
+
+
+def _gauss1d(n, sigma):
+    """Periodic unit-sum Gaussian of width ``sigma`` on ``n`` samples, centred on index 0."""
+    d = np.minimum(np.arange(n), n - np.arange(n)).astype(np.float64)
+    g = np.exp(-0.5 * (d / sigma) ** 2) if sigma > 0 else (d == 0).astype(np.float64)
+    return g / g.sum()
+
+
+def centre_weight(shape, sigma):
+    """Weight of a voxel in its own blurred value (> 0): bounds the modulus ratio."""
+    return float(np.prod([_gauss1d(n, s)[0] for n, s in zip(shape, sigma)]))
+
+
+def peak_window(shape, half=16):
+    """Index arrays of the ``2 half`` voxels per axis around the origin (the Bragg peak).
+
+    Returns a tuple usable as ``a[np.ix_(*window)]`` on an origin-centred array.
+    """
+    return tuple(np.arange(-min(half, s // 4), min(half, s // 4)) % s for s in shape)
+
+
+def fit_sigma(coherent, amplitude, measured, start=None, border=3, step=0.15, max_rounds=10):
+    """Gaussian coherence widths that best map the coherent intensity onto the data.
+
+    Minimises ``sum (sqrt(G_sigma * |F|^2) - sqrt(I))^2`` over the measured
+    voxels of a window around the peak (its outer ``border`` voxels excluded:
+    the blur there sees the window's edge). Without ``start``, one sweep over
+    :data:`SIGMA_GRID` per axis first; then a local search in steps of
+    ``step`` voxels per axis until no step improves the fit.
+
+    Parameters
+    ----------
+    coherent : ndarray, float
+        ``|F|^2`` of the current object on the window (centred on the peak).
+    amplitude : ndarray, float
+        Measured amplitudes ``sqrt(I)`` on the window.
+    measured : ndarray of bool or None
+        Measured voxels of the window (None: all).
+    start : sequence of float, optional
+        Widths to start from (voxels), e.g. the previous fit.
+
+    Returns
+    -------
+    tuple of float
+        Widths per axis (voxels).
+    """
+    coherent = np.asarray(coherent, np.float64)
+    amplitude = np.asarray(amplitude, np.float64)
+    inner = np.zeros(coherent.shape, bool)
+    inner[tuple(slice(border, s - border) for s in coherent.shape)] = True
+    if measured is not None:
+        inner &= measured
+    a = amplitude[inner]
+
+    def cost(sig):
+        calc = gaussian_filter(coherent, sig, mode="nearest") if any(s > 0 for s in sig) else coherent
+        return float(np.sum((np.sqrt(calc[inner]) - a) ** 2))
+
+    best = [0.0] * coherent.ndim if start is None else [float(s) for s in start]
+    best_cost = cost(best)
+    candidates = [[v] for v in SIGMA_GRID] if start is None else []
+    for ax in range(coherent.ndim):
+        for (value,) in candidates:
+            trial = best[:ax] + [float(value)] + best[ax + 1:]
+            c = cost(trial)
+            if c < best_cost:
+                best, best_cost = trial, c
+    for _ in range(max_rounds):
+        improved = False
+        for ax in range(coherent.ndim):
+            for d in (-step, step):
+                value = round(best[ax] + d, 4)
+                if not 0 <= value <= SIGMA_GRID[-1]:
+                    continue
+                trial = best[:ax] + [value] + best[ax + 1:]
+                c = cost(trial)
+                if c < best_cost:
+                    best, best_cost, improved = trial, c, True
+        if not improved:
+            break
+    return tuple(best)
