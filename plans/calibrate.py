@@ -171,7 +171,15 @@ def calibrate_eccentricity(
     _md.update(md or {})
     plan = sxdm_map(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas,
                     eccentricity=start_model, snake=False, md=_md)
-    yield from bpp.subs_wrapper(plan, {"event": [lambda name, doc: values.append(float(doc["data"][field]))]})
+    primary: set[str] = set()  # descriptors of the map points (not of a baseline or monitor stream)
+
+    def collect(name, doc):
+        if name == "descriptor" and doc.get("name", "primary") == "primary":
+            primary.add(doc["uid"])
+        elif name == "event" and doc["descriptor"] in primary:
+            values.append(float(doc["data"][field]))
+
+    yield from bpp.subs_wrapper(plan, {"descriptor": [collect], "event": [collect]})
 
     n_eta, ny, nx = len(etas), y_range[2], x_range[2]
     if len(values) != n_eta * ny * nx:

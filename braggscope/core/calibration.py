@@ -128,7 +128,8 @@ class CalibrationResult:
         lines.append(f"  mosaic fraction {self.mosaic_fraction:.2f}, map total variation "
                      f"{self.map_total_variation:.3f}, field {self.intensity_field or '?'}, locate {self.locate}")
         u = self.use
-        lines.append(f"  use: eta0 {u.eta0:.4f} deg, x ({u.x[0]:+.4g}, {u.x[1]:+.3g}), y ({u.y[0]:+.4g}, {u.y[1]:+.3g})")
+        lines.append(f"  use: eta0 {u.eta0:.4f} deg, x ({u.x[0]:+.4g}, {u.x[1]:+.3g}), "
+                     f"y ({u.y[0]:+.4g}, {u.y[1]:+.3g})")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
