@@ -35,7 +35,7 @@
    Poisson floor) as references.
 
 Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick] [--photons 1e6]
-[--quality-only] [--cohere-path DIR]`` (about 1-2 minutes at 64^3 with ``--quick``; about
+[--quality-only] [--no-success] [--cohere-path DIR]`` (about 1-2 minutes at 64^3 with ``--quick``; about
 25 minutes at 128^3 on 2 cores, most of it cohere-core).
 """
 
@@ -88,12 +88,37 @@ def iteration_times(intensity, support, algo, n_short=3, n_long=13):
     be = get_backend("scipy")
     out = {}
     for n in (n_short, n_long):
-        recipe = bcdi.Recipe(steps=((algo, n),), shrinkwrap_every=0)
+        recipe = bcdi.Recipe(steps=((algo, n),), shrinkwrap_every=0, partial_coherence=False)
         w0, c0 = _clock()
         bcdi._single_run(intensity, support, None, recipe, np.random.default_rng(0), be, _NoBar())
         w1, c1 = _clock()
         out[n] = np.array([w1 - w0, c1 - c0])
     return out
+
+
+def coherence_step_times(n, rounds=5, sigma=(0.4, 0.8, 0.8)):
+    """Wall and CPU seconds of one modulus projection, coherent and partially coherent (best of rounds).
+
+    The partially coherent one (``|psi|^2``, a Gaussian blur as an rfftn /
+    irfftn pair, the ratio) replaces the coherent one in the iterations of
+    the recipe's partial-coherence phase; the difference is its extra cost.
+    """
+    be = get_backend("scipy")
+    rng = np.random.default_rng(0)
+    psi = (rng.normal(size=(n, n, n)) + 1j * rng.normal(size=(n, n, n))).astype(np.complex64)
+    amp = rng.random((n, n, n)).astype(np.float32)
+    eps = np.float32(1e-6)
+    best = {"coherent": np.array([np.inf, np.inf]), "partial": np.array([np.inf, np.inf])}
+    for _ in range(rounds):
+        for key in best:
+            w0, c0 = _clock()
+            if key == "coherent":
+                be.map_blocks(lambda p, a: bcdi._modulus(p, a, eps), psi, amp)
+            else:
+                bcdi._modulus_partial(psi, amp, None, sigma, eps, be)
+            w1, c1 = _clock()
+            best[key] = np.minimum(best[key], [w1 - w0, c1 - c0])
+    return best
 
 
 def speed_table(n, rounds, n_short=3, n_long=13):
@@ -299,6 +324,7 @@ def main(argv=None):
     p.add_argument("--cohere-path", default=None, help="directory holding an unpacked cohere-core wheel (optional)")
     p.add_argument("--photons", type=float, default=1e6, help="photons at the Bragg peak of the quality data set")
     p.add_argument("--quality-only", action="store_true", help="only the side-by-side quality table")
+    p.add_argument("--no-success", action="store_true", help="skip the success-rate section (64^3, slow)")
     args = p.parse_args(argv)
     n = 64 if args.quick else args.size
     seeds = 3 if args.quick else args.seeds
@@ -306,7 +332,7 @@ def main(argv=None):
     if args.quality_only:
         return
 
-    print(f"== time per iteration at {n}^3, complex64, scipy.fft workers=-1 (shared, noisy machine) ==")
+    print(f"\n== time per iteration at {n}^3, complex64, scipy.fft workers=-1 (shared, noisy machine) ==")
     print("best of interleaved rounds; wall clock and process CPU time (less sensitive to other users)")
     best = speed_table(n, 2 if args.quick else 4)
     fw, fc = best["floor"]
@@ -316,6 +342,11 @@ def main(argv=None):
         print(f"{algo + ' iteration (braggscope)':31s} wall {w * 1e3:6.1f} ms  {w / fw:4.2f}x   "
               f"cpu {c * 1e3:6.1f} ms  {c / fc:4.2f}x   (goal <= 1.50x)")
 
+    steps = coherence_step_times(n)
+    extra = steps["partial"] - steps["coherent"]
+    print(f"{'+ partial-coherence modulus':31s} wall {extra[0] * 1e3:6.1f} ms  {extra[0] / fw:4.2f}x   "
+          f"cpu {extra[1] * 1e3:6.1f} ms  {extra[1] / fc:4.2f}x   (extra per iteration of the coherence phase)")
+
     cc = cohere_times(n, args.cohere_path)
     if cc is None:
         print("cohere-core side by side: skipped (not importable; pip install cohere-core or --cohere-path DIR)")
@@ -324,6 +355,8 @@ def main(argv=None):
             print(f"{algo + ' iteration (cohere-core np)':31s} wall {w * 1e3:6.1f} ms  {w / fw:4.2f}x   "
                   f"cpu {c * 1e3:6.1f} ms  {c / fc:4.2f}x   (complex128, one thread)")
 
+    if args.no_success:
+        return
     print(f"\n== default recipe ({bcdi.Recipe()}), {seeds} random starts per data set at 64^3 ==")
     print("success: support IoU >= 0.8 and phase rms <= 0.3 rad (after registration and twin handling)")
     keys = ("sharpness", "mean_to_max", "llk", "chi2")
