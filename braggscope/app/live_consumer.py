@@ -154,6 +154,10 @@ class LiveConsumer:
             self._event_times.append(float(doc["time"]))
         self._call(name, doc)
 
+    def close(self, timeout=60.0) -> None:
+        """Wait for the figure thread to draw what is due (the last run's final figure)."""
+        self._figure.wait(timeout)
+
     def flush(self) -> None:
         """After a batch of messages: reduce pending frames, note latencies, refresh the PNG if due."""
         if not self._mapping():
@@ -215,7 +219,7 @@ class LiveConsumer:
             self.flush()
         if self._mapping():
             self._live("stop", doc)
-            self._figure.draw_now(self._live)
+            self._figure.request(self._live)  # the final figure, drawn on the figure thread
             maps = self._live.maps()
             lat = np.asarray(self._latency, float)
             if lat.size:
@@ -257,8 +261,8 @@ class _FigureWriter:
     """Draw the live maps figure on a thread of its own and replace the PNG atomically.
 
     Drawing four panels takes 0.1-0.5 s; on this thread the documents keep
-    flowing meanwhile. A request made while a drawing is under way is merged
-    into the next one.
+    flowing meanwhile, also while the final figure of a run is drawn. Requests
+    made while a drawing is under way are merged into one (the latest source).
     """
 
     def __init__(self, path):
@@ -274,22 +278,25 @@ class _FigureWriter:
         self._source = source
         self._due.set()
 
-    def draw_now(self, source):
-        """Draw ``source`` here, after any drawing under way (the final figure of a run)."""
-        self._draw(source)
-        with self._lock:
-            self._plots.clear()
+    def wait(self, timeout=60.0):
+        """Block until no drawing is due or under way (False on timeout)."""
+        deadline = time.monotonic() + float(timeout)
+        while self._due.is_set() or self._lock.locked():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _run(self):
         while True:
             self._due.wait()
-            self._due.clear()
-            self._draw(self._source)
+            with self._lock:  # taken before the flag drops: wait() never sees a gap
+                self._due.clear()
+                self._draw(self._source)
 
     def _draw(self, source):
         try:
-            with self._lock:
-                self._draw_locked(source)
+            self._draw_locked(source)
         except Exception as exc:  # noqa: BLE001 - a figure must not stop the maps
             self.errors += 1
             print(f"braggscope live: warning: figure not refreshed ({type(exc).__name__}: {exc})",
@@ -299,7 +306,7 @@ class _FigureWriter:
         import matplotlib.image
 
         plot = self._plots.get(id(source))
-        if plot is None:
+        if plot is None:  # a new run: a new figure (the previous one is dropped)
             from braggscope.analysis.live.plot import LiveMapPlot
 
             plot = LiveMapPlot(source, figure=_figure(), min_interval_s=0.0)
@@ -375,6 +382,7 @@ async def consume(url, stream, subject, consumer, *, durable="braggscope-live", 
                     await m.ack()
             except (nats.errors.Error, OSError):  # re-delivered later, and skipped then
                 pass
+        consumer.close()
         await nc.flush(timeout=5)
     finally:
         await nc.close()
