@@ -115,7 +115,7 @@ def coherence_step_times(n, rounds=5, sigma=(0.4, 0.8, 0.8)):
             if key == "coherent":
                 be.map_blocks(lambda p, a: bcdi._modulus(p, a, eps), psi, amp)
             else:
-                bcdi._modulus_partial(psi, amp, None, sigma, eps, be)
+                coherence.modulus_partial(psi, amp, None, sigma, eps, be)
             w1, c1 = _clock()
             best[key] = np.minimum(best[key], [w1 - w0, c1 - c0])
     return best

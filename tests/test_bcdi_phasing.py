@@ -128,6 +128,10 @@ def test_recipe_parse_and_errors():
         Recipe.parse("XX:10")
     with pytest.raises(ValueError, match="beta"):
         Recipe(beta=1.5)
+    with pytest.raises(ValueError, match="coherence_start"):
+        Recipe(coherence_start=1.5)
+    with pytest.raises(ValueError, match="coherence_every"):
+        Recipe(coherence_every=0)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["SIGMA_GRID", "blur", "centre_weight", "fit_sigma", "peak_window"]
+__all__ = ["SIGMA_GRID", "blur", "centre_weight", "fit_sigma", "peak_window", "fit_in_fourier_space",
+           "modulus_partial"]
 
 #: Blur widths tried per axis (reciprocal-space voxels).
 SIGMA_GRID = np.round(np.arange(0.0, 2.45, 0.15), 2)
@@ -159,3 +160,50 @@ def fit_sigma(coherent, amplitude, measured, start=None, border=3, step=0.15, ma
         if not improved:
             break
     return tuple(best)
+
+
+# -- steps of the iterations (arrays of a phasing back-end, origin-centred) -----
+def fit_in_fourier_space(psi, amp, free, window, start, be):
+    """Blur widths of the partial-coherence model fitted around the peak (``psi`` in Fourier space)."""
+    ix = be.xp.ix_(*(be.xp.asarray(w) for w in window))
+    shifts = tuple(len(w) // 2 for w in window)  # the window starts at -half: roll the peak to its centre
+    coh = np.roll(be.asnumpy(be.xp.abs(psi[ix]) ** 2), shifts, tuple(range(psi.ndim)))
+    a = np.roll(be.asnumpy(amp[ix]), shifts, tuple(range(psi.ndim)))
+    measured = None if free is None else ~np.roll(be.asnumpy(free[ix]), shifts, tuple(range(psi.ndim)))
+    return fit_sigma(coh, a, measured, start=start if start is not None else (0.0,) * psi.ndim)
+
+
+def modulus_partial(psi, amp, free, sigma, eps, be):
+    """In place: ``psi *= amp / sqrt(G_sigma * |psi|^2)`` where measured (partially coherent modulus).
+
+    The blurred intensity is floored at ``w0 |psi|^2`` (``w0`` the voxel's own
+    weight in the blur, its exact lower bound), which FFT round-off near zero
+    could otherwise undercut: the ratio stays below ``amp / (sqrt(w0) |psi|)``.
+    """
+    abs2 = be.xp.empty(psi.shape, dtype=np.float32)
+    be.map_blocks(_abs2, psi, abs2)
+    calc = blur(abs2, sigma, be.xp)
+    w0 = np.float32(centre_weight(psi.shape, sigma))
+    eps2 = np.float32(eps) ** 2
+    if free is None:
+        be.map_blocks(lambda p, c, s, a: _scale_by_ratio(p, c, s, a, w0, eps2), psi, calc, abs2, amp)
+    else:
+        be.map_blocks(lambda p, c, s, a, f: _scale_by_ratio(p, c, s, a, w0, eps2, f), psi, calc, abs2, amp, free)
+
+
+def _abs2(psi, out):
+    """``out = |psi|^2``."""
+    np.abs(psi, out=out)
+    np.multiply(out, out, out=out)
+
+
+def _scale_by_ratio(psi, calc, abs2, amp, w0, eps2, free=None):
+    """In place: ``psi *= amp / sqrt(max(calc, w0 abs2, eps2))``, 1 where ``free`` (``calc``, ``abs2`` overwritten)."""
+    np.multiply(abs2, w0, out=abs2)
+    np.maximum(calc, abs2, out=calc)
+    np.maximum(calc, eps2, out=calc)
+    np.sqrt(calc, out=calc)
+    np.divide(amp, calc, out=calc)
+    if free is not None:
+        np.copyto(calc, np.float32(1.0), where=free)
+    np.multiply(psi, calc, out=psi)

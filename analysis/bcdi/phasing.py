@@ -24,7 +24,8 @@ which keeps the sign of the strain).
 References
 ----------
 Fienup, Appl. Opt. 21, 2758 (1982) (ER/HIO); Luke, Inverse Problems 21, 37
-(2005) (RAAR); Marchesini et al., PRB 68, 140101 (2003) (shrink-wrap).
+(2005) (RAAR); Marchesini et al., PRB 68, 140101 (2003) (shrink-wrap);
+Clark et al., Nat. Commun. 3, 993 (2012) (partial coherence, :mod:`.coherence`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 
 from . import coherence
 from .backend import Backend, get_backend
+from .runs import align_to_reference, center_object, embed_centred, mode_decomposition, remove_phase_ramp, run_metrics
 
 __all__ = [
     "Recipe",
@@ -48,6 +50,7 @@ __all__ = [
     "align_to_reference",
     "mode_decomposition",
     "run_metrics",
+    "embed_centred",
 ]
 
 _ALGORITHMS = ("ER", "HIO", "RAAR")
@@ -381,9 +384,9 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
             if (it >= pc_from and algo == "ER" and j >= min(n - 1, _PC_SETTLE)
                     and (pc_sigma is None or it - pc_fitted >= recipe.coherence_every)):
                 # fitted on settled ER iterates only: an HIO/RAAR iterate is no object consistent with its support
-                pc_sigma, pc_fitted = _fit_coherence(psi, amp, free, window, pc_sigma, be), it
+                pc_sigma, pc_fitted = coherence.fit_in_fourier_space(psi, amp, free, window, pc_sigma, be), it
             if pc_sigma is not None:
-                _modulus_partial(psi, amp, free, pc_sigma, eps, be)
+                coherence.modulus_partial(psi, amp, free, pc_sigma, eps, be)
             else:
                 # modulus projection in place: psi *= amp / max(|psi|, eps) where measured
                 be.map_blocks(lambda p, *a: modulus(p, *a, eps), psi, *mod_args)
@@ -408,52 +411,6 @@ def _single_run(intensity, support, mask, recipe, rng, be, bar):
     bar.update(it % 10)
     psi = psi * sup
     return be.asnumpy(psi).astype(np.complex64), be.asnumpy(sup).astype(bool), pc_sigma
-
-
-def _fit_coherence(psi, amp, free, window, start, be):
-    """Blur widths of the partial-coherence model fitted around the peak (``psi`` in Fourier space)."""
-    ix = be.xp.ix_(*(be.xp.asarray(w) for w in window))
-    shifts = tuple(len(w) // 2 for w in window)  # the window starts at -half: roll the peak to its centre
-    coh = np.roll(be.asnumpy(be.xp.abs(psi[ix]) ** 2), shifts, tuple(range(psi.ndim)))
-    a = np.roll(be.asnumpy(amp[ix]), shifts, tuple(range(psi.ndim)))
-    measured = None if free is None else ~np.roll(be.asnumpy(free[ix]), shifts, tuple(range(psi.ndim)))
-    return coherence.fit_sigma(coh, a, measured, start=start if start is not None else (0.0,) * psi.ndim)
-
-
-def _modulus_partial(psi, amp, free, sigma, eps, be):
-    """In place: ``psi *= amp / sqrt(G_sigma * |psi|^2)`` where measured (partially coherent modulus).
-
-    The blurred intensity is floored at ``w0 |psi|^2`` (``w0`` the voxel's own
-    weight in the blur, its exact lower bound), which FFT round-off near zero
-    could otherwise undercut: the ratio stays below ``amp / (sqrt(w0) |psi|)``.
-    """
-    abs2 = be.xp.empty(psi.shape, dtype=np.float32)
-    be.map_blocks(_abs2, psi, abs2)
-    calc = coherence.blur(abs2, sigma, be.xp)
-    w0 = np.float32(coherence.centre_weight(psi.shape, sigma))
-    eps2 = np.float32(eps) ** 2
-    if free is None:
-        be.map_blocks(lambda p, c, s, a: _scale_by_ratio(p, c, s, a, w0, eps2), psi, calc, abs2, amp)
-    else:
-        be.map_blocks(lambda p, c, s, a, f: _scale_by_ratio(p, c, s, a, w0, eps2, f), psi, calc, abs2, amp, free)
-
-
-def _abs2(psi, out):
-    """``out = |psi|^2``."""
-    np.abs(psi, out=out)
-    np.multiply(out, out, out=out)
-
-
-def _scale_by_ratio(psi, calc, abs2, amp, w0, eps2, free=None):
-    """In place: ``psi *= amp / sqrt(max(calc, w0 abs2, eps2))``, 1 where ``free`` (``calc``, ``abs2`` overwritten)."""
-    np.multiply(abs2, w0, out=abs2)
-    np.maximum(calc, abs2, out=calc)
-    np.maximum(calc, eps2, out=calc)
-    np.sqrt(calc, out=calc)
-    np.divide(amp, calc, out=calc)
-    if free is not None:
-        np.copyto(calc, np.float32(1.0), where=free)
-    np.multiply(psi, calc, out=psi)
 
 
 # Elementwise kernels: in place, on whole arrays or on matching blocks (Backend.map_blocks).
@@ -527,149 +484,3 @@ def _weights(algo, sup, beta, xp):
 def _shrinkwrap(psi, sigma, threshold, be):
     a = be.gaussian_filter(be.xp.abs(psi), sigma)
     return a >= threshold * a.max()
-
-
-# -- metrics, alignment and modes ------------------------------------------
-def run_metrics(obj, support, intensity, mask=None, coherence_px=None) -> dict:
-    """Quality metrics of one run (lower is better for each).
-
-    Returns
-    -------
-    dict
-        ``llk``: Poisson log-likelihood per measured voxel of the intensity
-        computed from ``obj`` (0 = perfect); ``chi2``: sum (|F|-sqrt(I))^2 /
-        sum I; ``sharpness``: ``mean(|rho|^4) / mean(|rho|^2)^2`` inside the
-        support (1 for a flat amplitude, larger for speckled, failed runs);
-        ``mean_to_max``: 1 - (mean amplitude / histogram mode) inside the
-        support, in absolute value; ``support_size`` in voxels;
-        ``coherence_px`` as given: the calculated intensity is blurred by
-        these Gaussian widths (partial coherence) before the comparison.
-    """
-    calc = np.abs(np.fft.fftshift(np.fft.fftn(np.conj(obj)))) ** 2  # back to the FFT frame
-    if coherence_px is not None:
-        calc = coherence.blur(calc, coherence_px)
-    meas = np.ones(intensity.shape, bool) if mask is None else ~mask
-    i = intensity[meas].astype(np.float64)
-    c = np.maximum(calc[meas].astype(np.float64), 1e-12)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        term = np.where(i > 0, i * np.log(i / c), 0.0)
-    llk = float(np.mean(c - i + term))
-    chi2 = float(np.sum((np.sqrt(c) - np.sqrt(i)) ** 2) / max(np.sum(i), 1e-30))
-    a = np.abs(obj[support]).astype(np.float64)
-    pc = None if coherence_px is None else [float(s) for s in coherence_px]
-    if a.size == 0 or not a.max() > 0:
-        return {"llk": llk, "chi2": chi2, "sharpness": np.inf, "mean_to_max": np.inf, "support_size": 0,
-                "coherence_px": pc}
-    sharp = float(np.mean(a**4) / np.mean(a**2) ** 2)
-    an = a / a.max()
-    hist, edges = np.histogram(an, bins=50, range=(0, 1))
-    from scipy.ndimage import gaussian_filter1d
-
-    hist = gaussian_filter1d(hist.astype(float), 2.0)
-    mode_val = 0.5 * (edges[np.argmax(hist)] + edges[np.argmax(hist) + 1])
-    m2m = float(abs(1 - an.mean() / mode_val))
-    return {"llk": llk, "chi2": chi2, "sharpness": sharp, "mean_to_max": m2m, "support_size": int(support.sum()),
-            "coherence_px": pc}
-
-
-def center_object(obj, support):
-    """Roll ``obj`` and ``support`` so that the support's centre of mass is at the array centre."""
-    from scipy.ndimage import center_of_mass
-
-    com = np.array(center_of_mass(support.astype(float)))
-    shift = tuple(int(round(s // 2 - c)) for s, c in zip(obj.shape, com))
-    axes = tuple(range(obj.ndim))
-    return np.roll(obj, shift, axes), np.roll(support, shift, axes)
-
-
-def _twin(obj):
-    """Twin image ``conj(obj(-r))`` about the array centre (index N//2)."""
-    flipped = np.conj(obj[(slice(None, None, -1),) * obj.ndim])
-    # reversal maps i -> N-1-i; centre N//2 -> N-1-N//2: roll back for even N
-    shift = tuple(1 if s % 2 == 0 else 0 for s in obj.shape)
-    return np.roll(flipped, shift, tuple(range(obj.ndim)))
-
-
-def embed_centred(a, shape):
-    """``a`` centred in a zero array of ``shape`` (cropped centrally where larger).
-
-    Puts two objects of different sizes on one grid before
-    :func:`align_to_reference`.
-    """
-    out = np.zeros(shape, a.dtype)
-    src = tuple(slice(max(0, (s - t) // 2), max(0, (s - t) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
-    dst = tuple(slice(max(0, (t - s) // 2), max(0, (t - s) // 2) + min(s, t)) for s, t in zip(a.shape, shape))
-    out[dst] = a[src]
-    return out
-
-
-def align_to_reference(obj, ref):
-    """Register ``obj`` (or its twin) to ``ref``: integer shift, then global phase.
-
-    The shift comes from the cross-correlation of the amplitudes; the twin is
-    chosen when it correlates better. Returns the aligned complex object.
-    """
-    best, best_cc = None, -np.inf
-    fr = np.fft.fftn(np.abs(ref))
-    for cand in (obj, _twin(obj)):
-        cc = np.real(np.fft.ifftn(fr * np.conj(np.fft.fftn(np.abs(cand)))))
-        peak = np.unravel_index(np.argmax(cc), cc.shape)
-        shift = tuple(int(p) if p <= s // 2 else int(p - s) for p, s in zip(peak, cc.shape))
-        moved = np.roll(cand, shift, tuple(range(obj.ndim)))
-        score = abs(np.vdot(ref, moved))
-        if score > best_cc:
-            best, best_cc = moved, score
-    g = np.vdot(best, ref)  # sum conj(best) * ref
-    return best * np.exp(1j * np.angle(g)).astype(np.complex64)
-
-
-def mode_decomposition(objs):
-    """First SVD mode of aligned objects and its weight.
-
-    Parameters
-    ----------
-    objs : list of ndarray
-        Aligned complex objects of one shape.
-
-    Returns
-    -------
-    mode : ndarray
-        First mode, scaled to the mean norm of the inputs and phased like
-        the first input.
-    fraction : float
-        ``s_1^2 / sum s_k^2`` (1.0 for a single object).
-    """
-    x = np.stack([o.ravel() for o in objs]).astype(np.complex128)
-    gram = x.conj() @ x.T  # (n, n) Hermitian
-    w, v = np.linalg.eigh(gram)
-    w = np.clip(w, 0, None)
-    fraction = float(w[-1] / w.sum()) if w.sum() > 0 else 0.0
-    mode = v[:, -1].conj() @ x  # combination weighted by the first eigenvector
-    mode /= np.linalg.norm(mode)
-    mode *= np.mean(np.linalg.norm(x, axis=1))
-    g = np.vdot(mode, x[0])
-    mode *= np.exp(1j * np.angle(g))
-    return mode.reshape(objs[0].shape), fraction
-
-
-def remove_phase_ramp(obj, support):
-    """Remove the linear phase ramp and the mean phase inside ``support``.
-
-    The ramp per axis is the mean phase difference between neighbours inside
-    the support (insensitive to wrapping); the offset is the phase of the
-    support sum. Returns a new complex array.
-    """
-    obj = np.asarray(obj)
-    support = np.asarray(support, bool)
-    grids = np.indices(obj.shape, dtype=np.float64)
-    ramp = np.zeros(obj.shape)
-    for ax in range(obj.ndim):
-        a = np.take(obj, range(obj.shape[ax] - 1), axis=ax)
-        b = np.take(obj, range(1, obj.shape[ax]), axis=ax)
-        both = np.take(support, range(obj.shape[ax] - 1), axis=ax) & np.take(support, range(1, obj.shape[ax]), axis=ax)
-        if both.any():
-            slope = np.angle(np.sum((b * np.conj(a))[both]))
-            ramp += slope * (grids[ax] - obj.shape[ax] // 2)
-    out = obj * np.exp(-1j * ramp)
-    out *= np.exp(-1j * np.angle(np.sum(out[support])))
-    return out
