@@ -75,7 +75,7 @@ def iteration_time(intensity, support, algo, be, n=60, rounds=3):
     """Seconds per iteration between the 10th and the last of ``n`` iterations (set-up excluded), best of rounds."""
     best = np.inf
     for _ in range(rounds):
-        recipe = bcdi.Recipe(steps=((algo, n),), shrinkwrap_every=0)
+        recipe = bcdi.Recipe(steps=((algo, n),), shrinkwrap_every=0, partial_coherence=False)
         bar = _ClockBar(be)
         bcdi._single_run(intensity, support, None, recipe, np.random.default_rng(0), be, bar)
         t = bar.times[: n // 10]  # updates at 10, 20, ..., n (then a final one outside the loop)
