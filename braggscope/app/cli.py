@@ -45,6 +45,7 @@ COMMAND_MODULES = (
     "braggscope.app.demo",       # braggscope demo sxdm|bcdi
     "braggscope.app.reduce",     # braggscope reduce sxdm|bcdi
     "braggscope.app.live_consumer",  # braggscope live (maps from the document bus)
+    "braggscope.app.serve",      # braggscope serve [start|stop|status] (the beamline's services)
 )
 
 #: errno values of an output that cannot be written: the user's to fix, reported in one line.

@@ -12,7 +12,7 @@ forbids unknown keys, so a misspelt key (``distanse_m``) or section
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -126,6 +126,39 @@ class Bus(_Section):
     spill_max_mb: Positive
 
 
+class Analysis(_Section):
+    """Where reductions compute: dask_scheduler "" = this computer."""
+
+    dask_scheduler: str
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+SERVICES = ("simulator", "tiled", "queue", "http", "live")
+
+
+class Queue(_Section):
+    """Queued operation (braggscope.app.queue_profile, braggscope.app.queue_client)."""
+
+    devices: Literal["epics", "inprocess"]
+    redis: Required
+    redis_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$")]
+    url: str
+    api_key: str
+
+
+class Serve(_Section):
+    """``braggscope serve`` (braggscope.app.serve): services, address and ports."""
+
+    host: Required
+    services: list[Literal[SERVICES]]
+    tiled_port: Port
+    queue_control_port: Port
+    queue_info_port: Port
+    http_port: Port
+    tiled_catalog: str
+    state_dir: Required
+
+
 class ConfigSchema(_Section):
     """The whole configuration: every section is required (the packaged defaults supply them)."""
 
@@ -138,6 +171,9 @@ class ConfigSchema(_Section):
     storage: Storage
     simulator: Simulator
     bus: Bus
+    analysis: Analysis
+    queue: Queue
+    serve: Serve
 
 
 #: Section name -> its model (for error messages: the allowed keys).

@@ -1,0 +1,176 @@
+"""A small client of a queued braggscope beamline (bluesky-httpserver in front of the queue server).
+
+``braggscope shell --queue URL`` gives the operator a :class:`QueueClient`
+named ``queue`` instead of a RunEngine of its own::
+
+    queue.add("sxdm_map", ["mpx1x4"], "pix", [0, 2, 21], "piy", [0, 2, 21], "eta", [9.0, 9.1], sample="s1")
+    queue.start()            # run the queue
+    queue.pause()            # at the next checkpoint (immediate=True: now)
+    queue.resume(); queue.stop(); queue.abort(); queue.halt()
+    queue.status(); queue.items(); queue.history()
+
+Every request carries the API key (``api_key``, ``[queue] api_key`` or
+``$BRAGGSCOPE_QUEUE_API_KEY``); the HTTP server refuses requests without a
+valid one. A refused item (wrong type, unknown device, angle outside the
+limits) raises :class:`~braggscope.core.errors.ArgumentError` with the queue
+server's message; an unreachable server
+:class:`~braggscope.core.errors.ServerUnreachableError`.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+from braggscope.core.errors import ArgumentError, ServerUnreachableError, UserError
+
+__all__ = ["QueueClient", "API_KEY_ENV"]
+
+#: Environment variable holding the queue HTTP server's API key.
+API_KEY_ENV = "BRAGGSCOPE_QUEUE_API_KEY"
+
+
+class QueueClient:
+    """The queue of a braggscope beamline, through its HTTP server.
+
+    Parameters
+    ----------
+    url : str
+        The HTTP server, e.g. ``"http://127.0.0.1:60610"``.
+    api_key : str, optional
+        Default: ``$BRAGGSCOPE_QUEUE_API_KEY``.
+    timeout : float
+        Seconds to wait for one HTTP request.
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0):
+        from bluesky_queueserver_api.http import REManagerAPI
+
+        parsed = urlparse(str(url))
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ArgumentError(f"queue url must be http://HOST:PORT, got {url!r}")
+        if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+            raise ArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        api_key = api_key or os.environ.get(API_KEY_ENV, "")
+        if not api_key:
+            raise ArgumentError(f"the queue's API key is required: pass api_key, set [queue] api_key or ${API_KEY_ENV}")
+        self.url = str(url).rstrip("/")
+        self._api = REManagerAPI(http_server_uri=self.url, http_auth_provider=None, timeout=timeout)
+        self._api.set_authorization_key(api_key=api_key)
+
+    @classmethod
+    def from_config(cls, cfg, *, url: str | None = None, api_key: str | None = None, **kwargs) -> "QueueClient":
+        """A client of the queue named by ``[queue] url`` / ``api_key`` (arguments win)."""
+        url = url or cfg.get("queue.url", "")
+        if not url:
+            raise ArgumentError("no queue to connect to: pass --queue URL or set [queue] url")
+        return cls(url, api_key=api_key or cfg.get("queue.api_key", "") or None, **kwargs)
+
+    # ------------------------------------------------------------------ queue
+    def add(self, plan: str, *args, **kwargs) -> str:
+        """Add the plan ``plan(*args, **kwargs)`` at the back of the queue; returns the item uid.
+
+        Devices are given by name (``"pix"``, ``["mpx1x4"]``). Raises
+        :class:`~braggscope.core.errors.ArgumentError` with the queue server's
+        reason when it refuses the item.
+        """
+        from bluesky_queueserver_api import BPlan
+
+        response = self._call("item_add", BPlan(plan, *args, **kwargs))
+        return response["item"]["item_uid"]
+
+    def items(self) -> list[dict]:
+        """The queued items (name, args, kwargs, item_uid), in order."""
+        return self._call("queue_get")["items"]
+
+    def history(self) -> list[dict]:
+        """Finished items, oldest first; each with ``result`` (exit_status, msg, run_uids, ...)."""
+        return self._call("history_get")["items"]
+
+    def clear(self) -> None:
+        """Remove every item from the queue (not the history)."""
+        self._call("queue_clear")
+
+    # ------------------------------------------------------------------ control
+    def open(self, timeout: float = 120.0) -> None:
+        """Open the RunEngine environment (devices connected, plans loaded) and wait until ready."""
+        if not self.status()["worker_environment_exists"]:
+            self._call("environment_open")
+        self._wait("wait_for_idle", timeout)
+
+    def start(self) -> None:
+        """Start running the queue."""
+        self._call("queue_start")
+
+    def pause(self, immediate: bool = False) -> None:
+        """Pause the running plan at its next checkpoint (``immediate``: now, the point is re-done)."""
+        self._call("re_pause", option="immediate" if immediate else "deferred")
+
+    def resume(self) -> None:
+        """Resume a paused plan."""
+        self._call("re_resume")
+
+    def stop(self) -> None:
+        """End a paused plan as a success (exit status ``success``)."""
+        self._call("re_stop")
+
+    def abort(self) -> None:
+        """End a paused plan as ``abort``; the queue stops."""
+        self._call("re_abort")
+
+    def halt(self) -> None:
+        """End a paused plan at once, without cleanup moves (``abort``)."""
+        self._call("re_halt")
+
+    def stop_queue(self) -> None:
+        """Stop the queue after the running item."""
+        self._call("queue_stop")
+
+    def status(self) -> dict:
+        """The queue server's status (``manager_state``, ``items_in_queue``, ``worker_environment_exists`` ...)."""
+        return self._call("status")
+
+    def wait(self, timeout: float = 600.0, *, paused: bool = False) -> None:
+        """Wait until the queue is idle (or paused, with ``paused``)."""
+        self._wait("wait_for_idle_or_paused" if paused else "wait_for_idle", timeout)
+
+    def close(self) -> None:
+        """Close the HTTP connection."""
+        self._api.close()
+
+    def __repr__(self) -> str:
+        try:
+            s = self.status()
+        except UserError as exc:
+            return f"<QueueClient {self.url}: {exc}>"
+        return (f"<QueueClient {self.url}: {s['manager_state']}, {s['items_in_queue']} queued, "
+                f"{s['items_in_history']} in history, environment {'open' if s['worker_environment_exists'] else 'closed'}>")
+
+    # ------------------------------------------------------------------ helpers
+    def _call(self, method: str, *args, **kwargs) -> dict:
+        api = self._api
+        try:
+            return getattr(api, method)(*args, **kwargs)
+        except api.RequestFailedError as exc:
+            raise ArgumentError(f"the queue refused {method}: {_first_line(exc)}") from None
+        except api.HTTPClientError as exc:
+            code = exc.response.status_code
+            if code in (401, 403):
+                raise UserError(f"the queue server at {self.url} refused the API key (HTTP {code})") from None
+            raise UserError(f"the queue server at {self.url} refused {method}: HTTP {code}") from None
+        except (api.HTTPRequestError, api.RequestTimeoutError) as exc:
+            raise ServerUnreachableError(f"queue server {self.url} unreachable: {_first_line(exc)}") from None
+
+    def _wait(self, method: str, timeout: float) -> None:
+        try:
+            getattr(self._api, method)(timeout=timeout)
+        except self._api.WaitTimeoutError:
+            raise TimeoutError(f"the queue did not reach the expected state within {timeout} s") from None
+
+
+def _first_line(exc) -> str:
+    text = str(exc)
+    for prefix in ("Request failed: ", "Failed to add an item: "):
+        text = text.replace(prefix, "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("For further")]
+    return "; ".join(lines[:3]).split("; Plan: ")[0]

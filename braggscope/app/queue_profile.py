@@ -1,0 +1,371 @@
+"""The braggscope profile for bluesky-queueserver: devices, RunEngine and plans of a queued beamline.
+
+The queue server (``start-re-manager``) runs its RunEngine in a worker
+process that executes a *startup directory*. :func:`write_startup_dir` makes
+one: a one-line startup script that imports :func:`build_namespace` here, and
+the user-group permissions file. ``braggscope serve`` writes and starts it;
+tests do the same.
+
+:func:`build_namespace` builds what the worker needs, from the braggscope
+configuration (``$BRAGGSCOPE_CONFIG``, as everywhere):
+
+- the devices: the PVs of ``[pv]`` (``[queue] devices = "epics"``; for a
+  simulated beamline the running simulator, found through its state file) or
+  in-process simulated devices (``"inprocess"``);
+- a RunEngine with the scan-setup baseline, the catalog writer
+  (``[storage]``: the embedded catalog or the tiled server) and the document
+  bus publisher (``[bus] url``);
+- the queue-facing plans below.
+
+The queue-facing plans are braggscope's plans with signatures the queue
+server can check *at submission*: every parameter has a type it turns into a
+pydantic model (``tuple[float, float, int]``, ``list[float]``, ``bool`` ...),
+devices are named from the groups of devices that exist (``detectors`` from
+the detectors, ``x_motor`` from the piezo ...), and the angles carry the
+motor limits of ``[limits]`` (``min``/``max``). A wrong type, an unknown
+device or an angle outside the limits is refused by ``item_add`` with the
+queue server's message. The value checks of braggscope's plans (ranges,
+NaN/inf, corrected raster extents within the limits, sampling) run when the
+item starts, before any motion: the item then fails, and its history entry
+carries the one-line :class:`~braggscope.core.errors.ArgumentError` message
+(``result["msg"]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bluesky import plan_stubs as bps
+from bluesky.utils import MsgGenerator
+
+__all__ = ["QUEUE_PLANS", "build_namespace", "write_startup_dir", "sxdm_map", "calibrate_eccentricity",
+           "bcdi_rocking", "dry_run", "count"]
+
+#: Startup script written by :func:`write_startup_dir` (the worker executes it).
+STARTUP_SCRIPT = """\
+# braggscope queue profile (written by braggscope.app.queue_profile.write_startup_dir; do not edit)
+from braggscope.app.queue_profile import build_namespace as _build_namespace
+
+globals().update(_build_namespace())
+"""
+
+#: Who may run what (bluesky-queueserver's format): every plan and device of the profile, nothing private.
+PERMISSIONS = """\
+user_groups:
+  root:
+    allowed_plans: [null]
+    forbidden_plans: [":^_"]
+    allowed_devices: [null]
+    forbidden_devices: [":^_:?.*"]
+    allowed_functions: [null]
+    forbidden_functions: [":^_"]
+  primary:
+    allowed_plans: [":.*"]
+    forbidden_plans: [null]
+    allowed_devices: [":?.*:depth=3"]
+    forbidden_devices: [null]
+    allowed_functions: [null]
+    forbidden_functions: [null]
+"""
+
+#: The plans of the profile (names in the worker namespace).
+QUEUE_PLANS = ("sxdm_map", "calibrate_eccentricity", "bcdi_rocking", "dry_run", "count", "mv")
+
+#: Device groups the plans accept, by role (names present in the namespace are kept).
+PIEZO = ("pix", "piy", "piz")
+ROCKING = ("eta", "phi")
+
+#: Devices of the namespace (set by build_namespace; dry_run resolves names through it).
+_DEVICES: dict = {}
+
+
+def write_startup_dir(path) -> Path:
+    """Write the startup directory of the queue server (script + permissions) at ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        Directory (created); ``existing_plans_and_devices.yaml`` is written
+        there by the queue server when its environment opens.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory.
+    """
+    from braggscope.core.atomic import atomic_path
+
+    path = Path(path).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    for name, text in (("00_braggscope.py", STARTUP_SCRIPT), ("user_group_permissions.yaml", PERMISSIONS)):
+        with atomic_path(path / name) as tmp:
+            tmp.write_text(text)
+    return path
+
+
+def build_namespace(cfg=None) -> dict:
+    """The worker namespace: ``cfg``, ``RE``, the devices by name and the queue-facing plans.
+
+    Parameters
+    ----------
+    cfg : braggscope.core.config.Config, optional
+        Default: ``load_config()`` (``$BRAGGSCOPE_CONFIG`` or the packaged defaults).
+
+    Returns
+    -------
+    dict
+    """
+    from bluesky import RunEngine
+
+    from braggscope.app.beamline import install_baseline
+    from braggscope.app.bus import publisher_from_config
+    from braggscope.core import storage
+    from braggscope.core.config import load_config
+
+    cfg = load_config() if cfg is None else cfg
+    devices = _devices(cfg)
+    _DEVICES.clear()
+    _DEVICES.update(devices)
+    RE = RunEngine(call_returns_result=True)
+    install_baseline(RE, devices)
+    storage.subscribe_writer(RE, storage.open_catalog(cfg))
+    bus = publisher_from_config(cfg)
+    if bus is not None:
+        RE.subscribe(bus)
+    ns = {"cfg": cfg, "RE": RE, "bus": bus, **devices}
+    for name in QUEUE_PLANS:
+        ns[name] = _annotated(name, devices, cfg)
+    return ns
+
+
+def _devices(cfg) -> dict:
+    """The beamline's devices (``[queue] devices``)."""
+    from braggscope.core.errors import ConfigError
+
+    kind = cfg.get("queue.devices", "epics")
+    if kind == "inprocess":
+        from braggscope.simulators.beamline import SimulatedBeamline
+        from braggscope.simulators.inprocess import make_inprocess_devices
+
+        return make_inprocess_devices(SimulatedBeamline.from_config(cfg), cfg.expand_path("detector.read_path"),
+                                      limits=cfg["limits"])
+    if kind != "epics":
+        raise ConfigError(f"[queue] devices must be 'epics' or 'inprocess', got {kind!r}")
+    if cfg.get("beamline.simulated", False):
+        from braggscope.app.simctl import _checked_state, apply_client_env, state_file_for
+
+        handle, why = _checked_state(state_file_for(cfg))
+        if handle is None:
+            raise ConfigError(f"[beamline] simulated = true but no simulator runs ({why}): "
+                              "start it first (braggscope serve, or braggscope sim start)")
+        apply_client_env(handle.port)
+    from braggscope.devices.factory import make_devices
+
+    devices = make_devices(cfg, connect_timeout=30.0)
+    devices.pop("detector", None)  # an alias of the area detector: one name per device for the queue
+    return devices
+
+
+# --------------------------------------------------------------------------- queue-facing plans
+def sxdm_map(detectors: list, x_motor, x_range: tuple[float, float, int], y_motor, y_range: tuple[float, float, int],
+             eta_motor, etas: list[float], *, eccentricity: dict | None = None, snake: bool = True,
+             sample: str | None = None, md: dict | None = None) -> MsgGenerator[str]:
+    """3D-SXDM map: :func:`braggscope.plans.sxdm_map` from the queue.
+
+    Parameters
+    ----------
+    detectors : list of str
+        Detector names (the area detector first), e.g. ``["mpx1x4"]``.
+    x_motor, y_motor : str
+        Piezo axes (``pix``, ``piy``, ``piz``).
+    x_range, y_range : [start, stop, num]
+        Raster ranges (um, um, points).
+    eta_motor : str
+        Rocking motor (``eta``).
+    etas : list of float
+        Rocking angles (deg).
+    eccentricity : dict, optional
+        ``EccentricityModel.to_dict()`` (eta0, x, y).
+    snake : bool
+    sample : str, optional
+    md : dict, optional
+    """
+    from braggscope import plans
+
+    return (yield from plans.sxdm_map(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas,
+                                      eccentricity=eccentricity, snake=snake, sample=sample, md=md))
+
+
+def calibrate_eccentricity(detectors: list, x_motor, x_range: tuple[float, float, int], y_motor,
+                           y_range: tuple[float, float, int], eta_motor, etas: list[float], *,
+                           intensity_field: str | None = None, quadratic: bool = True, threshold: float = 0.2,
+                           locate: str = "com", map_pixel_um: float | None = None,
+                           map_etas: list[float] | None = None, md: dict | None = None) -> MsgGenerator:
+    """Eccentricity calibration: :func:`braggscope.plans.calibrate_eccentricity` from the queue.
+
+    The report and verdict are printed (the queue server's console output).
+
+    Parameters
+    ----------
+    detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas
+        As for :func:`sxdm_map` (coarse maps, um and deg).
+    intensity_field : str, optional
+        Field to locate the crystal in (default: the detector's).
+    quadratic : bool
+    threshold : float
+        Mask threshold (fraction of the map maximum).
+    locate : {"com", "register"}
+    map_pixel_um : float, optional
+    map_etas : list of float, optional
+    md : dict, optional
+    """
+    from braggscope import plans
+
+    result = yield from plans.calibrate_eccentricity(
+        detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, intensity_field=intensity_field,
+        quadratic=quadratic, threshold=threshold, locate=locate, map_pixel_um=map_pixel_um, map_etas=map_etas,
+        md=md)
+    print(result, flush=True)
+    return result
+
+
+def bcdi_rocking(detectors: list, eta_motor, eta_center: float, *, size_m: float, d_spacing: float,
+                 oversampling: float = 2.0, step_deg: float | None = None, eta_range: float | None = None,
+                 n_fringes: float = 12.0, x_motor=None, y_motor=None, x_um: float | None = None,
+                 y_um: float | None = None, eccentricity: dict | None = None, allow_undersampling: bool = False,
+                 reflection: list[int] | None = None, sample: str | None = None,
+                 md: dict | None = None) -> MsgGenerator[str]:
+    """BCDI rocking scan: :func:`braggscope.plans.bcdi_rocking` from the queue (energy read from ``energy``).
+
+    Parameters
+    ----------
+    detectors : list of str
+    eta_motor : str
+    eta_center : float
+        Centre of the rocking curve (deg).
+    size_m : float
+        Particle size (m).
+    d_spacing : float
+        Reflection d-spacing (Angstrom).
+    oversampling, step_deg, eta_range, n_fringes, allow_undersampling
+        As for :func:`braggscope.plans.bcdi_rocking` (deg).
+    x_motor, y_motor : str, optional
+    x_um, y_um : float, optional
+        Crystal position at ``eccentricity.eta0`` (um).
+    eccentricity : dict, optional
+    reflection : list of int, optional
+    sample : str, optional
+    md : dict, optional
+    """
+    from braggscope import plans
+
+    return (yield from plans.bcdi_rocking(
+        detectors, eta_motor, eta_center, size_m=size_m, d_spacing=d_spacing, energy=_DEVICES.get("energy"),
+        oversampling=oversampling, step_deg=step_deg, eta_range=eta_range, n_fringes=n_fringes, x_motor=x_motor,
+        y_motor=y_motor, x_um=x_um, y_um=y_um, eccentricity=eccentricity, allow_undersampling=allow_undersampling,
+        reflection=reflection, sample=sample, md=md))
+
+
+def dry_run(plan, kwargs: dict | None = None, *, acquire_time_s: float | None = None) -> MsgGenerator:
+    """Check a plan without moving anything: :func:`braggscope.plans.dry_run` from the queue.
+
+    Nothing is staged, triggered or moved. The summary (points, moves,
+    estimated time) is printed; the item fails, naming them, when the plan's
+    argument checks fail or a set-point is outside a motor's limits.
+
+    Parameters
+    ----------
+    plan : str
+        ``sxdm_map``, ``calibrate_eccentricity`` or ``bcdi_rocking``.
+    kwargs : dict
+        The plan's parameters by name; device names are strings, as in a queue item.
+    acquire_time_s : float, optional
+        Exposure per point for the time estimate (s).
+    """
+    from braggscope import plans
+
+    if not callable(plan):
+        raise TypeError(f"plan must be one of {QUEUE_PLANS[:3]}, got {plan!r}")
+    summary = plans.dry_run(plan(**_resolve_devices(kwargs or {})), acquire_time_s=acquire_time_s,
+                            raise_on_violation=True)
+    print(summary, flush=True)
+    yield from bps.null()
+    return summary
+
+
+def count(detectors: list, num: int = 1, delay: float | None = None, *, md: dict | None = None) -> MsgGenerator[str]:
+    """Take ``num`` readings of the detectors (``bluesky.plans.count``).
+
+    Parameters
+    ----------
+    detectors : list of str
+    num : int
+    delay : float, optional
+        Seconds between readings.
+    md : dict, optional
+    """
+    from bluesky import plans as bp
+
+    return (yield from bp.count(detectors, num=num, delay=delay, md=md))
+
+
+def mv(motor, position: float) -> MsgGenerator:
+    """Move one motor to ``position`` (its units) and wait (``bluesky.plan_stubs.mv``).
+
+    Parameters
+    ----------
+    motor : str
+        Motor name.
+    position : float
+    """
+    return (yield from bps.mv(motor, position))
+
+
+# --------------------------------------------------------------------------- annotations for the queue
+def _annotated(name: str, devices: dict, cfg):
+    """A copy of the plan ``name`` with the queue server's parameter annotation for these devices."""
+    from bluesky_queueserver import parameter_annotation_decorator
+
+    function = globals()[name]
+    detectors = tuple(n for n, d in devices.items() if hasattr(d, "trigger") and not hasattr(d, "set"))
+    motors = tuple(n for n, d in devices.items() if hasattr(d, "set"))
+    groups = {"Detectors": detectors, "Piezo": tuple(n for n in PIEZO if n in devices),
+              "Rocking": tuple(n for n in ROCKING if n in devices), "Motors": motors}
+    eta_limits = (cfg.get("limits.eta") or [None, None])
+
+    def device(annotation, group, **extra):
+        return {"annotation": annotation, "devices": {group: groups[group]}, **extra}
+
+    def angles(**extra):
+        low, high = eta_limits
+        return {k: v for k, v in (("min", low), ("max", high)) if v is not None} | extra
+
+    raster = {"detectors": device("typing.List[Detectors]", "Detectors"),
+              "x_motor": device("Piezo", "Piezo"), "y_motor": device("Piezo", "Piezo"),
+              "eta_motor": device("Rocking", "Rocking"), "etas": angles(annotation="typing.List[float]")}
+    parameters = {
+        "sxdm_map": raster,
+        "calibrate_eccentricity": {**raster, "locate": {"annotation": "Locate", "enums": {"Locate": ("com",
+                                                                                                   "register")}}},
+        "bcdi_rocking": {"detectors": raster["detectors"], "eta_motor": raster["eta_motor"],
+                         "eta_center": angles(annotation="float"),
+                         "x_motor": device("typing.Optional[Piezo]", "Piezo"),
+                         "y_motor": device("typing.Optional[Piezo]", "Piezo")},
+        "dry_run": {"plan": {"annotation": "Plans", "plans": {"Plans": ("sxdm_map", "calibrate_eccentricity",
+                                                                         "bcdi_rocking")}}},
+        "count": {"detectors": raster["detectors"]},
+        "mv": {"motor": device("Motors", "Motors")},
+    }[name]
+
+    return parameter_annotation_decorator({"parameters": parameters})(function)  # a wrapper; `function` unchanged
+
+
+def _resolve_devices(value):
+    """Device names (strings) in a queue item's nested parameters replaced by the devices."""
+    if isinstance(value, str):
+        return _DEVICES.get(value, value)
+    if isinstance(value, dict):
+        return {k: _resolve_devices(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_resolve_devices(v) for v in value)
+    return value

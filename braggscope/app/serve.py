@@ -1,0 +1,456 @@
+"""``braggscope serve``: start, stop and check the services of a beamline with one command.
+
+The services, in start order (``[serve] services`` picks which run here):
+
+========== ========================================================= =====================
+service    process                                                   listens on
+========== ========================================================= =====================
+simulator  the caproto simulator (only when ``[beamline] simulated``) CA port, 127.0.0.1
+tiled      ``tiled serve catalog`` (SQLite or PostgreSQL catalog)    ``host:tiled_port``
+queue      ``start-re-manager`` with the braggscope profile          ``host:queue_*_port``
+http       ``start-bluesky-httpserver`` in front of the queue        ``host:http_port``
+live       ``braggscope live`` (maps from the document bus)          (no port)
+========== ========================================================= =====================
+
+Every service binds only to ``[serve] host`` (127.0.0.1 by default) and
+writes its log to ``<state_dir>/<service>.log``. The tiled server and the HTTP
+server require an API key: ``[storage] api_key`` / ``$TILED_API_KEY`` and
+``[queue] api_key`` / ``$BRAGGSCOPE_QUEUE_API_KEY``; a key that is not given
+is generated once and kept in ``<state_dir>/keys.json`` (mode 600). The
+processes get an effective configuration, ``<state_dir>/config.toml`` (mode
+600), that points the queue's RunEngine at this tiled server and carries the
+keys.
+
+``<state_dir>/serve.json`` records each service's pid, command line and port.
+``status`` and ``stop`` trust an entry only when that pid is alive, runs the
+recorded program (its command line) and, for a service with a port, the
+port answers: a stale file never leads to killing another program.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from braggscope.app.simctl import _command_line, _pid_alive, _port_answers
+from braggscope.core.errors import ConfigError, UserError
+
+__all__ = ["add_parser", "start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
+
+ORDER = ("simulator", "tiled", "queue", "http", "live")
+STATE_NAME = "serve.json"
+#: Seconds a service has to start answering.
+START_TIMEOUT_S = 120.0
+
+
+def serve_paths(cfg) -> dict[str, Path]:
+    """The files of ``braggscope serve`` under ``[serve] state_dir``."""
+    root = cfg.expand_path("serve.state_dir")
+    return {"root": root, "state": root / STATE_NAME, "keys": root / "keys.json", "config": root / "config.toml",
+            "startup": root / "queue_startup", "tiled": root / "tiled"}
+
+
+def start_services(cfg, services=None, *, timeout: float = START_TIMEOUT_S, open_environment: bool = True,
+                   echo=print) -> dict:
+    """Start the services (those of ``[serve] services`` by default) that do not run yet.
+
+    Parameters
+    ----------
+    cfg : braggscope.core.config.Config
+    services : sequence of str, optional
+        Names among :data:`ORDER`.
+    timeout : float
+        Seconds each service has to answer.
+    open_environment : bool
+        Open the queue's RunEngine environment (devices connected) once it runs.
+    echo : callable
+        Where progress lines go.
+
+    Returns
+    -------
+    dict
+        The state: service -> entry (pid, command, port, log).
+    """
+    services = _checked_services(cfg, services)
+    paths = serve_paths(cfg)
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    keys = _keys(cfg, paths["keys"])
+    effective = _effective_config(cfg, keys, paths["config"])
+    state = {name: entry for name, entry in _read_state(paths["state"]).items() if _check(entry)[0]}
+    started = []
+    try:
+        for name in ORDER:
+            if name in services and _wanted(name, cfg, state, echo):
+                state[name] = _START[name](effective, paths, keys, timeout)
+                started.append(name)
+                _write_state(paths["state"], state)
+                where = f" on {state[name]['host']}:{state[name]['port']}" if state[name].get("port") else ""
+                echo(f"{name}: started (pid {state[name]['pid']}){where}, log {state[name]['log']}")
+        if open_environment and "queue" in state and "queue" in services:
+            _open_environment(effective, timeout)
+            echo("queue: RunEngine environment open")
+    except BaseException:
+        stop_services(cfg, started, echo=lambda line: None)  # nothing half-started is left behind
+        raise
+    return state
+
+
+def _wanted(name, cfg, state, echo) -> bool:
+    """Whether to start service ``name`` now (not running yet, and meaningful for this configuration)."""
+    if name in state:
+        echo(f"{name}: already running (pid {state[name]['pid']})")
+        return False
+    if name == "live" and not cfg.get("bus.url"):
+        echo("live: not started ([bus] url is empty: no document bus to follow)")
+        return False
+    if name == "simulator" and not cfg.get("beamline.simulated", False):
+        echo("simulator: not started ([beamline] simulated = false: the real PVs are used)")
+        return False
+    return True
+
+
+def stop_services(cfg, services=None, *, timeout: float = 15.0, echo=print) -> list[str]:
+    """Stop the services this state file says run (all by default); returns the names stopped."""
+    from braggscope.app.simctl import stop_simulator
+
+    paths = serve_paths(cfg)
+    state = _read_state(paths["state"])
+    names = [n for n in reversed(ORDER) if n in state and (services is None or n in services)]
+    stopped = []
+    for name in names:
+        entry = state.pop(name)
+        ok, why = _check(entry, need_port=False)
+        if not ok:
+            echo(f"{name}: not running ({why})")
+        elif name == "simulator":
+            if entry.get("external"):
+                echo("simulator: left running (it was running before braggscope serve started)")
+                continue
+            stop_simulator(entry["state_file"], timeout=timeout)
+            stopped.append(name)
+            echo(f"simulator: stopped (pid {entry['pid']})")
+        else:
+            _terminate_group(entry["pid"], timeout)
+            stopped.append(name)
+            echo(f"{name}: stopped (pid {entry['pid']})")
+        _write_state(paths["state"], state)
+    if not state:
+        paths["state"].unlink(missing_ok=True)
+    return stopped
+
+
+def service_status(cfg) -> dict[str, tuple[bool, str]]:
+    """service -> (healthy, one line) for each service the state file names."""
+    keys = _keys(cfg, serve_paths(cfg)["keys"], create=False)
+    return {name: _check(entry, keys=keys) for name, entry in _read_state(serve_paths(cfg)["state"]).items()}
+
+
+# --------------------------------------------------------------------------- services
+def _start_simulator(cfg, paths, keys, timeout):
+    from braggscope.app.simctl import read_state, start_simulator, state_file_for
+
+    handle = read_state(state_file_for(cfg))
+    external = handle is not None
+    if handle is None:
+        handle = start_simulator(cfg, port=int(cfg.get("simulator.ca_server_port", 0) or 0), set_env=False,
+                                 timeout=timeout)
+    return {"pid": handle.pid, "port": handle.port, "host": "127.0.0.1", "marker": "braggscope.simulators.ioc_run",
+            "state_file": str(handle.state_file), "log": str(handle.state_file.with_suffix(".log")),
+            "external": external}
+
+
+def _start_tiled(cfg, paths, keys, timeout):
+    host, port = cfg["serve.host"], cfg["serve.tiled_port"]
+    root = paths["tiled"]
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    catalog = cfg.get("serve.tiled_catalog") or f"sqlite+aiosqlite:///{root / 'catalog.db'}"
+    command = [_script("tiled"), "serve", "catalog", catalog, "--init", "--write", str(root / "data"),
+               "--write", f"duckdb:///{root / 'tables.duckdb'}", "--host", host, "--port", str(port)]
+    for path in [cfg.expand_path("detector.read_path"), *cfg.get("storage.readable_paths", [])]:
+        Path(path).expanduser().mkdir(parents=True, exist_ok=True)
+        command += ["--read", str(Path(path).expanduser())]
+    env = {"TILED_SINGLE_USER_API_KEY": keys["tiled"]}  # not on the command line (ps shows it)
+    entry = _launch("tiled", command, env, paths, (host, port), timeout, marker="serve catalog")
+    return {**entry, "health": "/api/v1/", "key": "tiled"}
+
+
+def _start_queue(cfg, paths, keys, timeout):
+    from braggscope.app.queue_profile import write_startup_dir
+
+    host = cfg["serve.host"]
+    control, info = cfg["serve.queue_control_port"], cfg["serve.queue_info_port"]
+    startup = write_startup_dir(paths["startup"])
+    command = [_script("start-re-manager"), "--startup-dir", str(startup),
+               "--zmq-control-addr", f"tcp://{host}:{control}", "--zmq-info-addr", f"tcp://{host}:{info}",
+               "--zmq-publish-console", "ON", "--redis-addr", cfg["queue.redis"],
+               "--redis-name-prefix", cfg["queue.redis_prefix"]]
+    env = {"BRAGGSCOPE_CONFIG": str(paths["config"]), "TILED_API_KEY": keys["tiled"]}
+    return _launch("queue", command, env, paths, (host, control), timeout, marker="start-re-manager")
+
+
+def _start_http(cfg, paths, keys, timeout):
+    host, port = cfg["serve.host"], cfg["serve.http_port"]
+    peer = _connect_host(host)
+    command = [_script("start-bluesky-httpserver"), "--host", host, "--port", str(port)]
+    env = {"QSERVER_HTTP_SERVER_SINGLE_USER_API_KEY": keys["queue"],
+           "QSERVER_ZMQ_CONTROL_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_control_port']}",
+           "QSERVER_ZMQ_INFO_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_info_port']}"}
+    entry = _launch("http", command, env, paths, (host, port), timeout, marker="start-bluesky-httpserver")
+    return {**entry, "health": "/api/status", "key": "queue"}
+
+
+def _start_live(cfg, paths, keys, timeout):
+    command = [sys.executable, "-m", "braggscope.app.cli", "--config", str(paths["config"]), "live"]
+    return _launch("live", command, {}, paths, None, timeout, marker="braggscope.app.cli")
+
+
+_START = {"simulator": _start_simulator, "tiled": _start_tiled, "queue": _start_queue, "http": _start_http,
+          "live": _start_live}
+
+
+def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
+    """Start ``command`` in its own process group with its log; wait until ``address`` (host, port) answers.
+
+    A service without a port (``address`` None) must still run 2 s after its start.
+    """
+    host, port = (None, None) if address is None else (_connect_host(address[0]), address[1])
+    if port is not None and _port_answers_on(host, port):
+        raise UserError(f"{name}: port {port} on {host} is already in use by another program "
+                        f"(choose another port in [serve])")
+    log_path = paths["root"] / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                   cwd=paths["root"])
+    entry = {"pid": process.pid, "command": command, "marker": marker, "port": port, "host": host,
+             "log": str(log_path), "started": time.time()}
+    start = time.monotonic()
+    while not (_port_answers_on(host, port) if port is not None else time.monotonic() - start > 2.0):
+        if process.poll() is not None:
+            break
+        if time.monotonic() - start > timeout:
+            _terminate_group(process.pid, 5.0)
+            raise UserError(f"{name} did not answer on {host}:{port} within {timeout} s; see {log_path}")
+        time.sleep(0.2)
+    if process.poll() is not None:
+        raise UserError(f"{name} exited with code {process.returncode} during start-up; see {log_path}")
+    return entry
+
+
+def _open_environment(cfg, timeout):
+    from bluesky_queueserver_api.zmq import REManagerAPI
+
+    peer = _connect_host(cfg["serve.host"])
+    api = REManagerAPI(zmq_control_addr=f"tcp://{peer}:{cfg['serve.queue_control_port']}",
+                       zmq_info_addr=f"tcp://{peer}:{cfg['serve.queue_info_port']}")
+    try:
+        if not api.status()["worker_environment_exists"]:
+            api.environment_open()
+            api.wait_for_idle(timeout=timeout)
+        if not api.status()["worker_environment_exists"]:
+            raise UserError("queue: the RunEngine environment did not open; see queue.log in the state directory")
+    finally:
+        api.close()
+
+
+# --------------------------------------------------------------------------- checks and state
+def _check(entry: dict, *, need_port: bool = True, keys: dict | None = None) -> tuple[bool, str]:
+    """Whether a recorded service is ours and healthy: (ok, one line)."""
+    pid = int(entry.get("pid", 0))
+    if pid <= 0 or not _pid_alive(pid):
+        return False, f"pid {pid} is not running"
+    command = _command_line(pid)
+    if command is not None and entry.get("marker", "") not in command:
+        return False, f"pid {pid} is another program ({command[:60]!r})"
+    port = entry.get("port")
+    if need_port and port and not _port_answers_on(entry.get("host", "127.0.0.1"), port):
+        return False, f"pid {pid} runs but {entry.get('host')}:{port} does not answer"
+    if need_port and keys and entry.get("health"):
+        code = _http_status(entry["host"], port, entry["health"], keys.get(entry.get("key")))
+        if code != 200:
+            return False, f"pid {pid} runs but GET {entry['health']} with the API key answers {code}"
+    where = f", {entry.get('host')}:{port}" if port else ""
+    return True, f"running, pid {pid}{where}, log {entry.get('log')}"
+
+
+def _http_status(host: str, port: int, path: str, key: str | None, timeout: float = 5.0):
+    """HTTP status of GET ``path`` with the API key (tiled and bluesky-httpserver read ``Authorization: ApiKey``)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{host}:{port}{path}", headers={"Authorization": f"ApiKey {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:
+        return f"no answer ({exc})"
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _write_state(path: Path, state: dict) -> None:
+    from braggscope.core.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(state, indent=1))
+
+
+def _keys(cfg, path: Path, *, create: bool = True) -> dict:
+    """API keys of the tiled and HTTP servers: configuration/environment, else generated once (mode 600)."""
+    stored = _read_state(path)
+    keys = {"tiled": cfg.get("storage.api_key") or os.environ.get("TILED_API_KEY") or stored.get("tiled"),
+            "queue": cfg.get("queue.api_key") or os.environ.get("BRAGGSCOPE_QUEUE_API_KEY") or stored.get("queue")}
+    if create and not all(keys.values()):
+        keys = {k: v or secrets.token_hex(24) for k, v in keys.items()}
+        _write_private(path, json.dumps({k: v for k, v in keys.items()}))
+    return keys
+
+
+def _effective_config(cfg, keys: dict, path: Path):
+    """The configuration the services run with (tiled URI, keys, queue URL), written with mode 600."""
+    import copy
+
+    from braggscope.core.config import save_config
+
+    effective = copy.deepcopy(cfg)
+    peer = _connect_host(cfg["serve.host"])
+    if "tiled" in cfg["serve.services"]:
+        effective.set("storage.tiled_uri", f"http://{peer}:{cfg['serve.tiled_port']}")
+        effective.set("storage.api_key", keys["tiled"])
+    effective.set("queue.url", f"http://{peer}:{cfg['serve.http_port']}")
+    effective.set("queue.api_key", keys["queue"])
+    save_config(effective, path)
+    os.chmod(path, 0o600)
+    return effective
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _checked_services(cfg, services) -> list[str]:
+    services = list(cfg["serve.services"] if services is None else services)
+    unknown = sorted(set(services) - set(ORDER))
+    if unknown:
+        raise ConfigError(f"unknown service(s) {unknown}: choose among {', '.join(ORDER)}")
+    return services
+
+
+def _terminate_group(pid: int, timeout: float) -> None:
+    """SIGINT the process group (a clean shutdown), then SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _group_alive(pid):
+                _reap(pid)
+                return
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return _pid_alive(pgid) or any(_pgid_of(p) == pgid for p in _pids())
+
+
+def _pids():
+    try:
+        return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+
+
+def _pgid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().split(")")[-1].split()
+        return None if fields[0] == "Z" else int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _script(name: str) -> str:
+    """The console script ``name`` of this Python environment."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "*", "", "::") else host
+
+
+def _port_answers_on(host: str, port: int, timeout: float = 1.0) -> bool:
+    if host == "127.0.0.1":
+        return _port_answers(port, timeout)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- CLI
+def add_parser(subparsers) -> None:
+    """Add ``serve [start|stop|status]`` to the ``braggscope`` command line."""
+    p = subparsers.add_parser("serve", help="start/stop/check the beamline services (simulator, tiled, queue, "
+                                            "HTTP server, live maps)")
+    p.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="start")
+    p.add_argument("--services", help=f"comma-separated subset of {','.join(ORDER)} (default: [serve] services)")
+    p.add_argument("--timeout", type=float, default=START_TIMEOUT_S, help="seconds each service has to answer")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from braggscope.core.config import load_config
+
+    cfg = load_config(args.config)
+    services = None if not args.services else [s.strip() for s in args.services.split(",") if s.strip()]
+    if not (0 < args.timeout < float("inf")):
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.action == "stop":
+        stopped = stop_services(cfg, services)
+        print(f"stopped: {', '.join(stopped) or 'nothing'}")
+        return 0
+    if args.action == "status":
+        status = service_status(cfg)
+        for name in ORDER:
+            if name in status:
+                print(f"{name:9s} {'ok  ' if status[name][0] else 'DOWN'} {status[name][1]}")
+        if not status:
+            print("no service started by braggscope serve")
+        return 0 if status and all(ok for ok, _ in status.values()) else 1
+    start_services(cfg, services, timeout=args.timeout)
+    paths = serve_paths(cfg)
+    print(f"API keys: {paths['keys']} unless given in the configuration or environment; "
+          f"client configuration: {paths['config']}")
+    return 0
