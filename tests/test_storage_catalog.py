@@ -97,9 +97,9 @@ def test_sxdm_round_trip_and_schemas(setup):
     # identical to what the detector wrote, frame by frame (snake: row 1 reversed)
     np.testing.assert_array_equal(got[0, 0], written[:5])
     np.testing.assert_array_equal(got[0, 1, ::-1], written[5:10])
-    assert meta["energy_kev"] == 8.33 and meta["raster"]["snake"] is True
+    assert meta["setup"].energy_kev == 8.33 and meta["raster"]["snake"] is True
     assert meta["eccentricity"]["x"] == [0.5, 0.0] and meta["sample"] == "toy"
-    assert meta["detector"] == "mpx1x4" and meta["cch"] == [8.0, 12.0] and meta["exit_status"] == "success"
+    assert meta["detector"] == "mpx1x4" and meta["setup"].cch == (8.0, 12.0) and meta["exit_status"] == "success"
     np.testing.assert_allclose(meta["pix"][1, 2], np.linspace(10, 14, 5) + 0.0)
     assert [r.metadata["start"]["uid"] for r in storage.find_runs(client, sample="toy")][0] == uid
     scan_id = run.metadata["start"]["scan_id"]

@@ -39,42 +39,11 @@ import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
 from braggscope.analysis.live.frames import FrameResolver
-from braggscope.analysis.live.maps import derive_maps, point_index
+from braggscope.analysis.live.maps import derive_maps, frame_weights, point_index
 from braggscope.core.layout import NotAMap, map_layout
 from braggscope.core.setup import ScanSetup
 
 __all__ = ["LiveSXDM", "frame_weights"]
-
-
-def frame_weights(geometry, shape, eta, delta, nu=0.0, phi=0.0, *, row0=0.0, col0=0.0,
-                  q0=(0.0, 0.0, 0.0)):
-    """Weight matrix contracted with a flattened frame to get the six sums.
-
-    Parameters
-    ----------
-    geometry : braggscope.core.geometry.Geometry
-    shape : (int, int)
-        Frame shape ``(rows, cols)``.
-    eta, delta, nu, phi : float
-        Angles in degrees.
-    row0, col0 : float
-        Reference pixel subtracted from the row / column index.
-    q0 : (float, float, float)
-        Reference Q (1/Angstrom) subtracted from every pixel's Q.
-
-    Returns
-    -------
-    ndarray, shape (6, rows * cols), float32
-        Rows ``[1, row - row0, col - col0, Qx - q0x, Qy - q0y, Qz - q0z]``.
-    """
-    rows, cols = (int(s) for s in shape)
-    w = np.empty((6, rows, cols), dtype=np.float32)
-    w[0] = 1.0
-    w[1] = (np.arange(rows, dtype=np.float64) - row0)[:, None]
-    w[2] = (np.arange(cols, dtype=np.float64) - col0)[None, :]
-    q = geometry.q_frame((rows, cols), eta, delta, nu, phi)
-    w[3:] = q - np.asarray(q0, dtype=np.float64)[:, None, None]
-    return w.reshape(6, rows * cols)
 
 
 class LiveSXDM(CallbackBase):

@@ -1,7 +1,8 @@
-"""Pure helpers of the live SXDM reduction: raster indexing and derived maps.
+"""Pure helpers of the live SXDM reduction: raster indexing, per-angle weights and derived maps.
 
-Everything here works on small ``(ny, nx)`` arrays (never on detector frames)
-and follows docs/conventions.md "SXDM maps":
+:func:`frame_weights` builds the ``(6, rows * cols)`` matrix a frame is
+contracted with; everything else works on small ``(ny, nx)`` arrays (never on
+detector frames) and follows docs/conventions.md "SXDM maps":
 
 * mask = integrated intensity >= ``threshold`` x the map maximum;
 * ``d_spacing = 2 pi / |Q_local|`` (Angstrom), strain in microstrain against
@@ -19,7 +20,7 @@ import numpy as np
 
 from braggscope.analysis.sxdm.maps import derive_strain_tilt, mean_direction
 
-__all__ = ["point_index", "derive_maps"]
+__all__ = ["point_index", "derive_maps", "frame_weights"]
 
 
 def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "map"):
@@ -105,3 +106,34 @@ def derive_maps(intensity, qx, qy, qz, complete=None, *, threshold: float = 0.2)
         "strain": strain, "tilt_altitude": altitude, "tilt_azimuth": azimuth,
         "q_bar": q_bar, "d_mean": d_mean,
     }
+
+
+def frame_weights(geometry, shape, eta, delta, nu=0.0, phi=0.0, *, row0=0.0, col0=0.0,
+                  q0=(0.0, 0.0, 0.0)):
+    """Weight matrix contracted with a flattened frame to get the six sums.
+
+    Parameters
+    ----------
+    geometry : braggscope.core.geometry.Geometry
+    shape : (int, int)
+        Frame shape ``(rows, cols)``.
+    eta, delta, nu, phi : float
+        Angles in degrees.
+    row0, col0 : float
+        Reference pixel subtracted from the row / column index.
+    q0 : (float, float, float)
+        Reference Q (1/Angstrom) subtracted from every pixel's Q.
+
+    Returns
+    -------
+    ndarray, shape (6, rows * cols), float32
+        Rows ``[1, row - row0, col - col0, Qx - q0x, Qy - q0y, Qz - q0z]``.
+    """
+    rows, cols = (int(s) for s in shape)
+    w = np.empty((6, rows, cols), dtype=np.float32)
+    w[0] = 1.0
+    w[1] = (np.arange(rows, dtype=np.float64) - row0)[:, None]
+    w[2] = (np.arange(cols, dtype=np.float64) - col0)[None, :]
+    q = geometry.q_frame((rows, cols), eta, delta, nu, phi)
+    w[3:] = q - np.asarray(q0, dtype=np.float64)[:, None, None]
+    return w.reshape(6, rows * cols)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from braggscope.core.layout import map_layout, raster_order
-from braggscope.core.setup import ScanSetup
+from braggscope.core.setup import ScanSetup, SetupError
 
 from braggscope.core.catalog_lock import acquire_writer_lock, creation_lock
 from braggscope.core.frames import UNIQUE_ID_DATASET, FramePairing, event_frames, verify_frames
@@ -390,7 +390,8 @@ def sxdm_stack(run, *, field: str | None = None):
         fast (x) index k in increasing raster order (the snake is undone).
     meta : dict
         The start document, plus ``setup`` (:class:`~braggscope.core.setup.ScanSetup`,
-        :meth:`~braggscope.core.setup.ScanSetup.from_run`), ``eta`` (n_eta,) in
+        :meth:`~braggscope.core.setup.ScanSetup.from_run`; None when the run
+        lacks required fields, which the reduction then names), ``eta`` (n_eta,) in
         degrees, ``x`` (nx,) and ``y`` (ny,) nominal raster coordinates in
         micrometres (before the eccentricity correction), ``pix``/``piy``
         measured fast/slow positions (n_eta, ny, nx) in micrometres, and
@@ -399,14 +400,12 @@ def sxdm_stack(run, *, field: str | None = None):
     Raises
     ------
     ValueError
-        If the run is not a map, lacks setup fields (naming them) or is
-        incomplete (fewer events than ``shape`` asks for; read
-        ``run["primary"]`` directly then).
+        If the run is not a map or is incomplete (fewer events than
+        ``shape`` asks for; read ``run["primary"]`` directly then).
     """
     start = dict(run.metadata["start"])
     layout = map_layout(start)
-    setup = ScanSetup.from_run(run)
-    field = field or setup.image_field
+    setup, field = _setup_and_field(run, start, field)
     n_eta, ny, nx = layout.shape
     stream = run["primary"]
     flat = _lazy_frames(stream[field], stream=stream, field=field)
@@ -440,14 +439,13 @@ def rocking_stack(run, *, field: str | None = None):
     -------
     frames : dask.array.Array, shape (n_eta, rows, cols)
     meta : dict
-        The start document with ``setup`` (:class:`~braggscope.core.setup.ScanSetup`),
+        The start document with ``setup`` (:class:`~braggscope.core.setup.ScanSetup`, or None),
         ``eta`` (n_eta,) the measured angles in degrees and ``exit_status``.
     """
     start = dict(run.metadata["start"])
     if start.get("plan_name") != "bcdi_rocking":
         raise ValueError(f"run {start.get('uid')} is a {start.get('plan_name')!r}, not a bcdi_rocking")
-    setup = ScanSetup.from_run(run)
-    field = field or setup.image_field
+    setup, field = _setup_and_field(run, start, field)
     stream = run["primary"]
     frames = _lazy_frames(stream[field], stream=stream, field=field)
     n = len(start["eta"])
@@ -495,6 +493,18 @@ def _direct_hdf5(array_client, pairing):
     if np.array_equal(index, np.arange(index.size)):
         return frames[:index.size]
     return frames[index]
+
+
+def _setup_and_field(run, start, field):
+    """The run's ScanSetup (None when incomplete: the frames still load, the reduction names what
+    is missing) and the frames' field (``field``, else the setup's, else ``<start detector>_image``)."""
+    try:
+        setup = ScanSetup.from_run(run)
+    except SetupError:
+        setup = None
+    if field is None:
+        field = setup.image_field if setup is not None else f"{start.get('detector') or 'mpx1x4'}_image"
+    return setup, field
 
 
 def _exit_status(run) -> str | None:
