@@ -284,6 +284,8 @@ class DocumentPublisher:
         self._closing = True
         self._loop.call_soon_threadsafe(self._wake.set) if self._wake else None
         self._thread.join(timeout=10.0)
+        if not self._thread.is_alive():
+            self._loop.close()
         left = self._save_leftovers()
         if left:
             logger.warning("bus: %d documents not published to %s are kept in %s for the next session",
