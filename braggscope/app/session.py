@@ -139,6 +139,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     if live and not inprocess:
         from braggscope.app.beamline import subscribe_live_maps
 
+    bec.disable_baseline()  # the baseline records the scan setup; no table of it before and after every run
         live_cb, _, _ = subscribe_live_maps(RE)
     from braggscope.app.bus import publisher_from_config
 
