@@ -67,6 +67,7 @@ def _cmd(args) -> int:
             cleanup()
         return 0
     c = Config()
+    c.TerminalInteractiveShell.banner1 = ""  # no Python/IPython version banner: ours says what matters
     c.TerminalInteractiveShell.banner2 = banner
     c.InteractiveShellApp.exec_lines = ["%matplotlib" + ("" if _has_display() else " agg")]
     try:
