@@ -1,4 +1,4 @@
-"""BCDI phase-retrieval speed and success rate, each beside a baseline measured in the same run.
+"""BCDI phase-retrieval speed, quality and success rate, each beside a baseline measured in the same run.
 
 1. Seconds per iteration of ER, HIO and RAAR at 128^3 (complex64, scipy.fft,
    all cores) beside the FFT-pair floor (fftn + ifftn, complex64,
@@ -13,30 +13,34 @@
    Poisson LLK, chi2) ranks the runs of one data set by their true phase error.
 
 3. Optionally, cohere-core's numpy back-end per iteration at the same size
-   (when ``cohere_core`` imports, or from ``--cohere-path`` an unpacked wheel).
-
-4. Reconstruction quality beside cohere-core, in the same run on the same data:
-   a realistic simulated measurement (``tests/test_bcdi_quality.py:
-   realistic_measurement``: braggscope's BCDI simulator, a strained faceted
-   particle, partial coherence, Poisson counts of ``--photons`` at the peak)
-   in two variants, "cube" (the whole array measured, no mask: both codes
-   see identical data) and "gapped" (two detector gaps and a rocking range
-   of 75 % of the array: braggscope leaves those voxels free, cohere-core
-   gets zeros there, as a user without masks would give it). Both codes run
-   two random starts at the same iteration budget (cohere-core's documented
-   default sequence ``3*(20*ER+180*HIO)+20*ER``, 620 iterations, against
-   braggscope's default recipe, 620 iterations). Reported: the
-   Fourier-amplitude error ``sum(s|F| - sqrt(I))^2 / sum(I)`` over the
-   measured voxels (one function for both, ``s`` the least-squares scale),
-   each code's own reported error, the agreement between the two starts
-   (``|<a, b>| / (|a| |b|)`` after registration and twin handling) and the
-   seconds per iteration; with the error of the simulator's true object
-   (coherent model) and of the noise-free partially coherent intensity (the
-   Poisson floor) as references.
+   (when ``cohere_core`` imports, or from ``--cohere-path`` an unpacked wheel),
+   and the extra cost of braggscope's partially coherent modulus projection.
+4. Reconstruction quality beside cohere-core, in the same run on the same data
+   (printed first): a realistic simulated measurement
+   (``tests/test_bcdi_quality.py: realistic_measurement``: braggscope's BCDI
+   simulator, a strained faceted particle, partial coherence, Poisson counts
+   of ``--photons`` at the peak) in two variants, "cube" (the whole array
+   measured, no mask: both codes see identical data) and "gapped" (two
+   detector gaps and a rocking range of 75 % of the array: braggscope leaves
+   those voxels free, cohere-core gets zeros there, as a user without masks
+   would give it). Both codes run two random starts at the same iteration
+   budget (cohere-core's documented default sequence
+   ``3*(20*ER+180*HIO)+20*ER`` with its default shrink-wrap, twin and support
+   settings, against braggscope's default recipe; 620 iterations each).
+   Reported: the Fourier-amplitude error ``sum(s A - sqrt(I))^2 / sum(I)``
+   over the measured voxels (one function for both; ``A`` each code's model
+   amplitude: ``|F|``, or ``sqrt(G * |F|^2)`` with braggscope's fitted
+   partial-coherence blur; ``s`` the least-squares scale), each code's own
+   reported error, the agreement between the two starts (``|<a, b>| / (|a|
+   |b|)`` after registration and twin handling), the agreement of each start
+   with the simulator's true object, and the milliseconds per iteration; with
+   the error of the true object (coherent model) and of the noise-free
+   partially coherent intensity (the Poisson floor) as references.
 
 Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick] [--photons 1e6]
-[--quality-only] [--no-success] [--cohere-path DIR]`` (about 1-2 minutes at 64^3 with ``--quick``; about
-25 minutes at 128^3 on 2 cores, most of it cohere-core).
+[--quality-only] [--no-success] [--variants cube,gapped] [--cohere-path DIR]``. About 3 minutes
+at 64^3 with ``--quick --quality-only`` on two quiet cores; at 128^3 most of the time goes to
+cohere-core (about 0.5-1 s per iteration on two cores: 10-20 minutes per data set).
 """
 
 from __future__ import annotations
@@ -239,7 +243,7 @@ def run_cohere(amplitude_file, params):
     return img, calc, float(rec.errs[-1]), dt, None
 
 
-def quality_table(n, photons, path=None):
+def quality_table(n, photons, path=None, variants=("cube", "gapped")):
     """Side-by-side quality of braggscope and cohere-core on the realistic measurement (printed)."""
     import tempfile
 
@@ -253,10 +257,13 @@ def quality_table(n, photons, path=None):
     n_iter = bcdi.Recipe().n_iterations
     print(f"\n== reconstruction quality at {n}^3, {photons:.0e} photons at the peak, partial coherence, "
           f"same data, {n_iter} iterations each, 2 random starts ==")
-    print("error = sum(s|F| - sqrt(I))^2 / sum(I) over the measured voxels (one function for both codes); "
+    print("error = sum(s A - sqrt(I))^2 / sum(I) over the measured voxels, A = the code's model amplitude "
+          "(one function for both codes); "
           "own = each code's reported error; agree = |<a,b>|/(|a||b|) of the two starts; "
           "truth = the same with the simulator's true object (coherence widths used: true 0.4, 0.8, 0.8 px)")
-    for label, kw in (("cube", dict(rocking_fraction=1.0, gaps=False)), ("gapped", {})):
+    data_sets = {"cube": dict(rocking_fraction=1.0, gaps=False), "gapped": {}}
+    for label in variants:
+        kw = data_sets[label]
         m = realistic_measurement(n, peak_counts=photons, seed=0, **kw)
         intensity, mask = m["intensity"], m["mask"]
         measured = ~mask
@@ -325,10 +332,14 @@ def main(argv=None):
     p.add_argument("--photons", type=float, default=1e6, help="photons at the Bragg peak of the quality data set")
     p.add_argument("--quality-only", action="store_true", help="only the side-by-side quality table")
     p.add_argument("--no-success", action="store_true", help="skip the success-rate section (64^3, slow)")
+    p.add_argument("--variants", default="cube,gapped", help="quality data sets: cube, gapped or both (default)")
     args = p.parse_args(argv)
     n = 64 if args.quick else args.size
     seeds = 3 if args.quick else args.seeds
-    quality_table(n, args.photons, args.cohere_path)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in ("cube", "gapped") for v in variants):
+        p.error(f"--variants must list 'cube' and/or 'gapped', got {args.variants!r}")
+    quality_table(n, args.photons, args.cohere_path, variants)
     if args.quality_only:
         return
 
