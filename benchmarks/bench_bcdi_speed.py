@@ -38,7 +38,7 @@
    partially coherent intensity (the Poisson floor) as references.
 
 Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick] [--photons 1e6]
-[--quality-only] [--no-success] [--variants cube,gapped] [--cohere-path DIR]``. About 3 minutes
+[--quality-only] [--no-success] [--variants cube,gapped|none] [--cohere-path DIR]``. About 3 minutes
 at 64^3 with ``--quick --quality-only`` on two quiet cores; at 128^3 most of the time goes to
 cohere-core (about 0.5-1 s per iteration on two cores: 10-20 minutes per data set).
 """
@@ -332,14 +332,16 @@ def main(argv=None):
     p.add_argument("--photons", type=float, default=1e6, help="photons at the Bragg peak of the quality data set")
     p.add_argument("--quality-only", action="store_true", help="only the side-by-side quality table")
     p.add_argument("--no-success", action="store_true", help="skip the success-rate section (64^3, slow)")
-    p.add_argument("--variants", default="cube,gapped", help="quality data sets: cube, gapped or both (default)")
+    p.add_argument("--variants", default="cube,gapped",
+                   help="quality data sets: cube, gapped, both (default) or none")
     args = p.parse_args(argv)
     n = 64 if args.quick else args.size
     seeds = 3 if args.quick else args.seeds
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or any(v not in ("cube", "gapped") for v in variants):
-        p.error(f"--variants must list 'cube' and/or 'gapped', got {args.variants!r}")
-    quality_table(n, args.photons, args.cohere_path, variants)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != "none"]
+    if any(v not in ("cube", "gapped") for v in variants):
+        p.error(f"--variants must list 'cube' and/or 'gapped' (or be 'none'), got {args.variants!r}")
+    if variants:
+        quality_table(n, args.photons, args.cohere_path, variants)
     if args.quality_only:
         return
 
