@@ -120,6 +120,21 @@ def _describe(losses: list[dict], where: str) -> str:
             "so no further point is recorded). Reconnect (session.reconnect()) and start a new run")
 
 
+def _failure_cause(exc: FailedStatus, where: str) -> Exception:
+    """The device's own error behind a failed status, with the point: what the stop document should say
+    (``str(FailedStatus)`` is only ``DeviceStatus(device=..., done=True, success=False)``)."""
+    status = exc.args[0] if exc.args else None
+    device = getattr(getattr(status, "device", None), "name", None) or getattr(getattr(status, "obj", None),
+                                                                               "name", "a device")
+    try:
+        cause = status.exception() if status is not None else None
+    except Exception:  # noqa: BLE001 - statuses without exception()
+        cause = None
+    if cause is None:
+        return exc
+    return RuntimeError(f"{device} failed {where}: {type(cause).__name__}: {cause}")
+
+
 def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s: float = MOVE_TIMEOUT_S,
                  watchdog: ConnectionWatchdog | None = None):
     """A ``per_step`` for ``scan_nd`` that fails fast on a lost device and bounds every move and trigger.
@@ -145,27 +160,29 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
     dog = WATCHDOG if watchdog is None else watchdog
     state = {"point": 0, "since": None}
 
-    def wait_guarded(statuses, group, timeout, what):
+    def start_and_wait(starts, group, timeout, what):
+        """Yield the ``(plan stub, args)`` in ``starts`` (all in ``group``), then wait, guarded."""
         where = f"at point {state['point']} ({what})"
-        for status in statuses:
-            if status is not None and hasattr(status, "add_callback"):
-                dog.guard(status, state["since"], where)
         try:
+            statuses = []
+            for stub, args in starts:
+                statuses.append((yield from stub(*args, group=group)))
+            for status in statuses:
+                if status is not None and hasattr(status, "add_callback"):
+                    dog.guard(status, state["since"], where)
             yield from bps.wait(group=group, timeout=timeout)
-        except FailedStatus as exc:
+        except FailedStatus as exc:  # thrown at the wait or, for a status failed at once, at a start
             dog.check(state["since"], where)  # a lost device: say so rather than "status failed"
-            raise exc
+            raise _failure_cause(exc, where) from exc
         dog.check(state["since"], where)
 
     def take_reading(devices, name="primary"):
         devices = separate_devices(root_ancestor(d) for d in devices)
         group = short_uid("trigger")
         triggered = [d for d in devices if hasattr(d, "trigger")]
-        statuses = []
-        for obj in triggered:
-            statuses.append((yield from bps.trigger(obj, group=group)))
         try:
-            yield from wait_guarded(statuses, group, trigger_timeout_s, "trigger")
+            yield from start_and_wait([(bps.trigger, (obj,)) for obj in triggered], group, trigger_timeout_s,
+                                      "trigger")
         except TimeoutError as exc:
             raise TimeoutError(
                 f"{', '.join(d.name for d in triggered)} did not finish point {state['point']} within "
@@ -189,17 +206,13 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
         # and a resume after an immediate pause re-does only this point
         yield from bps.checkpoint()
         dog.check(state["since"], f"before point {state['point']}")
-        group = short_uid("move")
-        moving, statuses = [], []
-        for motor, target in step.items():
-            if pos_cache.get(motor) == target:
-                continue
-            statuses.append((yield from bps.abs_set(motor, target, group=group)))
-            pos_cache[motor] = target
-            moving.append(motor)
+        moving = [motor for motor, target in step.items() if pos_cache.get(motor) != target]
+        for motor in moving:
+            pos_cache[motor] = step[motor]
         if moving:
             try:
-                yield from wait_guarded(statuses, group, move_timeout_s, "move")
+                yield from start_and_wait([(bps.abs_set, (m, step[m])) for m in moving], short_uid("move"),
+                                          move_timeout_s, "move")
             except TimeoutError as exc:
                 raise TimeoutError(
                     f"{', '.join(m.name for m in moving)} did not reach point {state['point']} within "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -50,15 +51,15 @@ class HDF5ImageDetector(Device):
         Frame shape ``(rows, cols)``.
     name : str
         Device name; the image field is ``<name>_image`` (``mpx1x4_image``).
-
-    Notes
-    -----
     distance_m, pixel_m, cch : optional
         Detector geometry (m, m, direct-beam pixel (row, col)): configuration
         signals ``<name>_distance_m``, ``<name>_pixel_m``, ``<name>_cch`` and
         ``<name>_frame_shape`` (= ``shape``), as on
         :class:`braggscope.devices.maxipix.Maxipix`, so every event descriptor
         records them (read back by ``braggscope.core.setup.ScanSetup``).
+
+    Notes
+    -----
     Readings: ``<name>_image`` (external, HDF5), ``<name>_total`` (sum of
     the frame, counts; hinted), ``<name>_unique_id`` (the frame's unique id,
     stored per frame in the file at ``/entry/instrument/NDAttributes/NDArrayUniqueId``
@@ -70,23 +71,23 @@ class HDF5ImageDetector(Device):
     unique_id = Cpt(Signal, value=0, kind="normal")
     num_captured = Cpt(Signal, value=0, kind="normal")
     acquire_time = Cpt(Signal, value=0.0, kind="config")
-
-    def __init__(self, *, render: Callable[[], np.ndarray], write_dir, shape, name="mpx1x4",
-                 dtype="uint32", distance_m=None, pixel_m=None, cch=None, **kwargs):
-        super().__init__(name=name, **kwargs)
-        self._render = render
-        self._write_dir = Path(write_dir).expanduser()
-        self._shape = (int(shape[0]), int(shape[1]))
-        self._dtype = np.dtype(dtype)
     distance_m = Cpt(Signal, value=float("nan"), kind="config")
     pixel_m = Cpt(Signal, value=55e-6, kind="config")
     cch = Cpt(Signal, value=[float("nan"), float("nan")], kind="config")
     frame_shape = Cpt(Signal, value=[0, 0], kind="config")
+
+    def __init__(self, *, render: Callable[[], np.ndarray], write_dir, shape, name="mpx1x4",
+                 dtype="uint32", distance_m=None, pixel_m=None, cch=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        set_geometry(self, distance_m=distance_m, pixel_m=pixel_m, cch=cch, frame_shape=shape)
+        self._render = render
+        self._write_dir = Path(write_dir).expanduser()
+        self._shape = (int(shape[0]), int(shape[1]))
+        self._dtype = np.dtype(dtype)
         self._file: h5py.File | None = None
         self._dataset = None
         self._resource: dict | None = None
         self._asset_docs: deque = deque()
-        set_geometry(self, distance_m=distance_m, pixel_m=pixel_m, cch=cch, frame_shape=shape)
         self._point = 0
         self._unique_id = 0  # like areaDetector's ArrayCounter: not reset per file
         self._ids = None
@@ -122,7 +123,10 @@ class HDF5ImageDetector(Device):
     def unstage(self):
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                try:
+                    self._file.close()
+                except (OSError, RuntimeError) as exc:  # e.g. a full disk: the run's own error says so
+                    warnings.warn(f"{self.name}: closing {self.last_path} failed: {exc}", stacklevel=2)
             self._file = self._dataset = self._ids = None
         return super().unstage()
 
@@ -267,6 +271,9 @@ def make_inprocess_devices(beamline, write_dir, *, limits=None, exposure_s=0.01,
     limits = dict(limits or {})
     motors = {n: LimitedSynAxis(name=n, limits=limits.get(n, (0.0, 0.0)))
               for n in ("pix", "piy", "piz", "eta", "phi", "nu", "delta")}
+    if getattr(beamline, "energy_kev", None) is not None:
+        motors["energy"] = LimitedSynAxis(name="energy", limits=limits.get("energy", (0.0, 0.0)),
+                                          value=float(beamline.energy_kev))
 
     def positions():
         return {n: m.position for n, m in motors.items()}
@@ -278,6 +285,3 @@ def make_inprocess_devices(beamline, write_dir, *, limits=None, exposure_s=0.01,
     if hasattr(beamline, "fluorescence"):
         devices["xrf"] = CountingDetector(count=lambda: beamline.fluorescence(positions(), exposure_s), name="xrf")
     return devices
-    if getattr(beamline, "energy_kev", None) is not None:
-        motors["energy"] = LimitedSynAxis(name="energy", limits=limits.get("energy", (0.0, 0.0)),
-                                          value=float(beamline.energy_kev))

@@ -78,8 +78,8 @@ class FramePairing:
                                  f"({UNIQUE_ID_DATASET}); the file is damaged")
             where = {int(u): i for i, u in enumerate(file_ids)}
             if len(where) != file_ids.size:
-                raise ValueError(f"{path}: repeated frame unique ids in {UNIQUE_ID_DATASET}; "
-                                 "cannot tell which frame an event took (was ArrayCounter reset mid-run?)")
+                raise ValueError(f"{path}: repeated frame unique ids in {UNIQUE_ID_DATASET}; cannot tell which "
+                                 "frame an event took (file truncated or damaged, or ArrayCounter reset mid-run?)")
             missing = [j for j, u in enumerate(self.unique_ids) if int(u) not in where]
             if missing:
                 shown = ", ".join(f"event {j} (id {int(self.unique_ids[j])})" for j in missing[:5])

@@ -88,3 +88,26 @@ def assert_frames_where_events_say(run, devices=None):
     np.testing.assert_array_equal(frames[:, 0, 0], np.round(np.asarray(table["pix"]) * 1000))
     np.testing.assert_array_equal(frames[:, 0, 1], np.round(np.asarray(table["piy"]) * 1000))
     return report
+
+
+def frames_match_events(docs, total_key) -> dict:
+    """Pair each emitted event with its frame by unique id in the detector file (independently of
+    braggscope's readers) and compare the frame's sum with the total recorded with the event."""
+    import h5py
+    from pathlib import Path
+
+    from braggscope.core.frames import UNIQUE_ID_DATASET
+
+    events = [doc for name, doc in docs if name == "event"]
+    resources = [doc for name, doc in docs if name == "resource"]
+    if not events:
+        return {"paired": 0, "frames_ok": True}
+    res = resources[0]
+    with h5py.File(Path(res["root"]) / res["resource_path"], "r", swmr=True) as f:
+        ids = [int(u) for u in f[UNIQUE_ID_DATASET][()]]
+        frames = f["/entry/data/data"]
+        ok = True
+        for ev in events:
+            uid = int(ev["data"]["mpx1x4_unique_id"])
+            ok &= uid in ids and float(frames[ids.index(uid)].sum(dtype=np.float64)) == float(ev["data"][total_key])
+        return {"paired": len(events), "frames_in_file": len(ids), "frames_ok": bool(ok)}

@@ -1,0 +1,62 @@
+"""A catalog writer in a child process (``test_storage_faults.py``).
+
+``python -m tests.faults.writer_child DATA_DIR DETECTOR_DIR OUT.json``: opens the embedded catalog
+under DATA_DIR (creating it if needed), subscribes a writer (refused if another process writes),
+starts a 2 x 3 map with in-process devices, pauses it during the 3rd point (Ctrl-C twice) and
+exits with the RunEngine paused, the run open.
+"""
+
+import json
+import sys
+import threading
+import time
+
+from bluesky import RunEngine
+from bluesky.utils import RunEngineInterrupted
+
+from braggscope.core import storage
+from braggscope.core.catalog_lock import CatalogBusyError
+from braggscope.core.config import load_config
+from braggscope.core.setup import ScanSetup
+from braggscope.plans import sxdm_map
+
+from .conftest import SHAPE, EncodingDevices, interrupt_at
+
+
+def main(data_dir, det_dir, out):
+    cfg = load_config()
+    cfg.set("storage.data_dir", data_dir)
+    cfg.set("detector.read_path", det_dir)
+    result = {}
+    try:
+        client = storage.open_catalog(cfg)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        result["open_error"] = f"{type(exc).__name__}: {exc}"
+        return result
+    RE = RunEngine(call_returns_result=True)
+    try:
+        storage.subscribe_writer(RE, client)
+    except CatalogBusyError as exc:
+        result["refused"] = str(exc)
+        return result
+    time.sleep(3.0)  # hold the catalog while the other child tries
+    d = EncodingDevices(det_dir)
+    interrupt_at(RE, "trigger", d.det, 3)
+    setup = ScanSetup(energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, cch=(4, 5), detector_shape=SHAPE, delta=18.0)
+    uids = []
+    RE.subscribe(lambda name, doc: uids.append(doc["uid"]) if name == "start" else None)
+    try:
+        RE(sxdm_map([d.det], d.pix, (10, 14, 3), d.piy, (20, 22, 2), d.eta, [10.0], sample="exit-paused",
+                    setup=setup))
+    except RunEngineInterrupted:
+        pass
+    result.update(state=RE.state, run=uids[0])
+    return result
+
+
+if __name__ == "__main__":
+    res = main(*sys.argv[1:3], sys.argv[3])
+    with open(sys.argv[3], "w") as f:
+        json.dump(res, f)
+    threading.Thread(target=lambda: None).start()
+    sys.exit(0)  # with the RunEngine paused and the run open
