@@ -291,6 +291,15 @@ def test_path_map_relocates_detector_files(tmp_path):
     assert res["root"] == "" and res["resource_path"] == "/mnt/id01/a.h5"
 
 
+def test_live_refuses_an_unreachable_broker_in_one_line(tmp_path):
+    from braggscope.app.live_consumer import LiveConsumer, consume
+    from braggscope.core.errors import ServerUnreachableError
+
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(ServerUnreachableError, match=f"NATS server {url} unreachable after 1 s"):
+        asyncio.run(consume(url, "NONE", "none.documents", LiveConsumer(tmp_path), connect_timeout_s=1.0))
+
+
 def test_remote_maps_equal_local_and_stream_complete(broker, tmp_path):
     url, stream, subject = broker
     consumer = Consumer(url, stream, subject, tmp_path / "live", durable="t1")
@@ -357,7 +366,8 @@ def test_slow_consumer_and_stalled_broker_do_not_slow_the_runengine(own_broker, 
         assert pub.stats["max_depth"] - pub.stats["spilled"] <= 20
         assert pub.stats["over_high_water"] >= n - 11
         assert sum("high-water" in r.getMessage() for r in caplog.records) == 1  # one line, not one per document
-        assert pub.stats["call_s_total"] / n < 2e-3  # the RunEngine's cost per document: no wait on the bus
+        # the RunEngine's cost per document: no wait on the bus (a wait would be >= publish_timeout_s)
+        assert pub.stats["call_s_total"] / n < 5e-3
     finally:
         os.kill(server.pid, signal.SIGCONT)
         os.kill(consumer.proc.pid, signal.SIGCONT)

@@ -328,7 +328,7 @@ def _figure():
 
 
 async def consume(url, stream, subject, consumer, *, durable="braggscope-live", deliver="new", runs=0,
-                  fetch_batch=128, stop=None):
+                  fetch_batch=128, stop=None, connect_timeout_s=15.0):
     """Pull the bus into ``consumer`` until ``runs`` runs are finished (0: until ``stop`` is set).
 
     Parameters
@@ -346,15 +346,20 @@ async def consume(url, stream, subject, consumer, *, durable="braggscope-live", 
         Most messages per pull.
     stop : asyncio.Event, optional
         Set it to return after the current batch.
+    connect_timeout_s : float
+        Give up (``ServerUnreachableError``) when the broker does not answer
+        this long at start; later outages are waited out.
     """
     import nats
     import nats.errors
 
-    try:
-        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                name=f"braggscope-live-{durable}")
-    except (OSError, nats.errors.Error) as exc:
-        raise ServerUnreachableError(f"NATS server {url} unreachable ({exc}): start it or pass --url") from exc
+    try:  # the client would retry a first connection for ever
+        nc = await asyncio.wait_for(nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1,
+                                                 reconnect_time_wait=0.5, name=f"braggscope-live-{durable}",
+                                                 error_cb=_quiet), connect_timeout_s)
+    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        raise ServerUnreachableError(f"NATS server {url} unreachable after {connect_timeout_s:.0f} s: "
+                                     "start it or pass --url") from exc
     _preload()
     try:
         js = nc.jetstream()
@@ -386,6 +391,10 @@ async def consume(url, stream, subject, consumer, *, durable="braggscope-live", 
         await nc.flush(timeout=5)
     finally:
         await nc.close()
+
+
+async def _quiet(exc):
+    """Connection errors: the client reconnects by itself, nothing to print."""
 
 
 def _preload():
