@@ -208,6 +208,12 @@ def agreement(a, b):
     return float(abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def without_ramp(obj):
+    """``obj`` with its linear phase ramp and mean phase removed (support: 0.3 of the maximum amplitude)."""
+    amp = np.abs(obj)
+    return bcdi.remove_phase_ramp(obj, amp >= 0.3 * amp.max())
+
+
 def run_braggscope(intensity, mask, seed):
     """One random start of the default recipe -> (object, centred model amplitude, own error, seconds).
 
@@ -286,7 +292,7 @@ def quality_table(n, photons, path=None, variants=("cube", "gapped")):
             errs = [fourier_error(c, intensity, measured) for _, c, *_ in objs]
             own = [o[2] for o in objs]
             ms = [1e3 * o[3] / n_iter for o in objs]
-            fid = [agreement(truth, o[0]) for o in objs]
+            fid = [agreement(truth, without_ramp(o[0])) for o in objs]
             px = "" if objs[0][4] is None else f"   coherence widths {objs[0][4]} px"
             print(f"{name:31s} error {errs[0]:.4f} / {errs[1]:.4f}   own {own[0]:.4f} / {own[1]:.4f}   "
                   f"agree {agreement(objs[0][0], objs[1][0]):.3f}   truth {fid[0]:.3f} / {fid[1]:.3f}   "
