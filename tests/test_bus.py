@@ -314,6 +314,32 @@ def test_remote_maps_equal_local_and_stream_complete(broker, tmp_path):
     assert pub.stats["over_high_water"] == 0 and pub.stats["spilled"] == 0
 
 
+def test_shell_session_publishes_when_bus_url_is_set(broker, tmp_path):
+    from braggscope.app.session import make_session
+    from braggscope.core.config import load_config
+
+    url, stream, subject = broker
+    cfg = load_config()
+    for key, value in (("storage.data_dir", str(tmp_path / "data")), ("detector.read_path", str(tmp_path / "det")),
+                       ("detector.write_path", str(tmp_path / "det")), ("detector.shape", [32, 32]),
+                       ("detector.cch", [16.0, 16.0]), ("bus.url", url), ("bus.stream", stream),
+                       ("bus.subject", subject), ("bus.spill_dir", str(tmp_path / "spill"))):
+        cfg.set(key, value)
+    ns = make_session(cfg, inprocess=True, live=False, headless=True)
+    try:
+        documents = []
+        ns["RE"].subscribe(lambda name, doc: documents.append((name, _identity(name, doc))))
+        ns["RE"](ns["sxdm_map"]([ns["detector"]], ns["pix"], (49, 51, 3), ns["piy"], (49, 51, 2), ns["eta"],
+                                [9.0, 9.05]))
+        assert ns["bus"].wait(30)
+    finally:
+        ns["__cleanup__"]()
+    assert documents[0][0] == "start" and documents[-1][0] == "stop"
+    assert stream_documents(url, stream) == documents
+    with pytest.raises(RuntimeError, match="closed"):
+        ns["bus"]("start", {"uid": "x"})
+
+
 def test_broker_outage_mid_run_loses_nothing_and_keeps_order(own_broker, tmp_path, caplog):
     url, port, start = own_broker
     server = start()
