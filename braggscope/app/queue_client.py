@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from braggscope.core.errors import ArgumentError, ServerUnreachableError, UserError
 
-__all__ = ["QueueClient", "API_KEY_ENV"]
+__all__ = ["QueueClient", "API_KEY_ENV", "queue_namespace"]
 
 #: Environment variable holding the queue HTTP server's API key.
 API_KEY_ENV = "BRAGGSCOPE_QUEUE_API_KEY"
@@ -84,12 +84,26 @@ class QueueClient:
         return self._call("queue_get")["items"]
 
     def history(self) -> list[dict]:
-        """Finished items, oldest first; each with ``result`` (exit_status, msg, run_uids, ...)."""
+        """Finished items, oldest first; each with ``result`` (exit_status, msg, run_uids, ...).
+
+        An item that failed or was stopped, aborted or halted is also put back at
+        the front of the queue (the queue server's rule), to be run again or removed.
+        """
         return self._call("history_get")["items"]
+
+    def plans(self) -> list[str]:
+        """Names of the plans this client may queue."""
+        return sorted(self._call("plans_allowed")["plans_allowed"])
 
     def clear(self) -> None:
         """Remove every item from the queue (not the history)."""
         self._call("queue_clear")
+
+    def remove(self, uid: str | None = None) -> dict:
+        """Remove one item (by uid; default: the front one) from the queue; returns it."""
+        if uid is None:
+            return self._call("item_remove", pos="front")["item"]
+        return self._call("item_remove", uid=uid)["item"]
 
     # ------------------------------------------------------------------ control
     def open(self, timeout: float = 120.0) -> None:
@@ -174,3 +188,24 @@ def _first_line(exc) -> str:
         text = text.replace(prefix, "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("For further")]
     return "; ".join(lines[:3]).split("; Plan: ")[0]
+
+
+QUEUE_BANNER = """braggscope session: queue at {url} ({state})
+  queue.add("sxdm_map", ["mpx1x4"], "pix", [0, 2, 21], "piy", [0, 2, 21], "eta", [9.0, 9.1])
+  queue.start()  queue.pause(immediate=False)  queue.resume()  queue.stop()  queue.abort()
+  queue.status()  queue.items()  queue.history()  queue.plans()
+  plans: {plans}
+"""
+
+
+def queue_namespace(cfg, url: str | None = None, *, api_key: str | None = None) -> dict:
+    """The namespace of ``braggscope shell --queue``: ``cfg``, ``queue`` (a :class:`QueueClient`), banner, cleanup.
+
+    The RunEngine, devices and catalog writer are the queue server's: nothing
+    here moves a motor except through the queue.
+    """
+    queue = QueueClient.from_config(cfg, url=url, api_key=api_key)
+    status = queue.status()  # unreachable server or refused key: one line before the prompt
+    state = f"{status['manager_state']}, environment {'open' if status['worker_environment_exists'] else 'closed'}"
+    banner = QUEUE_BANNER.format(url=queue.url, state=state, plans=", ".join(queue.plans()) or "(open the environment)")
+    return {"cfg": cfg, "queue": queue, "__banner__": banner, "__cleanup__": queue.close}

@@ -48,6 +48,8 @@ ORDER = ("simulator", "tiled", "queue", "http", "live")
 STATE_NAME = "serve.json"
 #: Seconds a service has to start answering.
 START_TIMEOUT_S = 120.0
+#: The service processes started here (kept: they outlive this command, and need no reaping warning).
+_CHILDREN: list[subprocess.Popen] = []
 
 
 def serve_paths(cfg) -> dict[str, Path]:
@@ -229,6 +231,7 @@ def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                                    cwd=paths["root"])
+    _CHILDREN.append(process)
     entry = {"pid": process.pid, "command": command, "marker": marker, "port": port, "host": host,
              "log": str(log_path), "started": time.time()}
     start = time.monotonic()

@@ -46,6 +46,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--inprocess", action="store_true",
                         help="in-process simulated devices (no EPICS, no simulator process)")
     parser.add_argument("--no-live", action="store_true", help="do not subscribe the live SXDM maps")
+    parser.add_argument("--queue", nargs="?", const="", metavar="URL",
+                        help="drive a queue server (braggscope serve) instead of a RunEngine of its own: "
+                             "a `queue` client (URL default: [queue] url; key: [queue] api_key or "
+                             "$BRAGGSCOPE_QUEUE_API_KEY)")
     parser.set_defaults(func=_cmd)
 
 
@@ -53,7 +57,12 @@ def _cmd(args) -> int:
     from braggscope.core.config import load_config
 
     cfg = load_config(args.config)
-    ns = make_session(cfg, inprocess=args.inprocess, live=not args.no_live)
+    if args.queue is not None:
+        from braggscope.app.queue_client import queue_namespace
+
+        ns = queue_namespace(cfg, args.queue or None)
+    else:
+        ns = make_session(cfg, inprocess=args.inprocess, live=not args.no_live)
     cleanup, banner = ns["__cleanup__"], ns["__banner__"]
     try:
         from IPython import start_ipython
@@ -131,6 +140,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     install_baseline(RE, devices)  # energy and angles of every run's scan setup
     RE.waiting_hook = ProgressBarManager()
     bec = BestEffortCallback()
+    bec.disable_baseline()  # the baseline records the scan setup; no table of it before and after every run
     if headless:
         bec.disable_plots()
     RE.subscribe(bec)
@@ -140,7 +150,6 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     if live and not inprocess:
         from braggscope.app.beamline import subscribe_live_maps
 
-    bec.disable_baseline()  # the baseline records the scan setup; no table of it before and after every run
         live_cb, _, _ = subscribe_live_maps(RE)
     from braggscope.app.bus import publisher_from_config
 

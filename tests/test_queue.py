@@ -1,0 +1,221 @@
+"""Queued remote operation: the real queue server (RE Manager) with braggscope's profile and the real
+bluesky-httpserver in front of it, on loopback, started and stopped by ``braggscope serve``.
+
+Needs Redis on 127.0.0.1:6379 (the queue and its history live there; the tests use database 3 and a
+key prefix of their own, deleted at the end). Skipped, saying why, when Redis does not answer.
+The devices are braggscope's in-process simulated devices (``[queue] devices = "inprocess"``).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.service_helpers import assert_no_process_left, free_port, listening_addresses, redis_or_skip
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+REDIS_DB = 3
+RASTER = dict(detectors=["mpx1x4"], x_motor="pix", y_motor="piy", eta_motor="eta")
+
+
+@pytest.fixture(scope="module")
+def queue(tmp_path_factory):
+    """A queue server + HTTP server started by braggscope serve; yields (cfg, client, api key)."""
+    redis = redis_or_skip(REDIS_DB)
+    from braggscope.app import serve
+    from braggscope.app.queue_client import QueueClient
+    from braggscope.core.config import load_config
+
+    root = tmp_path_factory.mktemp("queue")
+    prefix = f"braggscope_test_{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
+    cfg = load_config()
+    for name, value in {"queue.devices": "inprocess", "queue.redis": f"127.0.0.1:6379/{REDIS_DB}",
+                        "queue.redis_prefix": prefix, "queue.api_key": key, "storage.data_dir": str(root / "data"),
+                        "detector.read_path": str(root / "data" / "detector"),
+                        "detector.write_path": str(root / "data" / "detector"), "simulator.realtime": False,
+                        "serve.state_dir": str(root / "serve"), "serve.services": ["queue", "http"],
+                        "bus.url": ""}.items():
+        cfg.set(name, value)
+    for name in ("queue_control_port", "queue_info_port", "http_port"):
+        cfg.set(f"serve.{name}", free_port())
+    try:
+        serve.start_services(cfg, timeout=180, echo=lambda line: None)
+        client = QueueClient(f"http://127.0.0.1:{cfg['serve.http_port']}", api_key=key, timeout=30)
+        yield cfg, client, key
+    finally:
+        serve.stop_services(cfg, echo=lambda line: None)
+        for k in redis.scan_iter(f"{prefix}*"):
+            redis.delete(k)
+        assert not list(redis.scan_iter(f"{prefix}*"))
+        assert_no_process_left(str(root), "start-bluesky-httpserver --host 127.0.0.1 --port "
+                               f"{cfg['serve.http_port']}",
+                               ports=[cfg[f"serve.{n}"] for n in ("queue_control_port", "queue_info_port", "http_port")])
+
+
+def _last(client, name=None):
+    items = [h for h in client.history() if name is None or h["name"] == name]
+    return items[-1]
+
+
+def test_services_bind_loopback_only_and_refuse_requests_without_the_key(queue):
+    cfg, client, key = queue
+    for port in (cfg["serve.queue_control_port"], cfg["serve.queue_info_port"], cfg["serve.http_port"]):
+        assert listening_addresses(port) == {"127.0.0.1"}, port
+    url = f"http://127.0.0.1:{cfg['serve.http_port']}/api/status"
+    for headers in ({}, {"Authorization": "ApiKey wrong-key"}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+        assert refused.value.code == 401
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"ApiKey {key}"}),
+                                timeout=10) as ok:
+        assert ok.status == 200
+    from braggscope.app.queue_client import QueueClient
+    from braggscope.core.errors import UserError
+
+    with pytest.raises(UserError, match="refused the API key"):
+        QueueClient(client.url, api_key="wrong-key").status()
+    from braggscope.app.serve import service_status
+
+    assert all(ok for ok, _ in service_status(cfg).values())
+
+
+def test_profile_plans_and_argument_checks_at_submission(queue):
+    cfg, client, _ = queue
+    assert {"sxdm_map", "calibrate_eccentricity", "bcdi_rocking", "dry_run", "count", "mv"} <= set(client.plans())
+    from braggscope.core.errors import ArgumentError
+
+    eta_high = cfg["limits.eta"][1]
+    refused = {
+        "out of range": (dict(RASTER, x_range=[0, 2, 3], y_range=[0, 1, 2], etas=[9.0, eta_high + 1])),
+        "nosuch": (dict(RASTER, detectors=["nosuch"], x_range=[0, 2, 3], y_range=[0, 1, 2], etas=[9.0])),
+        "valid tuple": (dict(RASTER, x_range="0 to 2", y_range=[0, 1, 2], etas=[9.0])),
+        "eta": (dict(RASTER, x_motor="eta", x_range=[0, 2, 3], y_range=[0, 1, 2], etas=[9.0])),
+    }
+    before = len(client.items())
+    for reason, kwargs in refused.items():
+        with pytest.raises(ArgumentError, match=reason):
+            client.add("sxdm_map", **kwargs)
+    with pytest.raises(ArgumentError, match="size_m"):
+        client.add("bcdi_rocking", ["mpx1x4"], "eta", 9.0, d_spacing=2.0)  # a required argument missing
+    assert len(client.items()) == before  # nothing refused was queued
+
+
+def test_plan_level_checks_fail_the_item_before_any_motion(queue):
+    cfg, client, _ = queue
+    client.open(timeout=180)
+    high = cfg["limits.pix"][1]
+    client.add("sxdm_map", x_range=[0, high + 50, 3], y_range=[0, 1, 2], etas=[9.0], **RASTER)
+    client.start()
+    client.wait(timeout=120)
+    item = _last(client, "sxdm_map")
+    assert item["result"]["exit_status"] == "failed"
+    assert "x_range" in item["result"]["msg"] and f"{high:g}" in item["result"]["msg"]
+    assert item["result"]["run_uids"] == []  # refused before the run opened: nothing moved
+    back = client.items()  # a failed item goes back to the front of the queue (with a new uid)
+    assert [(i["name"], i["kwargs"]["x_range"]) for i in back] == [("sxdm_map", item["kwargs"]["x_range"])]
+    client.clear()
+    # the dry run from the queue: a good plan passes, a set-point beyond a limit fails naming it
+    client.add("dry_run", "sxdm_map", {**RASTER, "x_range": [0, 2, 3], "y_range": [0, 1, 2], "etas": [9.0, 9.1]})
+    client.start()
+    client.wait(timeout=120)
+    assert _last(client, "dry_run")["result"]["exit_status"] == "completed"
+    client.add("dry_run", "sxdm_map", {**RASTER, "x_range": [0, 2, 3], "y_range": [0, 1, 2], "etas": [9.0],
+                                       "eccentricity": {"eta0": 0.0, "x": [1000.0, 0.0], "y": [0.0, 0.0]}})
+    client.start()
+    client.wait(timeout=120)
+    failed = _last(client, "dry_run")["result"]
+    assert failed["exit_status"] == "failed" and "pix" in failed["msg"]
+    client.clear()
+
+
+def test_run_pause_resume_and_abort_remotely_with_history_in_redis(queue):
+    cfg, client, _ = queue
+    from braggscope.app import serve
+    from braggscope.core import storage
+
+    client.open(timeout=180)
+    small = dict(RASTER, x_range=[0, 2, 4], y_range=[0, 1, 3], etas=[9.0, 9.1], sample="queued")
+    client.add("sxdm_map", **small)
+    big = dict(RASTER, x_range=[0, 20, 40], y_range=[0, 20, 40], etas=[9.0, 9.1])
+    client.add("sxdm_map", **big, sample="paused")
+    client.start()
+    _wait_running(client, "paused")
+    client.pause()  # deferred: at the next checkpoint
+    client.wait(timeout=120, paused=True)
+    assert client.status()["re_state"] == "paused"
+    client.resume()
+    _wait_running(client, "paused")
+    client.pause(immediate=True)
+    client.wait(timeout=120, paused=True)
+    client.abort()
+    client.wait(timeout=120)
+    history = client.history()
+    done, aborted = history[-2], history[-1]
+    assert done["kwargs"]["sample"] == "queued" and done["result"]["exit_status"] == "completed"
+    assert aborted["kwargs"]["sample"] == "paused" and aborted["result"]["exit_status"] == "aborted"
+    assert [i["kwargs"].get("sample") for i in client.items()] == ["paused"]  # back at the front, to run again
+    client.clear()
+    uids = [done["result"]["run_uids"][0], aborted["result"]["run_uids"][0]]
+    # the history is kept in Redis: a new queue server process finds it
+    n_history = len(history)
+    serve.stop_services(cfg, ["http", "queue"], echo=lambda line: None)
+    catalog = storage.open_catalog(cfg)  # the worker's catalog writer is gone: read what it wrote
+    complete = storage.load_run(catalog, uids[0])
+    assert complete.metadata["stop"]["exit_status"] == "success"
+    assert complete.metadata["stop"]["num_events"]["primary"] == 4 * 3 * 2
+    partial = storage.load_run(catalog, uids[1])
+    assert partial.metadata["stop"]["exit_status"] == "abort"
+    assert 0 < partial.metadata["stop"]["num_events"]["primary"] < 40 * 40 * 2
+    del catalog
+    serve.start_services(cfg, ["queue", "http"], timeout=180, open_environment=False, echo=lambda line: None)
+    after = client.history()
+    assert len(after) == n_history and [h["item_uid"] for h in after] == [h["item_uid"] for h in history]
+
+
+def _wait_running(client, sample, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = client.status().get("running_item_uid")
+        if running:
+            items = client._call("queue_get").get("running_item") or {}
+            if items.get("kwargs", {}).get("sample") == sample and client.status()["re_state"] == "running":
+                time.sleep(1.0)  # some points into the run
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"the item {sample!r} did not start running within {timeout} s")
+
+
+def test_shell_queue_namespace(queue):
+    cfg, client, key = queue
+    from braggscope.app.queue_client import queue_namespace
+    from braggscope.core.errors import ArgumentError, ServerUnreachableError
+
+    ns = queue_namespace(cfg, client.url, api_key=key)
+    try:
+        assert ns["queue"].status()["manager_state"] in ("idle", "executing_queue")
+        assert "queue.add(" in ns["__banner__"] and client.url in ns["__banner__"]
+    finally:
+        ns["__cleanup__"]()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with pytest.raises(ServerUnreachableError):
+        queue_namespace(cfg, f"http://127.0.0.1:{dead}", api_key=key)
+    with pytest.raises(ArgumentError, match="API key"):
+        import os
+
+        saved = os.environ.pop("BRAGGSCOPE_QUEUE_API_KEY", None)
+        try:
+            cfg2 = __import__("copy").deepcopy(cfg)
+            cfg2.set("queue.api_key", "")
+            queue_namespace(cfg2, client.url)
+        finally:
+            if saved is not None:
+                os.environ["BRAGGSCOPE_QUEUE_API_KEY"] = saved
