@@ -187,6 +187,7 @@ class DocumentPublisher:
         self._run = None  # (run uid, next index)
         self._spill_w = self._spill_r = None
         self._spill_unread = 0  # records written but not yet read back
+        self._flight, self._in_flight = [], 0  # the batch in the worker's hands
         self._start_seq = {}
         self._closing = False
         self.connected = False
@@ -258,9 +259,6 @@ class DocumentPublisher:
         with self._lock:
             return len(self._memory) + self._spill_unread + self._in_flight
 
-    _in_flight = 0
-    _flight: list = []
-
     def wait(self, timeout=30.0) -> bool:
         """Block until everything queued is acknowledged; False on timeout."""
         deadline = time.monotonic() + float(timeout)
@@ -282,7 +280,8 @@ class DocumentPublisher:
             return 0
         self.wait(timeout)
         self._closing = True
-        self._loop.call_soon_threadsafe(self._wake.set) if self._wake else None
+        if self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
         self._thread.join(timeout=10.0)
         if not self._thread.is_alive():
             self._loop.close()
