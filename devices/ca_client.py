@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 
-__all__ = ["ensure_repeater", "release_devices"]
+__all__ = ["ensure_repeater", "start_repeater", "release_devices"]
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
@@ -32,6 +32,8 @@ _thread: threading.Thread | None = None
 
 def ensure_repeater() -> bool:
     """Serve a CA repeater on a daemon thread unless one already answers on this host.
+
+    The port is ``EPICS_CA_REPEATER_PORT`` (default 5065), as libca uses.
 
     Returns
     -------
@@ -43,25 +45,63 @@ def ensure_repeater() -> bool:
     with _lock:
         if _thread is not None and _thread.is_alive():
             return True
-        port = int(os.environ.get("EPICS_CA_REPEATER_PORT", "5065") or 5065)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:  # another repeater (or a process on that port): libca uses it
-            sock.close()
-            return False
-        _thread = threading.Thread(target=_serve, args=(sock, port), name="ca-repeater", daemon=True)
-        _thread.start()
-        return True
+        _thread = start_repeater(int(os.environ.get("EPICS_CA_REPEATER_PORT", "5065") or 5065))
+        return _thread is not None
+
+
+def start_repeater(port: int, host: str = "127.0.0.1") -> threading.Thread | None:
+    """Bind ``host:port`` (UDP) and serve the repeater there on a daemon thread; None if the port is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.bind((host, int(port)))
+    except OSError:  # another repeater (or a process on that port): libca uses it
+        sock.close()
+        return None
+    thread = threading.Thread(target=_serve, args=(sock, port), name=f"ca-repeater-{port}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _serve(sock, port):
-    from caproto.sync.repeater import _run_repeater
+    """The repeater loop: confirm registrations, fan beacons out to the registered clients.
 
+    libca registers with an EMPTY datagram (its old-style registration), which
+    caproto's own repeater loop records without confirming, so libca keeps
+    trying and complains after 50 tries; both forms are confirmed here.
+    """
+    import caproto
+    from caproto._constants import MAX_UDP_RECV
+    from caproto.sync.repeater import check_ports_in_use
+
+    clients: dict[int, str] = {}
+    broadcaster = caproto.Broadcaster(our_role=caproto.SERVER)
+    while True:
+        try:
+            msg, (host, src_port) = sock.recvfrom(MAX_UDP_RECV)
+            commands = broadcaster.recv(msg, (host, src_port)) if msg else []
+        except Exception:  # noqa: BLE001 - a bad datagram (or a reset) must not end the repeater
+            continue
+        if not msg or any(isinstance(c, caproto.RepeaterRegisterRequest) for c in commands):
+            clients[src_port] = host
+            for _, gone in check_ports_in_use([p for p in clients if p != src_port]):
+                clients.pop(gone, None)
+            _send(sock, bytes(caproto.RepeaterConfirmResponse(host)), host, src_port)
+            continue
+        for c in commands:  # a beacon without its server address gets the sender's
+            if isinstance(c, caproto.Beacon) and c.header.parameter2 == 0:
+                c.header.parameter2 = caproto.ipv4_to_int32(host)
+        payload = b"".join(bytes(c) for c in commands)
+        for other, other_host in list(clients.items()):
+            if other != src_port and not _send(sock, payload, other_host, other):
+                clients.pop(other, None)
+
+
+def _send(sock, payload, host, port) -> bool:
     try:
-        _run_repeater(sock, ("127.0.0.1", port))
-    except Exception:  # noqa: BLE001 - a dead repeater only slows beacon fan-out; never crash the client
-        sock.close()
+        sock.sendto(payload, (host, port))
+        return True
+    except OSError:
+        return False
 
 
 def release_devices(devices) -> None:

@@ -271,6 +271,37 @@ def test_libca_complains_without_a_repeater_and_not_with_ours():
     assert not [n for n in CA_NOISE if n in ours.stderr], ours.stderr
 
 
+def test_repeater_confirms_both_registrations_and_forwards_beacons():
+    """libca registers with an empty datagram and waits for a confirmation (else: '... after 50 tries')."""
+    import caproto
+
+    from braggscope.devices.ca_client import start_repeater
+
+    port = _free_udp_port()
+    assert start_repeater(port) is not None
+    assert start_repeater(port) is None  # the port is taken: a second repeater does not start
+    parse = caproto.Broadcaster(our_role=caproto.CLIENT)
+    a, b, server = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3))
+    try:
+        for s in (a, b, server):
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5.0)
+        a.sendto(b"", ("127.0.0.1", port))  # libca's form
+        data, _ = a.recvfrom(4096)
+        assert any(isinstance(c, caproto.RepeaterConfirmResponse) for c in parse.recv(data, ("127.0.0.1", port)))
+        b.sendto(bytes(caproto.RepeaterRegisterRequest("127.0.0.1")), ("127.0.0.1", port))  # caproto's form
+        data, _ = b.recvfrom(4096)
+        assert any(isinstance(c, caproto.RepeaterConfirmResponse) for c in parse.recv(data, ("127.0.0.1", port)))
+        server.sendto(bytes(caproto.Beacon(13, 5064, 7, "0.0.0.0")), ("127.0.0.1", port))
+        for client in (a, b):
+            data, _ = client.recvfrom(4096)
+            beacons = [c for c in parse.recv(data, ("127.0.0.1", port)) if isinstance(c, caproto.Beacon)]
+            assert beacons and beacons[0].beacon_id == 7 and beacons[0].address == "127.0.0.1"
+    finally:
+        for s in (a, b, server):
+            s.close()
+
+
 @pytest.mark.ioc
 def test_beamline_over_channel_access_is_quiet(tmp_path):
     """The demo's and the shell's path: start the simulator, connect, move, stop: nothing on stderr from CA."""
