@@ -41,6 +41,10 @@ class FluorescenceDetector(Device):
     acquiring = Cpt(EpicsSignalRO, "Acquire_RBV", kind="omitted")
     counts = Cpt(EpicsSignalRO, "Counts_RBV", kind="hinted")
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("labels", {"detectors"})  # bluesky's %ct and braggscope's ct() count it
+        super().__init__(*args, **kwargs)
+
     def trigger(self):
         """Count once; the returned status finishes on put-completion of ``Acquire``."""
         return self.acquire.set(1)

@@ -21,6 +21,7 @@ class MotorCpt(Component):
     """
 
     def __init__(self, suffix, *, kind="normal", **kwargs):
+        kwargs.setdefault("labels", {"motors"})  # bluesky's %wa and braggscope's wa() list it
         super().__init__(EpicsMotor, suffix, kind=kind, **kwargs)
 
     def create_component(self, instance):
@@ -62,3 +63,7 @@ class Diffractometer(Device):
 
 class EnergyMotor(EpicsMotor):
     """Monochromator energy (keV), an EPICS motor record."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("labels", {"motors"})
+        super().__init__(*args, **kwargs)

@@ -30,11 +30,30 @@ from ophyd.status import DeviceStatus
 from ophyd.utils import LimitError
 
 from braggscope.devices.maxipix import set_geometry
+from braggscope.simulators.ioc_detector import roi_bounds
 
 __all__ = ["CountingDetector", "HDF5ImageDetector", "LimitedSynAxis", "make_inprocess_devices"]
 
 #: Each frame's unique id in the file (areaDetector's NDAttributes layout, as the simulator IOC).
 UNIQUE_ID_DATASET = "/entry/instrument/NDAttributes/NDArrayUniqueId"
+
+
+class InProcessROI(Device):
+    """The ROI counter's window (as the areaDetector ``ROI1:`` plugin; pixels, X = column, Y = row)."""
+
+    min_x = Cpt(Signal, value=0, kind="config")
+    min_y = Cpt(Signal, value=0, kind="config")
+    size_x = Cpt(Signal, value=0, kind="config")
+    size_y = Cpt(Signal, value=0, kind="config")
+    enable_x = Cpt(Signal, value=1, kind="config")
+    enable_y = Cpt(Signal, value=1, kind="config")
+
+
+class InProcessROIStat(Device):
+    """Region 1 of the ROIStat plugin: ``total`` (hinted) = the frame summed inside the window while ``use``."""
+
+    use = Cpt(Signal, value=1, kind="omitted")
+    total = Cpt(Signal, value=0, kind="hinted")
 
 
 class HDF5ImageDetector(Device):
@@ -61,7 +80,8 @@ class HDF5ImageDetector(Device):
     Notes
     -----
     Readings: ``<name>_image`` (external, HDF5), ``<name>_total`` (sum of
-    the frame, counts; hinted), ``<name>_unique_id`` (the frame's unique id,
+    the frame, counts; hinted), ``<name>_roistat1_total`` (the ROI counter: the
+    frame summed inside the ``roi1`` window, whole frame by default; hinted), ``<name>_unique_id`` (the frame's unique id,
     stored per frame in the file at ``/entry/instrument/NDAttributes/NDArrayUniqueId``
     as areaDetector does) and ``<name>_num_captured`` (frames in the file once
     it was written); configuration ``<name>_acquire_time`` (s).
@@ -71,6 +91,9 @@ class HDF5ImageDetector(Device):
     unique_id = Cpt(Signal, value=0, kind="normal")
     num_captured = Cpt(Signal, value=0, kind="normal")
     acquire_time = Cpt(Signal, value=0.0, kind="config")
+    # the ROI counter, as the Maxipix's roi1/roistat1 (field <name>_roistat1_total, hinted)
+    roi1 = Cpt(InProcessROI, "", kind="config")
+    roistat1 = Cpt(InProcessROIStat, "", kind="normal")
     distance_m = Cpt(Signal, value=float("nan"), kind="config")
     pixel_m = Cpt(Signal, value=55e-6, kind="config")
     cch = Cpt(Signal, value=[float("nan"), float("nan")], kind="config")
@@ -78,8 +101,11 @@ class HDF5ImageDetector(Device):
 
     def __init__(self, *, render: Callable[[], np.ndarray], write_dir, shape, name="mpx1x4",
                  dtype="uint32", distance_m=None, pixel_m=None, cch=None, **kwargs):
+        kwargs.setdefault("labels", {"detectors"})
         super().__init__(name=name, **kwargs)
         set_geometry(self, distance_m=distance_m, pixel_m=pixel_m, cch=cch, frame_shape=shape)
+        self.roi1.size_x.put(int(shape[1]))  # the whole frame until an ROI is set
+        self.roi1.size_y.put(int(shape[0]))
         self._render = render
         self._write_dir = Path(write_dir).expanduser()
         self._shape = (int(shape[0]), int(shape[1]))
@@ -149,6 +175,11 @@ class HDF5ImageDetector(Device):
             self._dataset.flush()
             self._ids.flush()
         self.total.put(int(frame.sum(dtype=np.int64)))
+        if self.roistat1.use.get():
+            roi = self.roi1
+            r0, r1, c0, c1 = roi_bounds(self._shape, roi.min_x.get(), roi.min_y.get(), roi.size_x.get(),
+                                        roi.size_y.get(), roi.enable_x.get(), roi.enable_y.get())
+            self.roistat1.total.put(int(frame[r0:r1, c0:c1].sum(dtype=np.int64)))
         self.unique_id.put(self._unique_id)
         self.num_captured.put(n + 1)
         datum_id = f"{self._resource['uid']}/{n}"
@@ -201,6 +232,7 @@ class CountingDetector(Device):
     acquire_time = Cpt(Signal, value=0.0, kind="config")
 
     def __init__(self, *, count: Callable[[], int], name="xrf", **kwargs):
+        kwargs.setdefault("labels", {"detectors"})
         super().__init__(name=name, **kwargs)
         self._count = count
 
@@ -230,6 +262,7 @@ class LimitedSynAxis(SynAxis):
 
     def __init__(self, *, limits=(0.0, 0.0), **kwargs):
         kwargs.setdefault("delay", 0)
+        kwargs.setdefault("labels", {"motors"})
         super().__init__(**kwargs)
         self._limits = (float(limits[0]), float(limits[1]))
 

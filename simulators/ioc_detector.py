@@ -17,7 +17,10 @@ areaDetector HDF5 plugin stores its NDAttributes,
 of each frame, i.e. ``cam1:ArrayCounter_RBV`` after it was taken, also served
 as ``HDF1:UniqueId_RBV`` and ``Stats1:UniqueId_RBV``), summarised in
 ``Stats1:`` (total, centroid, max) and served as ``image1:ArrayData`` (LONG). ``Acquire_RBV`` returns to 0 only once the
-frames are on disk.
+frames are on disk. The ROI plugin ``ROI1:`` (``MinX``, ``MinY``, ``SizeX``, ``SizeY``,
+``EnableX``/``EnableY``) feeds the ROIStat plugin ``ROIStat1:``, whose region
+``ROIStat1:1:Total_RBV`` is the sum of each frame inside the window (while ``Use`` is Yes):
+the detector ROI counter of alignment scans.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from .ioc_motors import post_if_changed
 
-__all__ = ["MaxipixIOC", "UNIQUE_ID_DATASET", "frame_stats", "load_renderer", "make_renderer"]
+__all__ = ["MaxipixIOC", "UNIQUE_ID_DATASET", "frame_stats", "load_renderer", "make_renderer", "roi_bounds"]
 
 #: Where the HDF5 plugin stores each frame's NDArrayUniqueId (areaDetector's NDAttributes layout).
 UNIQUE_ID_DATASET = "/entry/instrument/NDAttributes/NDArrayUniqueId"
@@ -352,6 +355,103 @@ class ImageGroup(_Group):
         await self.array_counter.write(self.array_counter.value + 1)
 
 
+# ---------------------------------------------------------------------- ROI1: and ROIStat1:
+def roi_bounds(shape, min_x, min_y, size_x, size_y, enable_x=1, enable_y=1) -> tuple[int, int, int, int]:
+    """The frame window ``(row0, row1, col0, col1)`` (half-open) of an areaDetector ROI.
+
+    As the ROI plugin does: X is the column (fast) axis, Y the row axis; a
+    disabled axis (``EnableX``/``EnableY`` = 0) spans the whole frame; the
+    window is clipped to the frame (``MinX`` past the edge leaves an empty window).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Frame shape ``(rows, cols)``.
+    min_x, min_y, size_x, size_y : int
+        First column, first row, number of columns, number of rows (pixels).
+    enable_x, enable_y : int
+        1: the axis is cut to the ROI; 0: the whole axis.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+
+    def axis(enabled, start, size, n):
+        if not enabled:
+            return 0, n
+        start = min(max(int(start), 0), n)
+        return start, min(start + max(int(size), 0), n)
+
+    r0, r1 = axis(enable_y, min_y, size_y, rows)
+    c0, c1 = axis(enable_x, min_x, size_x, cols)
+    return r0, r1, c0, c1
+
+
+class ROIGroup(_Group):
+    """``ROI1:`` -- the region-of-interest plugin (the window; its output feeds ``ROIStat1:``).
+
+    ``MinX``/``SizeX`` are columns, ``MinY``/``SizeY`` rows (pixels); ``EnableX``/``EnableY``
+    = Disable: the whole axis. The full frame at start-up.
+    """
+
+    enable, enable_rbv = _pair("EnableCallbacks", 1, enum=DISABLE_ENABLE)
+    min_x, min_x_rbv = _pair("MinX", 0, dtype=ChannelType.LONG)
+    min_y, min_y_rbv = _pair("MinY", 0, dtype=ChannelType.LONG)
+    size_x, size_x_rbv = _pair("SizeX", 0, dtype=ChannelType.LONG)
+    size_y, size_y_rbv = _pair("SizeY", 0, dtype=ChannelType.LONG)
+    enable_x, enable_x_rbv = _pair("EnableX", 1, enum=DISABLE_ENABLE)
+    enable_y, enable_y_rbv = _pair("EnableY", 1, enum=DISABLE_ENABLE)
+    max_size_x = _ro("MaxSizeX_RBV", 0, dtype=ChannelType.LONG)
+    max_size_y = _ro("MaxSizeY_RBV", 0, dtype=ChannelType.LONG)
+
+    @max_size_x.startup
+    async def max_size_x(self, instance, async_lib):
+        rows, cols = self.parent.shape
+        for attr, value in (("max_size_x", cols), ("max_size_y", rows), ("size_x", cols), ("size_y", rows),
+                            ("size_x_rbv", cols), ("size_y_rbv", rows)):
+            await getattr(self, attr).write(value)
+
+    async def on_put(self, attr, value):
+        if attr in ("min_x", "min_y", "size_x", "size_y") and value < 0:
+            raise ValueError(f"{self.prefix}{attr}: must be >= 0, got {value}")
+        return value
+
+    def window(self, shape) -> tuple[int, int, int, int]:
+        """The current window ``(row0, row1, col0, col1)`` in a frame of ``shape``."""
+        on = {"Enable": 1, "Disable": 0}
+        return roi_bounds(shape, self.min_x.value, self.min_y.value, self.size_x.value, self.size_y.value,
+                          on.get(self.enable_x.value, 1), on.get(self.enable_y.value, 1))
+
+
+class ROIStatRegion(_Group):
+    """``ROIStat1:1:`` -- statistics of the ROI plugin's output (its whole array)."""
+
+    use, use_rbv = _pair("Use", 1, enum=NO_YES)
+    total = _ro("Total_RBV", 0.0, dtype=ChannelType.DOUBLE)
+    net = _ro("Net_RBV", 0.0, dtype=ChannelType.DOUBLE)
+
+
+class ROIStatGroup(_Group):
+    """``ROIStat1:`` -- the ROIStat plugin, fed by ``ROI1:`` (``NDArrayPort`` ROI1); one region ``1:``."""
+
+    enable, enable_rbv = _pair("EnableCallbacks", 1, enum=DISABLE_ENABLE)
+    nd_array_port, nd_array_port_rbv = _pair("NDArrayPort", "ROI1", dtype=ChannelType.STRING)
+    array_counter = _ro("ArrayCounter_RBV", 0, dtype=ChannelType.LONG)
+    unique_id = _ro("UniqueId_RBV", 0, dtype=ChannelType.LONG)
+    region1 = SubGroup(ROIStatRegion, prefix="1:")
+
+    async def update(self, frame: np.ndarray, roi: ROIGroup, unique_id: int) -> None:
+        """Sum ``frame`` inside ``roi``'s window (both plugins enabled and the region in use)."""
+        if self.enable.value != "Enable" or roi.enable.value != "Enable":
+            return
+        region = self.region1
+        if region.use.value == "Yes":
+            r0, r1, c0, c1 = roi.window(frame.shape)
+            total = float(frame[r0:r1, c0:c1].sum(dtype=np.float64))
+            await region.total.write(total)
+            await region.net.write(total)
+        await self.unique_id.write(unique_id)
+        await self.array_counter.write(self.array_counter.value + 1)
+
+
 # ---------------------------------------------------------------------- detector
 class MaxipixIOC(PVGroup):
     """The simulated Maxipix areaDetector.
@@ -378,6 +478,8 @@ class MaxipixIOC(PVGroup):
     hdf = SubGroup(HDF5Group, prefix="HDF1:")
     stats = SubGroup(StatsGroup, prefix="Stats1:")
     image = SubGroup(ImageGroup, prefix="image1:")
+    roi = SubGroup(ROIGroup, prefix="ROI1:")
+    roistat = SubGroup(ROIStatGroup, prefix="ROIStat1:")
 
     def __init__(self, prefix, *, state, renderer, shape, realtime=True, **kwargs):
         if len(shape) != 2 or min(shape) < 1:
@@ -423,6 +525,7 @@ class MaxipixIOC(PVGroup):
                 if count is not None:
                     await hdf.frame_written(count, frame.shape, unique_id)
                 await self.stats.update(stats, unique_id)
+                await self.roistat.update(frame, self.roi, unique_id)  # the detector ROI counter
                 await self.image.update(frame, stats["max"])
                 await cam.array_counter.write(unique_id)  # the putter mirrors _RBV
                 await cam.num_images_counter.write(i + 1)

@@ -18,16 +18,21 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from matplotlib import ticker
 
-__all__ = ["LiveMapPlot", "DEFAULT_PANELS"]
+from braggscope.analysis.sxdm.figures import MAP_STYLES, colour_limits
 
-#: (variable, colour map, title)
-DEFAULT_PANELS = (
-    ("intensity", "viridis", "intensity (counts)"),
-    ("strain", "RdBu_r", "strain (microstrain)"),
-    ("tilt_altitude", "magma", "tilt altitude (deg)"),
-    ("tilt_azimuth", "twilight", "tilt azimuth (deg)"),
-)
+__all__ = ["LiveMapPlot", "DEFAULT_PANELS", "panel"]
+
+
+def panel(name, title=None, cmap=None):
+    """``(variable, colour map, title)`` in the offline figures' style (``analysis.sxdm.figures.MAP_STYLES``)."""
+    label, style_cmap = MAP_STYLES.get(name, (name, "viridis"))
+    return (name, cmap or style_cmap, title or label)
+
+
+#: (variable, colour map, title): the offline figures' colour maps and labels
+DEFAULT_PANELS = tuple(panel(name) for name in ("intensity", "strain", "tilt_altitude", "tilt_azimuth"))
 
 
 class LiveMapPlot:
@@ -85,9 +90,9 @@ class LiveMapPlot:
             im = ax.imshow(np.asarray(ds[var].values, float), cmap=cmap, extent=extent,
                            interpolation="nearest", origin="upper")
             ax.set_title(title, fontsize=9)
-            ax.set_xlabel("x (um)")
-            ax.set_ylabel("y (um)")
-            self.figure.colorbar(im, ax=ax, shrink=0.8)
+            ax.set_xlabel("x (µm)")
+            ax.set_ylabel("y (µm)")
+            self.figure.colorbar(im, ax=ax, shrink=0.8, format=ticker.ScalarFormatter(useOffset=False))
             self._images[var], self._axes[var] = im, ax
 
     def update(self, force=False):
@@ -108,11 +113,9 @@ class LiveMapPlot:
             im.set_data(data)
             finite = data[np.isfinite(data)]
             if finite.size:
-                lo, hi = float(finite.min()), float(finite.max())
-                if var == "strain":
-                    lo, hi = -max(abs(lo), abs(hi), 1e-9), max(abs(lo), abs(hi), 1e-9)
-                elif var == "tilt_azimuth":
-                    lo, hi = -180.0, 180.0
+                lo, hi = colour_limits(var, data)  # the offline figures' colour scales
+                if lo is None:
+                    lo, hi = float(finite.min()), float(finite.max())
                 im.set_clim(lo, hi if hi > lo else lo + 1e-9)
         self._redraw()
         self._last_draw, self._last_version = time.monotonic(), version

@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 
 from braggscope.core.atomic import atomic_path
 
-__all__ = ["mosaicity_rgb", "plot_map", "figure_maps", "figure_mosaicity", "figure_peak_slices",
-           "save_figures"]
+__all__ = ["MAP_STYLES", "colour_limits", "mosaicity_rgb", "plot_map", "figure_maps", "figure_mosaicity",
+           "figure_peak_slices", "save_figures"]
 
 _MAPS = (
     ("intensity", "integrated intensity (counts)", "viridis"),
@@ -32,6 +32,25 @@ _MAPS = (
     ("tilt_altitude", "tilt altitude (deg)", "cividis"),
     ("tilt_azimuth", "tilt azimuth (deg)", "hsv"),
 )
+
+
+#: Label (with units) and colour map of each map variable: the one style of the offline and the live figures.
+MAP_STYLES = {name: (label, cmap) for name, label, cmap in _MAPS}
+
+
+def colour_limits(name, values):
+    """The colour scale of map ``name``: ``(vmin, vmax)``, or ``(None, None)`` for the data's range.
+
+    Strain: symmetric about zero at the 99th percentile of ``|strain|``;
+    tilt azimuth: -180 to 180 degrees.
+    """
+    v = np.asarray(values, dtype=float)
+    if name == "strain" and np.isfinite(v).any():
+        lim = float(np.nanpercentile(np.abs(v), 99)) or 1.0
+        return -lim, lim
+    if name == "tilt_azimuth":
+        return -180, 180
+    return None, None
 
 
 def _extent(maps):
@@ -51,11 +70,9 @@ def _values(maps, name):
 def plot_map(ax, maps, name, *, label=None, cmap="viridis", vmin=None, vmax=None):
     """Draw one map variable on ``ax`` with axes in um and a colour bar."""
     v = _values(maps, name)
-    if name == "strain" and vmin is None and np.isfinite(v).any():
-        lim = float(np.nanpercentile(np.abs(v), 99)) or 1.0
-        vmin, vmax = -lim, lim
-    if name == "tilt_azimuth":
-        vmin, vmax = -180, 180
+    auto_min, auto_max = colour_limits(name, v)
+    if name == "tilt_azimuth" or (vmin is None and auto_min is not None):
+        vmin, vmax = auto_min, auto_max
     im = ax.imshow(v, extent=_extent(maps), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")

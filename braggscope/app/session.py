@@ -35,6 +35,7 @@ __all__ = ["add_parser", "make_session", "reconnect_devices", "BANNER"]
 BANNER = """braggscope session: {beamline} ({mode})
   devices : {devices}
   plans   : sxdm_map, bcdi_rocking, calibrate_eccentricity, dry_run  (help(sxdm_map))
+  commands: wa, wm, mv, umv, mvr, ct, ascan, dscan, a2scan, mesh, cen, where, roi, sxdm, calibrate  (helpme())
   storage : catalog ({storage}); find_runs(catalog, plan_name="sxdm_map"), load_run(catalog, scan_id)
   Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
   IOC lost: the run fails naming the PV; reconnect() re-reads the simulator state, then a new run
@@ -79,6 +80,7 @@ def _cmd(args) -> int:
     c.TerminalInteractiveShell.banner1 = ""  # no Python/IPython version banner: ours says what matters
     c.TerminalInteractiveShell.banner2 = banner
     c.InteractiveShellApp.exec_lines = ["%matplotlib" + ("" if _has_display() else " agg")]
+    c.InteractiveShellApp.extensions = ["braggscope.app.magics"]  # %wa %mv %ct ...; no /bin/mv alias
     try:
         start_ipython(argv=[], user_ns=ns, config=c)
     finally:
@@ -146,11 +148,11 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     RE.subscribe(bec)
     catalog = storage.open_catalog(cfg)
     storage.subscribe_writer(RE, catalog)
-    live_cb = None
+    live_cb = live_dispatcher = None
     if live and not inprocess:
         from braggscope.app.beamline import subscribe_live_maps
 
-        live_cb, _, _ = subscribe_live_maps(RE)
+        live_cb, live_dispatcher, _ = subscribe_live_maps(RE)
     from braggscope.app.bus import publisher_from_config
 
     bus = publisher_from_config(cfg)  # documents to `braggscope live` elsewhere, when [bus] url is set
@@ -163,6 +165,13 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     for name in plans.__all__:
         ns[name] = getattr(plans, name)
     ns["calibrate_eccentricity"] = _printing_result(plans.calibrate_eccentricity)  # the operator sees the verdict
+    from braggscope.app.commands import make_commands
+    from braggscope.app.live_figures import install_live_figures
+
+    commands = make_commands(RE, devices, cfg=cfg, eccentricity=ns["eccentricity"])  # wa, mv, ascan, cen ...
+    ns.update(commands.namespace(), commands=commands)
+    # live maps as a PNG refreshed in place under <data_dir>/live; 1D scans too where no window shows them
+    ns["live_figures"] = install_live_figures(RE, cfg, live_cb, live_dispatcher, scan_file=headless)
     for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
         ns[name] = getattr(storage, name)
     mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")

@@ -1,0 +1,100 @@
+"""IPython magics of the operator's session: ``%wa``, ``%wm``, ``%mv``, ``%umv``, ``%mvr``, ``%umvr``, ``%ct``, ``%where``.
+
+``%mv pix 10 piy 20`` is ``mv(pix, 10, piy, 20)``: each word is evaluated in
+the session namespace (so ``%mv eta bragg_eta`` works). Loading the extension
+also removes IPython's shell aliases that would shadow a command (IPython
+defines ``mv`` as ``/bin/mv``): ``mv(pix, 50)`` must never move a file.
+bluesky's own magics (``%mov``, ``%movr``) are registered too; ``%wa`` and
+``%ct`` are braggscope's (they find the same ``motors``/``detectors`` labels).
+
+In ``braggscope shell`` the extension is loaded for you; elsewhere::
+
+    %load_ext braggscope.app.magics      # needs a `commands` object in the namespace
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from IPython.core.magic import Magics, line_magic, magics_class
+
+from braggscope.app.commands import COMMANDS
+
+__all__ = ["SessionMagics", "load_ipython_extension", "remove_shadowing_aliases"]
+
+
+@magics_class
+class SessionMagics(Magics):
+    """Line magics calling the session's :class:`braggscope.app.commands.Commands` (``commands`` in the namespace)."""
+
+    def _commands(self):
+        commands = self.shell.user_ns.get("commands")
+        if commands is None:
+            raise RuntimeError("no `commands` in the namespace: start `braggscope shell`")
+        return commands
+
+    def _args(self, line):
+        ns = self.shell.user_ns
+        return [eval(word, ns) for word in shlex.split(line)]  # noqa: S307 - the operator's own input
+
+    @line_magic
+    def wa(self, line):
+        """%wa: where all (every motor)."""
+        self._commands().wa()
+
+    @line_magic
+    def wm(self, line):
+        """%wm pix eta: where these motors."""
+        self._commands().wm(*self._args(line))
+
+    @line_magic
+    def mv(self, line):
+        """%mv pix 10 [piy 20]: absolute move, checked against the soft limits first."""
+        self._commands().mv(*self._args(line))
+
+    @line_magic
+    def umv(self, line):
+        """%umv pix 10: absolute move showing the positions."""
+        self._commands().umv(*self._args(line))
+
+    @line_magic
+    def mvr(self, line):
+        """%mvr eta 0.01: relative move."""
+        self._commands().mvr(*self._args(line))
+
+    @line_magic
+    def umvr(self, line):
+        """%umvr eta 0.01: relative move showing the positions."""
+        self._commands().umvr(*self._args(line))
+
+    @line_magic
+    def ct(self, line):
+        """%ct [0.1]: count once (seconds) and print the counters."""
+        self._commands().ct(*self._args(line))
+
+    @line_magic
+    def where(self, line):
+        """%where: the last 1D scan's motor and peak statistics."""
+        self._commands().where()
+
+
+def remove_shadowing_aliases(shell) -> list[str]:
+    """Remove IPython aliases named like a session command (``mv`` is ``/bin/mv``); returns those removed."""
+    removed = []
+    for name in COMMANDS:
+        if shell.alias_manager.is_alias(name):
+            shell.alias_manager.undefine_alias(name)
+            removed.append(name)
+    return removed
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext braggscope.app.magics``: bluesky's magics, then braggscope's; shadowing aliases removed."""
+    remove_shadowing_aliases(shell)
+    commands = shell.user_ns.get("commands")
+    if commands is not None:
+        from bluesky.magics import BlueskyMagics
+
+        BlueskyMagics.RE = commands.RE  # %mov / %movr on the session's RunEngine
+        shell.register_magics(BlueskyMagics)
+    shell.register_magics(SessionMagics)

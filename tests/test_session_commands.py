@@ -1,0 +1,235 @@
+"""The operator's commands (braggscope.app.commands) on in-process simulated devices.
+
+Positions and return values of each command, refusals before any motion
+(outside soft limits, NaN), ``cen`` against the simulator's noise-free rocking
+curve, the ``%mv`` magic in an IPython shell (and no ``/bin/mv`` alias), labels
+for bluesky's own magics, Ctrl-C (a pause) reaching the operator.
+"""
+
+import h5py
+import numpy as np
+import pytest
+from bluesky import Msg, RunEngine
+from bluesky.utils import RunEngineInterrupted
+
+from braggscope.app.commands import make_commands
+from braggscope.core.config import load_config
+from braggscope.core.errors import ArgumentError
+from braggscope.simulators.beamline import SimulatedBeamline
+from braggscope.simulators.inprocess import make_inprocess_devices
+
+SHAPE = (64, 64)
+ROI = (20, 44, 20, 44)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    cfg = load_config()
+    sim = SimulatedBeamline("nmc622", shape=SHAPE, cch=(32.0, 32.0), distance_m=cfg["detector.distance_m"],
+                            energy_kev=cfg["energy.energy_kev"], seed=3)
+    devices = make_inprocess_devices(sim, tmp_path_factory.mktemp("frames"), limits=cfg["limits"])
+    devices["detector"] = devices["mpx1x4"]
+    RE = RunEngine(call_returns_result=True)
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    lines, answers = [], []
+    commands = make_commands(RE, devices, cfg=cfg, out=lines.append, ask=lambda q: (lines.append(q), answers.pop(0))[1])
+    bragg = sim.bragg_setup()
+    commands.mv("delta", bragg["delta"], "eta", bragg["eta"], "pix", bragg["center_um"][0],
+                "piy", bragg["center_um"][1])
+    return dict(sim=sim, devices=devices, RE=RE, docs=docs, lines=lines, answers=answers, c=commands, bragg=bragg)
+
+
+def _last_frame(det):
+    with h5py.File(det.last_path, "r", swmr=True) as f:
+        return f["/entry/data/data"][-1]
+
+
+def test_moves_return_positions_and_wa_lists_every_motor(setup):
+    c, d = setup["c"], setup["devices"]
+    assert c.mv(d["piz"], 12.5) == {"piz": 12.5} and d["piz"].position == 12.5
+    assert c.mvr("piz", -2.5) == {"piz": 10.0}
+    assert c.umv(d["piz"], 7.0, d["phi"], 1.0) == {"piz": 7.0, "phi": 1.0}
+    assert c.umvr(d["phi"], -1.0) == {"phi": 0.0}
+    setup["lines"].clear()
+    where = c.wa()
+    assert set(where) == {"pix", "piy", "piz", "eta", "phi", "nu", "delta", "energy"}
+    assert where["piz"] == 7.0
+    table = "\n".join(setup["lines"])
+    assert "um" in table and "deg" in table and "keV" in table and "100" in table  # units and limits
+    assert c.wm("eta") == {"eta": pytest.approx(setup["bragg"]["eta"])}
+
+
+@pytest.mark.parametrize("args, word", [(("pix", 500.0), "pix"), (("pix", 10.0, "piy", -300.0), "piy"),
+                                        (("pix", float("nan")), "pix"), (("eta", float("inf")), "eta"),
+                                        (("pix", "ten"), "pix"), (("pix",), "pairs")])
+def test_mv_refuses_before_any_motion(setup, args, word):
+    c, d = setup["c"], setup["devices"]
+    before = {n: d[n].position for n in ("pix", "piy", "eta")}
+    n_docs = len(setup["docs"])
+    for command in (c.mv, c.umv, c.mvr):
+        with pytest.raises(ArgumentError, match=word) as info:
+            command(*args)
+        assert "\n" not in str(info.value)
+    assert {n: d[n].position for n in ("pix", "piy", "eta")} == before
+    assert len(setup["docs"]) == n_docs
+
+
+def test_scans_refuse_outside_limits_before_any_run(setup):
+    c, d = setup["c"], setup["devices"]
+    n_docs, eta = len(setup["docs"]), d["eta"].position
+    with pytest.raises(ArgumentError, match="eta"):
+        c.ascan(d["eta"], 100, 130, 10, 0.01)
+    with pytest.raises(ArgumentError, match="pix"):
+        c.dscan(d["pix"], -60, 0, 10)
+    with pytest.raises(ArgumentError, match="piy"):
+        c.mesh(d["pix"], 40, 41, 2, d["piy"], 99, 101, 2)
+    with pytest.raises(ArgumentError, match="intervals"):
+        c.ascan(d["eta"], 9, 9.1, 2.5)
+    with pytest.raises(ArgumentError, match="count_time"):
+        c.ascan(d["eta"], 9, 9.1, 2, float("nan"))
+    assert len(setup["docs"]) == n_docs and d["eta"].position == eta
+
+
+def test_ct_counts_the_roi_without_a_run(setup):
+    c, det = setup["c"], setup["devices"]["mpx1x4"]
+    assert c.roi(det, *ROI) == ROI
+    assert c.roi() == ROI  # shown
+    n_docs = len(setup["docs"])
+    values = c.ct(0.01)
+    assert len(setup["docs"]) == n_docs  # nothing recorded
+    frame = _last_frame(det)
+    r0, r1, c0, c1 = ROI
+    assert values["mpx1x4_roistat1_total"] == frame[r0:r1, c0:c1].sum()
+    assert values["mpx1x4_total"] == frame.sum() > values["mpx1x4_roistat1_total"]
+    assert "xrf_counts" in values and det.acquire_time.get() == 0.01
+    with pytest.raises(ArgumentError, match="row1"):
+        c.roi(det, 10, 65, 0, 10)
+    with pytest.raises(ArgumentError, match="empty"):
+        c.roi(det, 10, 10, 0, 10)
+    assert c.roi() == ROI
+
+
+def _events(docs, uid):
+    start = [i for i, (n, d) in enumerate(docs) if n == "start" and d["uid"] == uid][0]
+    descriptors = {d["uid"] for n, d in docs[start:] if n == "descriptor" and d["name"] == "primary"}
+    return [d for n, d in docs[start:] if n == "event" and d["descriptor"] in descriptors]
+
+
+def test_scan_commands_points_and_returns(setup):
+    c, d, docs = setup["c"], setup["devices"], setup["docs"]
+    eta0, pix0 = d["eta"].position, d["pix"].position
+    r = c.ascan(d["eta"], eta0 - 0.1, eta0 + 0.1, 4, 0.001)
+    ev = _events(docs, r.run_start_uids[0])
+    assert len(ev) == 5 and ev[0]["data"]["eta"] == pytest.approx(eta0 - 0.1)
+    assert d["eta"].position == pytest.approx(eta0 + 0.1)
+    c.mv(d["eta"], eta0)
+    r = c.dscan(d["pix"], -0.2, 0.2, 2)
+    ev = _events(docs, r.run_start_uids[0])
+    assert [e["data"]["pix"] for e in ev] == pytest.approx([pix0 - 0.2, pix0, pix0 + 0.2])
+    assert d["pix"].position == pytest.approx(pix0)  # dscan returns
+    r = c.a2scan(d["eta"], eta0, eta0 + 0.02, d["delta"], 18.0, 18.04, 2)
+    ev = _events(docs, r.run_start_uids[0])
+    assert [e["data"]["delta"] for e in ev] == pytest.approx([18.0, 18.02, 18.04])
+    c.mv(d["delta"], setup["bragg"]["delta"], d["eta"], eta0)
+    r = c.d2scan(d["pix"], -0.1, 0.1, d["piy"], -0.2, 0.2, 1)
+    assert len(_events(docs, r.run_start_uids[0])) == 2 and d["pix"].position == pytest.approx(pix0)
+    r = c.mesh(d["pix"], pix0, pix0 + 0.2, 2, d["piy"], 10.0, 10.1, 1, snake=True)
+    ev = _events(docs, r.run_start_uids[0])
+    assert len(ev) == 6
+    assert [e["data"]["pix"] for e in ev[:3]] == pytest.approx([pix0, pix0 + 0.1, pix0 + 0.2])  # pix fast
+    assert [e["data"]["pix"] for e in ev[3:]] == pytest.approx([pix0 + 0.2, pix0 + 0.1, pix0])  # snake
+    c.mv(d["piy"], setup["bragg"]["center_um"][1])
+
+
+def _true_rocking_peak(sim, bragg, roi, etas):
+    """argmax over a fine eta grid of the simulator's noise-free frame summed in the ROI (its truth)."""
+    r0, r1, c0, c1 = roi
+    x, y = bragg["center_um"]
+    totals = []
+    for eta in etas:
+        dx, dy = sim.eccentricity.offset(eta)
+        frame = sim.forward.expected_frame(x - dx, y - dy, eta, bragg["delta"], energy_kev=sim.energy_kev)
+        totals.append(frame[r0:r1, c0:c1].sum())
+    return etas[int(np.argmax(totals))]
+
+
+def test_cen_moves_within_one_step_of_the_rocking_curve_peak(setup):
+    c, d, sim, bragg = setup["c"], setup["devices"], setup["sim"], setup["bragg"]
+    c.roi(d["mpx1x4"], *ROI)
+    start, stop, intervals = bragg["eta_start"], bragg["eta_stop"], 40
+    step = (stop - start) / intervals
+    c.ascan(d["eta"], start, stop, intervals, 0.001)
+    truth = _true_rocking_peak(sim, bragg, ROI, np.linspace(start, stop, 20 * intervals + 1))
+    setup["answers"][:] = ["n"]
+    cen = c.cen()
+    assert d["eta"].position == pytest.approx(stop)  # "n": not moved
+    setup["answers"][:] = ["y"]
+    assert c.cen() == cen and d["eta"].position == pytest.approx(cen)
+    assert abs(cen - truth) <= step, (cen, truth, step)
+    assert abs(c.peak(yes=True) - truth) <= step and d["eta"].position != pytest.approx(cen)
+    assert abs(c.com(yes=True) - truth) <= 2 * step
+    w = c.where()
+    assert w["motor"] == "eta" and w["counter"] == "mpx1x4_roistat1_total"
+    assert w["cen"] == pytest.approx(cen) and w["fwhm"] > 0
+    with pytest.raises(ArgumentError, match="xrf_countz"):
+        c.cen("xrf_countz", yes=True)
+
+
+def test_ctrl_c_pause_reaches_the_operator(setup, capsys):
+    c, RE = setup["c"], setup["RE"]
+
+    def plan():
+        yield Msg("open_run")
+        yield Msg("checkpoint")
+        yield Msg("pause", defer=False)
+        yield Msg("close_run")
+
+    with pytest.raises(RunEngineInterrupted):
+        c._run(plan())
+    assert "RE.resume()" in capsys.readouterr().err and RE.state == "paused"
+    RE.abort("test")
+    assert RE.state == "idle"
+
+
+def test_help_and_labels_for_blueskys_magics(setup):
+    from bluesky.magics import get_labeled_devices
+
+    c, d = setup["c"], setup["devices"]
+    setup["lines"].clear()
+    c.help()
+    text = "\n".join(setup["lines"])
+    assert all(word in text for word in ("ascan", "cen()", "roi(", "calibrate", "Ctrl-C"))
+    assert len(setup["lines"]) <= 30  # one screen
+    labelled = get_labeled_devices(user_ns=d)
+    assert {n for n, _ in labelled["motors"]} >= {"pix", "piy", "eta", "delta"}
+    assert {obj.name for _, obj in labelled["detectors"]} == {"mpx1x4", "xrf"}
+
+
+def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from braggscope.app.magics import load_ipython_extension
+
+    c, d = setup["c"], setup["devices"]
+    shell = InteractiveShell.instance()
+    try:
+        assert shell.alias_manager.is_alias("mv")  # IPython's /bin/mv
+        shell.user_ns.update(d, commands=c, **c.namespace())
+        load_ipython_extension(shell)
+        assert not shell.alias_manager.is_alias("mv")
+        shell.run_cell("%mv piz 3.5", store_history=False)
+        assert d["piz"].position == 3.5
+        shell.run_cell("target = 4.5\n%umvr piz target-3.5", store_history=False)
+        assert d["piz"].position == 4.5
+        (tmp_path / "pix").write_text("x")
+        shell.run_cell("mv(pix, 50)", store_history=False)
+        assert d["pix"].position == 50.0 and (tmp_path / "pix").exists()
+        result = shell.run_cell("%mv pix 500", store_history=False)
+        assert isinstance(result.error_in_exec, ArgumentError) and d["pix"].position == 50.0
+        setup["lines"].clear()
+        shell.run_cell("%wa", store_history=False)
+        assert "piz" in "\n".join(setup["lines"])
+    finally:
+        c.mv(d["pix"], setup["bragg"]["center_um"][0])
+        InteractiveShell.clear_instance()
