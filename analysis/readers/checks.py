@@ -82,6 +82,18 @@ class CheckedStack:
     def __len__(self):
         return self.shape[0]
 
+    def __getstate__(self):
+        """Picklable for a distributed scheduler: a worker's copy checks its blocks (NaN, negatives) but its
+        counts stay there, so :meth:`finish` in this process sees none (no all-zero verdict)."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        state.update(values_read=0, negative=0, nonzero=False)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __array__(self, dtype=None, copy=None):
         a = self[...]
         return a.astype(dtype) if dtype is not None else a
