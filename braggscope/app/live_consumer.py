@@ -111,6 +111,7 @@ class LiveConsumer:
         self.finished = []      # (run uid, maps path or None)
         self.documents = 0
         self._last_index = {}   # run uid -> index of the last document fed
+        self._skipped = set()   # runs seen without their start document
         self._live = self._start = None
         self._figure = _FigureWriter(self.png)
         self._declined = False
@@ -125,10 +126,15 @@ class LiveConsumer:
         run_uid = (headers or {}).get(HEADER_RUN)
         first = int((headers or {}).get(HEADER_INDEX, 0))
         last = self._last_index.get(run_uid, -1)
+        if first > 0 and last < 0 and run_uid not in self._skipped:  # its start came before this consumer
+            self._skipped.add(run_uid)
+            self.echo(f"braggscope live: run {str(run_uid)[:8]} began before this consumer subscribed: skipped "
+                      "(--deliver all, with a new --durable name, maps it from the stream)")
         for k, (name, doc) in enumerate(decode_batch(payload)):
             if first + k <= last:
                 continue
-            self.feed(name, doc)
+            if name == "start" or (self._start is not None and self._start["uid"] == run_uid):
+                self.feed(name, doc)  # (a document of another run than the current one is not fed)
             self._last_index[run_uid] = first + k
 
     def feed(self, name, doc) -> None:
