@@ -1,75 +1,114 @@
 """Production storage: a real ``tiled serve catalog postgresql+asyncpg://...`` on 127.0.0.1 with an API key.
 
 Needs the local PostgreSQL (127.0.0.1:5432, user postgres, trust auth); a fresh
-database is created for the session and dropped at the end. Skipped, with the
-reason, when PostgreSQL is unreachable.
+database is created for the module and dropped at the end. Skipped, with the
+reason, when PostgreSQL is unreachable. The server is started, killed and
+restarted by the tests; nothing is left running (checked at the end).
 """
 
-import os
-import shutil
-import socket
+import signal
 import subprocess
+import threading
 import time
 import uuid
 
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.postgres
+from tests.service_helpers import assert_no_process_left, free_port, listening_addresses, postgres_or_skip, psql
+
+pytestmark = [pytest.mark.postgres, pytest.mark.services]
 
 
-def _psql(sql):
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", sql], capture_output=True,
-                          text=True, timeout=30)
+class TiledServer:
+    """``tiled serve catalog`` on a PostgreSQL database, restartable on the same port and database."""
 
+    def __init__(self, db, root):
+        self.db, self.root = db, root
+        self.port, self.key = free_port(), uuid.uuid4().hex
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.log = open(root / "server.log", "ab")
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    def start(self, init=True, timeout=120):
+        cmd = ["tiled", "serve", "catalog", f"postgresql+asyncpg://postgres@127.0.0.1:5432/{self.db}",
+               *(["--init"] if init else []), "--write", str(self.root / "data"),
+               "--write", f"duckdb:///{self.root / 'tables.duckdb'}", "--read", str(self.root / "detector"),
+               "--api-key", self.key, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not listening_addresses(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tiled server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tiled server did not start in {timeout} s")
+            time.sleep(0.2)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 @pytest.fixture(scope="module")
 def tiled_server(tmp_path_factory):
-    if shutil.which("psql") is None:
-        pytest.skip("psql not installed: PostgreSQL unavailable")
-    probe = _psql("select 1")
-    if probe.returncode != 0:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable: {probe.stderr.strip()[:200]}")
+    postgres_or_skip()
     db = f"braggscope_test_{uuid.uuid4().hex[:10]}"
-    created = _psql(f"CREATE DATABASE {db}")
+    created = psql(f"CREATE DATABASE {db}")
     assert created.returncode == 0, created.stderr
     root = tmp_path_factory.mktemp("tiled-server")
     (root / "data").mkdir()
     (root / "detector").mkdir()
-    port, key = _free_port(), uuid.uuid4().hex
-    cmd = ["tiled", "serve", "catalog", f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}", "--init",
-           "--write", str(root / "data"), "--write", f"duckdb:///{root / 'tables.duckdb'}",
-           "--read", str(root / "detector"), "--api-key", key, "--host", "127.0.0.1", "--port", str(port)]
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = TiledServer(db, root)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tiled server exited: {(root / 'server.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("tiled server did not start in 90 s") from None
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}", key, root
+        server.start()
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-        _psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        server.stop()
+        server.log.close()
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        assert_no_process_left(db, ports=[server.port])
+
+
+def _catalog(server, monkeypatch):
+    from braggscope.core import storage
+    from braggscope.core.config import load_config
+
+    cfg = load_config()
+    cfg.set("storage.tiled_uri", server.uri)
+    cfg.set("storage.api_key", server.key)
+    monkeypatch.delenv("TILED_API_KEY", raising=False)
+    return cfg, storage.open_catalog(cfg)
+
+
+def _devices(cfg, root, shape=(32, 40)):
+    """In-process beamline devices whose detector writes small frames into the server's readable directory."""
+    from braggscope.simulators.beamline import SimulatedBeamline
+    from braggscope.simulators.inprocess import make_inprocess_devices
+
+    cfg.set("detector.shape", list(shape))
+    cfg.set("detector.cch", [shape[0] / 2, shape[1] / 2])
+    return make_inprocess_devices(SimulatedBeamline.from_config(cfg), root / "detector", limits=cfg["limits"])
+
+
+def _run_engine(client, devices):
+    from bluesky import RunEngine
+
+    from braggscope.app.beamline import install_baseline
+    from braggscope.core import storage
+
+    RE = RunEngine(call_returns_result=True)
+    install_baseline(RE, devices)
+    storage.subscribe_writer(RE, client)
+    return RE
 
 
 def test_production_round_trip(tiled_server, monkeypatch):
@@ -81,7 +120,8 @@ def test_production_round_trip(tiled_server, monkeypatch):
     from braggscope.plans import sxdm_map
     from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 
-    uri, key, root = tiled_server
+    uri, key, root = tiled_server.uri, tiled_server.key, tiled_server.root
+    assert listening_addresses(tiled_server.port) == {"127.0.0.1"}  # loopback only
     cfg = load_config()
     cfg.set("storage.tiled_uri", uri)
     cfg.set("storage.api_key", "")
@@ -106,8 +146,89 @@ def test_production_round_trip(tiled_server, monkeypatch):
     np.testing.assert_array_equal(got[0, 0], written[:3])
     np.testing.assert_array_equal(got[1, 1, ::-1], written[9:12])
     assert [r.metadata["start"]["uid"] for r in storage.find_runs(client, sample="pg")] == [uid]
-    # a wrong key is refused by the server
+    # requests without a valid key are refused by the server
+    import httpx
+
+    for headers in ({}, {"Authorization": "Apikey not-the-key"}):
+        assert httpx.get(f"{uri}/api/v1/metadata/", headers=headers, timeout=10).status_code == 401
+    assert httpx.get(f"{uri}/api/v1/metadata/", headers={"Authorization": f"Apikey {key}"},
+                     timeout=10).status_code == 200
     cfg.set("storage.api_key", "not-the-key")
     monkeypatch.delenv("TILED_API_KEY")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="401|[Uu]nauthori[sz]ed|[Ii]nvalid|requires API key"):
         list(storage.open_catalog(cfg).keys())
+
+
+def test_a_notebook_reads_the_run_while_it_is_written(tiled_server, monkeypatch):
+    """A second client (a notebook) sees the events arrive during the run, and the whole map at its end."""
+    from braggscope.core import storage
+    from braggscope.plans import sxdm_map
+
+    cfg, client = _catalog(tiled_server, monkeypatch)
+    devices = _devices(cfg, tiled_server.root)
+    RE = _run_engine(client, devices)
+    reader = storage.open_catalog(cfg)  # another client: another connection, as a notebook would have
+    sample = f"during-{uuid.uuid4().hex[:6]}"
+    plan = sxdm_map([devices["mpx1x4"]], devices["pix"], (0, 4, 10), devices["piy"], (0, 4, 10), devices["eta"],
+                    [9.0, 9.1], sample=sample)
+    seen, done = [], threading.Event()
+
+    def notebook():  # reads while the RunEngine (main thread) acquires
+        while not done.is_set():
+            runs = storage.find_runs(reader, sample=sample)
+            if runs and "primary" in runs[0] and not runs[0].metadata.get("stop"):
+                try:
+                    seen.append(len(runs[0]["primary"].read(variables=["pix"])["pix"]))
+                except KeyError:  # the stream is described, its first events not written yet
+                    pass
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=notebook)
+    watcher.start()
+    try:
+        result = {"r": RE(plan)}
+    finally:
+        done.set()
+        watcher.join()
+    assert any(0 < n < 200 for n in seen), seen  # partial runs were readable while they were written
+    run = storage.load_run(reader, result["r"].run_start_uids[0])
+    frames, _ = storage.sxdm_stack(run)
+    assert frames.shape[:3] == (2, 10, 10)
+
+
+def test_reduce_cli_sends_the_reduction_to_the_configured_dask_cluster(tiled_server, monkeypatch, tmp_path):
+    """``[analysis] dask_scheduler`` takes ``braggscope reduce sxdm`` of a catalog run to a distributed cluster."""
+    distributed = pytest.importorskip("distributed")
+
+    from braggscope.analysis.sxdm.files import load_maps
+    from braggscope.app.cli import main
+    from braggscope.core.config import save_config
+    from braggscope.plans import sxdm_map
+
+    cfg, client = _catalog(tiled_server, monkeypatch)
+    devices = _devices(cfg, tiled_server.root)
+    RE = _run_engine(client, devices)
+    uid = RE(sxdm_map([devices["mpx1x4"]], devices["pix"], (0, 2, 4), devices["piy"], (0, 2, 3), devices["eta"],
+                      [9.0, 9.05, 9.1], sample="dask")).run_start_uids[0]
+    local = tmp_path / "local.toml"
+    save_config(cfg, local)
+    assert main(["--config", str(local), "reduce", "sxdm", uid, "--out", str(tmp_path / "threads.h5"),
+                 "--quiet"]) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        cfg.set("analysis.dask_scheduler", cluster.scheduler_address)
+        remote = tmp_path / "remote.toml"
+        save_config(cfg, remote)
+        with distributed.Client(cluster) as watcher:
+            assert "reduce_block" not in watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+            assert main(["--config", str(remote), "reduce", "sxdm", uid, "--out", str(tmp_path / "dask.h5"),
+                         "--quiet"]) == 0
+            prefixes = watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    assert "reduce_block" in prefixes  # the reduction's block tasks ran on the cluster
+    threads, dask_maps = load_maps(tmp_path / "threads.h5"), load_maps(tmp_path / "dask.h5")
+    for name in ("intensity", "d_spacing", "strain", "tilt_altitude"):
+        np.testing.assert_allclose(dask_maps[name].values, threads[name].values, equal_nan=True, rtol=1e-6)
+    cfg.set("analysis.dask_scheduler", "not-an-address")
+    save_config(cfg, remote)
+    assert main(["--config", str(remote), "reduce", "sxdm", uid, "--out", str(tmp_path / "x.h5")]) == 2
+    assert not (tmp_path / "x.h5").exists()

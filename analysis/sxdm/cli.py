@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--detector-roi", default=None, metavar="R0,R1,C0,C1", help="detector pixels to read")
     p.add_argument("--tilt-cap", type=float, default=None, help="fixed saturation cap of the mosaicity map (deg)")
     p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask distributed scheduler, e.g. tcp://host:8786 (default: [analysis] dask_scheduler; "
+                        "empty: threads here)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -116,6 +119,20 @@ def _check_args(args):
     return opts
 
 
+def _scheduler(args) -> str:
+    """Where the reduction computes: ``--scheduler``, else ``[analysis] dask_scheduler``, else threads here."""
+    from braggscope.core.config import load_config
+
+    address = args.scheduler if args.scheduler is not None else \
+        load_config(getattr(args, "config", None)).get("analysis.dask_scheduler", "")
+    if not address:
+        return "threads"
+    if "://" not in address:
+        raise ArgumentError(f"dask scheduler must be an address such as tcp://host:8786, got {address!r} "
+                            "(--scheduler or [analysis] dask_scheduler)")
+    return address
+
+
 def run(args) -> int:
     """Run the reduction; returns the process exit status.
 
@@ -129,6 +146,7 @@ def run(args) -> int:
     from braggscope.core.setup import ScanSetup
 
     opts = _check_args(args)
+    scheduler = _scheduler(args)
     frames, meta = load_source(args.source, args.format, getattr(args, "config", None))
     # one check of every block read, for the drift registration, the reduction and the figures
     frames = CheckedStack(frames, meta.get("source") or args.source,
@@ -142,7 +160,7 @@ def run(args) -> int:
         shifts = register_drift(integrate_eta_maps(frames, progress=progress), upsample=args.upsample)
         print(f"drift (map pixels, dy dx) per angle: max |shift| = {abs(shifts).max():.2f}")
     maps = reduce_run(frames, meta, threshold=args.threshold, median=args.median, fit=args.fit,
-                      num_workers=args.workers, progress=progress, shifts=shifts, **opts)
+                      num_workers=args.workers, progress=progress, shifts=shifts, scheduler=scheduler, **opts)
     if shifts is not None:
         maps["drift_shift"] = (("eta", "axis"), shifts, {"units": "map pixels", "long_name": "(dy, dx) applied"})
     _write(args, maps, frames, meta)
