@@ -182,7 +182,7 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
         triggered = [d for d in devices if hasattr(d, "trigger")]
         try:
             yield from start_and_wait([(bps.trigger, (obj,)) for obj in triggered], group, trigger_timeout_s,
-                                      "trigger")
+                                      f"trigger of {', '.join(d.name for d in triggered)}")
         except TimeoutError as exc:
             raise TimeoutError(
                 f"{', '.join(d.name for d in triggered)} did not finish point {state['point']} within "
@@ -205,14 +205,15 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
         # a checkpoint per point, as in one_nd_step: a deferred pause (Ctrl-C) stops here
         # and a resume after an immediate pause re-does only this point
         yield from bps.checkpoint()
-        dog.check(state["since"], f"before point {state['point']}")
+        dog.check(state["since"], f"before point {state['point']} of the scan of "
+                                   f"{', '.join(d.name for d in list(detectors) + list(step))}")
         moving = [motor for motor, target in step.items() if pos_cache.get(motor) != target]
         for motor in moving:
             pos_cache[motor] = step[motor]
         if moving:
             try:
                 yield from start_and_wait([(bps.abs_set, (m, step[m])) for m in moving], short_uid("move"),
-                                          move_timeout_s, "move")
+                                          move_timeout_s, f"move of {', '.join(m.name for m in moving)}")
             except TimeoutError as exc:
                 raise TimeoutError(
                     f"{', '.join(m.name for m in moving)} did not reach point {state['point']} within "

@@ -221,12 +221,18 @@ class BackgroundWriter:
         self._queue = queue.Queue()
         self._error = None
         self._broken = False
+        self._exiting = False
         self._open: dict[str, dict] = {}  # run uid -> {"streams": {descriptor uid: name}, "events": {name: n}}
         self._thread = threading.Thread(target=self._work, name="braggscope-catalog-writer", daemon=True)
         self._thread.start()
-        atexit.register(self.close_open_runs)
+        # at interpreter exit, before the in-process Tiled server's threads are stopped (those use
+        # threading's exit hooks, which run before atexit's)
+        register = getattr(threading, "_register_atexit", atexit.register)
+        register(self.close_open_runs)
 
     def __call__(self, name, doc):
+        if self._exiting or not self._thread.is_alive():
+            return  # closed at exit already (a RunEngine finalised later sends its own stop: dropped)
         self._track(name, doc)
         if name == "start":
             self._broken = False
@@ -257,6 +263,7 @@ class BackgroundWriter:
                 closed += 1
             except Exception:  # noqa: BLE001 - at exit: nothing more can be done
                 self._open.pop(uid, None)
+        self._exiting = True
         return closed
 
     def _track(self, name, doc):

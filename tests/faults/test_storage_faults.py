@@ -63,7 +63,7 @@ def test_two_processes_on_one_new_catalog(tmp_path):
     document (exit status abort, the reason saying so)."""
     data, det = tmp_path / "data", tmp_path / "det"
     procs = [subprocess.Popen([sys.executable, "-m", "tests.faults.writer_child", str(data), str(det),
-                               str(tmp_path / f"child{i}.json")], cwd=ROOT, stdout=subprocess.PIPE,
+                               str(tmp_path / f"child{i}.json"), str(tmp_path / f"child{1 - i}.json")], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)

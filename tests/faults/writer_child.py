@@ -1,12 +1,13 @@
 """A catalog writer in a child process (``test_storage_faults.py``).
 
-``python -m tests.faults.writer_child DATA_DIR DETECTOR_DIR OUT.json``: opens the embedded catalog
-under DATA_DIR (creating it if needed), subscribes a writer (refused if another process writes),
-starts a 2 x 3 map with in-process devices, pauses it during the 3rd point (Ctrl-C twice) and
+``python -m tests.faults.writer_child DATA_DIR DETECTOR_DIR OUT.json SIBLING.json``: opens the
+embedded catalog under DATA_DIR (creating it if needed), subscribes a writer (refused if another
+process writes), marks ``OUT.json.tried``, waits (as the writer) until the sibling has tried too, starts a 2 x 3 map with in-process devices, pauses it during the 3rd point (Ctrl-C twice) and
 exits with the RunEngine paused, the run open.
 """
 
 import json
+import os
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from braggscope.plans import sxdm_map
 from .conftest import SHAPE, EncodingDevices, interrupt_at
 
 
-def main(data_dir, det_dir, out):
+def main(data_dir, det_dir, out, sibling):
     cfg = load_config()
     cfg.set("storage.data_dir", data_dir)
     cfg.set("detector.read_path", det_dir)
@@ -39,7 +40,11 @@ def main(data_dir, det_dir, out):
     except CatalogBusyError as exc:
         result["refused"] = str(exc)
         return result
-    time.sleep(3.0)  # hold the catalog while the other child tries
+    finally:
+        open(out + ".tried", "w").close()
+    deadline = time.monotonic() + 180
+    while not os.path.exists(sibling + ".tried") and time.monotonic() < deadline:
+        time.sleep(0.1)  # hold the catalog until the other child has tried to write
     d = EncodingDevices(det_dir)
     interrupt_at(RE, "trigger", d.det, 3)
     setup = ScanSetup(energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, cch=(4, 5), detector_shape=SHAPE, delta=18.0)
@@ -55,7 +60,7 @@ def main(data_dir, det_dir, out):
 
 
 if __name__ == "__main__":
-    res = main(*sys.argv[1:3], sys.argv[3])
+    res = main(*sys.argv[1:5])
     with open(sys.argv[3], "w") as f:
         json.dump(res, f)
     threading.Thread(target=lambda: None).start()
