@@ -134,23 +134,28 @@ def latency(url, stream, subject, tmp, points, size, rate):
         if time.monotonic() > deadline or consumer.poll() is not None:
             raise RuntimeError("braggscope live did not start:\n" + "\n".join(lines))
         time.sleep(0.05)
-    RE, plan, det = make_run(tmp, size)
-    timer = PointTimer()
-    RE.subscribe(timer)
-    pub = DocumentPublisher(url, stream=stream, subject=subject, spill_dir=Path(tmp) / "spill")
-    RE.subscribe(pub)
-    RE(plan(min(points, 100)))  # warm-up run (the consumer's first run too)
-    deadline = time.monotonic() + 120
-    while not any("maps in" in l for l in lines) and time.monotonic() < deadline:
-        time.sleep(0.1)  # the consumer is done with the warm-up run
-    det.acquire_time.put(1.0 / rate)  # pace: the in-process detector waits out its acquire time
-    t0 = time.perf_counter()
-    RE(plan(points))
-    wall = time.perf_counter() - t0
-    achieved = 1.0 / timer.per_point()
-    pub.wait(60)
-    pub.close()
-    consumer.wait(300)
+    try:
+        RE, plan, det = make_run(tmp, size)
+        timer = PointTimer()
+        RE.subscribe(timer)
+        pub = DocumentPublisher(url, stream=stream, subject=subject, spill_dir=Path(tmp) / "spill")
+        RE.subscribe(pub)
+        RE(plan(min(points, 100)))  # warm-up run (the consumer's first run too)
+        deadline = time.monotonic() + 120
+        while not any("maps in" in l for l in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the consumer is done with the warm-up run
+        det.acquire_time.put(1.0 / rate)  # pace: the in-process detector waits out its acquire time
+        t0 = time.perf_counter()
+        RE(plan(points))
+        wall = time.perf_counter() - t0
+        achieved = 1.0 / timer.per_point()
+        pub.wait(60)
+        pub.close()
+        consumer.wait(300)
+    finally:
+        if consumer.poll() is None:  # never leave the consumer behind
+            consumer.kill()
+            consumer.wait(10)
     files = sorted(out.glob("*_live_maps.h5"), key=os.path.getmtime)
     maps = load_maps(files[-1])
     return maps.attrs, achieved, wall, len(timer.times), lines
