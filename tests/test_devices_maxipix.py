@@ -57,7 +57,7 @@ def test_describe_and_hints(sim_devices):
     key = descriptor["data_keys"]["mpx1x4_image"]
     assert key["dtype_numpy"] == "<u4" and key["external"] == "FILESTORE:"
     assert tuple(key["shape"]) == (1, 512, 512)
-    assert det.hints["fields"] == ["mpx1x4_stats_total"]
+    assert det.hints["fields"] == ["mpx1x4_stats_total", "mpx1x4_roistat1_total"]  # frame total and ROI counter
     assert det.cam.model.get() == "Maxipix (simulated)"
 
 

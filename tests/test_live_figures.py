@@ -14,7 +14,7 @@ from braggscope.analysis.live.plot import LiveMapPlot
 from braggscope.analysis.sxdm.figures import MAP_STYLES, colour_limits, figure_maps
 from braggscope.app.beamline import install_baseline, subscribe_live_maps
 from braggscope.app.commands import make_commands
-from braggscope.app.live_figures import LIVE_MAP_PANELS, LiveMapFiles, LiveScanFile
+from braggscope.app.live_figures import LIVE_MAP_PANELS, LiveMapFiles, LiveScanFile, show_live_maps
 from braggscope.core.config import load_config
 from braggscope.plans import sxdm_map
 from braggscope.simulators.beamline import SimulatedBeamline
@@ -91,6 +91,15 @@ def test_live_map_file_is_written_while_the_map_fills(beamline, tmp_path):
                 assert image.get_clim() == pytest.approx((finite.min(), finite.max()))
                 assert off_image.get_clim() == pytest.approx((finite.min(), finite.max()))
     assert plot._images["tilt_azimuth"].get_clim() == (-180, 180)
+
+    # with a display the same panels go to a pyplot window redrawn by a GUI timer (Agg here)
+    import matplotlib.pyplot as plt
+
+    window = show_live_maps(live, min_interval_s=0.0)
+    try:
+        assert window.update(force=True) and [p[0] for p in window.panels] == [p[0] for p in LIVE_MAP_PANELS]
+    finally:
+        plt.close(window.figure)
 
 
 def test_default_live_panels_follow_the_offline_styles():

@@ -32,7 +32,8 @@ from matplotlib.figure import Figure
 from braggscope.app.commands_scans import PeakTracker, hinted_fields
 from braggscope.core.atomic import atomic_path
 
-__all__ = ["LIVE_MAP_PANELS", "LiveMapFiles", "LiveScanFile", "install_live_figures", "live_directory"]
+__all__ = ["LIVE_MAP_PANELS", "LiveMapFiles", "LiveScanFile", "install_live_figures", "live_directory",
+           "show_live_maps"]
 
 #: The live map panels: the offline figures' styles for intensity, d-spacing and tilts, plus the
 #: detector centre of mass (pixels), which the offline maps do not show.
@@ -296,3 +297,21 @@ def install_live_figures(RE, cfg, live=None, dispatcher=None, *, scan_file=True,
         maps = LiveMapFiles(live, directory, out=out)
         dispatcher.on_update.append(maps)
     return {"scan": scan, "maps": maps, "directory": directory}
+
+
+def show_live_maps(live, *, min_interval_s: float = 1.0):
+    """A window of the live SXDM maps (pyplot, where a display exists), redrawn by a GUI timer as the map fills.
+
+    Call it from the shell's main thread once ``%matplotlib`` chose a GUI
+    backend (``braggscope shell`` does when a display exists). Returns the
+    :class:`~braggscope.analysis.live.plot.LiveMapPlot`.
+    """
+    import matplotlib.pyplot as plt
+
+    from braggscope.analysis.live.plot import LiveMapPlot
+
+    figure = plt.figure("braggscope live maps", figsize=(3.2 * len(LIVE_MAP_PANELS), 3.2), layout="constrained")
+    plot = LiveMapPlot(live, panels=LIVE_MAP_PANELS, figure=figure, min_interval_s=min_interval_s)
+    plot.start_timer()
+    plt.show(block=False)
+    return plot

@@ -81,6 +81,9 @@ def _cmd(args) -> int:
     c.TerminalInteractiveShell.banner2 = banner
     c.InteractiveShellApp.exec_lines = ["%matplotlib" + ("" if _has_display() else " agg")]
     c.InteractiveShellApp.extensions = ["braggscope.app.magics"]  # %wa %mv %ct ...; no /bin/mv alias
+    if _has_display() and ns.get("live") is not None:  # the live SXDM maps in a window (GUI timer)
+        c.InteractiveShellApp.exec_lines.append(
+            "from braggscope.app.live_figures import show_live_maps as _s; live_window = _s(live); del _s")
     try:
         start_ipython(argv=[], user_ns=ns, config=c)
     finally:
