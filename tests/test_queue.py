@@ -45,6 +45,8 @@ def queue(tmp_path_factory):
         cfg.set(name, value)
     for name in ("queue_control_port", "queue_info_port", "http_port"):
         cfg.set(f"serve.{name}", free_port())
+    if "catalog_server" in cfg["storage"]:  # the embedded catalog, written by the queue's worker alone
+        cfg.set("storage.catalog_server", "off")
     try:
         serve.start_services(cfg, timeout=180, echo=lambda line: None)
         client = QueueClient(f"http://127.0.0.1:{cfg['serve.http_port']}", api_key=key, timeout=30)

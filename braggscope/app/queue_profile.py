@@ -74,6 +74,7 @@ QUEUE_PLANS = ("sxdm_map", "calibrate_eccentricity", "bcdi_rocking", "dry_run", 
 #: Device groups the plans accept, by role (names present in the namespace are kept).
 PIEZO = ("pix", "piy", "piz")
 ROCKING = ("eta", "phi")
+AXES = ("nu", "delta", "energy")
 
 #: Devices of the namespace (set by build_namespace; dry_run resolves names through it).
 _DEVICES: dict = {}
@@ -162,7 +163,8 @@ def _devices(cfg) -> dict:
     from braggscope.devices.factory import make_devices
 
     devices = make_devices(cfg, connect_timeout=30.0)
-    devices.pop("detector", None)  # an alias of the area detector: one name per device for the queue
+    detector = devices.pop("detector")  # by its own name (mpx1x4), as in-process and in the documents
+    devices[detector.name] = detector
     return devices
 
 
@@ -327,8 +329,8 @@ def _annotated(name: str, devices: dict, cfg):
     from bluesky_queueserver import parameter_annotation_decorator
 
     function = globals()[name]
-    detectors = tuple(n for n, d in devices.items() if hasattr(d, "trigger") and not hasattr(d, "set"))
-    motors = tuple(n for n, d in devices.items() if hasattr(d, "set"))
+    detectors = tuple(n for n in (cfg.get("detector.name", "mpx1x4"), "xrf") if n in devices)
+    motors = tuple(n for n in (*PIEZO, *ROCKING, *AXES) if n in devices)
     groups = {"Detectors": detectors, "Piezo": tuple(n for n in PIEZO if n in devices),
               "Rocking": tuple(n for n in ROCKING if n in devices), "Motors": motors}
     eta_limits = (cfg.get("limits.eta") or [None, None])
