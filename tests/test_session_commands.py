@@ -233,3 +233,54 @@ def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path):
     finally:
         c.mv(d["pix"], setup["bragg"]["center_um"][0])
         InteractiveShell.clear_instance()
+
+
+def test_ctrl_c_during_a_scan_pauses_and_resume_loses_nothing(setup, capsys):
+    """A real SIGINT (Ctrl-C) in the middle of ``ascan``: bluesky's deferred pause, then resume."""
+    import os
+    import signal
+    import threading
+
+    c, d, RE, docs = setup["c"], setup["devices"], setup["RE"], setup["docs"]
+    eta0 = d["eta"].position
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            c.ascan(d["eta"], eta0 - 0.1, eta0 + 0.1, 20, 0.05)  # ~1 s: 21 points of 0.05 s
+    finally:
+        timer.cancel()
+    assert RE.state == "paused" and "RE.resume()" in capsys.readouterr().err
+    start = [doc for name, doc in docs if name == "start"][-1]
+    taken = len(_events(docs, start["uid"]))
+    assert 0 < taken < 21
+    RE.resume()
+    ev = _events(docs, start["uid"])
+    assert RE.state == "idle" and [name for name, _ in docs][-1] == "stop"
+    assert [e["seq_num"] for e in ev] == list(range(1, 22))  # every point once, in order
+    assert [e["data"]["eta"] for e in ev] == pytest.approx(list(np.linspace(eta0 - 0.1, eta0 + 0.1, 21)))
+    c.mv(d["eta"], eta0)
+
+
+@pytest.mark.slow  # the session's embedded catalog takes ~5-25 s to start
+def test_the_shell_namespace_has_the_commands(tmp_path):
+    from braggscope.app.session import make_session
+
+    cfg = load_config()
+    for key, value in (("storage.data_dir", str(tmp_path / "data")), ("detector.read_path", str(tmp_path / "det")),
+                       ("detector.write_path", str(tmp_path / "det")), ("detector.shape", [32, 32]),
+                       ("detector.cch", [16.0, 16.0])):
+        cfg.set(key, value)
+    ns = make_session(cfg, inprocess=True, live=False, headless=True)
+    try:
+        for name in ("wa", "wm", "mv", "umv", "mvr", "umvr", "ct", "ascan", "dscan", "a2scan", "d2scan", "mesh",
+                     "cen", "peak", "com", "where", "roi", "set_roi", "sxdm", "bcdi", "calibrate", "dry", "helpme"):
+            assert callable(ns[name]), name
+        assert ns["commands"].RE is ns["RE"] and ns["help"] == ns["commands"].help
+        assert ns["mv"](ns["pix"], 12.0) == {"pix": 12.0}
+        assert ns["live_figures"]["scan"].path == tmp_path / "data" / "live" / "scan.png"
+        summary = ns["dry"](ns["sxdm_map"]([ns["detector"]], ns["pix"], (10, 11, 3), ns["piy"], (10, 11, 2),
+                                           ns["eta"], [9.0, 9.1]))
+        assert summary.points == 12
+    finally:
+        ns["__cleanup__"]()
