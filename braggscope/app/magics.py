@@ -1,4 +1,6 @@
-"""IPython magics of the operator's session: ``%wa``, ``%wm``, ``%mv``, ``%umv``, ``%mvr``, ``%umvr``, ``%ct``, ``%where``.
+"""IPython magics of the operator's session.
+
+``%wa``, ``%wm``, ``%mv``, ``%umv``, ``%mvr``, ``%umvr``, ``%ct`` and ``%where``.
 
 ``%mv pix 10 piy 20`` is ``mv(pix, 10, piy, 20)``: each word is evaluated in
 the session namespace (so ``%mv eta bragg_eta`` works). Loading the extension
