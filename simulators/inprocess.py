@@ -81,7 +81,8 @@ class HDF5ImageDetector(Device):
     -----
     Readings: ``<name>_image`` (external, HDF5), ``<name>_total`` (sum of
     the frame, counts; hinted), ``<name>_roistat1_total`` (the ROI counter: the
-    frame summed inside the ``roi1`` window, whole frame by default; hinted), ``<name>_unique_id`` (the frame's unique id,
+    frame summed inside the ``roi1`` window, whole frame by default; hinted),
+    ``<name>_unique_id`` (the frame's unique id,
     stored per frame in the file at ``/entry/instrument/NDAttributes/NDArrayUniqueId``
     as areaDetector does) and ``<name>_num_captured`` (frames in the file once
     it was written); configuration ``<name>_acquire_time`` (s).
