@@ -108,6 +108,10 @@ def test_ct_counts_the_roi_without_a_run(setup):
     with pytest.raises(ArgumentError, match="empty"):
         c.roi(det, 10, 10, 0, 10)
     assert c.roi() == ROI
+    r = c.ascan(setup["devices"]["piz"], 1, 2, 1)  # the next run carries its own frames only, not ct's
+    start = [i for i, (n, d) in enumerate(setup["docs"]) if n == "start" and d["uid"] == r.run_start_uids[0]][0]
+    names = [n for n, _ in setup["docs"][start:]]
+    assert names.count("resource") == 1 and names.count("datum") == 2
 
 
 def _events(docs, uid):
@@ -284,3 +288,15 @@ def test_the_shell_namespace_has_the_commands(tmp_path):
         assert summary.points == 12
     finally:
         ns["__cleanup__"]()
+
+
+def test_umv_shows_the_position_while_moving(capsys):
+    from braggscope.simulators.inprocess import LimitedSynAxis
+
+    slow = LimitedSynAxis(name="pix", limits=(0, 100), delay=0.5)
+    c = make_commands(RunEngine(call_returns_result=True), {"pix": slow}, out=print)
+    assert c.umv(slow, 10.0) == {"pix": 10.0}
+    out = capsys.readouterr().out
+    updates = out.split("\r")
+    assert len(updates) >= 4  # refreshed in place (every 0.1 s) while the motor moved
+    assert "pix            0 um" in updates[1] and updates[-1].strip() == "pix           10 um"

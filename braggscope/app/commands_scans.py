@@ -128,6 +128,7 @@ class ScanCommands:
                 for det in dets:
                     readings.update((yield from bps.read(det)) or {})
             finally:
+                _drop_asset_docs(dets)  # this count's resource/datum belong to no run: not into the next one
                 for det in reversed(dets):
                     yield from bps.unstage(det)
             return readings
@@ -326,6 +327,20 @@ class ScanCommands:
                 return value
         self.mv(motor, value)
         return value
+
+
+def _drop_asset_docs(dets) -> None:
+    """Consume the Resource/Datum documents a count outside a run left in the detectors' caches.
+
+    A file-writing detector queues them at stage/trigger and the RunEngine
+    collects them at the next read inside a run: left there, ``ct``'s frame
+    would appear in the next scan's documents.
+    """
+    for det in dets:
+        collect = getattr(det, "collect_asset_docs", None)
+        if collect is not None:
+            for _ in collect():
+                pass
 
 
 def _finite(value) -> bool:
