@@ -232,3 +232,49 @@ def test_reduce_cli_sends_the_reduction_to_the_configured_dask_cluster(tiled_ser
     save_config(cfg, remote)
     assert main(["--config", str(remote), "reduce", "sxdm", uid, "--out", str(tmp_path / "x.h5")]) == 2
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_killing_the_catalog_server_mid_scan_loses_no_event(tiled_server, monkeypatch):
+    """SIGKILL the tiled server during a map and start it again: the RunEngine never waits, the writer's
+    requests are retried until the server is back, the run completes and the catalog holds every event."""
+    import h5py
+
+    from braggscope.core import storage
+    from braggscope.plans import sxdm_map
+
+    monkeypatch.setenv("TILED_RETRY_TIMEOUT", "120")  # the outage below lasts a few seconds
+    monkeypatch.setenv("TILED_RETRY_ATTEMPTS", "100")
+    cfg, client = _catalog(tiled_server, monkeypatch)
+    devices = _devices(cfg, tiled_server.root)
+    RE = _run_engine(client, devices)
+    emitted = []
+    RE.subscribe(lambda name, doc: emitted.append(name))
+    killed, back = threading.Event(), threading.Event()
+
+    def outage():  # kill once the run is well under way, restart a few seconds later
+        while emitted.count("event") < 60:
+            time.sleep(0.01)
+        tiled_server.kill()
+        killed.set()
+        time.sleep(3.0)
+        tiled_server.start(init=False)
+        back.set()
+
+    helper = threading.Thread(target=outage)
+    helper.start()
+    try:
+        uid = RE(sxdm_map([devices["mpx1x4"]], devices["pix"], (0, 4, 12), devices["piy"], (0, 4, 10),
+                          devices["eta"], [9.0, 9.1], sample="outage")).run_start_uids[0]
+    finally:
+        helper.join(180)
+    assert killed.is_set() and back.is_set()
+    assert emitted.count("event") > 60 + 10  # the RunEngine went on during the outage
+    run = storage.load_run(storage.open_catalog(cfg), uid)
+    assert run.metadata["stop"]["exit_status"] == "success"
+    n_points = 2 * 10 * 12
+    assert run.metadata["stop"]["num_events"]["primary"] == n_points
+    assert len(run["primary"].read(variables=["pix"])["pix"]) == n_points  # every event row is there
+    frames, _ = storage.sxdm_stack(run)
+    with h5py.File(devices["mpx1x4"].last_path, "r") as f:
+        written = f["/entry/data/data"][()]
+    np.testing.assert_array_equal(frames[1, 9, ::-1].compute(), written[-12:])  # the last row, snake undone

@@ -48,6 +48,8 @@ ORDER = ("simulator", "tiled", "queue", "http", "live")
 STATE_NAME = "serve.json"
 #: Seconds a service has to start answering.
 START_TIMEOUT_S = 120.0
+#: Seconds the queue's catalog writer retries a request while the catalog server is away.
+CATALOG_RETRY_S = 600.0
 #: The service processes started here (kept: they outlive this command, and need no reaping warning).
 _CHILDREN: list[subprocess.Popen] = []
 
@@ -193,7 +195,10 @@ def _start_queue(cfg, paths, keys, timeout):
                "--zmq-control-addr", f"tcp://{host}:{control}", "--zmq-info-addr", f"tcp://{host}:{info}",
                "--zmq-publish-console", "ON", "--redis-addr", cfg["queue.redis"],
                "--redis-name-prefix", cfg["queue.redis_prefix"]]
-    env = {"BRAGGSCOPE_CONFIG": str(paths["config"]), "TILED_API_KEY": keys["tiled"]}
+    env = {"BRAGGSCOPE_CONFIG": str(paths["config"]), "TILED_API_KEY": keys["tiled"],
+           # a catalog outage during a run: the writer's requests are retried (the RunEngine does not wait)
+           "TILED_RETRY_TIMEOUT": os.environ.get("TILED_RETRY_TIMEOUT", str(CATALOG_RETRY_S)),
+           "TILED_RETRY_ATTEMPTS": os.environ.get("TILED_RETRY_ATTEMPTS", "1000")}
     return _launch("queue", command, env, paths, (host, control), timeout, marker="start-re-manager")
 
 
