@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from braggscope.app.commands import read_roi, set_roi
+from braggscope.app.commands import make_commands, read_roi, set_roi
 from braggscope.core.errors import ArgumentError
 from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.simulators.ioc_detector import UNIQUE_ID_DATASET, roi_bounds
@@ -58,4 +58,10 @@ def test_roi_sum_over_ca_equals_the_frame_in_the_roi(sim_devices, sim_config, tm
     config = descriptor["configuration"][det.name]["data"]
     assert (config[f"{det.name}_roi1_min_y"], config[f"{det.name}_roi1_size_x"]) == (r0, c1 - c0)  # recorded
     assert f"{det.name}_roistat1_total" in descriptor["hints"][det.name]["fields"]
+
+    # ct() over CA: the ROI counter of one count equals the frame it wrote, summed in the window
+    values = make_commands(RE, sim_devices, out=lambda line: None).ct(0.01, det)
+    with h5py.File(det.hdf5.full_file_name.get(), "r", swmr=True) as f:
+        frame = f["/entry/data/data"][-1]
+    assert values[f"{det.name}_roistat1_total"] == frame[r0:r1, c0:c1].sum(dtype=np.int64)
     set_roi(det, 0, rows, 0, cols)

@@ -210,7 +210,7 @@ def test_help_and_labels_for_blueskys_magics(setup):
     assert {obj.name for _, obj in labelled["detectors"]} == {"mpx1x4", "xrf"}
 
 
-def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path):
+def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
 
     from braggscope.app.magics import load_ipython_extension
@@ -226,9 +226,11 @@ def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path):
         assert d["piz"].position == 3.5
         shell.run_cell("target = 4.5\n%umvr piz target-3.5", store_history=False)
         assert d["piz"].position == 4.5
-        (tmp_path / "pix").write_text("x")
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "pix").write_text("x")  # what /bin/mv would rename
         shell.run_cell("mv(pix, 50)", store_history=False)
-        assert d["pix"].position == 50.0 and (tmp_path / "pix").exists()
+        shell.run_cell("mv pix 51", store_history=False)  # no alias left to run: a Python syntax error
+        assert d["pix"].position == 50.0 and (tmp_path / "pix").exists() and not (tmp_path / "51").exists()
         result = shell.run_cell("%mv pix 500", store_history=False)
         assert isinstance(result.error_in_exec, ArgumentError) and d["pix"].position == 50.0
         setup["lines"].clear()
