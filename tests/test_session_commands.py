@@ -302,3 +302,42 @@ def test_umv_shows_the_position_while_moving(capsys):
     updates = out.split("\r")
     assert len(updates) >= 4  # refreshed in place (every 0.1 s) while the motor moved
     assert "pix            0 um" in updates[1] and updates[-1].strip() == "pix           10 um"
+
+
+def test_procedures_sxdm_bcdi_calibrate_dry(setup):
+    from braggscope.core.calibration import CalibrationResult
+    from braggscope.core.eccentricity import EccentricityModel
+    from braggscope.plans import sxdm_map
+
+    c, d, docs, bragg = setup["c"], setup["devices"], setup["docs"], setup["bragg"]
+    cx, cy = bragg["center_um"]
+    etas = [bragg["eta"] - 0.05, bragg["eta"] + 0.05]
+    c.eccentricity = EccentricityModel(eta0=bragg["eta"], x=(0.1, 0.0), y=(0.0, 0.0))
+    try:
+        r = c.sxdm((cx - 0.2, cx + 0.2, 3), (cy - 0.1, cy + 0.1, 2), etas)
+    finally:
+        c.eccentricity = None
+    start = [doc for name, doc in docs if name == "start" and doc["uid"] == r.run_start_uids[0]][0]
+    assert start["plan_name"] == "sxdm_map" and start["shape"] == [2, 2, 3]
+    assert start["eccentricity"]["x"] == [0.1, 0.0]  # the session's model applied
+    assert len(_events(docs, start["uid"])) == 12
+
+    r = c.bcdi(bragg["eta"], size_m=300e-9, d_spacing=bragg["d_spacing"], step_deg=0.01, eta_range=0.04,
+               allow_undersampling=True)
+    start = [doc for name, doc in docs if name == "start" and doc["uid"] == r.run_start_uids[0]][0]
+    assert start["plan_name"] == "bcdi_rocking" and len(_events(docs, start["uid"])) == len(start["eta"])
+
+    setup["lines"].clear()
+    result = c.calibrate((cx - 1.5, cx + 1.5, 7), (cy - 1.5, cy + 1.5, 7), [bragg["eta"] - 0.3, bragg["eta"],
+                                                                          bragg["eta"] + 0.3],
+                         detectors=[d["xrf"]], intensity_field="xrf_counts")
+    assert isinstance(result, CalibrationResult)
+    report = "\n".join(setup["lines"])
+    assert report.startswith("eccentricity calibration: ") and result.verdict() in report
+    assert c.eccentricity is (result.use if result.accepted else None)  # what sxdm() applies next
+    c.eccentricity = None
+
+    setup["lines"].clear()
+    n_docs = len(docs)
+    summary = c.dry(sxdm_map([d["mpx1x4"]], d["pix"], (cx, cx + 1, 3), d["piy"], (cy, cy + 1, 2), d["eta"], etas))
+    assert summary.points == 12 and "12 points" in setup["lines"][0] and len(docs) == n_docs

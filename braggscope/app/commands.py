@@ -160,7 +160,9 @@ class Commands(MotionCommands, ScanCommands):
         """Eccentricity calibration (``plans.calibrate_eccentricity``); prints its report and verdict.
 
         Returns the :class:`braggscope.core.calibration.CalibrationResult`
-        (``result.use`` is the model to apply).
+        (``result.use`` is the model to apply). An accepted calibration becomes
+        the model ``sxdm()`` applies (``commands.eccentricity``) and, with the
+        session's configuration, its ``[eccentricity]`` (in memory).
         """
         from braggscope.plans import calibrate_eccentricity
 
@@ -169,6 +171,9 @@ class Commands(MotionCommands, ScanCommands):
         result = self._run(calibrate_eccentricity(self._detectors(detectors), d["pix"], x_range, d["piy"],
                                                   y_range, d["eta"], etas, **kwargs)).plan_result
         self.out(str(result))
+        if result.accepted:
+            self.eccentricity = result.use
+            self.out("sxdm() applies this model from now on (commands.eccentricity)")
         return result
 
     def dry(self, plan, **kwargs):
