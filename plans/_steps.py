@@ -117,12 +117,12 @@ def _describe(losses: list[dict], where: str) -> str:
     more = f" (and {len(losses) - 1} more PVs)" if len(losses) > 1 else ""
     return (f"lost connection to {first['pv']} of device {first['device']!r}{more} {where}: its IOC died, "
             "restarted or became unreachable; the run stops here (a restarted IOC forgot its positions, "
-            "so no further point is recorded). Reconnect (session.reconnect()) and start a new run")
+            "so no further point is recorded). reconnect() (braggscope shell) and start a new run")
 
 
-def _failure_cause(exc: FailedStatus, where: str) -> Exception:
-    """The device's own error behind a failed status, with the point: what the stop document should say
-    (``str(FailedStatus)`` is only ``DeviceStatus(device=..., done=True, success=False)``)."""
+def _failure_cause(exc: FailedStatus, where: str) -> FailedStatus:
+    """A ``FailedStatus`` saying which device failed where, and why (its own error, also the ``__cause__``):
+    what the stop document should say (``str(FailedStatus)`` was only ``DeviceStatus(device=..., success=False)``)."""
     status = exc.args[0] if exc.args else None
     device = getattr(getattr(status, "device", None), "name", None) or getattr(getattr(status, "obj", None),
                                                                                "name", "a device")
@@ -132,7 +132,9 @@ def _failure_cause(exc: FailedStatus, where: str) -> Exception:
         cause = None
     if cause is None:
         return exc
-    return RuntimeError(f"{device} failed {where}: {type(cause).__name__}: {cause}")
+    failed = FailedStatus(f"{device} failed {where}: {type(cause).__name__}: {cause}")
+    failed.__cause__ = cause  # the device's own exception, as bluesky chains it
+    return failed
 
 
 def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s: float = MOVE_TIMEOUT_S,
@@ -158,11 +160,11 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
         if not float(v) > 0:
             raise ValueError(f"{name} must be > 0 s, got {v!r}")
     dog = WATCHDOG if watchdog is None else watchdog
-    state = {"point": 0, "since": None}
+    state = {"point": 0, "since": None, "names": ""}
 
     def start_and_wait(starts, group, timeout, what):
         """Yield the ``(plan stub, args)`` in ``starts`` (all in ``group``), then wait, guarded."""
-        where = f"at point {state['point']} ({what})"
+        where = f"at point {state['point']} ({what}; scan of {state['names']})"
         try:
             statuses = []
             for stub, args in starts:
@@ -173,7 +175,8 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
             yield from bps.wait(group=group, timeout=timeout)
         except FailedStatus as exc:  # thrown at the wait or, for a status failed at once, at a start
             dog.check(state["since"], where)  # a lost device: say so rather than "status failed"
-            raise _failure_cause(exc, where) from exc
+            failure = _failure_cause(exc, where)
+            raise failure from failure.__cause__
         dog.check(state["since"], where)
 
     def take_reading(devices, name="primary"):
@@ -194,7 +197,7 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
             if reading is not None:
                 readings.update(reading)
         # the readings are only recorded if every device stayed connected until now
-        dog.check(state["since"], f"at point {state['point']} (reading)")
+        dog.check(state["since"], f"at point {state['point']} (reading; scan of {state['names']})")
         yield from bps.save()
         return readings
 
@@ -202,11 +205,11 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
         if state["since"] is None:  # first point: watch everything this scan uses
             dog.watch(list(detectors) + list(step.keys()))
             state["since"] = dog.mark()
+            state["names"] = ", ".join(d.name for d in list(detectors) + list(step.keys()))
         # a checkpoint per point, as in one_nd_step: a deferred pause (Ctrl-C) stops here
         # and a resume after an immediate pause re-does only this point
         yield from bps.checkpoint()
-        dog.check(state["since"], f"before point {state['point']} of the scan of "
-                                   f"{', '.join(d.name for d in list(detectors) + list(step))}")
+        dog.check(state["since"], f"before point {state['point']} (scan of {state['names']})")
         moving = [motor for motor, target in step.items() if pos_cache.get(motor) != target]
         for motor in moving:
             pos_cache[motor] = step[motor]

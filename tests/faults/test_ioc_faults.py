@@ -40,7 +40,7 @@ def _assert_failed_with_cause(result, where):
     assert result["frames_ok"] and result["etas_ok"]
 
 
-@pytest.mark.parametrize("name, where, max_s", [("kill_move", "(move of ", 5.0), ("kill_trigger", "(trigger of mpx1x4)", 5.0),
+@pytest.mark.parametrize("name, where, max_s", [("kill_move", "(move of ", 5.0), ("kill_trigger", "(trigger of mpx1x4", 5.0),
                                                  ("kill_between", "before point 3", 5.0)])
 def test_ioc_killed(name, where, max_s, tmp_path):
     result = _scenario(name, tmp_path)
