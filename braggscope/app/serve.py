@@ -32,14 +32,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from braggscope.app.simctl import _command_line, _pid_alive, _port_answers
+from braggscope.app.serve_processes import (connect_host, console_script, http_status, port_answers, terminate_group,
+                                             write_private)
+from braggscope.app.simctl import _command_line, _pid_alive
 from braggscope.core.errors import ConfigError, UserError
 
 __all__ = ["add_parser", "start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
@@ -141,7 +141,7 @@ def stop_services(cfg, services=None, *, timeout: float = 15.0, echo=print) -> l
             stopped.append(name)
             echo(f"simulator: stopped (pid {entry['pid']})")
         else:
-            _terminate_group(entry["pid"], timeout)
+            terminate_group(entry["pid"], timeout)
             stopped.append(name)
             echo(f"{name}: stopped (pid {entry['pid']})")
         _write_state(paths["state"], state)
@@ -175,7 +175,7 @@ def _start_tiled(cfg, paths, keys, timeout):
     root = paths["tiled"]
     (root / "data").mkdir(parents=True, exist_ok=True)
     catalog = cfg.get("serve.tiled_catalog") or f"sqlite+aiosqlite:///{root / 'catalog.db'}"
-    command = [_script("tiled"), "serve", "catalog", catalog, "--init", "--write", str(root / "data"),
+    command = [console_script("tiled"), "serve", "catalog", catalog, "--init", "--write", str(root / "data"),
                "--write", f"duckdb:///{root / 'tables.duckdb'}", "--host", host, "--port", str(port)]
     for path in [cfg.expand_path("detector.read_path"), *cfg.get("storage.readable_paths", [])]:
         Path(path).expanduser().mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def _start_queue(cfg, paths, keys, timeout):
     host = cfg["serve.host"]
     control, info = cfg["serve.queue_control_port"], cfg["serve.queue_info_port"]
     startup = write_startup_dir(paths["startup"])
-    command = [_script("start-re-manager"), "--startup-dir", str(startup),
+    command = [console_script("start-re-manager"), "--startup-dir", str(startup),
                "--zmq-control-addr", f"tcp://{host}:{control}", "--zmq-info-addr", f"tcp://{host}:{info}",
                "--zmq-publish-console", "ON", "--redis-addr", cfg["queue.redis"],
                "--redis-name-prefix", cfg["queue.redis_prefix"]]
@@ -204,8 +204,8 @@ def _start_queue(cfg, paths, keys, timeout):
 
 def _start_http(cfg, paths, keys, timeout):
     host, port = cfg["serve.host"], cfg["serve.http_port"]
-    peer = _connect_host(host)
-    command = [_script("start-bluesky-httpserver"), "--host", host, "--port", str(port)]
+    peer = connect_host(host)
+    command = [console_script("start-bluesky-httpserver"), "--host", host, "--port", str(port)]
     env = {"QSERVER_HTTP_SERVER_SINGLE_USER_API_KEY": keys["queue"],
            "QSERVER_ZMQ_CONTROL_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_control_port']}",
            "QSERVER_ZMQ_INFO_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_info_port']}"}
@@ -227,8 +227,8 @@ def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
 
     A service without a port (``address`` None) must still run 2 s after its start.
     """
-    host, port = (None, None) if address is None else (_connect_host(address[0]), address[1])
-    if port is not None and _port_answers_on(host, port):
+    host, port = (None, None) if address is None else (connect_host(address[0]), address[1])
+    if port is not None and port_answers(host, port):
         raise UserError(f"{name}: port {port} on {host} is already in use by another program "
                         f"(choose another port in [serve])")
     log_path = paths["root"] / f"{name}.log"
@@ -240,11 +240,11 @@ def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
     entry = {"pid": process.pid, "command": command, "marker": marker, "port": port, "host": host,
              "log": str(log_path), "started": time.time()}
     start = time.monotonic()
-    while not (_port_answers_on(host, port) if port is not None else time.monotonic() - start > 2.0):
+    while not (port_answers(host, port) if port is not None else time.monotonic() - start > 2.0):
         if process.poll() is not None:
             break
         if time.monotonic() - start > timeout:
-            _terminate_group(process.pid, 5.0)
+            terminate_group(process.pid, 5.0)
             raise UserError(f"{name} did not answer on {host}:{port} within {timeout} s; see {log_path}")
         time.sleep(0.2)
     if process.poll() is not None:
@@ -255,7 +255,7 @@ def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
 def _open_environment(cfg, timeout):
     from bluesky_queueserver_api.zmq import REManagerAPI
 
-    peer = _connect_host(cfg["serve.host"])
+    peer = connect_host(cfg["serve.host"])
     api = REManagerAPI(zmq_control_addr=f"tcp://{peer}:{cfg['serve.queue_control_port']}",
                        zmq_info_addr=f"tcp://{peer}:{cfg['serve.queue_info_port']}")
     try:
@@ -278,29 +278,14 @@ def _check(entry: dict, *, need_port: bool = True, keys: dict | None = None) -> 
     if command is not None and entry.get("marker", "") not in command:
         return False, f"pid {pid} is another program ({command[:60]!r})"
     port = entry.get("port")
-    if need_port and port and not _port_answers_on(entry.get("host", "127.0.0.1"), port):
+    if need_port and port and not port_answers(entry.get("host", "127.0.0.1"), port):
         return False, f"pid {pid} runs but {entry.get('host')}:{port} does not answer"
     if need_port and keys and entry.get("health"):
-        code = _http_status(entry["host"], port, entry["health"], keys.get(entry.get("key")))
+        code = http_status(entry["host"], port, entry["health"], keys.get(entry.get("key")))
         if code != 200:
             return False, f"pid {pid} runs but GET {entry['health']} with the API key answers {code}"
     where = f", {entry.get('host')}:{port}" if port else ""
     return True, f"running, pid {pid}{where}, log {entry.get('log')}"
-
-
-def _http_status(host: str, port: int, path: str, key: str | None, timeout: float = 5.0):
-    """HTTP status of GET ``path`` with the API key (tiled and bluesky-httpserver read ``Authorization: ApiKey``)."""
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(f"http://{host}:{port}{path}", headers={"Authorization": f"ApiKey {key}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError as exc:
-        return f"no answer ({exc})"
 
 
 def _read_state(path: Path) -> dict:
@@ -325,7 +310,7 @@ def _keys(cfg, path: Path, *, create: bool = True) -> dict:
             "queue": cfg.get("queue.api_key") or os.environ.get("BRAGGSCOPE_QUEUE_API_KEY") or stored.get("queue")}
     if create and not all(keys.values()):
         keys = {k: v or secrets.token_hex(24) for k, v in keys.items()}
-        _write_private(path, json.dumps({k: v for k, v in keys.items()}))
+        write_private(path, json.dumps({k: v for k, v in keys.items()}))
     return keys
 
 
@@ -336,7 +321,7 @@ def _effective_config(cfg, keys: dict, path: Path):
     from braggscope.core.config import save_config
 
     effective = copy.deepcopy(cfg)
-    peer = _connect_host(cfg["serve.host"])
+    peer = connect_host(cfg["serve.host"])
     if "tiled" in cfg["serve.services"]:
         effective.set("storage.tiled_uri", f"http://{peer}:{cfg['serve.tiled_port']}")
         effective.set("storage.api_key", keys["tiled"])
@@ -347,84 +332,12 @@ def _effective_config(cfg, keys: dict, path: Path):
     return effective
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 def _checked_services(cfg, services) -> list[str]:
     services = list(cfg["serve.services"] if services is None else services)
     unknown = sorted(set(services) - set(ORDER))
     if unknown:
         raise ConfigError(f"unknown service(s) {unknown}: choose among {', '.join(ORDER)}")
     return services
-
-
-def _terminate_group(pid: int, timeout: float) -> None:
-    """SIGINT the process group (a clean shutdown), then SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _group_alive(pid):
-                _reap(pid)
-                return
-            time.sleep(0.1)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return _pid_alive(pgid) or any(_pgid_of(p) == pgid for p in _pids())
-
-
-def _pids():
-    try:
-        return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return []
-
-
-def _pgid_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().split(")")[-1].split()
-        return None if fields[0] == "Z" else int(fields[2])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _script(name: str) -> str:
-    """The console script ``name`` of this Python environment."""
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
-def _connect_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "*", "", "::") else host
-
-
-def _port_answers_on(host: str, port: int, timeout: float = 1.0) -> bool:
-    if host == "127.0.0.1":
-        return _port_answers(port, timeout)
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- CLI
