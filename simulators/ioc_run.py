@@ -237,6 +237,7 @@ def main(argv=None) -> int:
             loop.add_signal_handler(sig, task.cancel)
         if args.exit_with_parent:
             loop.create_task(_watch_parent(args.exit_with_parent, task))
+    info["sample"] = None if args.no_detector else str(cfg.get("simulator.sample", "nmc622"))  # sim status
         try:
             await serve(pvdb, state_file=args.state_file, info=info, nodelay=not args.no_nodelay)
         except asyncio.CancelledError:

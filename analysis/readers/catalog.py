@@ -79,7 +79,8 @@ def read_catalog_run(client, text: str, *, kind: str = "sxdm"):
     SourceMissingError
         A detector file of the run is absent (named).
     """
-    from braggscope.core.storage import load_run_from_text, rocking_stack, sxdm_stack
+    from braggscope.core.runs import lookup_text as load_run_from_text  # a shared scan id is refused
+    from braggscope.core.storage import rocking_stack, sxdm_stack
 
     if kind not in ("sxdm", "bcdi"):
         raise ValueError(f"kind must be 'sxdm' or 'bcdi', got {kind!r}")

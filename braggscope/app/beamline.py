@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from braggscope.core import storage
 from braggscope.core.config import Config
+from braggscope.core.runs import install_scan_ids
 
 __all__ = ["Beamline", "PointProgress", "connect_simulator", "install_baseline", "reflection_window",
            "subscribe_live_maps", "save_live_figure"]
@@ -36,10 +37,11 @@ class Beamline:
     end only if started here) and ``make_devices(cfg)`` connects to it.
     """
 
-    def __init__(self, cfg, *, inprocess=False, sample=None, out=None):
+    def __init__(self, cfg, *, inprocess=False, sample=None, out=None, purpose=None):
         self.cfg = cfg
         self.inprocess = inprocess
         self.sample = sample
+        self.purpose = purpose  # named when a running simulator serves another sample ("demo sxdm")
         self.out = Path(out) if out else None
         self._started = None
 
@@ -67,6 +69,7 @@ class Beamline:
         self.RE.subscribe(PointProgress())
         self.client = storage.open_catalog(cfg)
         storage.subscribe_writer(self.RE, self.client)
+        install_scan_ids(self.RE, cfg, self.client)  # scan ids continue those of earlier sessions
         return self
 
     def __exit__(self, *exc):
@@ -112,17 +115,30 @@ def install_baseline(RE, devices) -> SupplementalData:
 
 
 def connect_simulator(cfg, owner=None):
-    """Start the caproto simulator unless one runs, point CA at it, connect the devices."""
+    """Start the caproto simulator unless one runs, point CA at it, connect the devices.
+
+    A running simulator must serve the sample the owner asks for (``owner.sample``, e.g. the
+    demos), else :class:`braggscope.app.simctl.SampleMismatchError` (one line) is raised before
+    any connection. Without such a request (the shell) the configuration takes the sample the
+    simulator serves (``simulator.sample``), and says so when it differs.
+    """
     from braggscope.devices.factory import make_devices
-    from braggscope.app.simctl import apply_client_env, read_state, start_simulator, state_file_for
+    from braggscope.app.simctl import apply_client_env, check_sample, read_state, start_simulator, state_file_for
 
     handle = read_state(state_file_for(cfg))
+    wanted = getattr(owner, "sample", None)
     if handle is None:
-        print("starting the simulator (braggscope sim start) ...", flush=True)
+        print(f"starting the simulator (braggscope sim start) with sample {cfg['simulator.sample']} ...",
+              flush=True)
         handle = start_simulator(cfg, set_env=True)
         if owner is not None:
             owner._started = handle
     else:
+        if wanted is not None:
+            check_sample(handle, wanted, needed_by=getattr(owner, "purpose", None) or "this")
+        elif handle.sample and handle.sample != cfg.get("simulator.sample"):
+            print(f"the running simulator serves sample {handle.sample} (pid {handle.pid}); using it", flush=True)
+            cfg.set("simulator.sample", handle.sample)
         apply_client_env(handle.port)
     return make_devices(cfg, connect_timeout=30.0)
 

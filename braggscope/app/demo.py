@@ -65,7 +65,7 @@ def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=N
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     sample = "nmc622" if kind == "sxdm" else "lmno_bcdi"
-    with Beamline(cfg, inprocess=inprocess, sample=sample, out=out) as bl:
+    with Beamline(cfg, inprocess=inprocess, sample=sample, out=out, purpose=f"braggscope demo {kind}") as bl:
         if kind == "sxdm":
             summary = _demo_sxdm(bl, out, quick=quick, nx=nx, ny=ny, neta=neta, reduce=reduce)
         else:

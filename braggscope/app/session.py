@@ -36,7 +36,7 @@ BANNER = """braggscope session: {beamline} ({mode})
   devices : {devices}
   plans   : sxdm_map, bcdi_rocking, calibrate_eccentricity, dry_run  (help(sxdm_map))
   commands: wa, wm, mv, umv, mvr, ct, ascan, dscan, a2scan, mesh, cen, where, roi, sxdm, calibrate  (helpme())
-  storage : catalog ({storage}); find_runs(catalog, plan_name="sxdm_map"), load_run(catalog, scan_id)
+  storage : catalog ({storage}); db[-1], db[scan_id], db["uid"], db.search(plan=, sample=, since=, until=)
   Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
   IOC lost: the run fails naming the PV; reconnect() re-reads the simulator state, then a new run
 """
@@ -151,6 +151,9 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     RE.subscribe(bec)
     catalog = storage.open_catalog(cfg)
     storage.subscribe_writer(RE, catalog)
+    from braggscope.core.runs import Runs, install_scan_ids
+
+    install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
     live_cb = live_dispatcher = None
     if live and not inprocess:
         from braggscope.app.beamline import subscribe_live_maps
@@ -162,7 +165,8 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     if bus is not None:
         RE.subscribe(bus)
 
-    ns = {"cfg": cfg, "RE": RE, "bec": bec, "catalog": catalog, "devices": devices, "bps": bps, "bp": bp,
+    ns = {"cfg": cfg, "RE": RE, "bec": bec, "catalog": catalog, "db": Runs(catalog), "devices": devices,
+          "bps": bps, "bp": bp,
           "live": live_cb, "bus": bus, "eccentricity": EccentricityModel.coerce(cfg.get("eccentricity"), "[eccentricity]")}
     ns.update(devices)
     for name in plans.__all__:
@@ -178,7 +182,8 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
         ns[name] = getattr(storage, name)
     mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")
-    uri = cfg.get("storage.tiled_uri") or f"embedded, {storage.catalog_paths(cfg)['root']}"
+    local = "local catalog server" if hasattr(catalog, "_braggscope_spool") else "embedded"
+    uri = cfg.get("storage.tiled_uri") or f"{local}, {storage.catalog_paths(cfg)['root']}"
     ns["__banner__"] = BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
                                      devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
     ns["__cleanup__"] = lambda: (bus is not None and bus.close(), owner.__exit__(None, None, None))

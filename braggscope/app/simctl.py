@@ -28,8 +28,8 @@ from pathlib import Path
 from braggscope.core.errors import UserError
 
 __all__ = [
-    "SimulatorHandle", "add_parser", "apply_client_env", "client_env", "read_state",
-    "start_simulator", "state_file_for", "stop_simulator",
+    "SimulatorHandle", "SampleMismatchError", "add_parser", "apply_client_env", "check_sample", "client_env",
+    "read_state", "start_simulator", "state_file_for", "stop_simulator",
 ]
 
 STATE_NAME = "simulator.json"
@@ -62,6 +62,11 @@ class SimulatorHandle:
     process: subprocess.Popen | None = None
 
     @property
+    def sample(self) -> str | None:
+        """The sample preset the simulator serves (None: motors only, or a simulator too old to say)."""
+        return self.info.get("sample")
+
+    @property
     def addr_list(self) -> str:
         """Value for ``EPICS_CA_ADDR_LIST``."""
         return f"127.0.0.1:{self.port}"
@@ -71,6 +76,35 @@ class SimulatorHandle:
         if self.process is not None:
             return self.process.poll() is None
         return _pid_alive(self.pid)
+
+
+class SampleMismatchError(UserError):
+    """The running simulator serves another sample than the one asked for."""
+
+
+def check_sample(handle: SimulatorHandle, sample: str, *, needed_by: str = "this") -> None:
+    """Refuse (one line) a running simulator that does not serve ``sample``.
+
+    Raises
+    ------
+    SampleMismatchError
+        The simulator serves another preset (or cannot say which): the message
+        names both and the commands that fix it.
+    """
+    served = handle.sample
+    if served != sample:
+        what = f"serves sample {served!r}" if served else "does not say which sample it serves"
+        raise SampleMismatchError(
+            f"the running simulator (pid {handle.pid}, port {handle.port}) {what} but {needed_by} needs "
+            f"{sample!r}: braggscope sim stop, then braggscope sim start --sample {sample})")
+
+
+def _sample_name(sample) -> str:
+    from braggscope.simulators.samples import SAMPLE_NAMES
+
+    if sample not in SAMPLE_NAMES:
+        raise UserError(f"--sample must be one of {', '.join(SAMPLE_NAMES)}, got {sample!r}")
+    return sample
 
 
 def client_env(port: int) -> dict[str, str]:
@@ -241,6 +275,8 @@ def add_parser(subparsers) -> None:
     start.add_argument("--port", type=int, default=None,
                        help="CA port (default: simulator.ca_server_port, 0 = free port)")
     start.add_argument("--no-detector", action="store_true", help="motors only")
+    start.add_argument("--sample", default=None, metavar="NAME",
+                       help="sample preset served: nmc622, lno_cluster or lmno_bcdi (default: simulator.sample)")
     start.set_defaults(func=_cmd_start)
     status = sim_sub.add_parser("status", help="show whether the simulator runs")
     status.set_defaults(func=_cmd_status)
@@ -254,6 +290,8 @@ def _cmd_start(args) -> int:
 
     cfg = load_config(args.config)
     port = int(cfg.get("simulator.ca_server_port", 0) or 0) if args.port is None else args.port
+    if args.sample is not None:
+        cfg.set("simulator.sample", _sample_name(args.sample))
     try:
         handle = start_simulator(cfg, port=port, with_detector=not args.no_detector, set_env=False)
     except (RuntimeError, TimeoutError, ValueError) as exc:  # already running, died at start-up, bad port
@@ -294,6 +332,7 @@ def _print_state(handle: SimulatorHandle) -> None:
     info = handle.info
     print(f"simulator: running, pid {handle.pid}, CA port {handle.port} on 127.0.0.1 "
           f"({info.get('pv_count', '?')} PVs)")
+    print(f"  sample   {handle.sample or 'none (motors only)' if 'sample' in info else 'not recorded'}")
     for name, pv in (info.get("motors") or {}).items():
         print(f"  motor {name:7s} {pv}")
     if info.get("detector"):

@@ -87,6 +87,7 @@ class Storage(_Section):
     api_key: str
     readable_paths: list[str] = []
 
+    catalog_server: Literal["auto", "off"] = "auto"  # local Tiled server shared by every process, or embedded
 
 class Simulator(_Section):
     sample: Required

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -75,7 +77,9 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
     Parameters
     ----------
     cfg : braggscope.core.config.Config
-        Uses ``storage.tiled_uri`` (empty: embedded catalog), ``storage.api_key``
+        Uses ``storage.tiled_uri`` (empty: the local catalog server of
+        ``braggscope.app.catalog_server`` when ``storage.catalog_server`` is
+        ``"auto"``, else the embedded catalog), ``storage.api_key``
         (or ``$TILED_API_KEY``), ``storage.data_dir`` and ``detector.read_path``.
     readable_paths : sequence of path-like
         Extra directories whose HDF5 files the embedded catalog may read in
@@ -94,6 +98,15 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
         if not api_key:
             raise ValueError("storage.api_key (or $TILED_API_KEY) is required with storage.tiled_uri")
         return from_uri(uri, api_key=api_key)
+    from braggscope.app import catalog_server  # the local server (app layer; imported only here)
+
+    if catalog_server.wanted(cfg):  # storage.catalog_server = "auto": shared by every process of the user
+        from tiled.client import from_uri
+
+        uri, api_key = catalog_server.ensure_server(cfg, readable_paths=readable_paths)
+        client = from_uri(uri, api_key=api_key)
+        client._braggscope_spool = cfg.expand_path("storage.data_dir") / "spool"  # documents kept if it is lost
+        return client
     return _open_embedded(cfg, readable_paths)
 
 
@@ -168,7 +181,9 @@ def subscribe_writer(RE, client, *, batch_size: int = 50, background: bool = Tru
         acquire_writer_lock(root)
     keep_abort_reason(RE)
     writer = TiledWriter(client, batch_size=int(batch_size), patches={"resource": _one_frame_per_point})
-    return RE.subscribe(BackgroundWriter(writer) if background else writer)
+    if not background:
+        return RE.subscribe(writer)
+    return RE.subscribe(BackgroundWriter(writer, spool_dir=getattr(client, "_braggscope_spool", None)))
 
 
 def keep_abort_reason(RE) -> None:
@@ -207,17 +222,35 @@ class BackgroundWriter:
     reason saying so, the events counted) from :meth:`close_open_runs`, run
     at interpreter exit, so the catalog never keeps a run without an end.
 
+    A catalog server that stops answering (connection refused, reset, timed
+    out) does not fail the run: the documents are kept in order, in memory and
+    appended to a spool file (``spool_dir/<run uid>.jsonl``), the scan goes
+    on, one line says so on stderr, and the worker retries every
+    ``retry_s`` s; once the server answers the kept documents are delivered in
+    order (one line again) and the spool file is removed. A spool file left by
+    a process that ended before the catalog returned still holds every
+    document of the run.
+
     Parameters
     ----------
     callback : callable
         ``callback(name, doc)``, e.g. a ``TiledWriter``.
+    spool_dir : path-like, optional
+        Directory of the spool files (default: the system's temporary directory).
+    retry_s : float
+        Seconds between delivery attempts while the catalog is unreachable.
     """
 
-    def __init__(self, callback):
+    def __init__(self, callback, *, spool_dir=None, retry_s: float = 2.0):
         import queue
         import threading
 
         self.callback = callback
+        self.retry_s = float(retry_s)
+        self._spool_dir = Path(spool_dir) if spool_dir is not None else None
+        self._spool: list[tuple[str, dict]] = []  # documents kept while the catalog is unreachable
+        self._spool_files: list[Path] = []
+        self._current_run = None
         self._queue = queue.Queue()
         self._error = None
         self._broken = False
@@ -264,6 +297,9 @@ class BackgroundWriter:
             except Exception:  # noqa: BLE001 - at exit: nothing more can be done
                 self._open.pop(uid, None)
         self._exiting = True
+        if self._spool:
+            sys.stderr.write(f"catalog: still unreachable at exit; {len(self._spool)} documents not delivered "
+                             f"are kept in {', '.join(map(str, self._spool_files))}\n")
         return closed
 
     def _track(self, name, doc):
@@ -290,15 +326,92 @@ class BackgroundWriter:
             raise RuntimeError(f"catalog writer failed: {type(error).__name__}: {error}") from error
 
     def _work(self):
+        import queue
+
         while True:
-            name, doc = self._queue.get()
             try:
-                if not self._broken:
-                    self.callback(name, doc)
+                name, doc = self._queue.get(timeout=self.retry_s if self._spool else None)
+            except queue.Empty:
+                self._deliver_spool()
+                continue
+            try:
+                if name == "start":
+                    self._current_run = doc.get("uid")
+                if self._broken:
+                    pass
+                elif self._spool:
+                    self._keep(name, doc)
+                    self._deliver_spool()
+                else:
+                    self._send(name, doc)
             except Exception as exc:  # handed to the RunEngine's thread
                 self._broken, self._error = True, exc
             finally:
                 self._queue.task_done()
+
+    def _send(self, name, doc):
+        try:
+            self.callback(name, doc)
+        except Exception as exc:
+            if not _unreachable(exc):
+                raise
+            self._keep(name, doc)
+            sys.stderr.write(f"catalog: unreachable ({type(exc).__name__}); the scan goes on and its documents "
+                             f"are kept ({self._spool_files[-1]}) until the catalog answers again\n")
+            sys.stderr.flush()
+
+    def _keep(self, name, doc):
+        """Keep a document for later delivery (memory + the run's spool file)."""
+        import json
+
+        self._spool.append((name, doc))
+        folder = self._spool_dir or Path(tempfile.gettempdir())
+        path = folder / f"braggscope-spool-{self._current_run or 'run'}.jsonl"
+        if not self._spool_files or self._spool_files[-1] != path:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._spool_files.append(path)
+        with open(path, "a") as handle:
+            handle.write(json.dumps([name, doc], default=_json_default) + "\n")
+
+    def _deliver_spool(self):
+        """Deliver the kept documents in order; stop at the first one the catalog still refuses."""
+        n = len(self._spool)
+        while self._spool:
+            name, doc = self._spool[0]
+            try:
+                self.callback(name, doc)
+            except Exception as exc:
+                if _unreachable(exc):
+                    return
+                self._spool.clear()
+                raise
+            self._spool.pop(0)
+        for path in self._spool_files:
+            path.unlink(missing_ok=True)
+        sys.stderr.write(f"catalog: answering again; delivered the {n} documents kept while it was "
+                         f"unreachable\n")
+        sys.stderr.flush()
+        self._spool_files.clear()
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) is a lost connection to the catalog server."""
+    import httpx
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
 
 
 def _one_frame_per_point(doc: dict) -> dict:
@@ -415,8 +528,14 @@ def sxdm_stack(run, *, field: str | None = None):
     setup, field = _setup_and_field(run, start, field)
     n_eta, ny, nx = layout.shape
     stream = run["primary"]
-    flat = _lazy_frames(stream[field], stream=stream, field=field)
     n_points = n_eta * ny * nx
+    captured = None
+    if start.get("plan_name") == "sxdm_fly":  # frames and positions from StreamResource files, one per line
+        from braggscope.core.fly_stream import fly_arrays
+
+        flat, captured = fly_arrays(stream, field, (layout.fast, layout.slow), n_points)
+    else:
+        flat = _lazy_frames(stream[field], stream=stream, field=field)
     if flat.shape[0] < n_points:
         raise ValueError(f"run {start['uid']} is incomplete: {flat.shape[0]} of {n_points} points "
                          f"(exit status {_exit_status(run)!r}); read run['primary'] directly")
@@ -426,9 +545,13 @@ def sxdm_stack(run, *, field: str | None = None):
     meta["setup"] = setup
     meta["eta"], meta["x"], meta["y"] = layout.eta, layout.x, layout.y
     fast, slow = layout.fast, layout.slow
-    table = stream.read([fast, slow])
+    table = captured if captured is not None else stream.read([fast, slow])
     meta["pix"] = np.asarray(table[fast])[:n_points][order]
     meta["piy"] = np.asarray(table[slow])[:n_points][order]
+    if captured is not None:  # a fly map's x: the captured positions, not the setpoints
+        from braggscope.core.fly_stream import fly_x_from_captured
+
+        meta["x"] = fly_x_from_captured(meta["pix"], layout.eta, start.get("eccentricity"))
     meta["exit_status"] = _exit_status(run)
     return frames, meta
 

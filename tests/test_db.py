@@ -1,0 +1,127 @@
+"""db[-1], db[scan_id], db[uid], db.search(...) and scan ids that persist across sessions and processes."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from bluesky import RunEngine
+from bluesky.plans import count, scan
+from ophyd.sim import det, motor
+
+from braggscope.core import storage
+from braggscope.core.config import load_config
+from braggscope.core.errors import ArgumentError, UserError
+from braggscope.core.runs import (AmbiguousRunError, RunNotFound, Runs, ScanIdCounter, install_scan_ids,
+                                  lookup_text, max_scan_id)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    """An embedded catalog with four runs: two sessions with persistent scan ids, then an old-style run."""
+    tmp = tmp_path_factory.mktemp("db")
+    path = tmp / "braggscope.toml"
+    path.write_text(textwrap.dedent(f"""
+        [storage]
+        data_dir = "{tmp / 'data'}"
+        catalog_server = "off"
+        [detector]
+        read_path = "{tmp / 'det'}"
+    """))
+    cfg = load_config(path)
+    client = storage.open_catalog(cfg)
+    uids = {}
+    for session in ("first", "second"):  # two sessions one after the other: the ids go on
+        RE = RunEngine()
+        storage.subscribe_writer(RE, client, background=False)
+        install_scan_ids(RE, cfg, client)
+        uids[session] = RE(count([det], num=2), sample="nmc622")[0]
+        if session == "first":
+            uids["scan"] = RE(scan([det], motor, -1, 1, 3), sample="lmno_bcdi")[0]
+    boundary = time.time()
+    time.sleep(0.05)
+    old = RunEngine()  # a process of the old days: its scan ids restart at 1
+    storage.subscribe_writer(old, client, background=False)
+    uids["old"] = old(count([det], num=1))[0]
+    return cfg, client, uids, boundary
+
+
+def test_scan_ids_increase_across_sessions(catalog):
+    cfg, client, uids, _ = catalog
+    ids = {k: client[u].metadata["start"]["scan_id"] for k, u in uids.items()}
+    assert (ids["first"], ids["scan"], ids["second"]) == (1, 2, 3)
+    assert ScanIdCounter(cfg.expand_path("storage.data_dir")).last() == 3
+    assert max_scan_id(client) == 3
+
+
+def test_db_index_scan_id_and_uid(catalog):
+    _, client, uids, _ = catalog
+    db = Runs(client)
+    assert len(db) == 4
+    assert db[-1].metadata["start"]["uid"] == uids["old"]
+    assert db[-2].metadata["start"]["uid"] == uids["second"]
+    assert db[3].metadata["start"]["uid"] == uids["second"]
+    assert db[uids["scan"]].metadata["start"]["plan_name"] == "scan"
+    assert db[uids["scan"][:6]].metadata["start"]["uid"] == uids["scan"]
+    with pytest.raises(RunNotFound, match="no run with scan id 99"):
+        db[99]
+    with pytest.raises(RunNotFound, match="only 4 runs"):
+        db[-5]
+    with pytest.raises(KeyError):  # still a KeyError for callers that expect one
+        db["zzzz"]
+    with pytest.raises(ArgumentError, match="a run is named by an int"):
+        db[1.5]
+
+
+def test_a_shared_scan_id_is_refused_with_the_uids(catalog):
+    _, client, uids, _ = catalog
+    with pytest.raises(AmbiguousRunError) as err:
+        Runs(client)[1]  # the old-style run also took scan id 1
+    message = str(err.value)
+    assert isinstance(err.value, UserError) and "\n" not in message
+    assert uids["first"] in message and uids["old"] in message and "scan id 1 names 2 runs" in message
+    with pytest.raises(AmbiguousRunError):
+        lookup_text(client, "1")  # what `braggscope reduce bcdi 1` resolves
+    assert lookup_text(client, "2").metadata["start"]["uid"] == uids["scan"]
+    assert lookup_text(client, "-1").metadata["start"]["uid"] == uids["old"]
+
+
+def test_search_by_plan_sample_and_date(catalog):
+    _, client, uids, boundary = catalog
+    db = Runs(client)
+    assert [r.metadata["start"]["uid"] for r in db.search(plan="count", sample="nmc622")] == \
+        [uids["second"], uids["first"]]
+    assert [r.metadata["start"]["uid"] for r in db.search(sample="lmno_bcdi")] == [uids["scan"]]
+    assert [r.metadata["start"]["uid"] for r in db.search(since=boundary)] == [uids["old"]]
+    assert len(db.search(until=boundary)) == 3
+    today = time.strftime("%Y-%m-%d")
+    assert len(db.search(since=today)) == 4 and len(db.search(until=today)) == 0
+    assert len(db.search(plan="count")) == 3 and len(db.search(plan="count").search(sample="nmc622")) == 2
+    with pytest.raises(ArgumentError, match="since must be a date"):
+        db.search(since="yesterday")
+    with pytest.raises(ArgumentError, match="until must be a finite time"):
+        db.search(until=float("nan"))
+    assert "4 runs" in repr(db) and uids["old"][:8] in repr(db)
+
+
+COUNTER = """
+import sys
+from braggscope.core.runs import ScanIdCounter
+counter = ScanIdCounter(sys.argv[1])
+print(" ".join(str(counter({})) for _ in range(40)))
+"""
+
+
+def test_scan_ids_unique_across_two_processes_at_once(tmp_path):
+    children = [subprocess.Popen([sys.executable, "-c", COUNTER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    got = []
+    for child in children:
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        ids = [int(x) for x in out.split()]
+        assert ids == sorted(ids)  # each process sees its ids increase
+        got += ids
+    assert sorted(got) == list(range(1, 81))  # no id handed out twice, none skipped
+    assert ScanIdCounter(tmp_path, floor=100)({}) == 101  # never below the catalog's largest id

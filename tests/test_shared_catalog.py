@@ -1,0 +1,161 @@
+"""The local catalog server: shared by several processes, stopped cleanly, and survived by a writer.
+
+Every test starts its own server on 127.0.0.1 (its own data directory) and
+stops it at the end (no process left behind).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from braggscope.app import catalog_server
+from braggscope.core import storage
+from braggscope.core.catalog_lock import CatalogBusyError
+from braggscope.core.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path) -> Path:
+    path = tmp_path / "braggscope.toml"
+    path.write_text(textwrap.dedent(f"""
+        [storage]
+        data_dir = "{tmp_path / 'data'}"
+        catalog_server = "auto"
+        [detector]
+        read_path = "{tmp_path / 'det'}"
+    """))
+    return path
+
+
+@pytest.fixture
+def server_cfg(tmp_path, monkeypatch):
+    monkeypatch.delenv("BRAGGSCOPE_CATALOG_SERVER", raising=False)
+    path = _config(tmp_path)
+    cfg = load_config(path)
+    yield cfg, path
+    catalog_server.stop_server(cfg)
+    assert catalog_server.server_status(cfg)[0] is None
+
+
+def _child_env():
+    env = dict(os.environ)
+    env.pop("BRAGGSCOPE_CATALOG_SERVER", None)
+    return env
+
+
+CHILD = """
+import json, sys
+from bluesky import RunEngine
+from bluesky.plans import count
+from ophyd.sim import det
+from braggscope.core import storage
+from braggscope.core.config import load_config
+from braggscope.core.runs import Runs, install_scan_ids
+
+cfg = load_config(sys.argv[1])
+client = storage.open_catalog(cfg)
+db = Runs(client)
+out = {"before": [db[-1].metadata["start"]["uid"], db[1].metadata["start"]["uid"]] if len(db) else []}
+if sys.argv[2] == "write":
+    RE = RunEngine()
+    storage.subscribe_writer(RE, client)
+    install_scan_ids(RE, cfg, client)
+    out["uid"] = RE(count([det], num=2), sample="child")[0]
+    out["scan_id"] = db[-1].metadata["start"]["scan_id"]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _child(path, mode):
+    done = subprocess.run([sys.executable, "-c", CHILD, str(path), mode], capture_output=True, text=True,
+                          timeout=300, env=_child_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[7:]), done.stderr
+
+
+def test_two_processes_share_the_catalog_and_scan_ids(server_cfg):
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    from braggscope.core.runs import Runs, install_scan_ids
+
+    cfg, path = server_cfg
+    client = storage.open_catalog(cfg)
+    state, why = catalog_server.server_status(cfg)
+    assert state is not None, why
+    key_file = catalog_server.server_paths(cfg)["key"]
+    assert key_file.stat().st_mode & 0o077 == 0  # the API key is readable by the user only
+    RE = RunEngine()
+    storage.subscribe_writer(RE, client)  # the shell's writer stays subscribed while the child writes
+    install_scan_ids(RE, cfg, client)
+    (first,) = RE(count([det], num=3), sample="parent")
+
+    # a second process reads the run the first one wrote, and writes its own while the first is open
+    child, stderr = _child(path, "write")
+    assert child["before"] == [first, first]  # db[-1] and db[1] (scan id 1) from the other process
+    assert child["scan_id"] == 2
+    assert "started the local catalog server" not in stderr  # it found the running server
+
+    (third,) = RE(count([det], num=1))
+    db = Runs(client)
+    assert [db[i].metadata["start"]["scan_id"] for i in (1, 2, 3)] == [1, 2, 3]
+    assert db[-1].metadata["start"]["uid"] == third and db[2].metadata["start"]["uid"] == child["uid"]
+    assert db[first[:8]].metadata["start"]["sample"] == "parent"
+    assert [r.metadata["start"]["uid"] for r in db.search(sample="child")] == [child["uid"]]
+
+    # the embedded catalog of the same files is refused a writer while the server holds them
+    os.environ["BRAGGSCOPE_CATALOG_SERVER"] = "off"
+    try:
+        embedded = storage.open_catalog(cfg)
+        with pytest.raises(CatalogBusyError):
+            storage.subscribe_writer(RunEngine(), embedded)
+    finally:
+        del os.environ["BRAGGSCOPE_CATALOG_SERVER"]
+
+    # stopped cleanly from the command line
+    done = subprocess.run([sys.executable, "-m", "braggscope.app.cli", "--config", str(path), "catalog", "stop"],
+                          capture_output=True, text=True, timeout=120, env=_child_env())
+    assert done.returncode == 0 and f"stopped (pid {state['pid']})" in done.stdout
+    assert catalog_server.server_status(cfg)[0] is None
+
+
+def test_writer_keeps_documents_while_the_catalog_is_lost(server_cfg, capfd):
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    from braggscope.core.runs import Runs
+
+    cfg, _ = server_cfg
+    client = storage.open_catalog(cfg)
+    port = catalog_server.server_status(cfg)[0]["port"]
+    RE = RunEngine()
+    storage.subscribe_writer(RE, client, batch_size=1)
+    seen = []
+
+    def lose_and_return(name, doc):  # the server goes away after point 2 and is back after point 6
+        if name == "event":
+            seen.append(doc["seq_num"])
+            if doc["seq_num"] == 2:
+                assert catalog_server.stop_server(cfg) is not None
+            elif doc["seq_num"] == 6:
+                catalog_server.ensure_server(cfg)
+
+    RE.subscribe(lose_and_return)
+    (uid,) = RE(count([det], num=8))
+    assert catalog_server.server_status(cfg)[0]["port"] == port  # back at the same address
+    run = Runs(client)[-1]
+    assert run.metadata["start"]["uid"] == uid
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert list(run["primary"].read()["det"].shape) == [8]
+    assert not list((cfg.expand_path("storage.data_dir") / "spool").glob("*.jsonl"))
+    err = capfd.readouterr().err
+    assert "catalog: unreachable" in err and "catalog: answering again; delivered" in err
