@@ -67,6 +67,11 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
         if not isinstance(xrf_prefix, str):
             raise ValueError(f"config pv.fluorescence must be a PV prefix string (or empty), got {xrf_prefix!r}")
         devices["xrf"] = FluorescenceDetector(xrf_prefix, name="xrf")
+    fly_prefix = cfg.get("pv.fly", "")
+    if fly_prefix:  # fly-scan hardware (docs/fly.md); the flyer: braggscope.devices.fly.make_flyer
+        from braggscope.devices.fly import FlyHardware
+
+        devices["fly"] = FlyHardware(fly_prefix, name="fly")
     for name in ("pix", "piy", "piz"):
         devices[name] = getattr(piezo, name)
     for name in ("eta", "phi", "nu", "delta"):

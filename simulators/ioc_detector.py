@@ -157,6 +157,9 @@ class CamGroup(_Group):
     manufacturer = _ro("Manufacturer_RBV", "braggscope", dtype=ChannelType.STRING)
     model = _ro("Model_RBV", "Maxipix (simulated)", dtype=ChannelType.STRING)
     port_name = _ro("PortName_RBV", "MPX1", dtype=ChannelType.STRING)
+    # external-trigger (fly-scan) mode: read-out dead time and the frames lost to it
+    readout_time = _ro("ReadoutTime_RBV", 0.0003, dtype=ChannelType.DOUBLE)
+    dropped_frames = _ro("DroppedFrames_RBV", 0, dtype=ChannelType.LONG)
 
     @acquire_rbv.startup
     async def acquire_rbv(self, instance, async_lib):
@@ -258,7 +261,7 @@ class HDF5Group(_Group):
         data = entry.create_group("data")
         data.attrs["NX_class"] = "NXdata"
         data.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
-                            chunks=(1, rows, cols), dtype=np.uint32)
+                            chunks=(1, rows, cols), dtype=np.uint32, **self.parent.compression())
         h5.create_dataset(UNIQUE_ID_DATASET, shape=(0,), maxshape=(None,), chunks=(1024,), dtype=np.int32)
         h5.swmr_mode = True
         self.h5 = h5
@@ -496,7 +499,97 @@ class MaxipixIOC(PVGroup):
 
     def start_acquisition(self) -> None:
         self.busy, self.abort = True, False
+        if self.cam.trigger_mode.value == "External":  # fly scans: frames on external pulses
+            self._task = asyncio.get_running_loop().create_task(self._acquire_external())
+            return
         self._task = asyncio.get_running_loop().create_task(self._acquire())
+
+    # ------------------------------------------------------------------ external trigger (fly scans)
+    def compression(self) -> dict:
+        """h5py keywords of the frame dataset: Blosc LZ4 + bit-shuffle (hdf5plugin) in external-trigger
+        mode (fly scans, hundreds of frames/s), none otherwise (as before)."""
+        if self.cam.trigger_mode.value != "External":
+            return {}
+        import hdf5plugin
+
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
+
+    async def _acquire_external(self) -> None:
+        """Armed: take one frame per :meth:`external_trigger` until NumImages frames or Acquire = 0.
+
+        Frames are rendered, compressed and written in order by one worker thread; a pulse that
+        arrives while the previous frame is still exposing or reading out (``AcquireTime`` +
+        ``ReadoutTime_RBV``) is dropped and counted in ``DroppedFrames_RBV``, as is the frame
+        a test asks to lose (``drop_frame``). ``Acquire_RBV`` returns to 0 once every accepted
+        frame is on disk.
+        """
+        import concurrent.futures
+
+        cam = self.cam
+        if getattr(self, "_ext_pool", None) is None:
+            self._ext_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mpx-ext")
+        self._ext = {"wanted": max(int(cam.num_images.value), 1), "accepted": 0, "last": None,
+                     "pulses": 0, "futures": [], "done": asyncio.Event()}
+        await cam.dropped_frames.write(0)
+        await cam.num_images_counter.write(0)
+        await cam.acquire_rbv.write("Acquire")
+        await cam.detector_state.write("Acquire")
+        failed = None
+        try:
+            while not self.abort and not self._ext["done"].is_set():
+                try:
+                    await asyncio.wait_for(self._ext["done"].wait(), 0.05)
+                except asyncio.TimeoutError:
+                    pass
+            for future in self._ext["futures"]:
+                await asyncio.wrap_future(future)
+        except Exception as exc:  # keep the IOC alive; report on the cam
+            failed = exc
+            await self.hdf.write_message.write(f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            self._ext["futures"] = []
+            await cam.detector_state.write("Error" if failed else "Idle")
+            self.busy = False
+            await cam.acquire.write("Done", verify_value=False)
+            await cam.acquire_rbv.write("Done")
+
+    async def external_trigger(self, t_s: float, positions: dict, *, drop: bool = False) -> bool:
+        """One trigger pulse at time ``t_s`` (s, any monotonic origin) with the stage at ``positions``.
+
+        Returns whether a frame was taken (False: not armed, dead time, or ``drop``).
+        """
+        ext = getattr(self, "_ext", None)
+        cam, hdf = self.cam, self.hdf
+        if not self.busy or ext is None or ext["done"].is_set() or cam.trigger_mode.value != "External":
+            return False
+        exposure = float(cam.acquire_time.value)
+        ext["pulses"] += 1
+        busy_until = None if ext["last"] is None else ext["last"] + exposure + float(cam.readout_time.value)
+        if drop or (busy_until is not None and t_s < busy_until - 1e-9):
+            await cam.dropped_frames.write(cam.dropped_frames.value + 1)
+            return False
+        ext["last"] = t_s
+        ext["accepted"] += 1
+        unique_id = int(cam.array_counter.value) + 1
+        await cam.array_counter.write(unique_id)
+        append = hdf.append if hdf.h5 is not None and hdf.enable.value == "Enable" else None
+        future = self._ext_pool.submit(self._take_frame, dict(positions), exposure, append, unique_id)
+        ext["futures"].append(future)
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(
+            lambda: loop.create_task(self._external_written(f, unique_id))))
+        await cam.num_images_counter.write(ext["accepted"])
+        if ext["accepted"] >= ext["wanted"]:
+            ext["done"].set()
+        return True
+
+    async def _external_written(self, future, unique_id: int) -> None:
+        if future.exception() is not None:
+            return  # raised again where the acquisition waits for its frames
+        frame, stats, count = future.result()
+        if count is not None:
+            await self.hdf.frame_written(count, frame.shape, unique_id)
+        await self.stats.update(stats, unique_id)
 
     async def _acquire(self) -> None:
         """Take NumImages frames (1 in Single mode), then set Acquire back to Done."""

@@ -40,6 +40,7 @@ class PVs(_Section):
     energy: Required
     detector: Required
     fluorescence: str  # "" = no fluorescence detector
+    fly: str = "BSSIM:fly:"  # fly-scan hardware (STAGE:, PCOMP:, PCAP:); "" = none
 
 
 class Detector(_Section):
@@ -86,8 +87,8 @@ class Storage(_Section):
     tiled_uri: str
     api_key: str
     readable_paths: list[str] = []
-
     catalog_server: Literal["auto", "off"] = "auto"  # local Tiled server shared by every process, or embedded
+
 
 class Simulator(_Section):
     sample: Required
@@ -160,6 +161,17 @@ class Serve(_Section):
     state_dir: Required
 
 
+class Fly(_Section):
+    """``[fly]``: the fly-scan hardware (piezo fly stage, trigger unit, detector read-out)."""
+
+    velocity_max_um_s: Positive = 500.0   # fly stage's velocity limit
+    accel_time_s: NonNegative = 0.005     # each velocity ramp of a line
+    encoder_resolution_um: NonNegative = 0.001
+    readout_s: NonNegative = 0.0003       # detector read-out dead time per frame
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    arm_timeout_s: Positive = 1.0
+
+
 class ConfigSchema(_Section):
     """The whole configuration: every section is required (the packaged defaults supply them)."""
 
@@ -175,6 +187,7 @@ class ConfigSchema(_Section):
     analysis: Analysis
     queue: Queue
     serve: Serve
+    fly: Fly = Fly()
 
 
 #: Section name -> its model (for error messages: the allowed keys).

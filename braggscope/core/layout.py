@@ -3,7 +3,7 @@
 A map is a rocking angle outermost, then a slow and a fast piezo axis, one
 event per point. Two kinds of run are maps:
 
-* ``sxdm_map`` (braggscope): the start document's ``raster``, ``shape`` and
+* ``sxdm_map`` and ``sxdm_fly`` (braggscope): the start document's ``raster``, ``shape`` and
   ``eta``; a snake restarts with a forward row at every angle (scope ``"map"``);
 * bluesky's ``grid_scan`` / ``list_grid_scan`` over three motors (rocking,
   slow, fast): ``motors``, ``shape``, ``extents``, ``snaking`` or the
@@ -79,7 +79,7 @@ def map_layout(start: dict) -> MapLayout:
         One line naming the run's plan and why it is not a map.
     """
     plan = start.get("plan_name")
-    if plan == "sxdm_map" or (plan is None and "raster" in start):  # or a hand-made map description
+    if plan in ("sxdm_map", "sxdm_fly") or (plan is None and "raster" in start):  # or a hand-made map description
         return _sxdm_layout(start)
     if plan in _GRID_PLANS:
         return _grid_layout(start, plan)

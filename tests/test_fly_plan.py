@@ -1,0 +1,208 @@
+"""sxdm_fly over Channel Access against the simulator: catalog, reduction, faults, retries, pause.
+
+One simulator (motors + Maxipix + fly hardware) per module on loopback, the catalog in a
+temporary directory. The simulated crystal is the packaged NMC622 sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tiled")
+
+from bluesky import RunEngine
+from bluesky import plan_stubs as bps
+
+from braggscope.core import storage
+from braggscope.core.errors import ArgumentError
+
+NX, NY, DWELL = 8, 4, 0.005
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from braggscope.app.beamline import install_baseline
+    from braggscope.app.simctl import start_simulator, stop_simulator
+    from braggscope.core.config import load_config
+    from braggscope.devices.ca_client import release_devices
+    from braggscope.devices.factory import make_devices
+    from braggscope.devices.fly import make_flyer
+    from braggscope.simulators.beamline import SimulatedBeamline
+
+    root = tmp_path_factory.mktemp("fly")
+    (root / "detector").mkdir()
+    cfg = load_config()
+    for key in ("detector.write_path", "detector.read_path"):
+        cfg.set(key, str(root / "detector"))
+    cfg.set("storage.data_dir", str(root))
+    cfg.set("detector.shape", [128, 128])
+    cfg.set("detector.cch", [64.0, 64.0])
+    cfg.set("simulator.peak_rate", 2.0e7)  # bright: the maps' Poisson noise well below their contrast
+    handle = start_simulator(cfg, state_file=root / "sim.json", set_env=True, exit_with_parent=True)
+    devices = {}
+    try:
+        devices = make_devices(cfg, connect_timeout=30.0)
+        flyer = make_flyer(devices, cfg)
+        client = storage.open_catalog(cfg)
+        RE = RunEngine(call_returns_result=True)
+        storage.subscribe_writer(RE, client)
+        install_baseline(RE, devices)
+        setup = SimulatedBeamline.from_config(cfg).bragg_setup()
+        RE(bps.mv(devices["delta"], setup["delta"], devices["nu"], 0.0, devices["phi"], 0.0))
+        yield {"cfg": cfg, "d": devices, "flyer": flyer, "client": client, "RE": RE, "setup": setup}
+    finally:
+        try:
+            release_devices(devices)
+        finally:
+            stop_simulator(handle)
+
+
+def _grid(setup, nx=NX, ny=NY, neta=5):
+    cx, cy = setup["center_um"]
+    half = float(setup["extent_um"])
+    return (cx - half, cx + half, nx), (cy - half, cy + half, ny), \
+        list(np.linspace(setup["eta_start"], setup["eta_stop"], neta))
+
+
+def _fly(bench, *, snake=False, nx=NX, ny=NY, neta=5, **kwargs):
+    from braggscope.plans.fly import sxdm_fly
+
+    d = bench["d"]
+    xr, yr, etas = _grid(bench["setup"], nx, ny, neta)
+    return bench["RE"](sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL,
+                                snake=snake, **kwargs))
+
+
+def test_fly_map_reduces_like_the_step_map(bench):
+    from braggscope.analysis.readers import reduce_run
+    from braggscope.plans import sxdm_map
+
+    d = bench["d"]
+    xr, yr, etas = _grid(bench["setup"], neta=7)
+    fly = _fly(bench, snake=True, neta=7)
+    assert fly.exit_status == "success"
+    step_uid = bench["RE"](sxdm_map([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas,
+                                    snake=True)).run_start_uids[0]
+    run = storage.load_run(bench["client"], fly.run_start_uids[0])
+    frames, meta = storage.sxdm_stack(run)
+    assert frames.shape == (7, NY, NX, 128, 128)
+    # captured positions on the commanded grid within the encoder resolution (1 nm)
+    res = float(bench["d"]["fly"].stage_.enc_res.get())
+    np.testing.assert_allclose(meta["pix"], np.broadcast_to(np.linspace(*xr), meta["pix"].shape), atol=res + 1e-9)
+    np.testing.assert_allclose(meta["x"], np.linspace(*xr), atol=res + 1e-9)
+    fly_maps = reduce_run(frames, meta, progress=False)
+    step_frames, step_meta = storage.sxdm_stack(storage.load_run(bench["client"], step_uid))
+    step_maps = reduce_run(step_frames, step_meta, progress=False)
+    both = fly_maps.mask.values & step_maps.mask.values
+    assert both.sum() >= 0.5 * step_maps.mask.values.sum() > 0
+    total = fly_frames_sum = float(frames.sum().compute())
+    assert total > 0 and fly_frames_sum == pytest.approx(float(step_frames.sum().compute()), rel=0.05)
+    print({name: (np.nanmedian(np.abs(fly_maps[name].values[both] - step_maps[name].values[both])),
+                  np.nanstd(step_maps[name].values[both])) for name in fly_maps.data_vars
+           if fly_maps[name].dtype.kind == "f" and fly_maps[name].ndim == 2})
+    for name in ("strain", "tilt_x", "tilt_y"):
+        if name not in fly_maps:
+            continue
+        a, b = fly_maps[name].values[both], step_maps[name].values[both]
+        spread = np.nanstd(b) + 1e-12
+        assert np.nanmedian(np.abs(a - b)) < 0.5 * spread + 1e-6, name
+    assert 0
+
+
+def test_missed_pulse_and_dropped_frame_are_retried(bench):
+    fault = bench["d"]["fly"].fault
+    docs = []
+    token = bench["RE"].subscribe(lambda name, doc: docs.append((name, doc)))
+    try:
+        fault.miss_pulse.set(3).wait(5)
+        fly = _fly(bench, ny=3, neta=1)
+        fault.drop_frame.set(5).wait(5)
+        fly2 = _fly(bench, ny=3, neta=1)
+    finally:
+        bench["RE"].unsubscribe(token)
+    for result in (fly, fly2):
+        assert result.exit_status == "success"
+        run = storage.load_run(bench["client"], result.run_start_uids[0])
+        frames, meta = storage.sxdm_stack(run)
+        assert frames.shape[:3] == (1, 3, NX)
+        lines = run["lines"].read()
+        assert list(np.asarray(lines["fly_line_accepted"])) == [0, 1, 1, 1]
+        assert int(np.asarray(lines["fly_line_attempt"])[1]) == 1
+    first = storage.load_run(bench["client"], fly.run_start_uids[0])["lines"].read()
+    assert int(np.asarray(first["fly_line_pulses"])[0]) == NX - 1
+    second = storage.load_run(bench["client"], fly2.run_start_uids[0])["lines"].read()
+    assert int(np.asarray(second["fly_line_dropped"])[0]) == 1
+    assert int(np.asarray(second["fly_line_frames"])[0]) == NX - 1
+
+
+def test_trigger_unit_that_will_not_arm_fails_the_run(bench):
+    from bluesky.utils import FailedStatus
+
+    fault = bench["d"]["fly"].fault
+    RE = bench["RE"]
+    armed = {"lines": 0}
+
+    def break_after_two(name, doc):
+        if name == "event" and "fly_line_accepted" in doc["data"]:
+            armed["lines"] += 1
+            if armed["lines"] == 2:
+                fault.arm_fail.put(1)
+
+    token = RE.subscribe(break_after_two)
+    try:
+        with pytest.raises(Exception) as info:
+            _fly(bench, ny=4, neta=1)
+    finally:
+        RE.unsubscribe(token)
+        fault.arm_fail.set(0).wait(5)
+    text = str(info.value) + str(getattr(info.value, "__cause__", ""))
+    assert isinstance(info.value, (FailedStatus, RuntimeError))
+    run = storage.find_runs(bench["client"], plan_name="sxdm_fly")[0]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    assert "did not arm" in run.metadata["stop"]["reason"] or "did not arm" in text
+    assert run["primary"]["mpx1x4_image"].shape[0] == 2 * NX  # the two lines taken are readable
+    assert np.asarray(run["primary"]["pix"].read()).shape == (2 * NX,)
+
+
+def test_pause_between_lines_and_resume(bench):
+    from braggscope.plans.fly import sxdm_fly
+
+    d, RE = bench["d"], bench["RE"]
+    xr, yr, etas = _grid(bench["setup"], NX, 3, 2)
+    seen = {"n": 0}
+
+    def pause_once(name, doc):
+        if name == "event" and "fly_line_accepted" in doc["data"]:
+            seen["n"] += 1
+            if seen["n"] == 2:
+                RE.request_pause(defer=True)
+
+    token = RE.subscribe(pause_once)
+    try:
+        RE(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
+        assert RE.state == "paused"
+        result = RE.resume()
+    finally:
+        RE.unsubscribe(token)
+    assert result.exit_status == "success"
+    frames, meta = storage.sxdm_stack(storage.load_run(bench["client"], result.run_start_uids[0]))
+    assert frames.shape[:3] == (2, 3, NX)
+    np.testing.assert_allclose(meta["piy"][:, :, 0], np.broadcast_to(np.linspace(*yr)[None, :], (2, 3)), atol=1e-3)
+
+
+def test_arguments_refused_before_motion(bench):
+    from braggscope.plans.fly import sxdm_fly
+
+    d = bench["d"]
+    before = d["pix"].position
+    xr, yr, etas = _grid(bench["setup"])
+    with pytest.raises(ArgumentError, match="dwell_s"):
+        list(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=0.0002))
+    with pytest.raises(ArgumentError, match="um/s"):
+        list(sxdm_fly([bench["flyer"]], d["pix"], (0.0, 90.0, 3), d["piy"], yr, d["eta"], etas, dwell_s=0.001))
+    with pytest.raises(ArgumentError, match="dwell_s"):
+        list(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=float("nan")))
+    with pytest.raises(ArgumentError, match="fly scanner"):
+        list(sxdm_fly([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
+    assert d["pix"].position == before
