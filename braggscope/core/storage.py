@@ -251,6 +251,8 @@ class BackgroundWriter:
         self._spool: list[tuple[str, dict]] = []  # documents kept while the catalog is unreachable
         self._spool_files: list[Path] = []
         self._current_run = None
+        self._lost = False  # the catalog stopped answering and has not answered since
+        self._n_delivered = 0
         self._queue = queue.Queue()
         self._error = None
         self._broken = False
@@ -355,16 +357,27 @@ class BackgroundWriter:
         except Exception as exc:
             if not _unreachable(exc):
                 raise
-            self._keep(name, doc)
-            sys.stderr.write(f"catalog: unreachable ({type(exc).__name__}); the scan goes on and its documents "
-                             f"are kept ({self._spool_files[-1]}) until the catalog answers again\n")
-            sys.stderr.flush()
+            self._keep(name, doc, failed=True)
+            if not self._lost:
+                self._lost = True
+                sys.stderr.write(f"catalog: unreachable ({type(exc).__name__}); the scan goes on and its "
+                                 f"documents are kept ({self._spool_files[-1]}) until the catalog answers again\n")
+                sys.stderr.flush()
+            return
+        if self._lost:
+            self._delivered()
 
-    def _keep(self, name, doc):
-        """Keep a document for later delivery (memory + the run's spool file)."""
+    def _keep(self, name, doc, *, failed=False):
+        """Keep a document for later delivery (memory + the run's spool file).
+
+        An event whose write failed (``failed``) is already in the ``TiledWriter``'s table
+        buffer, which is only cleared after a successful write: it is written with the next
+        write and is not delivered twice (it stays in the spool file).
+        """
         import json
 
-        self._spool.append((name, doc))
+        if not (failed and name in _BUFFERED):
+            self._spool.append((name, doc))
         folder = self._spool_dir or Path(tempfile.gettempdir())
         path = folder / f"braggscope-spool-{self._current_run or 'run'}.jsonl"
         if not self._spool_files or self._spool_files[-1] != path:
@@ -375,23 +388,33 @@ class BackgroundWriter:
 
     def _deliver_spool(self):
         """Deliver the kept documents in order; stop at the first one the catalog still refuses."""
-        n = len(self._spool)
         while self._spool:
             name, doc = self._spool[0]
             try:
                 self.callback(name, doc)
             except Exception as exc:
                 if _unreachable(exc):
+                    if name in _BUFFERED:  # buffered by the writer: written with the next write
+                        self._spool.pop(0)
                     return
                 self._spool.clear()
                 raise
             self._spool.pop(0)
+            self._n_delivered += 1
+        self._delivered()
+
+    def _delivered(self):
         for path in self._spool_files:
             path.unlink(missing_ok=True)
-        sys.stderr.write(f"catalog: answering again; delivered the {n} documents kept while it was "
-                         f"unreachable\n")
+        sys.stderr.write(f"catalog: answering again; delivered the {self._n_delivered} documents kept while it "
+                         f"was unreachable\n")
         sys.stderr.flush()
         self._spool_files.clear()
+        self._lost, self._n_delivered = False, 0
+
+
+#: Documents the TiledWriter buffers before a failed write and keeps buffered (never re-sent).
+_BUFFERED = ("event", "event_page")
 
 
 def _unreachable(exc: BaseException) -> bool:
