@@ -143,6 +143,7 @@ def ensure_server(cfg, *, readable_paths=(), timeout: float = START_TIMEOUT_S, e
         command = [sys.executable, "-m", RUNNER_MODULE, "--root", str(paths["root"]), "--port", str(port),
                    "--state-file", str(paths["state"])]
         for path in readable:
+            Path(path).expanduser().mkdir(parents=True, exist_ok=True)  # as the embedded catalog does
             command += ["--read", str(Path(path).expanduser())]
         paths["state"].unlink(missing_ok=True)
         with open(paths["log"], "ab") as log:
