@@ -82,11 +82,14 @@ class SessionMagics(Magics):
 
 def remove_shadowing_aliases(shell) -> list[str]:
     """Remove IPython aliases named like a session command (``mv`` is ``/bin/mv``); returns those removed."""
-    removed = []
+    aliases, removed = shell.alias_manager, []
     for name in COMMANDS:
-        if shell.alias_manager.is_alias(name):
-            shell.alias_manager.undefine_alias(name)
+        if aliases.is_alias(name):
+            aliases.undefine_alias(name)
             removed.append(name)
+    # and not again when IPython resets its aliases (at exit: "Invalid alias" errors otherwise)
+    aliases.default_aliases = [a for a in aliases.default_aliases if a[0] not in COMMANDS]
+    aliases.user_aliases = [a for a in aliases.user_aliases if a[0] not in COMMANDS]
     return removed
 
 
