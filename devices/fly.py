@@ -192,6 +192,9 @@ class FlyScanner:
         hw, det = self.hardware, self.detector
         self._t_kick = time.monotonic()
         try:
+            deadline = time.monotonic() + 60.0  # a line interrupted by a pause finishes its sweep first
+            while hw.stage_.busy.get(use_monitor=False) and time.monotonic() < deadline:
+                time.sleep(0.01)
             det.hdf5.capture.set(1).wait(10)
             det.cam.acquire.put(1, use_complete=False)
             deadline = time.monotonic() + 5.0

@@ -51,6 +51,8 @@ def calibrate_eccentricity(
     config_path=None,
     figure_path=None,
     md: dict | None = None,
+    fly: bool = False,
+    dwell_s: float | None = None,
 ) -> MsgGenerator[CalibrationResult]:
     """Measure and fit the eccentricity drift with coarse maps at several angles, and judge it.
 
@@ -119,6 +121,12 @@ def calibrate_eccentricity(
     figure_path : path-like, optional
         PNG of the measured positions and the fit (:func:`plot_calibration`).
     md : dict, optional
+    fly : bool
+        Take the maps as one fly scan (:func:`braggscope.plans.fly.sxdm_fly`): ``detectors``
+        holds the fly scanner and the intensity is each frame's total (``intensity_field``
+        is not used).
+    dwell_s : float, optional
+        Time per point of the fly scan, s (required with ``fly``).
 
     Returns
     -------
@@ -164,13 +172,16 @@ def calibrate_eccentricity(
     start_model = eccentricity_model(initial, "initial")
     fallback = start_model if initial is not None else (
         eccentricity_model(cfg.get("eccentricity"), "cfg [eccentricity]") if cfg is not None else None)
-    field = _intensity_field(detectors, intensity_field)
-
     values: list[float] = []
     _md = {"purpose": "eccentricity_calibration"}
     _md.update(md or {})
-    plan = sxdm_map(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas,
-                    eccentricity=start_model, snake=False, md=_md)
+    if fly:  # the maps flown (plans.fly.sxdm_fly); the intensity is each frame's total
+        field, plan = _fly_maps(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, start_model,
+                                dwell_s, _md, values)
+    else:
+        field = _intensity_field(detectors, intensity_field)
+        plan = sxdm_map(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas,
+                        eccentricity=start_model, snake=False, md=_md)
     primary: set[str] = set()  # descriptors of the map points (not of a baseline or monitor stream)
 
     def collect(name, doc):
@@ -202,6 +213,36 @@ def calibrate_eccentricity(
     if figure_path is not None:
         plot_calibration(result, figure_path)
     return result
+
+
+def _fly_maps(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, model, dwell_s, md, values):
+    """The calibration maps as one ``sxdm_fly`` run (``fly=True``): the frame totals of each accepted
+    line go to ``values`` as the line's StreamDatum arrives. Returns ``(field, plan)``."""
+    from .fly import sxdm_fly
+
+    if dwell_s is None:
+        raise ArgumentError("fly=True needs dwell_s (s per point)")
+    flyers = [d for d in detectors if hasattr(d, "collect_asset_docs")]
+    if len(flyers) != 1:
+        raise ArgumentError("fly=True needs one fly scanner in detectors (braggscope.devices.fly.make_flyer)")
+    field = flyers[0].image_key
+    resources: dict = {}
+
+    def frame_totals(name, doc):
+        if name == "stream_resource" and doc.get("data_key") == field:
+            resources[doc["uid"]] = doc
+        elif name == "stream_datum" and doc["stream_resource"] in resources:
+            import h5py
+            from urllib.parse import unquote, urlparse
+
+            res = resources[doc["stream_resource"]]
+            with h5py.File(unquote(urlparse(res["uri"]).path), "r") as f:
+                frames = f[res["parameters"]["dataset"]][doc["indices"]["start"]:doc["indices"]["stop"]]
+            values.extend(float(v) for v in frames.sum(axis=(1, 2), dtype=np.float64))
+
+    plan = sxdm_fly(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, dwell_s=dwell_s,
+                    eccentricity=model, snake=False, md=md)
+    return field, bpp.subs_wrapper(plan, {"all": [frame_totals]})
 
 
 def _intensity_field(detectors, intensity_field) -> str:

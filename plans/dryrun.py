@@ -55,6 +55,10 @@ class DryRunSummary:
         return "\n".join(lines)
 
 
+#: Estimated overhead of one fly-scan line (s): ramps, arming, file open/close, counts (docs/fly.md).
+FLY_LINE_OVERHEAD_S = 0.05
+
+
 def dry_run(plan, *, acquire_time_s: float | None = None, overhead_s: float = DEFAULT_OVERHEAD_S,
             start_positions: dict | None = None, raise_on_violation: bool = False) -> DryRunSummary:
     """Walk a plan's messages without a RunEngine: count, check limits, estimate time.
@@ -112,6 +116,11 @@ def dry_run(plan, *, acquire_time_s: float | None = None, overhead_s: float = DE
         elif cmd == "wait":
             summary.duration_s += max(pending.values(), default=0.0)
             pending.clear()
+        elif cmd == "prepare" and isinstance(msg.args[0] if msg.args else None, dict) \
+                and {"num", "dwell_s"} <= set(msg.args[0]):  # a fly-scan line (plans.fly.sxdm_fly)
+            line = msg.args[0]
+            summary.points += int(line["num"])
+            summary.duration_s += int(line["num"]) * float(line["dwell_s"]) + FLY_LINE_OVERHEAD_S
         elif cmd == "trigger" and acquire is None:
             acquire = _acquire_time(msg.obj)
         elif cmd == "create" and msg.kwargs.get("name", "primary") == "primary":

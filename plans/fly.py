@@ -154,10 +154,13 @@ def sxdm_fly(
         """Fly one line, retried while short; each attempt recorded in the ``lines`` stream."""
         for attempt in range(int(max_retries) + 1):
             spec = dict(line, num=nx, dwell_s=dwell_s, attempt=attempt)
+            flyer.last_line = {}
             yield from bps.prepare(flyer, spec, wait=True)
             yield from bps.kickoff(flyer, wait=True)
             yield from bps.complete(flyer, wait=True)
             report = flyer.last_line
+            if not report:  # a dry run (plans.dry_run): nothing was flown
+                return
             flyer.accept_line(report["ok"])
             yield from bps.collect(flyer, name="primary")
             yield from bps.trigger_and_read([flyer.line_report], name="lines")

@@ -99,7 +99,7 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
     groups = motor_groups(records, state, limits=limits, velocities=velocities,
                           initial=initial, tick_s=tick_s, realtime=realtime)
     all_groups = list(groups.values())
-    detector_prefix = fluorescence_prefix = fly_prefix = None
+    detector_prefix = fluorescence_prefix = None
     if with_detector:
         from braggscope.simulators.beamline import SimulatedBeamline
         from braggscope.simulators.ioc_detector import MaxipixIOC, make_renderer
@@ -112,18 +112,19 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
         maxipix = MaxipixIOC(detector_prefix, state=state, renderer=make_renderer(cfg, beamline),
                              shape=tuple(cfg["detector.shape"]), realtime=realtime)
         all_groups.append(maxipix)
-        fly_prefix = cfg.get("pv.fly", "") or None
-        if fly_prefix:  # fly-scan hardware: sweeps pix, triggers the Maxipix (docs/fly.md)
-            from braggscope.simulators.ioc_fly import FlyIOC
-
-            all_groups.append(FlyIOC(fly_prefix, state=state, detector=maxipix, fast_motor=groups.get("pix"),
-                                     velocity_max_um_s=cfg.get("fly.velocity_max_um_s", 500.0),
-                                     encoder_resolution_um=cfg.get("fly.encoder_resolution_um", 0.001),
-                                     accel_time_s=cfg.get("fly.accel_time_s", 0.005), realtime=realtime))
         fluorescence_prefix = cfg.get("pv.fluorescence", "") or None
         if fluorescence_prefix:
             all_groups.append(FluorescenceIOC(fluorescence_prefix, state=state,
                                               counter=beamline.fluorescence, realtime=realtime))
+    fly_prefix = cfg.get("pv.fly", "") or None
+    if fly_prefix:  # fly-scan hardware: sweeps pix, triggers the Maxipix when served (docs/fly.md)
+        from braggscope.simulators.ioc_fly import FlyIOC
+
+        all_groups.append(FlyIOC(fly_prefix, state=state, detector=maxipix if with_detector else None,
+                                 fast_motor=groups.get("pix"),
+                                 velocity_max_um_s=cfg.get("fly.velocity_max_um_s", 500.0),
+                                 encoder_resolution_um=cfg.get("fly.encoder_resolution_um", 0.001),
+                                 accel_time_s=cfg.get("fly.accel_time_s", 0.005), realtime=realtime))
     return full_pvdb(all_groups), {"motors": records, "detector": detector_prefix,
                                    "fluorescence": fluorescence_prefix, "fly": fly_prefix}
 

@@ -6,6 +6,8 @@ temporary directory. The simulated crystal is the packaged NMC622 sample.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ pytest.importorskip("tiled")
 
 from bluesky import RunEngine
 from bluesky import plan_stubs as bps
+from bluesky.utils import RunEngineInterrupted
 
 from braggscope.core import storage
 from braggscope.core.errors import ArgumentError
@@ -79,8 +82,15 @@ def test_fly_map_reduces_like_the_step_map(bench):
     from braggscope.plans import sxdm_map
 
     d = bench["d"]
+    from braggscope.analysis.live import LiveSXDM
+
     xr, yr, etas = _grid(bench["setup"], neta=7)
-    fly = _fly(bench, snake=True, neta=7)
+    live = LiveSXDM(announce=False)
+    token = bench["RE"].subscribe(live)
+    try:
+        fly = _fly(bench, snake=True, neta=7)
+    finally:
+        bench["RE"].unsubscribe(token)
     assert fly.exit_status == "success"
     step_uid = bench["RE"](sxdm_map([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas,
                                     snake=True)).run_start_uids[0]
@@ -96,18 +106,17 @@ def test_fly_map_reduces_like_the_step_map(bench):
     step_maps = reduce_run(step_frames, step_meta, progress=False)
     both = fly_maps.mask.values & step_maps.mask.values
     assert both.sum() >= 0.5 * step_maps.mask.values.sum() > 0
-    total = fly_frames_sum = float(frames.sum().compute())
-    assert total > 0 and fly_frames_sum == pytest.approx(float(step_frames.sum().compute()), rel=0.05)
-    print({name: (np.nanmedian(np.abs(fly_maps[name].values[both] - step_maps[name].values[both])),
-                  np.nanstd(step_maps[name].values[both])) for name in fly_maps.data_vars
-           if fly_maps[name].dtype.kind == "f" and fly_maps[name].ndim == 2})
-    for name in ("strain", "tilt_x", "tilt_y"):
-        if name not in fly_maps:
-            continue
+    fly_total = float(frames.sum().compute())
+    assert fly_total > 0 and fly_total == pytest.approx(float(step_frames.sum().compute()), rel=0.05)
+    # the live maps filled line by line from the stream datums: every frame, the same intensity map
+    assert live.declined is None and live.n_frames == 7 * NY * NX
+    live_intensity = live.maps()["intensity"].values
+    assert np.corrcoef(live_intensity.ravel(), fly_maps["intensity"].values.ravel())[0, 1] > 0.99
+    for name in ("strain", "tilt_altitude", "tilt_azimuth"):
         a, b = fly_maps[name].values[both], step_maps[name].values[both]
-        spread = np.nanstd(b) + 1e-12
-        assert np.nanmedian(np.abs(a - b)) < 0.5 * spread + 1e-6, name
-    assert 0
+        # fly and step maps are independent Poisson draws of the same crystal: they differ by their
+        # noise (~1 % of the map's spread at this brightness), far less than the crystal's contrast
+        assert np.nanmedian(np.abs(a - b)) < 0.05 * np.nanstd(b), name
 
 
 def test_missed_pulse_and_dropped_frame_are_retried(bench):
@@ -175,13 +184,15 @@ def test_pause_between_lines_and_resume(bench):
     def pause_once(name, doc):
         if name == "event" and "fly_line_accepted" in doc["data"]:
             seen["n"] += 1
-            if seen["n"] == 2:
-                RE.request_pause(defer=True)
+            if seen["n"] == 2:  # as Ctrl-C once would: a deferred pause, asked from another thread
+                threading.Thread(target=RE.request_pause, kwargs={"defer": True}).start()
 
     token = RE.subscribe(pause_once)
     try:
-        RE(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
+        with pytest.raises(RunEngineInterrupted):
+            RE(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
         assert RE.state == "paused"
+        assert seen["n"] < 6  # paused before the last line
         result = RE.resume()
     finally:
         RE.unsubscribe(token)
@@ -206,3 +217,22 @@ def test_arguments_refused_before_motion(bench):
     with pytest.raises(ArgumentError, match="fly scanner"):
         list(sxdm_fly([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
     assert d["pix"].position == before
+
+
+def test_fly_calibration_maps_find_the_true_drift(bench):
+    from braggscope.plans import calibrate_eccentricity
+    from braggscope.simulators.beamline import SimulatedBeamline
+
+    d, setup = bench["d"], bench["setup"]
+    truth = SimulatedBeamline.from_config(bench["cfg"]).eccentricity
+    cx, cy = setup["center_um"]
+    half, n = float(setup["extent_um"]) + 1.0, 9
+    etas = list(np.linspace(setup["eta"], setup["eta"] + 0.33, 4))  # where the reflection shows
+    result = bench["RE"](calibrate_eccentricity([bench["flyer"]], d["pix"], (cx - half, cx + half, n), d["piy"],
+                                                (cy - half, cy + half, n), d["eta"], etas, fly=True,
+                                                dwell_s=DWELL, quadratic=False)).plan_result
+    assert result.signal == "diffraction" and len(result.eta) >= 3
+    fine = np.linspace(min(etas), max(etas), 21)
+    rel = lambda m: np.stack(m.offset(fine)) - np.stack(m.offset(fine[0]))[:, None]  # noqa: E731
+    pixel = 2 * half / (n - 1)
+    assert np.abs(rel(result.fitted) - rel(truth)).max() < pixel

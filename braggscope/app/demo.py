@@ -39,6 +39,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--ny", type=int, help="map points along y (default 20, quick 10)")
     parser.add_argument("--neta", type=int, help="rocking angles (default 12, quick 6)")
     parser.add_argument("--no-reduce", action="store_true", help="skip the reduction / reconstruction")
+    parser.add_argument("--fly", action="store_true",
+                        help="sxdm: take the map as a fly scan (sxdm_fly; simulator over CA, docs/fly.md)")
+    parser.add_argument("--dwell", type=float, default=0.005, help="fly scan: time per point, s (default 0.005)")
     parser.set_defaults(func=_cmd)
 
 
@@ -47,19 +50,23 @@ def _cmd(args) -> int:
 
     cfg = load_config(args.config)
     summary = run_demo(cfg, args.kind, quick=args.quick, inprocess=args.inprocess, out=args.out,
-                       nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce)
+                       nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce,
+                       fly=args.fly, dwell_s=args.dwell)
     print(f"demo {args.kind}: {summary['wall_s']} s wall", flush=True)  # the rest is in summary.json
     return 0
 
 
 def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=None, neta=None,
-             reduce=True) -> dict:
+             reduce=True, fly=False, dwell_s=0.005) -> dict:
     """Run ``demo sxdm`` or ``demo bcdi``; returns a summary dict (paths, timings)."""
     if kind not in ("sxdm", "bcdi"):
         raise ValueError(f"kind must be 'sxdm' or 'bcdi', got {kind!r}")
     for name, v in (("nx", nx), ("ny", ny), ("neta", neta)):
         if v is not None and int(v) < (3 if name == "neta" else 2):
             raise ArgumentError(f"--{name} must be >= {3 if name == 'neta' else 2}, got {v!r}")
+    if fly and (kind != "sxdm" or inprocess):
+        raise ArgumentError("--fly runs the SXDM demo on the caproto simulator: use `demo sxdm --fly` "
+                            "without --inprocess")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(out).expanduser() if out else cfg.expand_path("storage.data_dir") / f"demo-{kind}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +74,8 @@ def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=N
     sample = "nmc622" if kind == "sxdm" else "lmno_bcdi"
     with Beamline(cfg, inprocess=inprocess, sample=sample, out=out, purpose=f"braggscope demo {kind}") as bl:
         if kind == "sxdm":
-            summary = _demo_sxdm(bl, out, quick=quick, nx=nx, ny=ny, neta=neta, reduce=reduce)
+            summary = _demo_sxdm(bl, out, quick=quick, nx=nx, ny=ny, neta=neta, reduce=reduce,
+                                 fly=dwell_s if fly else None)
         else:
             summary = _demo_bcdi(bl, out, quick=quick, neta=neta, reduce=reduce)
     summary["wall_s"] = round(time.monotonic() - t0, 1)
@@ -82,7 +90,7 @@ def _say(msg):
     print(f"[demo] {msg}", flush=True)
 
 
-def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
+def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce, fly=None):
     import bluesky.plan_stubs as bps
 
     from braggscope.core import storage
@@ -107,6 +115,13 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
     plan_args = dict(eccentricity=use, sample="nmc622")  # the devices and the baseline record the setup
     xr, yr = (cx - half, cx + half, nx), (cy - half, cy + half, ny)
     plan = lambda: sxdm_map([bl.detector], d["pix"], xr, d["piy"], yr, d["eta"], etas, **plan_args)  # noqa: E731
+    if fly is not None:  # --fly: the same map flown (fast axis swept, detector hardware-triggered)
+        from braggscope.devices.fly import make_flyer
+        from braggscope.plans.fly import sxdm_fly
+
+        flyer = make_flyer(d, cfg)
+        plan = lambda: sxdm_fly([flyer], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=fly,  # noqa: E731
+                                snake=True, **plan_args)
     summary = dry_run(plan())
     _say(f"dry run: {summary}")
     # live maps read the detector's HDF5 file while it is written: only across processes
@@ -123,6 +138,9 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce):
         save_live_figure(live, out / "live_maps.png")
     n_points = nx * ny * neta
     _say(f"map done: {n_points} points in {t_scan:.1f} s ({1e3 * t_scan / n_points:.1f} ms/point)")
+    if fly is not None:
+        _say(f"fly scan: wall {t_scan:.1f} s for {n_points * fly:.1f} s of exposure "
+             f"({t_scan / (n_points * fly):.2f}x the exposure time)")
     result = {"uid": uid, "points": n_points, "scan_s": round(t_scan, 1),
               "ms_per_point": round(1e3 * t_scan / n_points, 1), "calibration": use.to_dict(),
               "calibration_accepted": calibration.accepted, "calibration_verdict": calibration.verdict(), "dry_run_estimate_s": round(summary.duration_s, 1),
