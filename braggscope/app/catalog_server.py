@@ -15,7 +15,8 @@ environment, never its command line.
 The server process holds the catalog's one-writer lock
 (``core.catalog_lock``), so a process that opens the same catalog embedded
 is refused while the server runs. ``braggscope catalog stop|status`` stop and
-show it; it otherwise runs until stopped (or until the machine restarts).
+show it; it otherwise runs until stopped, and exits by itself when its state
+file or its catalog file disappears (a removed data directory leaves no server).
 
 Server process: ``python -m braggscope.app.catalog_server --root DIR --port N
 --state-file FILE [--read DIR ...]``.
@@ -209,7 +210,7 @@ def _serve(args) -> int:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning"))
     state_file = Path(args.state_file)
 
-    def announce():  # the state file appears once the port listens
+    def announce():  # the state file appears once the port listens; the server watches it then
         while not server.should_exit:
             if server.started:
                 state = {"pid": os.getpid(), "port": args.port, "uri": f"http://127.0.0.1:{args.port}",
@@ -217,8 +218,17 @@ def _serve(args) -> int:
                 tmp = state_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps(state))
                 os.replace(tmp, state_file)
-                return
+                break
             time.sleep(0.05)
+        while not server.should_exit:  # orphaned (data directory removed, or another server took over): exit
+            time.sleep(2.0)
+            try:
+                ours = json.loads(state_file.read_text()).get("pid") == os.getpid()
+            except (OSError, ValueError, AttributeError):
+                ours = False
+            if not ours or not (root / "catalog.db").exists():
+                print("catalog server: state file or catalog gone; exiting", file=sys.stderr, flush=True)
+                server.should_exit = True
 
     threading.Thread(target=announce, daemon=True).start()
     try:

@@ -252,6 +252,7 @@ class BackgroundWriter:
         self._spool_files: list[Path] = []
         self._current_run = None
         self._lost = False  # the catalog stopped answering and has not answered since
+        self._next_try = 0.0
         self._n_delivered = 0
         self._queue = queue.Queue()
         self._error = None
@@ -332,18 +333,19 @@ class BackgroundWriter:
 
         while True:
             try:
-                name, doc = self._queue.get(timeout=self.retry_s if self._spool else None)
+                name, doc = self._queue.get(timeout=self.retry_s if self._lost else None)
             except queue.Empty:
-                self._deliver_spool()
+                self._retry()
                 continue
             try:
                 if name == "start":
                     self._current_run = doc.get("uid")
                 if self._broken:
                     pass
-                elif self._spool:
+                elif self._lost:  # kept; a delivery is tried at most every retry_s (each try may be slow)
                     self._keep(name, doc)
-                    self._deliver_spool()
+                    if time.monotonic() >= self._next_try:
+                        self._retry()
                 else:
                     self._send(name, doc)
             except Exception as exc:  # handed to the RunEngine's thread
@@ -358,6 +360,7 @@ class BackgroundWriter:
             if not _unreachable(exc):
                 raise
             self._keep(name, doc, failed=True)
+            self._next_try = time.monotonic() + self.retry_s
             if not self._lost:
                 self._lost = True
                 sys.stderr.write(f"catalog: unreachable ({type(exc).__name__}); the scan goes on and its "
@@ -385,6 +388,11 @@ class BackgroundWriter:
             self._spool_files.append(path)
         with open(path, "a") as handle:
             handle.write(json.dumps([name, doc], default=_json_default) + "\n")
+
+    def _retry(self):
+        self._next_try = time.monotonic() + self.retry_s
+        if self._spool:  # nothing kept yet (only a buffered event failed): the next document tries
+            self._deliver_spool()
 
     def _deliver_spool(self):
         """Deliver the kept documents in order; stop at the first one the catalog still refuses."""
