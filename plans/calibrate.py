@@ -233,6 +233,7 @@ def _fly_maps(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, mo
             resources[doc["uid"]] = doc
         elif name == "stream_datum" and doc["stream_resource"] in resources:
             import h5py
+            import hdf5plugin  # noqa: F401  (registers the Blosc filter of the fly detector files)
             from urllib.parse import unquote, urlparse
 
             res = resources[doc["stream_resource"]]

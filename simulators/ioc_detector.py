@@ -589,7 +589,9 @@ class MaxipixIOC(PVGroup):
         frame, stats, count = future.result()
         if count is not None:
             await self.hdf.frame_written(count, frame.shape, unique_id)
-        await self.stats.update(stats, unique_id)
+        ext = getattr(self, "_ext", None)
+        if ext is None or future is ext["futures"][-1] or not ext["futures"]:
+            await self.stats.update(stats, unique_id)  # the line's last frame: Stats1 without a per-frame cost
 
     async def _acquire(self) -> None:
         """Take NumImages frames (1 in Single mode), then set Acquire back to Done."""

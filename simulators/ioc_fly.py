@@ -207,9 +207,9 @@ class FlyIOC(PVGroup):
                 pix.append(float(captured))
                 piy.append(float(positions.get(self.slow, 0.0)))
                 times.append(float(t_k))
-                await pcomp.pulses_out.write(len(pix))
                 if self.detector is not None:
                     await self.detector.external_trigger(float(t_k), positions, drop=(k == drop))
+            await pcomp.pulses_out.write(len(pix))  # once per line: no CA traffic per pulse
             await self._wait_until(t0 + timing.duration)
             await self._publish(timing.runup_end, settle=True)
             if armed:

@@ -40,6 +40,7 @@ def local_assets(array_client) -> tuple[list[Path], str] | None:
 def _frames(array_client, n_points: int):
     import dask.array as da
     import h5py
+    import hdf5plugin  # noqa: F401  (registers the Blosc filter of the fly detector files)
 
     found = local_assets(array_client)
     if found is None:
