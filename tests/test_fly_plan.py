@@ -78,7 +78,7 @@ def _fly(bench, *, snake=False, nx=NX, ny=NY, neta=5, **kwargs):
 
 
 @pytest.mark.slow
-def test_fly_map_reduces_like_the_step_map(bench):
+def test_fly_map_reduces_like_the_step_map(bench, tmp_path):
     from braggscope.analysis.readers import reduce_run
     from braggscope.plans import sxdm_map
 
@@ -113,6 +113,18 @@ def test_fly_map_reduces_like_the_step_map(bench):
     assert live.declined is None and live.n_frames == 7 * NY * NX
     live_intensity = live.maps()["intensity"].values
     assert np.corrcoef(live_intensity.ravel(), fly_maps["intensity"].values.ravel())[0, 1] > 0.99
+    # the command line reduces the fly run like a step run
+    from braggscope.analysis.sxdm.files import load_maps
+    from braggscope.app.cli import main
+    from braggscope.core.config import save_config
+
+    save_config(bench["cfg"], tmp_path / "beamline.toml")
+    out = tmp_path / "fly_maps.h5"
+    assert main(["--config", str(tmp_path / "beamline.toml"), "reduce", "sxdm", fly.run_start_uids[0][:8],
+                 "--out", str(out), "--quiet"]) == 0
+    cli_maps = load_maps(out)
+    np.testing.assert_allclose(cli_maps.x.values, np.linspace(*xr), atol=res + 1e-9)
+    np.testing.assert_array_equal(cli_maps.mask.values, fly_maps.mask.values)
     for name in ("strain", "tilt_altitude", "tilt_azimuth"):
         a, b = fly_maps[name].values[both], step_maps[name].values[both]
         # fly and step maps are independent Poisson draws of the same crystal: they differ by their
