@@ -89,3 +89,19 @@ def test_mkdocs_build_strict(tmp_path):
     assert "Tilt azimuth" in page
     api = (site / "api" / "sxdm" / "index.html").read_text(encoding="utf-8")
     assert "reduce_stack" in api and "threshold" in api   # generated from the docstring
+
+
+def _console_blocks(text):
+    return re.findall(r"```console\n(.*?)```", text, re.S)
+
+
+def test_readme_quick_start_is_the_tested_walkthrough():
+    """The README's operator quick start is, line for line, what tests/test_walkthrough.py types."""
+    readme = (ROOT / "README.md").read_text()
+    quick = readme[readme.index("## Operator quick start"):]
+    quick = quick[:quick.index("\n## ", 1)]
+    doc = (ROOT / "docs" / "quickstart.md").read_text()
+    walkthrough = doc[doc.index("## Operator walkthrough"):]
+    walkthrough = walkthrough[:walkthrough.index("\n## ", 1)]
+    assert _console_blocks(quick) == _console_blocks(walkthrough)
+    assert len(_console_blocks(quick)) == 2
