@@ -118,6 +118,12 @@ class FlyScanner:
         self._saved: dict = {}
         self._cache: dict = {}
 
+    def wait_for_connection(self, timeout: float = 10.0) -> None:
+        """Connect every signal of the hardware and the detector (ophyd connects lazily; ``read()`` of a
+        signal not yet connected raises instead of waiting)."""
+        for device in (self.hardware, self.detector):
+            device.wait_for_connection(all_signals=True, timeout=timeout)
+
     # ---------------------------------------------------------------- protocol helpers
     @property
     def image_key(self) -> str:
@@ -372,6 +378,8 @@ def make_flyer(devices: dict, cfg, *, name: str | None = None) -> FlyScanner:
     """
     if "fly" not in devices:
         raise ValueError("no fly-scan hardware: set config pv.fly to its PV prefix (e.g. 'BSSIM:fly:')")
-    return FlyScanner(devices["fly"], devices["detector"], fast="pix", slow="piy",
-                      name=name or devices["detector"].name,
-                      readout_s=cfg.get("fly.readout_s", 3e-4), arm_timeout_s=cfg.get("fly.arm_timeout_s", 1.0))
+    flyer = FlyScanner(devices["fly"], devices["detector"], fast="pix", slow="piy",
+                       name=name or devices["detector"].name,
+                       readout_s=cfg.get("fly.readout_s", 3e-4), arm_timeout_s=cfg.get("fly.arm_timeout_s", 1.0))
+    flyer.wait_for_connection()
+    return flyer
