@@ -252,3 +252,18 @@ def test_fly_calibration_maps_agree_with_the_step_calibration(bench):
     pixel = 2 * half / (n - 1)
     assert np.max(np.abs(np.asarray(fly.x_um) - np.asarray(step.x_um))) < 0.2 * pixel
     assert np.max(np.abs(np.asarray(fly.y_um) - np.asarray(step.y_um))) < 0.2 * pixel
+
+
+def test_dry_run_estimates_the_fly_map(bench):
+    from braggscope.plans import dry_run
+    from braggscope.plans.dryrun import FLY_LINE_OVERHEAD_S
+    from braggscope.plans.fly import sxdm_fly
+
+    d = bench["d"]
+    xr, yr, etas = _grid(bench["setup"], NX, NY, 3)
+    before = d["pix"].position
+    summary = dry_run(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
+    assert summary.plan_names == ["sxdm_fly"] and summary.points == NX * NY * 3 and summary.ok
+    lines = NY * 3
+    assert summary.duration_s >= NX * NY * 3 * DWELL + lines * FLY_LINE_OVERHEAD_S
+    assert d["pix"].position == before
