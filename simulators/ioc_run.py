@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from braggscope.core.processes import free_port
+
 #: Server-side environment for a loopback-only simulator.
 LOOPBACK_SERVER_ENV = {
     "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
@@ -38,21 +40,6 @@ LOOPBACK_SERVER_ENV = {
 }
 
 __all__ = ["LOOPBACK_SERVER_ENV", "build_pvdb", "free_port", "main", "serve"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port number free for both TCP and UDP on ``host`` (CA uses both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError(f"no free TCP+UDP port found on {host}")
 
 
 def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
@@ -238,6 +225,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     pvdb, info = build_pvdb(cfg, with_detector=not args.no_detector)
     info["config_file"] = str(cfg.path)
+    info["sample"] = None if args.no_detector else str(cfg.get("simulator.sample", "nmc622"))  # sim status
 
     async def runner():
         task = asyncio.current_task()
@@ -246,7 +234,6 @@ def main(argv=None) -> int:
             loop.add_signal_handler(sig, task.cancel)
         if args.exit_with_parent:
             loop.create_task(_watch_parent(args.exit_with_parent, task))
-    info["sample"] = None if args.no_detector else str(cfg.get("simulator.sample", "nmc622"))  # sim status
         try:
             await serve(pvdb, state_file=args.state_file, info=info, nodelay=not args.no_nodelay)
         except asyncio.CancelledError:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from braggscope.app import catalog_server
+from braggscope.core import catalog_server
 from braggscope.core import storage
 from braggscope.core.catalog_lock import CatalogBusyError
 from braggscope.core.config import load_config

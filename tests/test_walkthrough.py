@@ -58,7 +58,7 @@ def _command(line: str) -> list[str]:
 
 
 def test_operator_walkthrough(tmp_path):
-    from braggscope.app import catalog_server
+    from braggscope.core import catalog_server
     from braggscope.core import storage
     from braggscope.core.config import load_config
     from braggscope.core.runs import Runs

@@ -41,7 +41,7 @@ from braggscope.core.errors import EXIT_USER_ERROR, UserError
 # module -> owner of a command group; each defines add_parser(subparsers)
 COMMAND_MODULES = (
     "braggscope.app.simctl",     # braggscope sim start|stop|status
-    "braggscope.app.catalog_server",  # braggscope catalog status|stop (the local catalog server)
+    "braggscope.app.catalog_cmd",     # braggscope catalog status|stop (the local catalog server)
     "braggscope.app.session",    # braggscope shell
     "braggscope.app.demo",       # braggscope demo sxdm|bcdi
     "braggscope.app.reduce",     # braggscope reduce sxdm|bcdi

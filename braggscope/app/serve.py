@@ -39,7 +39,8 @@ from pathlib import Path
 
 from braggscope.app.serve_processes import (connect_host, console_script, http_status, port_answers, terminate_group,
                                              write_private)
-from braggscope.app.simctl import _command_line, _pid_alive
+from braggscope.core.processes import command_line as _command_line
+from braggscope.core.processes import pid_alive as _pid_alive
 from braggscope.core.errors import ConfigError, UserError
 
 __all__ = ["add_parser", "start_services", "stop_services", "service_status", "serve_paths", "ORDER"]

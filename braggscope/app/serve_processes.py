@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from braggscope.app.simctl import _pid_alive, _port_answers
+from braggscope.core.processes import pid_alive as _pid_alive
+from braggscope.core.processes import port_answers as _port_answers
 
 __all__ = ["connect_host", "console_script", "http_status", "port_answers", "terminate_group", "write_private"]
 

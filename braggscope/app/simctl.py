@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from braggscope.core.errors import UserError
+from braggscope.core.processes import command_line as _command_line
+from braggscope.core.processes import pid_alive as _pid_alive
+from braggscope.core.processes import port_answers as _port_answers
+from braggscope.core.processes import terminate as _terminate
 
 __all__ = [
     "SimulatorHandle", "SampleMismatchError", "add_parser", "apply_client_env", "check_sample", "client_env",
@@ -343,64 +345,8 @@ def _print_state(handle: SimulatorHandle) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
-def _command_line(pid: int) -> str | None:
-    """The command line of process ``pid`` (None when it cannot be read)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        pass
-    try:  # no /proc (macOS)
-        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _port_answers(port: int, timeout: float = 1.0) -> bool:
-    """Whether a TCP server accepts connections on 127.0.0.1:``port`` (the CA server's circuit port)."""
-    try:
-        with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _terminate(pid: int, process: subprocess.Popen | None = None, *, timeout: float = 10.0) -> bool:
-    if process is not None and process.poll() is not None:
-        return False
-    if process is None and not _pid_alive(pid):
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None:
-            if process.poll() is not None:
-                return True
-        elif not _pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    if process is not None:
-        process.wait(5)
-    return True
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -78,7 +78,7 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
     ----------
     cfg : braggscope.core.config.Config
         Uses ``storage.tiled_uri`` (empty: the local catalog server of
-        ``braggscope.app.catalog_server`` when ``storage.catalog_server`` is
+        ``braggscope.core.catalog_server`` when ``storage.catalog_server`` is
         ``"auto"``, else the embedded catalog), ``storage.api_key``
         (or ``$TILED_API_KEY``), ``storage.data_dir`` and ``detector.read_path``.
     readable_paths : sequence of path-like
@@ -98,7 +98,7 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
         if not api_key:
             raise ValueError("storage.api_key (or $TILED_API_KEY) is required with storage.tiled_uri")
         return from_uri(uri, api_key=api_key)
-    from braggscope.app import catalog_server  # the local server (app layer; imported only here)
+    from braggscope.core import catalog_server  # the local server, started on demand
 
     if catalog_server.wanted(cfg):  # storage.catalog_server = "auto": shared by every process of the user
         from tiled.client import from_uri

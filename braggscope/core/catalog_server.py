@@ -14,11 +14,11 @@ environment, never its command line.
 
 The server process holds the catalog's one-writer lock
 (``core.catalog_lock``), so a process that opens the same catalog embedded
-is refused while the server runs. ``braggscope catalog stop|status`` stop and
-show it; it otherwise runs until stopped, and exits by itself when its state
+is refused while the server runs. ``braggscope catalog stop|status`` (``braggscope.app.catalog_cmd``)
+stop and show it; it otherwise runs until stopped, and exits by itself when its state
 file or its catalog file disappears (a removed data directory leaves no server).
 
-Server process: ``python -m braggscope.app.catalog_server --root DIR --port N
+Server process: ``python -m braggscope.core.catalog_server --root DIR --port N
 --state-file FILE [--read DIR ...]``.
 """
 
@@ -36,12 +36,16 @@ import threading
 import time
 from pathlib import Path
 
-from braggscope.app.simctl import _command_line, _pid_alive, _port_answers, _terminate
+from braggscope.core.processes import command_line as _command_line
+from braggscope.core.processes import free_port
+from braggscope.core.processes import pid_alive as _pid_alive
+from braggscope.core.processes import port_answers as _port_answers
+from braggscope.core.processes import terminate as _terminate
 from braggscope.core.errors import ServerUnreachableError, UserError
 
-__all__ = ["add_parser", "ensure_server", "server_paths", "server_status", "stop_server"]
+__all__ = ["ensure_server", "server_paths", "server_status", "stop_server"]
 
-RUNNER_MODULE = "braggscope.app.catalog_server"
+RUNNER_MODULE = "braggscope.core.catalog_server"
 START_TIMEOUT_S = 60.0
 
 
@@ -125,7 +129,6 @@ def ensure_server(cfg, *, readable_paths=(), timeout: float = START_TIMEOUT_S, e
     echo : callable, optional
         Called with one line when a server is started (default: print to stderr).
     """
-    from braggscope.simulators.ioc_run import free_port
 
     paths = server_paths(cfg)
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -247,37 +250,6 @@ def main(argv=None) -> int:
     parser.add_argument("--state-file", required=True)
     parser.add_argument("--read", action="append", default=[], help="readable detector-file directory")
     return _serve(parser.parse_args(argv))
-
-
-# ---------------------------------------------------------------------- CLI
-def add_parser(subparsers) -> None:
-    """Add ``catalog status|stop`` to the ``braggscope`` command line."""
-    p = subparsers.add_parser("catalog", help="the local catalog server (status, stop)")
-    sub = p.add_subparsers(dest="catalog_command", metavar="ACTION")
-    sub.add_parser("status", help="show whether the local catalog server runs").set_defaults(func=_cmd_status)
-    sub.add_parser("stop", help="stop the local catalog server").set_defaults(func=_cmd_stop)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-
-
-def _cmd_status(args) -> int:
-    from braggscope.core.config import load_config
-
-    cfg = load_config(args.config)
-    state, why = server_status(cfg)
-    if state is None:
-        print(f"catalog server: not running ({why})")
-        return 1
-    print(f"catalog server: running, pid {state['pid']}, {state['uri']} (catalog {state.get('root', '?')}; "
-          f"API key in {server_paths(cfg)['key']})")
-    return 0
-
-
-def _cmd_stop(args) -> int:
-    from braggscope.core.config import load_config
-
-    pid = stop_server(load_config(args.config))
-    print("catalog server: not running" if pid is None else f"catalog server stopped (pid {pid})")
-    return 0
 
 
 if __name__ == "__main__":
