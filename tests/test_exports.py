@@ -1,5 +1,8 @@
 """Exports others load: PyNX CDI input (.cxi) from a rocking scan, XSOCS master files from an SXDM map."""
 
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -91,12 +94,28 @@ def test_xsocs_export_reads_back_in_xsocs_and_braggscope(tmp_path, sxdm):
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
+# XSOCS converts with a multiprocessing pool; forked from this test process (run engines, catalog writers and CA
+# threads of earlier tests) the child can hang on a lock copied mid-use, so XSOCS runs in a fresh interpreter.
+_XSOCS_Q = """
+import sys
+import numpy as np
+from xsocs.process.fit.peak_fit import FitTypes, PeakFitter
+from xsocs.process.qspace.QSpaceConverter import QSpaceConverter
+
+master, qspace, out = sys.argv[1:]
+conv = QSpaceConverter(master, qspace_dims=[24, 24, 24], output_f=qspace)
+conv.n_proc = 1
+conv.convert(overwrite=True)
+if conv.status != conv.DONE:
+    sys.exit(f"XSOCS conversion: {conv.status_msg}")
+fit = PeakFitter(qspace, fit_type=FitTypes.CENTROID, n_proc=1).peak_fit()
+np.save(out, np.linalg.norm(np.stack([fit.get_results(a, "COM") for a in range(3)], axis=-1), axis=-1))
+"""
+
+
 def test_xsocs_converts_the_export_to_q_space_like_braggscope(tmp_path, sxdm):
     """XSOCS's own Q-space conversion and centroid fit on the exported map agree with braggscope's |Q| map."""
     pytest.importorskip("xsocs")
-    from xsocs.process.fit.peak_fit import FitTypes, PeakFitter
-    from xsocs.process.qspace.QSpaceConverter import QSpaceConverter
-
     from braggscope.analysis.sxdm.reduce import reduce_stack
     from braggscope.core.geometry import Geometry
 
@@ -104,12 +123,11 @@ def test_xsocs_converts_the_export_to_q_space_like_braggscope(tmp_path, sxdm):
     master = write_xsocs(tmp_path / "xs", t.frames, meta)
     with h5py.File(master) as f:
         assert f[f"{next(iter(f))}/measurement/image/data"].dtype == np.int32  # uint32 counts: XSOCS refuses them
-    conv = QSpaceConverter(str(master), qspace_dims=[24, 24, 24], output_f=str(tmp_path / "qspace.h5"))
-    conv.n_proc = 1
-    conv.convert(overwrite=True)
-    assert conv.status == conv.DONE, conv.status_msg
-    fit = PeakFitter(str(tmp_path / "qspace.h5"), fit_type=FitTypes.CENTROID, n_proc=1).peak_fit()
-    q_xsocs = np.linalg.norm(np.stack([fit.get_results(a, "COM") for a in range(3)], axis=-1), axis=-1)
+    out = tmp_path / "q_xsocs.npy"
+    done = subprocess.run([sys.executable, "-c", _XSOCS_Q, str(master), str(tmp_path / "qspace.h5"), str(out)],
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    q_xsocs = np.load(out)
     g = Geometry(t.energy_kev, t.distance_m, t.pixel_m, t.cch)
     maps = reduce_stack(t.frames, t.eta, g, t.delta, t.nu, x=t.x_um, y=t.y_um, progress=False)
     m = maps.mask.values.ravel()
