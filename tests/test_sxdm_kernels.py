@@ -13,6 +13,8 @@ import pytest
 
 from braggscope.analysis.sxdm import kernels as sxdm_kernels
 from braggscope.analysis.sxdm import reduce as sxdm
+from braggscope.analysis.sxdm.blocks import reduce_block
+from braggscope.analysis.sxdm.plan import make_plan
 from braggscope.analysis.sxdm.filters import clipped_background, median_filter_frames
 from braggscope.core.geometry import Geometry, bragg_angle
 
@@ -36,7 +38,7 @@ def _plan(frames, **kw):
     opts = dict(threshold=0.2, background="constant", noise_sigma=3.0, median=2, pixel_mask=None, monitor=None,
                 roi=None, detector_roi=None, fit="com", x=None, y=None, chunk_mb=64.0)
     opts.update(kw)
-    return sxdm._plan(frames, eta, g, 2 * th, 0.0, 0.0, **opts)
+    return make_plan(frames, eta, g, 2 * th, 0.0, 0.0, **opts)
 
 
 def _numpy_twin(plan):
@@ -106,8 +108,8 @@ def test_fused_block_equals_the_numpy_path(case, dtype):
     if kw.get("roi") is not None:
         assert not plan.all_inside
     ys, xs = slice(0, 3), slice(1, 4)
-    got = sxdm._reduce_block(plan, ys, xs)
-    ref = sxdm._reduce_block(_numpy_twin(plan), ys, xs)
+    got = reduce_block(plan, ys, xs)
+    ref = reduce_block(_numpy_twin(plan), ys, xs)
     assert got.keys() == ref.keys()
     for key in ref:
         scale = max(1e-6, float(np.max(np.abs(ref[key]))))
@@ -130,8 +132,7 @@ def test_reduce_stack_same_maps_either_path(monkeypatch):
     eta = th + 0.05 * np.arange(6)
     g = Geometry(ENERGY, 0.5, 55e-6, (12, 15))
     fused = sxdm.reduce_stack(frames, eta, g, 2 * th, progress=False)
-    real_plan = sxdm._plan
-    monkeypatch.setattr(sxdm, "_plan", lambda *a, **k: _numpy_twin(real_plan(*a, **k)))
+    monkeypatch.setattr(sxdm, "make_plan", lambda *a, **k: _numpy_twin(make_plan(*a, **k)))
     ref = sxdm.reduce_stack(frames, eta, g, 2 * th, progress=False)
     np.testing.assert_array_equal(fused.mask.values, ref.mask.values)
     m = ref.mask.values

@@ -178,18 +178,18 @@ def test_dask_input_is_read_block_by_block(monkeypatch):
     # argument and compute the array inside it)
     import dask.array as da
 
-    from braggscope.analysis.sxdm import reduce as sxdm
+    from braggscope.analysis.sxdm import blocks
 
     t = forward_stack(ny=6, nx=6, n_eta=7, drift_px=0.0, seed=2)
     lazy = da.from_array(t.frames, chunks=(7, 1, 6, 64, 64))
     seen = []
-    original = sxdm.read_block
+    original = blocks.read_block
 
     def spy(frames, eta_sl, ys, xs, det_roi):
         seen.append((type(frames).__module__.split(".")[0], len(range(*ys.indices(6))) * len(range(*xs.indices(6)))))
         return original(frames, eta_sl, ys, xs, det_roi)
 
-    monkeypatch.setattr(sxdm, "read_block", spy)
+    monkeypatch.setattr(blocks, "read_block", spy)
     maps = reduce_stack(lazy, t.eta, _geometry(t), t.delta, t.nu, chunk_mb=0.5, progress=False)
     assert len(seen) > 1 and all(kind == "dask" for kind, _ in seen)
     assert sum(pixels for _, pixels in seen) == 36  # every map pixel read once, by its block

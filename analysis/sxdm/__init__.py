@@ -1,7 +1,9 @@
 """SXDM reduction: reciprocal-space centre-of-mass maps of intensity, strain and tilt.
 
 The stable entry point is :func:`reduce_stack`; see the modules for the steps
-(``reduce``: the reduction, ``kernels``: the fused numba pass, ``filters``:
+(``reduce``: the reduction, ``plan``: its checked inputs and the Q of every
+voxel, ``blocks``: one chunk reduced to sums, ``scheduling``: chunks in
+parallel, ``kernels``: the fused numba pass, ``filters``:
 background and median, ``maps``: strain and tilt from the COM, ``grid``: a
 gridded peak, ``drift``: map registration, ``files``: NeXus output,
 ``figures``: the field's figures, ``cli``: ``braggscope reduce sxdm``).

@@ -3,7 +3,7 @@
 Gridding is for viewing and for choosing a reciprocal-space ROI, not for the
 maps themselves (``reduce_stack`` takes the centre of mass over the measured
 voxels directly). The grid step per axis is the natural resolution from the
-detector pixel and the rocking step (:func:`braggscope.analysis.sxdm.reduce.q_resolution`).
+detector pixel and the rocking step (:func:`braggscope.analysis.sxdm.plan.q_resolution`).
 Each grid voxel holds the *mean* intensity of the measured voxels falling in
 it (sum / number), so uneven sampling does not show as structure.
 """
@@ -14,7 +14,9 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from braggscope.analysis.sxdm.reduce import _angles, q_frames, q_resolution, read_block
+from braggscope.analysis.sxdm.blocks import block_slices, read_block
+from braggscope.analysis.sxdm.plan import angles_per_frame, q_resolution
+from braggscope.analysis.sxdm.reduce import q_frames
 from braggscope.analysis.sxdm.filters import median_filter_frames, median_offset
 
 __all__ = ["grid_pixel_peak", "grid_q", "find_peaks_q", "sum_frames"]
@@ -98,15 +100,13 @@ def sum_frames(frames, *, pixels=None, chunk_mb=64.0, progress=False) -> np.ndar
     """
     from tqdm.auto import tqdm
 
-    from braggscope.analysis.sxdm.reduce import _block_slices
-
     n_eta, ny, nx, rows, cols = tuple(frames.shape)
     sel = None if pixels is None else np.asarray(pixels, dtype=bool)
     if sel is not None and sel.shape != (ny, nx):
         raise ValueError(f"pixels must have the map shape {(ny, nx)}, got {sel.shape}")
     ppc = max(1, int(chunk_mb * 1e6 // (n_eta * rows * cols * 4)))
     out = np.zeros((n_eta, rows, cols))
-    for ys, xs in tqdm(_block_slices(ny, nx, ppc), desc="sum frames", disable=not progress):
+    for ys, xs in tqdm(block_slices(ny, nx, ppc), desc="sum frames", disable=not progress):
         b = read_block(frames, slice(None), ys, xs, (0, rows, 0, cols)).astype(np.float64)
         if sel is not None:
             b = b * sel[ys, xs][None, :, :, None, None]
@@ -145,7 +145,7 @@ def find_peaks_q(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.1
     if not 0 < float(threshold) < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
     n_eta, ny, nx, rows, cols = tuple(frames.shape)
-    _angles(delta, n_eta, "delta")
+    angles_per_frame(delta, n_eta, "delta")
     total = sum_frames(frames, pixels=pixels)
     q = q_frames(geometry, eta, delta, nu, phi, (rows, cols))
     if step is None:

@@ -1,0 +1,233 @@
+"""The plan of one SXDM reduction: checked inputs and the Q of every measured voxel.
+
+:func:`make_plan` validates the arguments of
+:func:`~braggscope.analysis.sxdm.reduce_stack` (one line naming the argument
+before any frame is read) and computes, once per rocking angle, the Q of every
+detector pixel relative to the mean Q and its products: the centre of mass and
+second moments of each map pixel are then sums over the measured voxels
+(:mod:`braggscope.analysis.sxdm.blocks`). Conventions: docs/conventions.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from braggscope.analysis.sxdm.filters import median_offset
+
+__all__ = ["Plan", "make_plan", "angles_per_frame", "q_resolution"]
+
+#: (a, b) axis pairs of the second-moment products, in the order of ``Plan.dq[..., 3:]``.
+PRODUCT_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+
+
+@dataclass
+class Plan:
+    """What every chunk worker needs: the frames, the voxels' Q and the options.
+
+    ``dq`` holds Q - ``q_ref`` and its six products per voxel, float32:
+    ``(n_eta, npix, 9)``, or ``(n_eta, 9, npix)`` when ``fused`` (the one-pass
+    numba kernel, median 1 or 2, flat background, COM only, reads one product
+    at a time). ``inside`` marks voxels in the Q roi on good pixels: bool, or
+    float32 0/1 when fused (a weight: no branch in the kernel).
+    """
+
+    frames: object
+    shape: tuple
+    eta: np.ndarray
+    geometry: object
+    det_roi: tuple
+    dq: np.ndarray
+    q_ref: np.ndarray       # (3,) float64
+    inside: np.ndarray
+    all_inside: bool
+    valid: np.ndarray       # (npix,) bool: good detector pixels
+    monitor: np.ndarray | None
+    options: dict
+    x: np.ndarray
+    y: np.ndarray
+    pixels_per_chunk: int
+    bins: list | None
+    fused: bool
+
+
+def angles_per_frame(value, n_eta, name):
+    """``value`` (degrees) as one float per rocking angle: a scalar is repeated."""
+    a = np.asarray(value, dtype=float)
+    if a.ndim == 0:
+        return np.full(n_eta, float(a))
+    if a.shape != (n_eta,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n_eta},) like eta, got {a.shape}")
+    return a
+
+
+def make_plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, noise_sigma,
+              median, pixel_mask, monitor, roi, detector_roi, fit, x, y, chunk_mb) -> Plan:
+    """Check the arguments of ``reduce_stack`` and precompute the Q of every voxel."""
+    shape = tuple(int(s) for s in getattr(frames, "shape", ()))
+    if len(shape) != 5:
+        raise ValueError(f"frames must have shape (n_eta, ny, nx, rows, cols), got {shape}")
+    n_eta, ny, nx, rows, cols = shape
+    if min(shape) < 1:
+        raise ValueError(f"frames has an empty axis: shape {shape}")
+    eta = np.asarray(eta, dtype=float).ravel()
+    if eta.shape != (n_eta,):
+        raise ValueError(f"eta must have {n_eta} values (frames axis 0), got {eta.size}")
+    angles = [angles_per_frame(v, n_eta, n) for v, n in ((delta, "delta"), (nu, "nu"), (phi, "phi"))]
+    background, median = _check_options(threshold, background, fit, noise_sigma, median)
+    if not hasattr(geometry, "q_pixels"):
+        raise TypeError(f"geometry must be a braggscope.core.geometry.Geometry, got {type(geometry).__name__}")
+    det_roi, valid = _detector_window(detector_roi, pixel_mask, rows, cols)
+    monitor = _monitor_scale(monitor, n_eta, ny, nx)
+    x, y = _map_axis(x, nx, "x", 2), _map_axis(y, ny, "y", 1)
+
+    q = _voxel_q(geometry, eta, angles, det_roi, median_offset(median))  # (n_eta, npix, 3)
+    inside = np.broadcast_to(valid, q.shape[:2]).copy()
+    if roi is not None:
+        roi = _check_roi(roi)
+        for ax, lim in enumerate(roi):
+            if lim is not None:
+                inside &= (q[..., ax] >= lim[0]) & (q[..., ax] <= lim[1])
+        if not inside.any():
+            raise ValueError(f"roi {roi!r} contains no measured voxel")
+    q_ref = q.mean(axis=(0, 1))
+    dq = q - q_ref
+    dq = np.concatenate([dq] + [dq[..., a:a + 1] * dq[..., b:b + 1] for a, b in PRODUCT_PAIRS], axis=-1)
+    dq = dq.astype(np.float32)
+    fused = median in (1, 2) and background != "snip" and fit == "com"
+    if fused:
+        dq = np.ascontiguousarray(np.transpose(dq, (0, 2, 1)))
+    bins = None
+    if fit == "gaussian":
+        r0, r1, c0, c1 = det_roi
+        bins = _projection_bins(q, inside, q_resolution(geometry, eta, *angles, (r1 - r0, c1 - c0)))
+    # the fused kernel holds only the raw chunk; the numpy path a few float32 copies of it
+    per_pixel = n_eta * valid.size * 4 * (1 if fused else 4)
+    ppc = max(1, int(float(chunk_mb) * 1e6 // per_pixel))
+    options = dict(threshold=float(threshold), background=background, noise_sigma=float(noise_sigma),
+                   median=median, fit=fit, roi=roi, detector_roi=det_roi)
+    all_inside = bool(inside.all())
+    if fused:
+        inside = inside.astype(np.float32)
+    return Plan(frames, shape, eta, geometry, det_roi, dq, q_ref, inside, all_inside,
+                valid, monitor, options, x, y, ppc, bins, fused)
+
+
+def _check_options(threshold, background, fit, noise_sigma, median):
+    if not (0.0 <= float(threshold) < 1.0):
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    if isinstance(background, str):
+        if background not in ("constant", "snip", "none"):
+            raise ValueError(f"background must be 'constant', 'snip', 'none' or a number, got {background!r}")
+    else:
+        background = float(background)
+    if fit not in ("com", "gaussian"):
+        raise ValueError(f"fit must be 'com' or 'gaussian', got {fit!r}")
+    if float(noise_sigma) < 0:
+        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma!r}")
+    median = int(median)
+    if median < 1:
+        raise ValueError(f"median must be >= 1, got {median!r}")
+    return background, median
+
+
+def _detector_window(detector_roi, pixel_mask, rows, cols):
+    """The detector pixels read ``(r0, r1, c0, c1)`` and which of them are good, flat (npix,)."""
+    r0, r1, c0, c1 = 0, rows, 0, cols
+    if detector_roi is not None:
+        r0, r1, c0, c1 = (int(v) for v in detector_roi)
+        if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
+            raise ValueError(f"detector_roi {detector_roi!r} is outside the {rows}x{cols} detector")
+    valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
+    if pixel_mask is not None:
+        pm = np.asarray(pixel_mask, dtype=bool)
+        if pm.shape != (rows, cols):
+            raise ValueError(f"pixel_mask must have the detector shape {(rows, cols)}, got {pm.shape}")
+        valid = ~pm[r0:r1, c0:c1]
+    return (r0, r1, c0, c1), valid.ravel()
+
+
+def _monitor_scale(monitor, n_eta, ny, nx):
+    """Per-frame factor ``mean(monitor) / monitor``, float32 (n_eta, ny, nx), or None."""
+    if monitor is None:
+        return None
+    mon = np.asarray(monitor, dtype=float)
+    if mon.shape == (n_eta,):
+        mon = np.broadcast_to(mon[:, None, None], (n_eta, ny, nx))
+    if mon.shape != (n_eta, ny, nx):
+        raise ValueError(f"monitor must have shape ({n_eta},) or {(n_eta, ny, nx)}, got {mon.shape}")
+    if not np.all(mon > 0):
+        raise ValueError("monitor must be > 0 everywhere")
+    return (mon.mean() / mon).astype(np.float32)
+
+
+def _map_axis(values, n, name, axis):
+    out = np.arange(n, dtype=float) if values is None else np.asarray(values, dtype=float)
+    if out.shape != (n,):
+        raise ValueError(f"{name} must have {n} values (frames axis {axis}), got shape {out.shape}")
+    return out
+
+
+def _voxel_q(geometry, eta, angles, det_roi, offset):
+    """Q of every (filtered) detector pixel per angle, (n_eta, npix, 3) float64.
+
+    Even median windows are centred half a pixel off (``offset``).
+    """
+    r0, r1, c0, c1 = det_roi
+    rr = np.arange(r0, r1, dtype=float)[:, None] + offset
+    cc = np.arange(c0, c1, dtype=float)[None, :] + offset
+    delta, nu, phi = angles
+    q = np.empty((eta.size, 3, (r1 - r0) * (c1 - c0)))
+    for i in range(eta.size):
+        q[i] = geometry.q_pixels(rr, cc, eta[i], delta[i], nu[i], phi[i]).reshape(3, -1)
+    return np.transpose(q, (0, 2, 1))
+
+
+def _check_roi(roi):
+    try:
+        roi = [None if lim is None else (float(lim[0]), float(lim[1])) for lim in roi]
+    except (TypeError, IndexError, ValueError):
+        raise ValueError(f"roi must be ((qx0, qx1), (qy0, qy1), (qz0, qz1)), got {roi!r}") from None
+    if len(roi) != 3 or any(lim is not None and not lim[0] < lim[1] for lim in roi):
+        raise ValueError(f"roi must be three increasing (min, max) pairs or None, got {roi!r}")
+    return tuple(roi)
+
+
+def _projection_bins(q, inside, step):
+    """Per-axis bin index of every voxel for the Gaussian projections."""
+    out = []
+    for ax in range(3):
+        lo = q[..., ax][inside].min()
+        idx = np.floor((q[..., ax] - lo) / step[ax]).astype(np.int32)
+        idx = np.where(inside, idx, -1)
+        out.append((idx, float(lo), float(step[ax]), int(idx.max()) + 1))
+    return out
+
+
+def q_resolution(geometry, eta, delta, nu=0.0, phi=0.0, detector_shape=(2, 2)):
+    """Natural Q bin size per axis (1/Angstrom) from the detector pixel and rocking step.
+
+    Q steps between neighbouring detector pixels (row, column) and between
+    consecutive rocking angles, taken at the detector centre and the middle
+    angle; each axis gets the largest of their components along it.
+
+    Returns
+    -------
+    ndarray, shape (3,)
+    """
+    eta = np.asarray(eta, dtype=float).ravel()
+    n = eta.size
+    d, v, p = (angles_per_frame(a, n, name) for a, name in ((delta, "delta"), (nu, "nu"), (phi, "phi")))
+    m = n // 2
+    r, c = detector_shape[0] / 2.0, detector_shape[1] / 2.0
+
+    def qat(i, rr, cc):
+        return geometry.q_pixels(np.array(rr), np.array(cc), eta[i], d[i], v[i], p[i]).ravel()
+
+    q0 = qat(m, r, c)
+    steps = [qat(m, r + 1, c) - q0, qat(m, r, c + 1) - q0]
+    if n > 1:
+        j = m - 1 if m == n - 1 else m + 1
+        steps.append(qat(j, r, c) - q0)
+    return np.max(np.abs(np.array(steps)), axis=0)
