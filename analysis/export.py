@@ -6,7 +6,9 @@
   with ``entry_1/data_1/data`` linked to it (``NXdata``, the default plot),
   ``detector_1/mask`` (non-zero = not measured), the detector distance and
   pixel size (m) and the photon energy (J, the CXI convention), and the
-  scan's angles in ``data_1/process_1/configuration``.
+  scan's angles in ``data_1/process_1/configuration`` (written by
+  :func:`braggscope.analysis.nexus.write_configuration`, the same rule as
+  braggscope's reconstruction files).
 * :func:`write_xsocs`: an SXDM stack ``(n_eta, ny, nx, rows, cols)`` as XSOCS
   reads it: a master file with one entry per rocking angle, each an external
   link to its own file holding ``measurement/image/data`` (points, rows,
@@ -30,8 +32,8 @@ import h5py
 import numpy as np
 
 from braggscope import __version__
-from braggscope.analysis.nexus import jsonable, set_default
-from braggscope.core.atomic import atomic_outputs, atomic_path
+from braggscope.analysis.nexus import set_default, write_configuration
+from braggscope.core.atomic import atomic_hdf5, atomic_outputs, hdf5_in_memory
 from braggscope.core.geometry import wavelength
 
 __all__ = ["write_pynx_input", "pynx_input_from_scan", "write_xsocs"]
@@ -70,7 +72,7 @@ def write_pynx_input(path, intensity, *, energy_kev: float, distance_m: float, p
     py, px = np.broadcast_to(np.asarray(pixel_m, dtype=float), (2,))
     joules = float(energy_kev) * _J_PER_KEV
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_hdf5(path) as f:
         f.attrs["creator"] = "braggscope"
         f["cxi_version"] = 150
         e = f.create_group("entry_1")
@@ -107,11 +109,7 @@ def write_pynx_input(path, intensity, *, energy_kev: float, distance_m: float, p
         proc.attrs["NX_class"] = "NXprocess"
         proc["program"] = "braggscope"
         proc["version"] = __version__
-        cfg = proc.create_group("configuration")
-        cfg.attrs["NX_class"] = "NXcollection"
-        for k, v in jsonable(parameters or {}).items():
-            if v is not None and not isinstance(v, dict):
-                cfg[k] = v if not isinstance(v, list) or all(isinstance(x, (int, float)) for x in v) else str(v)
+        write_configuration(proc, parameters)
         set_default(f, "entry_1/data_1")
     return path
 
@@ -175,7 +173,7 @@ def write_xsocs(directory, frames, meta: dict, *, prefix: str = "braggscope") ->
     master = out / f"{prefix}_master.h5"
     with atomic_outputs(master, *[out / f"{n}.h5" for n in names]) as tmps:
         for i, (name, tmp) in enumerate(zip(names, tmps[1:])):
-            with h5py.File(tmp, "w") as f:
+            with hdf5_in_memory(tmp) as f:
                 e = f.create_group(f"{name}.1")
                 e.attrs["NX_class"] = "NXentry"
                 e["title"] = f"braggscope SXDM map, eta = {eta[i]:.5f}"
@@ -194,7 +192,7 @@ def write_xsocs(directory, frames, meta: dict, *, prefix: str = "braggscope") ->
                 sc["motor_1"], sc["motor_1_start"], sc["motor_1_end"] = "piy", float(y[0]), float(y[-1])
                 sc["motor_1_steps"] = ny
                 sc["delay"] = 0.0
-        with h5py.File(tmps[0], "w") as m:
+        with hdf5_in_memory(tmps[0]) as m:
             for name in names:
                 m[f"{name}.1"] = h5py.ExternalLink(f"{name}.h5", f"{name}.1")
     return master

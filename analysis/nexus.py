@@ -17,6 +17,20 @@ units, and both are stored as NeXus ``NXdata`` groups that silx, nexusformat
 
 The ``default`` attributes that lead a reader from the file root to the
 plotted group are set by the callers (they know the entry's name).
+
+Processing parameters (a CXI ``process_1/configuration``, as PyNX writes
+it) go through :func:`write_configuration`, the one writer for every
+braggscope file, read back by :func:`read_configuration`. Its rule, chosen
+so that PyNX, silx and h5py read the values as they are:
+
+* numbers and booleans: scalar datasets; strings: UTF-8 string datasets;
+* lists (and arrays) of numbers, rectangular: numeric array datasets; lists
+  of strings: UTF-8 string arrays;
+* nested dicts: ``NXcollection`` subgroups (as PyNX stores a nested
+  configuration), recursively;
+* anything else (ragged lists, lists of dicts or with None): JSON text in a
+  string dataset with the attribute ``format = "json"``;
+* None: left out (HDF5 has no null; an absent key reads as None).
 """
 
 from __future__ import annotations
@@ -24,10 +38,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import h5py
 import numpy as np
 
 __all__ = ["write_nxdata", "read_nxdata", "read_nxdata_groups", "set_default", "write_parameters", "read_parameters",
-           "decode", "jsonable"]
+           "write_configuration", "read_configuration", "decode", "jsonable"]
 
 _INDEX_ONLY = "index_only"
 
@@ -167,6 +182,66 @@ def read_parameters(group) -> dict:
                 pass
         out[k] = v
     return out
+
+
+def write_configuration(parent, params: dict | None, name: str = "configuration"):
+    """Processing parameters as an ``NXcollection`` group (the rule in the module docstring).
+
+    Parameters
+    ----------
+    parent : h5py.Group
+        Usually an ``NXprocess`` (``process_1``).
+    params : dict or None
+        Keys become dataset names; values are made JSON-able first
+        (:func:`jsonable`: arrays, numpy scalars, dataclasses).
+    name : str
+        Name of the group.
+    """
+    g = parent.create_group(name)
+    g.attrs["NX_class"] = "NXcollection"
+    for k, v in jsonable(params or {}).items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            write_configuration(g, v, str(k))
+        elif isinstance(v, str) or _is_numeric(v):
+            g[str(k)] = v
+        elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+            g.create_dataset(str(k), data=v, dtype=h5py.string_dtype())
+        else:
+            g[str(k)] = json.dumps(v)
+            g[str(k)].attrs["format"] = "json"
+    return g
+
+
+def read_configuration(group) -> dict:
+    """Inverse of :func:`write_configuration` (arrays as lists, None keys absent)."""
+    out = {}
+    for k, node in group.items():
+        if isinstance(node, h5py.Group):
+            out[k] = read_configuration(node)
+            continue
+        v = node[()]
+        if decode(node.attrs.get("format", "")) == "json":
+            out[k] = json.loads(decode(v))
+        elif isinstance(v, np.ndarray):
+            out[k] = [decode(x) for x in v.tolist()] if v.dtype.kind in "OS" else v.tolist()
+        else:
+            out[k] = decode(v)
+    return out
+
+
+def _is_numeric(v) -> bool:
+    """A number, bool or a rectangular (nested) list of them."""
+    if isinstance(v, (bool, int, float)):
+        return True
+    if not isinstance(v, list) or not v:
+        return False
+    try:
+        a = np.asarray(v)
+    except ValueError:  # ragged
+        return False
+    return a.dtype.kind in "biuf"
 
 
 def decode(v):

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from braggscope.analysis.bcdi import phasing as bcdi  # noqa: E402
 from braggscope.analysis.bcdi.backend import cupy_available, get_backend  # noqa: E402
+from braggscope.analysis.bcdi.iterations import single_run  # noqa: E402
 from tests.test_bcdi_helpers import far_field, iou, phase_rms, synthetic_crystal  # noqa: E402
 
 
@@ -77,7 +78,7 @@ def iteration_time(intensity, support, algo, be, n=60, rounds=3):
     for _ in range(rounds):
         recipe = bcdi.Recipe(steps=((algo, n),), shrinkwrap_every=0, partial_coherence=False)
         bar = _ClockBar(be)
-        bcdi._single_run(intensity, support, None, recipe, np.random.default_rng(0), be, bar)
+        single_run(intensity, support, None, recipe, np.random.default_rng(0), be, bar)
         t = bar.times[: n // 10]  # updates at 10, 20, ..., n (then a final one outside the loop)
         best = min(best, (t[-1] - t[0]) / (10 * (len(t) - 1)))
     return best

@@ -55,9 +55,10 @@ import scipy.fft as sfft
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from braggscope.analysis.bcdi import coherence  # noqa: E402
+from braggscope.analysis.bcdi import coherence, projections  # noqa: E402
 from braggscope.analysis.bcdi import phasing as bcdi  # noqa: E402
 from braggscope.analysis.bcdi.backend import get_backend  # noqa: E402
+from braggscope.analysis.bcdi.iterations import single_run  # noqa: E402
 from tests.test_bcdi_helpers import far_field, iou, phase_rms, synthetic_crystal  # noqa: E402
 from tests.test_bcdi_quality import realistic_measurement  # noqa: E402
 
@@ -94,35 +95,68 @@ def iteration_times(intensity, support, algo, n_short=3, n_long=13):
     for n in (n_short, n_long):
         recipe = bcdi.Recipe(steps=((algo, n),), shrinkwrap_every=0, partial_coherence=False)
         w0, c0 = _clock()
-        bcdi._single_run(intensity, support, None, recipe, np.random.default_rng(0), be, _NoBar())
+        single_run(intensity, support, None, recipe, np.random.default_rng(0), be, _NoBar())
         w1, c1 = _clock()
         out[n] = np.array([w1 - w0, c1 - c0])
     return out
 
 
 def coherence_step_times(n, rounds=5, sigma=(0.4, 0.8, 0.8)):
-    """Wall and CPU seconds of one modulus projection, coherent and partially coherent (best of rounds).
+    """Wall and CPU seconds of a coherent modulus projection and of a refresh of the effective amplitudes.
 
-    The partially coherent one (``|psi|^2``, a Gaussian blur as an rfftn /
-    irfftn pair, the ratio) replaces the coherent one in the iterations of
-    the recipe's partial-coherence phase; the difference is its extra cost.
+    The refresh (``|psi|^2``, a Gaussian blur as an rfftn / irfftn pair, the
+    ratio: :func:`coherence.effective_amplitude`) runs every
+    ``Recipe.coherence_refresh`` iterations of the partial-coherence phase;
+    between refreshes an iteration costs a coherent one. Best of rounds.
     """
     be = get_backend("scipy")
     rng = np.random.default_rng(0)
     psi = (rng.normal(size=(n, n, n)) + 1j * rng.normal(size=(n, n, n))).astype(np.complex64)
     amp = rng.random((n, n, n)).astype(np.float32)
     eps = np.float32(1e-6)
-    best = {"coherent": np.array([np.inf, np.inf]), "partial": np.array([np.inf, np.inf])}
+    best = {"coherent": np.array([np.inf, np.inf]), "refresh": np.array([np.inf, np.inf])}
     for _ in range(rounds):
         for key in best:
             w0, c0 = _clock()
             if key == "coherent":
-                be.map_blocks(lambda p, a: bcdi._modulus(p, a, eps), psi, amp)
+                be.map_blocks(lambda p, a: projections.modulus(p, a, eps), psi, amp)
             else:
-                coherence.modulus_partial(psi, amp, None, sigma, eps, be)
+                coherence.effective_amplitude(psi, amp, sigma, eps, be)
             w1, c1 = _clock()
             best[key] = np.minimum(best[key], [w1 - w0, c1 - c0])
     return best
+
+
+def recipe_times(n, rounds, refreshes=(None, 1)):
+    """Wall and CPU seconds per iteration of the default recipe, set-up excluded, beside the floor.
+
+    On the realistic measurement (partial coherence, gaps, cut rocking range:
+    the masked modulus projection, shrink-wrap, coherence fits and
+    refreshes all run). Per iteration: ``(t(recipe) - t(ER:0)) / iterations``
+    with the same start, best of interleaved rounds. ``refreshes``: values of
+    ``coherence_refresh`` (None: the default).
+    """
+    m = realistic_measurement(n, peak_counts=1e6, seed=0)
+    intensity, mask = m["intensity"].astype(np.float32), m["mask"]
+    support = bcdi.autocorrelation_support(intensity, mask=mask)
+    be = get_backend("scipy")
+    recipes = {k: bcdi.Recipe() if k is None else bcdi.Recipe(coherence_refresh=k) for k in refreshes}
+    recipes["set-up"] = bcdi.Recipe(steps=(("ER", 0),))
+    a = np.random.default_rng(0).random((n, n, n)).astype(np.complex64)
+    best = {k: np.array([np.inf, np.inf]) for k in [*recipes, "floor"]}
+    for _ in range(rounds):
+        w, c, a = fft_pair_floor(a)
+        best["floor"] = np.minimum(best["floor"], [w, c])
+        for key, recipe in recipes.items():
+            w0, c0 = _clock()
+            single_run(intensity, support, mask, recipe, np.random.default_rng(0), be, _NoBar())
+            w1, c1 = _clock()
+            best[key] = np.minimum(best[key], [w1 - w0, c1 - c0])
+    n_iter = bcdi.Recipe().n_iterations
+    out = {"floor": best["floor"]}
+    for key in refreshes:
+        out[key] = (best[key] - best["set-up"]) / n_iter
+    return out
 
 
 def speed_table(n, rounds, n_short=3, n_long=13):
@@ -215,14 +249,15 @@ def without_ramp(obj):
 
 
 def run_braggscope(intensity, mask, seed):
-    """One random start of the default recipe -> (object, centred model amplitude, own error, seconds).
+    """One random start of the default recipe -> (object, centred model amplitude, own error, (wall, cpu) s, widths).
 
     The model amplitude is ``|F|``, or ``sqrt(G_sigma * |F|^2)`` when the
     partial-coherence model was fitted (each code is scored on its model of the data).
     """
-    t0 = time.perf_counter()
+    w0, c0 = _clock()
     r = bcdi.phase_retrieval(intensity, mask=mask, seed=seed, n_runs=1, progress=False, backend="scipy")
-    dt = time.perf_counter() - t0
+    w1, c1 = _clock()
+    dt = np.array([w1 - w0, c1 - c0])
     obj = r.runs[0]  # physical sign, centred (rolls and twin flips keep |F|)
     calc = np.abs(np.fft.fftshift(np.fft.fftn(np.conj(obj)))) ** 2  # back to the FFT sign of the data
     px = r.metrics[0]["coherence_px"]
@@ -232,18 +267,19 @@ def run_braggscope(intensity, mask, seed):
 
 
 def run_cohere(amplitude_file, params):
-    """One cohere-core run (numpy back-end, CPU) -> (object, centred |F|, own last error, seconds)."""
+    """One cohere-core run (numpy back-end, CPU) -> (object, centred |F|, own last error, (wall, cpu) s, None)."""
     import contextlib
     import io
 
     import cohere_core.controller.phasing as cph
 
-    t0 = time.perf_counter()
+    w0, c0 = _clock()
     with contextlib.redirect_stdout(io.StringIO()):
         rec = cph.create_rec(dict(params), str(amplitude_file), "np", -1, debug=True)
         if rec is None or rec.iterate() < 0:
             raise RuntimeError("cohere-core reconstruction failed")
-    dt = time.perf_counter() - t0
+    w1, c1 = _clock()
+    dt = np.array([w1 - w0, c1 - c0])
     img = np.asarray(rec.get_image())
     calc = np.fft.fftshift(np.fft.ifftn(img))  # cohere-core: reciprocal space = ifft of its image
     return img, calc, float(rec.errs[-1]), dt, None
@@ -266,7 +302,9 @@ def quality_table(n, photons, path=None, variants=("cube", "gapped")):
     print("error = sum(s A - sqrt(I))^2 / sum(I) over the measured voxels, A = the code's model amplitude "
           "(one function for both codes); "
           "own = each code's reported error; agree = |<a,b>|/(|a||b|) of the two starts; "
-          "truth = the same with the simulator's true object (coherence widths used: true 0.4, 0.8, 0.8 px)")
+          "truth = the same with the simulator's true object (coherence widths used: true 0.4, 0.8, 0.8 px); "
+          "ms/iteration = the whole call (set-up and metrics included) / iterations, x floor = over the FFT-pair "
+          "floor measured just before (wall; process CPU)")
     data_sets = {"cube": dict(rocking_fraction=1.0, gaps=False), "gapped": {}}
     for label in variants:
         kw = data_sets[label]
@@ -279,26 +317,39 @@ def quality_table(n, photons, path=None, variants=("cube", "gapped")):
         print(f"-- {label}: {100 * mask.mean():.0f} % of the voxels unmeasured; references: true object "
               f"(coherent model) {coherent:.4f}, noise-free partially coherent intensity (Poisson floor) {floor:.4f}")
         rows = []
+        fl = _floor(n)
         objs = [run_braggscope(intensity, mask if mask.any() else None, seed) for seed in (0, 1)]
-        rows.append(("braggscope (default recipe)", objs))
+        rows.append(("braggscope (default recipe)", objs, fl))
         if have_cohere:
+            fl = _floor(n)
             with tempfile.TemporaryDirectory() as tmp:
                 f = Path(tmp) / "data.npy"
                 np.save(f, np.sqrt(np.where(mask, 0.0, intensity)).astype(np.float64))
                 objs = [run_cohere(f, COHERE_DEFAULT) for _ in range(2)]
-            rows.append(("cohere-core (default sequence)", objs))
+            rows.append(("cohere-core (default sequence)", objs, fl))
         truth = bcdi.remove_phase_ramp(m["truth"], m["support"])
-        for name, objs in rows:
+        for name, objs, fl in rows:
             errs = [fourier_error(c, intensity, measured) for _, c, *_ in objs]
             own = [o[2] for o in objs]
-            ms = [1e3 * o[3] / n_iter for o in objs]
+            per_it = np.mean([o[3] for o in objs], axis=0) / n_iter  # (wall, cpu) seconds
             fid = [agreement(truth, without_ramp(o[0])) for o in objs]
             px = "" if objs[0][4] is None else f"   coherence widths {objs[0][4]} px"
             print(f"{name:31s} error {errs[0]:.4f} / {errs[1]:.4f}   own {own[0]:.4f} / {own[1]:.4f}   "
                   f"agree {agreement(objs[0][0], objs[1][0]):.3f}   truth {fid[0]:.3f} / {fid[1]:.3f}   "
-                  f"{np.mean(ms):6.1f} ms/iteration{px}")
+                  f"{1e3 * per_it[0]:6.1f} ms/iteration ({per_it[0] / fl[0]:.2f}x; cpu {per_it[1] / fl[1]:.2f}x)"
+                  f"{px}")
         if not have_cohere:
             print("cohere-core: skipped (not importable; pip install cohere-core or --cohere-path DIR)")
+
+
+def _floor(n, rounds=3):
+    """Best (wall, cpu) seconds of the FFT-pair floor at n^3 over a few rounds."""
+    a = np.random.default_rng(1).random((n, n, n)).astype(np.complex64)
+    best = np.array([np.inf, np.inf])
+    for _ in range(rounds):
+        w, c, a = fft_pair_floor(a)
+        best = np.minimum(best, [w, c])
+    return best
 
 
 def spearman(a, b):
@@ -338,6 +389,7 @@ def main(argv=None):
     p.add_argument("--photons", type=float, default=1e6, help="photons at the Bragg peak of the quality data set")
     p.add_argument("--quality-only", action="store_true", help="only the side-by-side quality table")
     p.add_argument("--no-success", action="store_true", help="skip the success-rate section (64^3, slow)")
+    p.add_argument("--no-recipe", action="store_true", help="skip the whole-recipe timing (2 rounds of 3 runs)")
     p.add_argument("--variants", default="cube,gapped",
                    help="quality data sets: cube, gapped, both (default) or none")
     args = p.parse_args(argv)
@@ -362,9 +414,21 @@ def main(argv=None):
               f"cpu {c * 1e3:6.1f} ms  {c / fc:4.2f}x   (goal <= 1.50x)")
 
     steps = coherence_step_times(n)
-    extra = steps["partial"] - steps["coherent"]
-    print(f"{'+ partial-coherence modulus':31s} wall {extra[0] * 1e3:6.1f} ms  {extra[0] / fw:4.2f}x   "
-          f"cpu {extra[1] * 1e3:6.1f} ms  {extra[1] / fc:4.2f}x   (extra per iteration of the coherence phase)")
+    extra = steps["refresh"]
+    k = bcdi.Recipe().coherence_refresh
+    print(f"{'+ coherence refresh':31s} wall {extra[0] * 1e3:6.1f} ms  {extra[0] / fw:4.2f}x   "
+          f"cpu {extra[1] * 1e3:6.1f} ms  {extra[1] / fc:4.2f}x   (once every {k} iterations of the coherence phase)")
+
+    if not args.no_recipe:
+        rt = recipe_times(n, 2)
+        rw, rc = rt["floor"]
+        print(f"-- whole default recipe ({bcdi.Recipe().n_iterations} iterations) on the realistic gapped, partially "
+              f"coherent data; set-up excluded; its own floor measured alongside: wall {rw * 1e3:.1f} ms, "
+              f"cpu {rc * 1e3:.1f} ms")
+        for key, label in ((None, f"default recipe (refresh every {k})"), (1, "refresh every iteration")):
+            w, c = rt[key]
+            print(f"{label:31s} wall {w * 1e3:6.1f} ms  {w / rw:4.2f}x   cpu {c * 1e3:6.1f} ms  {c / rc:4.2f}x"
+                  f"   {'(goal <= 1.50x)' if key is None else '(the coherence step every iteration)'}")
 
     cc = cohere_times(n, args.cohere_path)
     if cc is None:

@@ -89,6 +89,34 @@ def test_cxi_follows_cxi_and_nexus_and_opens_in_silx_and_nexusformat(tmp_path, r
     assert back.attrs["voxel_size_nm"] == [VOXEL] * 3 and back.attrs["q_bragg"] == pytest.approx(ds.attrs["q_bragg"])
 
 
+PARAMS = {"recipe": "HIO:10", "n_runs": 4, "beta": 0.9, "gpu": False, "eta": [1.0, 2.0], "crop": [[0, 32], [4, 36]],
+          "axes": ["z", "y", "x"], "setup": {"energy_kev": 13.0, "detector": {"name": "mpx1x4", "pixel_m": 55e-6}},
+          "metrics": [{"llk": 0.1, "coherence_px": None}], "mixed": [1, None], "empty": None}
+
+
+def test_configuration_follows_one_rule_that_silx_and_h5py_read(tmp_path, result):
+    """process_1/configuration: numbers and strings as datasets, dicts as NXcollection groups, the rest JSON."""
+    from silx.io import open as silx_open
+
+    from braggscope.analysis.nexus import read_configuration
+
+    ds, obj = result
+    path = write_cxi(tmp_path / "r.cxi", ds, obj=obj, params=PARAMS)
+    with h5py.File(path) as f:
+        cfg = f["entry_1/image_1/process_1/configuration"]
+        assert cfg.attrs["NX_class"] == "NXcollection"
+        assert cfg["n_runs"].dtype.kind == "i" and cfg["beta"][()] == 0.9 and cfg["gpu"][()] == np.False_
+        assert cfg["recipe"][()].decode() == "HIO:10" and h5py.check_string_dtype(cfg["recipe"].dtype).encoding == "utf-8"
+        assert cfg["eta"].dtype.kind == "f" and cfg["crop"].shape == (2, 2)
+        assert [a.decode() for a in cfg["axes"][()]] == ["z", "y", "x"]
+        assert cfg["setup"].attrs["NX_class"] == "NXcollection" and cfg["setup/detector/pixel_m"][()] == 55e-6
+        assert cfg["metrics"].attrs["format"] == "json" and "empty" not in cfg  # None: left out
+        assert read_configuration(cfg) == {k: v for k, v in PARAMS.items() if k != "empty"}
+    with silx_open(str(path)) as h5:
+        cfg = h5["entry_1/image_1/process_1/configuration"]
+        assert cfg["setup/energy_kev"][()] == 13.0 and list(cfg["eta"][()]) == [1.0, 2.0]
+
+
 def test_vti_reads_with_vtk_and_is_compressed(tmp_path, result):
     ds, _ = result
     fields = vti_fields(ds)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter
 
 from braggscope.analysis.bcdi.metrics import curves_dataset, fsc, half_bit, prtf, q_vectors
 
@@ -65,6 +66,22 @@ def test_prtf_with_poisson_noise_is_one_where_counts_are_high():
     bright = mean_counts > 100
     assert bright.sum() >= 5
     np.testing.assert_allclose(c.value[bright], 1.0, atol=0.03)
+
+
+def test_prtf_of_partially_coherent_data_compares_the_blurred_intensity():
+    """Data = |F|^2 blurred by a known Gaussian (partial coherence): the blurred model gives a PRTF of 1."""
+    obj = ball(radius=7, phase=1.5)
+    sigma = (0.9, 0.6, 1.2)
+    data = gaussian_filter(far_field(obj), sigma, mode="wrap", truncate=8.0)  # independent of coherence.blur
+    c = prtf(obj, data, coherence_px=sigma)
+    filled = c.n_voxels > 0
+    np.testing.assert_allclose(c.value[filled], 1.0, rtol=1e-4)
+    # the coherent model misses the blur: the blur lowers the central peak (PRTF > 1 there) and fills the
+    # fringes' minima (sqrt is concave: the shell mean of sqrt(I) grows when I is spread, PRTF < 1 beyond)
+    coherent = prtf(obj, data).value[filled]
+    assert coherent[0] > 1.05 and np.all(coherent[4:] < 0.95)
+    with pytest.raises(ValueError, match="coherence_px"):
+        prtf(obj, data, coherence_px=(0.5, 0.5))
 
 
 def test_prtf_resolution_of_a_low_pass_reconstruction():

@@ -132,6 +132,8 @@ def test_recipe_parse_and_errors():
         Recipe(coherence_start=1.5)
     with pytest.raises(ValueError, match="coherence_every"):
         Recipe(coherence_every=0)
+    with pytest.raises(ValueError, match="coherence_refresh"):
+        Recipe(coherence_refresh=0)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -179,7 +181,7 @@ def test_cupy_fused_kernels_equal_numpy_steps():
         pytest.skip("no CUDA device")
     import cupy
 
-    from braggscope.analysis.bcdi import phasing as bcdi
+    from braggscope.analysis.bcdi import projections
 
     be = get_backend("cupy")
     rng = np.random.default_rng(7)
@@ -191,7 +193,8 @@ def test_cupy_fused_kernels_equal_numpy_steps():
     w_new, w_prev = rng.random(shape).astype(np.float32), rng.random(shape).astype(np.float32)
     prev = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
     eps = np.float32(1e-3)
-    cases = [("modulus", bcdi._modulus, (amp,), (eps,)), ("modulus_free", bcdi._modulus_free, (amp, free), (eps,))]
+    cases = [("modulus", projections.modulus, (amp,), (eps,)),
+             ("modulus_free", projections.modulus_free, (amp, free), (eps,))]
     for name, ref_fn, args, extra in cases:
         ref = psi.copy()
         ref_fn(ref, *args, *extra)
@@ -199,7 +202,7 @@ def test_cupy_fused_kernels_equal_numpy_steps():
         be.kernels[name](got, *(cupy.asarray(a) for a in args), *extra)
         np.testing.assert_allclose(cupy.asnumpy(got), ref, rtol=2e-6, atol=1e-6)
     ref_psi, ref_prev = psi.copy(), prev.copy()
-    bcdi._update(ref_psi, w_new, ref_prev, w_prev)
+    projections.update(ref_psi, w_new, ref_prev, w_prev)
     got_psi, got_prev = cupy.asarray(psi), cupy.asarray(prev)
     be.kernels["update"](got_psi, cupy.asarray(w_new), got_prev, cupy.asarray(w_prev))
     np.testing.assert_allclose(cupy.asnumpy(got_psi), ref_psi, rtol=2e-6, atol=1e-6)

@@ -9,6 +9,7 @@ import pytest
 
 from braggscope.analysis.bcdi.preprocess import prepare
 from braggscope.analysis.export import pynx_input_from_scan, write_pynx_input, write_xsocs
+from braggscope.analysis.nexus import read_configuration
 from tests.test_bcdi_helpers import far_field, paper_meta, synthetic_crystal
 
 
@@ -38,6 +39,9 @@ def test_pynx_input_has_the_layout_pynx_reads_and_a_default_plot(tmp_path, rocki
         assert f["entry_1/instrument_1/source_1/energy"][()] == pytest.approx(13e3 * 1.602176634e-19)
         cfg = f["entry_1/data_1/process_1/configuration"]
         np.testing.assert_allclose(cfg["eta"][()], ref.eta)
+        # one writer for every process_1/configuration (analysis.nexus): the rule of braggscope's own CXI files
+        back = read_configuration(cfg)
+        assert back["cch"] == pytest.approx(list(ref.meta["cch"])) and back["delta"] == pytest.approx(ref.meta["delta"])
         assert f["entry_1/data_1/data_space"][()] == b"diffraction"
     with silx_open(str(path)) as h5:
         nx = get_default(h5)

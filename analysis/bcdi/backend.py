@@ -55,7 +55,7 @@ class Backend:
     kernels : dict
         Fused replacements for phase retrieval's elementwise steps, by name
         (``modulus``, ``modulus_free``, ``update``), same signatures as the
-        numpy versions in :mod:`braggscope.analysis.bcdi.phasing`; missing names use
+        numpy versions in :mod:`braggscope.analysis.bcdi.projections`; missing names use
         those.
     """
 

@@ -9,7 +9,8 @@ coherence function is modelled as a Gaussian, so the blur is a separable
 Gaussian of widths ``sigma`` (reciprocal-space voxels per axis), refined
 during the iterations by a least-squares fit of ``sqrt(G_sigma * |F|^2)``
 to the measured amplitudes around the Bragg peak; the modulus projection then
-scales ``F`` by ``sqrt(I) / sqrt(G_sigma * |F|^2)``.
+scales ``F`` by ``sqrt(I) / sqrt(G_sigma * |F|^2)``, through the effective
+amplitudes of :func:`effective_amplitude` (refreshed every few iterations).
 
 Layout: all arrays are origin-centred (``ifftshift``-ed, as inside
 :func:`braggscope.analysis.bcdi.phasing.phase_retrieval`), hence the
@@ -21,11 +22,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["SIGMA_GRID", "blur", "centre_weight", "fit_sigma", "peak_window", "fit_in_fourier_space",
-           "modulus_partial"]
+__all__ = ["SIGMA_GRID", "SETTLE", "blur", "centre_weight", "fit_sigma", "peak_window", "fit_in_fourier_space",
+           "effective_amplitude", "PartialCoherence"]
 
 #: Blur widths tried per axis (reciprocal-space voxels).
 SIGMA_GRID = np.round(np.arange(0.0, 2.45, 0.15), 2)
+#: ER iterations after an HIO/RAAR phase before the partial-coherence widths are fitted.
+SETTLE = 15
 
 
 def blur(intensity, sigma, xp=np):
@@ -58,10 +61,11 @@ def blur(intensity, sigma, xp=np):
 
 
 _KERNEL: dict = {}
+_KERNEL_CACHE = 4
 
 
 def _kernel(shape, sigma, xp):
-    """Real FFT of the sampled, periodic, unit-sum Gaussian of ``shape`` (cached: one entry).
+    """Real FFT of the sampled, periodic, unit-sum Gaussian of ``shape`` (cached: the last few).
 
     The transform of the sampled kernel (not the continuous Gaussian's
     transform cut at Nyquist, whose real-space kernel rings negative for
@@ -75,7 +79,8 @@ def _kernel(shape, sigma, xp):
             g = (np.fft.rfft(g) if ax == len(shape) - 1 else np.fft.fft(g)).real.astype(np.float32)
             g = g.reshape([-1 if i == ax else 1 for i in range(len(shape))])
             k = g if k is None else k * g
-        _KERNEL.clear()
+        while len(_KERNEL) >= _KERNEL_CACHE:  # the shrink-wrap's widths change at every call
+            _KERNEL.pop(next(iter(_KERNEL)))
         _KERNEL[key] = xp.asarray(k)
     return _KERNEL[key]
 
@@ -173,22 +178,60 @@ def fit_in_fourier_space(psi, amp, free, window, start, be):
     return fit_sigma(coh, a, measured, start=start if start is not None else (0.0,) * psi.ndim)
 
 
-def modulus_partial(psi, amp, free, sigma, eps, be):
-    """In place: ``psi *= amp / sqrt(G_sigma * |psi|^2)`` where measured (partially coherent modulus).
+def effective_amplitude(psi, amp, sigma, eps, be):
+    """Measured amplitudes rescaled so that the coherent modulus projection models partial coherence.
 
-    The blurred intensity is floored at ``w0 |psi|^2`` (``w0`` the voxel's own
-    weight in the blur, its exact lower bound), which FFT round-off near zero
-    could otherwise undercut: the ratio stays below ``amp / (sqrt(w0) |psi|)``.
+    Returns ``a = amp sqrt(|psi|^2 / max(G_sigma * |psi|^2, w0 |psi|^2, eps^2))``
+    (``psi`` in Fourier space, origin-centred). The coherent projection onto
+    ``a``, ``psi a / |psi|``, is then the partially coherent one,
+    ``psi amp / sqrt(G_sigma * |psi|^2)`` (Clark et al. 2012), for this
+    ``psi``; reused for the next iterations, it keeps their cost that of a
+    coherent iteration, and a fixed point of the one is a fixed point of the
+    other. The blurred intensity is floored at ``w0 |psi|^2`` (``w0`` the
+    voxel's own weight in the blur, its exact lower bound), which FFT round-off
+    near zero could otherwise undercut: the ratio stays below ``1 / w0``.
+    Widths all 0 return ``amp`` itself.
     """
+    if not np.any(np.asarray(sigma) > 0):
+        return amp
     abs2 = be.xp.empty(psi.shape, dtype=np.float32)
     be.map_blocks(_abs2, psi, abs2)
     calc = blur(abs2, sigma, be.xp)
-    w0 = np.float32(centre_weight(psi.shape, sigma))
+    w0_inv = np.float32(1.0 / centre_weight(psi.shape, sigma))
     eps2 = np.float32(eps) ** 2
-    if free is None:
-        be.map_blocks(lambda p, c, s, a: _scale_by_ratio(p, c, s, a, w0, eps2), psi, calc, abs2, amp)
-    else:
-        be.map_blocks(lambda p, c, s, a, f: _scale_by_ratio(p, c, s, a, w0, eps2, f), psi, calc, abs2, amp, free)
+    be.map_blocks(lambda c, s, a: _effective(c, s, a, w0_inv, eps2), calc, abs2, amp)
+    return calc
+
+
+class PartialCoherence:
+    """Partial-coherence state of one phase-retrieval run: fitted widths, effective amplitudes.
+
+    :meth:`amplitudes` returns, per iteration, the amplitudes the modulus
+    projection imposes: the measured ones until the first fit, then those of
+    :func:`effective_amplitude`, recomputed every ``recipe.coherence_refresh``
+    iterations and after each new fit of the widths.
+    """
+
+    def __init__(self, recipe, amp, free, eps, be):
+        n_total = recipe.n_iterations
+        self.start = int(recipe.coherence_start * n_total) if recipe.partial_coherence else n_total + 1
+        self.every, self.refresh = recipe.coherence_every, recipe.coherence_refresh
+        self.amp, self.free, self.eps, self.be = amp, free, eps, be
+        self.window = peak_window(amp.shape)
+        self.sigma, self.fitted, self.refreshed = None, 0, None
+        self.target = amp
+
+    def amplitudes(self, psi, it, algo, j, n):
+        """Amplitudes for iteration ``it`` (step ``j`` of ``n`` of ``algo``), ``psi`` in Fourier space."""
+        if (it >= self.start and algo == "ER" and j >= min(n - 1, SETTLE)
+                and (self.sigma is None or it - self.fitted >= self.every)):
+            # fitted on settled ER iterates only: an HIO/RAAR iterate is no object consistent with its support
+            self.sigma = fit_in_fourier_space(psi, self.amp, self.free, self.window, self.sigma, self.be)
+            self.fitted, self.refreshed = it, None
+        if self.sigma is not None and (self.refreshed is None or it - self.refreshed >= self.refresh):
+            self.target = effective_amplitude(psi, self.amp, self.sigma, self.eps, self.be)
+            self.refreshed = it
+        return self.target
 
 
 def _abs2(psi, out):
@@ -197,13 +240,13 @@ def _abs2(psi, out):
     np.multiply(out, out, out=out)
 
 
-def _scale_by_ratio(psi, calc, abs2, amp, w0, eps2, free=None):
-    """In place: ``psi *= amp / sqrt(max(calc, w0 abs2, eps2))``, 1 where ``free`` (``calc``, ``abs2`` overwritten)."""
-    np.multiply(abs2, w0, out=abs2)
-    np.maximum(calc, abs2, out=calc)
+def _effective(calc, abs2, amp, w0_inv, eps2):
+    """In place: ``calc = amp sqrt(min(abs2 / max(calc, eps2), 1 / w0))``.
+
+    Equal to ``amp sqrt(abs2 / max(calc, w0 abs2, eps2))`` (both 0 where ``abs2`` is).
+    """
     np.maximum(calc, eps2, out=calc)
+    np.divide(abs2, calc, out=calc)
+    np.minimum(calc, w0_inv, out=calc)
     np.sqrt(calc, out=calc)
-    np.divide(amp, calc, out=calc)
-    if free is not None:
-        np.copyto(calc, np.float32(1.0), where=free)
-    np.multiply(psi, calc, out=psi)
+    np.multiply(calc, amp, out=calc)

@@ -9,7 +9,8 @@ and h5web from the root to a plot)::
     /entry_1/image_1             NXdata    the orthogonal sample-frame object (the result):
         data        complex64 (z, y, x)    @signal; data_type="electron density", data_space="real"
         mask        bool support;  z, y, x (nm, hard links);  voxel_size (nm, z y x);  image_size (nm)
-        is_fft_shifted = 0;  title;  process_1 (NXprocess: program, version, configuration NXcollection)
+        is_fft_shifted = 0;  title;  process_1 (NXprocess: program, version, configuration NXcollection
+                                           written by ``nexus.write_configuration``)
     /entry_1/image_2             NXdata    the object on the detector-conjugate grid
         data, mask; data_type, data_space="real"; modes (kept runs), mode_fraction;
         basis_vectors (nm: real-space step per index of (rocking, row, column), columns x y z)
@@ -19,7 +20,8 @@ and h5web from the root to a plot)::
     /entry_1/result_2            NXdata    PRTF and FSC against |q| (1/nm), with thresholds
     /entry_1/data_1              NXdata    measured intensity: data, mask (True = not measured),
                                            data_type="intensity", data_space="diffraction"
-    /entry_1/data_2              NXdata    intensity calculated from image_2 (same grid)
+    /entry_1/data_2              NXdata    intensity calculated from image_2 (same grid; blurred by the
+                                           fitted partial-coherence widths, if any)
     /entry_1/instrument_1        NXinstrument: source_1/energy (J), beam_1 (incident energy J,
                                            wavelength m), detector_1 (distance, x/y_pixel_size, m)
 
@@ -36,6 +38,7 @@ goes through :func:`braggscope.core.atomic.atomic_path`.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -43,9 +46,9 @@ import h5py
 import numpy as np
 
 from braggscope import __version__
-from braggscope.analysis.nexus import (jsonable, read_nxdata, read_parameters, set_default, write_nxdata,
-                                       write_parameters)
-from braggscope.core.atomic import atomic_path
+from braggscope.analysis.nexus import (jsonable, read_nxdata, read_parameters, set_default, write_configuration,
+                                       write_nxdata, write_parameters)
+from braggscope.core.atomic import atomic_hdf5, atomic_path
 from braggscope.core.geometry import wavelength
 
 __all__ = ["write_cxi", "load_result", "write_npz", "write_vti", "read_vti", "vti_fields"]
@@ -87,6 +90,7 @@ def write_vti(path, fields: dict, *, voxel_nm, q_bragg, origin=None, level: int 
         zlib compression level (1 fastest ... 9 smallest).
     """
     from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.vtkCommonCore import vtkObject
     from vtkmodules.vtkCommonDataModel import vtkImageData
     from vtkmodules.vtkIOXML import vtkXMLImageDataWriter
 
@@ -132,8 +136,16 @@ def write_vti(path, fields: dict, *, voxel_nm, q_bragg, origin=None, level: int 
         w.EncodeAppendedDataOff()
         w.SetCompressorTypeToZLib()
         w.SetCompressionLevel(int(level))
-        if w.Write() != 1:
-            raise OSError(f"VTK could not write {path}")
+        quiet = vtkObject.GetGlobalWarningDisplay()
+        vtkObject.GlobalWarningDisplayOff()  # its failure is raised below, on one line
+        try:
+            written = w.Write() == 1
+        finally:
+            vtkObject.SetGlobalWarningDisplay(quiet)
+        if not written:  # the writer's error code is the system errno (ENOSPC on a full disk) when it has one
+            code = int(w.GetErrorCode())
+            raise OSError(code, os.strerror(code), str(tmp)) if 0 < code < 20000 else \
+                OSError(f"VTK could not write {path}")
     return path
 
 
@@ -210,7 +222,7 @@ def write_cxi(path, result, *, obj, params: dict | None = None, obj_detector=Non
     shape = tuple(result.sizes[d] for d in ("z", "y", "x"))
     if obj.shape != shape:
         raise ValueError(f"obj shape {obj.shape} differs from the result's (z, y, x) shape {shape}")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_hdf5(path) as f:
         f.attrs["creator"] = "braggscope"
         f.attrs["HDF5_Version"] = h5py.version.hdf5_version
         f["cxi_version"] = 150
@@ -231,7 +243,7 @@ def write_cxi(path, result, *, obj, params: dict | None = None, obj_detector=Non
         if intensity is not None:
             _intensity(e, "data_1", intensity, mask, "measured intensity (detector-conjugate grid)")
         if calculated is not None:
-            _intensity(e, "data_2", calculated, mask, "intensity calculated from image_2")
+            _intensity(e, "data_2", calculated, mask, "intensity calculated from image_2 (partial-coherence model)")
         if instrument:
             _instrument(e, instrument)
         set_default(f, "entry_1/image_1")
@@ -278,10 +290,7 @@ def _image_orthogonal(e, result, obj, params):
     proc.attrs["NX_class"] = "NXprocess"
     proc["program"] = "braggscope"
     proc["version"] = __version__
-    cfg = proc.create_group("configuration")
-    cfg.attrs["NX_class"] = "NXcollection"
-    for k, v in jsonable(params or {}).items():
-        cfg[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
+    write_configuration(proc, params)
 
 
 def _image_detector(e, obj, support, modes, mode_fraction, basis_nm):

@@ -14,10 +14,12 @@ sphere inscribed in it for the curve over all directions, at the box's edge
 along each axis for the directional ones (the corners are left out).
 
 * **PRTF** (phase-retrieval transfer function, Chapman et al. 2006):
-  shell mean of ``|F_calc|`` over shell mean of ``sqrt(I_measured)``, with
-  ``F_calc`` the far field of the reconstruction (its absolute scale, as
-  fitted by the phasing), shifted by the integer offset that best overlaps
-  the measured peak. 1 where the reconstruction explains the data; the resolution
+  shell mean of ``sqrt(I_calc)`` over shell mean of ``sqrt(I_measured)``, with
+  ``I_calc`` the intensity the reconstruction predicts (its absolute scale, as
+  fitted by the phasing): ``|F|^2`` of the object, blurred by the fitted
+  partial-coherence widths when the phasing used that model (the model of the
+  data it fitted), shifted by the integer offset that best overlaps the
+  measured peak. 1 where the reconstruction explains the data; the resolution
   is where it drops below ``1/e``.
 * **FSC** between two independent runs (van Heel & Schatz 2005): the real
   part of ``sum F1 conj(F2)`` over ``sqrt(sum |F1|^2 sum |F2|^2)`` per shell,
@@ -32,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .coherence import blur
 
 __all__ = ["Curve", "prtf", "fsc", "calculated_intensity", "q_vectors", "half_bit", "curves_dataset"]
 
@@ -99,20 +103,27 @@ def q_vectors(shape, b=None) -> np.ndarray:
     return np.stack([sum(b[c, i] * grids[i] for i in range(3)) for c in range(3)])
 
 
-def calculated_intensity(obj, intensity, mask=None) -> np.ndarray:
-    """Far-field intensity of ``obj`` on the grid of ``intensity``, aligned and scaled to it.
+def calculated_intensity(obj, intensity, mask=None, coherence_px=None) -> np.ndarray:
+    """Intensity ``obj`` predicts on the grid of ``intensity``, aligned and scaled to it.
 
     ``obj`` has the physical sign (as returned by ``phase_retrieval``); the
     far field is the one the phasing fitted, ``|fftshift(fftn(conj(obj)))|^2``
     (phasing keeps the absolute scale: no scale factor is fitted here),
-    shifted by the integer offset that maximises its overlap with the measured
-    intensity (the phase ramp removed from the object moved the peak).
+    blurred by the Gaussian widths ``coherence_px`` (reciprocal-space voxels
+    per axis, the partial-coherence model of the phasing: ``metrics[k]
+    ["coherence_px"]``) when given, and shifted by the integer offset that
+    maximises its overlap with the measured intensity (the phase ramp removed
+    from the object moved the peak).
     """
     obj = np.asarray(obj)
     intensity = np.asarray(intensity, dtype=np.float64)
     if obj.shape != intensity.shape:
         raise ValueError(f"obj shape {obj.shape} differs from intensity shape {intensity.shape}")
     calc = np.abs(np.fft.fftshift(np.fft.fftn(np.conj(obj)))) ** 2
+    if coherence_px is not None:
+        if len(coherence_px) != obj.ndim or not all(float(s) >= 0 for s in coherence_px):
+            raise ValueError(f"coherence_px must be {obj.ndim} widths >= 0 (voxels), got {coherence_px!r}")
+        calc = np.clip(blur(calc, coherence_px), 0, None)  # the blur is shift-invariant: before the alignment
     meas = np.ones(intensity.shape, bool) if mask is None else ~np.asarray(mask, bool)
     a, m = np.sqrt(calc), np.sqrt(np.where(meas, np.clip(intensity, 0, None), 0.0))
     cc = np.real(np.fft.ifftn(np.fft.fftn(m) * np.conj(np.fft.fftn(a))))
@@ -120,7 +131,7 @@ def calculated_intensity(obj, intensity, mask=None) -> np.ndarray:
     return np.roll(calc, shift, axis=tuple(range(calc.ndim)))
 
 
-def prtf(obj, intensity, *, mask=None, b=None, n_shells: int | None = None) -> Curve:
+def prtf(obj, intensity, *, mask=None, b=None, n_shells: int | None = None, coherence_px=None) -> Curve:
     """Phase-retrieval transfer function of a reconstruction against its data.
 
     Parameters
@@ -135,6 +146,10 @@ def prtf(obj, intensity, *, mask=None, b=None, n_shells: int | None = None) -> C
         ``dq`` per index (1/Angstrom), see :func:`q_vectors`.
     n_shells : int, optional
         Number of ``|q|`` shells (default ``min(shape) // 2``).
+    coherence_px : sequence of float, optional
+        Partial-coherence widths of the phasing (``metrics[k]["coherence_px"]``):
+        the calculated intensity is the coherent one blurred by them, the
+        model the phasing fitted to the data (see :func:`calculated_intensity`).
 
     Returns
     -------
@@ -142,7 +157,7 @@ def prtf(obj, intensity, *, mask=None, b=None, n_shells: int | None = None) -> C
         Threshold ``1/e``.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
-    calc = calculated_intensity(obj, intensity, mask)
+    calc = calculated_intensity(obj, intensity, mask, coherence_px)
     meas = np.ones(intensity.shape, bool) if mask is None else ~np.asarray(mask, bool)
     num, den = np.sqrt(calc), np.sqrt(np.clip(intensity, 0, None))
 

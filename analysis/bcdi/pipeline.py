@@ -50,11 +50,24 @@ class Reconstruction:
         """The orthogonal result as an ``xarray.Dataset`` (coordinates z, y, x in nm)."""
         return to_dataset(self.strain, q_bragg=self.ortho.q_bragg)
 
+    @property
+    def coherence_px(self):
+        """Partial-coherence widths fitted by the best kept run (None: coherent model)."""
+        return self.phasing.metrics[self.phasing.kept[0]].get("coherence_px")
+
+    def calculated_intensity(self):
+        """Intensity the reconstruction predicts on the data's grid (blurred by :attr:`coherence_px`)."""
+        return calculated_intensity(self.phasing.obj, self.data.intensity, self.data.mask, self.coherence_px)
+
     def assess(self) -> None:
-        """Compute the PRTF against the data and the FSC between the two best kept runs."""
+        """Compute the PRTF against the data and the FSC between the two best kept runs.
+
+        The PRTF compares the data with the intensity the phasing's model
+        predicts: blurred by the fitted partial-coherence widths, if any.
+        """
         b = None if self.frame is None else self.frame.b
         mask = self.data.mask
-        self.prtf = prtf(self.phasing.obj, self.data.intensity, mask=mask, b=b)
+        self.prtf = prtf(self.phasing.obj, self.data.intensity, mask=mask, b=b, coherence_px=self.coherence_px)
         runs = self.phasing.runs
         self.fsc = fsc(runs[0], runs[1], b=b, mask=mask) if len(runs) >= 2 else None
 
@@ -148,7 +161,7 @@ def export(rec: Reconstruction, out_dir, *, figures: bool = True, stem: str = "b
     m = rec.data.meta
     params = {**{k: v for k, v in m.items() if k != "eta"}, "eta": rec.data.eta,
               "crop": [[s.start, s.stop] for s in rec.data.crop], **summary, "metrics": rec.phasing.metrics}
-    calc = calculated_intensity(rec.phasing.obj, rec.data.intensity, rec.data.mask)
+    calc = rec.calculated_intensity()
     quality = curves_dataset(rec.prtf, rec.fsc) if rec.prtf is not None else None
     instrument = {k: m[k] for k in ("energy_kev", "distance_m", "pixel_m") if k in m}
     files = {

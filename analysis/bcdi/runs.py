@@ -9,6 +9,7 @@ of a linear phase ramp.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft as sfft
 from scipy.ndimage import center_of_mass, gaussian_filter1d
 
 from . import coherence
@@ -32,7 +33,7 @@ def run_metrics(obj, support, intensity, mask=None, coherence_px=None) -> dict:
         ``coherence_px`` as given: the calculated intensity is blurred by
         these Gaussian widths (partial coherence) before the comparison.
     """
-    calc = np.abs(np.fft.fftshift(np.fft.fftn(np.conj(obj)))) ** 2  # back to the FFT frame
+    calc = np.abs(np.fft.fftshift(sfft.fftn(np.conj(obj), workers=-1))) ** 2  # back to the FFT frame
     if coherence_px is not None:
         calc = coherence.blur(calc, coherence_px)
     meas = np.ones(intensity.shape, bool) if mask is None else ~mask
