@@ -66,3 +66,20 @@ def test_api_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="port"):
         client_env(0)
     assert read_state(tmp_path / "missing.json") is None
+
+
+def test_a_simulator_dying_at_start_up_is_reported_with_its_log(tmp_path):
+    import socket
+
+    from braggscope.core.config import load_config
+
+    cfg = load_config()
+    cfg.set("storage.data_dir", str(tmp_path))
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        port = tcp.getsockname()[1]
+        udp.bind(("127.0.0.1", port))  # the CA port taken: the server cannot bind it and exits
+        with pytest.raises(RuntimeError, match=r"simulator exited with code [1-9]\d* during start-up; see .*s\.log"):
+            start_simulator(cfg, port=port, state_file=tmp_path / "s.json", set_env=False, timeout=60)
+    assert read_state(tmp_path / "s.json") is None and (tmp_path / "s.log").stat().st_size > 0

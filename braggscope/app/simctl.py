@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from braggscope.core.errors import UserError
 from braggscope.core.processes import command_line as _command_line
 from braggscope.core.processes import pid_alive as _pid_alive
 from braggscope.core.processes import port_answers as _port_answers
+from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.core.processes import terminate as _terminate
 
 __all__ = [
@@ -217,23 +217,22 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
     if exit_with_parent:
         command += ["--exit-with-parent", str(os.getpid())]
     log_path = state_file.with_suffix(".log")
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   start_new_session=True, close_fds=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"simulator exited with code {process.returncode} during start-up; "
-                               f"see {log_path}:\n{_tail(log_path)}")
+
+    def ready(process):
         handle = read_state(state_file)
-        if handle is not None and handle.pid == process.pid:
-            handle.process = process
-            if set_env:
-                apply_client_env(handle.port)
-            return handle
-        time.sleep(0.05)
-    _terminate(process.pid, process)
-    raise TimeoutError(f"simulator did not come up within {timeout} s; see {log_path}")
+        return handle if handle is not None and handle.pid == process.pid else None
+
+    try:
+        process, handle = spawn_detached(command, log_path, ready, timeout)
+    except SpawnExited as exc:
+        raise RuntimeError(f"simulator exited with code {exc.process.returncode} during start-up; "
+                           f"see {log_path}:\n{_tail(log_path)}") from None
+    except SpawnTimeout:
+        raise TimeoutError(f"simulator did not come up within {timeout} s; see {log_path}") from None
+    handle.process = process
+    if set_env:
+        apply_client_env(handle.port)
+    return handle
 
 
 def stop_simulator(handle: SimulatorHandle | str | os.PathLike, *, timeout: float = 10.0) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from braggscope.app.simctl import _checked_state, read_state, stop_simulator
+from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.devices.factory import confine_ca_to_loopback
 from braggscope.simulators.ioc_run import free_port
 
@@ -93,3 +95,57 @@ def test_real_beamline_configuration_keeps_the_environment(monkeypatch):
     import os
 
     assert os.environ["EPICS_CA_ADDR_LIST"] == "10.1.255.255" and os.environ["EPICS_CA_AUTO_ADDR_LIST"] == "YES"
+
+
+# ---------------------------------------------------------------------- spawn_detached
+def _child(code):
+    return [sys.executable, "-c", code]
+
+
+def test_spawn_detached_returns_what_ready_saw_from_a_detached_process(tmp_path):
+    flag = tmp_path / "ready.txt"
+    code = ("import os, sys, time; sys.stderr.write('to the log\\n'); sys.stderr.flush(); time.sleep(0.3); "
+            f"open({str(flag)!r}, 'w').write(os.environ['SPAWN_PROBE'] + '|' + repr(sys.stdin.read()) + '|' + os.getcwd()); "
+            "time.sleep(60)")
+    seen = []
+    process, value = spawn_detached(_child(code), tmp_path / "child.log",
+                                    lambda p: flag.read_text() if flag.exists() and flag.read_text() else None,
+                                    timeout=30, env={**os.environ, "SPAWN_PROBE": "probe-42"}, cwd=tmp_path,
+                                    started=seen.append)
+    try:
+        assert seen == [process]
+        assert value == f"probe-42|''|{tmp_path}"  # its environment, an empty stdin, its directory
+        assert process.poll() is None and os.getsid(process.pid) == process.pid  # its own session
+        assert "to the log" in (tmp_path / "child.log").read_text()
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_spawn_detached_reports_an_early_exit_with_its_code(tmp_path):
+    log = tmp_path / "child.log"
+    log.write_text("earlier run\n")
+    with pytest.raises(SpawnExited) as info:
+        spawn_detached(_child("import sys; print('bad option', file=sys.stderr); sys.exit(3)"), log,
+                       lambda p: None, timeout=30)
+    assert info.value.process.returncode == 3 and info.value.log_path == log
+    assert log.read_text() == "earlier run\nbad option\n"  # appended, not truncated
+
+
+def test_spawn_detached_stops_a_process_that_is_never_ready(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(SpawnTimeout) as info:
+        spawn_detached(_child("import time; time.sleep(60)"), tmp_path / "a.log", lambda p: False, timeout=0.5)
+    assert info.value.process.poll() is not None  # terminated by the default stop
+    assert time.monotonic() - t0 < 15
+    stopped = []
+
+    def stop(p):
+        stopped.append(p.pid)
+        p.kill()
+        p.wait(10)
+
+    with pytest.raises(SpawnTimeout) as info:
+        spawn_detached(_child("import time; time.sleep(60)"), tmp_path / "b.log", lambda p: None, timeout=0.3,
+                       stop=stop)
+    assert stopped == [info.value.process.pid] and info.value.process.poll() is not None
