@@ -27,17 +27,33 @@ only where signal was added.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
-from braggscope.core.geometry import Geometry, sample_rotation
+from braggscope.core.geometry import Geometry, detector_rotation, sample_rotation
 
 from .noise import PoissonPool
 from .samples import SXDMSample
 
-__all__ = ["SXDMForwardModel", "FWHM_TO_SIGMA"]
+__all__ = ["SXDMForwardModel", "FWHM_TO_SIGMA", "SparseFrame"]
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+
+class SparseFrame(NamedTuple):
+    """A noisy frame as a flat background plus the pixels where signal was added.
+
+    ``background`` is the expected background per pixel (counts; the frame's
+    other pixels are Poisson draws of it), ``flat`` the sorted flat indices of
+    the signal pixels and ``counts`` their Poisson counts (uint32, saturation
+    applied). The simulated detector composes and compresses such frames from
+    pre-drawn background chunks (:mod:`.frame_chunks`).
+    """
+
+    background: float
+    flat: np.ndarray
+    counts: np.ndarray
 
 
 def probe_window(grid, xb, yb, sigma):
@@ -136,6 +152,7 @@ class SXDMForwardModel:
         self.pool = PoissonPool(self.rng)
         self._q_cache: OrderedDict = OrderedDict()
         self._q_cache_size = int(q_cache_size)
+        self._rot_cache: OrderedDict = OrderedDict()
         self._buffer = np.zeros(self.shape, dtype=np.float64)
         self._last_key = None
         self._pending_key = None
@@ -192,23 +209,69 @@ class SXDMForwardModel:
         """
         if not exposure_s > 0:
             raise ValueError(f"exposure_s must be > 0, got {exposure_s!r}")
-        geo = self.geometry(energy_kev)
-        bg = self.background_rate * exposure_s
-        frame = self.pool.background(bg, self.shape)
-        windows = self._add_signal(geo, x_um, y_um, eta, delta, nu, phi, exposure_s)
-        if windows:
-            ncols = self.shape[1]
-            flat = np.unique(np.concatenate([
-                (np.arange(r0, r1)[:, None] * ncols + np.arange(c0, c1)[None, :]).ravel()
-                for r0, r1, c0, c1 in windows]))
-            lam = self._buffer.ravel()[flat] + bg
-            counts = self.rng.poisson(lam)
-            frame.ravel()[flat] = np.minimum(counts, self.saturation).astype(np.uint32)
-            for r0, r1, c0, c1 in windows:
-                self._buffer[r0:r1, c0:c1] = 0.0
+        frame = self.pool.background(self.background_rate * exposure_s, self.shape)
+        sparse = self._signal(x_um, y_um, eta, delta, nu, phi, energy_kev, exposure_s)
+        frame.ravel()[sparse.flat] = sparse.counts
         return frame
 
+    def render_sparse(self, x_um, y_um, eta, delta, nu=0.0, phi=0.0, energy_kev=8.33, exposure_s=0.01):
+        """The frame of :meth:`render` as a :class:`SparseFrame` (no full-frame array, no background draw).
+
+        The signal pixels are drawn exactly as in :meth:`render`; the caller draws
+        the background (Poisson of ``background``) of every other pixel.
+        """
+        if not exposure_s > 0:
+            raise ValueError(f"exposure_s must be > 0, got {exposure_s!r}")
+        return self._signal(x_um, y_um, eta, delta, nu, phi, energy_kev, exposure_s)
+
     # -- helpers ----------------------------------------------------------------
+    def _signal(self, x_um, y_um, eta, delta, nu, phi, energy_kev, exposure_s) -> SparseFrame:
+        """Poisson counts (signal + background) of the pixels the peaks reach."""
+        bg = self.background_rate * exposure_s
+        windows = self._add_signal(self.geometry(energy_kev), x_um, y_um, eta, delta, nu, phi, exposure_s)
+        if not windows:
+            return SparseFrame(bg, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.uint32))
+        ncols = self.shape[1]
+        flat = np.concatenate([(np.arange(r0, r1)[:, None] * ncols + np.arange(c0, c1)[None, :]).ravel()
+                               for r0, r1, c0, c1 in windows])
+        if len(windows) > 1:  # windows may overlap: each pixel once, in order
+            flat = np.unique(flat)
+        counts = self.rng.poisson(self._buffer.ravel()[flat] + bg)
+        for r0, r1, c0, c1 in windows:
+            self._buffer[r0:r1, c0:c1] = 0.0
+        return SparseFrame(bg, flat, np.minimum(counts, self.saturation).astype(np.uint32))
+
+    def _rotations(self, eta, delta, nu, phi):
+        """Sample and detector rotations of an angle set (cached: rasters repeat it every frame)."""
+        key = tuple(round(float(v), 9) for v in (eta, delta, nu, phi))
+        cached = self._rot_cache.get(key)
+        if cached is None:
+            cached = (sample_rotation(eta, phi), detector_rotation(delta, nu))
+            self._rot_cache[key] = cached
+            while len(self._rot_cache) > self._q_cache_size:
+                self._rot_cache.popitem(last=False)
+        return cached
+
+    def _pixels(self, geo, comps, eta, delta, nu, phi):
+        """Detector pixel (row, col) of every component's Q and whether its peak reaches the Ewald sphere.
+
+        :meth:`Geometry.pixel_of_q` for all components at once (the same formulas).
+        """
+        q = np.array([c[1] for c in comps], dtype=float)
+        smax = np.array([max(c[2], c[3]) for c in comps])
+        r_lab, r_det = self._rotations(eta, delta, nu, phi)
+        k = geo.k
+        kf = q @ r_lab.T
+        kf[:, 0] += k
+        near = np.abs(np.linalg.norm(kf, axis=1) - k) <= self.n_sigma * smax
+        v = kf @ r_det  # r_det.T @ kf of each component: detector frame at zero angles
+        ahead = v[:, 0] > 0
+        scale = float(geo.distance_m) / np.where(ahead, v[:, 0], 1.0)
+        pr, pc = geo.pixel_size
+        rows = geo.cch[0] - v[:, 2] * scale / pr
+        cols = geo.cch[1] + v[:, 1] * scale / pc
+        return rows, cols, near & ahead
+
     @staticmethod
     def _aggregate(w, q, sigma_r, sigma_t):
         """Bin column Qs on a grid of half the smallest width; weighted means."""
@@ -257,36 +320,61 @@ class SXDMForwardModel:
         return tuple(round(float(v), 9) for v in (geo.energy_kev, eta, delta, nu, phi))
 
     def _add_signal(self, geo, x_um, y_um, eta, delta, nu, phi, exposure_s):
-        """Add expected peak counts into ``self._buffer``; returns the windows touched."""
+        """Add expected peak counts into ``self._buffer``; returns the windows touched.
+
+        Each component is evaluated in a window of ``n_sigma`` widths around the pixel
+        where it meets the Ewald sphere. Windows that overlap (the usual case: the
+        components of one crystal lie within a few widths of each other) are
+        evaluated together on their bounding box, one array operation for all.
+        """
         comps = self.components(x_um, y_um, eta)
         if not comps or self.peak_rate == 0:
             return []
-        scale = self.peak_rate * exposure_s
-        r_lab = sample_rotation(eta, phi)
-        k = geo.k
-        dq_pixel = k * self.pixel_m / self.distance_m
-        nrows, ncols = self.shape
-        windows = []
         self._pending_key = None
-        for w, qc, s_r, s_t in comps:
-            smax = max(s_r, s_t)
-            kf = r_lab @ qc + np.array([k, 0.0, 0.0])
-            if abs(np.linalg.norm(kf) - k) > self.n_sigma * smax:
-                continue  # Ewald sphere too far from this peak
-            try:
-                row, col, _ = geo.pixel_of_q(qc, eta, delta=delta, nu=nu, phi=phi)
-            except ValueError:
-                continue
-            half = int(np.ceil(self.n_sigma * smax / dq_pixel)) + 2
+        boxes, kept = self._windows(geo, comps, eta, delta, nu, phi)
+        if not kept:
+            return []
+        scale = self.peak_rate * exposure_s
+        r0, c0 = boxes[:, 0].min(), boxes[:, 2].min()
+        r1, c1 = boxes[:, 1].max(), boxes[:, 3].max()
+        area = np.prod(boxes[:, [1, 3]] - boxes[:, [0, 2]], axis=1).sum()
+        if len(kept) == 1 or (r1 - r0) * (c1 - c0) <= 2 * area:
+            groups = [((int(r0), int(r1), int(c0), int(c1)), kept)]
+        else:
+            groups = [(tuple(int(v) for v in box), [k]) for box, k in zip(boxes, kept)]
+        for (r0, r1, c0, c1), members in groups:
+            q = self._q_window(geo, eta, delta, nu, phi, r0, r1, c0, c1)  # (3, h, w)
+            self._buffer[r0:r1, c0:c1] += _peaks(q, [comps[k] for k in members], scale)
+        self._last_key = self._pending_key if self._pending_key is not None else self._last_key
+        return [box for box, _ in groups]
+
+    def _windows(self, geo, comps, eta, delta, nu, phi):
+        """Pixel windows ``(n, 4)`` (row0, row1, col0, col1) of the components that reach the detector,
+        and their indices in ``comps``."""
+        rows, cols, reach = self._pixels(geo, comps, eta, delta, nu, phi)
+        dq_pixel = geo.k * self.pixel_m / self.distance_m
+        nrows, ncols = self.shape
+        boxes, kept = [], []
+        for k, ((_, _, s_r, s_t), row, col, ok) in enumerate(zip(comps, rows, cols, reach)):
+            if not ok:
+                continue  # Ewald sphere too far from this peak, or scattered away from the detector
+            half = int(np.ceil(self.n_sigma * max(s_r, s_t) / dq_pixel)) + 2
             r0, r1 = max(0, int(row) - half), min(nrows, int(row) + half + 2)
             c0, c1 = max(0, int(col) - half), min(ncols, int(col) + half + 2)
-            if r1 <= r0 or c1 <= c0:
-                continue
-            dq = self._q_window(geo, eta, delta, nu, phi, r0, r1, c0, c1) - qc[:, None, None]
-            n = qc / np.linalg.norm(qc)
-            par = n[0] * dq[0] + n[1] * dq[1] + n[2] * dq[2]
-            perp2 = np.maximum(dq[0] ** 2 + dq[1] ** 2 + dq[2] ** 2 - par**2, 0.0)
-            self._buffer[r0:r1, c0:c1] += (scale * w) * np.exp(-0.5 * (par**2 / s_r**2 + perp2 / s_t**2))
-            windows.append((r0, r1, c0, c1))
-        self._last_key = self._pending_key if self._pending_key is not None else self._last_key
-        return windows
+            if r1 > r0 and c1 > c0:
+                boxes.append((r0, r1, c0, c1))
+                kept.append(k)
+        return np.array(boxes, dtype=np.int64).reshape(-1, 4), kept
+
+
+def _peaks(q, comps, scale):
+    """Sum of the components' Gaussian peaks (counts) at pixel Qs ``q`` (3, h, w), 1/Angstrom."""
+    w = np.array([c[0] for c in comps])[:, None, None]
+    qc = np.array([c[1] for c in comps])  # (n, 3)
+    s_r = np.array([c[2] for c in comps])[:, None, None]
+    s_t = np.array([c[3] for c in comps])[:, None, None]
+    n = qc / np.linalg.norm(qc, axis=1)[:, None]
+    dq = q[None] - qc[:, :, None, None]  # (n, 3, h, w)
+    par = np.einsum("nk,nkij->nij", n, dq)
+    perp2 = np.maximum(np.einsum("nkij,nkij->nij", dq, dq) - par**2, 0.0)
+    return (scale * w * np.exp(-0.5 * (par**2 / s_r**2 + perp2 / s_t**2))).sum(axis=0)
