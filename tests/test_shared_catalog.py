@@ -162,10 +162,7 @@ def test_writer_keeps_documents_while_the_catalog_is_lost(server_cfg, capfd):
     assert run.metadata["start"]["uid"] == uid
     assert run.metadata["stop"]["exit_status"] == "success"
     seq = list(run["primary"].base["internal"].read()["seq_num"])
-    assert sorted(set(seq)) == list(range(1, 9))  # every point of the scan reached the catalog
-    if len(seq) != 8:  # known: each row is stored once per server process that lived during the run
-        pytest.xfail(f"rows of a run written across a catalog-server restart are stored {len(seq) // 8} times "
-                     "(tiled DuckDB table; open)")
+    assert seq == list(range(1, 9))  # every point of the scan reached the catalog, once
 
 
 def test_a_server_whose_state_file_is_gone_exits(server_cfg):

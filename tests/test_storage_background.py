@@ -60,3 +60,79 @@ def test_writer_error_fails_the_run_and_the_next_run_writes_again():
     rec.docs.clear()
     RE(bp.count([det], 3))
     assert [n for n, _ in rec.docs] == ["start", "descriptor", "event", "event", "event", "stop"]
+
+
+# -- a catalog lost and found again: every event once, each with its own frame --------------------
+class Outage:
+    """Refuse every request of a catalog client (httpx.ConnectError) while ``down``."""
+
+    def __init__(self, client):
+        import httpx
+
+        http = client.context.http_client
+        send, self.down, self.refused = http.send, False, 0
+
+        def refusing(request, *args, **kwargs):
+            if self.down:
+                self.refused += 1
+                raise httpx.ConnectError("catalog down (test)", request=request)
+            return send(request, *args, **kwargs)
+
+        http.send = refusing
+
+
+@pytest.fixture()
+def embedded(tmp_path, monkeypatch):
+    import tiled.client.utils
+
+    from braggscope.core import storage
+    from braggscope.core.config import load_config
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 1)  # one try per request, no back-off
+    cfg = load_config()
+    cfg.set("storage.data_dir", str(tmp_path / "data"))
+    cfg.set("storage.catalog_server", "off")
+    cfg.set("detector.read_path", str(tmp_path / "det"))
+    return storage.open_catalog(cfg), tmp_path
+
+
+@pytest.mark.parametrize("lost_at", ["start", "descriptor", "event"])
+def test_a_run_written_across_an_outage_stores_each_event_once_with_its_frame(embedded, lost_at):
+    """The catalog stops answering at the run's start, its descriptor or its 2nd event, and answers
+    again after the run ended: every event is stored once (the descriptor, refused several times, was
+    routed again each time) and the catalog serves each event's own frame (frames encode the point)."""
+    import numpy as np
+
+    from braggscope.core.catalog_writer import CatalogWriter
+    from braggscope.simulators.inprocess import HDF5ImageDetector
+
+    client, tmp = embedded
+    outage = Outage(client)
+    n = [0]
+
+    def render():
+        n[0] += 1
+        return np.full((4, 5), n[0], dtype=np.uint32)
+
+    det = HDF5ImageDetector(render=render, write_dir=tmp / "det", shape=(4, 5))
+    RE = RunEngine()
+    writer = BackgroundWriter(CatalogWriter(client, batch_size=1), spool_dir=tmp / "spool", retry_s=0.05)
+    RE.subscribe(lambda name, doc: setattr(outage, "down", True) if name == lost_at and (
+        name != "event" or doc["seq_num"] == 2) else None)
+    RE.subscribe(writer)
+    (uid,) = RE(bp.count([det], 6, delay=0.05))
+    time.sleep(0.3)  # several deliveries refused
+    assert outage.refused >= 3
+    outage.down = False
+    deadline = time.monotonic() + 60
+    while list((tmp / "spool").glob("*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.flush()
+    assert not list((tmp / "spool").glob("*.jsonl")), "the kept documents were not delivered"
+    run = client[uid]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    table = run["primary"].base["internal"].read()
+    assert list(table["seq_num"]) == [1, 2, 3, 4, 5, 6]
+    frames = np.asarray(run["primary"]["mpx1x4_image"].read())
+    assert frames.shape == (6, 4, 5)
+    np.testing.assert_array_equal(frames[:, 0, 0], [1, 2, 3, 4, 5, 6])

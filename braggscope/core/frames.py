@@ -181,7 +181,7 @@ def event_frames(run, *, field: str = "mpx1x4_image", stream: str = "primary"):
     ValueError
         When events and frames cannot be paired one to one (:class:`FramePairing`).
     """
-    from braggscope.core.storage import _lazy_frames
+    from braggscope.core.stacks import _lazy_frames  # stacks imports this module: a late import
 
     events = run[stream]
     return _lazy_frames(events[field], stream=events, field=field)

@@ -1,0 +1,211 @@
+"""A ``TiledWriter`` that survives a lost catalog and gives every event its own frame.
+
+:class:`CatalogWriter` is bluesky-tiled-plugins' ``TiledWriter`` with three changes:
+
+* **Documents delivered again write once.** While the catalog server is
+  unreachable, ``core.background_writer`` keeps the documents and delivers
+  them again later. The stock ``RunRouter`` appends a run's callbacks to a
+  descriptor's list each time that descriptor is routed, so a descriptor
+  whose first write failed made every later event be written once per
+  attempt (a run written across a server restart had its table rows two or
+  three times); a ``start`` routed again was refused ("received the same
+  'start' document twice"); and an event whose table write failed lost the
+  reference to its detector frame (the normaliser stopped before it). Here a
+  retried document reaches the run's writer once, and a failed ``stop`` is
+  rolled back so that its retry does not count frames twice.
+* **Each event's frame, not the file's first n.** An interrupted exposure
+  leaves a frame in the detector file that no event names; the stock HDF5
+  consolidator serves the file's first n frames regardless of the datums'
+  frame numbers. :class:`IndexedHDF5Consolidator` records the frame index of
+  every event (the datum's ``point_number``) and, when they are not simply
+  0..n-1, gives the catalog's HDF5 adapter that list as its ``slice``: any
+  Tiled reader of the run (a remote server's included) gets event i's own
+  frame at row i.
+* **Who wrote the run.** The start document stored in the catalog carries
+  ``braggscope_writer`` (host, pid and the process's start time), so a run
+  left open by a writer that was killed can be recognised and closed
+  (``core.recovery``).
+
+Bottom layer: imports no wing. Imported lazily (bluesky-tiled-plugins is heavy).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+
+from bluesky_tiled_plugins.writing import consolidators as _consolidators
+from bluesky_tiled_plugins.writing.consolidators import HDF5Consolidator
+from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, TiledWriter, _RunWriter
+from event_model import RunRouter
+
+__all__ = ["CatalogWriter", "IndexedHDF5Consolidator", "process_start_ticks", "writer_identity"]
+
+#: Start-document key naming the process that wrote the run (``core.recovery`` reads it).
+WRITER_KEY = "braggscope_writer"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``); None where unknown.
+
+    With the pid it names one process for the life of the machine: a pid reused
+    by another program has another start time.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def writer_identity() -> dict:
+    """``{"host", "pid", "start_ticks"}`` of this process."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}
+
+
+def _with_writer(doc: dict) -> dict:
+    """The start document as stored in the catalog: with ``braggscope_writer``."""
+    return dict(doc, **{WRITER_KEY: writer_identity()}) if WRITER_KEY not in doc else doc
+
+
+def _one_frame_per_point(doc: dict) -> dict:
+    """Drop ``frame_per_point == 1`` from AD_HDF5 resources.
+
+    With it the catalog advertises ``(N, 1, rows, cols)``, a different rank
+    from the file's ``(N, rows, cols)``, and Tiled then refuses to read a run
+    whose detector file holds one frame more than the events (an abort or a
+    failure between the detector's write and the event).
+    """
+    kwargs = doc.get("resource_kwargs") or {}
+    if kwargs.get("frame_per_point") == 1:
+        doc = dict(doc, resource_kwargs={k: v for k, v in kwargs.items() if k != "frame_per_point"})
+    return doc
+
+
+class IndexedHDF5Consolidator(HDF5Consolidator):
+    """The HDF5 consolidator, serving each event's own frame of the file.
+
+    Rows are the events' frames in event order: row i is the file frame the
+    i-th datum names (its ``indices``, from the datum's ``point_number``).
+    When these are 0, 1, ..., n-1 nothing changes; otherwise the data source
+    gets ``slice = [i0, i1, ...]`` (Tiled's HDF5 adapter indexes the file's
+    dataset with it). A dataset spread over several files keeps the stock
+    behaviour (frame numbers restart in each file).
+    """
+
+    def __init__(self, stream_resource, descriptor):
+        super().__init__(stream_resource, descriptor)
+        self.frame_index: list[int] = []
+
+    def consume_stream_datum(self, doc):
+        self.frame_index.extend(range(doc["indices"]["start"], doc["indices"]["stop"]))
+        return super().consume_stream_datum(doc)
+
+    def adapter_parameters(self) -> dict:
+        params = super().adapter_parameters()
+        indexed = self.frame_index != list(range(len(self.frame_index)))
+        if indexed and len(self.assets) == 1 and "slice" not in params:
+            params["slice"] = list(self.frame_index)
+        return params
+
+    def state(self) -> tuple:
+        return self._num_rows, dict(self._seqnums_to_indices_map), list(self.frame_index)
+
+    def restore(self, state) -> None:
+        self._num_rows, self._seqnums_to_indices_map, self.frame_index = state[0], dict(state[1]), list(state[2])
+
+
+def _register_consolidator() -> None:
+    """Use :class:`IndexedHDF5Consolidator` for HDF5 resources (the registry is the library's extension point)."""
+    _consolidators.CONSOLIDATOR_REGISTRY["application/x-hdf5"] = IndexedHDF5Consolidator
+
+
+class _RetrySafeRouter(RunRouter):
+    """A RunRouter to which a document whose write failed can be routed again."""
+
+    def start(self, start_doc):
+        try:
+            with warnings.catch_warnings():  # event-model warns about a factory forwarding 'start'; not ours
+                warnings.filterwarnings("ignore", message="The callback .* raised", category=UserWarning)
+                super().start(start_doc)
+        except Exception:  # forget the half-opened run: routed again, it starts afresh
+            uid = start_doc["uid"]
+            for table in (self._start_to_start_doc, self._fillers, self._factory_cbs_by_start, self._subfactories):
+                table.pop(uid, None)
+            raise
+
+    def descriptor(self, descriptor_doc):
+        uid = descriptor_doc["uid"]
+        if uid in self._descriptor_to_start:  # routed before: its callbacks are listed already
+            for callback in self._factory_cbs_by_descriptor[uid]:
+                callback("descriptor", descriptor_doc)
+            return
+        super().descriptor(descriptor_doc)
+
+
+class _RetrySafeNormalizer(RunNormalizer):
+    """RunNormalizer that converts an event's datums even when the event's table write failed.
+
+    The row stays in the run writer's buffer (written with the next write); the
+    error is raised once the frame references are registered too.
+    """
+
+    _deferred = None
+
+    def event(self, doc):
+        self._deferred = None
+        super().event(doc)
+        error, self._deferred = self._deferred, None
+        if error is not None:
+            raise error
+
+    def emit(self, name, doc):
+        if name != "event":
+            return super().emit(name, doc)
+        try:
+            super().emit(name, doc)
+        except Exception as exc:  # noqa: BLE001 - raised by event() after the datums
+            self._deferred = exc
+
+
+class _RetrySafeRunWriter(_RunWriter):
+    """A run writer whose ``stop`` can be retried after a failure without counting frames twice."""
+
+    def stop(self, doc):
+        consolidators = {id(c): c for c in self._consolidators.values()}
+        saved = {key: c.state() for key, c in consolidators.items() if hasattr(c, "state")}
+        try:
+            super().stop(doc)
+        except Exception:
+            for key, c in {id(c): c for c in self._consolidators.values()}.items():
+                if key in saved:
+                    c.restore(saved[key])
+                elif hasattr(c, "restore"):  # created during this stop: back to empty
+                    c.restore((0, {}, []))
+            raise
+
+
+class CatalogWriter(TiledWriter):
+    """``TiledWriter`` for braggscope's catalogs (see the module docstring).
+
+    Parameters
+    ----------
+    client : tiled client
+    batch_size : int
+        Events buffered before a write.
+    """
+
+    def __init__(self, client, *, batch_size: int = 50):
+        _register_consolidator()
+        super().__init__(client, normalizer=_RetrySafeNormalizer, batch_size=int(batch_size),
+                         patches={"start": _with_writer, "resource": _one_frame_per_point})
+        self._run_router = _RetrySafeRouter([self._factory])
+
+    def _factory(self, name, doc):
+        run_writer = _RetrySafeRunWriter(self.client, batch_size=self._batch_size,
+                                         max_array_size=self._max_array_size, validate=self._validate,
+                                         ignore_errors=self.ignore_errors)
+        normalizer = self._normalizer(patches=self.patches, spec_to_mimetype=self.spec_to_mimetype)
+        normalizer.subscribe(run_writer)
+        return [normalizer], []
