@@ -22,7 +22,8 @@ from braggscope.core.eccentricity import EccentricityModel, fit_eccentricity
 from braggscope.core.errors import ArgumentError
 
 from ._common import available_fields, check_angles, check_fields, check_number, check_range, eccentricity_model
-from .sxdm import sxdm_map, sxdm_points
+from .calibration_maps import crystal_position, locate_crystal, map_total_variation, mosaic_fraction, signal_kind
+from .sxdm import sxdm_map
 
 __all__ = ["calibrate_eccentricity", "CalibrationResult", "crystal_position", "map_total_variation", "mosaic_fraction",
            "plot_calibration", "signal_kind", "store_eccentricity", "LOCATE_METHODS"]
@@ -152,23 +153,9 @@ def calibrate_eccentricity(
     braggscope.plans.sxdm_map, braggscope.core.eccentricity.fit_eccentricity,
     braggscope.core.calibration.judge_calibration, mosaic_fraction
     """
-    etas = check_angles("etas", etas)
+    etas, x_range, y_range, map_pixel_um, map_etas = _check_arguments(
+        detectors, x_range, y_range, etas, quadratic, threshold, locate, map_pixel_um, map_etas, cfg, config_path)
     need = 3 if quadratic else 2
-    if len(set(etas)) < need:
-        raise ArgumentError(f"etas must hold at least {need} distinct angles, got {etas!r}")
-    x_range, y_range = check_range("x_range", x_range), check_range("y_range", y_range)
-    if x_range[2] < 3 or y_range[2] < 3:
-        raise ArgumentError("x_range and y_range need num >= 3 to locate the crystal")
-    if locate not in LOCATE_METHODS:
-        raise ArgumentError(f"locate must be one of {LOCATE_METHODS}, got {locate!r}")
-    if not 0 <= threshold < 1:
-        raise ArgumentError(f"threshold must be in [0, 1), got {threshold!r}")
-    map_pixel_um = check_number("map_pixel_um", map_pixel_um, positive=True, optional=True)
-    map_etas = check_angles("map_etas", map_etas) if map_etas is not None else None
-    if config_path is not None and cfg is None:
-        raise ArgumentError("config_path needs cfg (the configuration to update)")
-    if not detectors:
-        raise ArgumentError("detectors must name at least one detector")
     start_model = eccentricity_model(initial, "initial")
     fallback = start_model if initial is not None else (
         eccentricity_model(cfg.get("eccentricity"), "cfg [eccentricity]") if cfg is not None else None)
@@ -196,7 +183,7 @@ def calibrate_eccentricity(
     if len(values) != n_eta * ny * nx:
         raise RuntimeError(f"calibration collected {len(values)} of {n_eta * ny * nx} points")
     maps = np.asarray(values).reshape(n_eta, ny, nx)
-    found, xs, ys = _locate(maps, x_range, y_range, etas, start_model, threshold=threshold, need=need,
+    found, xs, ys = locate_crystal(maps, x_range, y_range, etas, start_model, threshold=threshold, need=need,
                             locate=locate)
     eta_found = [etas[i] for i in found]
     fitted = fit_eccentricity(eta_found, xs, ys, quadratic=quadratic)
@@ -213,6 +200,29 @@ def calibrate_eccentricity(
     if figure_path is not None:
         plot_calibration(result, figure_path)
     return result
+
+
+def _check_arguments(detectors, x_range, y_range, etas, quadratic, threshold, locate, map_pixel_um, map_etas, cfg,
+                     config_path):
+    """``calibrate_eccentricity``'s arguments checked (ArgumentError naming the bad one), normalised."""
+    etas = check_angles("etas", etas)
+    need = 3 if quadratic else 2
+    if len(set(etas)) < need:
+        raise ArgumentError(f"etas must hold at least {need} distinct angles, got {etas!r}")
+    x_range, y_range = check_range("x_range", x_range), check_range("y_range", y_range)
+    if x_range[2] < 3 or y_range[2] < 3:
+        raise ArgumentError("x_range and y_range need num >= 3 to locate the crystal")
+    if locate not in LOCATE_METHODS:
+        raise ArgumentError(f"locate must be one of {LOCATE_METHODS}, got {locate!r}")
+    if not 0 <= threshold < 1:
+        raise ArgumentError(f"threshold must be in [0, 1), got {threshold!r}")
+    map_pixel_um = check_number("map_pixel_um", map_pixel_um, positive=True, optional=True)
+    map_etas = check_angles("map_etas", map_etas) if map_etas is not None else None
+    if config_path is not None and cfg is None:
+        raise ArgumentError("config_path needs cfg (the configuration to update)")
+    if not detectors:
+        raise ArgumentError("detectors must name at least one detector")
+    return etas, x_range, y_range, map_pixel_um, map_etas
 
 
 def _fly_maps(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, model, dwell_s, md, values):
@@ -256,170 +266,6 @@ def _intensity_field(detectors, intensity_field) -> str:
     if not totals:
         raise ArgumentError(f"no intensity field ending in 'total' among {known}; pass intensity_field")
     return totals[0]
-
-
-def _locate(maps, x_range, y_range, etas, start_model, *, threshold, need, locate):
-    """Angles (indices) where the crystal is seen and its positions (um) there."""
-    n_eta = len(etas)
-    _, y_pts, x_pts = sxdm_points(x_range, y_range, etas, eccentricity=start_model, snake=False)
-    x_pts, y_pts = x_pts.reshape(maps.shape), y_pts.reshape(maps.shape)
-    found, xs, ys, first_error = [], [], [], None
-    for i in range(n_eta):
-        try:
-            x, y = crystal_position(maps[i], x_pts[i], y_pts[i], threshold=threshold)
-        except ValueError as exc:  # no signal at this angle (rocking-curve tail)
-            first_error = first_error or exc
-            continue
-        found.append(i)
-        xs.append(x)
-        ys.append(y)
-    if len(found) < need:
-        raise ValueError(f"crystal located at {len(found)} of {n_eta} angles (need {need}): {first_error}")
-    found, xs, ys = np.asarray(found), np.asarray(xs), np.asarray(ys)
-    if locate == "register":
-        offsets = np.stack([x_pts[found, 0, 0] - x_range[0], y_pts[found, 0, 0] - y_range[0]], axis=1)
-        xs, ys = _registered_positions(maps[found], x_range, y_range, xs, ys, offsets)
-    return found, xs, ys
-
-
-def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=5.0) -> tuple[float, float]:
-    """Centre of mass (um) of one map's background-subtracted intensity.
-
-    The background is the map's median (the crystal covers a minority of a
-    coarse map); values below ``threshold`` x the maximum are ignored. The
-    peak must exceed ``significance`` x the background noise (the larger of
-    the map's robust spread and Poisson noise on the median).
-
-    The crystal should diffract as a whole at the angle (a compact crystal
-    near its Bragg angle): in a mosaic or strained crystal different regions
-    light up at different eta, which moves the centre of mass as well.
-
-    Raises
-    ------
-    ValueError
-        When the map holds no signal above background (crystal not found).
-    """
-    intensity = np.asarray(intensity, dtype=float)
-    background = np.median(intensity)
-    w = intensity - background
-    peak = w.max()
-    # noise of the background: robust spread of the map, at least Poisson on the median
-    noise = max(1.4826 * np.median(np.abs(w)), np.sqrt(max(background, 1.0)))
-    if not peak > significance * noise:
-        raise ValueError(f"no intensity above background (peak {peak:.3g} < {significance} x noise {noise:.3g}): "
-                         "the crystal is not inside the coarse map")
-    w = np.where(w >= threshold * peak, w, 0.0)
-    return float((w * x_um).sum() / w.sum()), float((w * y_um).sum() / w.sum())
-
-
-def mosaic_fraction(maps, etas, *, threshold=0.2) -> float:
-    """Share of the rocking-curve variance that comes from the map position.
-
-    For each map pixel the rocking curve (background-subtracted intensity
-    against eta) has a centroid and a width; by the law of total variance the
-    variance of the whole crystal's rocking curve is the mean per-pixel
-    variance plus the variance of the per-pixel centroids. This returns the
-    second part's share, in [0, 1]: ~0 when the whole crystal diffracts
-    together (a compact crystal: the located position is where the crystal
-    is), near 1 when different regions diffract at different eta (a mosaic
-    or bent crystal: the located position is where the diffracting region is,
-    which moves across the crystal with eta).
-
-    Parameters
-    ----------
-    maps : array_like, shape (n_eta, ny, nx)
-        Integrated intensity per map pixel at each angle.
-    etas : array_like, shape (n_eta,)
-        Angles (deg).
-    threshold : float
-        Pixels whose eta-summed intensity is below ``threshold`` x the
-        maximum are left out.
-
-    Returns
-    -------
-    float
-        NaN when fewer than 2 angles hold signal.
-    """
-    maps = np.asarray(maps, dtype=float)
-    eta = np.asarray(etas, dtype=float)
-    if maps.ndim != 3 or eta.shape != maps.shape[:1]:
-        raise ValueError(f"maps must be (n_eta, ny, nx) with n_eta = len(etas), got {maps.shape} and {eta.shape}")
-    w = np.clip(maps - np.median(maps, axis=(1, 2), keepdims=True), 0.0, None)
-    if not w.max() > 0:
-        return float("nan")
-    w = np.where(w >= 0.05 * w.max(), w, 0.0)  # drop the background's noise
-    total = w.sum(axis=0)
-    keep = total >= threshold * total.max()
-    w, total = w[:, keep], total[keep]
-    if np.count_nonzero(w.sum(axis=1)) < 2:
-        return float("nan")
-    centre = (w * eta[:, None]).sum(axis=0) / total
-    within = float((w * (eta[:, None] - centre) ** 2).sum())
-    curve = w.sum(axis=1)
-    mean = (curve * eta).sum() / curve.sum()
-    overall = float((curve * (eta - mean) ** 2).sum())
-    return float(np.clip(1.0 - within / overall, 0.0, 1.0)) if overall > 0 else 0.0
-
-
-def signal_kind(detectors, field: str) -> str:
-    """``"fluorescence"`` if the detector reading ``field`` is Bragg-independent, else ``"diffraction"``.
-
-    A detector declares a signal that does not depend on the Bragg condition
-    with the class attribute ``bragg_independent = True``
-    (:class:`braggscope.devices.fluorescence.FluorescenceDetector`, the
-    in-process :class:`braggscope.simulators.inprocess.CountingDetector`); its
-    fields start with its name (``xrf_counts``).
-    """
-    for det in detectors:
-        name = getattr(det, "name", "")
-        if name and (field == name or field.startswith(name + "_")):
-            return "fluorescence" if getattr(det, "bragg_independent", False) else "diffraction"
-    return "diffraction"
-
-
-def map_total_variation(maps) -> float:
-    """Relative spread (std / mean) of the maps' background-subtracted totals.
-
-    A Bragg-independent signal (fluorescence) of a particle inside every map
-    gives the same total at every angle up to Poisson noise and the point
-    sampling of its edges (< 0.1); a diffraction signal follows the rocking
-    curve (order 1). The
-    background is each map's median, as in :func:`crystal_position`.
-
-    Parameters
-    ----------
-    maps : array_like, shape (n, ny, nx)
-
-    Returns
-    -------
-    float
-        NaN when the totals' mean is not positive.
-    """
-    maps = np.asarray(maps, dtype=float)
-    if maps.ndim != 3 or maps.shape[0] < 1:
-        raise ValueError(f"maps must be (n, ny, nx) with n >= 1, got shape {maps.shape}")
-    totals = np.clip(maps - np.median(maps, axis=(1, 2), keepdims=True), 0.0, None).sum(axis=(1, 2))
-    mean = totals.mean()
-    return float(totals.std() / mean) if mean > 0 else float("nan")
-
-
-def _registered_positions(maps, x_range, y_range, x_com, y_com, offsets):
-    """Piezo positions (um) of the crystal by chained registration of the maps.
-
-    ``x_com, y_com``: centres of mass (piezo frame) of each map, the strongest
-    of which anchors the chain; ``offsets`` (n, 2): the (x, y) correction by
-    which each map's raster was shifted.
-    """
-    from braggscope.analysis.sxdm.drift import register_drift
-
-    step_x = (x_range[1] - x_range[0]) / (x_range[2] - 1)
-    step_y = (y_range[1] - y_range[0]) / (y_range[2] - 1)
-    shifts = register_drift(maps, upsample=20, reference="consecutive", normalization=None, min_signal=0.0)
-    a = int(np.argmax((maps - np.median(maps, axis=(1, 2), keepdims=True)).max(axis=(1, 2))))
-    # shifts are relative to map a; a map's content sits at -shift (pixels) from map a's
-    x = x_com[a] - offsets[a, 0] - shifts[:, 1] * step_x + offsets[:, 0]
-    y = y_com[a] - offsets[a, 1] - shifts[:, 0] * step_y + offsets[:, 1]
-    return x, y
 
 
 def store_eccentricity(cfg, model: EccentricityModel, path=None):
