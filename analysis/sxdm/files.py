@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 
 from braggscope.analysis.nexus import read_nxdata_groups, read_parameters, set_default, write_nxdata, write_parameters
-from braggscope.core.atomic import atomic_path
+from braggscope.core.atomic import atomic_hdf5
 
 __all__ = ["save_maps", "load_maps"]
 
@@ -49,7 +49,7 @@ def save_maps(maps, path) -> Path:
     if path.exists() and path.is_dir():
         raise ValueError(f"path {path} is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_hdf5(path) as f:
         f.attrs["creator"] = "braggscope"
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"

@@ -7,6 +7,13 @@ returned without an exception renames it into place. A crash, a full disk or
 Ctrl-C leaves the previous file (or none) and no temporary file. The final
 file gets the permissions the user's umask gives a new file (``mkstemp``
 would give 0600).
+
+A write that fails on the disk (full, quota, read-only) is raised as an
+``OSError`` with its ``errno`` and the *final* file name (not the temporary
+one), which the command line reports on one line. HDF5 files go through
+:func:`atomic_hdf5`: they are built in memory and written with plain file
+I/O, because the HDF5 library is left unusable (and crashes the process) by
+a write that fails on a full disk.
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_outputs", "staged_directory", "umask_mode"]
+__all__ = ["atomic_path", "atomic_outputs", "atomic_hdf5", "hdf5_in_memory", "staged_directory", "umask_mode"]
 
 
 def umask_mode(mode: int = 0o666) -> int:
@@ -59,9 +67,10 @@ def atomic_path(path: str | os.PathLike):
         yield tmp
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        _raise_naming(exc, path, tmp)
         raise
 
 
@@ -84,10 +93,13 @@ def atomic_outputs(*paths: str | os.PathLike):
         for tmp, final in zip(temps, finals):
             os.chmod(tmp, mode)
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        if getattr(exc, "filename", None) is not None:  # which output failed is known only by its name
+            for tmp, final in zip(temps, finals):
+                _raise_naming(exc, final, tmp)
         raise
 
 
@@ -119,5 +131,68 @@ def staged_directory(target: str | os.PathLike):
             return
         for item in sorted(stage.iterdir()):
             os.replace(item, target / item.name)
+    except OSError as exc:
+        _raise_naming(exc, target, stage)
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def hdf5_in_memory(path: str | os.PathLike):
+    """An ``h5py.File`` built in memory, written to ``path`` with plain file I/O on success.
+
+    The HDF5 library never touches the disk, so a full disk is an ordinary
+    ``OSError`` of the final write (a failed HDF5 write leaves the library
+    unusable and crashes the process at exit). Memory: the file's size, once
+    (plus one copy while it is written).
+    """
+    import h5py
+
+    f = h5py.File(f"braggscope-memory-{uuid.uuid4().hex}", "w", driver="core", backing_store=False)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    try:
+        with open(path, "wb") as out:
+            out.write(image)
+    except OSError as exc:
+        if exc.filename is None and exc.errno:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+@contextlib.contextmanager
+def atomic_hdf5(path: str | os.PathLike):
+    """An ``h5py.File`` to fill that appears at ``path`` complete or not at all (see :func:`hdf5_in_memory`).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, h5py
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_hdf5(d / "a.h5") as f:
+    ...     f["x"] = 3
+    >>> int(h5py.File(d / "a.h5", "r")["x"][()])
+    3
+    """
+    with atomic_path(path) as tmp, hdf5_in_memory(tmp) as f:
+        yield f
+
+
+def _raise_naming(exc: BaseException, final: Path, temp: Path) -> None:
+    """Re-raise an ``OSError`` of a write to ``temp`` (or a file in it) naming ``final`` instead.
+
+    A write error without a file name (``write`` on an open file) names ``final``.
+    """
+    if not isinstance(exc, OSError) or not exc.errno:
+        return
+    name = exc.filename
+    if name is None:
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(final)) from exc
+    name = Path(os.fsdecode(name))
+    if name == temp or temp in name.parents:
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno),
+                      str(final / name.relative_to(temp) if name != temp else final)) from exc
