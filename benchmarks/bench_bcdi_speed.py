@@ -12,9 +12,14 @@
    handling); and how well each run-selection metric (sharpness, mean_to_max,
    Poisson LLK, chi2) ranks the runs of one data set by their true phase error.
 
-3. Optionally, cohere-core's numpy back-end per iteration at the same size
-   (when ``cohere_core`` imports, or from ``--cohere-path`` an unpacked wheel),
-   and the extra cost of braggscope's partially coherent modulus projection.
+3. The cost of a refresh of the partial-coherence model's effective
+   amplitudes (every ``Recipe.coherence_refresh`` iterations), and the whole
+   default recipe per iteration (shrink-wrap, coherence fits and refreshes,
+   masked projections; set-up excluded) on the realistic gapped data beside
+   its own floor, with the refresh every 4 iterations (default) and every
+   iteration; goal <= 1.5x. Optionally, cohere-core's numpy back-end per
+   iteration at the same size (when ``cohere_core`` imports, or from
+   ``--cohere-path`` an unpacked wheel).
 4. Reconstruction quality beside cohere-core, in the same run on the same data
    (printed first): a realistic simulated measurement
    (``tests/test_bcdi_quality.py: realistic_measurement``: braggscope's BCDI
@@ -33,12 +38,14 @@
    partial-coherence blur; ``s`` the least-squares scale), each code's own
    reported error, the agreement between the two starts (``|<a, b>| / (|a|
    |b|)`` after registration and twin handling), the agreement of each start
-   with the simulator's true object, and the milliseconds per iteration; with
+   with the simulator's true object, and the milliseconds per iteration (the
+   whole call over its iterations) over the FFT-pair floor measured just
+   before (wall and process CPU); with
    the error of the true object (coherent model) and of the noise-free
    partially coherent intensity (the Poisson floor) as references.
 
 Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick] [--photons 1e6]
-[--quality-only] [--no-success] [--variants cube,gapped|none] [--cohere-path DIR]``. About 3 minutes
+[--quality-only] [--no-success] [--no-recipe] [--variants cube,gapped|none] [--cohere-path DIR]``. About 3 minutes
 at 64^3 with ``--quick --quality-only`` on two quiet cores; at 128^3 most of the time goes to
 cohere-core (about 0.5-1 s per iteration on two cores: 10-20 minutes per data set).
 """

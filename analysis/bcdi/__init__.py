@@ -2,7 +2,11 @@
 
 The stable entry point is :func:`phase_retrieval`; see the modules for the
 steps (``preprocess``: from frames to a centred, cropped intensity;
-``phasing``: the iterative algorithms; ``backend``: numpy/CuPy; ``orthogonal``:
+``phasing``: the driver of the iterative algorithms, with ``recipe`` (the
+schedule), ``iterations`` (one random start), ``projections`` (the
+elementwise ER/HIO/RAAR steps), ``support`` (autocorrelation support,
+shrink-wrap), ``coherence`` (partial coherence) and ``runs`` (metrics,
+alignment, modes); ``backend``: numpy/CuPy; ``orthogonal``:
 detector to sample frame; ``strain``: displacement and strain; ``files``:
 CXI, VTK, npz; ``figures``; ``metrics``: PRTF and FSC; ``result``: the labelled
 ``xarray`` result; ``pipeline``: the whole chain; ``cli``: ``braggscope
