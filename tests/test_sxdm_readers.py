@@ -172,6 +172,16 @@ def test_missing_external_entry_raises(tmp_path, truth):
         read_xsocs(path)
 
 
+def _bliss_with_image(path, truth, scan, change):
+    """A BLISS file whose scan ``scan`` holds ``change(frames)`` instead of its frames."""
+    write_bliss(str(path), truth, vds=False)
+    with h5py.File(path, "a") as f:
+        img = f[f"{scan}/instrument/mpx1x4/image"][()]
+        del f[f"{scan}/instrument/mpx1x4/image"]
+        f[f"{scan}/instrument/mpx1x4/image"] = change(img)
+    return path
+
+
 def test_inconsistent_files_raise_clear_errors(tmp_path, truth):
     # truncated file
     good = tmp_path / "good.h5"
@@ -182,21 +192,11 @@ def test_inconsistent_files_raise_clear_errors(tmp_path, truth):
     with pytest.raises(ValueError, match="trunc.h5"):
         read_bliss(bad)
     # fewer frames than positions
-    short = tmp_path / "short.h5"
-    write_bliss(str(short), truth, vds=False)
-    with h5py.File(short, "a") as f:
-        img = f["2.1/instrument/mpx1x4/image"][()]
-        del f["2.1/instrument/mpx1x4/image"]
-        f["2.1/instrument/mpx1x4/image"] = img[:-3]
+    short = _bliss_with_image(tmp_path / "short.h5", truth, "2.1", lambda img: img[:-3])
     with pytest.raises(ValueError, match=r"short.h5.*2\.1.*45 frames"):
         read_bliss(short)
     # frames of another shape in one scan
-    odd = tmp_path / "odd.h5"
-    write_bliss(str(odd), truth, vds=False)
-    with h5py.File(odd, "a") as f:
-        img = f["3.1/instrument/mpx1x4/image"][()]
-        del f["3.1/instrument/mpx1x4/image"]
-        f["3.1/instrument/mpx1x4/image"] = img[:, :32, :]
+    odd = _bliss_with_image(tmp_path / "odd.h5", truth, "3.1", lambda img: img[:, :32, :])
     with pytest.raises(ValueError, match="odd.h5.*frames are"):
         read_bliss(odd)
     # missing angle

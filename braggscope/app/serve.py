@@ -41,6 +41,7 @@ from braggscope.app.serve_processes import (connect_host, console_script, http_s
                                              write_private)
 from braggscope.core.processes import command_line as _command_line
 from braggscope.core.processes import pid_alive as _pid_alive
+from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.core.errors import ConfigError, UserError
 
 __all__ = ["add_parser", "start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
@@ -233,24 +234,22 @@ def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
         raise UserError(f"{name}: port {port} on {host} is already in use by another program "
                         f"(choose another port in [serve])")
     log_path = paths["root"] / f"{name}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                                   cwd=paths["root"])
-    _CHILDREN.append(process)
-    entry = {"pid": process.pid, "command": command, "marker": marker, "port": port, "host": host,
-             "log": str(log_path), "started": time.time()}
-    start = time.monotonic()
-    while not (port_answers(host, port) if port is not None else time.monotonic() - start > 2.0):
-        if process.poll() is not None:
-            break
-        if time.monotonic() - start > timeout:
-            terminate_group(process.pid, 5.0)
-            raise UserError(f"{name} did not answer on {host}:{port} within {timeout} s; see {log_path}")
-        time.sleep(0.2)
-    if process.poll() is not None:
-        raise UserError(f"{name} exited with code {process.returncode} during start-up; see {log_path}")
-    return entry
+    start, launched = time.monotonic(), time.time()
+
+    def ready(process):
+        if port is not None:
+            return port_answers(host, port)
+        return time.monotonic() - start > 2.0 and process.poll() is None
+
+    try:
+        process, _ = spawn_detached(command, log_path, ready, timeout, env={**os.environ, **env}, cwd=paths["root"],
+                                    started=_CHILDREN.append, stop=lambda p: terminate_group(p.pid, 5.0), poll_s=0.2)
+    except SpawnExited as exc:
+        raise UserError(f"{name} exited with code {exc.process.returncode} during start-up; see {log_path}") from None
+    except SpawnTimeout:
+        raise UserError(f"{name} did not answer on {host}:{port} within {timeout} s; see {log_path}") from None
+    return {"pid": process.pid, "command": command, "marker": marker, "port": port, "host": host,
+            "log": str(log_path), "started": launched}
 
 
 def _open_environment(cfg, timeout):

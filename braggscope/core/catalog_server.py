@@ -30,7 +30,6 @@ import fcntl
 import json
 import os
 import secrets
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +39,7 @@ from braggscope.core.processes import command_line as _command_line
 from braggscope.core.processes import free_port
 from braggscope.core.processes import pid_alive as _pid_alive
 from braggscope.core.processes import port_answers as _port_answers
+from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.core.processes import terminate as _terminate
 from braggscope.core.errors import ServerUnreachableError, UserError
 
@@ -150,24 +150,23 @@ def ensure_server(cfg, *, readable_paths=(), timeout: float = START_TIMEOUT_S, e
             Path(path).expanduser().mkdir(parents=True, exist_ok=True)  # as the embedded catalog does
             command += ["--read", str(Path(path).expanduser())]
         paths["state"].unlink(missing_ok=True)
-        with open(paths["log"], "ab") as log:
-            process = subprocess.Popen(command, env={**os.environ, "BRAGGSCOPE_CATALOG_KEY": key},
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, close_fds=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ServerUnreachableError(f"the local catalog server exited with code {process.returncode} "
-                                             f"during start-up; see {paths['log']}")
+
+        def ready(process):
             state, _ = server_status(cfg)
-            if state is not None and state["pid"] == process.pid:
-                echo(f"catalog: started the local catalog server on 127.0.0.1:{port} (pid {process.pid}; "
-                     f"braggscope catalog stop)")
-                return state["uri"], key
-            time.sleep(0.1)
-        _terminate(process.pid, process)
-        raise ServerUnreachableError(f"the local catalog server did not answer within {timeout:g} s; "
-                                     f"see {paths['log']}")
+            return state if state is not None and state["pid"] == process.pid else None
+
+        try:
+            process, state = spawn_detached(command, paths["log"], ready, timeout, poll_s=0.1,
+                                            env={**os.environ, "BRAGGSCOPE_CATALOG_KEY": key})
+        except SpawnExited as exc:
+            raise ServerUnreachableError(f"the local catalog server exited with code {exc.process.returncode} "
+                                         f"during start-up; see {paths['log']}") from None
+        except SpawnTimeout:
+            raise ServerUnreachableError(f"the local catalog server did not answer within {timeout:g} s; "
+                                         f"see {paths['log']}") from None
+        echo(f"catalog: started the local catalog server on 127.0.0.1:{port} (pid {process.pid}; "
+             f"braggscope catalog stop)")
+        return state["uri"], key
 
 
 def _previous_port(path: Path) -> int | None:

@@ -149,3 +149,26 @@ def test_spawn_detached_stops_a_process_that_is_never_ready(tmp_path):
         spawn_detached(_child("import time; time.sleep(60)"), tmp_path / "b.log", lambda p: None, timeout=0.3,
                        stop=stop)
     assert stopped == [info.value.process.pid] and info.value.process.poll() is not None
+
+
+def test_a_catalog_server_failing_at_start_up_is_one_error_naming_its_log(tmp_path):
+    from braggscope.core import catalog_server
+    from braggscope.core.catalog_lock import acquire_writer_lock, release_writer_lock
+    from braggscope.core.config import load_config
+    from braggscope.core.errors import ServerUnreachableError
+
+    cfg = load_config()
+    cfg.set("storage.data_dir", str(tmp_path))
+    paths = catalog_server.server_paths(cfg)
+    acquire_writer_lock(paths["root"])  # this process writes the catalog: the server cannot, and exits
+    try:
+        with pytest.raises(ServerUnreachableError, match=r"exited with code [1-9]\d* during start-up; see "
+                                                          r".*catalog_server\.log"):
+            catalog_server.ensure_server(cfg, echo=lambda line: None)
+    finally:
+        release_writer_lock(paths["root"])
+    assert "being written by another process" in paths["log"].read_text()
+    # not ready in time: stopped, nothing left to find
+    with pytest.raises(ServerUnreachableError, match=r"did not answer within 0\.2 s; see .*catalog_server\.log"):
+        catalog_server.ensure_server(cfg, timeout=0.2, echo=lambda line: None)
+    assert catalog_server.server_status(cfg)[0] is None and not paths["state"].exists()
