@@ -125,3 +125,45 @@ def test_scan_ids_unique_across_two_processes_at_once(tmp_path):
         got += ids
     assert sorted(got) == list(range(1, 81))  # no id handed out twice, none skipped
     assert ScanIdCounter(tmp_path, floor=100)({}) == 101  # never below the catalog's largest id
+
+
+class RunsRead:
+    """Counts the runs (search results) the catalog's answers to a client carry."""
+
+    def __init__(self, client):
+        import msgpack
+
+        http = client.context.http_client
+        send, self.runs, self.requests = http.send, 0, 0
+
+        def counting(request, *args, **kwargs):
+            response = send(request, *args, **kwargs)
+            self.requests += 1
+            if "msgpack" in (response.headers.get("content-type") or ""):
+                data = msgpack.unpackb(response.content).get("data")
+                self.runs += len(data) if isinstance(data, list) else 0
+            return response
+
+        self._restore = lambda: setattr(http, "send", send)
+        http.send = counting
+
+
+def test_largest_scan_id_is_queried_not_walked(catalog, tmp_path):
+    cfg, client, _, _ = catalog
+    spy = RunsRead(client)
+    try:
+        assert max_scan_id(client) == 3
+        assert spy.runs == 0 and spy.requests <= 6  # count queries only: no run read
+        list(client.values())  # what a walk reads, for contrast
+        assert spy.runs >= 4
+        spy.runs = spy.requests = 0
+        # a new session: one count query (nothing above the persisted counter), then the next id
+        RE = RunEngine()
+        counter = install_scan_ids(RE, cfg, client)
+        assert spy.runs == 0 and spy.requests == 1 and RE.md["scan_id"] == 3
+        # a counter file lost (a new data directory on an old catalog): the catalog's largest id is found
+        fresh = load_config()
+        fresh.set("storage.data_dir", str(tmp_path))
+        assert install_scan_ids(RunEngine(), fresh, client).floor == 3 and counter.floor == 0
+    finally:
+        spy._restore()

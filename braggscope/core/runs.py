@@ -214,14 +214,29 @@ class Runs:
         return "\n".join(lines)
 
 
+def _any_above(client, scan_id: int) -> bool:
+    """Whether a run of the catalog has a scan id above ``scan_id`` (one count query, no run read)."""
+    from tiled.queries import Key
+
+    return len(client.search(Key("start.scan_id") > int(scan_id))) > 0
+
+
 def max_scan_id(client) -> int:
-    """The largest ``scan_id`` of the catalog's runs (0 when none)."""
-    best = 0
-    for run in client.values():
-        value = _start(run).get("scan_id")
-        if _is_int(value):
-            best = max(best, int(value))
-    return best
+    """The largest ``scan_id`` of the catalog's runs (0 when none).
+
+    Found with count queries (``start.scan_id > k``: doubling k, then
+    bisecting), about ``2 log2(max)`` of them and no run read, instead of a
+    walk over every run: as fast on a catalog of 100 000 runs as on an empty one.
+    """
+    if not _any_above(client, 0):
+        return 0
+    low, high = 0, 1  # invariant: a run above low, none above high (once found)
+    while _any_above(client, high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if _any_above(client, middle) else (low, middle)
+    return high
 
 
 class ScanIdCounter:
@@ -272,10 +287,13 @@ def install_scan_ids(RE, cfg, client=None) -> ScanIdCounter:
     """Give ``RE`` scan ids that persist in ``storage.data_dir`` and continue the catalog's.
 
     ``RE.md["scan_id"]`` is set to the last id handed out, so ``RE.md`` shows
-    where the numbering stands.
+    where the numbering stands. The catalog is asked one count query (any run
+    above the counter?); only then is its largest scan id searched
+    (:func:`max_scan_id`, a counter file lost or a catalog copied in).
     """
-    counter = ScanIdCounter(cfg.expand_path("storage.data_dir"),
-                            floor=max_scan_id(client) if client is not None else 0)
+    counter = ScanIdCounter(cfg.expand_path("storage.data_dir"))
+    if client is not None and _any_above(client, counter.last()):  # one query when the counter is ahead
+        counter.floor = max_scan_id(client)
     RE.scan_id_source = counter
     RE.md["scan_id"] = max(counter.last(), counter.floor)
     return counter
