@@ -13,12 +13,14 @@ Bottom layer: imports no wing. Re-exported by ``braggscope.core.storage``.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from braggscope.core.catalog_lock import creation_lock
+from braggscope.core.recovery import close_dead_writer_runs
 
 __all__ = ["catalog_paths", "open_catalog", "find_runs", "load_run", "load_run_from_text"]
 
@@ -59,6 +61,12 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
     -------
     tiled.client.container.Container
         Writable client; pass it to :func:`subscribe_writer` and the readers.
+
+    Notes
+    -----
+    Runs of this host left without a stop document by a writer process that
+    died (SIGKILL, a crash) are closed on opening, ``exit_status = "fail"``
+    and the reason naming that process (:func:`braggscope.core.recovery.close_dead_writer_runs`).
     """
     uri = (cfg.get("storage.tiled_uri") or "").strip()
     if uri:
@@ -67,7 +75,7 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
         api_key = cfg.get("storage.api_key") or os.environ.get("TILED_API_KEY") or None
         if not api_key:
             raise ValueError("storage.api_key (or $TILED_API_KEY) is required with storage.tiled_uri")
-        return from_uri(uri, api_key=api_key)
+        return _recovered(from_uri(uri, api_key=api_key))
     from braggscope.core import catalog_server  # the local server, started on demand
 
     if catalog_server.wanted(cfg):  # storage.catalog_server = "auto": shared by every process of the user
@@ -76,8 +84,18 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
         uri, api_key = catalog_server.ensure_server(cfg, readable_paths=readable_paths)
         client = from_uri(uri, api_key=api_key)
         client._braggscope_spool = cfg.expand_path("storage.data_dir") / "spool"  # documents kept if it is lost
-        return client
-    return _open_embedded(cfg, readable_paths)
+        return _recovered(client)
+    return _recovered(_open_embedded(cfg, readable_paths))
+
+
+def _recovered(client):
+    """``client``, after closing the runs its dead writers left open (``core.recovery``)."""
+    try:
+        close_dead_writer_runs(client)
+    except Exception as exc:  # noqa: BLE001 - e.g. a read-only key: the catalog still opens
+        print(f"catalog: runs left open by dead writers not checked ({type(exc).__name__}: {exc})",
+              file=sys.stderr, flush=True)
+    return client
 
 
 def _open_embedded(cfg, readable_paths):

@@ -31,8 +31,6 @@ Bottom layer: imports no wing. Imported lazily (bluesky-tiled-plugins is heavy).
 
 from __future__ import annotations
 
-import os
-import socket
 import warnings
 
 from bluesky_tiled_plugins.writing import consolidators as _consolidators
@@ -40,29 +38,9 @@ from bluesky_tiled_plugins.writing.consolidators import HDF5Consolidator
 from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, TiledWriter, _RunWriter
 from event_model import RunRouter
 
-__all__ = ["CatalogWriter", "IndexedHDF5Consolidator", "process_start_ticks", "writer_identity"]
+from braggscope.core.recovery import WRITER_KEY, writer_identity
 
-#: Start-document key naming the process that wrote the run (``core.recovery`` reads it).
-WRITER_KEY = "braggscope_writer"
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``); None where unknown.
-
-    With the pid it names one process for the life of the machine: a pid reused
-    by another program has another start time.
-    """
-    try:
-        with open(f"/proc/{int(pid)}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def writer_identity() -> dict:
-    """``{"host", "pid", "start_ticks"}`` of this process."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}
-
+__all__ = ["CatalogWriter", "IndexedHDF5Consolidator"]
 
 def _with_writer(doc: dict) -> dict:
     """The start document as stored in the catalog: with ``braggscope_writer``."""

@@ -1,9 +1,13 @@
-"""A catalog writer in a child process (``test_storage_faults.py``).
+"""A catalog writer in a child process (``test_storage_faults.py``, ``test_killed_writer.py``).
 
 ``python -m tests.faults.writer_child DATA_DIR DETECTOR_DIR OUT.json SIBLING.json``: opens the
 embedded catalog under DATA_DIR (creating it if needed), subscribes a writer (refused if another
 process writes), marks ``OUT.json.tried``, waits (as the writer) until the sibling has tried too, starts a 2 x 3 map with in-process devices, pauses it during the 3rd point (Ctrl-C twice) and
 exits with the RunEngine paused, the run open.
+
+``python -m tests.faults.writer_child hang DATA_DIR DETECTOR_DIR MARKER``: writes a 2 x 3 map into
+the embedded catalog under DATA_DIR, one catalog write per point; at the 4th exposure it waits until
+the writer has stored every event before it, writes MARKER (its pid) and hangs there, to be killed.
 """
 
 import json
@@ -16,7 +20,8 @@ from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 
 from braggscope.core import storage
-from braggscope.core.catalog_lock import CatalogBusyError
+from braggscope.core.catalog_lock import CatalogBusyError, acquire_writer_lock
+from braggscope.core.catalog_writer import CatalogWriter
 from braggscope.core.config import load_config
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
@@ -59,7 +64,36 @@ def main(data_dir, det_dir, out, sibling):
     return result
 
 
+def hang(data_dir, det_dir, marker):
+    cfg = load_config()
+    cfg.set("storage.data_dir", data_dir)
+    cfg.set("storage.catalog_server", "off")
+    cfg.set("detector.read_path", det_dir)
+    client = storage.open_catalog(cfg)
+    RE = RunEngine(call_returns_result=True)
+    acquire_writer_lock(client._braggscope_root)
+    writer = storage.BackgroundWriter(CatalogWriter(client, batch_size=1))  # as subscribe_writer, flushable
+    RE.subscribe(writer)
+    d = EncodingDevices(det_dir)
+    render = d.render
+
+    def render_then_hang():
+        if d.count == 3:  # the 4th exposure: points 1-3 are events, stored by now
+            writer.flush()
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(600)
+        return render()
+
+    d.det._render = render_then_hang
+    setup = ScanSetup(energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, cch=(4, 5), detector_shape=SHAPE, delta=18.0)
+    RE(sxdm_map([d.det], d.pix, (10, 14, 3), d.piy, (20, 22, 2), d.eta, [10.0], sample="killed-writer", setup=setup))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "hang":
+        hang(*sys.argv[2:5])
+        sys.exit(1)  # not reached: killed while hanging
     res = main(*sys.argv[1:5])
     with open(sys.argv[3], "w") as f:
         json.dump(res, f)
