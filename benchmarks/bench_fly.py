@@ -2,27 +2,32 @@
 
 Side by side in one run (the caproto simulator in real time, on loopback, the catalog written):
 
-1. **Step map** (``sxdm_map``, detector AcquireTime = dwell) and **fly map** (``sxdm_fly``)
-   of the same grid: wall times, the fly map's wall time over its pure exposure
-   (points x dwell; goal <= 1.15), the per-line overhead (fly wall time less exposure,
-   per line; goal <= 50 ms) and the speed-up over the step map (goal >= 3).
-2. **Live maps' lag**: a ``LiveSXDM`` subscribed to the fly map; frames not yet in the
-   maps when the stop document arrives (goal: at most one line).
-3. **Detector sustained rate**: render + centroid + Blosc-LZ4-bitshuffle HDF5 write of
-   516 x 516 frames in one thread, as the simulated Maxipix does in external-trigger
-   mode (goal >= 500 frames/s).
+1. **Detector pipeline** (``bench_sim_frames.pipeline_rates``): render + compress + write of 516 x 516
+   frames in one thread as the simulated Maxipix's external-trigger writer does, beside the previous
+   path (whole frame, h5py filter, a flush per frame); frames/s and CPU ms per frame (goal >= 500/s).
+2. **Fly map** (``sxdm_fly``): wall time over its pure exposure (points x dwell; goal <= 1.15), the
+   per-line overhead (wall less exposure, per line; goal <= 50 ms), where a line's time goes (the
+   flyer's ``kickoff_s``/``sweep_s``/``duration_s``, the catalog's backlog at the stop document), and the
+   CPU seconds each process used meanwhile (this one: RunEngine, flyer, catalog writer thread; the
+   simulator; the catalog server).
+3. **Live maps' lag**: a ``LiveSXDM`` subscribed to the fly map; frames not yet in the maps when the
+   stop document arrives (goal: at most one line).
+4. **Step map** (``sxdm_map``, detector AcquireTime = dwell) of the same grid, or of its first
+   ``--step-rows`` rows at the first angle, extrapolated per point (said in the output): the speed-up
+   of the fly map (goal >= 3).
 
 Usage::
 
-    python benchmarks/bench_fly.py                 # 20 x 10 points, 2 angles, 5 ms (a few minutes on 2 cores)
+    python benchmarks/bench_fly.py                 # 50 x 50 points, 2 angles, 5 ms; step map on 4 rows
     python benchmarks/bench_fly.py --full          # 100 x 100 points, 3 angles, 5 ms
-    python benchmarks/bench_fly.py --nx 40 --ny 20 --neta 2 --dwell 0.005 [--no-step] [--json out.json]
+    python benchmarks/bench_fly.py --nx 20 --ny 10 --neta 2 --dwell 0.005 [--step-rows 0 (all)] [--no-step]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -31,47 +36,44 @@ from pathlib import Path
 import numpy as np
 
 
-def detector_rate(n_frames: int = 200, shape=(516, 516)) -> float:
-    """Frames/s of render + stats + compressed write (one thread), as the simulated Maxipix."""
-    import h5py
-    import hdf5plugin
+def _cpu_of(pids) -> dict:
+    """CPU seconds (user + system, children included) of processes, by pid."""
+    import psutil
 
-    from braggscope.core.config import load_config
-    from braggscope.simulators.beamline import SimulatedBeamline
-    from braggscope.simulators.ioc_detector import frame_stats
+    out = {}
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            out[pid] = float("nan")
+    return out
 
-    cfg = load_config()
-    cfg.set("detector.shape", list(shape))
-    cfg.set("detector.cch", [shape[0] / 2, shape[1] / 2])
-    beamline = SimulatedBeamline.from_config(cfg, seed=1)
-    setup = beamline.bragg_setup()
-    cx, cy = setup["center_um"]
-    pos = {"pix": cx, "piy": cy, "piz": 0.0, "eta": setup["eta"], "delta": setup["delta"], "nu": 0.0,
-           "phi": 0.0, "energy": setup["energy_kev"]}
-    with tempfile.TemporaryDirectory() as tmp:
-        with h5py.File(Path(tmp) / "frames.h5", "w", libver="latest") as f:
-            data = f.create_dataset("/entry/data/data", shape=(0,) + tuple(shape), maxshape=(None,) + tuple(shape),
-                                    chunks=(1,) + tuple(shape), dtype=np.uint32,
-                                    **hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
-            t0 = time.perf_counter()
-            for i in range(n_frames):
-                frame = beamline.render(dict(pos, pix=cx + 0.01 * i), 0.005).astype(np.uint32, copy=False)
-                frame_stats(frame)
-                data.resize(i + 1, axis=0)
-                data[i] = frame
-                data.flush()
-            return n_frames / (time.perf_counter() - t0)
+
+def _processes(root: Path) -> dict:
+    """This process, and the simulator and catalog server started for this run (their command lines
+    name the run's temporary directory)."""
+    import psutil
+
+    found = {os.getpid(): "this process (RunEngine, flyer, catalog writer thread)"}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if str(root) in line and proc.info["pid"] != os.getpid():
+            found[proc.info["pid"]] = "simulator" if "sim" in line and "catalog" not in line else "catalog server"
+    return found
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="100 x 100 points, 3 angles")
-    parser.add_argument("--nx", type=int, default=20)
-    parser.add_argument("--ny", type=int, default=10)
+    parser.add_argument("--nx", type=int, default=50)
+    parser.add_argument("--ny", type=int, default=50)
     parser.add_argument("--neta", type=int, default=2)
     parser.add_argument("--dwell", type=float, default=0.005, help="s per point")
     parser.add_argument("--no-step", action="store_true", help="skip the step map")
-    parser.add_argument("--frames", type=int, default=200, help="frames for the detector rate")
+    parser.add_argument("--step-rows", type=int, default=4,
+                        help="rows of the step map (first angle), extrapolated per point; 0: the whole map")
+    parser.add_argument("--frames", type=int, default=300, help="frames for the detector rate")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     if args.full:
@@ -97,10 +99,18 @@ def main(argv=None) -> int:
     from braggscope.plans.fly import sxdm_fly
     from braggscope.simulators.beamline import SimulatedBeamline
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_sim_frames import pipeline_rates
+
     results = {"nx": args.nx, "ny": args.ny, "neta": args.neta, "dwell_s": args.dwell}
     print(f"detector: render + compress + write of 516x516 frames ({args.frames}) ...", flush=True)
-    results["detector_fps_516"] = round(detector_rate(args.frames), 1)
-    print(f"  {results['detector_fps_516']} frames/s (goal >= 500)", flush=True)
+    rates = pipeline_rates(args.frames)
+    results.update(detector_fps_516=round(rates["fly"][0], 1), detector_cpu_ms=round(rates["fly"][1], 2),
+                   detector_baseline_fps_516=round(rates["baseline"][0], 1),
+                   detector_baseline_cpu_ms=round(rates["baseline"][1], 2))
+    print(f"  fly path {results['detector_fps_516']} frames/s, {results['detector_cpu_ms']} CPU ms/frame "
+          f"(goal >= 500/s); previous path {results['detector_baseline_fps_516']} frames/s, "
+          f"{results['detector_baseline_cpu_ms']} CPU ms/frame", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-fly-") as tmp:
         root = Path(tmp)
@@ -136,32 +146,73 @@ def main(argv=None) -> int:
                     at_stop["time"] = time.monotonic()
 
             tokens = [RE.subscribe(before_live), RE.subscribe(live)]
+            reports = []
+            count = flyer._count
+
+            def counted():  # the flyer's per-line timings
+                report = count()
+                reports.append(dict(report, t_done=time.monotonic()))
+                return report
+
+            flyer._count = counted
+            procs = _processes(root)
+            cpu0 = _cpu_of(procs)
             print(f"fly map: {args.nx} x {args.ny} x {args.neta} points at {args.dwell * 1e3:g} ms ...", flush=True)
             t0 = time.monotonic()
             fly = RE(sxdm_fly([flyer], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=args.dwell, snake=True))
             t_fly = time.monotonic() - t0
+            cpu1 = _cpu_of(procs)
+            flyer._count = count
             for token in tokens:
                 RE.unsubscribe(token)
             lines = args.ny * args.neta
+            steady = reports[1:] or reports  # the first line also draws the detector's background pool
+
+            def median_ms(key):
+                return round(1e3 * float(np.median([r[key] for r in steady])), 1)
+
+            line_s = args.nx * args.dwell
             results.update(fly_s=round(t_fly, 2), fly_over_exposure=round(t_fly / exposure, 3),
                            per_line_overhead_ms=round(1e3 * (t_fly - exposure) / lines, 1),
                            fly_exit=fly.exit_status, live_lag_frames=points - at_stop.get("frames", 0),
-                           live_frames=live.n_frames)
+                           live_frames=live.n_frames, line_exposure_ms=round(1e3 * line_s, 1),
+                           line_kickoff_ms=median_ms("kickoff_s"), line_sweep_ms=median_ms("sweep_s"),
+                           line_duration_ms=median_ms("duration_s"),
+                           catalog_backlog_at_stop_s=round(t0 + t_fly - reports[-1]["t_done"], 2),
+                           cpu_s={procs[p]: round(cpu1[p] - cpu0[p], 1) for p in procs})
             print(f"  {t_fly:.2f} s = {t_fly / exposure:.2f} x exposure ({exposure:.2f} s) (goal <= 1.15); "
                   f"per-line overhead {results['per_line_overhead_ms']} ms (goal <= 50); live maps "
                   f"{results['live_lag_frames']} frames behind at the stop (goal <= {args.nx})", flush=True)
+            print(f"  a line (median): {results['line_exposure_ms']} ms of exposure, kickoff "
+                  f"{results['line_kickoff_ms']} ms, Go to stage stopped + captures written {results['line_sweep_ms']} "
+                  f"ms (ramps {2e3 * float(cfg.get('fly.accel_time_s', 0.005)):g} ms), Go to frames on disk and "
+                  f"counts read {results['line_duration_ms']} ms; catalog still writing after the last line: "
+                  f"{results['catalog_backlog_at_stop_s']} s", flush=True)
+            print(f"  CPU seconds during the fly map ({t_fly:.1f} s wall, {os.cpu_count()} cores): "
+                  + ", ".join(f"{name} {value}" for name, value in results["cpu_s"].items()), flush=True)
 
             if not args.no_step:
                 d["detector"].cam.acquire_time.set(args.dwell).wait(10)
                 d["detector"].cam.acquire_period.set(args.dwell).wait(10)
-                print("step map: the same grid with sxdm_map ...", flush=True)
+                rows = args.ny if args.step_rows <= 0 else min(args.step_rows, args.ny)
+                sub_y = yr if rows == args.ny else (yr[0], yr[0] + (yr[1] - yr[0]) * (rows - 1) / (args.ny - 1), rows)
+                sub_etas = etas if rows == args.ny else etas[:1]
+                step_points = args.nx * rows * len(sub_etas)
+                print(f"step map: sxdm_map of {args.nx} x {rows} x {len(sub_etas)} points of the same grid ...",
+                      flush=True)
                 t0 = time.monotonic()
-                step = RE(sxdm_map([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, snake=True))
+                step = RE(sxdm_map([d["detector"]], d["pix"], xr, d["piy"], sub_y, d["eta"], sub_etas, snake=True))
                 t_step = time.monotonic() - t0
-                results.update(step_s=round(t_step, 2), step_exit=step.exit_status,
-                               speedup=round(t_step / t_fly, 2), step_ms_per_point=round(1e3 * t_step / points, 1))
-                print(f"  {t_step:.2f} s ({results['step_ms_per_point']} ms/point); fly is "
-                      f"{results['speedup']} x faster (goal >= 3)", flush=True)
+                per_point = t_step / step_points
+                t_step_map = per_point * points
+                results.update(step_s=round(t_step, 2), step_points=step_points, step_exit=step.exit_status,
+                               step_ms_per_point=round(1e3 * per_point, 1),
+                               step_map_s=round(t_step_map, 1), step_extrapolated=step_points != points,
+                               speedup=round(t_step_map / t_fly, 2))
+                how = (f"extrapolated from {step_points} points ({t_step:.1f} s)" if step_points != points
+                       else "measured")
+                print(f"  {results['step_ms_per_point']} ms/point: the whole map {t_step_map:.1f} s ({how}); "
+                      f"fly is {results['speedup']} x faster (goal >= 3)", flush=True)
         finally:
             try:
                 release_devices(devices)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Signal
@@ -73,7 +73,13 @@ class FlyHardware(Device):
 
 
 class LineReport(Device):
-    """What one line attempt did (read into the ``lines`` stream after every attempt, retries included)."""
+    """What one line attempt did (read into the ``lines`` stream after every attempt, retries included).
+
+    ``status``: ``"accepted"`` (in the primary stream), ``"superseded"`` (short, flown again: its files
+    stay on disk, referenced here only) or ``"short"`` (short after the last retry: the run fails).
+    ``image_file``/``pcap_file``: the attempt's detector and position-capture files, so every file a run
+    leaves is named by the run.
+    """
 
     eta_index = Cpt(Signal, value=0, kind="normal")
     row = Cpt(Signal, value=0, kind="normal")
@@ -84,6 +90,9 @@ class LineReport(Device):
     frames = Cpt(Signal, value=0, kind="normal")
     dropped = Cpt(Signal, value=0, kind="normal")
     accepted = Cpt(Signal, value=0, kind="normal")
+    status = Cpt(Signal, value="", kind="normal")
+    image_file = Cpt(Signal, value="", kind="normal")
+    pcap_file = Cpt(Signal, value="", kind="normal")
     duration_s = Cpt(Signal, value=0.0, kind="normal")
 
 
@@ -117,6 +126,8 @@ class FlyScanner:
         self._go_status = None
         self._saved: dict = {}
         self._cache: dict = {}
+        self._prearmed = None  # the file the detector is armed with for the next line
+        self._prearm_done = None
 
     def wait_for_connection(self, timeout: float = 10.0) -> None:
         """Connect every signal of the hardware and the detector (ophyd connects lazily; ``read()`` of a
@@ -162,6 +173,9 @@ class FlyScanner:
         return [self]
 
     def unstage(self):
+        self._wait_prearm()
+        if self._prearmed is not None:
+            self._disarm_prearmed()
         det = self.detector
         if det.cam.acquire.get() != 0:
             det.cam.acquire.set(0).wait(10)
@@ -179,11 +193,15 @@ class FlyScanner:
         _, exposure = self.check_line(x0, x1, num, dwell)
         params = line_parameters(x0, x1, num, dwell, exposure)
         hw, cam, hdf = self.hardware, self.detector.cam, self.detector.hdf5
+        detector = ((cam.acquire_time, exposure), (cam.acquire_period, dwell), (cam.num_images, num),
+                    (hdf.num_capture, num))
         targets = ((hw.stage_.start, params["stage_start"]), (hw.stage_.stop_at, params["stage_stop"]),
                    (hw.stage_.velocity, params["velocity"]), (hw.pcomp.start, params["pcomp_start"]),
                    (hw.pcomp.step, params["step"]), (hw.pcomp.width, params["width"]),
-                   (hw.pcomp.pulses, num), (cam.acquire_time, exposure), (cam.acquire_period, dwell),
-                   (cam.num_images, num), (hdf.num_capture, num))
+                   (hw.pcomp.pulses, num)) + detector
+        self._wait_prearm()
+        if self._prearmed is not None and any(self._cache.get(sig.name) != value for sig, value in detector):
+            self._disarm_prearmed()  # armed for other settings: the detector reads them when armed
         statuses = []
         for sig, value in targets:  # only what changed since the last line: fewer round trips
             if self._cache.get(sig.name) != value:
@@ -193,29 +211,28 @@ class FlyScanner:
         return _all(statuses, self)
 
     def kickoff(self):
-        """Open the line's file, arm the detector and the trigger unit, start the sweep."""
+        """Open the line's file and arm the detector (unless done while the last line was collected), arm the
+        trigger unit, start the sweep."""
         status = Status(obj=self)
-        hw, det = self.hardware, self.detector
+        hw = self.hardware
         self._t_kick = time.monotonic()
+        armed = None
         try:
-            deadline = time.monotonic() + 60.0  # a line interrupted by a pause finishes its sweep first
-            while hw.stage_.busy.get(use_monitor=False) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            det.hdf5.capture.set(1).wait(10)
-            det.cam.acquire.put(1, use_complete=False)
-            deadline = time.monotonic() + 5.0
-            while det.cam.detector_state.get() != "Acquire" and time.monotonic() < deadline:
-                time.sleep(0.0005)
+            self._wait_prearm()
+            armed, self._prearmed = self._prearmed, None
+            if armed is None:
+                deadline = time.monotonic() + 60.0  # a line interrupted by a pause finishes its sweep first
+                while hw.stage_.busy.get(use_monitor=False) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                armed = self._arm_detector()
             hw.pcomp.arm.put(1, wait=True)
-            deadline = time.monotonic() + self.arm_timeout_s
-            while hw.pcomp.armed.get() != 1:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.name}: trigger unit {hw.pcomp.prefix} did not arm within {self.arm_timeout_s:g} s "
-                        f"({hw.pcomp.status.get(use_monitor=False)!r}); the lines taken so far are in the run")
-                time.sleep(0.0005)
+            if not _wait_for(hw.pcomp.armed, lambda v: v == 1, self.arm_timeout_s):
+                raise RuntimeError(
+                    f"{self.name}: trigger unit {hw.pcomp.prefix} did not arm within {self.arm_timeout_s:g} s "
+                    f"({hw.pcomp.status.get(use_monitor=False)!r}); the lines taken so far are in the run")
         except Exception as exc:  # noqa: BLE001 - fails the kickoff with the cause
-            self._abort_detector()
+            self._prearmed = armed
+            self._disarm_prearmed()  # no line will use the file opened for this one
             status.set_exception(exc)
             return status
         self._t0 = time.monotonic()
@@ -223,8 +240,18 @@ class FlyScanner:
         status.set_finished()
         return status
 
+    def _arm_detector(self) -> str:
+        """Open a file and arm the detector for the prepared line; returns the file's name."""
+        det = self.detector
+        det.hdf5.capture.set(1).wait(10)
+        det.cam.acquire.put(1, use_complete=False)
+        if not _wait_for(det.cam.detector_state, lambda v: v == "Acquire", 5.0):
+            raise TimeoutError(f"{det.name}: not armed within 5 s ({det.cam.detector_state.get()!r})")
+        return str(det.hdf5.full_file_name.get(use_monitor=False))
+
     def complete(self):
-        """Finished once the stage stopped, the detector wrote its frames and the counts are read."""
+        """Finished once the stage stopped, the detector wrote its frames and the counts are read; then the
+        detector is armed again, with a new file, for the next line (while the plan collects and moves)."""
         status = Status(obj=self)
         go = self._go_status
 
@@ -233,21 +260,55 @@ class FlyScanner:
                 go.wait(600)
                 self._t_swept = time.monotonic()
                 det = self.detector
-                if det.cam.acquire.get(use_monitor=False) != 0:  # a short line: the detector waits for more
-                    det.cam.acquire.set(0).wait(10)
-                deadline = time.monotonic() + 30
-                while det.cam.detector_state.get(use_monitor=False) not in ("Idle", "Error"):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{det.name}: frames of the line not written within 30 s")
-                    time.sleep(0.001)
+                # no more pulses will come: a short line's detector stops waiting for them (a complete
+                # line's has stopped already); DetectorState goes Idle once every frame is in the file
+                det.cam.acquire.put(0, use_complete=False)
+                if not _wait_for(det.cam.detector_state, lambda v: v in ("Idle", "Error"), 30.0):
+                    raise TimeoutError(f"{det.name}: frames of the line not written within 30 s")
                 self.last_line = self._count()
             except Exception as exc:  # noqa: BLE001
                 status.set_exception(exc)
-            else:
-                status.set_finished()
+                return
+            self._prearm_done = done = threading.Event()  # before the plan goes on: prepare waits for it
+            status.set_finished()
+            self._prearm(done)
 
         threading.Thread(target=finish, daemon=True, name=f"{self.name}-complete").start()
         return status
+
+    # ---------------------------------------------------------------- the next line armed early
+    def _prearm(self, done: threading.Event) -> None:
+        """Arm the detector for the next line now (same settings), so its kickoff only arms the trigger unit."""
+        try:
+            self._prearmed = self._arm_detector()
+        except Exception:  # noqa: BLE001 - the next kickoff arms it again and reports what fails
+            self._prearmed = None
+            self._abort_detector()
+        finally:
+            done.set()
+
+    def _wait_prearm(self) -> None:
+        done = self._prearm_done
+        if done is not None:
+            done.wait(30)
+            self._prearm_done = None
+
+    def _disarm_prearmed(self) -> None:
+        """Disarm the detector armed for a line that will not come (other settings, end of the run) and
+        remove its file: it holds no frame, and the run must account for every file it leaves."""
+        path, self._prearmed = self._prearmed, None
+        self._abort_detector()
+        if path:
+            local = Path(self._readable(path))
+            try:
+                import h5py
+
+                with h5py.File(local, "r") as f:
+                    empty = f["entry/data/data"].shape[0] == 0
+                if empty:
+                    local.unlink()
+            except (OSError, KeyError):
+                pass  # not readable from here: left to the detector's directory
 
     def _count(self) -> dict:
         hw, det = self.hardware, self.detector
@@ -260,14 +321,17 @@ class FlyScanner:
                       pcap_file=str(hw.pcap.full_file_name.get(use_monitor=False)),
                       duration_s=time.monotonic() - self._t0, sweep_s=self._t_swept - self._t0,
                       kickoff_s=self._t0 - self._t_kick)
-        if det.hdf5.capture.get(use_monitor=False) != 0:  # a short line leaves its file open
-            det.hdf5.capture.set(0).wait(10)
+        # a short line leaves its file open (flushed, readable): the next arm or unstage closes it
         report["ok"] = (report["pulses"] == report["positions"] == report["frames"] == n
                         and report["dropped"] == 0)
         for key in ("eta_index", "row", "attempt", "expected", "pulses", "positions", "frames", "dropped",
                     "duration_s"):
             getattr(self.line_report, key).put(report.get(key, 0))
         self.line_report.accepted.put(int(report["ok"]))
+        last = int(report.get("attempt", 0)) >= int(report.get("max_retries", 0))
+        self.line_report.status.put("accepted" if report["ok"] else "short" if last else "superseded")
+        self.line_report.image_file.put(self._readable(report["image_file"]))
+        self.line_report.pcap_file.put(self._readable(report["pcap_file"]))
         return report
 
     def _abort_detector(self) -> None:
@@ -331,6 +395,9 @@ class FlyScanner:
         return str(PurePosixPath(path))
 
     def stop(self, *, success=False):
+        self._wait_prearm()
+        if self._prearmed is not None:
+            self._disarm_prearmed()
         self._abort_detector()
 
     def pause(self):
@@ -348,6 +415,21 @@ def _dropped(det) -> int:
         cached.wait_for_connection(5)
         det._fly_dropped_signal = cached
     return int(cached.get(use_monitor=False))
+
+
+def _wait_for(signal, ok, timeout: float) -> bool:
+    """Wait until a monitored ``signal``'s value satisfies ``ok`` (no polling round trips)."""
+    event = threading.Event()
+
+    def check(value, **kwargs):
+        if ok(value):
+            event.set()
+
+    token = signal.subscribe(check, run=True)
+    try:
+        return event.wait(timeout)
+    finally:
+        signal.unsubscribe(token)
 
 
 def _all(statuses, obj):

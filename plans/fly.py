@@ -150,12 +150,19 @@ def sxdm_fly(
         _md["sample"] = sample
     _md.update(md or {})
 
-    def one_line(line):
-        """Fly one line, retried while short; each attempt recorded in the ``lines`` stream."""
+    def one_line(line, moves=()):
+        """Fly one line, retried while short; each attempt recorded in the ``lines`` stream.
+
+        ``moves``: (motor, position) pairs set together with the first attempt's ``prepare``.
+        """
         for attempt in range(int(max_retries) + 1):
-            spec = dict(line, num=nx, dwell_s=dwell_s, attempt=attempt)
+            spec = dict(line, num=nx, dwell_s=dwell_s, attempt=attempt, max_retries=int(max_retries))
             flyer.last_line = {}
-            yield from bps.prepare(flyer, spec, wait=True)
+            group = f"fly-prepare-{line['eta_index']}-{line['row']}-{attempt}"
+            for motor, position in moves if attempt == 0 else ():
+                yield from bps.abs_set(motor, position, group=group)
+            yield from bps.prepare(flyer, spec, group=group)
+            yield from bps.wait(group=group)
             yield from bps.kickoff(flyer, wait=True)
             yield from bps.complete(flyer, wait=True)
             report = flyer.last_line
@@ -181,7 +188,7 @@ def sxdm_fly(
             if line["eta"] != current_eta:
                 yield from bps.mv(eta_motor, line["eta"])
                 current_eta = line["eta"]
-            yield from bps.mv(slow_motor, line["y"])
-            yield from one_line(line)
+            # the slow axis moves while the line's settings are written (one wait for both)
+            yield from one_line(line, moves=((slow_motor, line["y"]),))
 
     return (yield from inner())

@@ -101,6 +101,7 @@ def sparse_renderer(renderer):
             return beamline.forward.render_sparse(float(positions["pix"]) - dx, float(positions["piy"]) - dy,
                                                   eta, delta, nu, phi, energy, float(exposure_s))
 
+    render.background = lambda exposure_s: beamline.forward.background_rate * float(exposure_s)
     return render
 
 
@@ -185,6 +186,11 @@ class MaxipixIOC(PVGroup):
             return self.chunks.compose(*self.sparse(positions, exposure_s))
         return self.chunks.split(self._render(positions, exposure_s))
 
+    def warm(self, exposure_s: float) -> None:
+        """Draw and compress the background chunks of an exposure now rather than at its first frame."""
+        if self.chunks is not None and self.sparse is not None:
+            self.chunks.pool(self.sparse.background(exposure_s))
+
     def append_frames(self, frames, unique_ids) -> int:
         """Append external-trigger frames to the open file (writer thread, HDF1's lock held)."""
         if self.chunks is None:
@@ -202,8 +208,11 @@ class MaxipixIOC(PVGroup):
         await cam.dropped_frames.write(0)
         await cam.num_images_counter.write(0)
         await cam.acquire_rbv.write("Acquire")
+        loop = asyncio.get_running_loop()
+        # the background chunks of this exposure drawn before the detector reports armed (once per exposure)
+        await loop.run_in_executor(None, self.warm, float(cam.acquire_time.value))
         await cam.detector_state.write("Acquire")
-        self._ext = ext = ExternalAcquisition(self, asyncio.get_running_loop())
+        self._ext = ext = ExternalAcquisition(self, loop)
         try:
             await ext.finished
             await ext.post()

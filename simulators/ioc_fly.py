@@ -210,11 +210,13 @@ class FlyIOC(PVGroup):
                 if self.detector is not None:
                     await self.detector.external_trigger(float(t_k), positions, drop=(k == drop))
             await pcomp.pulses_out.write(len(pix))  # once per line: no CA traffic per pulse
+            if armed:  # the captures are written during the run-down
+                path = Path(pcap.file_path.value) / f"{pcap.file_name.value}_{int(pcap.file_number.value):06d}.h5"
+                written = asyncio.get_running_loop().run_in_executor(None, write_capture, path, pix, piy, times)
             await self._wait_until(t0 + timing.duration)
             await self._publish(timing.runup_end, settle=True)
             if armed:
-                path = Path(pcap.file_path.value) / f"{pcap.file_name.value}_{int(pcap.file_number.value):06d}.h5"
-                await asyncio.get_running_loop().run_in_executor(None, write_capture, path, pix, piy, times)
+                await written
                 await pcap.full_file_name.write(str(path))
                 await pcap.file_number.write(int(pcap.file_number.value) + 1)
                 await pcap.captured.write(len(pix))

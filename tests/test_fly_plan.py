@@ -156,6 +156,34 @@ def test_missed_pulse_and_dropped_frame_are_retried(bench):
     second = storage.load_run(bench["client"], fly2.run_start_uids[0])["lines"].read()
     assert int(np.asarray(second["fly_line_dropped"])[0]) == 1
     assert int(np.asarray(second["fly_line_frames"])[0]) == NX - 1
+    # the short attempts' files are kept, marked superseded; every file of the run is named by it
+    for result in (fly, fly2):
+        _files_accounted_for(bench, result.run_start_uids[0])
+
+
+def _files_accounted_for(bench, uid):
+    """Every detector and capture file this run left on disk is named in its ``lines`` stream; the
+    accepted lines' files are the primary stream's resources; superseded attempts are marked."""
+    from pathlib import Path
+
+    run = storage.load_run(bench["client"], uid)
+    lines = run["lines"].read()
+    status = [str(v) for v in np.asarray(lines["fly_line_status"])]
+    accepted = np.asarray(lines["fly_line_accepted"]).astype(bool)
+    assert status == ["accepted" if a else "superseded" for a in accepted]
+    named = {str(v) for key in ("fly_line_image_file", "fly_line_pcap_file") for v in np.asarray(lines[key])}
+    tags = {"_".join(Path(p).name.split("_")[:2]) for p in named}
+    assert len(tags) == 1  # one run's files: fly_<stamp>_NNNNNN.h5 and fly_<stamp>_pcap_NNNNNN.h5
+    on_disk = {str(p) for p in Path(bench["cfg"]["detector.write_path"]).glob(f"{tags.pop()}_*.h5")}
+    assert on_disk == named
+    from braggscope.core.fly_stream import local_assets
+
+    paths, _ = local_assets(run["primary"]["mpx1x4_image"])
+    images = np.asarray(lines["fly_line_image_file"])
+    assert {str(p) for p in paths} == {str(p) for p, a in zip(images, accepted) if a}
+    superseded = [p for p, a in zip(np.asarray(lines["fly_line_image_file"]), accepted) if not a]
+    with_frames = [p for p in superseded if Path(str(p)).is_file()]
+    assert with_frames == superseded  # the raw data of the retried attempt is kept
 
 
 def test_trigger_unit_that_will_not_arm_fails_the_run(bench):

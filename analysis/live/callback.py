@@ -21,7 +21,11 @@ fast piezo axes) and whose :class:`braggscope.core.setup.ScanSetup` is complete
 (read at the primary stream's descriptor from the start document, the
 detector's configuration and the baseline). Events of stream ``"primary"``
 carry the setup's image field (inline array, datum id or stream datum) in
-raster order: eta outermost, then y, then x.
+raster order: eta outermost, then y, then x. Frames of an ``sxdm_fly`` run (stream datums, one
+line each) are placed by their captured positions instead: the nearest point of the commanded
+grid to the captured fast (and slow) position less the run's eccentricity offset at the frame's
+angle, so a line flown off its commanded positions lands where it was measured; a frame
+captured more than half a step off the grid is not placed (:attr:`LiveSXDM.off_grid` counts them).
 
 Any other run (``count``, ``scan``, a BCDI rocking scan, a map without its
 setup) is declined with one line on stderr saying why, and the callback
@@ -39,7 +43,8 @@ import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
 from braggscope.analysis.live.frames import FrameResolver
-from braggscope.analysis.live.maps import derive_maps, frame_weights, point_index
+from braggscope.analysis.live.maps import derive_maps, frame_weights, grid_index, point_index
+from braggscope.core.eccentricity import EccentricityModel
 from braggscope.core.layout import NotAMap, map_layout
 from braggscope.core.setup import ScanSetup
 
@@ -148,7 +153,9 @@ class LiveSXDM(CallbackBase):
         self.declined = None
         self.version = 0  # increments whenever the maps change
         self.n_frames = 0
+        self.off_grid = 0
         self.finished = False
+        self._fly = None
 
     # -- never into the RunEngine ------------------------------------------
     def __call__(self, name, doc, *args, **kwargs):
@@ -253,7 +260,9 @@ class LiveSXDM(CallbackBase):
             self._pending = []
             self.resolver.clear()
             self.n_frames = 0
+            self.off_grid = 0
             self.finished = False
+            self._fly = self._fly_placement(start, layout, setup)
             self.version += 1
         if self.progress:
             from tqdm.auto import tqdm
@@ -276,11 +285,46 @@ class LiveSXDM(CallbackBase):
         if doc["descriptor"] not in self._descriptors:
             return
         res = self.resolver._stream_resources.get(doc["stream_resource"], {})
-        if res.get("data_key", self.field) != self.field:
+        key = res.get("data_key", self.field)
+        fly = self._fly
+        if key != self.field and (fly is None or key not in fly["captured"]):
             return
-        seq_nums, frames = self.resolver.stream_frames(doc)
-        for s, f in zip(seq_nums, frames):
-            self._add(int(s), f)
+        seq_nums, values = self.resolver.stream_frames(doc)
+        if fly is None:
+            for s, f in zip(seq_nums, values):
+                self._add(int(s), f)
+            return
+        # a fly run: keep frames and captured positions until each frame has all its positions
+        store = fly["frames"] if key == self.field else fly["captured"][key]
+        store.update(zip((int(s) for s in seq_nums), values))
+        ready = [s for s in sorted(fly["frames"]) if all(s in c for c in fly["captured"].values())]
+        for s in ready:
+            self._place(s, fly["frames"].pop(s), {k: float(c.pop(s)) for k, c in fly["captured"].items()})
+
+    def _fly_placement(self, start, layout, setup):
+        """What places the frames of an ``sxdm_fly`` run by captured positions (None for other runs)."""
+        raster = start.get("raster") or {}
+        if start.get("plan_name") != "sxdm_fly" or "fast" not in raster:
+            return None
+        model = EccentricityModel.coerce(start.get("eccentricity"), "eccentricity")
+        dx, dy = (np.broadcast_to(np.asarray(v, float), self.eta.shape) for v in model.offset(self.eta))
+        captured = {raster["fast"]: {}}
+        if raster.get("slow"):
+            captured[raster["slow"]] = {}
+        return {"fast": raster["fast"], "slow": raster.get("slow"), "dx": dx, "dy": dy,
+                "frames": {}, "captured": captured}
+
+    def _place(self, seq_num, frame, positions):
+        """Queue a fly frame at the grid point nearest to where it was captured."""
+        fly = self._fly
+        i_eta, iy, _ = point_index(seq_num, self.map_shape, self.snake, self._scope)
+        ix = int(grid_index(positions[fly["fast"]] - fly["dx"][i_eta], self.x))
+        if fly["slow"] in positions:
+            iy = int(grid_index(positions[fly["slow"]] - fly["dy"][i_eta], self.y))
+        if ix < 0 or iy < 0:
+            self.off_grid += 1
+            return
+        self._add(seq_num, frame, where=(iy, ix))
 
     def event(self, doc):
         if doc["descriptor"] in self._baseline_descriptors:
@@ -319,8 +363,9 @@ class LiveSXDM(CallbackBase):
             self._bar = None
 
     # -- reduction ---------------------------------------------------------
-    def _add(self, seq_num, value):
-        """Queue one frame (array, or a datum id string) for the next flush."""
+    def _add(self, seq_num, value, where=None):
+        """Queue one frame (array, or a datum id string) for the next flush; ``where``: its map pixel
+        ``(iy, ix)`` when not the raster position of ``seq_num``."""
         if self._start is None:
             raise RuntimeError("event before any start document")
         if isinstance(value, str):  # external: datum id
@@ -332,7 +377,7 @@ class LiveSXDM(CallbackBase):
         i_eta = point_index(seq_num, self.map_shape)[0]
         if self._pending and self._pending[-1][1] != i_eta:
             self.flush()
-        self._pending.append((seq_num, i_eta, frame))
+        self._pending.append((seq_num, i_eta, frame, where))
         if len(self._pending) >= self.batch_size:
             self.flush()
 
@@ -356,6 +401,9 @@ class LiveSXDM(CallbackBase):
             if self.background:
                 sums -= self.background * self._weight_totals[i_eta]
         _, iy, ix = point_index(seq, self.map_shape, self.snake, self._scope)
+        for k, p in enumerate(pending):
+            if p[3] is not None:  # placed by its captured positions
+                iy[k], ix[k] = p[3]
         with self._lock:
             for c in range(6):
                 np.add.at(self._sums[c], (iy, ix), sums[:, c])

@@ -20,7 +20,7 @@ import numpy as np
 
 from braggscope.analysis.sxdm.maps import derive_strain_tilt, mean_direction
 
-__all__ = ["point_index", "derive_maps", "frame_weights"]
+__all__ = ["point_index", "derive_maps", "frame_weights", "grid_index"]
 
 
 def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "map"):
@@ -59,6 +59,23 @@ def point_index(seq_num, shape, snake: bool = False, snake_scope: str = "map"):
     if np.ndim(idx) == 0:
         return int(i_eta), int(iy), int(ix)
     return i_eta, iy, ix
+
+
+def grid_index(values, grid):
+    """Index of the nearest point of a regular 1-D ``grid`` for each of ``values``; -1 beyond half a step
+    outside it (a captured position off the map).
+
+    >>> grid_index([0.02, 0.49, 0.51, 1.3, -0.6], [0.0, 0.5, 1.0])
+    array([ 0,  1,  1, -1, -1])
+    """
+    grid = np.asarray(grid, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if grid.size == 1:
+        return np.zeros(values.shape, dtype=np.int64)
+    step = (grid[-1] - grid[0]) / (grid.size - 1)
+    k = np.rint((values - grid[0]) / step)
+    inside = np.isfinite(k) & (k >= 0) & (k <= grid.size - 1)
+    return np.where(inside, k, -1).astype(np.int64)
 
 
 def derive_maps(intensity, qx, qy, qz, complete=None, *, threshold: float = 0.2):
