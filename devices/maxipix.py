@@ -205,6 +205,23 @@ class Maxipix(SingleTrigger, DetectorBase):
         return status
 
 
+    def read(self):
+        """As ophyd's, and the frame's datum names the frame's index in the HDF5 file.
+
+        ophyd numbers datums by triggers since staging (``point_number``); the
+        frame is the file's ``NumCaptured_RBV - 1``, read with the event. They
+        agree unless the file plugin skipped or added a frame; the datum (still
+        unsent: asset documents are collected after ``read``) then takes the
+        file's number, so the catalog serves each event its own frame.
+        """
+        reading = super().read()
+        image, captured = reading.get(self._image_name), reading.get(f"{self.name}_num_captured")
+        if image is not None and captured is not None and int(captured["value"]) >= 1:
+            for name, doc in self.hdf5._asset_docs_cache:
+                if name == "datum" and doc["datum_id"] == image["value"]:
+                    doc["datum_kwargs"]["point_number"] = int(captured["value"]) - 1
+        return reading
+
     def unstage(self):
         """As ophyd's, but a detector whose IOC is gone is left as it is, with a warning.
 

@@ -96,22 +96,26 @@ class FramePairing:
                              "per-event frame ids to pair them by; refusing to guess which frames are whose")
         return np.arange(n_file, dtype=np.int64)
 
-    def check_served_in_order(self) -> None:
-        """Raise unless event i's frame is the file's frame i (what a Tiled server serves).
+    def check_served_in_order(self, served=None) -> None:
+        """Raise unless the catalog serves event i's frame at row i.
 
-        The catalog's array for an HDF5 file is its first ``n_events`` frames;
-        when the events skipped a frame (an interrupted exposure) that would
-        give later events a neighbour's frame.
+        Parameters
+        ----------
+        served : sequence of int, optional
+            The file frames the catalog serves, in order (the data source's
+            ``slice``, written by ``core.catalog_writer``); None: the file's
+            first ``n_events`` frames, as Tiled serves a run written without it.
         """
         if self.captured is None:
             return
         index = self.captured.astype(np.int64) - 1
-        if not np.array_equal(index, np.arange(index.size)):
-            first = int(np.argmax(index != np.arange(index.size)))
+        rows = np.arange(index.size) if served is None else np.asarray(served, dtype=np.int64)[:index.size]
+        if not np.array_equal(index, rows):
+            first = int(np.argmax(index != rows)) if index.size == rows.size else int(min(index.size, rows.size))
             raise ValueError(
-                f"{self.field}: the detector file holds frames no event names (event {first} took frame "
-                f"{int(index[first])}; an interrupted exposure); the catalog serves frames in file order, which "
-                "would misplace them: read the run where its detector file is local "
+                f"{self.field}: the catalog does not serve event {first} its own frame (the detector file holds "
+                "frames no event names, an interrupted exposure, and the run was written without each event's "
+                "frame number); read the run where its detector file is local "
                 "(detector.read_path or storage.readable_paths)")
 
 

@@ -156,6 +156,15 @@ def _direct_hdf5(array_client, pairing):
     return frames[index]
 
 
+def _served_frames(array_client):
+    """The file frames the catalog serves for an array (its data source's ``slice`` list), or None."""
+    try:
+        served = array_client.include_data_sources().data_sources()[0].parameters.get("slice")
+    except Exception:  # noqa: BLE001 - a server that does not say: the file's first frames
+        return None
+    return served if isinstance(served, list) and all(isinstance(i, int) for i in served) else None
+
+
 def _setup_and_field(run, start, field):
     """The run's ScanSetup (None when incomplete: the frames still load, the reduction names what
     is missing) and the frames' field (``field``, else the setup's, else ``<start detector>_image``)."""
@@ -199,7 +208,7 @@ def _lazy_frames(array_client, *, stream=None, field=None):
     direct = _direct_hdf5(array_client, pairing)
     if direct is not None:
         return direct
-    pairing.check_served_in_order()
+    pairing.check_served_in_order(_served_frames(array_client))
     wrapped = _SlicedArray(array_client)
     chunks = (1,) + wrapped.shape[1:]
     frames = da.from_array(wrapped, chunks=chunks, asarray=False, fancy=False)
