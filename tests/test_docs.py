@@ -24,7 +24,7 @@ SCANNED = ("braggscope", "devices", "plans", "simulators", "analysis", "benchmar
 TEAM_FILES = {Path("docs/TEAM_NOTES.md")}
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".yml", ".yaml", ".cfg", ".json"}
 OUTSIDE = re.compile(r"shared/|\b(?:CONVENTIONS|ANCHORS|STYLE)\.md\b")
-TEST_COMMAND = "python3 -m pytest -q -p no:cacheprovider"
+TEST_COMMAND = "python3 -m pytest -q -p no:cacheprovider -n 3 --dist loadfile"
 
 
 def _text_files():
