@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
     for key, value in (("storage.data_dir", tmp / "data"), ("detector.write_path", tmp / "det"),
                        ("detector.read_path", tmp / "det")):
         cfg.set(key, str(value))
+    cfg.set("storage.catalog_server", "off")  # (3) measures the embedded catalog, not the local server over HTTP
     (tmp / "det").mkdir()
     sim = SimulatedBeamline.from_config(cfg)
     setup = sim.bragg_setup()
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
             rt_cfg = load_config()
             for key in ("storage.data_dir", "detector.write_path", "detector.read_path"):
                 rt_cfg.set(key, cfg[key])
-            for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence"):
+            for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
                 rt_cfg.set(key, "BSRT" + cfg[key].partition(":")[1] + cfg[key].partition(":")[2])
             rt_cfg.set("simulator.realtime", True)
             handles.append(start_simulator(rt_cfg, state_file=tmp / "sim-rt.json", set_env=False,
@@ -165,6 +167,7 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, "-m", "braggscope", "demo", "sxdm", "--quick", "--out", str(tmp / "demo")],
                        check=True, env={**os.environ, "BRAGGSCOPE_CONFIG": ""})
         print(f"{'demo sxdm --quick (wall)':45s} {time.perf_counter() - t0:9.1f} s")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
