@@ -1,0 +1,76 @@
+"""The document bus's wire format: how a run's documents travel as NATS JetStream messages.
+
+A message's payload is a msgpack array of ``[name, document]`` pairs, each
+document itself msgpack bytes (numpy arrays as nested lists, numpy scalars as
+Python numbers), the documents of one run only. Its headers name the run
+(:data:`HEADER_RUN`), the index in the run of its first document
+(:data:`HEADER_INDEX`), the stream sequence of the run's start document
+(:data:`HEADER_START_SEQ`) and ``Nats-Msg-Id = <run uid>:<index>`` (the
+server's de-duplication key). Shared by the publisher
+(:mod:`braggscope.app.bus_publisher`) and ``braggscope live``.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+
+__all__ = ["encode_document", "decode_batch", "ensure_stream", "run_messages", "HEADER_RUN", "HEADER_INDEX",
+           "HEADER_START_SEQ"]
+
+HEADER_RUN = "Braggscope-Run"            # run start uid
+HEADER_INDEX = "Braggscope-Index"        # index in the run of the message's first document
+HEADER_START_SEQ = "Braggscope-Start-Seq"  # stream sequence of the run's start document
+
+
+def _default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot put a {type(obj).__name__} on the document bus")
+
+
+def encode_document(doc) -> bytes:
+    """One document as msgpack bytes (numpy arrays as nested lists, scalars as Python numbers)."""
+    return msgpack.packb(doc, default=_default, use_bin_type=True)
+
+
+def decode_batch(payload: bytes) -> list[tuple[str, dict]]:
+    """The ``[(name, doc), ...]`` of one bus message."""
+    return [(name, msgpack.unpackb(raw, raw=False, strict_map_key=False))
+            for name, raw in msgpack.unpackb(payload, raw=False)]
+
+
+async def ensure_stream(js, stream: str, subject: str, *, duplicate_window_s: float = 600.0):
+    """Create the JetStream stream (file storage) for ``subject`` unless it exists."""
+    import nats.js.errors
+    from nats.js.api import StreamConfig, StorageType
+
+    try:
+        return await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        config = StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE,
+                              duplicate_window=duplicate_window_s)
+        return await js.add_stream(config)
+
+
+async def run_messages(js, stream: str, start_seq: int, stop_seq: int, run_uid: str):
+    """The messages ``(headers, payload)`` of run ``run_uid`` between two stream sequences (inclusive).
+
+    Used by a consumer that restarts mid-run to rebuild the run from its start
+    document; decode each payload with :func:`decode_batch`.
+    """
+    import nats.js.errors
+
+    out = []
+    for seq in range(int(start_seq), int(stop_seq) + 1):
+        try:
+            msg = await js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:  # deleted by the stream's limits
+            continue
+        if (msg.headers or {}).get(HEADER_RUN) == run_uid:
+            out.append((msg.headers, msg.data))
+    return out
