@@ -241,6 +241,26 @@ def test_reduce_and_sim_status_runs_are_quiet(tmp_path):
     assert r.returncode == 1 and "not running" in r.stdout and r.stderr == ""
 
 
+def test_reduce_from_a_new_shared_catalog_says_two_lines(tmp_path):
+    """The first ``reduce <scan id>`` of a user starts the shared catalog server: one line says so, one
+    line names the missing run, and the server (left running for the next command, by design) is not
+    reported as a leaked subprocess."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\ncatalog_server = "auto"\n')
+    env = _env(BRAGGSCOPE_CATALOG_SERVER="auto")
+    try:
+        r = subprocess.run([*BRAGGSCOPE, "--config", str(cfg), "reduce", "sxdm", "5", "--out", str(tmp_path / "m.h5")],
+                           capture_output=True, text=True, timeout=300, env=env)
+        lines = (r.stdout + r.stderr).strip().splitlines()
+        assert r.returncode == 2, lines
+        assert len(lines) == 2 and "started the local catalog server" in lines[0], lines
+        assert "5: no such run" in lines[1], lines
+        assert not (tmp_path / "m.h5").exists()
+    finally:
+        subprocess.run([*BRAGGSCOPE, "--config", str(cfg), "catalog", "stop"], capture_output=True, timeout=120,
+                       env=env)
+
+
 def _free_udp_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

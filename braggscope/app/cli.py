@@ -132,7 +132,7 @@ def one_line(message) -> str:
 def quiet_runtime(prog: str = "braggscope"):
     """Warnings and library logging as a command-line run shows them (restored on exit).
 
-    Deprecation and future warnings of the libraries are hidden (they are for
+    Deprecation, future and resource warnings are hidden (they are for
     developers); any other warning is one line, ``<prog>: warning: <message>``;
     the embedded Tiled server's INFO messages (its version banner) are dropped.
     """
@@ -143,7 +143,8 @@ def quiet_runtime(prog: str = "braggscope"):
     banner_filter = _BelowWarning()
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        # ResourceWarning too: "subprocess N is still running" is the shared catalog server, detached by design
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
         warnings.filterwarnings("ignore", message=r".*[Dd]eprecat")  # libraries' own *DeprecationWarning classes
         warnings.showwarning = show
