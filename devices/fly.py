@@ -199,9 +199,10 @@ class FlyScanner:
                    (hw.stage_.velocity, params["velocity"]), (hw.pcomp.start, params["pcomp_start"]),
                    (hw.pcomp.step, params["step"]), (hw.pcomp.width, params["width"]),
                    (hw.pcomp.pulses, num)) + detector
-        self._wait_prearm()
-        if self._prearmed is not None and any(self._cache.get(sig.name) != value for sig, value in detector):
-            self._disarm_prearmed()  # armed for other settings: the detector reads them when armed
+        if any(self._cache.get(sig.name) != value for sig, value in detector):
+            self._wait_prearm()  # else the arming goes on while the stage and trigger unit are set up
+            if self._prearmed is not None:
+                self._disarm_prearmed()  # armed for other settings: the detector reads them when armed
         statuses = []
         for sig, value in targets:  # only what changed since the last line: fewer round trips
             if self._cache.get(sig.name) != value:
