@@ -278,3 +278,45 @@ def test_killing_the_catalog_server_mid_scan_loses_no_event(tiled_server, monkey
     with h5py.File(devices["mpx1x4"].last_path, "r") as f:
         written = f["/entry/data/data"][()]
     np.testing.assert_array_equal(frames[1, 9, ::-1].compute(), written[-12:])  # the last row, snake undone
+
+
+def test_a_batch_stored_by_a_server_killed_before_it_answered_is_not_written_twice(tiled_server, monkeypatch):
+    """The window that made the kill test above fail now and then: the server commits a batch of event
+    rows and is SIGKILLed before its answer leaves. The writer's retry must not append the batch again
+    (it did: 290 rows for 240 events)."""
+    import httpx
+    from tiled.client.dataframe import DataFrameClient
+
+    from braggscope.core import storage
+    from braggscope.plans import sxdm_map
+
+    monkeypatch.setenv("TILED_RETRY_TIMEOUT", "120")
+    monkeypatch.setenv("TILED_RETRY_ATTEMPTS", "100")
+    cfg, client = _catalog(tiled_server, monkeypatch)
+    devices = _devices(cfg, tiled_server.root)
+    RE = _run_engine(client, devices)
+    append, calls, restart = DataFrameClient.append_partition, [], []
+
+    def stored_then_killed(self, *args, **kwargs):
+        out = append(self, *args, **kwargs)  # committed by the server
+        calls.append(1)
+        if len(calls) == 2:  # the second batch: the server dies before answering
+            tiled_server.kill()
+            restart.append(threading.Thread(target=lambda: (time.sleep(2.0), tiled_server.start(init=False))))
+            restart[0].start()
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return out
+
+    monkeypatch.setattr(DataFrameClient, "append_partition", stored_then_killed)
+    try:
+        uid = RE(sxdm_map([devices["mpx1x4"]], devices["pix"], (0, 4, 12), devices["piy"], (0, 4, 10),
+                          devices["eta"], [9.0, 9.1], sample="answer-lost")).run_start_uids[0]
+    finally:
+        for thread in restart:
+            thread.join(180)
+    monkeypatch.setattr(DataFrameClient, "append_partition", append)
+    assert len(calls) > 2 and restart  # the kill happened, later batches were appended
+    run = storage.load_run(storage.open_catalog(cfg), uid)
+    assert run.metadata["stop"]["exit_status"] == "success"
+    rows = run["primary"].read(variables=["pix"])["pix"]
+    assert len(rows) == 2 * 10 * 12  # every event once

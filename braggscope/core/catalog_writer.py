@@ -38,6 +38,7 @@ from bluesky_tiled_plugins.writing.consolidators import HDF5Consolidator
 from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, TiledWriter, _RunWriter
 from event_model import RunRouter
 
+from braggscope.core.append_once import append_with_retry
 from braggscope.core.recovery import WRITER_KEY, writer_identity
 
 __all__ = ["CatalogWriter", "IndexedHDF5Consolidator"]
@@ -149,6 +150,8 @@ class _RetrySafeNormalizer(RunNormalizer):
 
 class _RetrySafeRunWriter(_RunWriter):
     """A run writer whose ``stop`` can be retried after a failure without counting frames twice."""
+
+    _append_with_retry = append_with_retry  # a batch stored by a request whose answer was lost: not appended again
 
     def stop(self, doc):
         consolidators = {id(c): c for c in self._consolidators.values()}
