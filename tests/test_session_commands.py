@@ -210,7 +210,7 @@ def test_help_and_labels_for_blueskys_magics(setup):
     assert {obj.name for _, obj in labelled["detectors"]} == {"mpx1x4", "xrf"}
 
 
-def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch):
+def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch, capsys):
     from IPython.core.interactiveshell import InteractiveShell
 
     from braggscope.app.magics import load_ipython_extension
@@ -231,8 +231,17 @@ def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch
         shell.run_cell("mv(pix, 50)", store_history=False)
         shell.run_cell("mv pix 51", store_history=False)  # no alias left to run: a Python syntax error
         assert d["pix"].position == 50.0 and (tmp_path / "pix").exists() and not (tmp_path / "51").exists()
+        capsys.readouterr()
         result = shell.run_cell("%mv pix 500", store_history=False)
         assert isinstance(result.error_in_exec, ArgumentError) and d["pix"].position == 50.0
+        shown = capsys.readouterr()
+        # one line naming the motor and its limits, no traceback
+        assert shown.err.splitlines() == [f"ArgumentError: {result.error_in_exec}"] and "soft limits" in shown.err
+        assert "Traceback" not in shown.out + shown.err
+        result = shell.run_cell("mv(pix, float('nan'))", store_history=False)
+        assert isinstance(result.error_in_exec, ArgumentError) and len(capsys.readouterr().err.splitlines()) == 1
+        shell.run_cell("1 / 0", store_history=False)  # a bug keeps its traceback
+        assert "ZeroDivisionError" in capsys.readouterr().out
         setup["lines"].clear()
         shell.run_cell("%wa", store_history=False)
         assert "piz" in "\n".join(setup["lines"])

@@ -8,6 +8,9 @@ also removes IPython's shell aliases that would shadow a command (IPython
 defines ``mv`` as ``/bin/mv``): ``mv(pix, 50)`` must never move a file.
 bluesky's own magics (``%mov``, ``%movr``) are registered too; ``%wa`` and
 ``%ct`` are braggscope's (they find the same ``motors``/``detectors`` labels).
+An expected error (a :class:`~braggscope.core.errors.UserError`: a target
+outside the soft limits, a bad argument, a run that is not in the catalog)
+prints as one line naming what to change; ``%tb`` still shows its traceback.
 
 In ``braggscope shell`` the extension is loaded for you; elsewhere::
 
@@ -17,12 +20,14 @@ In ``braggscope shell`` the extension is loaded for you; elsewhere::
 from __future__ import annotations
 
 import shlex
+import sys
 
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from braggscope.app.commands import COMMANDS
+from braggscope.core.errors import UserError
 
-__all__ = ["SessionMagics", "load_ipython_extension", "remove_shadowing_aliases"]
+__all__ = ["SessionMagics", "load_ipython_extension", "remove_shadowing_aliases", "show_user_error"]
 
 
 @magics_class
@@ -93,9 +98,17 @@ def remove_shadowing_aliases(shell) -> list[str]:
     return removed
 
 
+def show_user_error(shell, etype, value, tb, tb_offset=None):
+    """IPython's handler for :class:`UserError`: one line, not a traceback (the message says what to change)."""
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # for %tb
+    print(f"{etype.__name__}: {value}", file=sys.stderr)
+
+
 def load_ipython_extension(shell) -> None:
-    """``%load_ext braggscope.app.magics``: bluesky's magics, then braggscope's; shadowing aliases removed."""
+    """``%load_ext braggscope.app.magics``: bluesky's magics, then braggscope's; shadowing aliases removed;
+    expected errors shown as one line."""
     remove_shadowing_aliases(shell)
+    shell.set_custom_exc((UserError,), show_user_error)
     commands = shell.user_ns.get("commands")
     if commands is not None:
         from bluesky.magics import BlueskyMagics

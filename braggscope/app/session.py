@@ -79,7 +79,9 @@ def _cmd(args) -> int:
     c = Config()
     c.TerminalInteractiveShell.banner1 = ""  # no Python/IPython version banner: ours says what matters
     c.TerminalInteractiveShell.banner2 = banner
-    c.InteractiveShellApp.exec_lines = ["%matplotlib" + ("" if _has_display() else " agg")]
+    # a GUI event loop for figures where a display exists; headless, matplotlib picks Agg by itself
+    # (and "%matplotlib agg" would print "No event loop hook running." under the banner)
+    c.InteractiveShellApp.exec_lines = ["%matplotlib"] if _has_display() else []
     c.InteractiveShellApp.extensions = ["braggscope.app.magics"]  # %wa %mv %ct ...; no /bin/mv alias
     if _has_display() and ns.get("live") is not None:  # the live SXDM maps in a window (GUI timer)
         c.InteractiveShellApp.exec_lines.append(
