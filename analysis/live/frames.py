@@ -68,8 +68,8 @@ def read_hdf5_rows(path, dataset, start, stop, *, timeout_s=10.0, first_wait_s=0
                 if f is None and os.path.exists(path):
                     f = cache[path] = _open_h5(path)
                 if f is not None:
-                    dset = f[dataset]
-                    if f.swmr_mode:
+                    dset = _dataset(cache, path, f, dataset)
+                    if f.swmr_mode and dset.shape[0] < stop:  # refresh only when the rows are not known yet
                         dset.refresh()
                     if dset.shape[0] >= stop:
                         return np.asarray(dset[int(start):int(stop)])
@@ -106,7 +106,18 @@ def _open_h5(path):
     raise error
 
 
+def _dataset(cache, path, f, name):
+    """``f[name]``, kept in ``cache`` with the file (a path lookup costs ~0.2 ms, a refresh ~0.03 ms)."""
+    key = (path, name)
+    dset = cache.get(key)
+    if dset is None:
+        dset = cache[key] = f[name]
+    return dset
+
+
 def _close(cache, path):
+    for key in [k for k in cache if isinstance(k, tuple) and k[0] == path]:
+        del cache[key]  # the file's datasets go with it
     f = cache.pop(path, None)
     if f is not None:
         try:
@@ -152,7 +163,7 @@ class FrameResolver:
 
     def clear(self):
         """Forget the documents and close the files kept open."""
-        for path in list(self._files):
+        for path in [p for p in self._files if not isinstance(p, tuple)]:
             _close(self._files, path)
         self._resources.clear()
         self._datums.clear()

@@ -20,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from braggscope.app.bus import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, bus_settings, decode_batch,
-                                ensure_stream, run_messages)
+from braggscope.app.bus import bus_settings
+from braggscope.app.bus_format import HEADER_INDEX, HEADER_RUN, decode_batch
+from braggscope.app.live_png import FigureWriter
+from braggscope.app.live_pull import consume
 from braggscope.core.atomic import atomic_path
-from braggscope.core.errors import ArgumentError, ServerUnreachableError
+from braggscope.core.errors import ArgumentError
 
 __all__ = ["add_parser", "LiveConsumer", "consume", "map_path"]
 
@@ -113,11 +113,12 @@ class LiveConsumer:
         self._last_index = {}   # run uid -> index of the last document fed
         self._skipped = set()   # runs seen without their start document
         self._live = self._start = None
-        self._figure = _FigureWriter(self.png)
+        self._figure = FigureWriter(self.png)
         self._declined = False
         self._primary = set()
         self._event_times = []
         self._latency = []
+        self._n_events = 0
         self._last_png = -np.inf
 
     # -- messages --------------------------------------------------------------
@@ -158,6 +159,7 @@ class LiveConsumer:
             self._primary.add(doc["uid"])
         elif name == "event" and doc["descriptor"] in self._primary:
             self._event_times.append(float(doc["time"]))
+            self._n_events += 1
         self._call(name, doc)
 
     def close(self, timeout=60.0) -> None:
@@ -174,7 +176,10 @@ class LiveConsumer:
         now = time.time()
         self._latency.extend(now - t for t in self._event_times)
         self._event_times.clear()
-        if time.monotonic() - self._last_png >= self.png_interval_s and self._live.n_frames:
+        # at most one drawing per png_interval_s, and the figure thread busy a quarter of the time at most
+        # (it takes the GIL from the maps: on a loaded host a drawing can take seconds)
+        interval = max(self.png_interval_s, 4.0 * self._figure.draw_s)
+        if time.monotonic() - self._last_png >= interval and self._live.n_frames:
             self._figure.request(self._live)  # drawn on the figure thread: documents go on meanwhile
             self._last_png = time.monotonic()
 
@@ -211,6 +216,7 @@ class LiveConsumer:
         self._primary.clear()
         self._event_times.clear()
         self._latency = []
+        self._n_events = 0
         self._last_png = -np.inf
         self._call("start", doc)
         if not self._declined:
@@ -231,7 +237,8 @@ class LiveConsumer:
             if lat.size:
                 maps.attrs.update(latency_median_s=float(np.median(lat)),
                                   latency_p99_s=float(np.percentile(lat, 99)), latency_max_s=float(lat.max()))
-            maps.attrs.update(run_uid=self._start["uid"], exit_status=str(doc.get("exit_status", "")))
+            maps.attrs.update(run_uid=self._start["uid"], exit_status=str(doc.get("exit_status", "")),
+                              n_events=int(self._n_events), n_frames=int(self._live.n_frames))
             path = map_path(self.out_dir, self._start)
             with atomic_path(path) as tmp:
                 save_maps(maps, tmp)
@@ -261,182 +268,3 @@ class LiveConsumer:
         path = urlparse(doc["uri"]).path
         mapped = self.map_file(path)
         return doc if mapped == path else {**doc, "uri": f"file://localhost{mapped}"}
-
-
-class _FigureWriter:
-    """Draw the live maps figure on a thread of its own and replace the PNG atomically.
-
-    Drawing four panels takes 0.1-0.5 s; on this thread the documents keep
-    flowing meanwhile, also while the final figure of a run is drawn. Requests
-    made while a drawing is under way are merged into one (the latest source).
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self._plots = {}  # id(source) -> LiveMapPlot
-        self._source = None
-        self._due = threading.Event()
-        self._lock = threading.Lock()  # one drawing at a time
-        self.errors = 0
-        threading.Thread(target=self._run, name="live-figure", daemon=True).start()
-
-    def request(self, source):
-        self._source = source
-        self._due.set()
-
-    def wait(self, timeout=60.0):
-        """Block until no drawing is due or under way (False on timeout)."""
-        deadline = time.monotonic() + float(timeout)
-        while self._due.is_set() or self._lock.locked():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
-
-    def _run(self):
-        while True:
-            self._due.wait()
-            with self._lock:  # taken before the flag drops: wait() never sees a gap
-                self._due.clear()
-                self._draw(self._source)
-
-    def _draw(self, source):
-        try:
-            self._draw_locked(source)
-        except Exception as exc:  # noqa: BLE001 - a figure must not stop the maps
-            self.errors += 1
-            print(f"braggscope live: warning: figure not refreshed ({type(exc).__name__}: {exc})",
-                  file=sys.stderr, flush=True)
-
-    def _draw_locked(self, source):
-        import matplotlib.image
-
-        plot = self._plots.get(id(source))
-        if plot is None:  # a new run: a new figure (the previous one is dropped)
-            from braggscope.analysis.live.plot import LiveMapPlot
-
-            plot = LiveMapPlot(source, figure=_figure(), min_interval_s=0.0)
-            self._plots = {id(source): plot}
-        plot.update(force=True)
-        with atomic_path(self.path) as tmp:  # the canvas is drawn: write its pixels, no second drawing
-            matplotlib.image.imsave(tmp, np.asarray(plot.figure.canvas.buffer_rgba()))
-
-
-def _figure():
-    """A headless figure with a fixed layout (a constrained layout costs seconds per drawing)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(12.8, 3.0), dpi=80)
-    FigureCanvasAgg(figure)
-    figure.subplots_adjust(left=0.04, right=0.97, bottom=0.16, top=0.88, wspace=0.5)
-    return figure
-
-
-async def consume(url, stream, subject, consumer, *, durable="braggscope-live", deliver="new", runs=0,
-                  fetch_batch=128, stop=None, connect_timeout_s=15.0):
-    """Pull the bus into ``consumer`` until ``runs`` runs are finished (0: until ``stop`` is set).
-
-    Parameters
-    ----------
-    url, stream, subject : str
-        NATS server, JetStream stream and documents subject.
-    consumer : LiveConsumer
-    durable : str
-        Durable consumer name (its position survives restarts).
-    deliver : {"new", "all"}
-        Start of a durable consumer created here.
-    runs : int
-        Return after this many finished runs (0: never).
-    fetch_batch : int
-        Most messages per pull.
-    stop : asyncio.Event, optional
-        Set it to return after the current batch.
-    connect_timeout_s : float
-        Give up (``ServerUnreachableError``) when the broker does not answer
-        this long at start; later outages are waited out.
-    """
-    import nats
-    import nats.errors
-
-    try:  # the client would retry a first connection for ever
-        nc = await asyncio.wait_for(nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1,
-                                                 reconnect_time_wait=0.5, name=f"braggscope-live-{durable}",
-                                                 error_cb=_quiet), connect_timeout_s)
-    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
-        raise ServerUnreachableError(f"NATS server {url} unreachable after {connect_timeout_s:.0f} s: "
-                                     "start it or pass --url") from exc
-    _preload()
-    try:
-        js = nc.jetstream()
-        await ensure_stream(js, stream, subject)
-        sub = await _durable(js, stream, subject, durable, deliver, consumer)
-        consumer.echo(f"braggscope live: subscribed to {subject} on {url} (stream {stream}, durable {durable})")
-        while not (runs and len(consumer.finished) >= runs) and not (stop is not None and stop.is_set()):
-            try:  # the first message as soon as it is there, then what else is waiting (a fetch of
-                # many would hold the first until the batch is full or the time-out is over)
-                msgs = await sub.fetch(1, timeout=0.5)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.Error, OSError):  # broker away: the client reconnects by itself
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                msgs += await sub.fetch(fetch_batch, timeout=0.005)
-            except (asyncio.TimeoutError, nats.errors.Error, OSError):
-                pass
-            for m in msgs:
-                consumer.feed_message(m.headers, m.data)
-            consumer.flush()
-            try:
-                for m in msgs:  # only now are their documents in the maps
-                    await m.ack()
-            except (nats.errors.Error, OSError):  # re-delivered later, and skipped then
-                pass
-        consumer.close()
-        await nc.flush(timeout=5)
-    finally:
-        await nc.close()
-
-
-async def _quiet(exc):
-    """Connection errors: the client reconnects by itself, nothing to print."""
-
-
-def _preload():
-    """Import the reduction, HDF5 and plotting modules now, not when the first run's documents wait."""
-    import h5py  # noqa: F401
-    import matplotlib.backends.backend_agg  # noqa: F401
-
-    import braggscope.analysis.live.plot  # noqa: F401
-    import braggscope.analysis.sxdm.files  # noqa: F401
-    from braggscope.analysis.live import LiveSXDM  # noqa: F401
-
-
-async def _durable(js, stream, subject, durable, deliver, consumer):
-    """Bind the durable consumer; after a restart, replay the run it was in the middle of."""
-    import nats.js.errors
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-    config = ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
-                            ack_wait=30.0, max_ack_pending=-1,
-                            deliver_policy=DeliverPolicy.NEW if deliver == "new" else DeliverPolicy.ALL)
-    try:
-        info = await js.consumer_info(stream, durable)
-    except nats.js.errors.NotFoundError:
-        info = None
-    floor = info.ack_floor.stream_seq if info is not None and info.ack_floor else 0
-    if floor:
-        msg = await js.get_msg(stream, floor)
-        headers = msg.headers or {}
-        if not any(name == "stop" for name, _ in decode_batch(msg.data)):
-            run_uid = headers.get(HEADER_RUN)
-            start_seq = int(headers.get(HEADER_START_SEQ, floor))
-            for h, data in await run_messages(js, stream, start_seq, floor, run_uid):
-                consumer.feed_message(h, data)
-            consumer.flush()
-            consumer.echo(f"braggscope live: run {str(run_uid)[:8]} replayed from stream sequence {start_seq}")
-        # restart right after the last acknowledged message (no wait for the server's re-delivery)
-        await js.delete_consumer(stream, durable)
-        config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, floor + 1
-    return await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
