@@ -12,7 +12,9 @@
   'start' document twice"); and an event whose table write failed lost the
   reference to its detector frame (the normaliser stopped before it). Here a
   retried document reaches the run's writer once, and a failed ``stop`` is
-  rolled back so that its retry does not count frames twice.
+  rolled back so that its retry does not count frames twice. A batch of rows
+  stored by a server that died before it answered is not appended again
+  (``core.append_once``).
 * **Each event's frame, not the file's first n.** An interrupted exposure
   leaves a frame in the detector file that no event names; the stock HDF5
   consolidator serves the file's first n frames regardless of the datums'
