@@ -136,7 +136,7 @@ class LiveMapPlot:
         """GUI backends: poll :meth:`update` from the GUI thread every ``interval_ms``."""
         interval_ms = int(1000 * self.min_interval_s if interval_ms is None else interval_ms)
         self._timer = self.figure.canvas.new_timer(interval=max(interval_ms, 1))
-        self._timer.add_callback(self.update)
+        self._timer.add_callback(lambda: self.update() or None)  # a callback returning False is dropped by the timer
         self._timer.start()
         return self._timer
 

@@ -17,23 +17,30 @@ Each file is replaced atomically (a viewer never sees half a PNG); its path is
 printed when a run starts drawing into it. Drawing happens on a worker thread,
 so the RunEngine does not wait for matplotlib, except at the end of a run
 (the final figure is on disk when the scan command returns).
+
+Where a display exists, :func:`show_live_maps` opens the live maps in a
+window redrawn by a GUI timer, and :class:`GuiDuringTask` keeps every
+matplotlib window responsive while a plan runs (bluesky's default does so only
+for Qt: with Tk the windows froze until the scan returned).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from bluesky.utils import DefaultDuringTask, DuringTask
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from braggscope.app.commands_scans import PeakTracker, hinted_fields
 from braggscope.core.atomic import atomic_path
 
-__all__ = ["LIVE_MAP_PANELS", "LiveMapFiles", "LiveScanFile", "install_live_figures", "live_directory",
-           "show_live_maps"]
+__all__ = ["LIVE_MAP_PANELS", "GuiDuringTask", "LiveMapFiles", "LiveScanFile", "install_live_figures", "keep_windows_alive",
+           "live_directory", "show_live_maps"]
 
 #: The live map panels: the offline figures' styles for intensity, d-spacing and tilts, plus the
 #: detector centre of mass (pixels), which the offline maps do not show.
@@ -286,8 +293,11 @@ def install_live_figures(RE, cfg, live=None, dispatcher=None, *, scan_file=True,
     -------
     dict
         ``scan`` (:class:`LiveScanFile` or None), ``maps`` (:class:`LiveMapFiles` or None), ``directory``.
+
+    Also installs :class:`GuiDuringTask` in ``RE`` (:func:`keep_windows_alive`).
     """
     directory = live_directory(cfg)
+    keep_windows_alive(RE)
     scan = None
     if scan_file:
         scan = LiveScanFile(directory, out=out)
@@ -299,19 +309,100 @@ def install_live_figures(RE, cfg, live=None, dispatcher=None, *, scan_file=True,
     return {"scan": scan, "maps": maps, "directory": directory}
 
 
-def show_live_maps(live, *, min_interval_s: float = 1.0):
+def show_live_maps(live, *, min_interval_s: float = 1.0, out=print):
     """A window of the live SXDM maps (pyplot, where a display exists), redrawn by a GUI timer as the map fills.
 
     Call it from the shell's main thread once ``%matplotlib`` chose a GUI
-    backend (``braggscope shell`` does when a display exists). Returns the
-    :class:`~braggscope.analysis.live.plot.LiveMapPlot`.
+    backend (``braggscope shell`` does when a display exists); the RunEngine
+    keeps the window responsive during a plan with :class:`GuiDuringTask`.
+    Closing the window stops its timer (the maps file is still written).
+
+    Returns
+    -------
+    braggscope.analysis.live.plot.LiveMapPlot
+        Where matplotlib has no interactive backend (no GUI toolkit) there is
+        no window: a line says so and points at the maps file, and the plot
+        draws off screen.
     """
+    import matplotlib
     import matplotlib.pyplot as plt
 
     from braggscope.analysis.live.plot import LiveMapPlot
 
+    window = _interactive_backend()
+    if not window:
+        out(f"live maps: no window (matplotlib backend {matplotlib.get_backend()!r} is not interactive: "
+            "install tkinter or a Qt binding); the maps file is refreshed instead")
     figure = plt.figure("braggscope live maps", figsize=(3.2 * len(LIVE_MAP_PANELS), 3.2), layout="constrained")
     plot = LiveMapPlot(live, panels=LIVE_MAP_PANELS, figure=figure, min_interval_s=min_interval_s)
-    plot.start_timer()
-    plt.show(block=False)
+    timer = plot.start_timer()
+    figure.canvas.mpl_connect("close_event", lambda event: timer.stop())
+    if window:
+        plt.show(block=False)
     return plot
+
+
+def _interactive_backend() -> bool:
+    """Whether matplotlib's backend draws in windows (TkAgg, QtAgg, ...), not only into files."""
+    if "matplotlib" not in sys.modules:
+        return False
+    import matplotlib
+    from matplotlib import backends
+
+    backend = matplotlib.get_backend().lower()
+    if hasattr(backends, "backend_registry"):  # matplotlib >= 3.9
+        return backend not in backends.backend_registry.list_builtin(backends.BackendFilter.NON_INTERACTIVE)
+    return backend not in ("agg", "cairo", "pdf", "pgf", "ps", "svg", "template")
+
+
+class GuiDuringTask(DuringTask):
+    """RunEngine during-task that keeps matplotlib windows responsive while a plan runs.
+
+    While a plan runs, the RunEngine's event loop works in its own thread and
+    the main thread (the GUI's) waits in ``block``. bluesky's
+    :class:`~bluesky.utils.DefaultDuringTask` runs the Qt event loop there; with
+    any other interactive backend (TkAgg) the windows froze, timers included,
+    until the plan returned. This one processes the windows' events every
+    ``interval_s`` instead (timers fire, so the live maps redraw), and hands
+    Qt and non-interactive backends to ``fallback``.
+
+    Parameters
+    ----------
+    fallback : bluesky.utils.DuringTask, optional
+        For Qt and file-only backends (default :class:`~bluesky.utils.DefaultDuringTask`).
+    interval_s : float
+        How often the windows' events are processed while waiting.
+    """
+
+    def __init__(self, fallback=None, interval_s: float = 0.05):
+        self.fallback = fallback if fallback is not None else DefaultDuringTask()
+        self.interval_s = float(interval_s)
+        self.n_pumps = 0
+
+    def block(self, blocking_event):
+        """Wait for ``blocking_event``, processing the windows' events meanwhile."""
+        if not _interactive_backend() or "qt" in sys.modules["matplotlib"].get_backend().lower():
+            return self.fallback.block(blocking_event)
+        from matplotlib._pylab_helpers import Gcf
+
+        while not blocking_event.wait(self.interval_s):
+            for manager in Gcf.get_all_fig_managers():
+                try:
+                    manager.canvas.flush_events()  # Tk: update(), which also runs due timers
+                except Exception:  # noqa: BLE001 - a window closed meanwhile must not fail the plan
+                    pass
+            self.n_pumps += 1
+
+
+def keep_windows_alive(RE) -> GuiDuringTask:
+    """Install :class:`GuiDuringTask` in ``RE`` (keeping its current during-task for Qt and headless use).
+
+    bluesky takes a during-task only in ``RunEngine(during_task=...)``; this
+    sets the same attribute on an existing RunEngine.
+    """
+    current = getattr(RE, "_during_task", None)
+    if isinstance(current, GuiDuringTask):
+        return current
+    task = GuiDuringTask(current)
+    RE._during_task = task
+    return task
