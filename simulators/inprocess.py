@@ -155,6 +155,7 @@ class HDF5ImageDetector(Device):
                 except (OSError, RuntimeError) as exc:  # e.g. a full disk: the run's own error says so
                     warnings.warn(f"{self.name}: closing {self.last_path} failed: {exc}", stacklevel=2)
             self._file = self._dataset = self._ids = None
+            self._asset_docs.clear()  # as ophyd's FileStoreBase: no datum of a cut point leaks into the next run
         return super().unstage()
 
     def trigger(self):

@@ -181,14 +181,96 @@ def test_run_pause_resume_and_abort_remotely_with_history_in_redis(queue):
     assert len(after) == n_history and [h["item_uid"] for h in after] == [h["item_uid"] for h in history]
 
 
-def _wait_running(client, sample, timeout=120.0):
+def test_abort_after_an_immediate_pause_soon_after_a_resume_ends_aborted(queue):
+    """Resumed, paused at once, aborted: the item ends ``aborted``, not ``failed`` ("A second 'create'
+    message ..." came from the baseline's closing reading meeting the event bundle the pause left open)."""
+    _, client, _ = queue
+    client.open(timeout=180)
+    big = dict(RASTER, x_range=[0, 20, 40], y_range=[0, 20, 40], etas=[9.0, 9.1])
+    for k in range(3):  # the pause lands somewhere else in a point each time
+        client.add("sxdm_map", **big, sample=f"abort{k}")
+        client.start()
+        _wait_running(client, f"abort{k}", settle_s=0.5)
+        try:
+            client.pause(immediate=True)
+        except Exception as exc:  # the item ended already: say how
+            raise AssertionError(f"{exc}; last item: {_last(client)}") from exc
+        client.wait(timeout=120, paused=True)
+        client.resume()
+        _wait_running(client, f"abort{k}", settle_s=0.05 + 0.1 * k)  # soon after the resume
+        client.pause(immediate=True)
+        client.wait(timeout=120, paused=True)
+        client.abort()
+        client.wait(timeout=120)
+        result = _last(client, "sxdm_map")["result"]
+        assert result["exit_status"] == "aborted", result
+        client.clear()  # the aborted item went back to the front
+
+
+def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
+    """The profile's RunEngine, paused between a point's ``create`` and ``save`` (as the queue server's
+    ``re_pause immediate`` does it), then aborted or stopped: the run ends ``abort``/``success`` with its
+    baseline read, and the stop document counts exactly the events emitted."""
+    import asyncio
+
+    from bluesky.utils import RunEngineInterrupted
+
+    from braggscope.app.queue_profile import build_namespace
+    from braggscope.core.config import load_config
+
+    cfg = load_config()
+    for name, value in {"queue.devices": "inprocess", "storage.data_dir": str(tmp_path / "data"),
+                        "storage.catalog_server": "off", "detector.read_path": str(tmp_path / "detector"),
+                        "detector.write_path": str(tmp_path / "detector"), "detector.shape": [16, 16],
+                        "detector.cch": [8.0, 8.0], "bus.url": "", "simulator.realtime": False}.items():
+        cfg.set(name, value)
+    ns = build_namespace(cfg)
+    RE = ns["RE"]
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    pause_at = {"n": 0, "at": "create"}
+
+    def hook(msg):  # the queue server's way: the pause coroutine put on the RunEngine's loop
+        if msg.command == pause_at["at"] and (msg.obj is ns["mpx1x4"] or msg.kwargs.get("name") == "primary"):
+            pause_at["n"] -= 1
+            if pause_at["n"] == 0:
+                asyncio.run_coroutine_threadsafe(RE._request_pause_coro(False), loop=RE.loop)
+
+    RE.msg_hook = hook
+    # paused after the point's 'create' (before its trigger) or after its trigger (the frame and its
+    # datum are made, the event is not): the datum must not leak into the next run either
+    for k, (ending, at) in enumerate((("abort", "create"), ("abort", "trigger"), ("stop", "trigger"),
+                                      ("abort", "create"))):
+        docs.clear()
+        pause_at.update(n=3 + k, at=at)
+        plan = ns["sxdm_map"]([ns["mpx1x4"]], ns["pix"], (0, 4, 5), ns["piy"], (0, 4, 4), ns["eta"], [9.0, 9.1])
+        with pytest.raises(RunEngineInterrupted):
+            RE(plan)
+        pause_at["n"] = 2  # resumed, then paused again inside the second point after the resume
+        with pytest.raises(RunEngineInterrupted):
+            RE.resume()
+        getattr(RE, ending)()
+        names = [n for n, _ in docs]
+        stop = docs[-1][1]
+        assert names[-1] == "stop" and stop["exit_status"] == ("abort" if ending == "abort" else "success"), stop
+        streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+        emitted = [streams[d["descriptor"]] for n, d in docs if n == "event"]
+        assert stop["num_events"] == {s: emitted.count(s) for s in set(emitted)}
+        assert emitted.count("baseline") == 2 and 0 < emitted.count("primary") < 40
+    RE.msg_hook = None
+    docs.clear()
+    RE(ns["sxdm_map"]([ns["mpx1x4"]], ns["pix"], (0, 4, 3), ns["piy"], (0, 4, 2), ns["eta"], [9.0]))
+    assert docs[-1][1]["exit_status"] == "success", docs[-1][1]  # the catalog writer saw no stray datum
+
+
+def _wait_running(client, sample, timeout=120.0, settle_s=1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         running = client.status().get("running_item_uid")
         if running:
             items = client._call("queue_get").get("running_item") or {}
             if items.get("kwargs", {}).get("sample") == sample and client.status()["re_state"] == "running":
-                time.sleep(1.0)  # some points into the run
+                time.sleep(settle_s)  # some points into the run
                 return
         time.sleep(0.2)
     raise TimeoutError(f"the item {sample!r} did not start running within {timeout} s")

@@ -17,6 +17,7 @@ from bluesky import RunEngine
 from bluesky.preprocessors import SupplementalData
 from tqdm.auto import tqdm
 
+from braggscope.app.interrupted_bundle import drop_interrupted_bundle
 from braggscope.core import storage
 from braggscope.core.config import Config
 from braggscope.core.runs import install_scan_ids
@@ -111,6 +112,7 @@ def install_baseline(RE, devices) -> SupplementalData:
     """
     sd = SupplementalData(baseline=[devices[name] for name in BASELINE_DEVICES if name in devices])
     RE.preprocessors.append(sd)
+    drop_interrupted_bundle(RE)  # else the closing baseline read fails an abort that follows a pause mid-point
     return sd
 
 
