@@ -8,22 +8,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from bluesky import RunEngine
-from bluesky.utils import RunEngineInterrupted
 
 from braggscope.core import storage
 from braggscope.core.catalog_lock import CatalogBusyError, acquire_writer_lock, release_writer_lock
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
-from braggscope.simulators.inprocess import HDF5ImageDetector
 
-from .conftest import SHAPE, EncodingDevices, assert_frames_where_events_say, frames_match_events
+from .conftest import SHAPE, assert_frames_where_events_say, frames_match_events
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ScanSetup(energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, cch=(4, 5), detector_shape=SHAPE, delta=18.0)
