@@ -10,24 +10,38 @@ Side by side in one run:
    time per point (RunEngine and publishing thread together; less sensitive
    to other load on the machine). Goal: on <= 1.05 x off.
 2. **Latency at 200 frames/s.** ``braggscope live`` runs as a separate process
-   (the remote consumer) on the same broker; a run paced at ``--rate`` frames/s
-   (the detector's acquire time) is published, and the consumer reports, per
-   event, the time from the event document's creation to the moment its frame
-   is in the maps (median, 99th percentile; stored in its maps file). Goals:
-   median <= 100 ms, p99 <= 1 s.
+   (the remote consumer) on the same broker and maps two runs, published by a
+   :class:`~braggscope.app.bus.DocumentPublisher`:
+
+   * ``RunEngine``: the in-process ``sxdm_map`` with the detector paced at
+     ``1 / --rate`` (its acquire time). On 2 shared cores the RunEngine itself
+     does not reach 200 points/s (about 10 ms of CPU per point), so this run
+     shows the latency at the rate the RunEngine reaches;
+   * ``replay``: a run recorded beforehand (``--replay-points``, same devices)
+     re-emitted at exactly ``--rate`` frames/s with new uids: frame ``k`` is
+     written to a new SWMR HDF5 file just before event ``k`` leaves (as the
+     detector writes before the RunEngine reads), and the event's ``time`` is
+     the moment it leaves. This is the 200 frames/s document stream.
+
+   The consumer reports, per event, the time from the event document's
+   ``time`` to the moment its frame is in the maps (median, 99th percentile,
+   stored in its maps file with the frames mapped: ``dropped`` = events
+   published - frames mapped). Goals: median <= 100 ms, p99 <= 1 s.
 
 Usage::
 
-    python benchmarks/bench_bus.py [--url nats://127.0.0.1:4222] [--points 2000] [--size 128]
-                                   [--rate 200] [--repeats 3]
+    python benchmarks/bench_bus.py [--url nats://127.0.0.1:4222] [--points 2000] [--replay-points 2000]
+                                   [--size 128] [--rate 200] [--repeats 3] [--only overhead|latency]
+                                   [--profile consumer.prof]
 
-Small: ``--points 400 --size 64 --repeats 2``. The stream used is deleted at the end.
+Small: ``--points 400 --replay-points 2000 --size 32 --repeats 2``. The stream used is deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import subprocess
 import sys
@@ -37,7 +51,11 @@ import time
 import uuid
 from pathlib import Path
 
+import h5py
 import numpy as np
+
+
+IMAGE = "mpx1x4_image"  # the in-process Maxipix's image field
 
 
 def make_run(tmp, size):
@@ -107,48 +125,58 @@ def overhead(url, stream, subject, tmp, points, size, repeats):
         cpu.append((time.process_time() - c0) / len(timer.times))
         wall.append(timer.per_point())
 
-    for _ in range(repeats):
-        measured(off, cpu_off)
-        token = RE.subscribe(pub)
-        measured(on, cpu_on)
-        RE.unsubscribe(token)
-        pub.wait(60)
+    for r in range(repeats):  # off, on, on, off, off, on ...: no order bias
+        for publishing in ((False, True) if r % 2 == 0 else (True, False)):
+            token = RE.subscribe(pub) if publishing else None
+            measured(*((on, cpu_on) if publishing else (off, cpu_off)))
+            if token is not None:
+                RE.unsubscribe(token)
+                pub.wait(60)
     stats = dict(pub.stats)
     pub.close()
     return off, on, cpu_off, cpu_on, stats
 
 
-def latency(url, stream, subject, tmp, points, size, rate):
+def latency(url, stream, subject, tmp, points, replay_points, size, rate, profile=None):
+    """The consumer's latency for a RunEngine-driven run paced at ``rate`` and a replay at ``rate``.
+
+    Returns ``{label: (maps attrs, achieved frames/s, frames emitted, seconds)}`` and the consumer's output.
+    """
     from braggscope.app.bus import DocumentPublisher
+    from braggscope.app.live_consumer import map_path
     from braggscope.analysis.sxdm.files import load_maps
 
     out = Path(tmp) / "live"
-    cmd = [sys.executable, "-m", "braggscope", "live", "--url", url, "--stream", stream, "--subject", subject,
-           "--durable", "bench", "--out", str(out), "--runs", "2"]
+    prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    cmd = [sys.executable, *prof, "-m", "braggscope", "live", "--url", url, "--stream", stream, "--subject", subject,
+           "--durable", "bench", "--out", str(out), "--runs", "3"]
     consumer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1"))
     lines = []
-    threading.Thread(target=lambda: [lines.append(l.rstrip()) for l in consumer.stdout], daemon=True).start()
-    deadline = time.monotonic() + 60
-    while not any("subscribed" in l for l in lines):
-        if time.monotonic() > deadline or consumer.poll() is not None:
-            raise RuntimeError("braggscope live did not start:\n" + "\n".join(lines))
-        time.sleep(0.05)
+    threading.Thread(target=lambda: [lines.append(line.rstrip()) for line in consumer.stdout], daemon=True).start()
+    _wait_for(lines, consumer, "subscribed", 60)
+    results, starts = {}, {}
     try:
+        docs, frames_path = record(tmp, replay_points, size)  # the replay's source, recorded before any timing
         RE, plan, det = make_run(tmp, size)
         timer = PointTimer()
         RE.subscribe(timer)
         pub = DocumentPublisher(url, stream=stream, subject=subject, spill_dir=Path(tmp) / "spill")
         RE.subscribe(pub)
+        RE.subscribe(lambda name, doc: starts.setdefault("last", doc) if name == "start" else None)
         RE(plan(min(points, 100)))  # warm-up run (the consumer's first run too)
-        deadline = time.monotonic() + 120
-        while not any("maps in" in l for l in lines) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the consumer is done with the warm-up run
+        _wait_for(lines, consumer, "maps in", 120)
         det.acquire_time.put(1.0 / rate)  # pace: the in-process detector waits out its acquire time
+        starts.clear()
         t0 = time.perf_counter()
         RE(plan(points))
-        wall = time.perf_counter() - t0
-        achieved = 1.0 / timer.per_point()
+        results["RunEngine"] = (starts["last"], 1.0 / timer.per_point(), len(timer.times), time.perf_counter() - t0)
+        pub.wait(120)
+        _wait_for(lines, consumer, "maps in", 300, count=2)
+        replay = Replay(docs, frames_path, tmp)
+        n, wall = replay.run(pub, rate)
+        results["replay"] = (replay.docs[0][1], n / wall, n, wall)
+        depth = pub.stats["max_depth"]
         pub.wait(60)
         pub.close()
         consumer.wait(300)
@@ -156,9 +184,86 @@ def latency(url, stream, subject, tmp, points, size, rate):
         if consumer.poll() is None:  # never leave the consumer behind
             consumer.kill()
             consumer.wait(10)
-    files = sorted(out.glob("*_live_maps.h5"), key=os.path.getmtime)
-    maps = load_maps(files[-1])
-    return maps.attrs, achieved, wall, len(timer.times), lines
+    return {label: (load_maps(map_path(out, start)).attrs, achieved, n, wall)
+            for label, (start, achieved, n, wall) in results.items()}, depth
+
+
+def _wait_for(lines, consumer, text, timeout, count=1):
+    deadline = time.monotonic() + timeout
+    while sum(text in line for line in lines) < count:
+        if time.monotonic() > deadline or consumer.poll() is not None:
+            raise RuntimeError(f"braggscope live: no {text!r} line:\n" + "\n".join(lines))
+        time.sleep(0.05)
+
+
+def record(tmp, points, size):
+    """The documents of one in-process ``sxdm_map`` (no pacing) and its detector file."""
+    RE, plan, det = make_run(tmp, size)
+    docs = []
+    RE(plan(points), lambda name, doc: docs.append((name, copy.deepcopy(doc))))
+    return docs, det.last_path
+
+
+class Replay:
+    """Re-emit a recorded run at a fixed frame rate, its frames written to a new HDF5 file as it goes.
+
+    Every uid is new (run, descriptors, resource, datum ids, events), the detector
+    file is a new SWMR file that receives frame ``k`` just before event ``k`` is
+    emitted (as the detector writes it before the RunEngine reads it), and an
+    event's ``time`` is the moment it is emitted. The documents between two
+    events go out at once; event ``k`` leaves at ``t0 + k / rate``.
+    """
+
+    def __init__(self, docs, frames_path, out_dir):
+        self.out = Path(out_dir) / f"replay_{uuid.uuid4().hex[:8]}.h5"
+        with h5py.File(frames_path, "r") as f:
+            self.frames = f["/entry/data/data"][()]
+        new = {}
+        for name, doc in docs:
+            if name in ("start", "descriptor", "resource", "event", "stop"):
+                new[doc["uid"]] = str(uuid.uuid4())
+        self.docs = [(name, self._remap(name, doc, new)) for name, doc in docs]
+        self.start_uid = self.docs[0][1]["uid"]
+
+    def _remap(self, name, doc, new):
+        doc = copy.deepcopy(doc)
+        for key in ("uid", "run_start", "descriptor", "resource"):
+            if isinstance(doc.get(key), str) and doc[key] in new:
+                doc[key] = new[doc[key]]
+        if name == "resource":
+            doc["root"], doc["resource_path"] = "/", str(self.out).lstrip("/")
+        elif name == "datum":
+            res, _, n = doc["datum_id"].rpartition("/")
+            doc["datum_id"] = f"{new[res]}/{n}"
+        elif name == "event":
+            for key, value in doc["data"].items():
+                if isinstance(value, str) and value.rpartition("/")[0] in new:
+                    res, _, n = value.rpartition("/")
+                    doc["data"][key] = f"{new[res]}/{n}"
+        return doc
+
+    def run(self, callback, rate):
+        """Emit the run through ``callback`` at ``rate`` frames/s; returns (frames, seconds)."""
+        period, k = 1.0 / float(rate), 0
+        with h5py.File(self.out, "w", libver="latest") as f:
+            data = f.create_dataset("/entry/data/data", shape=(0,) + self.frames.shape[1:],
+                                    maxshape=(None,) + self.frames.shape[1:], chunks=(1,) + self.frames.shape[1:],
+                                    dtype=self.frames.dtype)
+            f.swmr_mode = True
+            t0 = time.perf_counter()
+            for name, doc in self.docs:
+                if name == "event" and IMAGE in doc["data"]:
+                    delay = t0 + k * period - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    data.resize(k + 1, axis=0)
+                    data[k] = self.frames[k]
+                    data.flush()
+                    k += 1
+                if name in ("event", "stop"):
+                    doc = dict(doc, time=time.time())
+                callback(name, doc)
+            return k, time.perf_counter() - t0
 
 
 def delete_stream(url, stream):
@@ -174,39 +279,57 @@ def delete_stream(url, stream):
     asyncio.run(run())
 
 
+def print_overhead(a, off, on, cpu_off, cpu_on, stats):
+    m_off, m_on = float(np.median(off)), float(np.median(on))
+    c_off, c_on = float(np.median(cpu_off)), float(np.median(cpu_on))
+    print(f"RunEngine per point, {a.points} points, {a.size}x{a.size} frames, {a.repeats} interleaved runs each "
+          "(wall: median interval between events; CPU: process CPU time / points):")
+    print(f"  publishing off {1e3 * m_off:.3f} ms wall ({', '.join(f'{1e3 * x:.3f}' for x in off)}), "
+          f"{1e3 * c_off:.3f} ms CPU ({', '.join(f'{1e3 * x:.3f}' for x in cpu_off)})")
+    print(f"  publishing on  {1e3 * m_on:.3f} ms wall ({', '.join(f'{1e3 * x:.3f}' for x in on)}), "
+          f"{1e3 * c_on:.3f} ms CPU ({', '.join(f'{1e3 * x:.3f}' for x in cpu_on)})")
+    print(f"  overhead {100 * (m_on / m_off - 1):+.1f} % wall, {100 * (c_on / c_off - 1):+.1f} % CPU (goal <= 5 %); "
+          f"publisher: {1e6 * stats['call_s_total'] / max(stats['documents'], 1):.1f} us wall, "
+          f"{1e6 * stats['call_cpu_s_total'] / max(stats['documents'], 1):.1f} us CPU per document in the RunEngine "
+          f"thread, {stats['documents']} documents in {stats['messages']} messages, max queue {stats['max_depth']}")
+    per_point = stats["call_cpu_s_total"] / max(len(on) * a.points, 1)
+    print(f"  the callback's CPU per point: {1e3 * per_point:.3f} ms = {100 * per_point / c_off:.1f} % of the CPU per "
+          "point without publishing (the direct cost; the publishing thread's share is in the CPU figures above)")
+
+
+def print_latency(a, runs):
+    print(f"Remote consumer (braggscope live, a separate process on the same broker), {a.size}x{a.size} frames, "
+          f"{a.rate:.0f} frames/s asked; latency = event document's time to its frame in the maps:")
+    for label, (attrs, achieved, n, wall) in runs.items():
+        dropped = n - int(attrs.get("n_frames", -1))
+        print(f"  {label:9s} {n} frames at {achieved:.0f} frames/s ({wall:.1f} s): latency median "
+              f"{1e3 * attrs['latency_median_s']:.1f} ms (goal <= 100), p99 {1e3 * attrs['latency_p99_s']:.1f} ms "
+              f"(goal <= 1000), max {1e3 * attrs['latency_max_s']:.1f} ms; dropped {dropped}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default="nats://127.0.0.1:4222")
     p.add_argument("--points", type=int, default=2000, help="points per measured run")
     p.add_argument("--size", type=int, default=128, help="detector rows = cols")
-    p.add_argument("--rate", type=float, default=200.0, help="frames/s of the latency run")
+    p.add_argument("--rate", type=float, default=200.0, help="frames/s of the latency runs")
+    p.add_argument("--replay-points", type=int, default=2000, help="points of the replayed run")
     p.add_argument("--repeats", type=int, default=3, help="off/on pairs of the overhead runs")
+    p.add_argument("--profile", help="write the consumer's cProfile statistics (main thread) to this file")
+    p.add_argument("--only", choices=("overhead", "latency"), help="run one of the two parts")
     a = p.parse_args(argv)
     stream = f"BENCH_{uuid.uuid4().hex[:8]}"
     subject = f"bench.{stream}.documents"
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            off, on, cpu_off, cpu_on, stats = overhead(a.url, stream, subject, tmp, a.points, a.size, a.repeats)
-            m_off, m_on = float(np.median(off)), float(np.median(on))
-            c_off, c_on = float(np.median(cpu_off)), float(np.median(cpu_on))
-            print(f"RunEngine per point, {a.points} points, {a.size}x{a.size} frames, {a.repeats} runs each "
-                  "(wall: median interval between events; CPU: process CPU time / points):")
-            print(f"  publishing off {1e3 * m_off:.3f} ms wall ({', '.join(f'{1e3 * x:.3f}' for x in off)}), "
-                  f"{1e3 * c_off:.3f} ms CPU")
-            print(f"  publishing on  {1e3 * m_on:.3f} ms wall ({', '.join(f'{1e3 * x:.3f}' for x in on)}), "
-                  f"{1e3 * c_on:.3f} ms CPU")
-            print(f"  overhead {100 * (m_on / m_off - 1):+.1f} % wall, {100 * (c_on / c_off - 1):+.1f} % CPU "
-                  "(goal <= 5 %); publisher: "
-                  f"{1e6 * stats['call_s_total'] / max(stats['documents'], 1):.1f} us per document in the "
-                  f"RunEngine, {stats['documents']} documents in {stats['messages']} messages, "
-                  f"max queue {stats['max_depth']}")
-        with tempfile.TemporaryDirectory() as tmp:
-            attrs, achieved, wall, n, lines = latency(a.url, stream, subject, tmp, a.points, a.size, a.rate)
-            print(f"Remote consumer (braggscope live, separate process), {n} frames at {achieved:.0f} frames/s "
-                  f"(asked {a.rate:.0f}), run {wall:.1f} s:")
-            print(f"  document-to-map latency median {1e3 * attrs['latency_median_s']:.1f} ms (goal <= 100), "
-                  f"p99 {1e3 * attrs['latency_p99_s']:.1f} ms (goal <= 1000), "
-                  f"max {1e3 * attrs['latency_max_s']:.1f} ms")
+        if a.only != "latency":
+            with tempfile.TemporaryDirectory() as tmp:
+                print_overhead(a, *overhead(a.url, stream, subject, tmp, a.points, a.size, a.repeats))
+        if a.only != "overhead":
+            with tempfile.TemporaryDirectory() as tmp:
+                runs, depth = latency(a.url, stream, subject, tmp, a.points, a.replay_points, a.size, a.rate,
+                                      a.profile)
+            print_latency(a, runs)
+            print(f"  publisher's deepest queue {depth} documents")
     finally:
         delete_stream(a.url, stream)
     return 0
