@@ -127,6 +127,7 @@ class FlyScanner:
         self._saved: dict = {}
         self._cache: dict = {}
         self._prearmed = None  # the file the detector is armed with for the next line
+        self._limits = None  # the stage's velocity limit and encoder resolution
         self._prearm_done = None
 
     def wait_for_connection(self, timeout: float = 10.0) -> None:
@@ -142,9 +143,11 @@ class FlyScanner:
 
     def check_line(self, x0: float, x1: float, num: int, dwell_s: float) -> tuple[float, float]:
         """Velocity (um/s) and exposure (s), or ``ValueError`` naming what to change (reads the stage limit)."""
-        return check_line(x0, x1, num, dwell_s, readout_s=self.readout_s,
-                          velocity_max_um_s=float(self.hardware.stage_.velo_max.get()),
-                          encoder_resolution_um=float(self.hardware.stage_.enc_res.get()))
+        if self._limits is None:  # read-only limits: read once per run, not at every line
+            self._limits = (float(self.hardware.stage_.velo_max.get()), float(self.hardware.stage_.enc_res.get()))
+        velocity_max, resolution = self._limits
+        return check_line(x0, x1, num, dwell_s, readout_s=self.readout_s, velocity_max_um_s=velocity_max,
+                          encoder_resolution_um=resolution)
 
     def ramp_um(self, velocity: float) -> float:
         """Run-up (and run-down) distance at ``velocity`` (um/s), um."""
@@ -170,6 +173,7 @@ class FlyScanner:
                            (self.hardware.pcap.file_name, run_tag + "_pcap"), (self.hardware.pcap.file_number, 0)):
             sig.set(value).wait(10)
         self._cache.clear()
+        self._limits = None
         return [self]
 
     def unstage(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -15,6 +16,22 @@ __all__ = ["HDF5Group", "UNIQUE_ID_DATASET"]
 
 #: Where the HDF5 plugin stores each frame's NDArrayUniqueId (areaDetector's NDAttributes layout).
 UNIQUE_ID_DATASET = "/entry/instrument/NDAttributes/NDArrayUniqueId"
+
+
+def _create_file(filename: str, shape, layout: dict):
+    """A new frame file in areaDetector's layout, in SWMR mode (``layout``: the frame dataset's keywords)."""
+    import h5py
+
+    rows, cols = shape
+    h5 = h5py.File(filename, "w", libver="latest")
+    entry = h5.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    data = entry.create_group("data")
+    data.attrs["NX_class"] = "NXdata"
+    data.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=np.uint32, **layout)
+    h5.create_dataset(UNIQUE_ID_DATASET, shape=(0,), maxshape=(None,), chunks=(1024,), dtype=np.int32)
+    h5.swmr_mode = True
+    return h5
 
 
 class HDF5Group(Group):
@@ -76,8 +93,6 @@ class HDF5Group(Group):
         return template % (self.file_path.value, self.file_name.value, self.file_number.value)
 
     async def _open(self) -> None:
-        import h5py
-
         await self._close()
         if not Path(self.file_path.value).is_dir():
             # like areaDetector: Capture is accepted, the error is reported in
@@ -86,17 +101,9 @@ class HDF5Group(Group):
             await self.write_message.write(f"directory does not exist: {self.file_path.value}")
             return
         filename = self.current_filename()
-        rows, cols = self.parent.shape
-        h5 = h5py.File(filename, "w", libver="latest")
-        entry = h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = "NXdata"
-        data.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
-                            dtype=np.uint32, **self.parent.frame_layout())
-        h5.create_dataset(UNIQUE_ID_DATASET, shape=(0,), maxshape=(None,), chunks=(1024,), dtype=np.int32)
-        h5.swmr_mode = True
-        self.h5 = h5
+        # HDF5 calls off the event loop: a slow disk or the writer thread's flush must not stall the server
+        self.h5 = await asyncio.get_running_loop().run_in_executor(
+            None, _create_file, filename, self.parent.shape, self.parent.frame_layout())
         await self.full_file_name.write(filename)
         await self.num_captured.write(0)
         await self.write_status.write(0)
@@ -107,10 +114,14 @@ class HDF5Group(Group):
 
     async def _close(self) -> None:
         if self.h5 is not None:
-            with self.lock:  # not while the writer thread appends
+            await asyncio.get_running_loop().run_in_executor(None, self._close_file)
+            await self.capture_rbv.write("Done")
+
+    def _close_file(self) -> None:
+        with self.lock:  # not while the writer thread appends
+            if self.h5 is not None:
                 self.h5.close()
                 self.h5 = self._datasets = None
-            await self.capture_rbv.write("Done")
 
     def append_chunks(self, chunks, chunk_rows: int, unique_ids) -> int:
         """Append frames given as compressed row-block chunks (``write_direct_chunk``: no filter pipeline),
