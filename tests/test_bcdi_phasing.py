@@ -173,6 +173,35 @@ def test_cpu_backend_uses_scipy():
         get_backend("fftw3")
 
 
+def test_numba_fused_kernels_equal_numpy_steps():
+    """The CPU back-end's fused steps (analysis.bcdi.fused) against the numpy ufunc chains, on random input."""
+    from braggscope.analysis.bcdi import fused, projections
+
+    assert get_backend("scipy").kernels["modulus_free"] is fused.modulus_free
+    rng = np.random.default_rng(8)
+    shape = (12, 10, 8)
+    psi = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    psi[0, 0, :4] = 0  # |psi| below eps
+    amp, free = rng.random(shape).astype(np.float32), rng.random(shape) < 0.2
+    w_new, w_prev = rng.random(shape).astype(np.float32), rng.random(shape).astype(np.float32)
+    prev = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    eps = np.float32(1e-3)
+    for name, args in (("modulus", (amp,)), ("modulus_free", (amp, free))):
+        ref, got = psi.copy(), psi.copy()
+        getattr(projections, name)(ref, *args, eps)
+        getattr(fused, name)(got, *args, eps)
+        np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6, err_msg=name)
+        strided = psi.copy()  # a non-contiguous view goes to the numpy step
+        getattr(fused, name)(strided[:, :, ::2], *(a[:, :, ::2] for a in args), eps)
+        np.testing.assert_allclose(strided[:, :, ::2], ref[:, :, ::2], rtol=2e-6, atol=1e-6)
+        assert np.array_equal(strided[:, :, 1::2], psi[:, :, 1::2])
+    ref_psi, ref_prev, got_psi, got_prev = psi.copy(), prev.copy(), psi.copy(), prev.copy()
+    projections.update(ref_psi, w_new, ref_prev, w_prev)
+    fused.update(got_psi, w_new, got_prev, w_prev)
+    np.testing.assert_allclose(got_psi, ref_psi, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(got_prev, ref_prev, rtol=2e-6, atol=1e-6)
+
+
 @pytest.mark.gpu
 def test_cupy_fused_kernels_equal_numpy_steps():
     # one application of each fused GPU kernel against the numpy step on the same random input

@@ -1,7 +1,8 @@
 """FFT / array back-ends for BCDI phase retrieval.
 
 ``scipy`` (default on CPU): ``scipy.fft`` on all cores (``workers=-1``) with
-``overwrite_x=True``, complex64 in and out. ``cupy`` (chosen automatically by
+``overwrite_x=True``, complex64 in and out; the elementwise steps as fused
+numba kernels (:mod:`.fused`). ``cupy`` (chosen automatically by
 ``get_backend("auto")`` when CuPy imports and a CUDA device is present):
 ``cupy.fft`` and ``cupyx.scipy.ndimage`` on the GPU.
 
@@ -123,7 +124,10 @@ def _scipy_backend() -> Backend:
     def ifftn(a):
         return sfft.ifftn(a, workers=-1, overwrite_x=True)
 
-    return Backend("scipy", np, fftn, ifftn, gaussian_filter, np.asarray, np.asarray, _cpu_map_blocks)
+    from .fused import kernels
+
+    return Backend("scipy", np, fftn, ifftn, gaussian_filter, np.asarray, np.asarray, _cpu_map_blocks,
+                   kernels=kernels())
 
 
 def cupy_available() -> bool:
