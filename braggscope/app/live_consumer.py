@@ -2,9 +2,10 @@
 
 The acquisition publishes every run's documents on NATS JetStream
 (:mod:`braggscope.app.bus`); this command subscribes with a durable pull
-consumer, feeds each ``sxdm_map`` run to a
-:class:`braggscope.analysis.live.LiveSXDM`, refreshes one PNG of the maps in
-place while the run goes on and writes a maps file per run (NeXus-style HDF5,
+consumer (:mod:`braggscope.app.live_pull`), feeds each ``sxdm_map`` run to a
+:class:`braggscope.analysis.live.LiveSXDM` (:class:`LiveConsumer`, here),
+refreshes one PNG of the maps in place while the run goes on
+(:mod:`braggscope.app.live_png`) and writes a maps file per run (NeXus-style HDF5,
 ``load_maps`` reads it). Frames are read from the detector's HDF5 files named
 by the resource documents; ``--path-map OLD=NEW`` relocates them for a host
 that mounts the detector directory elsewhere.
