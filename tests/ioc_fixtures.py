@@ -2,9 +2,9 @@
 
 - ``tmp_data_dir`` (session): a temporary data directory (catalog, detector files).
 - ``sim_config`` (session): the packaged config pointed at ``tmp_data_dir``.
-- ``sim_ioc`` (session): the simulator server (motors + Maxipix) as a subprocess on a
-  free 127.0.0.1 port, started once per session; the CA client environment of this
-  process is set *before* any CA connection; the process is killed at teardown.
+- ``sim_ioc`` (session): the simulator server (motors + Maxipix) as a subprocess on the
+  127.0.0.1 port reserved for it in ``tests/conftest.py`` (on the CA address list of this
+  process before any CA connection), started once per session, killed at teardown.
 - ``sim_devices`` (session): ``make_devices(sim_config)``, connected.
 """
 
@@ -40,9 +40,11 @@ def sim_ioc(sim_config, tmp_data_dir):
     """The running simulator (a :class:`braggscope.app.simctl.SimulatorHandle`)."""
     from braggscope.app.simctl import start_simulator, stop_simulator
 
-    handle = start_simulator(sim_config, state_file=tmp_data_dir / "simulator.json", set_env=True,
-                             exit_with_parent=True)
-    assert os.environ["EPICS_CA_ADDR_LIST"] == handle.addr_list
+    from tests.conftest import CA_PORTS
+
+    handle = start_simulator(sim_config, port=CA_PORTS["session"], state_file=tmp_data_dir / "simulator.json",
+                             set_env=False, exit_with_parent=True)
+    assert handle.addr_list in os.environ["EPICS_CA_ADDR_LIST"].split()
     try:
         yield handle
     finally:

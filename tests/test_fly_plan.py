@@ -19,6 +19,7 @@ from bluesky.utils import RunEngineInterrupted
 
 from braggscope.core import storage
 from braggscope.core.errors import ArgumentError
+from tests.conftest import CA_PORTS
 
 NX, NY, DWELL = 8, 4, 0.005
 
@@ -42,7 +43,12 @@ def bench(tmp_path_factory):
     cfg.set("detector.shape", [128, 128])
     cfg.set("detector.cch", [64.0, 64.0])
     cfg.set("simulator.peak_rate", 2.0e7)  # bright: the maps' Poisson noise well below their contrast
-    handle = start_simulator(cfg, state_file=root / "sim.json", set_env=True, exit_with_parent=True)
+    # its own PV prefix, on the port reserved for a module's simulator (tests/conftest.py): the session
+    # simulator (512 x 512 frames, prefix BSSIM:) may be running in this process too
+    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
+        cfg.set(key, cfg[key].replace("BSSIM:", "BSFLYT:", 1))
+    handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
+                             exit_with_parent=True)
     devices = {}
     try:
         devices = make_devices(cfg, connect_timeout=30.0)
