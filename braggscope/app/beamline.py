@@ -84,7 +84,12 @@ class Beamline:
 
 
 class PointProgress:
-    """A tqdm bar per run: events of the primary stream against the start document's ``num_points``."""
+    """A tqdm bar per run: points of the primary stream against the start document's ``num_points``.
+
+    A step scan's points are its events; a fly scan sends none, its points are the frames its
+    ``stream_datum`` documents announce (the highest sequence number so far: the image and the
+    captured positions of a line announce the same range).
+    """
 
     def __init__(self):
         self._bar = None
@@ -98,6 +103,10 @@ class PointProgress:
             self._primary.add(doc["uid"])
         elif name == "event" and self._bar is not None and doc["descriptor"] in self._primary:
             self._bar.update(1)
+        elif name == "stream_datum" and self._bar is not None and doc.get("descriptor") in self._primary:
+            done = int(doc["seq_nums"]["stop"]) - 1  # the RunEngine numbers the frames 1, 2, ... across lines
+            if done > self._bar.n:
+                self._bar.update(done - self._bar.n)
         elif name == "stop" and self._bar is not None:
             self._bar.set_postfix_str(doc.get("exit_status", ""))
             self._bar.close()

@@ -1,0 +1,37 @@
+"""The per-run progress bar of the demos and the shell: step scans count events, fly scans count frames."""
+
+from braggscope.app.beamline import PointProgress
+
+
+def _run(progress, documents):
+    for name, doc in documents:
+        progress(name, doc)
+
+
+def test_step_scan_counts_primary_events_only(capsys):
+    p = PointProgress()
+    _run(p, [("start", {"plan_name": "sxdm_map", "num_points": 4}),
+             ("descriptor", {"uid": "d1", "name": "primary"}),
+             ("descriptor", {"uid": "b1", "name": "baseline"}),
+             ("event", {"descriptor": "b1"}),
+             ("event", {"descriptor": "d1"}), ("event", {"descriptor": "d1"})])
+    assert p._bar.n == 2
+    p("stop", {"exit_status": "success"})
+    assert "2/4" in capsys.readouterr().out
+
+
+def test_fly_scan_counts_the_frames_its_stream_datums_announce(capsys):
+    p = PointProgress()
+    docs = [("start", {"plan_name": "sxdm_fly", "num_points": 12}),
+            ("descriptor", {"uid": "d1", "name": "primary"}),
+            ("descriptor", {"uid": "l1", "name": "lines"})]
+    for line in range(2):  # two lines of 4 frames, a file each: image and positions announce the same range
+        for resource in ("image", "pcap"):
+            docs.append(("stream_datum", {"descriptor": "d1", "stream_resource": f"{resource}{line}",
+                                          "indices": {"start": 0, "stop": 4},
+                                          "seq_nums": {"start": 4 * line + 1, "stop": 4 * line + 5}}))
+        docs.append(("event", {"descriptor": "l1"}))  # the line report: not a point
+    _run(p, docs)
+    assert p._bar.n == 8
+    p("stop", {"exit_status": "success"})
+    assert "8/12" in capsys.readouterr().out
