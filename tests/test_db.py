@@ -47,6 +47,34 @@ def catalog(tmp_path_factory):
     return cfg, client, uids, boundary
 
 
+class _NoWalk:
+    """A catalog client that fails when a caller reads every run (``values()`` of the whole catalog)."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def values(self):
+        raise AssertionError("walked every run of the catalog")
+
+    def __len__(self):  # a count query
+        return len(self._client)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_newest_runs_by_one_query_not_a_walk(catalog):
+    _, client, uids, _ = catalog
+    db = Runs(_NoWalk(client))
+    assert db[-1].metadata["start"]["uid"] == uids["old"]
+    assert db[-3].metadata["start"]["uid"] == uids["scan"]
+    with pytest.raises(RunNotFound, match="only 4 runs"):
+        db[-5]
+    shown = repr(db).splitlines()
+    assert shown[0] == "4 runs" and uids["old"][:8] in shown[1] and uids["first"][:8] in shown[4]
+    assert [r.metadata["start"]["uid"] for r in db] == [uids[k] for k in ("old", "second", "scan", "first")]
+
+
 def test_scan_ids_increase_across_sessions(catalog):
     cfg, client, uids, _ = catalog
     ids = {k: client[u].metadata["start"]["scan_id"] for k, u in uids.items()}

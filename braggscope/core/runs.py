@@ -57,6 +57,14 @@ def _start(run) -> dict:
     return run.metadata.get("start", {})
 
 
+def _newest(client):
+    """The catalog's runs sorted newest first, as a lazy, paged view (one query per page).
+
+    Tiled compares ``start.time`` as text: the same order as the numbers for ten-digit epoch seconds.
+    """
+    return client.sort(("start.time", -1))
+
+
 def _newest_first(runs) -> list:
     return sorted(runs, key=lambda r: _start(r).get("time", 0.0), reverse=True)
 
@@ -85,10 +93,11 @@ def lookup(client, key):
     from tiled.queries import Key
 
     if _is_int(key) and key < 0:
-        runs = _newest_first(client.values())
-        if len(runs) < -key:
-            raise RunNotFound(f"only {len(runs)} runs in the catalog, asked for db[{int(key)}]")
-        return runs[-int(key) - 1]
+        # one sorted, paged query for the k-th newest run: no walk over every run's metadata
+        try:
+            return _newest(client).values()[-int(key) - 1]
+        except IndexError:
+            raise RunNotFound(f"only {len(client)} runs in the catalog, asked for db[{int(key)}]") from None
     if _is_int(key):
         runs = _newest_first(client.search(Key("start.scan_id") == int(key)).values())
         if not runs:
@@ -173,8 +182,8 @@ class Runs:
         return len(self.client)
 
     def __iter__(self):
-        """Runs, newest first."""
-        return iter(_newest_first(self.client.values()))
+        """Runs, newest first (paged by the catalog, not read all at once)."""
+        return iter(_newest(self.client).values())
 
     def search(self, plan: str | None = None, sample: str | None = None, since=None, until=None,
                **md) -> "Runs":
@@ -205,9 +214,9 @@ class Runs:
         return Runs(results)
 
     def __repr__(self) -> str:
-        runs = list(self)
-        lines = [f"{len(runs)} runs" + (" (latest 10)" if len(runs) > 10 else "")]
-        for run in runs[:10]:
+        total = len(self.client)
+        lines = [f"{total} runs" + (" (latest 10)" if total > 10 else "")]
+        for run in _newest(self.client).values()[:10]:
             s = _start(run)
             lines.append(f"  scan {s.get('scan_id', '?')!s:>5}  {str(s.get('uid', '?'))[:8]}  "
                          f"{_stamp(s.get('time'))}  {s.get('plan_name', '?'):14s} {s.get('sample') or ''}")
