@@ -128,9 +128,8 @@ class LiveMapPlot:
         canvas = self.figure.canvas
         if type(canvas).__name__ == "FigureCanvasAgg":
             canvas.draw()  # headless: render now
-        else:
+        else:  # GUI: drawn by its event loop (a flush_events here, inside a timer callback, re-entered it forever)
             canvas.draw_idle()
-            canvas.flush_events()
 
     def start_timer(self, interval_ms=None):
         """GUI backends: poll :meth:`update` from the GUI thread every ``interval_ms``."""
