@@ -39,8 +39,8 @@ from matplotlib.figure import Figure
 from braggscope.app.commands_scans import PeakTracker, hinted_fields
 from braggscope.core.atomic import atomic_path
 
-__all__ = ["LIVE_MAP_PANELS", "GuiDuringTask", "LiveMapFiles", "LiveScanFile", "install_live_figures", "keep_windows_alive",
-           "live_directory", "show_live_maps"]
+__all__ = ["LIVE_MAP_PANELS", "GuiDuringTask", "LiveMapFiles", "LiveScanFile", "install_live_figures",
+           "keep_windows_alive", "live_directory", "show_live_maps"]
 
 #: The live map panels: the offline figures' styles for intensity, d-spacing and tilts, plus the
 #: detector centre of mass (pixels), which the offline maps do not show.

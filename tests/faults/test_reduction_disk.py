@@ -20,7 +20,6 @@ the test process down.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
