@@ -17,23 +17,9 @@ from braggscope.plans import sxdm_map
 from braggscope.simulators.inprocess import HDF5ImageDetector
 
 from .conftest import EncodingDevices
+from .disk import fill
 
 SETUP = ScanSetup(energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, cch=(48, 48), detector_shape=(96, 96), delta=18.0)
-
-
-def fill(directory: Path, leave: int) -> Path:
-    """Fill ``directory``'s file system but ``leave`` bytes."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    size = filler.stat().st_size
-    with open(filler, "r+b") as f:
-        f.truncate(max(size - leave, 0))
-    return filler
 
 
 def detector(small: Path, work: Path) -> dict:
@@ -71,7 +57,9 @@ def catalog(small: Path, work: Path) -> dict:
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     d = EncodingDevices(work)
-    fill(small, 0)
+    # the disk fills mid-run, once the run and two events are in the catalog's queue (filled before the
+    # run, the start document failed and whether an event was emitted first depended on timing)
+    RE.subscribe(lambda name, doc: fill(small, 0) if name == "event" and doc["seq_num"] == 2 else None)
     try:
         RE(sxdm_map([d.det], d.pix, (10, 14, 3), d.piy, (20, 22, 2), d.eta, [10.0], sample="full-catalog",
                     setup=SETUP))

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .disk import fill, tmpfs
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = 4096  # tmpfs allocates whole pages
 UMASK = 0o027
@@ -36,20 +38,6 @@ BCDI_ARGS = ["--runs", "1", "--recipe", "HIO:20,ER:10", "--shape", "none,32,32",
 
 
 # -- the disk ----------------------------------------------------------------------------------
-def fill(directory: Path, leave: int) -> Path:
-    """Fill ``directory``'s file system but ``leave`` bytes (a multiple of the page size)."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-        except OSError:
-            pass
-    with open(filler, "r+b") as f:
-        f.truncate(max(filler.stat().st_size - leave, 0))
-    return filler
-
-
 def pages(size: int) -> int:
     return -(-size // PAGE)
 
@@ -62,14 +50,8 @@ def room_to_fail_at(sizes: list[int], n: int) -> int:
 @pytest.fixture(scope="module")
 def disk(tmp_path_factory):
     """An 8 MiB tmpfs (root only; skipped where mounting is not permitted)."""
-    mnt = tmp_path_factory.mktemp("reduction_disk")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (root needed): {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path_factory.mktemp("reduction_disk"), "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def cli(*argv) -> subprocess.CompletedProcess:
