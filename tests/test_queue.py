@@ -273,7 +273,7 @@ def _wait_running(client, sample, timeout=120.0, settle_s=1.0):
                 time.sleep(settle_s)  # some points into the run
                 return
         time.sleep(0.2)
-    raise TimeoutError(f"the item {sample!r} did not start running within {timeout} s")
+    raise TimeoutError(f"the item {sample!r} did not start running within {timeout} s; last item: {_last(client)}")
 
 
 def test_shell_queue_namespace(queue):

@@ -117,8 +117,20 @@ class QueueClient:
         self._call("queue_start")
 
     def pause(self, immediate: bool = False) -> None:
-        """Pause the running plan at its next checkpoint (``immediate``: now, the point is re-done)."""
-        self._call("re_pause", option="immediate" if immediate else "deferred")
+        """Pause the running plan at its next checkpoint (``immediate``: now, the point is re-done).
+
+        A request the manager timed out (its worker busy on a loaded host) is sent again while the
+        RunEngine still runs; when it is pausing or paused already, the first one went through.
+        """
+        for attempt in range(3):
+            try:
+                self._call("re_pause", option="immediate" if immediate else "deferred")
+                return
+            except ArgumentError as exc:
+                if "Timeout occurred" not in str(exc) or attempt == 2:
+                    raise
+                if self.status().get("re_state") in ("pausing", "paused"):
+                    return
 
     def resume(self) -> None:
         """Resume a paused plan."""
