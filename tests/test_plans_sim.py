@@ -66,8 +66,11 @@ def calibrated(sim, tmp_path_factory):
     cfg_file = tmp / "beamline.toml"
     save_config(load_config(), cfg_file)
     site = load_config(cfg_file)
+    # a straight line over +-0.05 deg: the true x curvature moves the crystal 0.0125 um there, and a
+    # quadratic fit of 5 angles leaves 2 degrees of freedom, too few for the y drift to pass the 99 %
+    # significance test on some noise draws (then its configured drift, zero, is kept)
     result = RE(calibrate_eccentricity([devs["mpx1x4"]], devs["pix"], x_range, devs["piy"], y_range,
-                                       devs["eta"], etas, cfg=site, config_path=cfg_file,
+                                       devs["eta"], etas, quadratic=False, cfg=site, config_path=cfg_file,
                                        figure_path=tmp / "fit.png"))
     assert result.plan_result.accepted, result.plan_result.reason
     return result.plan_result.use, etas, cfg_file, tmp / "fit.png"
