@@ -196,7 +196,7 @@ def test_live_plot_cost_does_not_grow(tmp_path):
                            "data": {"mpx1x4_image": frame}})
         live.flush()
 
-    def refresh_time(n=5):
+    def refresh_time(n=9):  # the best of 9: the suite runs beside other workers
         out = []
         for _ in range(n):
             live.version += 1
@@ -210,7 +210,8 @@ def test_live_plot_cost_does_not_grow(tmp_path):
     early = refresh_time()
     feed(40, ny * nx)
     late = refresh_time()
-    assert late < 2.5 * early + 0.01, (early, late)
+    # a redraw that grew with the points drawn would be ~100x slower at 16k points than at 40
+    assert late < 3 * early + 0.02, (early, late)
     assert plot.update() is False  # unchanged version: nothing to draw
     plot.min_interval_s = 10.0
     live.version += 1
