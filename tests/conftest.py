@@ -5,6 +5,7 @@ fixtures live in ``tests/ioc_fixtures.py`` and are loaded as a plugin.
 """
 
 import os
+import socket
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # tests open their catalogs embedded (in-process) unless they test the local catalog server themselves
@@ -22,23 +23,38 @@ for _key, _value in {
 # must be on it from the start. The session simulator and a test module's own simulator (its own PV
 # prefix) each get a port reserved here; a simulator started later on another port, with the list
 # then rewritten, would be unreachable, and the client would keep talking to the first one.
-from braggscope.core.processes import free_port  # noqa: E402
+# The ports lie below the kernel's ephemeral range (32768-60999), so no server another test starts on
+# "any free port" can take them before the simulator binds them, and each pytest-xdist worker of a run
+# has its own pair: caproto servers share a UDP port silently (SO_REUSEPORT), and searches sent to a
+# shared port reach one server or the other.
+def _port_free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def _reserve_ca_ports() -> dict[str, int]:
-    # kept in the environment with this process's pid: the same ports if this file is imported twice,
-    # new ones in a pytest-xdist worker (which inherits the environment of the process that started it)
-    pid, _, ports = os.environ.get("BRAGGSCOPE_TEST_CA_PORTS", "").partition(":")
-    if pid != str(os.getpid()):
-        session = free_port()
-        while (module := free_port()) == session:
-            pass
-        ports = f"{session},{module}"
-        os.environ["BRAGGSCOPE_TEST_CA_PORTS"] = f"{os.getpid()}:{ports}"
-    return dict(zip(("session", "module"), map(int, ports.split(","))))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    run = os.getppid() if worker else os.getpid()  # the workers of one run share their parent
+    slot = 20000 + (run % 300) * 40 + 2 * (index % 16)
+    for _ in range(100):
+        if _port_free(slot) and _port_free(slot + 1):
+            return {"session": slot, "module": slot + 1}
+        slot = 20000 + (slot - 20000 + 32) % 12000
+    raise RuntimeError("no two free CA ports below 32768 for the test simulators")
 
 
-CA_PORTS = _reserve_ca_ports()
+if "BRAGGSCOPE_TEST_CA_PORTS" not in os.environ or \
+        os.environ["BRAGGSCOPE_TEST_CA_PORTS"].partition(":")[0] != str(os.getpid()):
+    _ports = _reserve_ca_ports()  # kept with this pid: the same pair if this file is imported twice
+    os.environ["BRAGGSCOPE_TEST_CA_PORTS"] = f"{os.getpid()}:{_ports['session']},{_ports['module']}"
+CA_PORTS = dict(zip(("session", "module"),
+                    map(int, os.environ["BRAGGSCOPE_TEST_CA_PORTS"].partition(":")[2].split(","))))
 os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{port}" for port in CA_PORTS.values())
 
 pytest_plugins = ["tests.ioc_fixtures"]

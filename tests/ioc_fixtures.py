@@ -56,4 +56,4 @@ def sim_devices(sim_ioc, sim_config):
     """All devices from ``make_devices``, connected to ``sim_ioc``."""
     from braggscope.devices.factory import make_devices
 
-    return make_devices(sim_config, connect_timeout=20.0)
+    return make_devices(sim_config, connect_timeout=60.0)  # ~1 s when idle; the parallel suite loads the host
