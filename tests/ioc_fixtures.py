@@ -54,6 +54,13 @@ def sim_ioc(sim_config, tmp_data_dir):
 @pytest.fixture(scope="session")
 def sim_devices(sim_ioc, sim_config):
     """All devices from ``make_devices``, connected to ``sim_ioc``."""
+    from braggscope.app.session import _new_channel_access_context
     from braggscope.devices.factory import make_devices
 
+    # a fresh CA context and PV cache (what the shell's reconnect() does): a test that made devices
+    # earlier with no server up (their geometry signals, argument checks) left channels of the same
+    # names searching with libca's backoff, minutes apart by now, and the new devices would reuse
+    # them (sim_devices failed in one worker of the parallel suite: a different subset of PVs not
+    # connected within 60 s each time)
+    _new_channel_access_context()
     return make_devices(sim_config, connect_timeout=60.0)  # ~1 s when idle; the parallel suite loads the host

@@ -265,6 +265,9 @@ def _new_channel_access_context() -> None:
             pv.clear_auto_monitor()
         except Exception:  # noqa: BLE001 - a channel of the dead context
             pass
+        # the channel dies with the old context: when the old device is collected, ophyd's release
+        # must not clear its id in the new one ("Unexpected channel ID" raised in a finalizer)
+        pv.chid = None
     epics_pv._PVcache_.clear()
     ca.clear_cache()  # detach from the old context and create a new one from the environment
     ca.initial_context = ca.current_context()
