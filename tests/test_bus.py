@@ -254,6 +254,51 @@ def own_broker(tmp_path):
         stop(p)
 
 
+@pytest.fixture(scope="module")
+def fly_beamline(tmp_path_factory):
+    """The simulator (motors, Maxipix, fly hardware) on loopback with 64 x 64 frames, its devices, a fly
+    scanner and a RunEngine with the baseline; its own PV prefix on the port tests/conftest.py reserves
+    for a module's simulator."""
+    from bluesky import RunEngine
+    from bluesky import plan_stubs as bps
+
+    from braggscope.app.beamline import install_baseline
+    from braggscope.app.simctl import start_simulator, stop_simulator
+    from braggscope.core.config import load_config
+    from braggscope.devices.ca_client import release_devices
+    from braggscope.devices.factory import make_devices
+    from braggscope.devices.fly import make_flyer
+    from braggscope.simulators.beamline import SimulatedBeamline
+    from tests.conftest import CA_PORTS
+
+    root = tmp_path_factory.mktemp("busfly")
+    (root / "detector").mkdir()
+    cfg = load_config()
+    for key in ("detector.write_path", "detector.read_path"):
+        cfg.set(key, str(root / "detector"))
+    cfg.set("storage.data_dir", str(root))
+    cfg.set("detector.shape", [64, 64])
+    cfg.set("detector.cch", [32.0, 32.0])
+    cfg.set("simulator.peak_rate", 2.0e7)
+    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
+        cfg.set(key, cfg[key].replace("BSSIM:", "BSBUST:", 1))
+    handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
+                             exit_with_parent=True)
+    devices = {}
+    try:
+        devices = make_devices(cfg, connect_timeout=30.0)
+        RE = RunEngine(call_returns_result=True)
+        install_baseline(RE, devices)
+        setup = SimulatedBeamline.from_config(cfg).bragg_setup()
+        RE(bps.mv(devices["delta"], setup["delta"], devices["nu"], 0.0, devices["phi"], 0.0))
+        yield {"d": devices, "flyer": make_flyer(devices, cfg), "RE": RE, "setup": setup}
+    finally:
+        try:
+            release_devices(devices)
+        finally:
+            stop_simulator(handle)
+
+
 def publisher(url, stream, subject, tmp_path, **kwargs):
     from braggscope.app.bus import DocumentPublisher
 
@@ -274,6 +319,15 @@ def test_documents_round_trip_and_settings():
     ((name, back),) = decode_batch(payload)
     assert name == "event" and back["data"]["img"] == [[0, 1, 2], [3, 4, 5]] and back["data"]["x"] == 0.1
     assert back["shape"] == [2, 3]
+    # each document travels with the time the acquisition handed it to the publisher; a message of an
+    # older publisher (pairs) decodes with no time
+    from braggscope.app.bus import decode_timed_batch
+
+    timed = msgpack.packb([("event", encode_document(doc), 1234.5), ("stop", encode_document({"uid": "s"}), 1236.0)],
+                          use_bin_type=True)
+    assert [(n, t) for n, _, t in decode_timed_batch(timed)] == [("event", 1234.5), ("stop", 1236.0)]
+    assert [n for n, _ in decode_batch(timed)] == ["event", "stop"]
+    assert [(n, t) for n, _, t in decode_timed_batch(payload)] == [("event", None)]
     cfg = load_config()
     assert bus_settings(cfg)["url"] == ""  # no bus unless configured
     cfg.set("bus.stream", "two words")
@@ -312,6 +366,52 @@ def test_remote_maps_equal_local_and_stream_complete(broker, tmp_path):
     png = tmp_path / "live" / "live_maps.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and any(str(png) in line for line in lines)
     assert pub.stats["over_high_water"] == 0 and pub.stats["spilled"] == 0
+
+
+@pytest.mark.slow
+def test_fly_run_over_channel_access_maps_remotely_as_in_process(fly_beamline, broker, tmp_path):
+    """An ``sxdm_fly`` run (frames and captured positions as StreamResource/StreamDatum documents, one
+    per line) published on the bus: ``braggscope live`` in another process maps it as a ``LiveSXDM``
+    in the acquisition process does, and times every frame from its stream datum's publication."""
+    from braggscope.analysis.live import LiveSXDM
+    from braggscope.plans.fly import sxdm_fly
+
+    url, stream, subject = broker
+    b, (nx, ny, n_eta) = fly_beamline, (8, 4, 5)
+    d, setup = b["d"], b["setup"]
+    (cx, cy), half = setup["center_um"], float(setup["extent_um"])
+    etas = list(np.linspace(setup["eta_start"], setup["eta_stop"], n_eta))
+    consumer = Consumer(url, stream, subject, tmp_path / "live", durable="tfly")
+    pub = publisher(url, stream, subject, tmp_path)
+    local, documents, published = LiveSXDM(announce=False), [], {}
+
+    def note(name, doc):
+        documents.append((name, _identity(name, doc)))
+        if name == "stream_datum":
+            published.setdefault("first", time.time())
+
+    tokens = [b["RE"].subscribe(cb) for cb in (note, local, pub)]
+    try:
+        result = b["RE"](sxdm_fly([b["flyer"]], d["pix"], (cx - half, cx + half, nx), d["piy"],
+                                  (cy - half, cy + half, ny), d["eta"], etas, dwell_s=0.005, snake=True))
+    finally:
+        for token in tokens:
+            b["RE"].unsubscribe(token)
+    assert result.exit_status == "success"
+    assert pub.wait(60) and pub.close() == 0
+    consumer.finish(180)
+    finished = time.time()
+    n = nx * ny * n_eta
+    assert [name for name, _ in documents].count("stream_datum") >= 2 * ny * n_eta  # frames + positions per line
+    assert stream_documents(url, stream) == documents
+    assert local.declined is None and local.n_frames == n and local.off_grid == 0
+    remote = remote_maps(tmp_path / "live")
+    assert_same_maps(remote, local.maps())
+    attrs = remote.attrs
+    assert attrs["n_events"] == 0 and attrs["n_stream_frames"] == attrs["n_frames"] == attrs["n_latencies"] == n
+    # each frame's latency runs from its line's stream datum (published after the first one) to the map
+    assert 0 < attrs["latency_median_s"] <= attrs["latency_p99_s"] <= attrs["latency_max_s"]
+    assert attrs["latency_max_s"] < finished - published["first"]
 
 
 def test_shell_session_publishes_when_bus_url_is_set(broker, tmp_path):

@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from braggscope.app.bus_format import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, decode_batch, encode_document,
-                                       ensure_stream, run_messages)
+from braggscope.app.bus_format import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, decode_batch, decode_timed_batch,
+                                       encode_document, ensure_stream, run_messages)
 from braggscope.app.bus_publisher import BusOverflowError, DocumentPublisher
 from braggscope.core.errors import ConfigError
 
-__all__ = ["DocumentPublisher", "BusOverflowError", "encode_document", "decode_batch", "ensure_stream",
-           "run_messages", "publisher_from_config", "bus_settings", "HEADER_RUN", "HEADER_INDEX",
+__all__ = ["DocumentPublisher", "BusOverflowError", "encode_document", "decode_batch", "decode_timed_batch",
+           "ensure_stream", "run_messages", "publisher_from_config", "bus_settings", "HEADER_RUN", "HEADER_INDEX",
            "HEADER_START_SEQ"]
 
 

@@ -1,8 +1,11 @@
 """The document bus's wire format: how a run's documents travel as NATS JetStream messages.
 
-A message's payload is a msgpack array of ``[name, document]`` pairs, each
-document itself msgpack bytes (numpy arrays as nested lists, numpy scalars as
-Python numbers), the documents of one run only. Its headers name the run
+A message's payload is a msgpack array of ``[name, document, time]`` triples,
+each document itself msgpack bytes (numpy arrays as nested lists, numpy scalars
+as Python numbers), ``time`` the wall-clock time (s since the epoch) at which
+the acquisition handed the document to the publisher; the documents of one run
+only. (Messages of an older publisher hold ``[name, document]`` pairs: their
+times are ``None``.) Its headers name the run
 (:data:`HEADER_RUN`), the index in the run of its first document
 (:data:`HEADER_INDEX`), the stream sequence of the run's start document
 (:data:`HEADER_START_SEQ`) and ``Nats-Msg-Id = <run uid>:<index>`` (the
@@ -15,7 +18,7 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-__all__ = ["encode_document", "decode_batch", "ensure_stream", "run_messages", "HEADER_RUN", "HEADER_INDEX",
+__all__ = ["encode_document", "decode_batch", "decode_timed_batch", "ensure_stream", "run_messages", "HEADER_RUN", "HEADER_INDEX",
            "HEADER_START_SEQ"]
 
 HEADER_RUN = "Braggscope-Run"            # run start uid
@@ -40,8 +43,14 @@ def encode_document(doc) -> bytes:
 
 def decode_batch(payload: bytes) -> list[tuple[str, dict]]:
     """The ``[(name, doc), ...]`` of one bus message."""
-    return [(name, msgpack.unpackb(raw, raw=False, strict_map_key=False))
-            for name, raw in msgpack.unpackb(payload, raw=False)]
+    return [(name, doc) for name, doc, _ in decode_timed_batch(payload)]
+
+
+def decode_timed_batch(payload: bytes) -> list[tuple[str, dict, float | None]]:
+    """The ``[(name, doc, time), ...]`` of one bus message; ``time``: when the acquisition handed the
+    document to the publisher (s since the epoch), ``None`` in a message of an older publisher."""
+    return [(item[0], msgpack.unpackb(item[1], raw=False, strict_map_key=False),
+             item[2] if len(item) > 2 else None) for item in msgpack.unpackb(payload, raw=False)]
 
 
 async def ensure_stream(js, stream: str, subject: str, *, duplicate_window_s: float = 600.0):

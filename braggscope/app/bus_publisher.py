@@ -148,7 +148,9 @@ class DocumentPublisher:
             raise RuntimeError(f"bus publisher got a {name!r} document before any start document")
         run_uid, index = self._run
         self._run[1] += 1
-        record = (name, run_uid, index, encode_document(doc))
+        # the time travels with the document: a consumer measures its latency from here (stream datums
+        # carry no time of their own)
+        record = (name, run_uid, index, encode_document(doc), time.time())
         with self._lock:
             depth = len(self._memory) + self._spill_unread
             if self._spill_unread == 0 and len(self._memory) < self.queue_size:
@@ -309,11 +311,11 @@ class DocumentPublisher:
         logger.debug("bus connection: %r", exc)
 
     async def _publish(self, js, batch):
-        name, run_uid, index, _ = batch[0]
+        name, run_uid, index = batch[0][:3]
         headers = {"Nats-Msg-Id": f"{run_uid}:{index}", HEADER_RUN: run_uid, HEADER_INDEX: str(index)}
         if name != "start" and run_uid in self._start_seq:  # unknown only for a run recovered from a spill
             headers[HEADER_START_SEQ] = str(self._start_seq[run_uid])
-        payload = msgpack.packb([(r[0], r[3]) for r in batch], use_bin_type=True)
+        payload = msgpack.packb([(r[0], r[3], r[4]) for r in batch], use_bin_type=True)
         ack = await js.publish(self.subject, payload, timeout=self.publish_timeout_s, stream=self.stream,
                                headers=headers)
         if name == "start":
@@ -363,8 +365,7 @@ class DocumentPublisher:
         if self._spill_r is None:
             self._spill_r = open(self.spill_path, "rb")
         (n,) = _LEN.unpack(self._spill_r.read(_LEN.size))
-        name, run_uid, index, raw = msgpack.unpackb(self._spill_r.read(n), raw=False)
-        return (name, run_uid, index, raw)
+        return _record(msgpack.unpackb(self._spill_r.read(n), raw=False))
 
     def _reset_spill(self):
         for f in (self._spill_w, self._spill_r):
@@ -384,7 +385,7 @@ class DocumentPublisher:
             (n,) = _LEN.unpack_from(data, offset)
             if offset + _LEN.size + n > len(data):
                 break  # a record cut by a crash: never acknowledged by anyone
-            records.append(tuple(msgpack.unpackb(data[offset + _LEN.size:offset + _LEN.size + n], raw=False)))
+            records.append(_record(msgpack.unpackb(data[offset + _LEN.size:offset + _LEN.size + n], raw=False)))
             offset += _LEN.size + n
         self.spill_path.unlink()
         self._memory.extend(records)  # may exceed queue_size once: they were already on disk
@@ -408,3 +409,10 @@ class DocumentPublisher:
                         data = msgpack.packb(rec, use_bin_type=True)
                         f.write(_LEN.pack(len(data)) + data)
         return len(left)
+
+
+def _record(fields) -> tuple:
+    """A queued record ``(name, run uid, index, document bytes, time)`` read back from a spill file (one
+    written by an older publisher has no time: ``None``)."""
+    name, run_uid, index, raw, *when = fields
+    return (name, run_uid, index, raw, when[0] if when else None)

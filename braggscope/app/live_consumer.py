@@ -22,12 +22,13 @@ import asyncio
 import inspect
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from braggscope.app.bus import bus_settings
-from braggscope.app.bus_format import HEADER_INDEX, HEADER_RUN, decode_batch
+from braggscope.app.bus_format import HEADER_INDEX, HEADER_RUN, decode_timed_batch
 from braggscope.app.live_png import FigureWriter
 from braggscope.app.live_pull import consume
 from braggscope.core.atomic import atomic_path
@@ -120,6 +121,11 @@ class LiveConsumer:
         self._event_times = []
         self._latency = []
         self._n_events = 0
+        self._stream_keys = {}  # stream resource uid -> its data key
+        self._stream_times = deque()  # [frames, time published] of each image stream datum not yet mapped
+        self._n_stream_frames = 0
+        self._stream_done = 0  # frames of stream datums reduced (mapped or off the grid)
+        self._stream_off = 0
         self._last_png = -np.inf
 
     # -- messages --------------------------------------------------------------
@@ -132,15 +138,16 @@ class LiveConsumer:
             self._skipped.add(run_uid)
             self.echo(f"braggscope live: run {str(run_uid)[:8]} began before this consumer subscribed: skipped "
                       "(--deliver all, with a new --durable name, maps it from the stream)")
-        for k, (name, doc) in enumerate(decode_batch(payload)):
+        for k, (name, doc, published) in enumerate(decode_timed_batch(payload)):
             if first + k <= last:
                 continue
             if name == "start" or (self._start is not None and self._start["uid"] == run_uid):
-                self.feed(name, doc)  # (a document of another run than the current one is not fed)
+                self.feed(name, doc, published)  # (a document of another run than the current one is not fed)
             self._last_index[run_uid] = first + k
 
-    def feed(self, name, doc) -> None:
-        """Feed one document."""
+    def feed(self, name, doc, published=None) -> None:
+        """Feed one document; ``published``: when the acquisition handed it to the publisher (s since
+        the epoch), the start of the latency of the frames a stream datum delivers."""
         self.documents += 1
         if name == "start":
             self._begin(doc)
@@ -155,12 +162,19 @@ class LiveConsumer:
         if name == "resource":
             doc = self._relocate_resource(doc)
         elif name == "stream_resource":
+            self._stream_keys[doc["uid"]] = doc.get("data_key")
             doc = self._relocate_stream_resource(doc)
         elif name == "descriptor" and doc.get("name") == "primary":
             self._primary.add(doc["uid"])
         elif name == "event" and doc["descriptor"] in self._primary:
             self._event_times.append(float(doc["time"]))
             self._n_events += 1
+        elif (name == "stream_datum" and doc["descriptor"] in self._primary
+              and self._stream_keys.get(doc["stream_resource"]) == getattr(self._live, "field", None)):
+            n = int(doc["seq_nums"]["stop"]) - int(doc["seq_nums"]["start"])
+            self._n_stream_frames += n
+            if published is not None:
+                self._stream_times.append([n, float(published)])
         self._call(name, doc)
 
     def close(self, timeout=60.0) -> None:
@@ -177,12 +191,37 @@ class LiveConsumer:
         now = time.time()
         self._latency.extend(now - t for t in self._event_times)
         self._event_times.clear()
+        self._stream_latency(now)
         # at most one drawing per png_interval_s, and the figure thread busy a quarter of the time at most
         # (it takes the GIL from the maps: on a loaded host a drawing can take seconds)
         interval = max(self.png_interval_s, 4.0 * self._figure.draw_s)
         if time.monotonic() - self._last_png >= interval and self._live.n_frames:
             self._figure.request(self._live)  # drawn on the figure thread: documents go on meanwhile
             self._last_png = time.monotonic()
+
+    def _stream_latency(self, now):
+        """Latencies of the frames stream datums delivered that are now in the maps.
+
+        A fly frame is reduced once its line's captured positions are in too, in the order of its
+        stream datum, so the frames reduced since the last call are taken from the front of the queue
+        of stream datums (those of one datum share its time). Frames off the grid are not in the maps:
+        they are taken, with no latency.
+        """
+        live = self._live
+        off = int(getattr(live, "off_grid", 0))
+        done = live.n_frames + off - self._n_events  # frames of the events are all reduced at a flush
+        new, mapped = done - self._stream_done, done - self._stream_done - (off - self._stream_off)
+        self._stream_done, self._stream_off = done, off
+        while new > 0 and self._stream_times:
+            entry = self._stream_times[0]
+            take = min(new, entry[0])
+            timed = min(take, max(mapped, 0))
+            self._latency.extend([now - entry[1]] * timed)
+            mapped -= timed
+            entry[0] -= take
+            new -= take
+            if not entry[0]:
+                self._stream_times.popleft()
 
     def _mapping(self) -> bool:
         """Whether the current run is being mapped (accepted by LiveSXDM, not declined)."""
@@ -218,6 +257,9 @@ class LiveConsumer:
         self._event_times.clear()
         self._latency = []
         self._n_events = 0
+        self._stream_keys.clear()
+        self._stream_times.clear()
+        self._n_stream_frames = self._stream_done = self._stream_off = 0
         self._last_png = -np.inf
         self._call("start", doc)
         if not self._declined:
@@ -239,7 +281,8 @@ class LiveConsumer:
                 maps.attrs.update(latency_median_s=float(np.median(lat)),
                                   latency_p99_s=float(np.percentile(lat, 99)), latency_max_s=float(lat.max()))
             maps.attrs.update(run_uid=self._start["uid"], exit_status=str(doc.get("exit_status", "")),
-                              n_events=int(self._n_events), n_frames=int(self._live.n_frames))
+                              n_events=int(self._n_events), n_stream_frames=int(self._n_stream_frames),
+                              n_frames=int(self._live.n_frames), n_latencies=int(lat.size))
             path = map_path(self.out_dir, self._start)
             with atomic_path(path) as tmp:
                 save_maps(maps, tmp)
