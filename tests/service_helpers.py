@@ -95,3 +95,19 @@ def assert_no_process_left(*markers: str, ports=(), timeout: float = 10.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"left behind: processes {left}, listening ports {listening}")
         time.sleep(0.2)
+
+
+def newest_child(pid: int) -> int:
+    """The child process of ``pid`` started last (from /proc)."""
+    children = []
+    for entry in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # fields[1]: ppid; fields[19]: start time in clock ticks
+            children.append((int(fields[19]), int(entry)))
+    if not children:
+        raise LookupError(f"process {pid} has no child")
+    return max(children)[1]

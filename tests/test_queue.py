@@ -8,7 +8,11 @@ The devices are braggscope's in-process simulated devices (``[queue] devices = "
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +20,8 @@ import uuid
 
 import pytest
 
-from tests.service_helpers import assert_no_process_left, free_port, listening_addresses, redis_or_skip
+from tests.service_helpers import (assert_no_process_left, free_port, listening_addresses, newest_child,
+                                   redis_or_skip)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -207,10 +212,56 @@ def test_abort_after_an_immediate_pause_soon_after_a_resume_ends_aborted(queue):
         client.clear()  # the aborted item went back to the front
 
 
+def test_a_pause_the_manager_timed_out_while_its_worker_was_busy_is_carried_out_once(queue):
+    """The manager gives its worker 0.5 s to answer a request; a worker busy on a loaded host (here:
+    stopped for 2 s) answers later but still pauses. The client sends the request again until the
+    worker answers, and takes its refusal "already pausing" as the pause done; it used to decide on
+    the status, up to 1 s stale, send again, and be refused. The same for a resume. ``wait(paused=True)``
+    returns only once the worker's RunEngine is paused, so the abort finds it paused."""
+    cfg, client, _ = queue
+    from braggscope.app.serve import serve_paths
+
+    client.open(timeout=180)
+    client.add("sxdm_map", **dict(RASTER, x_range=[0, 20, 40], y_range=[0, 20, 40], etas=[9.0, 9.1]),
+               sample="stalled")
+    client.start()
+    _wait_running(client, "stalled", settle_s=0.5)
+    manager = json.loads(serve_paths(cfg)["state"].read_text())["queue"]["pid"]
+    worker = newest_child(manager)  # the RunEngine worker: started after the manager, at environment_open
+
+    def while_stalled(request):
+        os.kill(worker, signal.SIGSTOP)
+        cont = threading.Timer(2.0, os.kill, (worker, signal.SIGCONT))
+        cont.start()
+        try:
+            t0 = time.monotonic()
+            request()
+            assert time.monotonic() - t0 > 1.5  # answered only once the worker ran again
+        finally:
+            cont.join()
+            os.kill(worker, signal.SIGCONT)
+
+    while_stalled(lambda: client.pause(immediate=True))
+    client.wait(timeout=120, paused=True)
+    assert client._api.status(reload=True)["re_state"] == "paused"
+    # a resume timed out the same way (the manager then stays 'paused' until the plan's next report):
+    # carried out once; the next pause and the abort find the RunEngine in the state they need
+    while_stalled(client.resume)
+    _wait_running(client, "stalled", settle_s=0.2)
+    client.pause(immediate=True)
+    client.wait(timeout=120, paused=True)
+    client.abort()
+    client.wait(timeout=120)
+    assert _last(client, "sxdm_map")["result"]["exit_status"] == "aborted"
+    client.clear()
+
+
 def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
     """The profile's RunEngine, paused between a point's ``create`` and ``save`` (as the queue server's
     ``re_pause immediate`` does it), then aborted or stopped: the run ends ``abort``/``success`` with its
-    baseline read, and the stop document counts exactly the events emitted."""
+    baseline read, and the stop document counts exactly the events emitted. Also paused inside the
+    opening baseline reading (where ``trigger_and_read`` drops the bundle itself on the way out), once
+    more after the resume, in the messages the rewind replays (the bundle is then closed already)."""
     import asyncio
 
     from bluesky.utils import RunEngineInterrupted
@@ -230,8 +281,15 @@ def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     pause_at = {"n": 0, "at": "create"}
 
+    def where(msg):
+        if pause_at["at"] == "baseline read":  # the first device the baseline reads
+            return msg.command == "read" and msg.obj is ns["energy"]
+        if pause_at["at"] == "any":  # whatever message comes next
+            return True
+        return msg.command == pause_at["at"] and (msg.obj is ns["mpx1x4"] or msg.kwargs.get("name") == "primary")
+
     def hook(msg):  # the queue server's way: the pause coroutine put on the RunEngine's loop
-        if msg.command == pause_at["at"] and (msg.obj is ns["mpx1x4"] or msg.kwargs.get("name") == "primary"):
+        if where(msg):
             pause_at["n"] -= 1
             if pause_at["n"] == 0:
                 asyncio.run_coroutine_threadsafe(RE._request_pause_coro(False), loop=RE.loop)
@@ -239,24 +297,31 @@ def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
     RE.msg_hook = hook
     # paused after the point's 'create' (before its trigger) or after its trigger (the frame and its
     # datum are made, the event is not): the datum must not leak into the next run either
-    for k, (ending, at) in enumerate((("abort", "create"), ("abort", "trigger"), ("stop", "trigger"),
-                                      ("abort", "create"))):
+    cases = [(ending, at, 3 + k, at, 2) for k, (ending, at) in  # inside the second point after the resume
+             enumerate((("abort", "create"), ("abort", "trigger"), ("stop", "trigger"), ("abort", "create")))]
+    cases += [("abort", "baseline read", 1, "any", 1), ("stop", "baseline read", 1, "any", 1),
+              ("abort", "baseline read", 1, "baseline read", 1)]
+    for ending, first, n_first, second, n_second in cases:
         docs.clear()
-        pause_at.update(n=3 + k, at=at)
+        pause_at.update(n=n_first, at=first)
         plan = ns["sxdm_map"]([ns["mpx1x4"]], ns["pix"], (0, 4, 5), ns["piy"], (0, 4, 4), ns["eta"], [9.0, 9.1])
         with pytest.raises(RunEngineInterrupted):
             RE(plan)
-        pause_at["n"] = 2  # resumed, then paused again inside the second point after the resume
+        pause_at.update(n=n_second, at=second)
         with pytest.raises(RunEngineInterrupted):
             RE.resume()
         getattr(RE, ending)()
         names = [n for n, _ in docs]
         stop = docs[-1][1]
-        assert names[-1] == "stop" and stop["exit_status"] == ("abort" if ending == "abort" else "success"), stop
+        assert names[-1] == "stop" and stop["exit_status"] == ("abort" if ending == "abort" else "success"), \
+            (ending, first, second, stop)
         streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
         emitted = [streams[d["descriptor"]] for n, d in docs if n == "event"]
-        assert stop["num_events"] == {s: emitted.count(s) for s in set(emitted)}
-        assert emitted.count("baseline") == 2 and 0 < emitted.count("primary") < 40
+        assert {s: n for s, n in stop["num_events"].items() if n} == {s: emitted.count(s) for s in set(emitted)}
+        if first == "baseline read":  # interrupted before the first point: the run's stop, no point
+            assert "primary" not in emitted
+        else:
+            assert emitted.count("baseline") == 2 and 0 < emitted.count("primary") < 40
     RE.msg_hook = None
     docs.clear()
     RE(ns["sxdm_map"]([ns["mpx1x4"]], ns["pix"], (0, 4, 3), ns["piy"], (0, 4, 2), ns["eta"], [9.0]))

@@ -20,6 +20,7 @@ server's message; an unreachable server
 from __future__ import annotations
 
 import os
+import time
 from urllib.parse import urlparse
 
 from braggscope.core.errors import ArgumentError, ServerUnreachableError, UserError
@@ -55,6 +56,7 @@ class QueueClient:
         if not api_key:
             raise ArgumentError(f"the queue's API key is required: pass api_key, set [queue] api_key or ${API_KEY_ENV}")
         self.url = str(url).rstrip("/")
+        self.timeout = float(timeout)
         self._api = REManagerAPI(http_server_uri=self.url, http_auth_provider=None, timeout=timeout)
         self._api.set_authorization_key(api_key=api_key)
 
@@ -119,22 +121,19 @@ class QueueClient:
     def pause(self, immediate: bool = False) -> None:
         """Pause the running plan at its next checkpoint (``immediate``: now, the point is re-done).
 
-        A request the manager timed out (its worker busy on a loaded host) is sent again while the
-        RunEngine still runs; when it is pausing or paused already, the first one went through.
+        A request the manager timed out (see :meth:`_resend`) is sent again; the worker's refusal
+        because its RunEngine is pausing or paused then means that the first request went through.
         """
-        for attempt in range(3):
-            try:
-                self._call("re_pause", option="immediate" if immediate else "deferred")
-                return
-            except ArgumentError as exc:
-                if "Timeout occurred" not in str(exc) or attempt == 2:
-                    raise
-                if self.status().get("re_state") in ("pausing", "paused"):
-                    return
+        self._resend("re_pause", ("Current state: 'pausing'", "Current state: 'paused'"),
+                     option="immediate" if immediate else "deferred")
 
     def resume(self) -> None:
-        """Resume a paused plan."""
-        self._call("re_resume")
+        """Resume a paused plan.
+
+        A request the manager timed out is sent again; the worker's refusal because its RunEngine
+        runs, or is busy with a plan, then means that the first request went through.
+        """
+        self._resend("re_resume", ("The state is 'running'", "in 'executing_plan' environment state"))
 
     def stop(self) -> None:
         """End a paused plan as a success (exit status ``success``)."""
@@ -157,8 +156,20 @@ class QueueClient:
         return self._call("status")
 
     def wait(self, timeout: float = 600.0, *, paused: bool = False) -> None:
-        """Wait until the queue is idle (or paused, with ``paused``)."""
-        self._wait("wait_for_idle_or_paused" if paused else "wait_for_idle", timeout)
+        """Wait until the queue is idle (or paused, with ``paused``: the manager paused and its worker's
+        RunEngine reported paused, so that ``abort``/``stop``/``resume`` find it paused)."""
+        if not paused:
+            self._wait("wait_for_idle", timeout)
+            return
+
+        def idle_or_paused(status):
+            return status["manager_state"] == "idle" or (status["manager_state"] == "paused"
+                                                         and status.get("re_state") == "paused")
+
+        try:
+            self._api.wait_for_condition(idle_or_paused, timeout=timeout)
+        except self._api.WaitTimeoutError:
+            raise TimeoutError(f"the queue did not reach the expected state within {timeout} s") from None
 
     def close(self) -> None:
         """Close the HTTP connection."""
@@ -186,6 +197,29 @@ class QueueClient:
             raise UserError(f"the queue server at {self.url} refused {method}: HTTP {code}") from None
         except (api.HTTPRequestError, api.RequestTimeoutError) as exc:
             raise ServerUnreachableError(f"queue server {self.url} unreachable: {_first_line(exc)}") from None
+
+    def _resend(self, method: str, went_through: tuple[str, ...], **params) -> None:
+        """Send a control request; while the manager times it out, send it again (for ``self.timeout`` s).
+
+        The manager gives its worker 0.5 s to answer. A worker busy on a loaded host answers later
+        but still acts on the request, so after a time-out the state the status reports (refreshed
+        every 0.5 s by the manager, and not at all while the worker is busy; cached 0.5 s here) may
+        predate it. The worker's own answer to the repeated request is current: a refusal containing
+        one of ``went_through`` says that the earlier request was carried out.
+        """
+        deadline = time.monotonic() + self.timeout
+        timed_out = False
+        while True:
+            try:
+                self._call(method, **params)
+                return
+            except ArgumentError as exc:
+                text = str(exc)
+                if timed_out and any(phrase in text for phrase in went_through):
+                    return
+                if "Timeout occurred" not in text or time.monotonic() > deadline:
+                    raise
+                timed_out = True
 
     def _wait(self, method: str, timeout: float) -> None:
         try:
