@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--step-rows", type=int, default=4,
                         help="rows of the step map (first angle), extrapolated per point; 0: the whole map")
     parser.add_argument("--frames", type=int, default=300, help="frames for the detector rate")
+    parser.add_argument("--no-live", action="store_true", help="no live maps (the control path and catalog alone)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     if args.full:
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
                     at_stop["time"] = time.monotonic()
 
             dispatcher = LiveMapDispatcher(live, maxsize=4096)
-            tokens = [RE.subscribe(before_live), RE.subscribe(dispatcher)]
+            tokens = [RE.subscribe(before_live)] + ([] if args.no_live else [RE.subscribe(dispatcher)])
             reports = []
             count = flyer._count
 

@@ -329,6 +329,11 @@ class FlyScanner:
         # a short line leaves its file open (flushed, readable): the next arm or unstage closes it
         report["ok"] = (report["pulses"] == report["positions"] == report["frames"] == n
                         and report["dropped"] == 0)
+        return report
+
+    def show_line(self, report: dict) -> None:
+        """Put a counted attempt in ``line_report`` (read next into the ``lines`` stream). The plan
+        documents a line while the next one flies, so the report is passed, not taken as the latest."""
         for key in ("eta_index", "row", "attempt", "expected", "pulses", "positions", "frames", "dropped",
                     "duration_s"):
             getattr(self.line_report, key).put(report.get(key, 0))
@@ -337,7 +342,6 @@ class FlyScanner:
         self.line_report.status.put("accepted" if report["ok"] else "short" if last else "superseded")
         self.line_report.image_file.put(self._readable(report["image_file"]))
         self.line_report.pcap_file.put(self._readable(report["pcap_file"]))
-        return report
 
     def _abort_detector(self) -> None:
         det = self.detector
@@ -347,10 +351,10 @@ class FlyScanner:
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
 
-    def accept_line(self, accepted: bool) -> None:
-        """Queue the last line's assets for the next ``collect`` (only an accepted line is collected)."""
-        if accepted:
-            self._pending.append(self.last_line)
+    def accept_line(self, report: dict) -> None:
+        """Queue a counted line's assets for the next ``collect`` (only an accepted line is collected)."""
+        if report["ok"]:
+            self._pending.append(report)
 
     # ---------------------------------------------------------------- collect
     def describe_collect(self):

@@ -150,8 +150,23 @@ def sxdm_fly(
         _md["sample"] = sample
     _md.update(md or {})
 
-    def one_line(line, moves=()):
-        """Fly one line, retried while short; each attempt recorded in the ``lines`` stream.
+    flying = {"line": None, "pending": None}  # kicked off and not completed; completed, not yet documented
+
+    def document(report):
+        """The ``lines`` event of a counted attempt and, for an accepted one, its frames and positions."""
+        flyer.accept_line(report)
+        yield from bps.collect(flyer, name="primary")
+        flyer.show_line(report)
+        yield from bps.trigger_and_read([flyer.line_report], name="lines")
+
+    def document_pending():
+        report, flying["pending"] = flying["pending"], None
+        if report:
+            yield from document(report)
+
+    def fly_line(line, moves=()):
+        """Fly one line, retried while short. The previous line is documented while this one flies, and
+        this one is left to be documented while the next flies (``flying["pending"]``).
 
         ``moves``: (motor, position) pairs set together with the first attempt's ``prepare``.
         """
@@ -164,31 +179,50 @@ def sxdm_fly(
             yield from bps.prepare(flyer, spec, group=group)
             yield from bps.wait(group=group)
             yield from bps.kickoff(flyer, wait=True)
+            flying["line"] = line
+            yield from document_pending()  # the last line's documents, while this one sweeps
+            yield from bps.checkpoint()  # a pause takes effect here: this line finishes its sweep meanwhile
             yield from bps.complete(flyer, wait=True)
+            flying["line"] = None
             report = flyer.last_line
             if not report:  # a dry run (plans.dry_run): nothing was flown
                 return
-            flyer.accept_line(report["ok"])
-            yield from bps.collect(flyer, name="primary")
-            yield from bps.trigger_and_read([flyer.line_report], name="lines")
             if report["ok"]:
+                flying["pending"] = report
                 return
+            yield from document(report)  # a short attempt: recorded (superseded or short) before its retry
         raise FlyLineError(
             f"line {line['row']} at eta {line['eta']:g} deg stayed short after {max_retries} retries "
             f"({report['pulses']} pulses, {report['positions']} positions, {report['frames']} frames of {nx}, "
             f"{report['dropped']} dropped); the lines taken so far are in the run")
 
-    @bpp.stage_decorator([flyer])
-    @bpp.run_decorator(md=_md)
-    def inner():
-        yield from bps.declare_stream(flyer, name="primary", collect=True)
+    def finish_lines():
+        """On the way out (end, failure, abort), document every line flown: the pending one, and one
+        still sweeping (its frames are taken; they belong in the run)."""
+        yield from document_pending()
+        if flying["line"] is not None:
+            flying["line"] = None
+            try:
+                yield from bps.complete(flyer, wait=True)
+            except Exception:  # noqa: BLE001 - the error that ended the run is the one to report
+                return
+            if flyer.last_line:
+                yield from document(flyer.last_line)
+
+    def lines_of_the_map():
         current_eta = None
         for line in lines:
-            yield from bps.checkpoint()  # pause/resume between lines
             if line["eta"] != current_eta:
                 yield from bps.mv(eta_motor, line["eta"])
                 current_eta = line["eta"]
             # the slow axis moves while the line's settings are written (one wait for both)
-            yield from one_line(line, moves=((slow_motor, line["y"]),))
+            yield from fly_line(line, moves=((slow_motor, line["y"]),))
+
+    @bpp.stage_decorator([flyer])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        yield from bps.declare_stream(flyer, name="primary", collect=True)
+        yield from bps.checkpoint()
+        yield from bpp.finalize_wrapper(lines_of_the_map(), finish_lines())
 
     return (yield from inner())

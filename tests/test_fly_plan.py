@@ -217,8 +217,12 @@ def test_trigger_unit_that_will_not_arm_fails_the_run(bench):
     run = storage.find_runs(bench["client"], plan_name="sxdm_fly")[0]
     assert run.metadata["stop"]["exit_status"] == "fail"
     assert "did not arm" in run.metadata["stop"]["reason"] or "did not arm" in text
-    assert run["primary"]["mpx1x4_image"].shape[0] == 2 * NX  # the two lines taken are readable
-    assert np.asarray(run["primary"]["pix"].read()).shape == (2 * NX,)
+    # the lines taken before the failure (the two seen, and the one flying when the unit broke: a line is
+    # documented while the next sweeps) are in the run and readable
+    taken = int(np.asarray(run["lines"].read()["fly_line_accepted"]).sum())
+    assert taken == 3
+    assert run["primary"]["mpx1x4_image"].shape[0] == taken * NX
+    assert np.asarray(run["primary"]["pix"].read()).shape == (taken * NX,)
 
 
 def test_pause_between_lines_and_resume(bench):

@@ -33,12 +33,17 @@ Bottom layer: imports no wing. Imported lazily (bluesky-tiled-plugins is heavy).
 
 from __future__ import annotations
 
+import time
 import warnings
+from dataclasses import asdict
 
 from bluesky_tiled_plugins.writing import consolidators as _consolidators
-from bluesky_tiled_plugins.writing.consolidators import HDF5Consolidator
+from bluesky_tiled_plugins.writing.consolidators import HDF5Consolidator, Patch
 from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, TiledWriter, _RunWriter
 from event_model import RunRouter
+from packaging.version import Version
+from tiled.client.utils import handle_error, retry_context
+from tiled.utils import safe_json_dump
 
 from braggscope.core.append_once import append_with_retry
 from braggscope.core.recovery import WRITER_KEY, writer_identity
@@ -151,11 +156,107 @@ class _RetrySafeNormalizer(RunNormalizer):
 
 
 class _RetrySafeRunWriter(_RunWriter):
-    """A run writer whose ``stop`` can be retried after a failure without counting frames twice."""
+    """A run writer whose ``stop`` can be retried after a failure without counting frames twice, and
+    that registers streamed frames at most once a second per field.
+
+    A fly scan's primary stream is StreamDatum documents only, for four fields at every line (a few per
+    second). The stock
+    writer sends each to the server as it comes (a request for the data source's id and one to update
+    it): on two busy cores the catalog fell seconds behind the map, and the run's end waited for it.
+    Here the consolidators take every StreamDatum at once (in memory) and the server gets one update
+    per field with the union of the new rows, at the first document after ``update_interval_s`` (or
+    five times the last update's duration, if longer) and always before the stop document is written. A failed update is retried with the next document
+    (the fields stay marked until the server has them); nothing is consumed twice, because the
+    update is sent before the next document is taken in.
+    """
 
     _append_with_retry = append_with_retry  # a batch stored by a request whose answer was lost: not appended again
+    update_interval_s = 1.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._unsent: dict[int, list] = {}  # id(node) -> [node, consolidator, [Patch, ...]]
+        self._last_update = 0.0
+        self._interval = self.update_interval_s
+        self._send_at_once = False
+        self._data_source_ids: dict[str, int] = {}
+        self._streamed: dict[str, bool] = {}  # descriptor uid -> all its fields are StreamDatum
+
+    def __call__(self, name, doc, *args, **kwargs):
+        if name != "stop" and self._unsent and time.monotonic() - self._last_update >= self._interval:
+            try:
+                self._send_unsent()
+            except Exception:  # noqa: BLE001 - kept marked: tried again later, and the stop sends them or fails
+                self._last_update = time.monotonic()
+        return super().__call__(name, doc, *args, **kwargs)
+
+    def descriptor(self, doc):
+        super().descriptor(doc)
+        keys = doc.get("data_keys", {}).values()
+        self._streamed[doc["uid"]] = bool(keys) and all("external" in key for key in keys)
+
+    def _deferred(self, doc) -> bool:
+        """Whether a StreamDatum's registration waits for the next update: in a stream of StreamDatum only
+        (a fly scan's). A stream of events (a step scan's frames come as datums) keeps its frames in step
+        with its table rows, so that a writer killed mid-run leaves records that agree; with
+        ``batch_size`` 1 everything is written at once."""
+        return self._batch_size > 1 and self._streamed.get(doc["descriptor"], False)
+
+    def stream_datum(self, doc):
+        if not self._deferred(doc):
+            return super().stream_datum(doc)
+        # taken in at once (the stock writer held each file's first StreamDatum until the stop document,
+        # so a fly scan's frames were all registered at its end); the server hears of them at the next
+        # update
+        self._write_external_data(doc)
+
+    def _write_external_data(self, doc):
+        if not self._deferred(doc):
+            return super()._write_external_data(doc)
+        node, consolidator, patch = self._update_consolidator(doc)
+        entry = self._unsent.setdefault(id(node), [node, consolidator, []])
+        entry[2].append(patch)
+        if self._send_at_once:
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        t0 = time.monotonic()
+        for key, (node, consolidator, patches) in list(self._unsent.items()):
+            known = [p for p in patches if p is not None]
+            patch = Patch.combine_patches(known) if known and len(known) == len(patches) else None
+            self._update_data_source_for_node(node, consolidator.get_data_source(), patch)
+            del self._unsent[key]
+        self._last_update = time.monotonic()
+        # an update lists every file of the field so far: on a long map or a slow server it grows, and the
+        # writer then spends at most a fifth of its time on updates
+        self._interval = max(self.update_interval_s, 5.0 * (self._last_update - t0))
+
+    def _update_data_source_for_node(self, node, data_source, patch=None):
+        """The stock update, the data source's id asked once per node (it does not change) instead of at
+        every update."""
+        uri = node.uri
+        if uri not in self._data_source_ids:
+            self._data_source_ids[uri] = node.data_sources()[0].id
+        data_source.id = self._data_source_ids[uri]
+        if Version(node.context.server_info.library_version) < Version("0.2.4"):  # no "properties" before
+            data_source = {k: v for k, v in asdict(data_source).items() if k != "properties"}
+        params = ({"patch_shape": ",".join(map(str, patch.shape)), "patch_offset": ",".join(map(str, patch.offset))}
+                  if patch else None)
+        for attempt in retry_context():
+            with attempt:
+                handle_error(node.context.http_client.put(uri.replace("/metadata/", "/data_source/", 1),
+                                                          content=safe_json_dump({"data_source": data_source}),
+                                                          params=params))
 
     def stop(self, doc):
+        self._send_unsent()  # the rows streamed so far; then the stop's own flush goes out at once
+        self._send_at_once = True
+        try:
+            self._retry_safe_stop(doc)
+        finally:
+            self._send_at_once = False
+
+    def _retry_safe_stop(self, doc):
         consolidators = {id(c): c for c in self._consolidators.values()}
         saved = {key: c.state() for key, c in consolidators.items() if hasattr(c, "state")}
         try:
