@@ -55,7 +55,7 @@ class Backend:
         matching blocks (cache-sized, threaded on the CPU; whole arrays on a GPU).
     kernels : dict
         Fused replacements for phase retrieval's elementwise steps, by name
-        (``modulus``, ``modulus_free``, ``update``), same signatures as the
+        (``modulus``, ``modulus_free``, ``update``, ``weights``), same signatures as the
         numpy versions in :mod:`braggscope.analysis.bcdi.projections`; missing names use
         those.
     """
@@ -80,12 +80,13 @@ def _whole(fn, *arrays):
 
 
 _POOL: ThreadPoolExecutor | None = None
+_CPUS = os.cpu_count() or 1
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="bcdi")
+        _POOL = ThreadPoolExecutor(max_workers=_CPUS, thread_name_prefix="bcdi")
     return _POOL
 
 
@@ -101,8 +102,8 @@ def _cpu_map_blocks(fn, *arrays):
     n0 = a0.shape[0]
     per_row = max(1, a0.size // n0)
     step = max(1, BLOCK_ELEMENTS // per_row)
-    workers = max(1, min(os.cpu_count() or 1, n0))
-    bounds = np.linspace(0, n0, workers + 1).astype(int)
+    workers = max(1, min(_CPUS, n0))
+    bounds = [n0 * k // workers for k in range(workers + 1)]  # several calls per iteration: no numpy.linspace
 
     def work(lo, hi):
         for i in range(lo, hi, step):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from .backend import _cpu_map_blocks
+
 __all__ = ["SIGMA_GRID", "SETTLE", "blur", "centre_weight", "fit_sigma", "peak_window", "fit_in_fourier_space",
            "effective_amplitude", "PartialCoherence"]
 
@@ -53,7 +55,7 @@ def blur(intensity, sigma, xp=np):
         import scipy.fft as fft
 
         spec = fft.rfftn(intensity, workers=-1)
-        spec *= _kernel(intensity.shape, tuple(float(s) for s in sigma), xp)
+        _cpu_map_blocks(_multiply, spec, _kernel(intensity.shape, tuple(float(s) for s in sigma), xp))  # all cores
         return fft.irfftn(spec, s=intensity.shape, workers=-1, overwrite_x=True)
     spec = xp.fft.rfftn(intensity)
     spec *= _kernel(intensity.shape, tuple(float(s) for s in sigma), xp)
@@ -232,6 +234,11 @@ class PartialCoherence:
             self.target = effective_amplitude(psi, self.amp, self.sigma, self.eps, self.be)
             self.refreshed = it
         return self.target
+
+
+def _multiply(a, b):
+    """``a *= b`` (in place, on blocks)."""
+    np.multiply(a, b, out=a)
 
 
 def _abs2(psi, out):

@@ -7,6 +7,12 @@ the numpy steps and run on the cache-sized blocks that
 :meth:`.backend.Backend.map_blocks` spreads over the cores (hence serial
 loops, ``nogil``). A block that is not C-contiguous (never the case inside
 phase retrieval) goes to the numpy step instead.
+
+``error_model="numpy"``: with numba's default ("python") every division
+checks for a zero divisor to raise ``ZeroDivisionError``, which keeps LLVM
+from vectorising the loop; the divisor here is at least ``eps`` > 0, so the
+check never fires, and without it the modulus runs about 3x faster
+(bit-identical results).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from . import projections
 __all__ = ["kernels"]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _modulus(psi, amp, eps):
     for i in range(psi.size):
         p = psi[i]
@@ -28,21 +34,33 @@ def _modulus(psi, amp, eps):
         psi[i] = p * r
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _modulus_free(psi, amp, free, eps):
+    one = np.float32(1)
     for i in range(psi.size):
-        if not free[i]:
-            p = psi[i]
-            r = amp[i] / max(np.sqrt(p.real * p.real + p.imag * p.imag), eps)
-            psi[i] = p * r
+        p = psi[i]
+        r = amp[i] / max(np.sqrt(p.real * p.real + p.imag * p.imag), eps)
+        # a select, not a branch around the store: the loop vectorises (p * 1 is p exactly)
+        psi[i] = p * (one if free[i] else r)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _update(psi, w_new, prev, w_prev):
     for i in range(psi.size):
         p = psi[i] * w_new[i] + prev[i]
         psi[i] = p
         prev[i] = p * w_prev[i]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _weights(sup, w_new, w_prev, inside_new, outside_new, outside_prev):
+    for i in range(sup.size):
+        if sup[i]:
+            w_new[i] = inside_new
+            w_prev[i] = 0
+        else:
+            w_new[i] = outside_new
+            w_prev[i] = outside_prev
 
 
 def _flat(*arrays):
@@ -76,6 +94,15 @@ def update(psi, w_new, prev, w_prev):
     _update(*flat)
 
 
+def weights(algo, sup, beta, xp):
+    """The weights of :func:`.projections.weights` in one pass over ``sup`` (numpy arrays only)."""
+    if algo == "ER" or xp is not np or not sup.flags.c_contiguous:
+        return projections.weights(algo, sup, beta, xp)
+    w_new, w_prev = np.empty(sup.shape, np.float32), np.empty(sup.shape, np.float32)
+    _weights(sup.reshape(-1), w_new.reshape(-1), w_prev.reshape(-1), *projections.weight_values(algo, beta))
+    return w_new, w_prev
+
+
 def kernels() -> dict:
     """The fused kernels by step name, for ``Backend.kernels``."""
-    return {"modulus": modulus, "modulus_free": modulus_free, "update": update}
+    return {"modulus": modulus, "modulus_free": modulus_free, "update": update, "weights": weights}

@@ -55,12 +55,13 @@ def single_run(intensity, support, mask, recipe, rng, be, bar):
     psi *= sup
     prev = xp.empty_like(psi)
     update = be.kernels.get("update", projections.update)
+    weights = be.kernels.get("weights", projections.weights)
     coherence = PartialCoherence(recipe, amp, free, eps, be)
     n_total, it = recipe.n_iterations, 0
     for algo, n in recipe.steps:
-        w_new, w_prev = projections.weights(algo, sup, recipe.beta, xp)
+        w_new, w_prev = weights(algo, sup, recipe.beta, xp)
         if w_prev is not None:  # weighted previous iterate, kept up to date by update()
-            xp.multiply(psi, w_prev, out=prev)
+            be.map_blocks(_weigh, psi, w_prev, prev)
         for j in range(n):
             psi = be.fftn(psi)
             target = coherence.amplitudes(psi, it, algo, j, n)
@@ -76,14 +77,19 @@ def single_run(intensity, support, mask, recipe, rng, be, bar):
                 new_sup = shrinkwrap(psi, shrinkwrap_sigma(recipe, it), recipe.shrinkwrap_threshold, be)
                 if int(new_sup.sum()) >= 8:
                     sup = new_sup
-                    w_new, w_prev = projections.weights(algo, sup, recipe.beta, xp)
+                    w_new, w_prev = weights(algo, sup, recipe.beta, xp)
                     if w_prev is not None:
-                        xp.multiply(psi, w_prev, out=prev)
+                        be.map_blocks(_weigh, psi, w_prev, prev)
             if it % 10 == 0:
                 bar.update(10)
     bar.update(it % 10)
     psi = psi * sup
     return be.asnumpy(psi).astype(np.complex64), be.asnumpy(sup).astype(bool), coherence.sigma
+
+
+def _weigh(psi, w_prev, prev):
+    """``prev = w_prev psi`` (in place, on blocks)."""
+    np.multiply(psi, w_prev, out=prev)
 
 
 def _modulus(be, psi, amp, free, eps):

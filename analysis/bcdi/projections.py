@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["modulus", "modulus_free", "update", "update_er", "weights"]
+__all__ = ["modulus", "modulus_free", "update", "update_er", "weights", "weight_values"]
 
 _LOCAL = threading.local()
 
@@ -79,3 +79,13 @@ def weights(algo, sup, beta, xp):
     if algo == "HIO":
         return s - np.float32(beta) * ns, ns
     return s + np.float32(1 - 2 * beta) * ns, np.float32(beta) * ns
+
+
+def weight_values(algo, beta):
+    """The values :func:`weights` takes for HIO or RAAR, as float32: (w_new inside the support,
+    w_new outside, w_prev outside); w_prev is 0 inside."""
+    if algo == "HIO":
+        return np.float32(1), -np.float32(beta), np.float32(1)
+    if algo == "RAAR":
+        return np.float32(1), np.float32(1 - 2 * beta), np.float32(beta)
+    raise ValueError(f"weight_values is for HIO and RAAR, got {algo!r}")

@@ -56,5 +56,12 @@ def shrinkwrap_sigma(recipe, it: int) -> float:
 
 def shrinkwrap(psi, sigma: float, threshold: float, be):
     """New support: ``G_sigma * |psi| >= threshold * max`` (``psi`` in real space, any back-end)."""
-    a = blur(be.xp.abs(psi), (float(sigma),) * psi.ndim, be.xp)
+    a = be.xp.empty(psi.shape, dtype=np.float32)
+    be.map_blocks(_abs, psi, a)  # on all cores
+    a = blur(a, (float(sigma),) * psi.ndim, be.xp)
     return a >= threshold * a.max()
+
+
+def _abs(psi, out):
+    """``out = |psi|`` (in place, on blocks)."""
+    np.abs(psi, out=out)
