@@ -79,8 +79,11 @@ class DocumentPublisher:
         Wait for the server's acknowledgement of one message before re-sending it.
     linger_s : float
         After an idle spell, wait this long (s) for more documents before
-        publishing, so that the documents of one point leave as one message
-        (fewer wake-ups of the publishing thread competing with the RunEngine).
+        publishing, so that the documents of several points leave as one
+        message. The publishing thread's CPU time (which the RunEngine's thread
+        gives up through the GIL) is mostly per message: at 150 points/s, 20 ms
+        (about three points a message) took the process's CPU per point from
+        +12 % to +4 % of publishing off; the documents wait 20 ms longer.
 
     Attributes
     ----------
@@ -91,7 +94,8 @@ class DocumentPublisher:
         ``call_s_max`` and ``call_s_total`` (seconds spent in ``__call__``,
         i.e. the RunEngine's cost), ``call_cpu_s_total`` (the CPU time of
         the calling thread in ``__call__``: the same cost without the time
-        the thread waited for a core).
+        the thread waited for a core), ``worker_cpu_s`` (the CPU time of the
+        publishing thread so far).
     connected : bool
         Whether the last publish attempt found the broker.
 
@@ -103,7 +107,7 @@ class DocumentPublisher:
 
     def __init__(self, url, *, stream="BRAGGSCOPE", subject="braggscope.documents", queue_size=10000,
                  high_water=0.5, spill_dir, spill_max_mb=2048.0, max_batch=256, publish_timeout_s=2.0,
-                 linger_s=0.002):
+                 linger_s=0.02):
         if int(queue_size) < 1 or not 0.0 < float(high_water) <= 1.0:
             raise ValueError(f"queue_size must be >= 1 and 0 < high_water <= 1, got {queue_size!r}, {high_water!r}")
         self.url, self.stream, self.subject = str(url), str(stream), str(subject)
@@ -115,7 +119,7 @@ class DocumentPublisher:
         self.linger_s = float(linger_s)
         self.stats = {"documents": 0, "published": 0, "messages": 0, "over_high_water": 0, "spilled": 0,
                       "max_depth": 0, "reconnects": 0, "resent": 0, "call_s_max": 0.0, "call_s_total": 0.0,
-                      "call_cpu_s_total": 0.0}
+                      "call_cpu_s_total": 0.0, "worker_cpu_s": 0.0}
         self._memory: deque = deque()
         self._lock = threading.Lock()
         self._warned = False
@@ -274,6 +278,7 @@ class DocumentPublisher:
                 self._unread(batch)
                 break
             self._done(batch)
+            self.stats["worker_cpu_s"] = time.thread_time()  # this thread's CPU time
         if nc is not None:
             try:
                 await asyncio.wait_for(nc.close(), 5.0)
