@@ -8,6 +8,7 @@ from bluesky import RunEngine
 from bluesky import plans as bp
 from ophyd.sim import det, motor
 
+from braggscope.core.background_writer import KeptByWriter
 from braggscope.core.storage import BackgroundWriter
 
 
@@ -64,6 +65,33 @@ def test_writer_error_fails_the_run_and_the_next_run_writes_again():
     assert [n for n, _ in rec.docs] == ["start", "descriptor", "event", "event", "event", "stop"]
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_document_the_writer_kept_is_not_delivered_again(tmp_path, kept):
+    """A write refused for a lost catalog is delivered again once the catalog answers, unless the
+    callback raised KeptByWriter (it keeps what the document carried: delivered again, a StreamDatum
+    would be counted twice)."""
+    calls, refuse = [], [True]
+
+    def callback(name, doc):
+        calls.append(name)
+        if name == "stream_datum" and refuse[0]:
+            refuse[0] = False
+            lost = ConnectionError("catalog down (test)")
+            if kept:
+                raise KeptByWriter("frames kept until the catalog answers") from lost
+            raise lost
+
+    writer = BackgroundWriter(callback, spool_dir=tmp_path, retry_s=0.01)
+    for name in ("start", "stream_datum", "event", "stop"):
+        writer(name, {"uid": name, "run_start": "start", "descriptor": "d", "seq_num": 1})
+    deadline = time.monotonic() + 10
+    while list(tmp_path.glob("*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not list(tmp_path.glob("*.jsonl"))
+    resent = [] if kept else ["stream_datum"]
+    assert calls == ["start", "stream_datum", *resent, "event", "stop"]
+
+
 # -- a catalog lost and found again: every event once, each with its own frame --------------------
 class Outage:
     """Refuse the requests of a catalog client (httpx.ConnectError) while ``down`` (only those whose
@@ -104,13 +132,14 @@ def embedded(tmp_path_factory):
         yield storage.open_catalog(cfg), tmp
 
 
-@pytest.mark.parametrize("lost_at", ["start", "descriptor", "event", "stop"])
+@pytest.mark.parametrize("lost_at", ["start", "descriptor", "first_event", "event", "stop"])
 def test_a_run_written_across_an_outage_stores_each_event_once_with_its_frame(embedded, lost_at):
-    """The catalog stops answering at the run's start, its descriptor, its 2nd event or (writing 50
-    events at a time) at the frames' registration of its stop, and answers again after the run ended:
-    every event is stored once (the descriptor, refused several times, was routed again each time; the
-    stop, refused after its frames were counted, counts them once) and the catalog serves each
-    event's own frame (frames encode the point)."""
+    """The catalog stops answering at the run's start, its descriptor, its first event (its table and
+    frames' node not created yet), its 2nd event or (writing 50 events at a time) at the frames'
+    registration of its stop, and answers again after the run ended: every event is stored once (the
+    descriptor, refused several times, was routed again each time; the stop, refused after its frames
+    were counted, counts them once) and the catalog serves each event's own frame (frames encode the
+    point)."""
     client, tmp = embedded
     outage = Outage(client, only="/data_source/" if lost_at == "stop" else None)
     try:
@@ -136,8 +165,17 @@ def _write_across(outage, client, tmp, lost_at):
     spool = tmp / f"spool-{lost_at}"
     batch = 50 if lost_at == "stop" else 1
     writer = BackgroundWriter(CatalogWriter(client, batch_size=batch), spool_dir=spool, retry_s=0.05)
-    RE.subscribe(lambda name, doc: setattr(outage, "down", True) if name == lost_at and (
-        name != "event" or doc["seq_num"] == 2) else None)
+    def lose(name, doc):
+        if lost_at.endswith("event"):
+            if name == "event" and doc["seq_num"] == (1 if lost_at == "first_event" else 2):
+                # subscribed before the writer: everything before this event is written, the event not
+                # yet queued (the writer's thread otherwise lags by a varying number of documents)
+                writer.flush()
+                outage.down = True
+        elif name == lost_at:
+            outage.down = True
+
+    RE.subscribe(lose)
     RE.subscribe(writer)
     (uid,) = RE(bp.count([det], 6, delay=0.05))
     time.sleep(0.3)  # several deliveries refused
@@ -152,6 +190,10 @@ def _write_across(outage, client, tmp, lost_at):
     assert run.metadata["stop"]["exit_status"] == "success"
     table = run["primary"].base["internal"].read()
     assert list(table["seq_num"]) == [1, 2, 3, 4, 5, 6]
+    # registered in the catalog: 6 frames (not only what the file holds, which a reader would serve anyway)
+    (source,) = run["primary"].base["mpx1x4_image"].data_sources()
+    assert source.structure["shape"][0] == 6
     frames = np.asarray(run["primary"]["mpx1x4_image"].read())
     assert frames.shape == (6, 4, 5)
     np.testing.assert_array_equal(frames[:, 0, 0], [1, 2, 3, 4, 5, 6])
+

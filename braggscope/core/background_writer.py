@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BackgroundWriter"]
+__all__ = ["BackgroundWriter", "KeptByWriter", "unreachable"]
 
 
 class BackgroundWriter:
@@ -149,7 +149,10 @@ class BackgroundWriter:
             try:
                 name, doc = self._queue.get(timeout=self.retry_s if self._lost else None)
             except queue.Empty:
-                self._retry()
+                try:
+                    self._retry()
+                except Exception as exc:  # handed to the RunEngine's thread (the worker must not die with it)
+                    self._broken, self._error = True, exc
                 continue
             try:
                 if name == "start":
@@ -171,9 +174,9 @@ class BackgroundWriter:
         try:
             self.callback(name, doc)
         except Exception as exc:
-            if not _unreachable(exc):
+            if not unreachable(exc):
                 raise
-            self._keep(name, doc, failed=True)
+            self._keep(name, doc, failed=True, kept=_kept(name, exc))
             self._next_try = time.monotonic() + self.retry_s
             if not self._lost:
                 self._lost = True
@@ -184,16 +187,17 @@ class BackgroundWriter:
         if self._lost:
             self._delivered()
 
-    def _keep(self, name, doc, *, failed=False):
+    def _keep(self, name, doc, *, failed=False, kept=False):
         """Keep a document for later delivery (memory + the run's spool file).
 
         An event whose write failed (``failed``) is already in the ``TiledWriter``'s table
         buffer, which is only cleared after a successful write: it is written with the next
-        write and is not delivered twice (it stays in the spool file).
+        write and is not delivered twice (it stays in the spool file). Nor is a document the
+        callback said it kept (``kept``: it raised :class:`KeptByWriter`).
         """
         import json
 
-        if not (failed and name in _BUFFERED):
+        if not (failed and (name in _BUFFERED or kept)):
             self._spool.append((name, doc))
         folder = self._spool_dir or Path(tempfile.gettempdir())
         path = folder / f"braggscope-spool-{self._current_run or 'run'}.jsonl"
@@ -215,8 +219,8 @@ class BackgroundWriter:
             try:
                 self.callback(name, doc)
             except Exception as exc:
-                if _unreachable(exc):
-                    if name in _BUFFERED:  # buffered by the writer: written with the next write
+                if unreachable(exc):
+                    if name in _BUFFERED or _kept(name, exc):  # the writer has it: written with its next write
                         self._spool.pop(0)
                     return
                 self._spool.clear()
@@ -239,7 +243,28 @@ class BackgroundWriter:
 _BUFFERED = ("event", "event_page")
 
 
-def _unreachable(exc: BaseException) -> bool:
+class KeptByWriter(ConnectionError):
+    """Raised by a callback whose write of a document failed for a lost catalog, when it keeps what the
+    document carried and writes it itself once the catalog answers (``core.catalog_writer``: a frame
+    registration). :class:`BackgroundWriter` then does not deliver the document again (it would be
+    taken in twice); the cause is the connection error."""
+
+
+def _kept(name: str, exc: BaseException) -> bool:
+    """Whether the callback kept the document ``name`` whose write raised ``exc`` (or an error raised from
+    it; not one raised while handling it, which may concern another document). Never a stop: what the
+    callback kept may be a frame it registers at the stop, and the stop must then come again."""
+    if name == "stop":
+        return False
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeptByWriter):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False
+
+
+def unreachable(exc: BaseException) -> bool:
     """Whether an exception (or one it was raised from) is a lost connection to the catalog server."""
     import httpx
 

@@ -40,12 +40,13 @@ from dataclasses import asdict
 from bluesky_tiled_plugins.writing import consolidators as _consolidators
 from bluesky_tiled_plugins.writing.consolidators import HDF5Consolidator, Patch
 from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, TiledWriter, _RunWriter
-from event_model import RunRouter
+from event_model import RunRouter, unpack_event_page
 from packaging.version import Version
 from tiled.client.utils import handle_error, retry_context
 from tiled.utils import safe_json_dump
 
 from braggscope.core.append_once import append_with_retry
+from braggscope.core.background_writer import KeptByWriter, unreachable
 from braggscope.core.recovery import WRITER_KEY, writer_identity
 
 __all__ = ["CatalogWriter", "IndexedHDF5Consolidator"]
@@ -131,28 +132,47 @@ class _RetrySafeRouter(RunRouter):
 
 
 class _RetrySafeNormalizer(RunNormalizer):
-    """RunNormalizer that converts an event's datums even when the event's table write failed.
+    """RunNormalizer that hands an event's row and all its frames to the run writer even when a write fails.
 
-    The row stays in the run writer's buffer (written with the next write); the
-    error is raised once the frame references are registered too.
+    The stock normaliser converts an event's datums to StreamDatums after the event's row is written,
+    so an exception of the row's write (the catalog lost) skipped them: the datums stayed in its cache,
+    and since such an event is not delivered again (its row stays in the run writer's buffer, written
+    with the next write; ``core.background_writer``), its frame was never registered. A run whose first
+    event met a lost catalog had no frames at all (the frames' node is created with the first
+    StreamDatum). (Its override of ``emit`` compared the library's ``DocumentNames`` members with the
+    string "event", which never matched.) Here every write of the event is tried and the first error is
+    raised after them; the run writer keeps a frame it could not register (``_RetrySafeRunWriter``). An
+    event page: every event.
     """
 
-    _deferred = None
+    _errors = None  # while an event is converted: the errors of its writes, raised after them
 
     def event(self, doc):
-        self._deferred = None
-        super().event(doc)
-        error, self._deferred = self._deferred, None
-        if error is not None:
-            raise error
+        self._errors = []
+        try:
+            super().event(doc)
+        finally:
+            errors, self._errors = self._errors, None
+        if errors:
+            raise errors[0]
+
+    def event_page(self, doc):
+        errors = []
+        for event in unpack_event_page(doc):
+            try:
+                self.event(event)
+            except Exception as exc:  # noqa: BLE001 - the page's other events are buffered too; raised below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def emit(self, name, doc):
-        if name != "event":
+        if self._errors is None:
             return super().emit(name, doc)
         try:
             super().emit(name, doc)
-        except Exception as exc:  # noqa: BLE001 - raised by event() after the datums
-            self._deferred = exc
+        except Exception as exc:  # noqa: BLE001 - raised by event() after the event's other writes
+            self._errors.append(exc)
 
 
 class _RetrySafeRunWriter(_RunWriter):
@@ -168,6 +188,13 @@ class _RetrySafeRunWriter(_RunWriter):
     five times the last update's duration, if longer) and always before the stop document is written. A failed update is retried with the next document
     (the fields stay marked until the server has them); nothing is consumed twice, because the
     update is sent before the next document is taken in.
+
+    Every StreamDatum taken is registered once, whatever the catalog does: one whose node the server
+    could not create (the first of a field) waits, not consumed, and one whose update failed stays
+    marked; both are tried again before the next document (a step scan's, whose frames keep in step
+    with their rows) or at the next update (a fly scan's), and before the stop document, which fails
+    while they cannot be sent. A lost catalog is then raised as :class:`KeptByWriter`, so that the
+    document is not delivered again (it would be consumed twice).
     """
 
     _append_with_retry = append_with_retry  # a batch stored by a request whose answer was lost: not appended again
@@ -181,12 +208,16 @@ class _RetrySafeRunWriter(_RunWriter):
         self._send_at_once = False
         self._data_source_ids: dict[str, int] = {}
         self._streamed: dict[str, bool] = {}  # descriptor uid -> all its fields are StreamDatum
+        self._pending: list[dict] = []  # StreamDatums not consumed yet: their node is not created
+        self._behind = False  # a step scan's frames wait for the server: sent with the next document
 
     def __call__(self, name, doc, *args, **kwargs):
-        if name != "stop" and self._unsent and time.monotonic() - self._last_update >= self._interval:
+        due = self._behind or time.monotonic() - self._last_update >= self._interval
+        if name != "stop" and (self._pending or self._unsent and due):
             try:
+                self._take_in()
                 self._send_unsent()
-            except Exception:  # noqa: BLE001 - kept marked: tried again later, and the stop sends them or fails
+            except Exception:  # noqa: BLE001 - kept: tried again later, and the stop sends them or fails
                 self._last_update = time.monotonic()
         return super().__call__(name, doc, *args, **kwargs)
 
@@ -211,13 +242,24 @@ class _RetrySafeRunWriter(_RunWriter):
         self._write_external_data(doc)
 
     def _write_external_data(self, doc):
-        if not self._deferred(doc):
-            return super()._write_external_data(doc)
-        node, consolidator, patch = self._update_consolidator(doc)
-        entry = self._unsent.setdefault(id(node), [node, consolidator, []])
-        entry[2].append(patch)
-        if self._send_at_once:
-            self._send_unsent()
+        deferred = self._deferred(doc)
+        self._pending.append(doc)
+        self._behind = self._behind or not deferred
+        try:
+            self._take_in()
+            if not deferred or self._send_at_once:
+                self._send_unsent()
+        except Exception as exc:
+            if unreachable(exc):  # kept here (waiting or marked): the document must not come again
+                raise KeptByWriter(f"frames of {doc['stream_resource']!r} kept until the catalog answers") from exc
+            raise
+
+    def _take_in(self) -> None:
+        """Consume the waiting StreamDatums in order (the first of a field creates its node, which may fail)."""
+        while self._pending:
+            node, consolidator, patch = self._update_consolidator(self._pending[0])
+            del self._pending[0]
+            self._unsent.setdefault(id(node), [node, consolidator, []])[2].append(patch)
 
     def _send_unsent(self) -> None:
         t0 = time.monotonic()
@@ -227,6 +269,7 @@ class _RetrySafeRunWriter(_RunWriter):
             self._update_data_source_for_node(node, consolidator.get_data_source(), patch)
             del self._unsent[key]
         self._last_update = time.monotonic()
+        self._behind = False
         # an update lists every file of the field so far: on a long map or a slow server it grows, and the
         # writer then spends at most a fifth of its time on updates
         self._interval = max(self.update_interval_s, 5.0 * (self._last_update - t0))
@@ -249,7 +292,8 @@ class _RetrySafeRunWriter(_RunWriter):
                                                           params=params))
 
     def stop(self, doc):
-        self._send_unsent()  # the rows streamed so far; then the stop's own flush goes out at once
+        self._take_in()  # the frames streamed or kept so far; then the stop's own flush goes out at once
+        self._send_unsent()
         self._send_at_once = True
         try:
             self._retry_safe_stop(doc)
