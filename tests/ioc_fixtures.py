@@ -64,3 +64,22 @@ def sim_devices(sim_ioc, sim_config):
     # connected within 60 s each time)
     _new_channel_access_context()
     return make_devices(sim_config, connect_timeout=60.0)  # ~1 s when idle; the parallel suite loads the host
+
+
+def module_simulator_config(root, prefix: str, size: int):
+    """A configuration for a module's own simulator: files under ``root``, ``size`` x ``size`` frames, a
+    bright crystal, and every PV prefix ``BSSIM:`` renamed ``prefix`` (the session simulator, prefix
+    ``BSSIM:``, may be running in this process too; start it on ``CA_PORTS["module"]``)."""
+    from braggscope.core.config import load_config
+
+    (root / "detector").mkdir(exist_ok=True)
+    cfg = load_config()
+    for key in ("detector.write_path", "detector.read_path"):
+        cfg.set(key, str(root / "detector"))
+    cfg.set("storage.data_dir", str(root))
+    cfg.set("detector.shape", [size, size])
+    cfg.set("detector.cch", [size / 2.0, size / 2.0])
+    cfg.set("simulator.peak_rate", 2.0e7)  # bright: the maps' Poisson noise well below their contrast
+    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
+        cfg.set(key, cfg[key].replace("BSSIM:", prefix, 1))
+    return cfg

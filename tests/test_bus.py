@@ -264,24 +264,15 @@ def fly_beamline(tmp_path_factory):
 
     from braggscope.app.beamline import install_baseline
     from braggscope.app.simctl import start_simulator, stop_simulator
-    from braggscope.core.config import load_config
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
     from braggscope.devices.fly import make_flyer
     from braggscope.simulators.beamline import SimulatedBeamline
     from tests.conftest import CA_PORTS
+    from tests.ioc_fixtures import module_simulator_config
 
     root = tmp_path_factory.mktemp("busfly")
-    (root / "detector").mkdir()
-    cfg = load_config()
-    for key in ("detector.write_path", "detector.read_path"):
-        cfg.set(key, str(root / "detector"))
-    cfg.set("storage.data_dir", str(root))
-    cfg.set("detector.shape", [64, 64])
-    cfg.set("detector.cch", [32.0, 32.0])
-    cfg.set("simulator.peak_rate", 2.0e7)
-    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
-        cfg.set(key, cfg[key].replace("BSSIM:", "BSBUST:", 1))
+    cfg = module_simulator_config(root, "BSBUST:", 64)
     handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
                              exit_with_parent=True)
     devices = {}

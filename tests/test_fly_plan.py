@@ -20,6 +20,7 @@ from bluesky.utils import RunEngineInterrupted
 from braggscope.core import storage
 from braggscope.core.errors import ArgumentError
 from tests.conftest import CA_PORTS
+from tests.ioc_fixtures import module_simulator_config
 
 NX, NY, DWELL = 8, 4, 0.005
 
@@ -28,25 +29,13 @@ NX, NY, DWELL = 8, 4, 0.005
 def bench(tmp_path_factory):
     from braggscope.app.beamline import install_baseline
     from braggscope.app.simctl import start_simulator, stop_simulator
-    from braggscope.core.config import load_config
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
     from braggscope.devices.fly import make_flyer
     from braggscope.simulators.beamline import SimulatedBeamline
 
     root = tmp_path_factory.mktemp("fly")
-    (root / "detector").mkdir()
-    cfg = load_config()
-    for key in ("detector.write_path", "detector.read_path"):
-        cfg.set(key, str(root / "detector"))
-    cfg.set("storage.data_dir", str(root))
-    cfg.set("detector.shape", [128, 128])
-    cfg.set("detector.cch", [64.0, 64.0])
-    cfg.set("simulator.peak_rate", 2.0e7)  # bright: the maps' Poisson noise well below their contrast
-    # its own PV prefix, on the port reserved for a module's simulator (tests/conftest.py): the session
-    # simulator (512 x 512 frames, prefix BSSIM:) may be running in this process too
-    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
-        cfg.set(key, cfg[key].replace("BSSIM:", "BSFLYT:", 1))
+    cfg = module_simulator_config(root, "BSFLYT:", 128)
     handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
                              exit_with_parent=True)
     devices = {}
