@@ -226,20 +226,13 @@ class FlyRig:
         from bluesky import plan_stubs as bps
 
         from braggscope.app.beamline import install_baseline
-        from braggscope.app.simctl import start_simulator
-        from braggscope.core.config import load_config
+        from braggscope.app.simctl import scratch_config, start_simulator
         from braggscope.devices.factory import make_devices
         from braggscope.devices.fly import make_flyer
         from braggscope.simulators.beamline import SimulatedBeamline
 
         root = Path(tmp) / "fly"
-        (root / "detector").mkdir(parents=True)
-        cfg = load_config()
-        for key in ("detector.write_path", "detector.read_path"):
-            cfg.set(key, str(root / "detector"))
-        cfg.set("storage.data_dir", str(root))
-        cfg.set("detector.shape", [size, size])
-        cfg.set("detector.cch", [size / 2.0, size / 2.0])
+        cfg = scratch_config(root, frame_size=size)
         self.handle = start_simulator(cfg, state_file=root / "sim.json", set_env=True, exit_with_parent=True)
         self.devices = {}
         try:

@@ -31,16 +31,11 @@ def main(argv=None) -> int:
     import h5py
     import numpy as np
 
-    from braggscope.core.config import load_config
-    from braggscope.app.simctl import start_simulator, stop_simulator
+    from braggscope.app.simctl import scratch_config, start_simulator, stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-det-"))
-    (tmp / "detector").mkdir()
-    cfg = load_config()
-    cfg.set("storage.data_dir", str(tmp))
-    cfg.set("detector.write_path", str(tmp / "detector"))
-    cfg.set("detector.read_path", str(tmp / "detector"))
+    cfg = scratch_config(tmp)
 
     # baseline: in-process render + append + flush
     beamline = SimulatedBeamline.from_config(cfg, seed=0)

@@ -96,9 +96,8 @@ def main(argv=None) -> int:
     from braggscope.analysis.live import LiveSXDM
     from braggscope.analysis.live.dispatch import LiveMapDispatcher
     from braggscope.app.beamline import install_baseline
-    from braggscope.app.simctl import start_simulator, stop_simulator
+    from braggscope.app.simctl import scratch_config, start_simulator, stop_simulator
     from braggscope.core import storage
-    from braggscope.core.config import load_config
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
     from braggscope.devices.fly import make_flyer
@@ -121,11 +120,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-fly-") as tmp:
         root = Path(tmp)
-        (root / "detector").mkdir()
-        cfg = load_config()
-        for key in ("detector.write_path", "detector.read_path"):
-            cfg.set(key, str(root / "detector"))
-        cfg.set("storage.data_dir", str(root))
+        cfg = scratch_config(root)
         handle = start_simulator(cfg, state_file=root / "sim.json", set_env=True, exit_with_parent=True)
         devices = {}
         try:

@@ -26,13 +26,9 @@ def tmp_data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sim_config(tmp_data_dir):
     """The packaged simulator configuration, storing everything in ``tmp_data_dir``."""
-    from braggscope.core.config import load_config
+    from braggscope.app.simctl import scratch_config
 
-    cfg = load_config()
-    cfg.set("storage.data_dir", str(tmp_data_dir))
-    cfg.set("detector.write_path", str(tmp_data_dir / "detector"))
-    cfg.set("detector.read_path", str(tmp_data_dir / "detector"))
-    return cfg
+    return scratch_config(tmp_data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -68,18 +64,10 @@ def sim_devices(sim_ioc, sim_config):
 
 def module_simulator_config(root, prefix: str, size: int):
     """A configuration for a module's own simulator: files under ``root``, ``size`` x ``size`` frames, a
-    bright crystal, and every PV prefix ``BSSIM:`` renamed ``prefix`` (the session simulator, prefix
-    ``BSSIM:``, may be running in this process too; start it on ``CA_PORTS["module"]``)."""
-    from braggscope.core.config import load_config
+    bright crystal, and the PV prefix ``prefix`` (the session simulator, prefix ``BSSIM:``, may be
+    running in this process too; start it on ``CA_PORTS["module"]``)."""
+    from braggscope.app.simctl import scratch_config
 
-    (root / "detector").mkdir(exist_ok=True)
-    cfg = load_config()
-    for key in ("detector.write_path", "detector.read_path"):
-        cfg.set(key, str(root / "detector"))
-    cfg.set("storage.data_dir", str(root))
-    cfg.set("detector.shape", [size, size])
-    cfg.set("detector.cch", [size / 2.0, size / 2.0])
+    cfg = scratch_config(root, frame_size=size, pv_prefix=prefix)
     cfg.set("simulator.peak_rate", 2.0e7)  # bright: the maps' Poisson noise well below their contrast
-    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
-        cfg.set(key, cfg[key].replace("BSSIM:", prefix, 1))
     return cfg

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from braggscope.app.simctl import _pid_alive, client_env, read_state, start_simulator
+from braggscope.app.simctl import _pid_alive, client_env, read_state, scratch_config, start_simulator
 
 pytestmark = [pytest.mark.ioc, pytest.mark.timeout(120)]
 
@@ -83,3 +83,15 @@ def test_a_simulator_dying_at_start_up_is_reported_with_its_log(tmp_path):
         with pytest.raises(RuntimeError, match=r"simulator exited with code [1-9]\d* during start-up; see .*s\.log"):
             start_simulator(cfg, port=port, state_file=tmp_path / "s.json", set_env=False, timeout=60)
     assert read_state(tmp_path / "s.json") is None and (tmp_path / "s.log").stat().st_size > 0
+
+
+def test_scratch_config_puts_everything_under_root_and_renames_every_prefix(tmp_path):
+    cfg = scratch_config(tmp_path / "run", frame_size=64, pv_prefix="BSTWO:")
+    assert (tmp_path / "run" / "detector").is_dir()
+    assert cfg["detector.write_path"] == cfg["detector.read_path"] == str(tmp_path / "run" / "detector")
+    assert cfg["storage.data_dir"] == str(tmp_path / "run")
+    assert cfg["detector.shape"] == [64, 64] and cfg["detector.cch"] == [32.0, 32.0]
+    assert cfg["pv.detector"] == "BSTWO:mpx1x4:" and cfg["pv.energy"] == "BSTWO:energy"
+    assert all(value.startswith("BSTWO:") for value in cfg["pv"].values() if value)
+    plain = scratch_config(tmp_path / "plain")
+    assert plain["pv.piezo"] == "BSSIM:" and plain["detector.shape"] == [512, 512]

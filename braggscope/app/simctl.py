@@ -31,7 +31,7 @@ from braggscope.core.processes import terminate as _terminate
 
 __all__ = [
     "SimulatorHandle", "SampleMismatchError", "add_parser", "apply_client_env", "check_sample", "client_env",
-    "read_state", "start_simulator", "state_file_for", "stop_simulator",
+    "read_state", "scratch_config", "start_simulator", "state_file_for", "stop_simulator",
 ]
 
 STATE_NAME = "simulator.json"
@@ -159,6 +159,37 @@ def _checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
     if not _port_answers(handle.port):
         return None, f"pid {handle.pid} does not answer on 127.0.0.1:{handle.port}"
     return handle, ""
+
+
+def scratch_config(root, *, frame_size: int | None = None, pv_prefix: str | None = None):
+    """The packaged configuration with a simulator's files under ``root``: detector files in
+    ``root/detector`` (created), the catalog and data in ``root``.
+
+    Parameters
+    ----------
+    root : path-like
+    frame_size : int, optional
+        Square detector frames of this many pixels a side, the direct beam at their centre.
+    pv_prefix : str, optional
+        Replaces the IOC prefix (the part up to the first ``:``, included) of every ``pv.*``
+        key, e.g. ``"BSFLYT:"``: a second simulator beside one with the packaged prefix.
+    """
+    from braggscope.core.config import load_config
+
+    root = Path(root)
+    (root / "detector").mkdir(parents=True, exist_ok=True)
+    cfg = load_config()
+    for key in ("detector.write_path", "detector.read_path"):
+        cfg.set(key, str(root / "detector"))
+    cfg.set("storage.data_dir", str(root))
+    if frame_size is not None:
+        cfg.set("detector.shape", [int(frame_size), int(frame_size)])
+        cfg.set("detector.cch", [frame_size / 2.0, frame_size / 2.0])
+    if pv_prefix is not None:
+        for key, value in cfg["pv"].items():
+            if value:  # "" means no such hardware
+                cfg.set(f"pv.{key}", pv_prefix + value.partition(":")[2])
+    return cfg
 
 
 def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | None = None,
