@@ -2,19 +2,20 @@
 
 The flyer follows bluesky's flyer protocol with stream assets (``prepare``,
 ``kickoff``, ``complete``, ``describe_collect``, ``collect_asset_docs``,
-``get_index``): each accepted line reaches the catalog as StreamResource and
-StreamDatum documents (one detector file and one position-capture file per
-line) that bluesky-tiled-plugins' ``TiledWriter`` ingests; the primary stream
-then holds ``<detector>_image`` (frames), the fast and slow axes' captured
-positions (um) and ``<flyer>_time`` (s). docs/fly.md says why ophyd (v1) and not
-ophyd-async.
+``get_index``). A run writes one detector file and one position-capture file,
+open from ``stage`` to ``unstage``, each line appended; the first accepted line
+brings a StreamResource per field and every accepted line a StreamDatum naming
+its rows of the file, which bluesky-tiled-plugins' ``TiledWriter`` ingests. The
+primary stream then holds ``<detector>_image`` (frames), the fast and slow axes'
+captured positions (um) and ``<flyer>_time`` (s). docs/fly.md says why ophyd (v1)
+and not ophyd-async.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Signal
@@ -52,6 +53,7 @@ class _Pcap(Device):
     file_path = Cpt(EpicsSignal, "FilePath", kind="omitted", string=True)
     file_name = Cpt(EpicsSignal, "FileName", kind="omitted", string=True)
     file_number = Cpt(EpicsSignal, "FileNumber", kind="omitted")
+    capture = Cpt(EpicsSignal, "Capture", kind="omitted")
     full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", kind="omitted", string=True)
     captured = Cpt(EpicsSignalRO, "Captured_RBV", kind="omitted")
 
@@ -75,10 +77,11 @@ class FlyHardware(Device):
 class LineReport(Device):
     """What one line attempt did (read into the ``lines`` stream after every attempt, retries included).
 
-    ``status``: ``"accepted"`` (in the primary stream), ``"superseded"`` (short, flown again: its files
-    stay on disk, referenced here only) or ``"short"`` (short after the last retry: the run fails).
-    ``image_file``/``pcap_file``: the attempt's detector and position-capture files, so every file a run
-    leaves is named by the run.
+    ``status``: ``"accepted"`` (in the primary stream), ``"superseded"`` (short, flown again: its frames
+    and positions stay in the files, referenced here only) or ``"short"`` (short after the last retry: the
+    run fails). ``image_file``/``pcap_file``: the run's detector and position-capture files;
+    ``image_first``/``pcap_first``: the attempt's first frame and first capture in them (its ``frames``
+    and ``positions`` follow), so every row a run leaves on disk is named by the run.
     """
 
     eta_index = Cpt(Signal, value=0, kind="normal")
@@ -93,6 +96,8 @@ class LineReport(Device):
     status = Cpt(Signal, value="", kind="normal")
     image_file = Cpt(Signal, value="", kind="normal")
     pcap_file = Cpt(Signal, value="", kind="normal")
+    image_first = Cpt(Signal, value=0, kind="normal")
+    pcap_first = Cpt(Signal, value=0, kind="normal")
     duration_s = Cpt(Signal, value=0.0, kind="normal")
 
 
@@ -126,9 +131,12 @@ class FlyScanner:
         self._go_status = None
         self._saved: dict = {}
         self._cache: dict = {}
-        self._prearmed = None  # the file the detector is armed with for the next line
+        self._prearmed = False  # the detector is armed for the next line already
         self._limits = None  # the stage's velocity limit and encoder resolution
         self._prearm_done = None
+        self._files: dict = {}  # the run's open files: {"image": path, "pcap": path}
+        self._rows = {"image": 0, "pcap": 0}  # frames and captures in them so far (where the next line starts)
+        self._resources: dict = {}  # data key -> ComposeStreamResource bundle (one per field per run)
 
     def wait_for_connection(self, timeout: float = 10.0) -> None:
         """Connect every signal of the hardware and the detector (ophyd connects lazily; ``read()`` of a
@@ -160,35 +168,55 @@ class FlyScanner:
         return {**self.detector.describe_configuration(), **self.hardware.describe_configuration()}
 
     def stage(self):
-        """Detector to external trigger, one compressed file per line; capture files beside them."""
-        det, hdf = self.detector, self.detector.hdf5
+        """Detector to external trigger; open the run's two files: the detector's (compressed, streamed:
+        every line's frames appended) and the position capture's beside it.
+
+        One file per run rather than per line: the catalog lists a field's files in every update, so a
+        file per line made each update, and the run's end, grow with the map (300 lines: 2 s at the stop).
+        """
+        det, hdf, pcap = self.detector, self.detector.hdf5, self.hardware.pcap
         self._saved = {sig: sig.get() for sig in (det.cam.trigger_mode, det.cam.image_mode, hdf.file_write_mode,
-                                                   hdf.auto_increment)}
+                                                   hdf.auto_increment, hdf.num_capture)}
         write = hdf.write_path_template
         run_tag = f"fly_{int(time.time() * 1e3) % 10**9:09d}"
         for sig, value in ((det.cam.acquire, 0), (det.cam.trigger_mode, 1), (det.cam.image_mode, 1),
                            (hdf.enable, "Enable"), (hdf.file_path, write), (hdf.file_name, run_tag),
                            (hdf.file_template, "%s%s_%6.6d.h5"), (hdf.file_number, 0), (hdf.auto_increment, 1),
-                           (hdf.file_write_mode, 2), (self.hardware.pcap.file_path, write.rstrip("/") or "/"),
-                           (self.hardware.pcap.file_name, run_tag + "_pcap"), (self.hardware.pcap.file_number, 0)):
+                           (hdf.file_write_mode, 2), (hdf.num_capture, 0), (pcap.file_path, write.rstrip("/") or "/"),
+                           (pcap.file_name, run_tag + "_pcap"), (pcap.file_number, 0)):
             sig.set(value).wait(10)
         self._cache.clear()
         self._limits = None
+        self._resources.clear()
+        self._rows = {"image": 0, "pcap": 0}
+        self._files = {}
+        try:
+            hdf.capture.set(1).wait(10)
+            self._files["image"] = str(hdf.full_file_name.get(use_monitor=False))
+            pcap.capture.set(1).wait(10)
+            self._files["pcap"] = str(pcap.full_file_name.get(use_monitor=False))
+        except Exception:
+            self._close_files()
+            raise
         return [self]
 
     def unstage(self):
         self._wait_prearm()
-        if self._prearmed is not None:
-            self._disarm_prearmed()
-        det = self.detector
-        if det.cam.acquire.get() != 0:
-            det.cam.acquire.set(0).wait(10)
-        if det.hdf5.capture.get() != 0:
-            det.hdf5.capture.set(0).wait(10)
+        self._disarm_prearmed()
+        self._close_files()
         for sig, value in self._saved.items():
             sig.set(value).wait(10)
         self._saved = {}
         return [self]
+
+    def _close_files(self) -> None:
+        """Stop the detector and close the run's files (their frames and captures stay)."""
+        self._abort_detector()
+        try:
+            if self.hardware.pcap.capture.get(use_monitor=False) != 0:
+                self.hardware.pcap.capture.set(0).wait(10)
+        except Exception:  # noqa: BLE001 - the original error matters more; the next stage reopens
+            pass
 
     # ---------------------------------------------------------------- one line
     def prepare(self, line: dict):
@@ -196,17 +224,15 @@ class FlyScanner:
         x0, x1, num, dwell = float(line["x0"]), float(line["x1"]), int(line["num"]), float(line["dwell_s"])
         _, exposure = self.check_line(x0, x1, num, dwell)
         params = line_parameters(x0, x1, num, dwell, exposure)
-        hw, cam, hdf = self.hardware, self.detector.cam, self.detector.hdf5
-        detector = ((cam.acquire_time, exposure), (cam.acquire_period, dwell), (cam.num_images, num),
-                    (hdf.num_capture, num))
+        hw, cam = self.hardware, self.detector.cam
+        detector = ((cam.acquire_time, exposure), (cam.acquire_period, dwell), (cam.num_images, num))
         targets = ((hw.stage_.start, params["stage_start"]), (hw.stage_.stop_at, params["stage_stop"]),
                    (hw.stage_.velocity, params["velocity"]), (hw.pcomp.start, params["pcomp_start"]),
                    (hw.pcomp.step, params["step"]), (hw.pcomp.width, params["width"]),
                    (hw.pcomp.pulses, num)) + detector
         if any(self._cache.get(sig.name) != value for sig, value in detector):
             self._wait_prearm()  # else the arming goes on while the stage and trigger unit are set up
-            if self._prearmed is not None:
-                self._disarm_prearmed()  # armed for other settings: the detector reads them when armed
+            self._disarm_prearmed()  # armed for other settings: the detector reads them when armed
         statuses = []
         for sig, value in targets:  # only what changed since the last line: fewer round trips
             if self._cache.get(sig.name) != value:
@@ -216,47 +242,44 @@ class FlyScanner:
         return _all(statuses, self)
 
     def kickoff(self):
-        """Open the line's file and arm the detector (unless done while the last line was collected), arm the
-        trigger unit, start the sweep."""
+        """Arm the detector (unless done while the last line was collected), arm the trigger unit, start the
+        sweep."""
         status = Status(obj=self)
         hw = self.hardware
         self._t_kick = time.monotonic()
-        armed = None
         try:
             self._wait_prearm()
-            armed, self._prearmed = self._prearmed, None
-            if armed is None:
+            if not self._prearmed:
                 deadline = time.monotonic() + 60.0  # a line interrupted by a pause finishes its sweep first
                 while hw.stage_.busy.get(use_monitor=False) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                armed = self._arm_detector()
+                self._arm_detector()
+                self._prearmed = True
             hw.pcomp.arm.put(1, wait=True)
             if not _wait_for(hw.pcomp.armed, lambda v: v == 1, self.arm_timeout_s):
                 raise RuntimeError(
                     f"{self.name}: trigger unit {hw.pcomp.prefix} did not arm within {self.arm_timeout_s:g} s "
                     f"({hw.pcomp.status.get(use_monitor=False)!r}); the lines taken so far are in the run")
         except Exception as exc:  # noqa: BLE001 - fails the kickoff with the cause
-            self._prearmed = armed
-            self._disarm_prearmed()  # no line will use the file opened for this one
+            self._disarm_prearmed()
             status.set_exception(exc)
             return status
+        self._prearmed = False
         self._t0 = time.monotonic()
         self._go_status = hw.stage_.go.set(1)
         status.set_finished()
         return status
 
-    def _arm_detector(self) -> str:
-        """Open a file and arm the detector for the prepared line; returns the file's name."""
+    def _arm_detector(self) -> None:
+        """Arm the detector for the prepared line (its frames go to the run's open file)."""
         det = self.detector
-        det.hdf5.capture.set(1).wait(10)
         det.cam.acquire.put(1, use_complete=False)
         if not _wait_for(det.cam.detector_state, lambda v: v == "Acquire", 5.0):
             raise TimeoutError(f"{det.name}: not armed within 5 s ({det.cam.detector_state.get()!r})")
-        return str(det.hdf5.full_file_name.get(use_monitor=False))
 
     def complete(self):
         """Finished once the stage stopped, the detector wrote its frames and the counts are read; then the
-        detector is armed again, with a new file, for the next line (while the plan collects and moves)."""
+        detector is armed again for the next line (while the plan collects and moves)."""
         status = Status(obj=self)
         go = self._go_status
 
@@ -285,10 +308,11 @@ class FlyScanner:
     def _prearm(self, done: threading.Event) -> None:
         """Arm the detector for the next line now (same settings), so its kickoff only arms the trigger unit."""
         try:
-            self._prearmed = self._arm_detector()
+            self._arm_detector()
+            self._prearmed = True
         except Exception:  # noqa: BLE001 - the next kickoff arms it again and reports what fails
-            self._prearmed = None
-            self._abort_detector()
+            self._prearmed = False
+            self._stop_camera()
         finally:
             done.set()
 
@@ -299,34 +323,32 @@ class FlyScanner:
             self._prearm_done = None
 
     def _disarm_prearmed(self) -> None:
-        """Disarm the detector armed for a line that will not come (other settings, end of the run) and
-        remove its file: it holds no frame, and the run must account for every file it leaves."""
-        path, self._prearmed = self._prearmed, None
-        self._abort_detector()
-        if path:
-            local = Path(self._readable(path))
-            try:
-                import h5py
+        """Disarm the detector armed for a line that will not come (other settings, end of the run); the
+        run's file stays open."""
+        if self._prearmed:
+            self._prearmed = False
+            self._stop_camera()
 
-                with h5py.File(local, "r") as f:
-                    empty = f["entry/data/data"].shape[0] == 0
-                if empty:
-                    local.unlink()
-            except (OSError, KeyError):
-                pass  # not readable from here: left to the detector's directory
+    def _stop_camera(self) -> None:
+        try:
+            self.detector.cam.acquire.set(0).wait(5)
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
 
     def _count(self) -> dict:
+        """The line's counts: pulses, captures and frames it added to the run's files, where they start."""
         hw, det = self.hardware, self.detector
         n = int(self._line["num"])
+        rows = self._rows
+        in_files = {"image": int(det.hdf5.num_captured.get(use_monitor=False)),
+                    "pcap": int(hw.pcap.captured.get(use_monitor=False))}
         report = dict(self._line, expected=n, pulses=int(hw.pcomp.pulses_out.get(use_monitor=False)),
-                      positions=int(hw.pcap.captured.get(use_monitor=False)),
-                      frames=int(det.hdf5.num_captured.get(use_monitor=False)),
-                      dropped=_dropped(det),
-                      image_file=str(det.hdf5.full_file_name.get(use_monitor=False)),
-                      pcap_file=str(hw.pcap.full_file_name.get(use_monitor=False)),
+                      positions=in_files["pcap"] - rows["pcap"], frames=in_files["image"] - rows["image"],
+                      dropped=_dropped(det), image_file=self._files.get("image", ""),
+                      pcap_file=self._files.get("pcap", ""), image_first=rows["image"], pcap_first=rows["pcap"],
                       duration_s=time.monotonic() - self._t0, sweep_s=self._t_swept - self._t0,
                       kickoff_s=self._t0 - self._t_kick)
-        # a short line leaves its file open (flushed, readable): the next arm or unstage closes it
+        self._rows = in_files  # a short attempt's rows stay in the files; the next line starts after them
         report["ok"] = (report["pulses"] == report["positions"] == report["frames"] == n
                         and report["dropped"] == 0)
         return report
@@ -335,7 +357,7 @@ class FlyScanner:
         """Put a counted attempt in ``line_report`` (read next into the ``lines`` stream). The plan
         documents a line while the next one flies, so the report is passed, not taken as the latest."""
         for key in ("eta_index", "row", "attempt", "expected", "pulses", "positions", "frames", "dropped",
-                    "duration_s"):
+                    "image_first", "pcap_first", "duration_s"):
             getattr(self.line_report, key).put(report.get(key, 0))
         self.line_report.accepted.put(int(report["ok"]))
         last = int(report.get("attempt", 0)) >= int(report.get("max_retries", 0))
@@ -344,10 +366,13 @@ class FlyScanner:
         self.line_report.pcap_file.put(self._readable(report["pcap_file"]))
 
     def _abort_detector(self) -> None:
+        """Stop the detector and close its file."""
         det = self.detector
+        self._prearmed = False
         try:
             det.cam.acquire.set(0).wait(5)
-            det.hdf5.capture.set(0).wait(5)
+            if det.hdf5.capture.get(use_monitor=False) != 0:
+                det.hdf5.capture.set(0).wait(5)
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
 
@@ -373,23 +398,28 @@ class FlyScanner:
         }
 
     def collect_asset_docs(self, index=None):
+        """A StreamResource per field with the first accepted line (the run's files), then a StreamDatum per
+        field and line naming its rows in them (a retried line's rows follow its short attempt's)."""
         from event_model import ComposeStreamResource, StreamRange
 
-        compose = ComposeStreamResource()
         rows, cols = (int(v) for v in self.detector.frame_shape.get())
         pending, self._pending = self._pending, []
         for line in pending:
             n = int(line["expected"])
-            image = self._readable(line["image_file"])
-            pcap = self._readable(line["pcap_file"])
+            image = (self._readable(line["image_file"]), int(line["image_first"]))
+            pcap = (self._readable(line["pcap_file"]), int(line["pcap_first"]))
             sources = ((self.image_key, image, "/entry/data/data", [1, rows, cols]),
                        (self.fast, pcap, "/pix", [n]), (self.slow, pcap, "/piy", [n]),
                        (f"{self.name}_time", pcap, "/time", [n]))
-            for data_key, path, dataset, chunks in sources:
-                bundle = compose(mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key=data_key,
-                                 parameters={"dataset": dataset, "chunk_shape": chunks, "swmr": False})
-                yield "stream_resource", bundle.stream_resource_doc
-                yield "stream_datum", bundle.compose_stream_datum(indices=StreamRange(start=0, stop=n))
+            for data_key, (path, first), dataset, chunks in sources:
+                bundle = self._resources.get(data_key)
+                if bundle is None:  # the file is open for writing: read in SWMR mode
+                    bundle = ComposeStreamResource()(
+                        mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key=data_key,
+                        parameters={"dataset": dataset, "chunk_shape": chunks, "swmr": True})
+                    self._resources[data_key] = bundle
+                    yield "stream_resource", bundle.stream_resource_doc
+                yield "stream_datum", bundle.compose_stream_datum(indices=StreamRange(start=first, stop=first + n))
             self._index += n
 
     def get_index(self) -> int:
@@ -404,10 +434,10 @@ class FlyScanner:
         return str(PurePosixPath(path))
 
     def stop(self, *, success=False):
+        """Stop the detector (a line in flight takes no more frames); ``unstage`` closes the files."""
         self._wait_prearm()
-        if self._prearmed is not None:
-            self._disarm_prearmed()
-        self._abort_detector()
+        self._prearmed = False
+        self._stop_camera()
 
     def pause(self):
         pass

@@ -247,7 +247,8 @@ def _fly_maps(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, mo
             from urllib.parse import unquote, urlparse
 
             res = resources[doc["stream_resource"]]
-            with h5py.File(unquote(urlparse(res["uri"]).path), "r") as f:
+            # SWMR as the resource says: the file is open for writing, and a catalog in this process reads it so
+            with h5py.File(unquote(urlparse(res["uri"]).path), "r", swmr=bool(res["parameters"].get("swmr"))) as f:
                 frames = f[res["parameters"]["dataset"]][doc["indices"]["start"]:doc["indices"]["stop"]]
             values.extend(float(v) for v in frames.sum(axis=(1, 2), dtype=np.float64))
 

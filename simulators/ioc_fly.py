@@ -15,10 +15,13 @@ is rendered where the stage really was. PVs under the prefix (``pv.fly``, defaul
     ``Pulses``, ``Arm`` (put 1; armed for one line), ``Armed_RBV``, ``PulsesOut_RBV``,
     ``Status_RBV`` (text).
 ``PCAP:`` the position capture
-    ``FilePath``, ``FileName``, ``FileNumber`` (auto-incremented), ``FullFileName_RBV``,
-    ``Captured_RBV``: one HDF5 file per line with ``/pix`` (mean encoder position over
-    each gate, um), ``/piy`` (slow axis, um), ``/time`` (pulse time from the start of the
-    line's motion, s), written when the line ends, as PandA's PCAP writes its captures.
+    ``FilePath``, ``FileName``, ``FileNumber`` (auto-incremented), ``Capture`` (put 1: open
+    ``<FilePath>/<FileName>_<FileNumber:06d>.h5``; every armed line's captures are appended to
+    it until put 0 closes it, as PandA's HDF writer keeps one file per scan),
+    ``FullFileName_RBV``, ``Captured_RBV`` (captures in the open file): ``/pix`` (mean encoder
+    position over each gate, um), ``/piy`` (slow axis, um), ``/time`` (pulse time from the start
+    of its line's motion, s), appended and flushed (SWMR) during each line's run-down. An armed
+    line while no file is open captures nothing (``Status_RBV`` says so).
 ``FAULT:`` switches for tests
     ``MissPulse`` (index of a pulse the next line does not emit; -1: none), ``DropFrame``
     (index of a pulse whose frame the detector loses; -1: none), ``ArmFail`` (1: the
@@ -39,21 +42,36 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from .fly_timing import sweep
 
-__all__ = ["FlyIOC", "write_capture"]
+__all__ = ["FlyIOC", "append_capture", "open_capture"]
 
 _STR = dict(dtype=ChannelType.CHAR, max_length=1024, string_encoding="utf-8")
 
 
-def write_capture(path: Path, pix, piy, times) -> None:
-    """Write one line's captures to HDF5 (``/pix``, ``/piy`` um, ``/time`` s), complete or not at all."""
+CAPTURE_FIELDS = ("pix", "piy", "time")
+
+
+def open_capture(path: Path):
+    """A new capture file: empty ``/pix``, ``/piy`` (um), ``/time`` (s) datasets that grow, in SWMR mode
+    (the catalog and the live maps read it while lines are appended)."""
     import h5py
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with h5py.File(tmp, "w") as f:
-        for name, values in (("pix", pix), ("piy", piy), ("time", times)):
-            f.create_dataset(name, data=np.asarray(values, dtype=np.float64))
-    tmp.replace(path)
+    f = h5py.File(path, "w", libver="latest")
+    for name in CAPTURE_FIELDS:
+        f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(4096,), dtype=np.float64)
+    f.swmr_mode = True
+    return f
+
+
+def append_capture(f, pix, piy, times) -> int:
+    """Append one line's captures and flush them; returns the captures now in the file."""
+    n = f["pix"].shape[0]
+    for name, values in zip(CAPTURE_FIELDS, (pix, piy, times)):
+        dset = f[name]
+        dset.resize(n + len(values), axis=0)
+        dset[n:] = np.asarray(values, dtype=np.float64)
+        dset.flush()
+    f.flush()
+    return n + len(pix)
 
 
 class StageGroup(PVGroup):
@@ -122,13 +140,43 @@ class PcompGroup(PVGroup):
 
 
 class PcapGroup(PVGroup):
-    """``PCAP:`` -- position capture, one HDF5 file per line."""
+    """``PCAP:`` -- position capture: one HDF5 file from ``Capture`` = 1 to 0, every armed line appended."""
 
     file_path = pvproperty(name="FilePath", value="/tmp", **_STR)
     file_name = pvproperty(name="FileName", value="pcap", **_STR)
     file_number = pvproperty(name="FileNumber", value=0, dtype=ChannelType.LONG)
+    capture = pvproperty(name="Capture", value=0, dtype=ChannelType.LONG)
     full_file_name = pvproperty(name="FullFileName_RBV", value="", read_only=True, **_STR)
     captured = pvproperty(name="Captured_RBV", value=0, dtype=ChannelType.LONG, read_only=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.h5 = None  # the open capture file
+
+    @capture.putter
+    async def capture(self, instance, value):
+        loop = asyncio.get_running_loop()
+        if self.parent.stage.busy.value:
+            raise RuntimeError(f"{self.prefix}Capture: a line is running")
+        if self.h5 is not None:  # 0 closes; 1 closes the open file and opens the next
+            h5, self.h5 = self.h5, None
+            await loop.run_in_executor(None, h5.close)
+        if int(value) != 1:
+            return 0
+        directory = Path(self.file_path.value)
+        if not directory.is_dir():
+            raise ValueError(f"{self.prefix}FilePath: directory does not exist: {directory}")
+        path = directory / f"{self.file_name.value}_{int(self.file_number.value):06d}.h5"
+        self.h5 = await loop.run_in_executor(None, open_capture, path)
+        await self.full_file_name.write(str(path))
+        await self.captured.write(0)
+        await self.file_number.write(int(self.file_number.value) + 1)
+        return 1
+
+    async def append(self, pix, piy, times) -> None:
+        """Append a line's captures to the open file (off the event loop) and post the count."""
+        count = await asyncio.get_running_loop().run_in_executor(None, append_capture, self.h5, pix, piy, times)
+        await self.captured.write(count)
 
 
 class FaultGroup(PVGroup):
@@ -210,18 +258,17 @@ class FlyIOC(PVGroup):
                 if self.detector is not None:
                     await self.detector.external_trigger(float(t_k), positions, drop=(k == drop))
             await pcomp.pulses_out.write(len(pix))  # once per line: no CA traffic per pulse
-            if armed:  # the captures are written during the run-down
-                path = Path(pcap.file_path.value) / f"{pcap.file_name.value}_{int(pcap.file_number.value):06d}.h5"
-                written = asyncio.get_running_loop().run_in_executor(None, write_capture, path, pix, piy, times)
+            capturing = armed and pcap.h5 is not None
+            if capturing:  # the captures are written during the run-down
+                written = asyncio.get_running_loop().create_task(pcap.append(pix, piy, times))
             await self._wait_until(t0 + timing.duration)
             await self._publish(timing.runup_end, settle=True)
             if armed:
-                await written
-                await pcap.full_file_name.write(str(path))
-                await pcap.file_number.write(int(pcap.file_number.value) + 1)
-                await pcap.captured.write(len(pix))
+                if capturing:
+                    await written
                 await pcomp.armed.write(0)
-                await pcomp.status.write(f"done: {len(pix)} pulses")
+                await pcomp.status.write(f"done: {len(pix)} pulses" if capturing else
+                                         f"done: {len(pix)} pulses, not captured (PCAP:Capture is 0)")
             await fault.miss_pulse.write(-1)
             await fault.drop_frame.write(-1)
         finally:

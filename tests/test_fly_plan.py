@@ -151,34 +151,49 @@ def test_missed_pulse_and_dropped_frame_are_retried(bench):
     second = storage.load_run(bench["client"], fly2.run_start_uids[0])["lines"].read()
     assert int(np.asarray(second["fly_line_dropped"])[0]) == 1
     assert int(np.asarray(second["fly_line_frames"])[0]) == NX - 1
-    # the short attempts' files are kept, marked superseded; every file of the run is named by it
+    # the short attempts' rows are kept, marked superseded; every row of the run's files is named by it
     for result in (fly, fly2):
         _files_accounted_for(bench, result.run_start_uids[0])
 
 
 def _files_accounted_for(bench, uid):
-    """Every detector and capture file this run left on disk is named in its ``lines`` stream; the
-    accepted lines' files are the primary stream's resources; superseded attempts are marked."""
+    """The run left one detector file and one capture file, both named in its ``lines`` stream; the
+    attempts' rows tile them end to end (a superseded attempt's rows are kept, before its retry's); the
+    primary stream serves the accepted attempts' rows, read through the catalog as from the files."""
     from pathlib import Path
+
+    import h5py
+    import hdf5plugin  # noqa: F401
+
+    from braggscope.core.fly_stream import local_assets
 
     run = storage.load_run(bench["client"], uid)
     lines = run["lines"].read()
     status = [str(v) for v in np.asarray(lines["fly_line_status"])]
     accepted = np.asarray(lines["fly_line_accepted"]).astype(bool)
     assert status == ["accepted" if a else "superseded" for a in accepted]
-    named = {str(v) for key in ("fly_line_image_file", "fly_line_pcap_file") for v in np.asarray(lines[key])}
-    tags = {"_".join(Path(p).name.split("_")[:2]) for p in named}
-    assert len(tags) == 1  # one run's files: fly_<stamp>_NNNNNN.h5 and fly_<stamp>_pcap_NNNNNN.h5
-    on_disk = {str(p) for p in Path(bench["cfg"]["detector.write_path"]).glob(f"{tags.pop()}_*.h5")}
-    assert on_disk == named
-    from braggscope.core.fly_stream import local_assets
-
-    paths, _ = local_assets(run["primary"]["mpx1x4_image"])
-    images = np.asarray(lines["fly_line_image_file"])
-    assert {str(p) for p in paths} == {str(p) for p, a in zip(images, accepted) if a}
-    superseded = [p for p, a in zip(np.asarray(lines["fly_line_image_file"]), accepted) if not a]
-    with_frames = [p for p in superseded if Path(str(p)).is_file()]
-    assert with_frames == superseded  # the raw data of the retried attempt is kept
+    image, pcap = ({str(v) for v in np.asarray(lines[key])} for key in ("fly_line_image_file", "fly_line_pcap_file"))
+    assert len(image) == len(pcap) == 1
+    image, pcap = image.pop(), pcap.pop()
+    tag = "_".join(Path(image).name.split("_")[:2])  # fly_<stamp>_000000.h5 and fly_<stamp>_pcap_000000.h5
+    on_disk = {str(p) for p in Path(bench["cfg"]["detector.write_path"]).glob(f"{tag}_*.h5")}
+    assert on_disk == {image, pcap}
+    frames, positions = np.asarray(lines["fly_line_frames"]), np.asarray(lines["fly_line_positions"])
+    first_frame, first_position = np.asarray(lines["fly_line_image_first"]), np.asarray(lines["fly_line_pcap_first"])
+    np.testing.assert_array_equal(first_frame, np.concatenate([[0], np.cumsum(frames)[:-1]]))
+    np.testing.assert_array_equal(first_position, np.concatenate([[0], np.cumsum(positions)[:-1]]))
+    with h5py.File(image, "r", swmr=True) as f:  # SWMR, as the in-process catalog opened it
+        on_file = f["entry/data/data"][()]
+    with h5py.File(pcap, "r", swmr=True) as f:
+        pix_on_file = f["pix"][()]
+    assert on_file.shape[0] == frames.sum() and pix_on_file.shape[0] == positions.sum()
+    rows = np.concatenate([np.arange(a, a + n) for a, n, ok in zip(first_frame, frames, accepted) if ok])
+    assert [str(p) for p in local_assets(run["primary"]["mpx1x4_image"]).paths] == [image]
+    np.testing.assert_array_equal(run["primary"]["mpx1x4_image"].read(), on_file[rows])  # through the catalog
+    captured = np.concatenate([np.arange(a, a + n) for a, n, ok in zip(first_position, positions, accepted) if ok])
+    np.testing.assert_array_equal(np.asarray(run["primary"]["pix"].read()), pix_on_file[captured])
+    stack, _ = storage.sxdm_stack(run)  # from the files directly
+    np.testing.assert_array_equal(np.asarray(stack).reshape(on_file[rows].shape), on_file[rows])
 
 
 def test_trigger_unit_that_will_not_arm_fails_the_run(bench):

@@ -61,10 +61,10 @@ def sxdm_stack(run, *, field: str | None = None):
     stream = run["primary"]
     n_points = n_eta * ny * nx
     captured = None
-    if start.get("plan_name") == "sxdm_fly":  # frames and positions from StreamResource files, one per line
+    if start.get("plan_name") == "sxdm_fly":  # frames and positions from the run's StreamResource files
         from braggscope.core.fly_stream import fly_arrays
 
-        flat, captured = fly_arrays(stream, field, (layout.fast, layout.slow), n_points)
+        flat, captured = fly_arrays(stream, field, (layout.fast, layout.slow))
     else:
         flat = _lazy_frames(stream[field], stream=stream, field=field)
     if flat.shape[0] < n_points:
