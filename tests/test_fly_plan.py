@@ -302,10 +302,16 @@ def test_dry_run_estimates_the_fly_map(bench):
     from braggscope.plans.fly import sxdm_fly
 
     d = bench["d"]
-    xr, yr, etas = _grid(bench["setup"], NX, NY, 3)
+    nx = 200  # long lines: a step scan's per-point cost (15 ms a point) would add 36 s
+    xr, yr, etas = _grid(bench["setup"], nx, NY, 3)
     before = d["pix"].position
     summary = dry_run(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
-    assert summary.plan_names == ["sxdm_fly"] and summary.points == NX * NY * 3 and summary.ok
-    lines = NY * 3
-    assert summary.duration_s >= NX * NY * 3 * DWELL + lines * FLY_LINE_OVERHEAD_S
+    assert summary.plan_names == ["sxdm_fly"] and summary.points == nx * NY * 3 and summary.ok
+    flown = nx * NY * 3 * DWELL + NY * 3 * FLY_LINE_OVERHEAD_S
+    # the lines' dwell and overhead, and the moves of eta and the slow axis at the motors' velocities
+    # (at most the way to the start, then each range up and back at every angle): nothing per point
+    y_way = abs(yr[0] - d["piy"].position) + 2 * 3 * abs(yr[1] - yr[0])
+    eta_way = abs(etas[0] - d["eta"].position) + abs(etas[-1] - etas[0])
+    moves = y_way / float(d["piy"].velocity.get()) + eta_way / float(d["eta"].velocity.get())
+    assert flown <= summary.duration_s <= flown + moves
     assert d["pix"].position == before
