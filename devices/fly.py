@@ -191,14 +191,25 @@ class FlyScanner:
         self._rows = {"image": 0, "pcap": 0}
         self._files = {}
         try:
-            hdf.capture.set(1).wait(10)
-            self._files["image"] = str(hdf.full_file_name.get(use_monitor=False))
-            pcap.capture.set(1).wait(10)
-            self._files["pcap"] = str(pcap.full_file_name.get(use_monitor=False))
+            self._open_files()
         except Exception:
             self._close_files()
             raise
         return [self]
+
+    def _open_files(self) -> None:
+        """Open the detector's and the position capture's files, or raise naming why they did not open."""
+        hdf, pcap = self.detector.hdf5, self.hardware.pcap
+        hdf.capture.put(1, wait=True, timeout=10)
+        if int(hdf.write_status.get(use_monitor=False)) != 0:
+            raise RuntimeError(f"{self.name}: the detector did not open its file in {hdf.file_path.get()!r}: "
+                               f"{hdf.write_message.get(use_monitor=False)}; check detector.write_path")
+        self._files["image"] = str(hdf.full_file_name.get(use_monitor=False))
+        pcap.capture.put(1, wait=True, timeout=10)  # a refused put leaves Capture at 0
+        if int(pcap.capture.get(use_monitor=False)) != 1:
+            raise RuntimeError(f"{self.name}: the position capture did not open a file in "
+                               f"{pcap.file_path.get()!r} (does the directory exist there?)")
+        self._files["pcap"] = str(pcap.full_file_name.get(use_monitor=False))
 
     def unstage(self):
         self._wait_prearm()

@@ -84,6 +84,8 @@ class MaxipixHDF5(ADBase, FileStoreHDF5IterativeWrite):
     capture = ADCpt(EpicsSignalWithRBV, "Capture", kind="omitted")
     create_directory = ADCpt(EpicsSignalWithRBV, "CreateDirectory", kind="omitted")
     file_path_exists = ADCpt(EpicsSignalRO, "FilePathExists_RBV", kind="omitted")
+    write_status = ADCpt(EpicsSignalRO, "WriteStatus", kind="omitted")  # 1: the last open or write failed
+    write_message = ADCpt(EpicsSignalRO, "WriteMessage", string=True, kind="omitted")
     plugin_type = ADCpt(EpicsSignalRO, "PluginType_RBV", string=True, kind="omitted")
 
     def __init__(self, *args, **kwargs):

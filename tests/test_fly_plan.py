@@ -315,3 +315,58 @@ def test_dry_run_estimates_the_fly_map(bench):
     moves = y_way / float(d["piy"].velocity.get()) + eta_way / float(d["eta"].velocity.get())
     assert flown <= summary.duration_s <= flown + moves
     assert d["pix"].position == before
+
+
+def test_position_capture_writes_one_file_while_capture_is_on(bench, tmp_path):
+    """The simulated PCAP appends every armed line to the file that Capture = 1 opened; without an open
+    file a line captures nothing and says so; a missing directory is refused."""
+    import h5py
+
+    hw = bench["d"]["fly"]
+    pcap, pcomp, stage = hw.pcap, hw.pcomp, hw.stage_
+    for sig, value in ((stage.start, 1.0), (stage.stop_at, 2.0), (stage.velocity, 100.0), (pcomp.start, 1.0),
+                       (pcomp.step, 0.25), (pcomp.width, 0.001), (pcomp.pulses, 4),
+                       (pcap.file_path, str(tmp_path)), (pcap.file_name, "cap"), (pcap.file_number, 7)):
+        sig.set(value).wait(10)
+
+    def line():
+        pcomp.arm.put(1, wait=True)
+        stage.go.put(1, wait=True, timeout=30)
+        return str(pcomp.status.get(use_monitor=False))
+
+    try:
+        pcap.capture.set(1).wait(10)
+        assert line() == "done: 4 pulses" and line() == "done: 4 pulses"
+        assert int(pcap.captured.get(use_monitor=False)) == 8
+        path = str(pcap.full_file_name.get(use_monitor=False))
+        assert path == str(tmp_path / "cap_000007.h5")
+        pcap.capture.set(0).wait(10)
+        with h5py.File(path, "r") as f:
+            assert [f[name].shape for name in ("pix", "piy", "time")] == [(8,)] * 3
+            np.testing.assert_allclose(f["pix"][:4], f["pix"][4:], atol=2e-3)  # the same line twice
+        assert "not captured" in line()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cap_000007.h5"]
+        pcap.file_path.set(str(tmp_path / "absent")).wait(10)
+        pcap.capture.put(1, wait=True, timeout=10)  # refused: stays 0, no file
+        assert int(pcap.capture.get(use_monitor=False)) == 0
+        assert not (tmp_path / "absent").exists()
+    finally:
+        pcap.capture.put(0, wait=True)
+
+
+def test_a_run_whose_files_cannot_open_fails_before_motion(bench, tmp_path):
+    from braggscope.plans.fly import sxdm_fly
+
+    d, flyer = bench["d"], bench["flyer"]
+    hdf = flyer.detector.hdf5
+    write, read = hdf.write_path_template, hdf.read_path_template
+    before = (d["piy"].position, d["eta"].position)
+    xr, yr, etas = _grid(bench["setup"], NX, 2, 1)
+    hdf.write_path_template = hdf.read_path_template = str(tmp_path / "absent") + "/"
+    try:
+        with pytest.raises(RuntimeError, match="did not open its file.*detector.write_path"):
+            bench["RE"](sxdm_fly([flyer], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
+    finally:
+        hdf.write_path_template, hdf.read_path_template = write, read
+    assert (d["piy"].position, d["eta"].position) == before
+    assert int(hdf.capture.get(use_monitor=False)) == 0
