@@ -459,12 +459,7 @@ class FlyScanner:
 
 def _dropped(det) -> int:
     """Frames the detector dropped on the last line (``cam1:DroppedFrames_RBV``)."""
-    cached = getattr(det, "_fly_dropped_signal", None)
-    if cached is None:
-        cached = EpicsSignalRO(det.prefix + "cam1:DroppedFrames_RBV", name=f"{det.name}_dropped")
-        cached.wait_for_connection(5)
-        det._fly_dropped_signal = cached
-    return int(cached.get(use_monitor=False))
+    return int(det.cam.dropped_frames.get(use_monitor=False))
 
 
 def _wait_for(signal, ok, timeout: float) -> bool:

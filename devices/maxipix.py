@@ -52,6 +52,9 @@ class MaxipixCam(ADBase):
     manufacturer = ADCpt(EpicsSignalRO, "Manufacturer_RBV", string=True, kind="config")
     model = ADCpt(EpicsSignalRO, "Model_RBV", string=True, kind="config")
     port_name = ADCpt(EpicsSignalRO, "PortName_RBV", string=True, kind="omitted")
+    # frames lost in external-trigger mode (fly scans); lazy: connected only by a fly scanner, so a detector
+    # without this PV still connects for step scans
+    dropped_frames = ADCpt(EpicsSignalRO, "DroppedFrames_RBV", kind="omitted", lazy=True)
 
 
 class MaxipixHDF5(ADBase, FileStoreHDF5IterativeWrite):

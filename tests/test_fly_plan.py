@@ -276,6 +276,7 @@ def test_arguments_refused_before_motion(bench):
 
 @pytest.mark.slow
 def test_fly_calibration_maps_agree_with_the_step_calibration(bench):
+    from braggscope.app.commands import make_commands
     from braggscope.plans import calibrate_eccentricity
 
     d, setup = bench["d"], bench["setup"]
@@ -283,8 +284,9 @@ def test_fly_calibration_maps_agree_with_the_step_calibration(bench):
     half, n = float(setup["extent_um"]) + 1.0, 9
     etas = list(np.linspace(setup["eta"], setup["eta"] + 0.33, 4))  # where the reflection shows
     ranges = (d["pix"], (cx - half, cx + half, n), d["piy"], (cy - half, cy + half, n), d["eta"], etas)
-    fly = bench["RE"](calibrate_eccentricity([bench["flyer"]], *ranges, fly=True, dwell_s=DWELL,
-                                             quadratic=False)).plan_result
+    # flown as the operator's session does it: calibrate(..., fly=True) with the session's fly scanner
+    commands = make_commands(bench["RE"], d, cfg=bench["cfg"])
+    fly = commands.calibrate(*ranges[1:4:2], etas, fly=True, dwell_s=DWELL, quadratic=False, cfg=None)
     d["detector"].cam.acquire_time.set(DWELL).wait(10)
     step = bench["RE"](calibrate_eccentricity([d["detector"]], *ranges, intensity_field="mpx1x4_stats_total",
                                               quadratic=False)).plan_result
@@ -370,3 +372,26 @@ def test_a_run_whose_files_cannot_open_fails_before_motion(bench, tmp_path):
         hdf.write_path_template, hdf.read_path_template = write, read
     assert (d["piy"].position, d["eta"].position) == before
     assert int(hdf.capture.get(use_monitor=False)) == 0
+
+
+def test_kmap_flies_the_sessions_map_with_its_eccentricity(bench):
+    from braggscope.app.commands import make_commands
+    from braggscope.core.eccentricity import EccentricityModel
+
+    d = bench["d"]
+    xr, yr, etas = _grid(bench["setup"], NX, 2, 2)
+    model = EccentricityModel(eta0=float(etas[0]), x=(0.2, 0.0), y=(-0.1, 0.0))
+    commands = make_commands(bench["RE"], d, cfg=bench["cfg"], eccentricity=model, out=lambda *a: None)
+    result = commands.kmap(xr, yr, etas, DWELL, snake=True)
+    run = storage.load_run(bench["client"], result.run_start_uids[0])
+    start = run.metadata["start"]
+    assert start["plan_name"] == "sxdm_fly" and start["shape"] == [2, 2, NX]
+    assert EccentricityModel.coerce(start["eccentricity"], "e") == model
+    frames, meta = storage.sxdm_stack(run)
+    assert frames.shape[:3] == (2, 2, NX)
+    # every line flown where the model puts the crystal at its angle: captured x less the offset on the grid
+    dx, _ = model.offset(np.asarray(etas))
+    res = float(d["fly"].stage_.enc_res.get())
+    np.testing.assert_allclose(meta["pix"] - np.asarray(dx)[:, None, None],
+                               np.broadcast_to(np.linspace(*xr), meta["pix"].shape), atol=res + 1e-9)
+    assert commands.flyer() is commands.flyer()  # made once

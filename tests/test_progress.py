@@ -1,6 +1,6 @@
 """The per-run progress bar of the demos and the shell: step scans count events, fly scans count frames."""
 
-from braggscope.app.beamline import PointProgress
+from braggscope.app.beamline import PointProgress, StreamedRunsAsProgress
 
 
 def _run(progress, documents):
@@ -35,3 +35,29 @@ def test_fly_scan_counts_the_frames_its_stream_datums_announce(capsys):
     assert p._bar.n == 8
     p("stop", {"exit_status": "success"})
     assert "8/12" in capsys.readouterr().out
+
+
+def test_the_sessions_table_sees_step_runs_and_a_fly_runs_start_and_stop(capsys):
+    seen = []
+    wrapped = StreamedRunsAsProgress(lambda name, doc: seen.append(name))
+    stream = {"x": {"external": "STREAM:", "source": "s", "shape": [], "dtype": "number"}}
+    fly = [("start", {"plan_name": "sxdm_fly", "num_points": 8}),
+           ("descriptor", {"uid": "b1", "name": "baseline", "data_keys": {"eta": {"source": "PV:eta"}}}),
+           ("event", {"descriptor": "b1"}),
+           ("descriptor", {"uid": "d1", "name": "primary", "data_keys": stream}),
+           ("stream_resource", {"uid": "r1"}),
+           ("stream_datum", {"descriptor": "d1", "stream_resource": "r1", "indices": {"start": 0, "stop": 8},
+                             "seq_nums": {"start": 1, "stop": 9}}),
+           ("descriptor", {"uid": "l1", "name": "lines", "data_keys": {"row": {"source": "SIM:row"}}}),
+           ("event", {"descriptor": "l1"}),
+           ("stop", {"exit_status": "success"})]
+    _run(wrapped, fly)
+    assert seen == ["start", "descriptor", "event", "stop"]  # the table: the run's header and end only
+    assert "8/8" in capsys.readouterr().out  # the progress bar counted the flown points
+    seen.clear()
+    step = [("start", {"plan_name": "sxdm_map", "num_points": 2}),
+            ("descriptor", {"uid": "d2", "name": "primary", "data_keys": {"pix": {"source": "PV:pix"}}}),
+            ("event", {"descriptor": "d2"}), ("event", {"descriptor": "d2"}), ("stop", {"exit_status": "success"})]
+    _run(wrapped, step)
+    assert seen == ["start", "descriptor", "event", "event", "stop"]
+    assert "/2" not in capsys.readouterr().out  # no bar: the table shows a step scan's points

@@ -6,6 +6,8 @@ curve, the ``%mv`` magic in an IPython shell (and no ``/bin/mv`` alias), labels
 for bluesky's own magics, Ctrl-C (a pause) reaching the operator.
 """
 
+import logging
+
 import h5py
 import numpy as np
 import pytest
@@ -210,7 +212,7 @@ def test_help_and_labels_for_blueskys_magics(setup):
     assert {obj.name for _, obj in labelled["detectors"]} == {"mpx1x4", "xrf"}
 
 
-def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch, capsys):
+def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch, capsys, caplog):
     from IPython.core.interactiveshell import InteractiveShell
 
     from braggscope.app.magics import load_ipython_extension
@@ -240,6 +242,13 @@ def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch
         assert "Traceback" not in shown.out + shown.err
         result = shell.run_cell("mv(pix, float('nan'))", store_history=False)
         assert isinstance(result.error_in_exec, ArgumentError) and len(capsys.readouterr().err.splitlines()) == 1
+        # a plan that refuses its arguments inside the RunEngine: the RunEngine's "Run aborted" and its
+        # traceback are not logged, the one line is shown
+        with caplog.at_level(logging.DEBUG, logger="bluesky"):
+            result = shell.run_cell("sxdm((45, 55, 3), (45, 55, float('nan')), [9.0])", store_history=False)
+        assert isinstance(result.error_in_exec, ArgumentError)
+        assert capsys.readouterr().err.splitlines() == [f"ArgumentError: {result.error_in_exec}"]
+        assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
         shell.run_cell("1 / 0", store_history=False)  # a bug keeps its traceback
         assert "ZeroDivisionError" in capsys.readouterr().out
         setup["lines"].clear()
@@ -289,7 +298,8 @@ def test_the_shell_namespace_has_the_commands(tmp_path):
     ns = make_session(cfg, inprocess=True, live=False, headless=True)
     try:
         for name in ("wa", "wm", "mv", "umv", "mvr", "umvr", "ct", "ascan", "dscan", "a2scan", "d2scan", "mesh",
-                     "cen", "peak", "com", "where", "roi", "set_roi", "sxdm", "bcdi", "calibrate", "dry", "helpme"):
+                     "cen", "peak", "com", "where", "roi", "set_roi", "sxdm", "kmap", "bcdi", "calibrate", "dry",
+                     "helpme"):
             assert callable(ns[name]), name
         assert ns["commands"].RE is ns["RE"] and ns["help"] == ns["commands"].help
         assert ns["mv"](ns["pix"], 12.0) == {"pix": 12.0}
@@ -297,6 +307,11 @@ def test_the_shell_namespace_has_the_commands(tmp_path):
         summary = ns["dry"](ns["sxdm_map"]([ns["detector"]], ns["pix"], (10, 11, 3), ns["piy"], (10, 11, 2),
                                            ns["eta"], [9.0, 9.1]))
         assert summary.points == 12
+        # no fly-scan hardware in the in-process simulation: kmap says so in one line, nothing moves
+        assert "flyer" not in ns
+        with pytest.raises(ArgumentError, match="no fly-scan hardware.*pv.fly"):
+            ns["kmap"]((10, 11, 3), (10, 11, 2), [9.0, 9.1], 0.005)
+        assert ns["pix"].position == 12.0
     finally:
         ns["__cleanup__"]()
 

@@ -22,7 +22,7 @@ from braggscope.core import storage
 from braggscope.core.config import Config
 from braggscope.core.runs import install_scan_ids
 
-__all__ = ["Beamline", "PointProgress", "connect_simulator", "install_baseline", "reflection_window",
+__all__ = ["Beamline", "PointProgress", "StreamedRunsAsProgress", "connect_simulator", "install_baseline", "reflection_window",
            "subscribe_live_maps", "save_live_figure"]
 
 #: Devices read at the start and end of every run (stream "baseline"): the energy and the angles of the
@@ -111,6 +111,42 @@ class PointProgress:
             self._bar.set_postfix_str(doc.get("exit_status", ""))
             self._bar.close()
             self._bar = None
+
+
+class StreamedRunsAsProgress:
+    """Forward a run's documents to a table callback (the session's ``BestEffortCallback``), except a run
+    whose primary stream is all stream data (a fly scan): its table would have no row to show, so from
+    that descriptor on the callback gets only the stop, and a :class:`PointProgress` bar counts the points.
+
+    Parameters
+    ----------
+    table : callable
+        ``table(name, doc)``.
+    """
+
+    def __init__(self, table):
+        self.table = table
+        self._start = None
+        self._progress = None
+
+    def __call__(self, name, doc):
+        if name == "start":
+            self._start, self._progress = doc, None
+        elif name == "descriptor" and doc.get("name") == "primary" and self._progress is None and _streamed(doc):
+            self._progress = PointProgress()
+            self._progress("start", self._start)
+        if self._progress is None:
+            return self.table(name, doc)
+        self._progress(name, doc)
+        if name == "stop":
+            self._progress = None
+            return self.table(name, doc)
+        return None
+
+
+def _streamed(descriptor: dict) -> bool:
+    keys = descriptor.get("data_keys", {}).values()
+    return bool(keys) and all(str(key.get("external", "")).startswith("STREAM:") for key in keys)
 
 
 def install_baseline(RE, devices) -> SupplementalData:

@@ -9,8 +9,9 @@
 * after a 1D scan: ``cen()``, ``peak()``, ``com()`` (move there after a confirmation;
   ``yes=True`` skips it), ``where()``;
 * the detector ROI counter: ``roi(detector, row0, row1, col0, col1)`` (``set_roi``);
-* braggscope procedures: ``sxdm(...)``, ``bcdi(...)``, ``calibrate(...)`` (prints the verdict),
-  ``dry(plan)`` (what a plan would do, nothing moves);
+* braggscope procedures: ``sxdm(...)``, its fly-scan twin ``kmap(..., dwell_s)``, ``bcdi(...)``,
+  ``calibrate(...)`` (prints the verdict; ``fly=True, dwell_s=...`` flies its maps), ``dry(plan)``
+  (what a plan would do, nothing moves);
 * ``helpme()`` (and ``help()`` without argument): one screen of what is there.
 
 Every command checks its arguments (numbers, finite, inside the soft limits)
@@ -53,6 +54,7 @@ COMMANDS = {
     "roi": "roi(detector, r0, r1, c0, c1)  ROI counter window (rows r0:r1, cols c0:c1); roi() shows it",
     "set_roi": "",
     "sxdm": "sxdm((x0, x1, nx), (y0, y1, ny), etas)  3D-SXDM map (eccentricity applied)",
+    "kmap": "kmap((x0, x1, nx), (y0, y1, ny), etas, 0.005[, snake=True])  the same map flown (dwell s)",
     "bcdi": "bcdi(eta_center, size_m=, d_spacing=)    BCDI rocking scan",
     "calibrate": "calibrate((x0, x1, nx), (y0, y1, ny), etas)  eccentricity calibration, prints the verdict",
     "dry": "dry(sxdm_map(...))            what a plan would do (points, ranges, time); nothing moves",
@@ -89,6 +91,7 @@ class Commands(MotionCommands, ScanCommands):
         self.counter = None  # the field cen/peak/com use; None: ROI counter, else the first hinted field
         self.peaks = PeakTracker()
         self._token = RE.subscribe(self.peaks)
+        self._flyer = None
 
     def namespace(self) -> dict:
         """``{name: bound command}`` for the session namespace (``help`` included)."""
@@ -148,6 +151,28 @@ class Commands(MotionCommands, ScanCommands):
         return self._run(sxdm_map(self._detectors(detectors), d["pix"], x_range, d["piy"], y_range, d["eta"],
                                   etas, eccentricity=ecc, **kwargs))
 
+    def kmap(self, x_range, y_range, etas, dwell_s, *, snake=False, eccentricity=None, **kwargs):
+        """The 3D-SXDM map as a fly scan (``plans.sxdm_fly``): ``pix`` swept, the detector triggered by the
+        position-compare unit every ``dwell_s`` s, ``piy`` and ``eta`` stepped, the session's eccentricity
+        model applied to every line."""
+        from braggscope.plans import sxdm_fly
+
+        ecc = self.eccentricity if eccentricity is None else eccentricity
+        d = self.devices
+        return self._run(sxdm_fly([self.flyer()], d["pix"], x_range, d["piy"], y_range, d["eta"], etas,
+                                  dwell_s=dwell_s, snake=snake, eccentricity=ecc, **kwargs))
+
+    def flyer(self):
+        """The fly scanner over the fly-scan hardware and the Maxipix (made once; ``sxdm_fly([flyer], ...)``)."""
+        if self._flyer is None:
+            if "fly" not in self.devices or "detector" not in self.devices or self.cfg is None:
+                raise ArgumentError("kmap: this session has no fly-scan hardware (config pv.fly names its "
+                                    "PV prefix; the in-process simulation has none)")
+            from braggscope.devices.fly import make_flyer
+
+            self._flyer = make_flyer(self.devices, self.cfg)
+        return self._flyer
+
     def bcdi(self, eta_center, *, size_m, d_spacing, detectors=None, **kwargs):
         """BCDI rocking scan (``plans.bcdi_rocking``) around ``eta_center`` with the session's energy motor."""
         from braggscope.plans import bcdi_rocking
@@ -168,6 +193,8 @@ class Commands(MotionCommands, ScanCommands):
 
         d = self.devices
         kwargs.setdefault("cfg", self.cfg)
+        if kwargs.get("fly") and detectors is None:  # flown maps: the fly scanner takes the frames
+            detectors = [self.flyer()]
         result = self._run(calibrate_eccentricity(self._detectors(detectors), d["pix"], x_range, d["piy"],
                                                   y_range, d["eta"], etas, **kwargs)).plan_result
         self.out(str(result))

@@ -19,6 +19,7 @@ In ``braggscope shell`` the extension is loaded for you; elsewhere::
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 
@@ -104,11 +105,23 @@ def show_user_error(shell, etype, value, tb, tb_offset=None):
     print(f"{etype.__name__}: {value}", file=sys.stderr)
 
 
+class _NoUserErrorTraceback(logging.Filter):
+    """Drops the RunEngine's "Run aborted" record (with its traceback) when the plan refused its arguments:
+    the session shows that error as one line (:func:`show_user_error`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        return not (isinstance(exc, type) and issubclass(exc, UserError))
+
+
 def load_ipython_extension(shell) -> None:
     """``%load_ext braggscope.app.magics``: bluesky's magics, then braggscope's; shadowing aliases removed;
     expected errors shown as one line."""
     remove_shadowing_aliases(shell)
     shell.set_custom_exc((UserError,), show_user_error)
+    run_engine_log = logging.getLogger("bluesky")  # where the RunEngine logs a failed plan's traceback
+    if not any(isinstance(f, _NoUserErrorTraceback) for f in run_engine_log.filters):
+        run_engine_log.addFilter(_NoUserErrorTraceback())
     commands = shell.user_ns.get("commands")
     if commands is not None:
         from bluesky.magics import BlueskyMagics

@@ -123,7 +123,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
 
     from braggscope import plans
     from braggscope.core import storage
-    from braggscope.app.beamline import Beamline, connect_simulator, install_baseline
+    from braggscope.app.beamline import Beamline, StreamedRunsAsProgress, connect_simulator, install_baseline
     from braggscope.core.eccentricity import EccentricityModel
 
     headless = (not _has_display()) if headless is None else headless
@@ -150,7 +150,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     bec.disable_baseline()  # the baseline records the scan setup; no table of it before and after every run
     if headless:
         bec.disable_plots()
-    RE.subscribe(bec)
+    RE.subscribe(StreamedRunsAsProgress(bec))  # a fly scan's table would stay empty: a progress bar instead
     catalog = storage.open_catalog(cfg)
     storage.subscribe_writer(RE, catalog)
     from braggscope.core.runs import Runs, install_scan_ids
@@ -179,6 +179,8 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
 
     commands = make_commands(RE, devices, cfg=cfg, eccentricity=ns["eccentricity"])  # wa, mv, ascan, cen ...
     ns.update(commands.namespace(), commands=commands)
+    if "fly" in devices:  # the fly scanner kmap() uses, for sxdm_fly([flyer], ...) and dry(...)
+        ns["flyer"] = commands.flyer()
     # live maps as a PNG refreshed in place under <data_dir>/live; 1D scans too where no window shows them
     ns["live_figures"] = install_live_figures(RE, cfg, live_cb, live_dispatcher, scan_file=headless)
     for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
