@@ -125,3 +125,26 @@ def test_live_scan_file_marks_the_peak_statistics(beamline, tmp_path):
     stats = last.stats["mpx1x4_roistat1_total"]
     assert stats.cen == pytest.approx(commands.peaks.last.stats["mpx1x4_roistat1_total"].cen)
     assert bragg["eta_start"] < stats.cen < bragg["eta_stop"]
+
+
+def test_the_session_lets_live_drawings_finish_before_it_exits(tmp_path):
+    """A daemon thread still drawing when the interpreter exits aborts the process (matplotlib's C++ font
+    code): the session's cleanup waits for the live maps' worker and the scan figure first."""
+    import time
+
+    from braggscope.analysis.live.dispatch import LiveMapDispatcher
+    from braggscope.app.session import settle_live
+
+    done = []
+
+    def slow_drawing(tag):
+        time.sleep(0.3)
+        done.append(tag)
+
+    dispatcher = LiveMapDispatcher(lambda name, doc: None, on_update=lambda: slow_drawing("maps"))
+    scan = LiveScanFile(tmp_path, out=lambda *a: None)
+    dispatcher("start", {})
+    scan._worker.submit(lambda: slow_drawing("scan"))
+    settle_live(dispatcher, {"scan": scan, "maps": None})
+    assert sorted(done) == ["maps", "scan"]
+    assert not dispatcher._thread.is_alive()

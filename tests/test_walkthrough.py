@@ -140,6 +140,10 @@ def test_operator_walkthrough(tmp_path):
         assert still_open, "the map ended before the reduction did: nothing was read while it was recorded"
         shell.sendline("exit")
         shell.expect(pexpect.EOF, timeout=120)
+        shell.close()
+        # the session's cleanup ran and the process ended normally (not aborted by a live thread at exit)
+        assert "Traceback" not in shell.before, shell.before[-3000:]
+        assert (shell.exitstatus, shell.signalstatus) == (0, None), shell.before[-3000:]
     finally:
         if shell is not None and shell.isalive():
             shell.terminate(force=True)

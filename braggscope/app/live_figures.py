@@ -175,6 +175,10 @@ class LiveScanFile:
         self._worker.wait(10.0)  # the final figure is on disk when the scan returns
         self._primary = None
 
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Until the figure asked for last is on disk (False on timeout)."""
+        return self._worker.wait(timeout)
+
     def _submit(self, stats):
         self._since, self._last = 0, time.monotonic()
         x = np.asarray(self._xs, float)

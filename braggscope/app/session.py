@@ -30,7 +30,7 @@ import functools
 import os
 import sys
 
-__all__ = ["add_parser", "make_session", "reconnect_devices", "BANNER"]
+__all__ = ["add_parser", "make_session", "reconnect_devices", "settle_live", "BANNER"]
 
 BANNER = """braggscope session: {beamline} ({mode})
   devices : {devices}
@@ -156,11 +156,11 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     from braggscope.core.runs import Runs, install_scan_ids
 
     install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
-    live_cb = live_dispatcher = None
+    live_cb = live_dispatcher = live_token = None
     if live and not inprocess:
         from braggscope.app.beamline import subscribe_live_maps
 
-        live_cb, live_dispatcher, _ = subscribe_live_maps(RE)
+        live_cb, live_dispatcher, live_token = subscribe_live_maps(RE)
     from braggscope.app.bus import publisher_from_config
 
     bus = publisher_from_config(cfg)  # documents to `braggscope live` elsewhere, when [bus] url is set
@@ -182,7 +182,8 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     if "fly" in devices:  # the fly scanner kmap() uses, for sxdm_fly([flyer], ...) and dry(...)
         ns["flyer"] = commands.flyer()
     # live maps as a PNG refreshed in place under <data_dir>/live; 1D scans too where no window shows them
-    ns["live_figures"] = install_live_figures(RE, cfg, live_cb, live_dispatcher, scan_file=headless)
+    live_figures = install_live_figures(RE, cfg, live_cb, live_dispatcher, scan_file=headless)
+    ns["live_figures"] = live_figures
     for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
         ns[name] = getattr(storage, name)
     mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")
@@ -190,10 +191,36 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     uri = cfg.get("storage.tiled_uri") or f"{local}, {storage.catalog_paths(cfg)['root']}"
     ns["__banner__"] = BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
                                      devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
-    ns["__cleanup__"] = lambda: (bus is not None and bus.close(), owner.__exit__(None, None, None))
+
+    def cleanup():
+        if live_token is not None:
+            RE.unsubscribe(live_token)
+        settle_live(live_dispatcher, live_figures)  # not ns[...]: IPython empties the namespace at exit
+        if bus is not None:
+            bus.close()
+        owner.__exit__(None, None, None)
+
+    ns["__cleanup__"] = cleanup
     if not inprocess:
         ns["reconnect"] = lambda timeout=30.0: _reconnect_namespace(ns, timeout)
     return ns
+
+
+def settle_live(dispatcher, figures: dict, timeout_s: float = 30.0) -> None:
+    """Let the live maps and figures finish their work before the session's process exits.
+
+    Python ends daemon threads wherever they are at exit; one inside matplotlib's C++ font code (the
+    last map being saved) then aborts the process ("terminate called without an active exception"),
+    about one exit in five right after a fly map.
+    """
+    if dispatcher is not None:
+        try:
+            dispatcher.close(timeout_s)  # what is queued is processed, the worker joined
+        except TimeoutError:  # at exit nothing better to do than to go on
+            pass
+    scan = figures.get("scan")
+    if scan is not None:
+        scan.wait(timeout_s)
 
 
 def _printing_result(plan_function):
