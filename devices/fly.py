@@ -139,10 +139,12 @@ class FlyScanner:
         self._resources: dict = {}  # data key -> ComposeStreamResource bundle (one per field per run)
 
     def wait_for_connection(self, timeout: float = 10.0) -> None:
-        """Connect every signal of the hardware and the detector (ophyd connects lazily; ``read()`` of a
-        signal not yet connected raises instead of waiting)."""
+        """Connect every signal of the hardware and the detector within ``timeout`` s (ophyd connects lazily;
+        ``read()`` of a signal not yet connected raises instead of waiting)."""
+        deadline = time.monotonic() + float(timeout)
         for device in (self.hardware, self.detector):
-            device.wait_for_connection(all_signals=True, timeout=timeout)
+            _instantiate_without_waiting(device)
+            device.wait_for_connection(all_signals=True, timeout=max(deadline - time.monotonic(), 0.1))
 
     # ---------------------------------------------------------------- protocol helpers
     @property
@@ -455,6 +457,16 @@ class FlyScanner:
 
     def resume(self):
         pass
+
+
+def _instantiate_without_waiting(device) -> None:
+    """Create every lazy component of ``device`` without ophyd's wait of 1 s for each to connect (a busy
+    machine exceeded it: the detector's ``array_size`` group); the caller then waits for them all at once."""
+    device.lazy_wait_for_connection = False
+    for attr in device.component_names:
+        child = getattr(device, attr)
+        if isinstance(child, Device):
+            _instantiate_without_waiting(child)
 
 
 def _dropped(det) -> int:

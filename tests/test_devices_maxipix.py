@@ -196,3 +196,21 @@ def test_failed_acquisition_fails_the_trigger_status(sim_devices):
         det.trigger().wait(10)
     finally:
         det.unstage()
+
+
+def test_a_fly_scanner_creates_lazy_components_without_waiting_for_each(sim_ioc):
+    """ophyd waits up to 1 s for each lazy component it creates (the cam's ``array_size`` group): on a
+    busy machine that timed out while the fly scanner connected. Created here with no server at all,
+    nothing waits; the fly scanner's single wait then reports what did not connect."""
+    from braggscope.devices.fly import _instantiate_without_waiting
+    from braggscope.devices.maxipix import Maxipix
+
+    det = Maxipix("NOWHERE:mpx:", name="offline")
+    try:
+        _instantiate_without_waiting(det)  # before: TimeoutError "NOWHERE:mpx:cam1:ArraySizeX_RBV ... 1.0-second"
+        assert {"array_size_x", "array_size_y", "array_size_z"} <= set(det.cam.array_size._signals)
+        assert "dropped_frames" in det.cam._signals
+        with pytest.raises(TimeoutError):
+            det.wait_for_connection(all_signals=True, timeout=0.5)
+    finally:
+        det.destroy()
