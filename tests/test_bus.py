@@ -461,7 +461,36 @@ def test_broker_outage_mid_run_loses_nothing_and_keeps_order(own_broker, tmp_pat
     assert_same_maps(remote_maps(tmp_path / "live"), local)
     assert pub.stats["spilled"] > 0 and pub.stats["over_high_water"] > 0
     assert sum("high-water" in r.getMessage() for r in caplog.records) >= 1
+    # the outage said once when it began and once when it ended, not once per retry
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("does not answer" in m for m in said) == 1 and sum("answers again" in m for m in said) == 1
     assert not (tmp_path / "spill" / "bus-spill-OUTAGE.bin").exists()
+
+
+def test_a_bug_in_publishing_fails_the_run_instead_of_retrying_for_ever(broker, tmp_path, monkeypatch, caplog):
+    """Only the broker's failures are retried; a failure of ours (here an unencodable payload) stops the
+    publisher, is logged with its traceback and fails the run at its next document."""
+    from bluesky import RunEngine
+    from bluesky import plans as bp
+    from ophyd.sim import det
+
+    url, stream, subject = broker
+    pub = publisher(url, stream, subject, tmp_path)
+
+    async def broken(js, batch):
+        raise TypeError("cannot encode this document")
+
+    monkeypatch.setattr(pub, "_publish", broken)
+    RE = RunEngine()
+    RE.subscribe(pub)
+    with caplog.at_level(logging.WARNING, logger="braggscope.app.bus"):
+        with pytest.raises(RuntimeError, match="bus publisher failed: TypeError"):
+            for _ in range(50):  # the worker's failure reaches the RunEngine with a later document
+                RE(bp.count([det], num=5, delay=0.01))
+    assert isinstance(pub.error, TypeError) and pub.stats["resent"] == 0
+    assert any("bus publisher stopped" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert pub.close() >= 1  # the documents it could not publish are kept for the next session
+    assert pub.spill_path.exists()
 
 
 def test_slow_consumer_and_stalled_broker_do_not_slow_the_runengine(own_broker, tmp_path, caplog):

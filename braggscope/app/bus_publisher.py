@@ -134,6 +134,7 @@ class DocumentPublisher:
         self._closing = False
         self.connected = False
         self.error = None
+        self._outage_since = None  # when the broker stopped answering (None: it answers)
         self._wake = None
         self._loop = asyncio.new_event_loop()
         self._recover_spill()
@@ -223,7 +224,8 @@ class DocumentPublisher:
         """
         if self._closing:
             return 0
-        self.wait(timeout)
+        if self.error is None:  # a failed publisher publishes nothing more: what is queued is kept
+            self.wait(timeout)
         self._closing = True
         if self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
@@ -246,6 +248,17 @@ class DocumentPublisher:
 
     async def _publish_queue(self):
         self._wake = asyncio.Event()
+        connection = {"nc": None}
+        try:
+            await self._publish_loop(connection)
+        finally:  # also after a bug: the client's tasks end with this loop
+            if connection["nc"] is not None:
+                try:
+                    await asyncio.wait_for(connection["nc"].close(), 5.0)
+                except Exception:  # noqa: BLE001 - closing a dead connection
+                    pass
+
+    async def _publish_loop(self, connection):
         nc = None
         need_stream = False
         while True:
@@ -266,17 +279,20 @@ class DocumentPublisher:
             while not self._closing:
                 try:
                     if nc is None or not nc.is_connected:
-                        nc = await self._connect(nc)
+                        nc = connection["nc"] = await self._connect(nc)
                     if need_stream:  # a broker restarted without its store
                         await ensure_stream(nc.jetstream(), self.stream, self.subject)
                         need_stream = False
                     await self._publish(nc.jetstream(), batch)
+                    self._answers()
                     break
                 except Exception as exc:  # broker down, timeout: keep the batch, retry
+                    if not _transient(exc):
+                        raise  # our own bug: _work reports it to the RunEngine with the next document
                     self.connected = bool(nc and nc.is_connected)
                     need_stream = "NoStreamResponse" in type(exc).__name__ or "stream not found" in str(exc)
                     self.stats["resent"] += 1
-                    logger.debug("bus publish failed (%r); retrying", exc)
+                    self._unanswered(exc)
                     await asyncio.sleep(0.2)
             else:
                 self._unread(batch)
@@ -288,11 +304,6 @@ class DocumentPublisher:
             rest = self.linger_s - (time.monotonic() - started)
             if rest > 0 and not self._closing:
                 await asyncio.sleep(rest)
-        if nc is not None:
-            try:
-                await asyncio.wait_for(nc.close(), 5.0)
-            except Exception:  # noqa: BLE001 - closing a dead connection
-                pass
 
     async def _connect(self, old):
         import nats
@@ -313,10 +324,24 @@ class DocumentPublisher:
                 self.connected = True
                 return nc
             except Exception as exc:  # noqa: BLE001 - unreachable broker: buffer and retry
-                logger.debug("bus: %s unreachable (%r)", self.url, exc)
+                self._unanswered(exc)
                 await asyncio.sleep(wait)
                 wait = min(2 * wait, 2.0)
         raise ConnectionError("closing")
+
+    def _unanswered(self, exc) -> None:
+        """A failed attempt: the first of an outage is said in one line, the others at debug level."""
+        logger.debug("bus: %s did not answer (%r); retrying", self.url, exc)
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            logger.warning("bus: %s does not answer (%s); acquisition goes on, documents are kept and "
+                           "published when it answers", self.url, type(exc).__name__)
+
+    def _answers(self) -> None:
+        if self._outage_since is not None:
+            logger.warning("bus: %s answers again after %.1f s; the kept documents are being published",
+                           self.url, time.monotonic() - self._outage_since)
+            self._outage_since = None
 
     async def _reconnected(self):
         self.stats["reconnects"] += 1
@@ -423,6 +448,17 @@ class DocumentPublisher:
                         data = msgpack.packb(rec, use_bin_type=True)
                         f.write(_LEN.pack(len(data)) + data)
         return len(left)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a publish failure is the broker's (unreachable, timed out, restarting), worth retrying; any
+    other is a bug of ours (an unencodable document, a payload over the broker's limit)."""
+    import nats.errors
+
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return False
+    return (isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError))
+            or type(exc).__module__.split(".")[0] == "nats")
 
 
 def _record(fields) -> tuple:
