@@ -2,7 +2,8 @@
 
 ``sxdm_fly`` maps the same (eta, y, x) grid as :func:`braggscope.plans.sxdm.sxdm_map`,
 recorded as one run whose primary stream comes from StreamResource/StreamDatum
-documents (frames and captured positions, one file each per line); the ``lines``
+documents (frames and captured positions in one detector file and one capture file per run, a
+datum per line); the ``lines``
 stream records every line attempt (counts, retries). docs/fly.md describes the
 hardware model and what is checked.
 """
