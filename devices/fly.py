@@ -224,10 +224,12 @@ class FlyScanner:
 
     def _close_files(self) -> None:
         """Stop the detector and close the run's files (their frames and captures stay)."""
-        self._abort_detector()
+        self._prearmed = False
+        self._stop_camera()
         try:
-            if self.hardware.pcap.capture.get(use_monitor=False) != 0:
-                self.hardware.pcap.capture.set(0).wait(10)
+            for capture in (self.detector.hdf5.capture, self.hardware.pcap.capture):
+                if capture.get(use_monitor=False) != 0:
+                    capture.set(0).wait(10)
         except Exception:  # noqa: BLE001 - the original error matters more; the next stage reopens
             pass
 
@@ -357,7 +359,7 @@ class FlyScanner:
                     "pcap": int(hw.pcap.captured.get(use_monitor=False))}
         report = dict(self._line, expected=n, pulses=int(hw.pcomp.pulses_out.get(use_monitor=False)),
                       positions=in_files["pcap"] - rows["pcap"], frames=in_files["image"] - rows["image"],
-                      dropped=_dropped(det), image_file=self._files.get("image", ""),
+                      dropped=int(det.cam.dropped_frames.get(use_monitor=False)), image_file=self._files.get("image", ""),
                       pcap_file=self._files.get("pcap", ""), image_first=rows["image"], pcap_first=rows["pcap"],
                       duration_s=time.monotonic() - self._t0, sweep_s=self._t_swept - self._t0,
                       kickoff_s=self._t0 - self._t_kick)
@@ -377,17 +379,6 @@ class FlyScanner:
         self.line_report.status.put("accepted" if report["ok"] else "short" if last else "superseded")
         self.line_report.image_file.put(self._readable(report["image_file"]))
         self.line_report.pcap_file.put(self._readable(report["pcap_file"]))
-
-    def _abort_detector(self) -> None:
-        """Stop the detector and close its file."""
-        det = self.detector
-        self._prearmed = False
-        try:
-            det.cam.acquire.set(0).wait(5)
-            if det.hdf5.capture.get(use_monitor=False) != 0:
-                det.hdf5.capture.set(0).wait(5)
-        except Exception:  # noqa: BLE001 - the original error matters more
-            pass
 
     def accept_line(self, report: dict) -> None:
         """Queue a counted line's assets for the next ``collect`` (only an accepted line is collected)."""
@@ -467,11 +458,6 @@ def _instantiate_without_waiting(device) -> None:
         child = getattr(device, attr)
         if isinstance(child, Device):
             _instantiate_without_waiting(child)
-
-
-def _dropped(det) -> int:
-    """Frames the detector dropped on the last line (``cam1:DroppedFrames_RBV``)."""
-    return int(det.cam.dropped_frames.get(use_monitor=False))
 
 
 def _wait_for(signal, ok, timeout: float) -> bool:

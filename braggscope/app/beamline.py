@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from braggscope.app.interrupted_bundle import drop_interrupted_bundle
 from braggscope.core import storage
 from braggscope.core.config import Config
+from braggscope.core.fly_stream import streamed_only
 from braggscope.core.runs import install_scan_ids
 
 __all__ = ["Beamline", "PointProgress", "StreamedRunsAsProgress", "connect_simulator", "install_baseline", "reflection_window",
@@ -132,7 +133,8 @@ class StreamedRunsAsProgress:
     def __call__(self, name, doc):
         if name == "start":
             self._start, self._progress = doc, None
-        elif name == "descriptor" and doc.get("name") == "primary" and self._progress is None and _streamed(doc):
+        elif name == "descriptor" and doc.get("name") == "primary" and self._progress is None \
+                and streamed_only(doc):
             self._progress = PointProgress()
             self._progress("start", self._start)
         if self._progress is None:
@@ -142,11 +144,6 @@ class StreamedRunsAsProgress:
             self._progress = None
             return self.table(name, doc)
         return None
-
-
-def _streamed(descriptor: dict) -> bool:
-    keys = descriptor.get("data_keys", {}).values()
-    return bool(keys) and all(str(key.get("external", "")).startswith("STREAM:") for key in keys)
 
 
 def install_baseline(RE, devices) -> SupplementalData:

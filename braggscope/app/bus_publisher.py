@@ -135,6 +135,7 @@ class DocumentPublisher:
         self.connected = False
         self.error = None
         self._outage_since = None  # when the broker stopped answering (None: it answers)
+        self._nc = None  # the worker's NATS connection
         self._wake = None
         self._loop = asyncio.new_event_loop()
         self._recover_spill()
@@ -248,17 +249,16 @@ class DocumentPublisher:
 
     async def _publish_queue(self):
         self._wake = asyncio.Event()
-        connection = {"nc": None}
         try:
-            await self._publish_loop(connection)
+            await self._publish_loop()
         finally:  # also after a bug: the client's tasks end with this loop
-            if connection["nc"] is not None:
+            if self._nc is not None:
                 try:
-                    await asyncio.wait_for(connection["nc"].close(), 5.0)
+                    await asyncio.wait_for(self._nc.close(), 5.0)
                 except Exception:  # noqa: BLE001 - closing a dead connection
                     pass
 
-    async def _publish_loop(self, connection):
+    async def _publish_loop(self):
         nc = None
         need_stream = False
         while True:
@@ -279,7 +279,7 @@ class DocumentPublisher:
             while not self._closing:
                 try:
                     if nc is None or not nc.is_connected:
-                        nc = connection["nc"] = await self._connect(nc)
+                        nc = self._nc = await self._connect(nc)
                     if need_stream:  # a broker restarted without its store
                         await ensure_stream(nc.jetstream(), self.stream, self.subject)
                         need_stream = False

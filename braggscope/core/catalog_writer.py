@@ -47,6 +47,7 @@ from tiled.utils import safe_json_dump
 
 from braggscope.core.append_once import append_with_retry
 from braggscope.core.background_writer import KeptByWriter, unreachable
+from braggscope.core.fly_stream import streamed_only
 from braggscope.core.recovery import WRITER_KEY, writer_identity
 
 __all__ = ["CatalogWriter", "IndexedHDF5Consolidator"]
@@ -223,8 +224,7 @@ class _RetrySafeRunWriter(_RunWriter):
 
     def descriptor(self, doc):
         super().descriptor(doc)
-        keys = doc.get("data_keys", {}).values()
-        self._streamed[doc["uid"]] = bool(keys) and all("external" in key for key in keys)
+        self._streamed[doc["uid"]] = streamed_only(doc)
 
     def _deferred(self, doc) -> bool:
         """Whether a StreamDatum's registration waits for the next update: in a stream of StreamDatum only

@@ -20,7 +20,14 @@ import numpy as np
 
 from braggscope.core.eccentricity import EccentricityModel
 
-__all__ = ["LocalSource", "fly_arrays", "fly_x_from_captured", "local_assets"]
+__all__ = ["LocalSource", "fly_arrays", "fly_x_from_captured", "local_assets", "streamed_only"]
+
+
+def streamed_only(descriptor: dict) -> bool:
+    """Whether every field of an event descriptor comes as StreamResource/StreamDatum (``external``
+    ``"STREAM:"``; a fly scan's primary stream): such a stream has no event rows."""
+    keys = descriptor.get("data_keys", {}).values()
+    return bool(keys) and all(str(key.get("external", "")).startswith("STREAM:") for key in keys)
 
 
 class LocalSource(NamedTuple):
