@@ -29,7 +29,7 @@ def _build(path, n_runs):
     from bluesky.plans import count
     from ophyd.sim import det
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
 
     cfg = load_config()
@@ -55,8 +55,8 @@ def _walk(client) -> int:
 
 
 def main(argv=None) -> int:
-    from braggscope.core.recovery import close_dead_writer_runs
-    from braggscope.core.runs import _any_above, max_scan_id
+    from braggscope.storage.recovery import close_dead_writer_runs
+    from braggscope.storage.runs import _any_above, max_scan_id
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)

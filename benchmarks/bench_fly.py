@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     from braggscope.analysis.live.dispatch import LiveMapDispatcher
     from braggscope.app.beamline import install_baseline
     from braggscope.app.simctl import scratch_config, start_simulator, stop_simulator
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
     from braggscope.devices.fly import make_flyer

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     import numpy as np
     from bluesky import RunEngine
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map

@@ -9,7 +9,7 @@ from bluesky import plans as bp
 from bluesky.utils import MsgGenerator
 from cycler import cycler
 
-from braggscope.core.layout import raster_order
+from braggscope.storage.layout import raster_order
 
 from braggscope.core.setup import ScanSetup
 
@@ -93,7 +93,7 @@ def sxdm_map(
     See Also
     --------
     sxdm_points : the corrected positions in acquisition order.
-    braggscope.core.storage.sxdm_stack : the run read back as (eta, y, x, rows, cols).
+    braggscope.storage.sxdm_stack : the run read back as (eta, y, x, rows, cols).
     """
     x_range = check_range("x_range", x_range)
     y_range = check_range("y_range", y_range)

@@ -16,7 +16,7 @@ pytest.importorskip("tiled")
 
 from bluesky import RunEngine  # noqa: E402
 
-from braggscope.core import storage  # noqa: E402
+from braggscope import storage  # noqa: E402
 from braggscope.analysis.bcdi.preprocess import prepare  # noqa: E402
 from braggscope.core.config import load_config, save_config  # noqa: E402
 from braggscope.plans import bcdi_rocking  # noqa: E402

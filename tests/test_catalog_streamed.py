@@ -61,7 +61,7 @@ def _done(obj):
 
 @pytest.fixture
 def catalog(tmp_path):
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
 
     cfg = load_config()
@@ -73,8 +73,8 @@ def catalog(tmp_path):
 
 
 def test_streamed_frames_are_registered_in_few_requests_and_complete_at_stop(catalog, tmp_path):
-    from braggscope.core.catalog_writer import CatalogWriter, _RetrySafeRunWriter
-    from braggscope.core.storage import BackgroundWriter
+    from braggscope.storage.catalog_writer import CatalogWriter, _RetrySafeRunWriter
+    from braggscope.storage import BackgroundWriter
 
     http = catalog.context.http_client
     send, puts = http.send, []

@@ -10,10 +10,10 @@ from bluesky import RunEngine
 from bluesky.plans import count, scan
 from ophyd.sim import det, motor
 
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.config import load_config
 from braggscope.core.errors import ArgumentError, UserError
-from braggscope.core.runs import (AmbiguousRunError, RunNotFound, Runs, ScanIdCounter, install_scan_ids,
+from braggscope.storage.runs import (AmbiguousRunError, RunNotFound, Runs, ScanIdCounter, install_scan_ids,
                                   lookup_text, max_scan_id)
 
 
@@ -135,7 +135,7 @@ def test_search_by_plan_sample_and_date(catalog):
 
 COUNTER = """
 import sys
-from braggscope.core.runs import ScanIdCounter
+from braggscope.storage.runs import ScanIdCounter
 counter = ScanIdCounter(sys.argv[1])
 print(" ".join(str(counter({})) for _ in range(40)))
 """

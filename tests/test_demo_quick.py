@@ -27,7 +27,7 @@ def cfg(tmp_path):
 
 @pytest.mark.slow
 def test_demo_sxdm_quick_inprocess(cfg, tmp_path):
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.app.demo import run_demo
 
     out = tmp_path / "demo"

@@ -17,7 +17,7 @@ from bluesky import RunEngine
 from bluesky import plan_stubs as bps
 from bluesky.utils import RunEngineInterrupted
 
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.errors import ArgumentError
 from tests.conftest import CA_PORTS
 from tests.ioc_fixtures import module_simulator_config
@@ -165,7 +165,7 @@ def _files_accounted_for(bench, uid):
     import h5py
     import hdf5plugin  # noqa: F401
 
-    from braggscope.core.fly_stream import local_assets
+    from braggscope.storage.fly_stream import local_assets
 
     run = storage.load_run(bench["client"], uid)
     lines = run["lines"].read()

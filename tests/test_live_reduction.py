@@ -259,10 +259,10 @@ def test_bad_start_documents_are_declined_with_one_clear_line(scan, capsys):
 
 
 def test_live_order_agrees_with_storage_and_offline_reduction(scan):
-    """Same raster order as braggscope.core.storage, same maps as the offline reduction."""
+    """Same raster order as braggscope.storage, same maps as the offline reduction."""
     from braggscope.analysis.sxdm.reduce import reduce_stack
     from braggscope.core.geometry import Geometry
-    from braggscope.core.storage import raster_order as storage_order
+    from braggscope.storage import raster_order as storage_order
 
     idx = storage_order(2, NY, NX, True)  # event index of every (eta, y, x)
     for k in range(2 * NY * NX):

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve()
 def ioc_catalog(sim_config, sim_devices):
     from bluesky import RunEngine
 
-    from braggscope.core import storage
+    from braggscope import storage
 
     client = storage.open_catalog(sim_config)
     RE = RunEngine(call_returns_result=True)
@@ -42,7 +42,7 @@ def test_ioc_sxdm_round_trip_and_schemas(sim_devices, ioc_catalog):
     import h5py
     from event_model import DocumentNames, schema_validators
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.plans import sxdm_map
 
     RE, client, docs = ioc_catalog
@@ -167,7 +167,7 @@ def _scenario_kill(out: Path) -> dict:
     import h5py
     from bluesky import RunEngine
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map
     from braggscope.app.simctl import stop_simulator

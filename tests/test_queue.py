@@ -145,7 +145,7 @@ def test_plan_level_checks_fail_the_item_before_any_motion(queue):
 def test_run_pause_resume_and_abort_remotely_with_history_in_redis(queue):
     cfg, client, _ = queue
     from braggscope.app import serve
-    from braggscope.core import storage
+    from braggscope import storage
 
     client.open(timeout=180)
     small = dict(RASTER, x_range=[0, 2, 4], y_range=[0, 1, 3], etas=[9.0, 9.1], sample="queued")

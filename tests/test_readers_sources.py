@@ -220,7 +220,7 @@ def catalog_run(tmp_path_factory):
     pytest.importorskip("tiled")
     from bluesky import RunEngine
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config, save_config
     from braggscope.core.setup import ScanSetup
     from braggscope.plans import sxdm_map

@@ -19,7 +19,7 @@ from braggscope.analysis.sxdm.files import load_maps
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.app.cli import main
 from braggscope.app.session import make_session
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.config import load_config, save_config
 from braggscope.core.geometry import Geometry
 from braggscope.core.setup import REQUIRED_FIELDS, ScanSetup, SetupError

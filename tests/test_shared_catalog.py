@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from braggscope.core import catalog_server
-from braggscope.core import storage
-from braggscope.core.catalog_lock import CatalogBusyError
+from braggscope.storage import server as catalog_server
+from braggscope import storage
+from braggscope.storage.locks import CatalogBusyError
 from braggscope.core.config import load_config
 
 pytestmark = pytest.mark.slow
@@ -55,9 +55,9 @@ import json, sys
 from bluesky import RunEngine
 from bluesky.plans import count
 from ophyd.sim import det
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.config import load_config
-from braggscope.core.runs import Runs, install_scan_ids
+from braggscope.storage.runs import Runs, install_scan_ids
 
 cfg = load_config(sys.argv[1])
 client = storage.open_catalog(cfg)
@@ -86,7 +86,7 @@ def test_two_processes_share_the_catalog_and_scan_ids(server_cfg):
     from bluesky.plans import count
     from ophyd.sim import det
 
-    from braggscope.core.runs import Runs, install_scan_ids
+    from braggscope.storage.runs import Runs, install_scan_ids
 
     cfg, path = server_cfg
     client = storage.open_catalog(cfg)
@@ -133,7 +133,7 @@ def test_writer_keeps_documents_while_the_catalog_is_lost(server_cfg, capfd):
     from bluesky.plans import count
     from ophyd.sim import det
 
-    from braggscope.core.runs import Runs
+    from braggscope.storage.runs import Runs
 
     cfg, _ = server_cfg
     client = storage.open_catalog(cfg)

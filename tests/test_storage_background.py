@@ -8,8 +8,8 @@ from bluesky import RunEngine
 from bluesky import plans as bp
 from ophyd.sim import det, motor
 
-from braggscope.core.background_writer import KeptByWriter
-from braggscope.core.storage import BackgroundWriter
+from braggscope.storage.background import KeptByWriter
+from braggscope.storage import BackgroundWriter
 
 
 class SlowRecorder:
@@ -119,7 +119,7 @@ def embedded(tmp_path_factory):
     request (no back-off) while it is used."""
     import tiled.client.utils
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
 
     tmp = tmp_path_factory.mktemp("outage")
@@ -151,7 +151,7 @@ def test_a_run_written_across_an_outage_stores_each_event_once_with_its_frame(em
 def _write_across(outage, client, tmp, lost_at):
     import numpy as np
 
-    from braggscope.core.catalog_writer import CatalogWriter
+    from braggscope.storage.catalog_writer import CatalogWriter
     from braggscope.simulators.inprocess import HDF5ImageDetector
 
     n = [0]

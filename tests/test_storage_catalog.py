@@ -10,7 +10,7 @@ from bluesky import RunEngine
 from bluesky.utils import FailedStatus, RunEngineInterrupted
 from event_model import DocumentNames, schema_validators
 
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.config import load_config
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import bcdi_rocking, sxdm_map

@@ -79,7 +79,7 @@ def tiled_server(tmp_path_factory):
 
 
 def _catalog(server, monkeypatch):
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
 
     cfg = load_config()
@@ -103,7 +103,7 @@ def _run_engine(client, devices):
     from bluesky import RunEngine
 
     from braggscope.app.beamline import install_baseline
-    from braggscope.core import storage
+    from braggscope import storage
 
     RE = RunEngine(call_returns_result=True)
     install_baseline(RE, devices)
@@ -115,7 +115,7 @@ def test_production_round_trip(tiled_server, monkeypatch):
     import h5py
     from bluesky import RunEngine
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
     from braggscope.plans import sxdm_map
     from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
@@ -161,7 +161,7 @@ def test_production_round_trip(tiled_server, monkeypatch):
 
 def test_a_notebook_reads_the_run_while_it_is_written(tiled_server, monkeypatch):
     """A second client (a notebook) sees the events arrive during the run, and the whole map at its end."""
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.plans import sxdm_map
 
     cfg, client = _catalog(tiled_server, monkeypatch)
@@ -239,7 +239,7 @@ def test_killing_the_catalog_server_mid_scan_loses_no_event(tiled_server, monkey
     requests are retried until the server is back, the run completes and the catalog holds every event."""
     import h5py
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.plans import sxdm_map
 
     monkeypatch.setenv("TILED_RETRY_TIMEOUT", "120")  # the outage below lasts a few seconds
@@ -287,7 +287,7 @@ def test_a_batch_stored_by_a_server_killed_before_it_answered_is_not_written_twi
     import httpx
     from tiled.client.dataframe import DataFrameClient
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.plans import sxdm_map
 
     monkeypatch.setenv("TILED_RETRY_TIMEOUT", "120")

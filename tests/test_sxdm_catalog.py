@@ -14,7 +14,7 @@ pytest.importorskip("tiled")
 
 from bluesky import RunEngine
 
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.analysis.readers import reduce_run
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.core.config import load_config, save_config

@@ -58,10 +58,10 @@ def _command(line: str) -> list[str]:
 
 
 def test_operator_walkthrough(tmp_path):
-    from braggscope.core import catalog_server
-    from braggscope.core import storage
+    from braggscope.storage import server as catalog_server
+    from braggscope import storage
     from braggscope.core.config import load_config
-    from braggscope.core.runs import Runs
+    from braggscope.storage.runs import Runs
 
     first, second = walkthrough_blocks()
     env = _env(tmp_path)

@@ -3,7 +3,7 @@
 Input: frames ``(n_eta, rows, cols)`` in raw counts plus metadata (energy in
 keV, distance and pixel in metres, ``cch`` (row, col), ``eta`` in degrees,
 ``delta``/``nu``/``phi`` in degrees), from arrays, a ``(frames, meta)`` pair
-(``braggscope.core.storage.rocking_stack(run)``), a Bluesky run, or an ID01 BLISS
+(``braggscope.storage.rocking_stack(run)``), a Bluesky run, or an ID01 BLISS
 HDF5 file (read by :func:`braggscope.analysis.readers.read_bliss_rocking`, the
 reader SXDM uses too, which checks the file and every source it points at).
 Frames that are not counts are refused, a few negative pixels masked
@@ -198,7 +198,7 @@ def as_frames_meta(source, meta=None):
     elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], dict):
         source, meta = source
     elif hasattr(source, "metadata") and not isinstance(source, np.ndarray):
-        from braggscope.core.storage import rocking_stack  # lazy: storage is optional here
+        from braggscope.storage import rocking_stack  # lazy: storage is optional here
 
         source, meta = rocking_stack(source)
     frames = np.asarray(source)

@@ -15,7 +15,7 @@ frames are never kept. When all etas of a map pixel are in, its Q centre of
 mass is final; :meth:`LiveSXDM.maps` returns the maps as an
 ``xarray.Dataset`` with the same variable names as the offline reduction.
 
-What it reduces: a run that :func:`braggscope.core.layout.map_layout`
+What it reduces: a run that :func:`braggscope.storage.layout.map_layout`
 accepts (``sxdm_map``, or a bluesky ``grid_scan`` over rocking angle, slow and
 fast piezo axes) and whose :class:`braggscope.core.setup.ScanSetup` is complete
 (read at the primary stream's descriptor from the start document, the
@@ -45,7 +45,7 @@ from bluesky.callbacks.core import CallbackBase
 from braggscope.analysis.live.frames import FrameResolver
 from braggscope.analysis.live.maps import derive_maps, frame_weights, grid_index, point_index
 from braggscope.core.eccentricity import EccentricityModel
-from braggscope.core.layout import NotAMap, map_layout
+from braggscope.storage.layout import NotAMap, map_layout
 from braggscope.core.setup import ScanSetup
 
 __all__ = ["LiveSXDM", "frame_weights"]
@@ -77,7 +77,7 @@ class LiveSXDM(CallbackBase):
         Snake row parity (see :func:`live_maps.point_index`); ``None`` reads
         ``raster["snake_scope"]`` from the start document, default ``"map"``
         (odd rows reversed, counted afresh at each eta: the order of
-        ``braggscope.plans.sxdm`` and ``braggscope.core.layout.raster_order``);
+        ``braggscope.plans.sxdm`` and ``braggscope.storage.layout.raster_order``);
         ``"run"`` is the order of ``bluesky.plans.grid_scan`` over
         ``(eta, y, x)`` (what the layout of a grid_scan run says).
     frame_timeout_s : float

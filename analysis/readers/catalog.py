@@ -22,7 +22,7 @@ __all__ = ["open_catalog_checked", "read_catalog_run", "check_run_sources"]
 
 
 def open_catalog_checked(cfg):
-    """``braggscope.core.storage.open_catalog(cfg)``, an unreachable server named in one error.
+    """``braggscope.storage.open_catalog(cfg)``, an unreachable server named in one error.
 
     Raises
     ------
@@ -31,7 +31,7 @@ def open_catalog_checked(cfg):
     """
     import httpx
 
-    from braggscope.core.storage import open_catalog
+    from braggscope.storage import open_catalog
 
     uri = (cfg.get("storage.tiled_uri") or "").strip()
     if uri:
@@ -79,8 +79,8 @@ def read_catalog_run(client, text: str, *, kind: str = "sxdm"):
     SourceMissingError
         A detector file of the run is absent (named).
     """
-    from braggscope.core.runs import lookup_text as load_run_from_text  # a shared scan id is refused
-    from braggscope.core.storage import rocking_stack, sxdm_stack
+    from braggscope.storage.runs import lookup_text as load_run_from_text  # a shared scan id is refused
+    from braggscope.storage import rocking_stack, sxdm_stack
 
     if kind not in ("sxdm", "bcdi"):
         raise ValueError(f"kind must be 'sxdm' or 'bcdi', got {kind!r}")

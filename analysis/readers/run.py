@@ -73,7 +73,7 @@ def reduce_run(frames, meta, *, check: bool = True, **kwargs):
     Parameters
     ----------
     frames : array-like, shape (n_eta, ny, nx, rows, cols)
-        E.g. from ``braggscope.core.storage.sxdm_stack(run)``, :func:`read_bliss`
+        E.g. from ``braggscope.storage.sxdm_stack(run)``, :func:`read_bliss`
         or :func:`read_xsocs`.
     meta : dict
         ``setup`` (a :class:`~braggscope.core.setup.ScanSetup`; or, from older

@@ -2,7 +2,7 @@
 
 The source is an ID01 BLISS HDF5 file, an XSOCS master file, or a run of the
 catalog (scan id or uid, opened with the configuration of ``braggscope
---config``; ``braggscope.core.storage`` is imported only then).
+--config``; ``braggscope.storage`` is imported only then).
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from bluesky.preprocessors import SupplementalData
 from tqdm.auto import tqdm
 
 from braggscope.app.interrupted_bundle import drop_interrupted_bundle
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.config import Config
-from braggscope.core.fly_stream import streamed_only
-from braggscope.core.runs import install_scan_ids
+from braggscope.storage.fly_stream import streamed_only
+from braggscope.storage.runs import install_scan_ids
 
 __all__ = ["Beamline", "PointProgress", "StreamedRunsAsProgress", "connect_simulator", "install_baseline", "reflection_window",
            "subscribe_live_maps", "save_live_figure"]

@@ -1,8 +1,8 @@
-"""``braggscope catalog status|stop``: the local catalog server (``braggscope.core.catalog_server``)."""
+"""``braggscope catalog status|stop``: the local catalog server (``braggscope.storage.server``)."""
 
 from __future__ import annotations
 
-from braggscope.core.catalog_server import server_paths, server_status, stop_server
+from braggscope.storage.server import server_paths, server_status, stop_server
 from braggscope.core.config import load_config
 
 __all__ = ["add_parser"]

@@ -93,7 +93,7 @@ def _say(msg):
 def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce, fly=None):
     import bluesky.plan_stubs as bps
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.plans import dry_run, sxdm_map
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
@@ -179,7 +179,7 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce, fly=None):
 def _demo_bcdi(bl, out, *, quick, neta, reduce):
     import bluesky.plan_stubs as bps
 
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.plans import bcdi_rocking, calibrate_eccentricity, dry_run
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()

@@ -120,7 +120,7 @@ def build_namespace(cfg=None) -> dict:
 
     from braggscope.app.beamline import install_baseline
     from braggscope.app.bus import publisher_from_config
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
 
     cfg = load_config() if cfg is None else cfg

@@ -122,7 +122,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     from bluesky.utils import ProgressBarManager
 
     from braggscope import plans
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.app.beamline import Beamline, StreamedRunsAsProgress, connect_simulator, install_baseline
     from braggscope.core.eccentricity import EccentricityModel
 
@@ -153,7 +153,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     RE.subscribe(StreamedRunsAsProgress(bec))  # a fly scan's table would stay empty: a progress bar instead
     catalog = storage.open_catalog(cfg)
     storage.subscribe_writer(RE, catalog)
-    from braggscope.core.runs import Runs, install_scan_ids
+    from braggscope.storage.runs import Runs, install_scan_ids
 
     install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
     live_cb = live_dispatcher = live_token = None

@@ -65,7 +65,7 @@ def check_frames(docs) -> dict:
     frame's sum with the detector's recorded total (independent of braggscope's readers)."""
     import h5py
 
-    from braggscope.core.frames import UNIQUE_ID_DATASET
+    from braggscope.storage.frames import UNIQUE_ID_DATASET
 
     events = [doc for name, doc in docs if name == "event"]
     resources = [doc for name, doc in docs if name == "resource"]
@@ -93,7 +93,7 @@ def run_scenario(name: str, out: Path) -> dict:
     from bluesky import RunEngine
 
     from braggscope.app.simctl import stop_simulator
-    from braggscope.core.storage import keep_abort_reason
+    from braggscope.storage import keep_abort_reason
     from braggscope.devices.factory import make_devices
     from braggscope.simulators.ioc_run import free_port
 

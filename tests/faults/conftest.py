@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.config import load_config
 from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 
@@ -96,7 +96,7 @@ def frames_match_events(docs, total_key) -> dict:
     import h5py
     from pathlib import Path
 
-    from braggscope.core.frames import UNIQUE_ID_DATASET
+    from braggscope.storage.frames import UNIQUE_ID_DATASET
 
     events = [doc for name, doc in docs if name == "event"]
     resources = [doc for name, doc in docs if name == "resource"]

@@ -42,7 +42,7 @@ def detector(small: Path, work: Path) -> dict:
 
 
 def catalog(small: Path, work: Path) -> dict:
-    from braggscope.core import storage
+    from braggscope import storage
     from braggscope.core.config import load_config
 
     cfg = load_config()

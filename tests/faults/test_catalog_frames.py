@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
 
-from braggscope.core import stacks, storage
+from braggscope.storage import stacks, storage
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
 

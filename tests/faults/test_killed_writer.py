@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.core.config import load_config
-from braggscope.core.recovery import close_dead_writer_runs, writer_identity, writer_is_dead
+from braggscope.storage.recovery import close_dead_writer_runs, writer_identity, writer_is_dead
 
 from .conftest import assert_frames_where_events_say
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from braggscope.core.frames import UNIQUE_ID_DATASET
+from braggscope.storage.frames import UNIQUE_ID_DATASET
 
 pytestmark = [pytest.mark.ioc, pytest.mark.timeout(120)]
 

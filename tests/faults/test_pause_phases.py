@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
 
-from braggscope.core import storage
+from braggscope import storage
 from braggscope.plans import sxdm_map
 
 from .conftest import SHAPE

@@ -152,8 +152,8 @@ def test_spawn_detached_stops_a_process_that_is_never_ready(tmp_path):
 
 
 def test_a_catalog_server_failing_at_start_up_is_one_error_naming_its_log(tmp_path):
-    from braggscope.core import catalog_server
-    from braggscope.core.catalog_lock import acquire_writer_lock, release_writer_lock
+    from braggscope.storage import server as catalog_server
+    from braggscope.storage.locks import acquire_writer_lock, release_writer_lock
     from braggscope.core.config import load_config
     from braggscope.core.errors import ServerUnreachableError
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braggscope.core import storage
-from braggscope.core.catalog_lock import CatalogBusyError, acquire_writer_lock, release_writer_lock
+from braggscope import storage
+from braggscope.storage.locks import CatalogBusyError, acquire_writer_lock, release_writer_lock
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
 
@@ -35,7 +35,7 @@ def test_writer_lock_refuses_a_live_holder_and_ignores_a_stale_file(tmp_path):
     root = tmp_path / "catalog"
     root.mkdir()
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from braggscope.core.catalog_lock import acquire_writer_lock; "
+                               "import sys, time; from braggscope.storage.locks import acquire_writer_lock; "
                                f"acquire_writer_lock({str(root)!r}); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:

@@ -19,9 +19,9 @@ import time
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 
-from braggscope.core import storage
-from braggscope.core.catalog_lock import CatalogBusyError, acquire_writer_lock
-from braggscope.core.catalog_writer import CatalogWriter
+from braggscope import storage
+from braggscope.storage.locks import CatalogBusyError, acquire_writer_lock
+from braggscope.storage.catalog_writer import CatalogWriter
 from braggscope.core.config import load_config
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
