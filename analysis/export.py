@@ -35,6 +35,7 @@ from braggscope import __version__
 from braggscope.analysis.nexus import set_default, write_configuration
 from braggscope.core.atomic import atomic_hdf5, atomic_outputs, hdf5_in_memory
 from braggscope.core.geometry import wavelength
+from braggscope.core.stacks import MapStack
 
 __all__ = ["write_pynx_input", "pynx_input_from_scan", "write_xsocs"]
 
@@ -131,41 +132,30 @@ def pynx_input_from_scan(path, source, meta=None, *, shape=(None, 128, 128), bin
                             distance_m=m["distance_m"], pixel_m=m["pixel_m"], parameters=params)
 
 
-def write_xsocs(directory, frames, meta: dict, *, prefix: str = "braggscope") -> Path:
-    """Write an SXDM stack as an XSOCS master file plus one file per rocking angle.
+def write_xsocs(directory, stack: MapStack, *, prefix: str = "braggscope") -> Path:
+    """Write an SXDM map stack as an XSOCS master file plus one file per rocking angle.
 
     Parameters
     ----------
     directory : path-like
         Output directory (created); files ``<prefix>_master.h5`` and
         ``<prefix>_<i>.h5`` (replaced atomically, all together).
-    frames : array-like (n_eta, ny, nx, rows, cols)
-        Raw counts in raster order (numpy, dask or a lazy stack; read one angle at a time).
-    meta : dict
-        ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch`` (row, col),
-        ``eta`` (n_eta, degrees), ``delta``, ``nu``, ``phi`` (degrees, scalars
-        or per angle), and the piezo positions ``x``, ``y`` (um; or ``raster``
-        = {"x": [start, stop, num], "y": [...]} as in a start document).
+    stack : MapStack
+        Raw counts in raster order (numpy, dask or a lazy stack; read one angle at a time), with
+        its setup and the map axes ``x``, ``y`` (um).
 
     Returns
     -------
     Path of the master file.
     """
-    shape = tuple(np.shape(frames))
-    if len(shape) != 5:
-        raise ValueError(f"frames must be (n_eta, ny, nx, rows, cols), got shape {shape}")
-    n_eta, ny, nx, rows, cols = shape
-    missing = [k for k in ("energy_kev", "distance_m", "pixel_m", "cch", "eta", "delta") if k not in meta]
-    if missing:
-        raise ValueError(f"meta lacks {', '.join(missing)} (needed by XSOCS)")
-    eta = np.asarray(meta["eta"], dtype=float).ravel()
-    if eta.size != n_eta:
-        raise ValueError(f"meta['eta'] has {eta.size} angles but frames have {n_eta}")
-    x, y = _axis(meta, "x", nx), _axis(meta, "y", ny)
-    angles = {k: np.broadcast_to(np.asarray(meta.get(k, 0.0), dtype=float), (n_eta,))
-              for k in ("delta", "nu", "phi")}
-    pixel = float(np.ravel(meta["pixel_m"])[0])
-    cpd = float(meta["distance_m"]) * np.tan(np.radians(1.0)) / pixel
+    n_eta, ny, nx, rows, cols = stack.frames.shape
+    setup = stack.require_setup()
+    if stack.x is None or stack.y is None:
+        raise ValueError(f"{stack.source or 'stack'}: the map axes x and y (um) are needed by XSOCS")
+    delta, nu, phi = stack.angles()
+    pixel = float(np.ravel(setup.pixel_m)[0])
+    cpd = float(setup.distance_m) * np.tan(np.radians(1.0)) / pixel
+    x, y, eta = stack.x, stack.y, stack.eta
     xx, yy = np.meshgrid(x, y)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,15 +167,14 @@ def write_xsocs(directory, frames, meta: dict, *, prefix: str = "braggscope") ->
                 e = f.create_group(f"{name}.1")
                 e.attrs["NX_class"] = "NXentry"
                 e["title"] = f"braggscope SXDM map, eta = {eta[i]:.5f}"
-                block = _xsocs_counts(np.asarray(frames[i]).reshape(ny * nx, rows, cols))
+                block = _xsocs_counts(np.asarray(stack.frames[i]).reshape(ny * nx, rows, cols))
                 e.create_dataset("measurement/image/data", data=block, chunks=(1, rows, cols), compression="gzip")
                 e["measurement/adcY"] = xx.ravel()  # XSOCS: pix -> adcY
                 e["measurement/adcX"] = yy.ravel()  # piy -> adcX
                 e["measurement/imgnr"] = np.arange(ny * nx)
-                for key, value in (("eta", eta[i]), ("del", angles["delta"][i]), ("nu", angles["nu"][i]),
-                                   ("phi", angles["phi"][i])):
+                for key, value in (("eta", eta[i]), ("del", delta[i]), ("nu", nu[i]), ("phi", phi[i])):
                     e[f"instrument/positioners/{key}"] = float(value)
-                _xsocs_detector(e.create_group("instrument/detector"), meta, cpd, pixel)
+                _xsocs_detector(e.create_group("instrument/detector"), setup, cpd, pixel)
                 sc = e.create_group("scan")
                 sc["motor_0"], sc["motor_0_start"], sc["motor_0_end"] = "pix", float(x[0]), float(x[-1])
                 sc["motor_0_steps"] = nx
@@ -209,25 +198,12 @@ def _xsocs_counts(block):
     return block.astype(np.int32)
 
 
-def _xsocs_detector(d, meta, cpd, pixel):
+def _xsocs_detector(d, setup, cpd, pixel):
     d.attrs["NX_class"] = "NXdetector"
-    d["beam_energy"] = float(meta["energy_kev"]) * 1000.0
-    d["center_chan_dim0"], d["center_chan_dim1"] = (float(c) for c in meta["cch"])
+    d["beam_energy"] = float(setup.energy_kev) * 1000.0
+    d["center_chan_dim0"], d["center_chan_dim1"] = (float(c) for c in setup.cch)
     d["chan_per_deg_dim0"] = d["chan_per_deg_dim1"] = cpd
     d["pixelsize_dim0"] = d["pixelsize_dim1"] = pixel * 1e6  # um
-
-
-def _axis(meta, name, n):
-    if meta.get(name) is not None:
-        a = np.asarray(meta[name], dtype=float).ravel()
-    elif (meta.get("raster") or {}).get(name) is not None:
-        start, stop, num = meta["raster"][name]
-        a = np.linspace(float(start), float(stop), int(num))
-    else:
-        raise ValueError(f"meta lacks the piezo positions {name!r} (um) or raster[{name!r}]")
-    if a.size != n:
-        raise ValueError(f"meta {name!r} has {a.size} positions but the frames have {n}")
-    return a
 
 
 def _value(group, name, value, units):

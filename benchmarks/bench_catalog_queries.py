@@ -3,11 +3,11 @@
 Builds an embedded catalog of ``--runs`` runs (default 300; one-point ``count`` runs, scan ids
 1..N), then times, side by side in interleaved rounds (best of ``--repeats``):
 
-1. the walk (the baseline, what ``core.runs.max_scan_id`` did before): every run's start
+1. the walk (the baseline, what ``storage.scan_ids.max_scan_id`` did before): every run's start
    document read, the largest ``scan_id`` kept;
-2. ``core.runs.max_scan_id``: count queries (``start.scan_id > k``), no run read;
+2. ``storage.scan_ids.max_scan_id``: count queries (``start.scan_id > k``), no run read;
 3. what a new session asks when its persisted counter is current: one count query;
-4. ``core.recovery.close_dead_writer_runs``: the query every ``open_catalog`` makes for runs
+4. ``storage.recovery.close_dead_writer_runs``: the query every ``open_catalog`` makes for runs
    left open by dead writers (none here).
 
 Run: ``python benchmarks/bench_catalog_queries.py [--runs 300 --repeats 3]``. The catalog is
@@ -56,7 +56,7 @@ def _walk(client) -> int:
 
 def main(argv=None) -> int:
     from braggscope.storage.recovery import close_dead_writer_runs
-    from braggscope.storage.runs import _any_above, max_scan_id
+    from braggscope.storage.scan_ids import any_scan_id_above, max_scan_id
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         print(f"catalog of {len(client)} runs built in {time.perf_counter() - t0:.1f} s")
         cases = {"walk every run (baseline)": lambda: _walk(client),
                  "max_scan_id (count queries)": lambda: max_scan_id(client),
-                 "session start, counter current (1 query)": lambda: _any_above(client, args.runs),
+                 "session start, counter current (1 query)": lambda: any_scan_id_above(client, args.runs),
                  "open_catalog's dead-writer query": lambda: close_dead_writer_runs(client)}
         best = {name: float("inf") for name in cases}
         results = {}

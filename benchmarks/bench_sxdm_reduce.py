@@ -214,15 +214,15 @@ def main(argv=None):
             xsocs = None
         use_xsocs = xsocs is not None and not args.no_xsocs
         if use_xsocs:
-            from braggscope.analysis.readers import read_xsocs, reduce_run
+            from braggscope.analysis.readers import read_xsocs
+            from braggscope.analysis.sxdm import reduce_map
 
             master = write_xsocs_copy(path, tmpdir, eta, delta, shape)
 
             def ours_xsocs_files():
                 t0 = time.perf_counter()
-                frames, meta = read_xsocs(master)
-                results["ours_x"] = reduce_run(frames, meta, num_workers=args.workers, progress=False, median=1)
-                return {"braggscope read_xsocs + reduce_run (no median), XSOCS files": time.perf_counter() - t0}
+                results["ours_x"] = reduce_map(read_xsocs(master), num_workers=args.workers, progress=False, median=1)
+                return {"braggscope read_xsocs + reduce_map (no median), XSOCS files": time.perf_counter() - t0}
 
             def xsocs_run():
                 t_conv, t_fit, results["xsocs"] = run_xsocs(master, tmpdir, args.workers)

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import MapStack
 from braggscope.core.geometry import (Geometry, bragg_angle, oversampling_detector, rocking_step,
                                  wavelength)
 
@@ -240,7 +242,7 @@ class SimulatedBeamline:
         energy_kev : float, optional
         exposure_s : float
         crop : (row0, row1, col0, col1), optional
-            Keep only this detector region (``meta["cch"]`` is shifted to match).
+            Keep only this detector region (the setup's ``cch`` is shifted to match).
         eccentricity : EccentricityModel, optional
             A correction applied as a plan would: the piezo goes to
             ``raster + offset(eta)``. None: no correction (the crystal slides).
@@ -251,11 +253,10 @@ class SimulatedBeamline:
 
         Returns
         -------
-        frames : ndarray (n_eta, ny, nx, rows, cols), uint32
-        meta : dict
-            Start-document-like keys: ``energy_kev``, ``distance_m``, ``pixel_m``,
-            ``cch``, ``detector_shape``, ``delta``, ``nu``, ``phi``, ``eta``,
-            ``x``, ``y``, ``shape``, ``eccentricity``, ``sample``.
+        MapStack
+            Frames ``(n_eta, ny, nx, rows, cols)`` uint32 in memory, the setup of the (cropped)
+            detector, ``x``/``y`` the raster, ``eccentricity`` the correction applied and
+            ``metadata["sample"]`` the sample's description.
         """
         x = np.atleast_1d(np.asarray(x_um, dtype=float))
         y = np.atleast_1d(np.asarray(y_um, dtype=float))
@@ -291,13 +292,11 @@ class SimulatedBeamline:
                     bar.update(1)
         if bar is not None:
             bar.close()
-        meta = {"energy_kev": e, "distance_m": self.distance_m, "pixel_m": self.pixel_m,
-                "cch": [self.cch[0] - r0, self.cch[1] - c0], "detector_shape": [r1 - r0, c1 - c0],
-                "delta": delta, "nu": float(nu), "phi": float(phi), "eta": etas.tolist(),
-                "x": x.tolist(), "y": y.tolist(), "shape": [etas.size, y.size, x.size],
-                "eccentricity": None if eccentricity is None else eccentricity.to_dict(),
-                "sample": self.sample.to_dict()}
-        return frames, meta
+        setup = ScanSetup(e, self.distance_m, self.pixel_m, (self.cch[0] - r0, self.cch[1] - c0),
+                          (r1 - r0, c1 - c0), delta, float(nu), float(phi))
+        return MapStack(frames, etas, setup, source=f"simulated {self.sample.name}",
+                        metadata={"sample": self.sample.to_dict()}, x=x, y=y,
+                        eccentricity=None if eccentricity is None else eccentricity.to_dict())
 
     def apparent_center(self, eta) -> tuple[float, float]:
         """Piezo position (um) where the sample's centre appears at ``eta`` (deg)."""

@@ -1,7 +1,7 @@
 """``bcdi_rocking`` plan -> embedded Tiled catalog -> ``storage.rocking_stack`` -> reconstruction.
 
 Frames are the test suite's independent synthetic crystal (tests/test_bcdi_helpers.py),
-served by an in-process HDF5 detector as the eta motor rocks; checks the (frames, meta)
+served by an in-process HDF5 detector as the eta motor rocks; checks the stack
 pair input and ``braggscope reduce bcdi <run id>``.
 """
 
@@ -19,6 +19,7 @@ from bluesky import RunEngine  # noqa: E402
 from braggscope import storage  # noqa: E402
 from braggscope.analysis.bcdi.preprocess import prepare  # noqa: E402
 from braggscope.core.config import load_config, save_config  # noqa: E402
+from braggscope.core.setup import ScanSetup  # noqa: E402
 from braggscope.plans import bcdi_rocking  # noqa: E402
 from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis  # noqa: E402
 from tests.test_bcdi_helpers import PAPER, far_field, paper_meta, synthetic_crystal  # noqa: E402
@@ -43,10 +44,10 @@ def catalog_run(tmp_path_factory):
     RE = RunEngine(call_returns_result=True)
     storage.subscribe_writer(RE, client)
     n = intensity.shape[0]
+    setup = ScanSetup(energy_kev=PAPER["energy_kev"], distance_m=PAPER["distance_m"], pixel_m=PAPER["pixel_m"],
+                      cch=meta["cch"], detector_shape=intensity.shape[1:], delta=meta["delta"])
     uid = RE(bcdi_rocking([det], eta, float(np.mean(meta["eta"])), size_m=800e-9, d_spacing=PAPER["d_spacing"],
-                          energy_kev=PAPER["energy_kev"], distance_m=PAPER["distance_m"], pixel_m=PAPER["pixel_m"],
-                          step_deg=PAPER["step_deg"], eta_range=(n - 1) * PAPER["step_deg"], cch=meta["cch"],
-                          detector_shape=intensity.shape[1:], delta=meta["delta"], nu=0.0, phi=0.0,
+                          setup=setup, step_deg=PAPER["step_deg"], eta_range=(n - 1) * PAPER["step_deg"],
                           sample="bcdi-test-crystal")).run_start_uids[0]
     cfg_path = root / "beamline.toml"
     save_config(cfg, cfg_path)
@@ -54,11 +55,10 @@ def catalog_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_rocking_stack_pair_is_accepted(catalog_run):
+def test_rocking_stack_is_accepted(catalog_run):
     client, uid, intensity, meta, _ = catalog_run
     run = storage.load_run(client, uid)
-    frames, md = storage.rocking_stack(run)
-    d_pair = prepare((np.asarray(frames), md), shape=(None, 64, 64), background=None)
+    d_pair = prepare(storage.rocking_stack(run), shape=(None, 64, 64), background=None)
     d_run = prepare(run, shape=(None, 64, 64), background=None)  # storage imported lazily
     d_ref = prepare(intensity, meta, shape=(None, 64, 64), background=None)
     np.testing.assert_array_equal(d_pair.intensity, d_ref.intensity)

@@ -13,8 +13,8 @@ from ophyd.sim import det, motor
 from braggscope import storage
 from braggscope.core.config import load_config
 from braggscope.core.errors import ArgumentError, UserError
-from braggscope.storage.runs import (AmbiguousRunError, RunNotFound, Runs, ScanIdCounter, install_scan_ids,
-                                  lookup_text, max_scan_id)
+from braggscope.storage.runs import AmbiguousRunError, RunNotFound, Runs, load_run_from_text
+from braggscope.storage.scan_ids import ScanIdCounter, install_scan_ids, max_scan_id
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +110,9 @@ def test_a_shared_scan_id_is_refused_with_the_uids(catalog):
     assert isinstance(err.value, UserError) and "\n" not in message
     assert uids["first"] in message and uids["old"] in message and "scan id 1 names 2 runs" in message
     with pytest.raises(AmbiguousRunError):
-        lookup_text(client, "1")  # what `braggscope reduce bcdi 1` resolves
-    assert lookup_text(client, "2").metadata["start"]["uid"] == uids["scan"]
-    assert lookup_text(client, "-1").metadata["start"]["uid"] == uids["old"]
+        load_run_from_text(client, "1")  # what `braggscope reduce bcdi 1` resolves
+    assert load_run_from_text(client, "2").metadata["start"]["uid"] == uids["scan"]
+    assert load_run_from_text(client, "-1").metadata["start"]["uid"] == uids["old"]
 
 
 def test_search_by_plan_sample_and_date(catalog):
@@ -135,7 +135,7 @@ def test_search_by_plan_sample_and_date(catalog):
 
 COUNTER = """
 import sys
-from braggscope.storage.runs import ScanIdCounter
+from braggscope.storage.scan_ids import ScanIdCounter
 counter = ScanIdCounter(sys.argv[1])
 print(" ".join(str(counter({})) for _ in range(40)))
 """

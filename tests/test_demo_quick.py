@@ -39,9 +39,9 @@ def test_demo_sxdm_quick_inprocess(cfg, tmp_path):
     assert summary["calibration_accepted"], summary["calibration_verdict"]
     assert summary["calibration"]["extra"]["signal"] == "fluorescence"
     client = storage.open_catalog(cfg)
-    frames, meta = storage.sxdm_stack(storage.load_run(client, summary["uid"]))
-    assert frames.shape == (5, 6, 8, 128, 128) and meta["sample"] == "nmc622"
-    assert meta["eccentricity"]["x"] == summary["calibration"]["x"]  # the main map followed it
+    stack = storage.sxdm_stack(storage.load_run(client, summary["uid"]))
+    assert stack.frames.shape == (5, 6, 8, 128, 128) and stack.metadata["sample"] == "nmc622"
+    assert stack.eccentricity["x"] == summary["calibration"]["x"]  # the main map followed it
     if "maps" in summary:  # the SXDM reduction is present: its figures were written
         assert summary["figures"] and all((out / p).exists() or p for p in summary["figures"])
         assert np.isfinite(np.asarray(summary["maps"]["intensity"])).any()
@@ -69,8 +69,7 @@ def test_session_namespace_inprocess(cfg):
         uid = RE(ns["sxdm_map"]([ns["detector"]], ns["pix"], (49, 51, 3), ns["piy"], (49, 51, 2), ns["eta"],
                                 [9.0, 9.05], sample="session-test")).run_start_uids[0]
         run = ns["load_run"](ns["catalog"], uid)
-        frames, _ = ns["sxdm_stack"](run)
-        assert frames.shape[:3] == (2, 2, 3)
+        assert ns["sxdm_stack"](run).shape == (2, 2, 3)
         with pytest.raises(ValueError, match="outside its limits"):
             RE(ns["sxdm_map"]([ns["detector"]], ns["pix"], (99, 101, 3), ns["piy"], (49, 51, 2), ns["eta"], [9.0]))
         assert ns["pix"].position == pytest.approx(49.0)  # the snake ends row 1 at x = 49; no motion since

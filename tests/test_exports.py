@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from braggscope.analysis.bcdi.preprocess import prepare
 from braggscope.analysis.export import pynx_input_from_scan, write_pynx_input, write_xsocs
 from braggscope.analysis.nexus import read_configuration
+from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import MapStack
 from tests.test_bcdi_helpers import far_field, paper_meta, synthetic_crystal
 
 
@@ -61,17 +64,16 @@ def sxdm():
     from tests.test_sxdm_model import forward_stack
 
     t = forward_stack(ny=4, nx=5, n_eta=7, drift_px=0.0, seed=11)
-    meta = {"energy_kev": t.energy_kev, "distance_m": t.distance_m, "pixel_m": t.pixel_m, "cch": list(t.cch),
-            "eta": list(t.eta), "delta": t.delta, "nu": t.nu, "phi": 0.0, "x": t.x_um, "y": t.y_um}
-    return t, meta
+    setup = ScanSetup(t.energy_kev, t.distance_m, t.pixel_m, t.cch, t.frames.shape[-2:], t.delta, t.nu)
+    return t, MapStack(t.frames, t.eta, setup, x=t.x_um, y=t.y_um)
 
 
 def test_xsocs_export_reads_back_in_xsocs_and_braggscope(tmp_path, sxdm):
     xsocs_h5 = pytest.importorskip("xsocs.io.XsocsH5")
     from braggscope.analysis.readers import read_xsocs
 
-    t, meta = sxdm
-    master = write_xsocs(tmp_path / "xs", t.frames, meta)
+    t, stack = sxdm
+    master = write_xsocs(tmp_path / "xs", stack)
     h5 = xsocs_h5.XsocsH5(str(master))
     entries = h5.entries()
     assert len(entries) == 7
@@ -88,13 +90,12 @@ def test_xsocs_export_reads_back_in_xsocs_and_braggscope(tmp_path, sxdm):
         np.testing.assert_allclose(h5.chan_per_deg(e), [t.distance_m * np.tan(np.radians(1)) / t.pixel_m] * 2)
         with h5.image_dset_ctx(e) as dset:
             np.testing.assert_array_equal(dset[7], t.frames[i].reshape(-1, *t.frames.shape[3:])[7])
-    frames, back = read_xsocs(master)
-    np.testing.assert_array_equal(np.asarray(frames), t.frames)
-    assert back["distance_m"] == pytest.approx(t.distance_m, rel=1e-9) and back["pixel_m"] == pytest.approx(t.pixel_m)
-    with pytest.raises(ValueError, match="eta"):
-        write_xsocs(tmp_path / "bad", t.frames, {**meta, "eta": meta["eta"][:3]})
-    with pytest.raises(ValueError, match="'x'"):
-        write_xsocs(tmp_path / "bad", t.frames, {k: v for k, v in meta.items() if k != "x"})
+    back = read_xsocs(master)
+    np.testing.assert_array_equal(np.asarray(back.frames), t.frames)
+    assert back.setup.distance_m == pytest.approx(t.distance_m, rel=1e-9)
+    assert back.setup.pixel_m == pytest.approx(t.pixel_m)
+    with pytest.raises(ValueError, match="map axes x and y"):
+        write_xsocs(tmp_path / "bad", replace(stack, x=None))
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
@@ -123,8 +124,8 @@ def test_xsocs_converts_the_export_to_q_space_like_braggscope(tmp_path, sxdm):
     from braggscope.analysis.sxdm.reduce import reduce_stack
     from braggscope.core.geometry import Geometry
 
-    t, meta = sxdm
-    master = write_xsocs(tmp_path / "xs", t.frames, meta)
+    t, stack = sxdm
+    master = write_xsocs(tmp_path / "xs", stack)
     with h5py.File(master) as f:
         assert f[f"{next(iter(f))}/measurement/image/data"].dtype == np.int32  # uint32 counts: XSOCS refuses them
     out = tmp_path / "q_xsocs.npy"

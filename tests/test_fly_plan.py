@@ -74,7 +74,7 @@ def _fly(bench, *, snake=False, nx=NX, ny=NY, neta=5, **kwargs):
 
 @pytest.mark.slow
 def test_fly_map_reduces_like_the_step_map(bench, tmp_path):
-    from braggscope.analysis.readers import reduce_run
+    from braggscope.analysis.sxdm import reduce_map
     from braggscope.plans import sxdm_map
 
     d = bench["d"]
@@ -91,15 +91,15 @@ def test_fly_map_reduces_like_the_step_map(bench, tmp_path):
     step_uid = bench["RE"](sxdm_map([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas,
                                     snake=True)).run_start_uids[0]
     run = storage.load_run(bench["client"], fly.run_start_uids[0])
-    frames, meta = storage.sxdm_stack(run)
-    assert frames.shape == (7, NY, NX, 128, 128)
+    stack = storage.sxdm_stack(run)
+    assert stack.frames.shape == (7, NY, NX, 128, 128)
     # captured positions on the commanded grid within the encoder resolution (1 nm)
     res = float(bench["d"]["fly"].stage_.enc_res.get())
-    np.testing.assert_allclose(meta["pix"], np.broadcast_to(np.linspace(*xr), meta["pix"].shape), atol=res + 1e-9)
-    np.testing.assert_allclose(meta["x"], np.linspace(*xr), atol=res + 1e-9)
-    fly_maps = reduce_run(frames, meta, progress=False)
-    step_frames, step_meta = storage.sxdm_stack(storage.load_run(bench["client"], step_uid))
-    step_maps = reduce_run(step_frames, step_meta, progress=False)
+    pix = stack.positions["pix"]
+    np.testing.assert_allclose(pix, np.broadcast_to(np.linspace(*xr), pix.shape), atol=res + 1e-9)
+    np.testing.assert_allclose(stack.x, np.linspace(*xr), atol=res + 1e-9)
+    fly_maps = reduce_map(stack, progress=False)
+    step_maps = reduce_map(storage.sxdm_stack(storage.load_run(bench["client"], step_uid)), progress=False)
     both = fly_maps.mask.values & step_maps.mask.values
     assert both.sum() >= 0.5 * step_maps.mask.values.sum() > 0
     fly_total = float(frames.sum().compute())
@@ -141,8 +141,7 @@ def test_missed_pulse_and_dropped_frame_are_retried(bench):
     for result in (fly, fly2):
         assert result.exit_status == "success"
         run = storage.load_run(bench["client"], result.run_start_uids[0])
-        frames, meta = storage.sxdm_stack(run)
-        assert frames.shape[:3] == (1, 3, NX)
+        assert storage.sxdm_stack(run).shape == (1, 3, NX)
         lines = run["lines"].read()
         assert list(np.asarray(lines["fly_line_accepted"])) == [0, 1, 1, 1]
         assert int(np.asarray(lines["fly_line_attempt"])[1]) == 1
@@ -165,7 +164,7 @@ def _files_accounted_for(bench, uid):
     import h5py
     import hdf5plugin  # noqa: F401
 
-    from braggscope.storage.fly_stream import local_assets
+    from braggscope.storage.sources import local_source
 
     run = storage.load_run(bench["client"], uid)
     lines = run["lines"].read()
@@ -188,11 +187,11 @@ def _files_accounted_for(bench, uid):
         pix_on_file = f["pix"][()]
     assert on_file.shape[0] == frames.sum() and pix_on_file.shape[0] == positions.sum()
     rows = np.concatenate([np.arange(a, a + n) for a, n, ok in zip(first_frame, frames, accepted) if ok])
-    assert [str(p) for p in local_assets(run["primary"]["mpx1x4_image"]).paths] == [image]
+    assert [str(p) for p in local_source(run["primary"]["mpx1x4_image"]).paths] == [image]
     np.testing.assert_array_equal(run["primary"]["mpx1x4_image"].read(), on_file[rows])  # through the catalog
     captured = np.concatenate([np.arange(a, a + n) for a, n, ok in zip(first_position, positions, accepted) if ok])
     np.testing.assert_array_equal(np.asarray(run["primary"]["pix"].read()), pix_on_file[captured])
-    stack, _ = storage.sxdm_stack(run)  # from the files directly
+    stack = storage.sxdm_stack(run).frames  # from the files directly
     np.testing.assert_array_equal(np.asarray(stack).reshape(on_file[rows].shape), on_file[rows])
 
 
@@ -252,9 +251,9 @@ def test_pause_between_lines_and_resume(bench):
     finally:
         RE.unsubscribe(token)
     assert result.exit_status == "success"
-    frames, meta = storage.sxdm_stack(storage.load_run(bench["client"], result.run_start_uids[0]))
-    assert frames.shape[:3] == (2, 3, NX)
-    np.testing.assert_allclose(meta["piy"][:, :, 0], np.broadcast_to(np.linspace(*yr)[None, :], (2, 3)), atol=1e-3)
+    stack = storage.sxdm_stack(storage.load_run(bench["client"], result.run_start_uids[0]))
+    assert stack.shape == (2, 3, NX)
+    np.testing.assert_allclose(stack.positions["piy"][:, :, 0], np.broadcast_to(np.linspace(*yr)[None, :], (2, 3)), atol=1e-3)
 
 
 def test_arguments_refused_before_motion(bench):
@@ -387,11 +386,12 @@ def test_kmap_flies_the_sessions_map_with_its_eccentricity(bench):
     start = run.metadata["start"]
     assert start["plan_name"] == "sxdm_fly" and start["shape"] == [2, 2, NX]
     assert EccentricityModel.coerce(start["eccentricity"], "e") == model
-    frames, meta = storage.sxdm_stack(run)
-    assert frames.shape[:3] == (2, 2, NX)
+    stack = storage.sxdm_stack(run)
+    assert stack.shape == (2, 2, NX)
     # every line flown where the model puts the crystal at its angle: captured x less the offset on the grid
     dx, _ = model.offset(np.asarray(etas))
     res = float(d["fly"].stage_.enc_res.get())
-    np.testing.assert_allclose(meta["pix"] - np.asarray(dx)[:, None, None],
-                               np.broadcast_to(np.linspace(*xr), meta["pix"].shape), atol=res + 1e-9)
+    pix = stack.positions["pix"]
+    np.testing.assert_allclose(pix - np.asarray(dx)[:, None, None],
+                               np.broadcast_to(np.linspace(*xr), pix.shape), atol=res + 1e-9)
     assert commands.flyer() is commands.flyer()  # made once

@@ -50,11 +50,12 @@ def test_ioc_sxdm_round_trip_and_schemas(sim_devices, ioc_catalog):
     RE(bps.mv(d["delta"], 18.066, d["eta"], 9.0))
     docs.clear()
     uid = RE(sxdm_map([d["detector"]], d["pix"], (49, 51, 4), d["piy"], (49.5, 50.5, 3), d["eta"], [9.0, 9.03],
-                      sample="nmc622", energy_kev=8.33)).run_start_uids[0]
+                      sample="nmc622")).run_start_uids[0]
     for name, doc in docs:
         schema_validators[DocumentNames(name)].validate(doc)
-    frames, meta = storage.sxdm_stack(storage.load_run(client, uid))
-    assert frames.shape == (2, 3, 4, 512, 512) and meta["exit_status"] == "success"
+    stack = storage.sxdm_stack(storage.load_run(client, uid))
+    frames = stack.frames
+    assert frames.shape == (2, 3, 4, 512, 512) and stack.exit_status == "success"
     resources = [doc for name, doc in docs if name == "resource"]
     (resource,) = resources
     path = Path(resource["root"]) / resource["resource_path"]
@@ -65,10 +66,11 @@ def test_ioc_sxdm_round_trip_and_schemas(sim_devices, ioc_catalog):
     np.testing.assert_array_equal(got[0, 1, ::-1], written[4:8])   # row 1 snaked back
     np.testing.assert_array_equal(got[1, 2], written[20:24])
     # measured positions: the raster, to the motor's precision
-    np.testing.assert_allclose(meta["pix"][0, 0], np.linspace(49, 51, 4), atol=1e-3)
+    np.testing.assert_allclose(stack.positions["pix"][0, 0], np.linspace(49, 51, 4), atol=1e-3)
 
 
 def test_ioc_limits_refused_before_motion(sim_devices):
+    from braggscope.core.errors import ArgumentError
     from braggscope.plans import dry_run, sxdm_map
 
     d = sim_devices
@@ -76,7 +78,7 @@ def test_ioc_limits_refused_before_motion(sim_devices):
     low, high = d["pix"].limits
     assert (low, high) == (0.0, 100.0)  # from the motor record's soft limits over CA
     plan = sxdm_map([d["detector"]], d["pix"], (95, 105, 5), d["piy"], (49, 51, 3), d["eta"], [9.0])
-    with pytest.raises(ValueError, match=r"outside its limits \[0, 100\]"):
+    with pytest.raises(ArgumentError, match=r"outside its limits \[0, 100\]"):
         dry_run(plan)
     assert d["pix"].position == pytest.approx(before)
 
@@ -94,14 +96,19 @@ def test_ioc_dry_run_estimate(sim_devices):
 def test_ioc_bcdi_refuses_undersampling(sim_devices):
     from braggscope.plans import bcdi_rocking
 
+    from braggscope.core.errors import ArgumentError
+
     d = sim_devices
-    before = d["eta"].position
-    with pytest.raises(ValueError, match="step_deg"):
+    before, distance = d["eta"].position, d["detector"].distance_m.get()
+    with pytest.raises(ArgumentError, match="step_deg"):
         next(iter(bcdi_rocking([d["detector"]], d["eta"], 21.37, size_m=640e-9, d_spacing=2.0425,
-                               energy_kev=8.33, distance_m=0.71, pixel_m=55e-6, step_deg=0.05)))
-    with pytest.raises(ValueError, match="distance_m >= "):
-        next(iter(bcdi_rocking([d["detector"]], d["eta"], 21.37, size_m=640e-9, d_spacing=2.0425,
-                               energy_kev=8.33, distance_m=0.4, pixel_m=55e-6)))
+                               energy=8.33, step_deg=0.05)))
+    d["detector"].distance_m.put(0.4)  # the detector's configuration: too close for this crystal
+    try:
+        with pytest.raises(ArgumentError, match="distance_m >= "):
+            next(iter(bcdi_rocking([d["detector"]], d["eta"], 21.37, size_m=640e-9, d_spacing=2.0425, energy=8.33)))
+    finally:
+        d["detector"].distance_m.put(distance)
     assert d["eta"].position == pytest.approx(before)
 
 
@@ -241,8 +248,8 @@ def _scenario_drift(out: Path) -> dict:
         cx, cy = sim.apparent_center(drift["eta0"])
         xr, yr = (cx - half, cx + half, n), (cy - half, cy + half, n)
         etas = list(np.linspace(setup["eta"] - 0.05, setup["eta"] + 0.05, 5))
-        model = RE(calibrate_eccentricity([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"], etas,
-                                          figure_path=out / "fit.png")).plan_result.fitted
+        model = RE(calibrate_eccentricity([d["detector"]], d["pix"], xr, d["piy"], yr, d["eta"],
+                                          etas)).plan_result.fitted
         fine = np.linspace(etas[0], etas[-1], 11)
         rel_fit = np.stack(model.offset(fine)) - np.stack(model.offset(fine[0]))[:, None]
         rel_true = np.stack(sim.eccentricity.offset(fine)) - np.stack(sim.eccentricity.offset(fine[0]))[:, None]

@@ -14,8 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
-from braggscope.analysis.readers import (read_bliss, read_bliss_rocking, read_catalog_run, read_stack, read_xsocs,
-                                         reduce_run)
+from braggscope.analysis.readers import read_bliss, read_bliss_rocking, read_catalog_run, read_stack, read_xsocs
+from braggscope.analysis.sxdm import reduce_map
+from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import MapStack
 from braggscope.core.errors import InputError, SourceMissingError, UserError
 
 ENERGY_KEV, DISTANCE_M, PIXEL_M, CCH, DELTA = 8.0, 0.5, 55e-6, (8.0, 8.0), 20.0
@@ -208,9 +210,9 @@ def test_complete_files_read_the_same_through_every_link(tmp_path):
         d = tmp_path / link
         d.mkdir()
         write_bliss_map(d / "m.h5", ref, link=link)
-        frames, meta = read_bliss(d / "m.h5")
-        np.testing.assert_array_equal(np.asarray(frames), ref)
-        assert meta["setup"].cch == CCH and meta["setup"].detector_shape == ref.shape[-2:]
+        stack = read_bliss(d / "m.h5")
+        np.testing.assert_array_equal(np.asarray(stack.frames), ref)
+        assert stack.setup.cch == CCH and stack.setup.detector_shape == ref.shape[-2:]
 
 
 # -- catalog runs ------------------------------------------------------------------------------
@@ -250,8 +252,8 @@ def catalog_run(tmp_path_factory):
 
 def test_catalog_run_names_its_missing_detector_file(catalog_run, tmp_path):
     client, uid, root = catalog_run
-    frames, meta = read_catalog_run(client, uid, kind="sxdm")
-    assert frames.shape == (2, 2, 3, 16, 16)
+    stack = read_catalog_run(client, uid, kind="sxdm")
+    assert stack.frames.shape == (2, 2, 3, 16, 16) and stack.source == f"run {uid}"
     files = sorted((root / "detector").rglob("*.h5"))
     assert files
     hidden = tmp_path / "hidden"
@@ -267,19 +269,22 @@ def test_catalog_run_names_its_missing_detector_file(catalog_run, tmp_path):
             os.replace(src, dst)
 
 
-def test_reduce_run_refuses_bad_frames():
-    meta = {"energy_kev": ENERGY_KEV, "distance_m": DISTANCE_M, "pixel_m": PIXEL_M, "cch": CCH,
-            "detector_shape": [16, 16], "delta": DELTA, "eta": [10.0, 10.05, 10.1, 10.15], "source": "stack"}
+def test_reduce_map_refuses_bad_frames():
+    setup = ScanSetup(ENERGY_KEV, DISTANCE_M, PIXEL_M, CCH, (16, 16), DELTA)
+
+    def stack(frames):
+        return MapStack(frames, [10.0, 10.05, 10.1, 10.15], setup, source="stack")
+
     frames = map_frames().astype(np.float32)
     from braggscope.core.errors import BadDataError
 
     with pytest.raises(BadDataError, match="every frame is zero"):
-        reduce_run(np.zeros_like(frames), meta, progress=False)
+        reduce_map(stack(np.zeros_like(frames)), progress=False)
     bad = frames.copy()
     bad[2, 1, 3, 5, 7] = np.nan
     with pytest.raises(BadDataError, match=r"NaN or infinite.*\(2, 1, 3, 5, 7\)"):
-        reduce_run(bad, meta, progress=False)
+        reduce_map(stack(bad), progress=False)
     with pytest.raises(BadDataError, match="complex"):
-        reduce_run(frames.astype(np.complex64), meta, progress=False)
+        reduce_map(stack(frames.astype(np.complex64)), progress=False)
     with pytest.raises(BadDataError, match="negative"):
-        reduce_run(frames - 5.0, meta, progress=False)
+        reduce_map(stack(frames - 5.0), progress=False)

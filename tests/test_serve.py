@@ -135,8 +135,7 @@ def _run_a_map_through_the_queue(tmp_path, with_live):
     uid = result["run_uids"][0]
     run = storage.load_run(storage.open_catalog(effective), uid)  # over HTTP, with the key
     assert run.metadata["stop"]["num_events"]["primary"] == 4 * 3 * 2
-    frames, _ = storage.sxdm_stack(run)
-    assert frames.shape[:3] == (2, 3, 4)
+    assert storage.sxdm_stack(run).shape == (2, 3, 4)
     if with_live:
         out = effective.expand_path("storage.data_dir") / "live"
         deadline = time.monotonic() + 120

@@ -49,10 +49,10 @@ def operator(tmp_path_factory):
     ns["__cleanup__"]()
 
 
-def _demo_path_maps(cfg, frames, meta, delta):
+def _demo_path_maps(cfg, stack, delta):
     """The demo's reduction: reduce_stack with an explicit Geometry (from the configuration) and the CLI's defaults."""
     geometry = Geometry(cfg["energy.energy_kev"], cfg["detector.distance_m"], cfg["detector.pixel_m"], CCH)
-    return reduce_stack(frames, meta["eta"], geometry, delta, 0.0, 0.0, x=meta["x"], y=meta["y"], threshold=0.2,
+    return reduce_stack(stack.frames, stack.eta, geometry, delta, 0.0, 0.0, x=stack.x, y=stack.y, threshold=0.2,
                         background="constant", median=2, fit="com", progress=False)
 
 
@@ -84,8 +84,7 @@ def test_plain_sxdm_map_in_the_session_reduces_with_the_cli(operator, tmp_path, 
     assert setup.cch == CCH and setup.detector_shape == SHAPE and setup.image_field == "mpx1x4_image"
 
     maps = _reduce_with_cli(path, run.metadata["start"]["scan_id"], tmp_path / "m.h5", capsys)
-    frames, meta = storage.sxdm_stack(run)
-    _assert_same_maps(maps, _demo_path_maps(cfg, frames, meta, bragg["delta"]))
+    _assert_same_maps(maps, _demo_path_maps(cfg, storage.sxdm_stack(run), bragg["delta"]))
 
 
 @pytest.mark.slow
@@ -96,14 +95,15 @@ def test_plain_grid_scan_in_the_session_reduces_with_the_cli(operator, tmp_path,
     result = ns["RE"](ns["bp"].grid_scan([ns["detector"]], ns["eta"], e0, e1, 4, ns["piy"], cy - 0.4, cy + 0.4, 3,
                                          ns["pix"], cx - 0.6, cx + 0.6, 4, snake_axes=[ns["pix"]]))
     run = storage.load_run(ns["catalog"], result.run_start_uids[0])
-    frames, meta = storage.sxdm_stack(run)
+    stack = storage.sxdm_stack(run)
     # the raster order is right: the measured positions of each reordered point are the nominal grid
-    np.testing.assert_allclose(meta["pix"], np.broadcast_to(meta["x"], meta["pix"].shape), atol=1e-9)
-    np.testing.assert_allclose(meta["piy"], np.broadcast_to(meta["y"][:, None], meta["piy"].shape), atol=1e-9)
-    np.testing.assert_allclose(meta["eta"], np.linspace(e0, e1, 4))
+    pix, piy = stack.positions["pix"], stack.positions["piy"]
+    np.testing.assert_allclose(pix, np.broadcast_to(stack.x, pix.shape), atol=1e-9)
+    np.testing.assert_allclose(piy, np.broadcast_to(stack.y[:, None], piy.shape), atol=1e-9)
+    np.testing.assert_allclose(stack.eta, np.linspace(e0, e1, 4))
 
     maps = _reduce_with_cli(path, run.metadata["start"]["scan_id"], tmp_path / "g.h5", capsys)
-    _assert_same_maps(maps, _demo_path_maps(cfg, frames, meta, bragg["delta"]))
+    _assert_same_maps(maps, _demo_path_maps(cfg, stack, bragg["delta"]))
 
 
 def test_count_records_the_setup(operator):

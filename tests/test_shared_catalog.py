@@ -57,7 +57,8 @@ from bluesky.plans import count
 from ophyd.sim import det
 from braggscope import storage
 from braggscope.core.config import load_config
-from braggscope.storage.runs import Runs, install_scan_ids
+from braggscope.storage.runs import Runs
+from braggscope.storage.scan_ids import install_scan_ids
 
 cfg = load_config(sys.argv[1])
 client = storage.open_catalog(cfg)
@@ -86,7 +87,8 @@ def test_two_processes_share_the_catalog_and_scan_ids(server_cfg):
     from bluesky.plans import count
     from ophyd.sim import det
 
-    from braggscope.storage.runs import Runs, install_scan_ids
+    from braggscope.storage.runs import Runs
+    from braggscope.storage.scan_ids import install_scan_ids
 
     cfg, path = server_cfg
     client = storage.open_catalog(cfg)

@@ -315,19 +315,20 @@ def test_sxdm_stack_layout_crop_and_correction():
     ys = 50 + np.arange(-0.5, 0.51, 0.25)
     etas = theta + np.array([-0.6, 0.6])
     crop = (200, 312, 190, 330)
-    frames, meta = bl.sxdm_stack(xs, ys, etas, crop=crop)
+    stack = bl.sxdm_stack(xs, ys, etas, crop=crop)
+    frames = stack.frames
     assert frames.shape == (2, ys.size, xs.size, 112, 140) and frames.dtype == np.uint32
-    assert meta["cch"] == [56.0, 66.0] and meta["shape"] == [2, ys.size, xs.size]
+    assert stack.setup.cch == (56.0, 66.0) and stack.shape == (2, ys.size, xs.size)
     inten = frames.sum(axis=(3, 4)).astype(float)
     com_x = (inten.sum(1) * xs).sum(1) / inten.sum((1, 2))
     # uncorrected: the crystal slides by 1 um/deg * 1.2 deg between the two maps
     assert com_x[1] - com_x[0] == pytest.approx(1.2, abs=0.1)
     from braggscope.core.eccentricity import EccentricityModel
-    frames_c, meta_c = bl.sxdm_stack(xs, ys, etas, crop=crop, eccentricity=EccentricityModel.from_dict(truth_drift))
-    inten = frames_c.sum(axis=(3, 4)).astype(float)
+    corrected = bl.sxdm_stack(xs, ys, etas, crop=crop, eccentricity=EccentricityModel.from_dict(truth_drift))
+    inten = corrected.frames.sum(axis=(3, 4)).astype(float)
     com_c = (inten.sum(1) * xs).sum(1) / inten.sum((1, 2))
     assert abs(com_c[1] - com_c[0]) < 0.05
-    assert meta_c["eccentricity"]["x"] == [1.0, 0.0]
+    assert corrected.eccentricity["x"] == [1.0, 0.0]
     with pytest.raises(ValueError, match="crop"):
         bl.sxdm_stack(xs, ys, etas, crop=(0, 600, 0, 10))
     with pytest.raises(ValueError, match="max_bytes"):

@@ -13,6 +13,7 @@ from event_model import DocumentNames, schema_validators
 from braggscope import storage
 from braggscope.core.config import load_config
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.setup import ScanSetup
 from braggscope.plans import bcdi_rocking, sxdm_map
 from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 
@@ -73,8 +74,8 @@ def test_sxdm_round_trip_and_schemas(setup):
     model = EccentricityModel(eta0=10.0, x=(0.5, 0.0), y=(-0.25, 0.0))
     etas = [9.5, 10.0, 10.5]
     uid = RE(sxdm_map([d.det], d.pix, (10, 14, 5), d.piy, (20, 23, 4), d.eta, etas, eccentricity=model,
-                      sample="toy", energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, cch=(8, 12),
-                      detector_shape=SHAPE, delta=18.0, nu=0.0, phi=0.0)).run_start_uids[0]
+                      sample="toy", setup=ScanSetup(energy_kev=8.33, distance_m=0.5, pixel_m=55e-6, cch=(8, 12),
+                                                    detector_shape=SHAPE, delta=18.0))).run_start_uids[0]
     # every document validates against event-model's schemas
     names = set()
     for name, doc in docs:
@@ -82,7 +83,8 @@ def test_sxdm_round_trip_and_schemas(setup):
         names.add(name)
     assert {"start", "descriptor", "resource", "datum", "event", "stop"} <= names
     run = storage.load_run(client, uid)
-    frames, meta = storage.sxdm_stack(run)
+    stack = storage.sxdm_stack(run)
+    frames = stack.frames
     assert frames.shape == (3, 4, 5) + SHAPE and frames.dtype == np.uint32
     written = _file_frames(d.det)
     got = frames.compute()
@@ -97,10 +99,11 @@ def test_sxdm_round_trip_and_schemas(setup):
     # identical to what the detector wrote, frame by frame (snake: row 1 reversed)
     np.testing.assert_array_equal(got[0, 0], written[:5])
     np.testing.assert_array_equal(got[0, 1, ::-1], written[5:10])
-    assert meta["setup"].energy_kev == 8.33 and meta["raster"]["snake"] is True
-    assert meta["eccentricity"]["x"] == [0.5, 0.0] and meta["sample"] == "toy"
-    assert meta["detector"] == "mpx1x4" and meta["setup"].cch == (8.0, 12.0) and meta["exit_status"] == "success"
-    np.testing.assert_allclose(meta["pix"][1, 2], np.linspace(10, 14, 5) + 0.0)
+    assert stack.setup.energy_kev == 8.33 and stack.metadata["raster"]["snake"] is True
+    assert stack.eccentricity["x"] == [0.5, 0.0] and stack.metadata["sample"] == "toy"
+    assert stack.setup.detector == "mpx1x4" and stack.setup.cch == (8.0, 12.0) and stack.exit_status == "success"
+    assert stack.source == f"run {uid}" and (stack.fast, stack.slow) == ("pix", "piy")
+    np.testing.assert_allclose(stack.positions["pix"][1, 2], np.linspace(10, 14, 5) + 0.0)
     assert [r.metadata["start"]["uid"] for r in storage.find_runs(client, sample="toy")][0] == uid
     scan_id = run.metadata["start"]["scan_id"]
     assert storage.load_run(client, scan_id).metadata["start"]["uid"] == uid
@@ -110,14 +113,16 @@ def test_sxdm_round_trip_and_schemas(setup):
 
 def test_rocking_round_trip(setup):
     RE, client, d, docs = setup
-    uid = RE(bcdi_rocking([d.det], d.eta, 20.0, size_m=800e-9, d_spacing=2.0425, energy_kev=13.0,
-                          distance_m=1.4, pixel_m=55e-6, eta_range=0.05, reflection=(0, 0, 4))).run_start_uids[0]
-    frames, meta = storage.rocking_stack(storage.load_run(client, uid))
+    d.det.distance_m.put(1.4)  # the detector's configuration (pixel: 55 um by default)
+    uid = RE(bcdi_rocking([d.det], d.eta, 20.0, size_m=800e-9, d_spacing=2.0425, energy=13.0,
+                          eta_range=0.05, reflection=(0, 0, 4))).run_start_uids[0]
+    stack = storage.rocking_stack(storage.load_run(client, uid))
     written = _file_frames(d.det)
-    np.testing.assert_array_equal(frames.compute(), written)
-    assert frames.shape[0] == len(meta["eta"]) == 7
-    np.testing.assert_allclose(meta["eta"], written[:, 0, 2] / 1000, atol=1e-3)
-    assert meta["reflection"] == [0, 0, 4] and meta["oversampling_rocking"] >= 2
+    np.testing.assert_array_equal(stack.frames.compute(), written)
+    assert stack.frames.shape[0] == stack.n_eta == 7
+    np.testing.assert_allclose(stack.eta, written[:, 0, 2] / 1000, atol=1e-3)
+    assert stack.d_spacing == 2.0425 and stack.size_m == 800e-9
+    assert stack.metadata["reflection"] == [0, 0, 4] and stack.metadata["oversampling_rocking"] >= 2
 
 
 def test_failure_mid_scan_keeps_frames(setup):
@@ -173,7 +178,7 @@ def test_pause_resume_loses_nothing(setup):
     RE.resume()
     (run,) = storage.find_runs(client, sample="pause-test")
     assert run.metadata["stop"]["exit_status"] == "success"
-    frames, _ = storage.sxdm_stack(run)
+    frames = storage.sxdm_stack(run).frames
     assert frames.shape[:3] == (2, 4, 5)
     # nothing lost, nothing doubled: each frame still encodes its own raster position
     got = frames.compute()
@@ -199,33 +204,3 @@ def test_abort_keeps_frames_taken(setup):
     descriptors = {doc["uid"] for name, doc in docs if name == "descriptor" and doc["run_start"] == uid}
     emitted = sum(1 for name, doc in docs if name == "event" and doc["descriptor"] in descriptors)
     assert frames.shape[0] == emitted >= 3
-
-
-class _FakeRun:
-    def __init__(self, uid, scan_id, time_):
-        self.metadata = {"start": {"uid": uid, "scan_id": scan_id, "time": time_}}
-
-
-class _FakeCatalog(dict):
-    """The part of a Tiled container ``load_run`` uses: keys, items and an equality search."""
-
-    def search(self, query):
-        field = query.key.split(".")[-1]
-        return _FakeCatalog({k: r for k, r in self.items() if r.metadata["start"].get(field) == query.value})
-
-
-def test_load_run_from_text_scan_id_uid_prefix_and_all_digit_prefix():
-    runs = {"12345678-aaaa": _FakeRun("12345678-aaaa", 7, 1.0),
-            "abcdef01-bbbb": _FakeRun("abcdef01-bbbb", 8, 2.0),
-            "00000042-cccc": _FakeRun("00000042-cccc", 42, 3.0)}
-    client = _FakeCatalog(runs)
-    assert storage.load_run_from_text(client, "8") is runs["abcdef01-bbbb"]        # a scan id
-    assert storage.load_run_from_text(client, "abcdef") is runs["abcdef01-bbbb"]   # a uid prefix
-    # all digits but no run has that scan id: the uid prefix (a CLI got 'no run with scan_id' here)
-    assert storage.load_run_from_text(client, "12345678") is runs["12345678-aaaa"]
-    assert storage.load_run_from_text(client, "42") is runs["00000042-cccc"]       # scan id wins
-    assert storage.load_run_from_text(client, "-1") is runs["00000042-cccc"]       # the latest
-    with pytest.raises(KeyError, match="only 3 runs"):
-        storage.load_run_from_text(client, "-4")
-    with pytest.raises(KeyError, match="matches 0 runs"):
-        storage.load_run_from_text(client, "999")

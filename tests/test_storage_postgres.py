@@ -139,7 +139,7 @@ def test_production_round_trip(tiled_server, monkeypatch):
     uid = RE(sxdm_map([det], pix, (0, 2, 3), piy, (0, 1, 2), eta, [1.0, 2.0], sample="pg")).run_start_uids[0]
     run = storage.load_run(client, uid)
     assert run.metadata["stop"]["exit_status"] == "success"
-    frames, meta = storage.sxdm_stack(run)
+    frames = storage.sxdm_stack(run).frames
     with h5py.File(det.last_path, "r") as f:
         written = f["/entry/data/data"][()]
     got = frames.compute()
@@ -192,8 +192,7 @@ def test_a_notebook_reads_the_run_while_it_is_written(tiled_server, monkeypatch)
         watcher.join()
     assert any(0 < n < 200 for n in seen), seen  # partial runs were readable while they were written
     run = storage.load_run(reader, result["r"].run_start_uids[0])
-    frames, _ = storage.sxdm_stack(run)
-    assert frames.shape[:3] == (2, 10, 10)
+    assert storage.sxdm_stack(run).shape == (2, 10, 10)
 
 
 def test_reduce_cli_sends_the_reduction_to_the_configured_dask_cluster(tiled_server, monkeypatch, tmp_path):
@@ -274,7 +273,7 @@ def test_killing_the_catalog_server_mid_scan_loses_no_event(tiled_server, monkey
     n_points = 2 * 10 * 12
     assert run.metadata["stop"]["num_events"]["primary"] == n_points
     assert len(run["primary"].read(variables=["pix"])["pix"]) == n_points  # every event row is there
-    frames, _ = storage.sxdm_stack(run)
+    frames = storage.sxdm_stack(run).frames
     with h5py.File(devices["mpx1x4"].last_path, "r") as f:
         written = f["/entry/data/data"][()]
     np.testing.assert_array_equal(frames[1, 9, ::-1].compute(), written[-12:])  # the last row, snake undone

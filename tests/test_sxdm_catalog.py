@@ -15,10 +15,11 @@ pytest.importorskip("tiled")
 from bluesky import RunEngine
 
 from braggscope import storage
-from braggscope.analysis.readers import reduce_run
+from braggscope.analysis.sxdm import reduce_map
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.core.config import load_config, save_config
 from braggscope.core.geometry import Geometry
+from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
 from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 from tests.test_sxdm_model import forward_stack
@@ -47,9 +48,9 @@ def run_and_truth(tmp_path_factory):
     RE = RunEngine(call_returns_result=True)
     storage.subscribe_writer(RE, client)
     uid = RE(sxdm_map([det], pix, (x0, x0 + 4 * step, 5), piy, (y0, y0 + 3 * step, 4), eta, list(t.eta),
-                      snake=True, sample="sxdm-reduction-test", energy_kev=t.energy_kev,
-                      distance_m=t.distance_m, pixel_m=t.pixel_m, cch=t.cch, detector_shape=(48, 48),
-                      delta=t.delta, nu=t.nu, phi=0.0)).run_start_uids[0]
+                      snake=True, sample="sxdm-reduction-test",
+                      setup=ScanSetup(energy_kev=t.energy_kev, distance_m=t.distance_m, pixel_m=t.pixel_m, cch=t.cch,
+                                      detector_shape=(48, 48), delta=t.delta, nu=t.nu, phi=0.0))).run_start_uids[0]
     cfg_path = root / "beamline.toml"
     save_config(cfg, cfg_path)
     return client, uid, t, cfg_path
@@ -57,9 +58,9 @@ def run_and_truth(tmp_path_factory):
 
 def test_catalog_run_reduces_like_the_numpy_stack(run_and_truth):
     client, uid, t, _ = run_and_truth
-    frames, meta = storage.sxdm_stack(storage.load_run(client, uid))
-    assert frames.shape == t.frames.shape
-    maps = reduce_run(frames, meta, progress=False)
+    stack = storage.sxdm_stack(storage.load_run(client, uid))
+    assert stack.frames.shape == t.frames.shape
+    maps = reduce_map(stack, progress=False)
     ref = reduce_stack(t.frames, t.eta, Geometry(t.energy_kev, t.distance_m, t.pixel_m, t.cch),
                        t.delta, t.nu, progress=False)
     np.testing.assert_array_equal(maps.mask.values, ref.mask.values)

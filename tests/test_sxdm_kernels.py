@@ -14,6 +14,7 @@ import pytest
 from braggscope.analysis.sxdm import kernels as sxdm_kernels
 from braggscope.analysis.sxdm import reduce as sxdm
 from braggscope.analysis.sxdm.blocks import reduce_block
+from braggscope.analysis.sxdm.options import MapOptions
 from braggscope.analysis.sxdm.plan import make_plan
 from braggscope.analysis.sxdm.filters import clipped_background, median_filter_frames
 from braggscope.core.geometry import Geometry, bragg_angle
@@ -35,10 +36,9 @@ def _plan(frames, **kw):
     th = bragg_angle(2.0, ENERGY)
     eta = th + 0.05 * np.arange(frames.shape[0])
     g = Geometry(ENERGY, 0.5, 55e-6, (SHAPE[0] / 2, SHAPE[1] / 2))
-    opts = dict(threshold=0.2, background="constant", noise_sigma=3.0, median=2, pixel_mask=None, monitor=None,
-                roi=None, detector_roi=None, fit="com", x=None, y=None, chunk_mb=64.0)
-    opts.update(kw)
-    return make_plan(frames, eta, g, 2 * th, 0.0, 0.0, **opts)
+    rest = {k: kw.pop(k) for k in ("pixel_mask", "monitor") if k in kw}
+    return make_plan(frames, eta, g, 2 * th, 0.0, 0.0, options=MapOptions(**kw), x=None, y=None, chunk_mb=64.0,
+                     **{"pixel_mask": None, "monitor": None, **rest})
 
 
 def _numpy_twin(plan):

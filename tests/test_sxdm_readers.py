@@ -10,7 +10,10 @@ import pytest
 
 pytest.importorskip("xrayutilities")
 
-from braggscope.analysis.readers import detect_format, read_bliss, read_stack, read_xsocs, reduce_run
+from braggscope.analysis.readers import detect_format, read_bliss, read_stack, read_xsocs
+from braggscope.analysis.sxdm import reduce_map
+from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import MapStack
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.core.geometry import Geometry
 from tests.test_sxdm_model import forward_stack
@@ -113,21 +116,18 @@ def test_all_input_paths_agree(tmp_path, truth):
     xsocs.parent.mkdir()
     write_xsocs(str(xsocs), t)
     assert detect_format(bliss) == "bliss" and detect_format(xsocs) == "xsocs"
-    meta_doc = {"energy_kev": t.energy_kev, "distance_m": t.distance_m, "pixel_m": t.pixel_m,
-                "cch": list(t.cch), "detector_shape": list(t.frames.shape[-2:]), "delta": t.delta, "nu": t.nu,
-                "phi": 0.0, "eta": list(t.eta),
-                "raster": {"fast": "pix", "slow": "piy", "x": [0.0, 2.8, 8], "y": [0.0, 2.0, 6],
-                           "snake": False}}
-    results = {"run": reduce_run(t.frames, meta_doc, progress=False)}
+    setup = ScanSetup(t.energy_kev, t.distance_m, t.pixel_m, t.cch, t.frames.shape[-2:], t.delta, t.nu)
+    in_memory = MapStack(t.frames, t.eta, setup, x=np.linspace(0, 2.8, 8), y=np.linspace(0, 2.0, 6))
+    results = {"run": reduce_map(in_memory, progress=False)}
     for name, path in (("bliss", bliss), ("xsocs", xsocs)):
-        frames, meta = read_stack(path)
-        assert frames.shape == t.frames.shape
-        np.testing.assert_array_equal(np.asarray(frames[3, 2]), t.frames[3, 2])  # snake undone
-        assert meta["energy_kev"] == pytest.approx(t.energy_kev)
-        assert meta["distance_m"] == pytest.approx(t.distance_m, rel=1e-9)
-        np.testing.assert_allclose(meta["eta"], t.eta)
-        np.testing.assert_allclose(meta["x"], t.x_um, atol=0.01)
-        results[name] = reduce_run(frames, meta, progress=False)
+        stack = read_stack(path)
+        assert stack.frames.shape == t.frames.shape and stack.source == str(path)
+        np.testing.assert_array_equal(np.asarray(stack.frames[3, 2]), t.frames[3, 2])  # snake undone
+        assert stack.setup.energy_kev == pytest.approx(t.energy_kev)
+        assert stack.setup.distance_m == pytest.approx(t.distance_m, rel=1e-9)
+        np.testing.assert_allclose(stack.eta, t.eta)
+        np.testing.assert_allclose(stack.x, t.x_um, atol=0.01)
+        results[name] = reduce_map(stack, progress=False)
     for name, maps in results.items():
         np.testing.assert_array_equal(maps.mask.values, ref.mask.values, err_msg=name)
         np.testing.assert_allclose(maps.strain.values, ref.strain.values, atol=1e-3, equal_nan=True,
@@ -142,15 +142,15 @@ def test_bliss_old_positions_plain_dataset_and_pixel_mask(tmp_path, truth):
     mask[:, 0] = True
     path = tmp_path / "old.h5"
     write_bliss(str(path), truth, vds=False, old_positions=True, mask=mask)
-    frames, meta = read_bliss(path)
-    np.testing.assert_array_equal(meta["pixel_mask"], mask)
-    np.testing.assert_array_equal(np.asarray(frames[0, 5, 7]), truth.frames[0, 5, 7])
+    stack = read_bliss(path)
+    np.testing.assert_array_equal(stack.setup.pixel_mask, mask)
+    np.testing.assert_array_equal(np.asarray(stack.frames[0, 5, 7]), truth.frames[0, 5, 7])
     xs = tmp_path / "x" / "m.h5"
     xs.parent.mkdir()
     write_xsocs(str(xs), truth, external=False, pixel_in_file=True, with_scan=False)
-    frames, meta = read_xsocs(xs)
-    assert meta["pixel_m"] == pytest.approx(truth.pixel_m)
-    assert meta["cch"] == pytest.approx(truth.cch)
+    setup = read_xsocs(xs).setup
+    assert setup.pixel_m == pytest.approx(truth.pixel_m)
+    assert setup.cch == pytest.approx(truth.cch)
 
 
 def test_missing_vds_source_raises(tmp_path, truth):
@@ -209,8 +209,8 @@ def test_inconsistent_files_raise_clear_errors(tmp_path, truth):
     with pytest.raises(FileNotFoundError, match="nothere.h5"):
         read_stack(tmp_path / "nothere.h5")
     with pytest.raises(ValueError, match="lacks.*distance_m"):
-        reduce_run(truth.frames, {"energy_kev": 8.0, "eta": list(truth.eta), "pixel_m": 55e-6,
-                                  "cch": [0, 0], "delta": 1.0, "detector_shape": [64, 64]})
+        reduce_map(MapStack(truth.frames, truth.eta, None, metadata={
+            "energy_kev": 8.0, "pixel_m": 55e-6, "cch": [0, 0], "delta": 1.0, "detector_shape": [64, 64]}))
 
 
 def test_xsocs_layout_is_what_xsocs_reads(tmp_path, truth):
@@ -221,18 +221,18 @@ def test_xsocs_layout_is_what_xsocs_reads(tmp_path, truth):
     h5 = xsocs_h5.XsocsH5(str(path))
     entry = h5.entries()[2]
     pos = h5.scan_positions(entry)
-    frames, meta = read_xsocs(path)
-    np.testing.assert_allclose(np.unique(pos.pos_0), meta["x"])  # fast axis: pix
-    np.testing.assert_allclose(np.unique(pos.pos_1), meta["y"])
-    assert h5.positioner(entry, "eta") == pytest.approx(meta["eta"][2])
-    assert h5.beam_energy(entry) == pytest.approx(meta["energy_kev"] * 1000)
-    np.testing.assert_allclose(h5.direct_beam(entry), meta["cch"])
+    stack = read_xsocs(path)
+    np.testing.assert_allclose(np.unique(pos.pos_0), stack.x)  # fast axis: pix
+    np.testing.assert_allclose(np.unique(pos.pos_1), stack.y)
+    assert h5.positioner(entry, "eta") == pytest.approx(stack.eta[2])
+    assert h5.beam_energy(entry) == pytest.approx(stack.setup.energy_kev * 1000)
+    np.testing.assert_allclose(h5.direct_beam(entry), stack.setup.cch)
 
 
 def test_lazy_stack_indexing_matches_numpy(tmp_path, truth):
     path = tmp_path / "snake.h5"
     write_bliss(str(path), truth, vds=False, snake=True)
-    frames, _ = read_bliss(path)
+    frames = read_bliss(path).frames
     ref = truth.frames
     assert frames.shape == ref.shape and frames.dtype == ref.dtype
     for key in [(slice(None), slice(1, 4), slice(2, 7)), (3,), (-1, 2, slice(None), slice(5, 9)),

@@ -9,7 +9,7 @@ import pytest
 
 simulators = pytest.importorskip("braggscope.simulators.beamline")
 
-from braggscope.analysis.readers import reduce_run
+from braggscope.analysis.sxdm import reduce_map
 from braggscope.analysis.sxdm.maps import tilt_angles
 from braggscope.core.config import load_config
 
@@ -23,8 +23,7 @@ def test_nmc622_simulation_reduces_to_its_truth():
     y = np.linspace(cy - ext, cy + ext, 18)
     etas = np.linspace(s["eta_start"], s["eta_stop"], s["eta_num"])
     row, col = (int(v) for v in bl.cch)
-    frames, meta = bl.sxdm_stack(x, y, etas, crop=(row - 40, row + 40, col - 40, col + 40))
-    maps = reduce_run(frames, meta, progress=False)
+    maps = reduce_map(bl.sxdm_stack(x, y, etas, crop=(row - 40, row + 40, col - 40, col + 40)), progress=False)
     truth = bl.sample.truth_maps(x, y)
     mask = maps.mask.values & truth["support"]
     assert mask.sum() >= 0.9 * truth["support"].sum()

@@ -51,7 +51,7 @@ def _parse_ints(text, n, name, allow_none=False):
 
 
 def _source(args):
-    """``(frames, meta)`` of the rocking scan: a BLISS file, or a catalog run, through the shared readers."""
+    """The :class:`~braggscope.core.stacks.RockingStack` of a BLISS file or a catalog run (the shared readers)."""
     from braggscope.analysis.readers import open_catalog_checked, read_bliss_rocking, read_catalog_run
     from braggscope.core.config import load_config
 
@@ -99,12 +99,12 @@ def run(args) -> int:
     from .pipeline import export, reconstruct
 
     shape, binning, recipe = _check_args(args)
-    frames, meta = _source(args)
-    for s, n, axis in zip(shape, np.shape(frames), ("rocking", "rows", "cols")):
+    stack = _source(args)
+    for s, n, axis in zip(shape, np.shape(stack.frames), ("rocking", "rows", "cols")):
         if s is not None and s > n:
             raise ArgumentError(f"--shape {args.shape}: {s} {axis} is more than the scan's {n} "
-                                f"(source {meta.get('source', args.source)})")
-    rec = reconstruct((frames, meta), n_runs=args.runs, seed=args.seed, recipe=recipe, shape=shape,
+                                f"(source {stack.source or args.source})")
+    rec = reconstruct(stack, n_runs=args.runs, seed=args.seed, recipe=recipe, shape=shape,
                       binning=binning, voxel_nm=args.voxel_nm, backend=args.backend, progress=not args.quiet)
     out = Path(args.out)
     with staged_directory(out) as stage:

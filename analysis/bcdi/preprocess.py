@@ -24,6 +24,7 @@ import numpy as np
 
 from braggscope.analysis.readers import check_rocking_frames, read_bliss_rocking
 from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import RockingStack
 
 __all__ = [
     "BCDIData",
@@ -194,13 +195,15 @@ def prepare(
 def as_frames_meta(source, meta=None):
     """Normalise the accepted inputs to ``(frames ndarray (n_eta, rows, cols), meta dict)``."""
     if isinstance(source, (str,)) or hasattr(source, "__fspath__"):
-        source, meta = read_bliss_rocking(source)
+        source = read_bliss_rocking(source)
     elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], dict):
         source, meta = source
-    elif hasattr(source, "metadata") and not isinstance(source, np.ndarray):
+    elif hasattr(source, "metadata") and not isinstance(source, (np.ndarray, RockingStack)):
         from braggscope.storage import rocking_stack  # lazy: storage is optional here
 
-        source, meta = rocking_stack(source)
+        source = rocking_stack(source)
+    if isinstance(source, RockingStack):
+        source, meta = source.frames, _stack_meta(source)
     frames = np.asarray(source)
     if frames.ndim != 3:
         raise ValueError(f"frames must be (n_eta, rows, cols), got shape {frames.shape}")
@@ -214,6 +217,12 @@ def as_frames_meta(source, meta=None):
         meta["detector_shape"] = list(frames.shape[1:])  # a file's flat metadata: the frames say it
     meta["setup"] = ScanSetup.from_start_doc(meta)
     return frames, meta
+
+
+def _stack_meta(stack: RockingStack) -> dict:
+    """A :class:`~braggscope.core.stacks.RockingStack`'s facts as the pipeline's metadata."""
+    return {**stack.metadata, "setup": stack.require_setup(), "eta": stack.eta, "source": stack.source,
+            "size_m": stack.size_m, "d_spacing": stack.d_spacing, "exit_status": stack.exit_status}
 
 
 # -- steps ---------------------------------------------------------------------

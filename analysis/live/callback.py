@@ -35,6 +35,8 @@ run's reduction with one line (:attr:`LiveSXDM.declined` keeps the reason).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
 import threading
 from collections import OrderedDict
@@ -44,11 +46,29 @@ from bluesky.callbacks.core import CallbackBase
 
 from braggscope.analysis.live.frames import FrameResolver
 from braggscope.analysis.live.maps import derive_maps, frame_weights, grid_index, point_index
+from braggscope.analysis.sxdm.options import MapOptions
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.storage.layout import NotAMap, map_layout
 from braggscope.core.setup import ScanSetup
 
 __all__ = ["LiveSXDM", "frame_weights"]
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's controller (made once: it scans the loaded libraries); None without threadpoolctl."""
+    try:  # optional dependency
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """Run the frames' product on this thread alone: it is memory-bound, and the BLAS threads of a
+    multi-threaded product spin on another core for a while after it (seconds of CPU over a fly map,
+    taken from the RunEngine's process). No limit without threadpoolctl."""
+    controller = _blas_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 class LiveSXDM(CallbackBase):
@@ -65,7 +85,9 @@ class LiveSXDM(CallbackBase):
         Mask threshold, fraction of the map maximum (conventions: 0.2).
     background : float
         Constant background (counts per pixel per frame) subtracted from every
-        frame before the sums (linearly: exact, no per-pixel pass).
+        frame before the sums (linearly: exact, no per-pixel pass). The threshold,
+        background and ``detector_roi`` are checked as the offline reduction's
+        (:class:`~braggscope.analysis.sxdm.options.MapOptions`, kept as ``options``).
     clip_background : bool
         If true, subtract ``background`` pixel-wise and clip at zero instead
         (one extra pass over every frame).
@@ -112,29 +134,23 @@ class LiveSXDM(CallbackBase):
                  snake_scope=None, frame_timeout_s=10.0, weight_cache=2, progress=False,
                  detector_roi=None, announce=True):
         super().__init__()
-        if detector_roi is not None:
-            detector_roi = tuple(int(v) for v in detector_roi)
-            if len(detector_roi) != 4 or not (0 <= detector_roi[0] < detector_roi[1]
-                                              and 0 <= detector_roi[2] < detector_roi[3]):
-                raise ValueError(f"detector_roi must be (row0, row1, col0, col1) with 0 <= row0 < row1 "
-                                 f"and 0 <= col0 < col1, got {detector_roi!r}")
-        self.detector_roi = detector_roi
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
-        if not float(background) >= 0.0:
-            raise ValueError(f"background must be >= 0 counts, got {background!r}")
+        if isinstance(background, str):
+            raise ValueError(f"live maps subtract a constant background (counts per pixel per frame), got "
+                             f"{background!r}")
+        self.options = MapOptions(threshold=threshold, background=background, median=1, detector_roi=detector_roi)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if snake_scope not in (None, "run", "map"):
             raise ValueError(f"snake_scope must be None, 'run' or 'map', got {snake_scope!r}")
         if int(weight_cache) < 1:
             raise ValueError(f"weight_cache must be >= 1, got {weight_cache!r}")
+        self.detector_roi = self.options.detector_roi
         self.detector_field = None if detector_field is None else str(detector_field)
         self.field = self.detector_field
         self.stream_name = str(stream_name)
         self.announce = bool(announce)
-        self.threshold = float(threshold)
-        self.background = float(background)
+        self.threshold = self.options.threshold
+        self.background = self.options.background
         self.clip_background = bool(clip_background)
         self.batch_size = int(batch_size)
         self.snake_scope = snake_scope
@@ -392,14 +408,14 @@ class LiveSXDM(CallbackBase):
         stack = np.empty((len(pending), weights.shape[1]), dtype=np.float32)
         for k, p in enumerate(pending):
             stack[k] = p[2][self._window].reshape(-1)  # integer frames cast once, here
-        if self.clip_background and self.background > 0:
+        clipped = self.clip_background and self.background > 0
+        if clipped:
             np.subtract(stack, np.float32(self.background), out=stack)
             np.maximum(stack, 0.0, out=stack)
+        with _one_blas_thread():
             sums = (stack @ weights.T).astype(np.float64)
-        else:
-            sums = (stack @ weights.T).astype(np.float64)
-            if self.background:
-                sums -= self.background * self._weight_totals[i_eta]
+        if self.background and not clipped:
+            sums -= self.background * self._weight_totals[i_eta]
         _, iy, ix = point_index(seq, self.map_shape, self.snake, self._scope)
         for k, p in enumerate(pending):
             if p[3] is not None:  # placed by its captured positions

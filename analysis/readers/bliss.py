@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from braggscope.core.errors import InputError
+from braggscope.core.stacks import RockingStack
 
 from .hdf5 import check_top_links, checked_dataset, first_key, open_hdf5, read_all, scalar
-from .stack import Angles, attach_setup, finish, grid_from_positions
+from .stack import Angles, finish, grid_from_positions, setup_from_fields
 
 __all__ = ["read_bliss", "read_bliss_rocking"]
 
@@ -37,11 +38,11 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
 
     Returns
     -------
-    frames : H5Stack, (n_eta, ny, nx, rows, cols), sorted by eta, raster order
-    meta : dict
-        ``energy_kev``, ``distance_m``, ``pixel_m`` (row, col), ``cch`` (row,
-        col), ``eta`` (deg), ``delta``/``nu``/``phi`` (deg, scalar or per
-        angle), ``x``/``y`` (um), ``raster``, ``pixel_mask``, ``source``.
+    MapStack
+        Frames an :class:`~braggscope.analysis.readers.H5Stack` ``(n_eta, ny, nx, rows, cols)``
+        sorted by eta, in raster order; ``setup`` from the file's calibration and positioners
+        (``delta``/``nu``/``phi`` scalar or one per angle); ``x``/``y`` in um; ``metadata``
+        ``format``, ``scans``.
 
     Raises
     ------
@@ -67,10 +68,9 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
             nus.append(scalar(f, path, f"{pos}/nu", 0.0))
             phis.append(scalar(f, path, f"{pos}/phi", 0.0))
             _add_scan(f, path, scan, detector, angles)
-        meta = {"source": str(path), "format": "bliss", "scans": list(scans), "detector": detector,
-                **_calibration(f, path, scans[0], detector),
-                "x": angles.grid[2], "y": angles.grid[3], "detector_shape": list(angles.frame_shape)}
-        return finish(f, angles, etas, deltas, nus, phis, meta, path)
+        fields = {"format": "bliss", "scans": list(scans), "detector": detector,
+                  **_calibration(f, path, scans[0], detector)}
+        return finish(f, angles, etas, deltas, nus, phis, fields, path)
     except BaseException:
         f.close()
         raise
@@ -138,12 +138,9 @@ def read_bliss_rocking(path, *, scan: str | None = None, detector: str = "mpx1x4
 
     Returns
     -------
-    frames : ndarray (n_eta, rows, cols)
-        Raw counts, read into memory.
-    meta : dict
-        ``energy_kev``, ``distance_m``, ``pixel_m`` (m; one number when square),
-        ``cch`` (row, col), ``eta`` per frame, ``delta``, ``nu``, ``phi``
-        (degrees), ``pixel_mask`` (or None), ``source`` and ``scan``.
+    RockingStack
+        Frames ``(n_eta, rows, cols)`` of raw counts read into memory, ``eta`` per frame,
+        ``setup`` from the file's calibration and positioners, ``metadata`` ``format``, ``scan``.
 
     Raises
     ------
@@ -174,18 +171,12 @@ def read_bliss_rocking(path, *, scan: str | None = None, detector: str = "mpx1x4
         if eta.size != img.shape[0]:
             raise InputError(f"{path}: scan {scan} has {img.shape[0]} frames but {eta.size} eta values "
                              f"({eta_key}; truncated scan?)")
-        cal = _calibration(f, path, scan, detector)
         pos = f"{inst}/positioners"
-        pr, pc = cal["pixel_m"]
-        meta = {**cal, "pixel_m": pc if pr == pc else (pr, pc), "eta": eta,
-                "delta": scalar(f, path, f"{pos}/delta", 0.0), "nu": scalar(f, path, f"{pos}/nu", 0.0),
-                "phi": scalar(f, path, f"{pos}/phi", 0.0), "source": str(path), "scan": scan,
-                "format": "bliss", "detector": detector, "detector_shape": list(img.shape[1:])}
-        if meta["pixel_mask"] is not None and meta["pixel_mask"].shape != img.shape[1:]:
-            raise InputError(f"{path}: pixel_mask is {meta['pixel_mask'].shape}, frames {img.shape[1:]}")
-        attach_setup(meta, img.shape[1:], path, detector)
+        fields = {**_calibration(f, path, scan, detector), "delta": scalar(f, path, f"{pos}/delta", 0.0),
+                  "nu": scalar(f, path, f"{pos}/nu", 0.0), "phi": scalar(f, path, f"{pos}/phi", 0.0)}
+        setup = setup_from_fields(fields, img.shape[1:], path, detector)
         frames = read_all(img, path, key)
-    return frames, meta
+    return RockingStack(frames, eta, setup, source=str(path), metadata={"format": "bliss", "scan": scan})
 
 
 def _entry_key(name):

@@ -10,11 +10,17 @@ readers do; a missing or damaged file is named.
 from __future__ import annotations
 
 import socket
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+from dataclasses import replace
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
 
 from braggscope.core.errors import ConfigError, InputError, ServerUnreachableError, SourceMissingError
 from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import MapStack, RockingStack
+from braggscope.storage import load_run_from_text, open_catalog, rocking_stack, sxdm_stack
+from braggscope.storage.sources import array_source
 
 from .hdf5 import checked_dataset, open_hdf5
 
@@ -29,10 +35,6 @@ def open_catalog_checked(cfg):
     ServerUnreachableError
         ``storage.tiled_uri`` does not answer.
     """
-    import httpx
-
-    from braggscope.storage import open_catalog
-
     uri = (cfg.get("storage.tiled_uri") or "").strip()
     if uri:
         _check_reachable(uri)
@@ -60,8 +62,8 @@ def _check_reachable(uri: str, timeout: float = 3.0) -> None:
                                      f"fix storage.tiled_uri") from None
 
 
-def read_catalog_run(client, text: str, *, kind: str = "sxdm"):
-    """``(frames, meta)`` of the run named by ``text`` (scan id, ``-1``, or uid prefix).
+def read_catalog_run(client, text: str, *, kind: str = "sxdm") -> MapStack | RockingStack:
+    """The stack of the run named by ``text`` (scan id, ``-1``, or uid prefix).
 
     Parameters
     ----------
@@ -70,7 +72,8 @@ def read_catalog_run(client, text: str, *, kind: str = "sxdm"):
     text : str
         As typed on a command line.
     kind : {"sxdm", "bcdi"}
-        ``sxdm_stack`` (5-D lazy stack) or ``rocking_stack`` (frames in memory).
+        A :class:`~braggscope.core.stacks.MapStack` (5-D lazy frames) or a
+        :class:`~braggscope.core.stacks.RockingStack` (frames in memory).
 
     Raises
     ------
@@ -79,45 +82,36 @@ def read_catalog_run(client, text: str, *, kind: str = "sxdm"):
     SourceMissingError
         A detector file of the run is absent (named).
     """
-    from braggscope.storage.runs import lookup_text as load_run_from_text  # a shared scan id is refused
-    from braggscope.storage import rocking_stack, sxdm_stack
-
     if kind not in ("sxdm", "bcdi"):
         raise ValueError(f"kind must be 'sxdm' or 'bcdi', got {kind!r}")
     try:
-        run = load_run_from_text(client, text)
+        run = load_run_from_text(client, text)  # a scan id shared by several runs is refused
     except KeyError:
         raise InputError(f"{text}: no such run in the catalog (give a scan id, -1 for the latest, a uid prefix, "
                          f"or an HDF5 file that exists)") from None
     uid = run.metadata["start"].get("uid", text)
     check_run_sources(run, ScanSetup.from_run(run).image_field, name=f"run {uid}")
     try:
-        frames, meta = (sxdm_stack if kind == "sxdm" else rocking_stack)(run)
+        stack = (sxdm_stack if kind == "sxdm" else rocking_stack)(run)
     except ValueError as exc:  # not a map / not a rocking scan / incomplete: the run, not the code
         raise InputError(f"run {uid}: {exc}") from None
     if kind == "bcdi":
-        frames = frames.compute() if hasattr(frames, "compute") else frames
-    meta.setdefault("source", f"run {uid}")
-    return frames, meta
+        stack = replace(stack, frames=np.asarray(stack.frames))
+    return stack
 
 
 def check_run_sources(run, field: str, *, name: str = "run") -> None:
     """Every HDF5 file holding ``run["primary"][field]`` exists and is complete (with its own sources)."""
     try:
-        node = run["primary"][field]
-        sources = node.include_data_sources().data_sources()
+        source = array_source(run["primary"][field])
     except (KeyError, AttributeError):
-        return  # no such field, or a server that does not list sources: the stack reader says what is missing
-    for source in sources:
-        if getattr(source, "mimetype", None) != "application/x-hdf5":
-            continue
-        dataset = (source.parameters or {}).get("dataset") or "/entry/data/data"
-        for asset in source.assets:
-            uri = urlparse(asset.data_uri)
-            if uri.scheme != "file":
-                continue
-            path = Path(unquote(uri.path))
-            if not path.is_file():
-                raise SourceMissingError(f"{name}: {field} is stored in {path}, which is missing")
-            with open_hdf5(path, role=f"{field} of {name}") as f:
-                checked_dataset(f, path, dataset)
+        return  # no such field: the stack reader says what is missing
+    if source is None:
+        return  # a server that does not list its sources, or not HDF5
+    for path in source.paths:
+        if path is None:
+            continue  # not a local file URI: read through the catalog
+        if not path.is_file():
+            raise SourceMissingError(f"{name}: {field} is stored in {path}, which is missing")
+        with open_hdf5(path, role=f"{field} of {name}") as f:
+            checked_dataset(f, path, source.dataset)

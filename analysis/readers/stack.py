@@ -4,7 +4,7 @@
 order; :func:`grid_from_positions` recovers the raster (and the snake) from
 the piezo positions recorded per point; :class:`Angles` collects the
 per-angle datasets and checks they share one raster; :func:`finish` sorts the
-angles and completes the metadata.
+angles and makes the :class:`~braggscope.core.stacks.MapStack`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import numpy as np
 
 from braggscope.core.errors import InputError
 from braggscope.core.setup import ScanSetup, SetupError
+from braggscope.core.stacks import MapStack
 
 from .hdf5 import short_reason
 
-__all__ = ["H5Stack", "Angles", "grid_from_positions", "finish", "attach_setup"]
+__all__ = ["H5Stack", "Angles", "grid_from_positions", "finish", "setup_from_fields"]
 
 
 class H5Stack:
@@ -166,8 +167,12 @@ class Angles:
         self.stacks.append(img)
 
 
-def finish(h5file, angles: Angles, etas, deltas, nus, phis, meta, path):
-    """Sort the angles by eta and complete ``meta``; returns ``(H5Stack, meta)``."""
+def finish(h5file, angles: Angles, etas, deltas, nus, phis, fields: dict, path) -> MapStack:
+    """Sort the angles by eta; the :class:`~braggscope.core.stacks.MapStack` of a file's map.
+
+    ``fields`` holds the file's calibration (``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``,
+    ``pixel_mask``, ``detector``) and what else it says of itself (``format``, ``scans``).
+    """
     order_eta = np.argsort(etas, kind="stable")
     eta = np.asarray(etas)[order_eta]
     if np.any(np.diff(eta) == 0):
@@ -178,25 +183,31 @@ def finish(h5file, angles: Angles, etas, deltas, nus, phis, meta, path):
         v = np.asarray(v, dtype=float)[order_eta]
         return float(v[0]) if np.allclose(v, v[0]) else v
 
-    ny, nx = frames.shape[1:3]
-    meta.update(eta=eta.tolist(), delta=per(deltas), nu=per(nus), phi=per(phis),
-                shape=[len(eta), int(ny), int(nx)],
-                raster={"fast": "pix", "slow": "piy", "snake": False,
-                        "x": [float(meta["x"][0]), float(meta["x"][-1]), int(nx)],
-                        "y": [float(meta["y"][0]), float(meta["y"][-1]), int(ny)]})
-    if meta.get("pixel_mask") is not None and meta["pixel_mask"].shape != tuple(frames.shape[-2:]):
-        raise InputError(f"{path}: pixel_mask is {meta['pixel_mask'].shape}, frames {tuple(frames.shape[-2:])}")
-    attach_setup(meta, frames.shape[-2:], path)
-    return frames, meta
+    fields = dict(fields, delta=per(deltas), nu=per(nus), phi=per(phis))
+    setup = setup_from_fields(fields, frames.shape[-2:], path)
+    metadata = {k: v for k, v in fields.items() if k not in _SETUP_FIELDS}
+    return MapStack(frames, eta, setup, source=str(path), metadata=metadata, x=angles.grid[2], y=angles.grid[3])
 
 
-def attach_setup(meta: dict, frame_shape, path, detector: str = "mpx1x4") -> dict:
-    """Put ``meta["setup"]``, the :class:`~braggscope.core.setup.ScanSetup` of the flat keys a file gave."""
+_SETUP_FIELDS = ("energy_kev", "distance_m", "pixel_m", "cch", "delta", "nu", "phi", "pixel_mask")
+
+
+def setup_from_fields(fields: dict, frame_shape, path, detector: str = "mpx1x4") -> ScanSetup:
+    """The :class:`~braggscope.core.setup.ScanSetup` of the calibration fields a file gave.
+
+    Raises
+    ------
+    InputError
+        A field is missing or out of range (named, with the file).
+    """
+    mask = fields.get("pixel_mask")
+    if mask is not None and mask.shape != tuple(frame_shape):
+        raise InputError(f"{path}: pixel_mask is {mask.shape}, frames {tuple(frame_shape)}")
     try:
-        meta["setup"] = ScanSetup(
-            energy_kev=meta["energy_kev"], distance_m=meta["distance_m"], pixel_m=meta["pixel_m"], cch=meta["cch"],
-            detector_shape=tuple(int(n) for n in frame_shape), delta=meta["delta"], nu=meta.get("nu", 0.0),
-            phi=meta.get("phi", 0.0), detector=meta.get("detector") or detector, pixel_mask=meta.get("pixel_mask"))
+        return ScanSetup(
+            energy_kev=fields["energy_kev"], distance_m=fields["distance_m"], pixel_m=fields["pixel_m"],
+            cch=fields["cch"], detector_shape=tuple(int(n) for n in frame_shape), delta=fields["delta"],
+            nu=fields.get("nu", 0.0), phi=fields.get("phi", 0.0), detector=fields.get("detector") or detector,
+            pixel_mask=mask)
     except SetupError as exc:
         raise InputError(f"{path}: {exc}") from None
-    return meta

@@ -39,7 +39,8 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
 
     Returns
     -------
-    frames, meta : as :func:`~braggscope.analysis.readers.read_bliss`
+    MapStack
+        As :func:`~braggscope.analysis.readers.read_bliss` (``metadata``: ``format``, ``entries``).
 
     Raises
     ------
@@ -62,10 +63,8 @@ def read_xsocs(path, *, pixel_m=55e-6, entries=None):
             deltas.append(scalar(f, path, f"{pos}/del"))
             nus.append(scalar(f, path, f"{pos}/nu", 0.0))
             phis.append(scalar(f, path, f"{pos}/phi", 0.0))
-        meta = {"source": str(path), "format": "xsocs", "entries": list(entries),
-                **_detector(f, path, entries[0], pixel_m),
-                "x": angles.grid[2], "y": angles.grid[3], "detector_shape": list(angles.frame_shape)}
-        return finish(f, angles, etas, deltas, nus, phis, meta, path)
+        fields = {"format": "xsocs", "entries": list(entries), **_detector(f, path, entries[0], pixel_m)}
+        return finish(f, angles, etas, deltas, nus, phis, fields, path)
     except BaseException:
         f.close()
         raise

@@ -70,7 +70,7 @@ def reduce_block(plan: Plan, ys, xs):
         # bad pixels (hot, dead, gaps) must not leak into their neighbours through the median
         raw = raw.astype(np.float32)
         raw[..., ~plan.valid.reshape(nr, nc)] = 0
-    f = median_filter_frames(raw, opt["median"])  # float32 (n_eta, by, bx, nr, nc)
+    f = median_filter_frames(raw, opt.median)  # float32 (n_eta, by, bx, nr, nc)
     del raw
     if plan.monitor is not None:
         f *= plan.monitor[:, ys, xs][..., None, None]
@@ -81,7 +81,7 @@ def reduce_block(plan: Plan, ys, xs):
     eta_int = f.sum(axis=2).reshape(n_eta, by, bx)
     intensity = eta_int.sum(axis=0)
     # weights of the centre of mass: voxels above the noise cut (and > 0)
-    thr = np.float32(opt["noise_sigma"]) * cut if opt["background"] != "none" else np.float32(0)
+    thr = np.float32(opt.noise_sigma) * cut if opt.background != "none" else np.float32(0)
     f *= f > thr
     w = f
     s0 = w.sum(axis=(0, 2))
@@ -97,7 +97,7 @@ def reduce_block(plan: Plan, ys, xs):
 
 def _subtract_background(f, plan: Plan):
     """Subtract the background from ``f`` (n_eta, npx, npix) in place: its level and noise cut per map pixel."""
-    bg = plan.options["background"]
+    bg = plan.options.background
     n_eta, npx, _ = f.shape
     r0, r1, c0, c1 = plan.det_roi
     nr, nc = r1 - r0, c1 - c0
@@ -134,17 +134,17 @@ def _reduce_block_fused(plan: Plan, raw, ys, xs):
     if raw.dtype.kind not in "iuf" or not raw.dtype.isnative:
         raw = raw.astype(np.float32)
     good = plan.valid.reshape(nr, nc).astype(np.float32)
-    size = opt["median"]
+    size = opt.median
     if plan.monitor is None:
         scale = np.ones((n_eta, npx), np.float32)
     else:
         scale = np.ascontiguousarray(plan.monitor[:, ys, xs].reshape(n_eta, npx))
-    bg = opt["background"]
+    bg = opt.background
     fixed = np.nan if bg == "constant" else 0.0 if bg == "none" else float(bg)
     rows = sxdm_kernels.background_rows(n_eta, nr, nc)
     valid_rows = np.tile(good[rows].ravel(), n_eta)
     eta_int, s0, moments, level = sxdm_kernels.reduce_chunk(
-        raw, good, size, scale, fixed, float(opt["noise_sigma"]), rows, valid_rows, plan.inside,
+        raw, good, size, scale, fixed, float(opt.noise_sigma), rows, valid_rows, plan.inside,
         plan.all_inside, plan.dq)
     eta_int = eta_int.reshape(n_eta, by, bx)
     return dict(s0=s0.reshape(by, bx), s1=moments[:, :3].reshape(by, bx, 3),

@@ -2,16 +2,28 @@
 
 The source is an ID01 BLISS HDF5 file, an XSOCS master file, or a run of the
 catalog (scan id or uid, opened with the configuration of ``braggscope
---config``; ``braggscope.storage`` is imported only then).
+--config``).
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from braggscope.analysis.readers import CheckedStack, open_catalog_checked, read_catalog_run, read_stack
+from braggscope.analysis.sxdm.drift import register_drift
+from braggscope.analysis.sxdm.figures import save_figures
+from braggscope.analysis.sxdm.files import save_maps
+from braggscope.analysis.sxdm.grid import grid_pixel_peak
+from braggscope.analysis.sxdm.reduce import integrate_eta_maps
+from braggscope.analysis.sxdm.stack import reduce_map
 from braggscope.core.atomic import atomic_path, staged_directory
+from braggscope.core.config import load_config
 from braggscope.core.errors import ArgumentError, SourceMissingError
+from braggscope.core.stacks import MapStack
 
 
 def add_parser(subparsers) -> None:
@@ -81,21 +93,18 @@ def _parse_detector_roi(text):
     return vals
 
 
-def load_source(source, fmt="auto", config=None):
-    """``(frames, meta)`` from a BLISS/XSOCS file, or from a catalog run (scan id or uid).
+def load_source(source, fmt="auto", config=None) -> MapStack:
+    """The :class:`~braggscope.core.stacks.MapStack` of a BLISS/XSOCS file, or of a catalog run
+    (scan id or uid).
 
     Both go through :mod:`braggscope.analysis.readers`, which checks every file
     read (sources and links included) and names what is missing or damaged.
     """
-    from braggscope.analysis.readers import open_catalog_checked, read_catalog_run, read_stack
-
     path = Path(source)
     if path.exists() or path.suffix.lower() in (".h5", ".hdf5", ".nxs"):
         if not path.exists():
             raise SourceMissingError(f"{path}: no such file")
         return read_stack(path, format=fmt)
-    from braggscope.core.config import load_config
-
     return read_catalog_run(open_catalog_checked(load_config(config)), source, kind="sxdm")
 
 
@@ -121,8 +130,6 @@ def _check_args(args):
 
 def _scheduler(args) -> str:
     """Where the reduction computes: ``--scheduler``, else ``[analysis] dask_scheduler``, else threads here."""
-    from braggscope.core.config import load_config
-
     address = args.scheduler if args.scheduler is not None else \
         load_config(getattr(args, "config", None)).get("analysis.dask_scheduler", "")
     if not address:
@@ -142,44 +149,36 @@ def run(args) -> int:
     Expected errors are :class:`~braggscope.core.errors.UserError` (the
     ``braggscope`` entry point prints them on one line and exits 2).
     """
-    from braggscope.analysis.readers import CheckedStack, reduce_run
-    from braggscope.core.setup import ScanSetup
-
     opts = _check_args(args)
     scheduler = _scheduler(args)
-    frames, meta = load_source(args.source, args.format, getattr(args, "config", None))
+    stack = load_source(args.source, args.format, getattr(args, "config", None))
     # one check of every block read, for the drift registration, the reduction and the figures
-    frames = CheckedStack(frames, meta.get("source") or args.source,
-                          pixel_mask=ScanSetup.from_start_doc(meta).pixel_mask)
+    stack = replace(stack, frames=CheckedStack(stack.frames, stack.source or args.source,
+                                               pixel_mask=stack.require_setup().pixel_mask))
     progress = not args.quiet
     shifts = None
     if args.drift == "register":
-        from braggscope.analysis.sxdm.drift import register_drift
-        from braggscope.analysis.sxdm.reduce import integrate_eta_maps
-
-        shifts = register_drift(integrate_eta_maps(frames, progress=progress), upsample=args.upsample)
+        shifts = register_drift(integrate_eta_maps(stack.frames, progress=progress), upsample=args.upsample)
         print(f"drift (map pixels, dy dx) per angle: max |shift| = {abs(shifts).max():.2f}")
-    maps = reduce_run(frames, meta, threshold=args.threshold, median=args.median, fit=args.fit,
+    maps = reduce_map(stack, threshold=args.threshold, median=args.median, fit=args.fit,
                       num_workers=args.workers, progress=progress, shifts=shifts, scheduler=scheduler, **opts)
     if shifts is not None:
         maps["drift_shift"] = (("eta", "axis"), shifts, {"units": "map pixels", "long_name": "(dy, dx) applied"})
-    _write(args, maps, frames, meta)
+    _write(args, maps, stack)
     return 0
 
 
-def _write(args, maps, frames, meta):
+def _write(args, maps, stack):
     """Write the maps file and the figures, all or nothing."""
-    from braggscope.analysis.sxdm.files import save_maps
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(out))
+    with contextlib.ExitStack() as outputs:
+        tmp = outputs.enter_context(atomic_path(out))
         save_maps(maps, tmp)
         n_figures = 0
         if args.figures:
-            stage = stack.enter_context(staged_directory(args.figures))
-            n_figures = len(_figures(args, maps, frames, meta, stage))
+            stage = outputs.enter_context(staged_directory(args.figures))
+            n_figures = len(_figures(args, maps, stack, stage))
     n = int(maps.mask.sum())
     print(f"wrote {out}: {maps.sizes['y']} x {maps.sizes['x']} map, {n} pixels in the mask, "
           f"d_mean = {maps.attrs['d_mean']:.5f} A, strain rms = {float(maps.strain.std()):.1f} microstrain")
@@ -187,16 +186,9 @@ def _write(args, maps, frames, meta):
         print(f"wrote {n_figures} figures to {args.figures}")
 
 
-def _figures(args, maps, frames, meta, outdir):
-    import numpy as np
-
-    from braggscope.analysis.sxdm.figures import save_figures
-    from braggscope.analysis.sxdm.grid import grid_pixel_peak
-    from braggscope.core.setup import ScanSetup
-
+def _figures(args, maps, stack, outdir):
     # one pixel's Bragg peak in Q (Figure 3B): the brightest map pixel
-    setup = ScanSetup.from_start_doc(meta)
     iy, ix = np.unravel_index(int(np.nanargmax(maps.intensity.values)), maps.intensity.shape)
-    grid = grid_pixel_peak(frames, meta["eta"], setup.geometry(), *setup.angles(len(meta["eta"])),
+    grid = grid_pixel_peak(stack.frames, stack.eta, stack.require_setup().geometry(), *stack.angles(),
                            pixel=(iy, ix), median=args.median)
     return save_figures(maps, outdir, tilt_cap=args.tilt_cap, peak_grid=grid)

@@ -21,7 +21,7 @@ def derive_maps(sums, plan) -> xr.Dataset:
     intensity = sums["intensity"]
     s0 = sums["s0"]
     peak = np.nanmax(intensity) if np.isfinite(intensity).any() else 0.0
-    mask = (intensity >= opt["threshold"] * peak) & (s0 > 0) & (intensity > 0)
+    mask = (intensity >= opt.threshold * peak) & (s0 > 0) & (intensity > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         com = sums["s1"] / s0[..., None]
         var = sums["s2"][..., :3] / s0[..., None] - com ** 2
@@ -38,7 +38,7 @@ def derive_maps(sums, plan) -> xr.Dataset:
     unit = "1/Angstrom"
     data = {
         "intensity": (dims, intensity, {"units": "counts", "long_name": "integrated intensity, background subtracted"}),
-        "mask": (dims, mask, {"long_name": f"intensity >= {opt['threshold']} x maximum"}),
+        "mask": (dims, mask, {"long_name": f"intensity >= {opt.threshold} x maximum"}),
         "qx": (dims, q[..., 0], {"units": unit}),
         "qy": (dims, q[..., 1], {"units": unit}),
         "qz": (dims, q[..., 2], {"units": unit}),
@@ -61,10 +61,7 @@ def derive_maps(sums, plan) -> xr.Dataset:
             data[f"fwhm_q{name}"] = (dims, fw, {"units": unit, "long_name": "Gaussian FWHM"})
     geo = plan.geometry
     attrs = {
-        "threshold": opt["threshold"], "background": str(opt["background"]),
-        "noise_sigma": opt["noise_sigma"], "median": opt["median"], "fit": opt["fit"],
-        "detector_roi": list(opt["detector_roi"]),
-        "roi": "none" if opt["roi"] is None else str(opt["roi"]),
+        **opt.attrs(), "detector_roi": list(plan.det_roi),
         "energy_kev": float(geo.energy_kev), "distance_m": float(geo.distance_m),
         "pixel_m": list(geo.pixel_size), "cch": [float(c) for c in geo.cch],
         "d_mean": float(np.nanmean(d)) if mask.any() else float("nan"),

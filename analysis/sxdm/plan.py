@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from braggscope.analysis.sxdm.filters import median_offset
+from braggscope.analysis.sxdm.options import MapOptions
 
 __all__ = ["Plan", "make_plan", "angles_per_frame", "q_resolution"]
 
@@ -44,7 +45,7 @@ class Plan:
     all_inside: bool
     valid: np.ndarray       # (npix,) bool: good detector pixels
     monitor: np.ndarray | None
-    options: dict
+    options: MapOptions
     x: np.ndarray
     y: np.ndarray
     pixels_per_chunk: int
@@ -62,8 +63,8 @@ def angles_per_frame(value, n_eta, name):
     return a
 
 
-def make_plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, noise_sigma,
-              median, pixel_mask, monitor, roi, detector_roi, fit, x, y, chunk_mb) -> Plan:
+def make_plan(frames, eta, geometry, delta, nu, phi, *, options: MapOptions, pixel_mask, monitor, x, y,
+              chunk_mb) -> Plan:
     """Check the arguments of ``reduce_stack`` and precompute the Q of every voxel."""
     shape = tuple(int(s) for s in getattr(frames, "shape", ()))
     if len(shape) != 5:
@@ -75,17 +76,17 @@ def make_plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, n
     if eta.shape != (n_eta,):
         raise ValueError(f"eta must have {n_eta} values (frames axis 0), got {eta.size}")
     angles = [angles_per_frame(v, n_eta, n) for v, n in ((delta, "delta"), (nu, "nu"), (phi, "phi"))]
-    background, median = _check_options(threshold, background, fit, noise_sigma, median)
     if not hasattr(geometry, "q_pixels"):
         raise TypeError(f"geometry must be a braggscope.core.geometry.Geometry, got {type(geometry).__name__}")
-    det_roi, valid = _detector_window(detector_roi, pixel_mask, rows, cols)
+    det_roi = options.window(rows, cols)
+    valid = _good_pixels(det_roi, pixel_mask, rows, cols)
+    median, background, fit, roi = options.median, options.background, options.fit, options.roi
     monitor = _monitor_scale(monitor, n_eta, ny, nx)
     x, y = _map_axis(x, nx, "x", 2), _map_axis(y, ny, "y", 1)
 
     q = _voxel_q(geometry, eta, angles, det_roi, median_offset(median))  # (n_eta, npix, 3)
     inside = np.broadcast_to(valid, q.shape[:2]).copy()
     if roi is not None:
-        roi = _check_roi(roi)
         for ax, lim in enumerate(roi):
             if lim is not None:
                 inside &= (q[..., ax] >= lim[0]) & (q[..., ax] <= lim[1])
@@ -105,8 +106,6 @@ def make_plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, n
     # the fused kernel holds only the raw chunk; the numpy path a few float32 copies of it
     per_pixel = n_eta * valid.size * 4 * (1 if fused else 4)
     ppc = max(1, int(float(chunk_mb) * 1e6 // per_pixel))
-    options = dict(threshold=float(threshold), background=background, noise_sigma=float(noise_sigma),
-                   median=median, fit=fit, roi=roi, detector_roi=det_roi)
     all_inside = bool(inside.all())
     if fused:
         inside = inside.astype(np.float32)
@@ -114,38 +113,16 @@ def make_plan(frames, eta, geometry, delta, nu, phi, *, threshold, background, n
                 valid, monitor, options, x, y, ppc, bins, fused)
 
 
-def _check_options(threshold, background, fit, noise_sigma, median):
-    if not (0.0 <= float(threshold) < 1.0):
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
-    if isinstance(background, str):
-        if background not in ("constant", "snip", "none"):
-            raise ValueError(f"background must be 'constant', 'snip', 'none' or a number, got {background!r}")
-    else:
-        background = float(background)
-    if fit not in ("com", "gaussian"):
-        raise ValueError(f"fit must be 'com' or 'gaussian', got {fit!r}")
-    if float(noise_sigma) < 0:
-        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma!r}")
-    median = int(median)
-    if median < 1:
-        raise ValueError(f"median must be >= 1, got {median!r}")
-    return background, median
-
-
-def _detector_window(detector_roi, pixel_mask, rows, cols):
-    """The detector pixels read ``(r0, r1, c0, c1)`` and which of them are good, flat (npix,)."""
-    r0, r1, c0, c1 = 0, rows, 0, cols
-    if detector_roi is not None:
-        r0, r1, c0, c1 = (int(v) for v in detector_roi)
-        if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
-            raise ValueError(f"detector_roi {detector_roi!r} is outside the {rows}x{cols} detector")
+def _good_pixels(det_roi, pixel_mask, rows, cols):
+    """Which pixels of the detector window are good, flat (npix,)."""
+    r0, r1, c0, c1 = det_roi
     valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
     if pixel_mask is not None:
         pm = np.asarray(pixel_mask, dtype=bool)
         if pm.shape != (rows, cols):
             raise ValueError(f"pixel_mask must have the detector shape {(rows, cols)}, got {pm.shape}")
         valid = ~pm[r0:r1, c0:c1]
-    return (r0, r1, c0, c1), valid.ravel()
+    return valid.ravel()
 
 
 def _monitor_scale(monitor, n_eta, ny, nx):
@@ -182,16 +159,6 @@ def _voxel_q(geometry, eta, angles, det_roi, offset):
     for i in range(eta.size):
         q[i] = geometry.q_pixels(rr, cc, eta[i], delta[i], nu[i], phi[i]).reshape(3, -1)
     return np.transpose(q, (0, 2, 1))
-
-
-def _check_roi(roi):
-    try:
-        roi = [None if lim is None else (float(lim[0]), float(lim[1])) for lim in roi]
-    except (TypeError, IndexError, ValueError):
-        raise ValueError(f"roi must be ((qx0, qx1), (qy0, qy1), (qz0, qz1)), got {roi!r}") from None
-    if len(roi) != 3 or any(lim is not None and not lim[0] < lim[1] for lim in roi):
-        raise ValueError(f"roi must be three increasing (min, max) pairs or None, got {roi!r}")
-    return tuple(roi)
 
 
 def _projection_bins(q, inside, step):

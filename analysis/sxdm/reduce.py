@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from braggscope.analysis.sxdm.blocks import block_slices, read_block
 from braggscope.analysis.sxdm.maps import derive_maps, tilt_angles
+from braggscope.analysis.sxdm.options import MapOptions
 from braggscope.analysis.sxdm.plan import angles_per_frame, make_plan, q_resolution
 from braggscope.analysis.sxdm.scheduling import assemble, check_scheduler, run_blocks
 
@@ -123,10 +124,10 @@ def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2
     >>> float(maps.strain.std())                             # doctest: +SKIP
     """
     check_scheduler(scheduler)
-    plan = make_plan(frames, eta, geometry, delta, nu, phi, threshold=threshold,
-                     background=background, noise_sigma=noise_sigma, median=median,
-                     pixel_mask=pixel_mask, monitor=monitor, roi=roi,
-                     detector_roi=detector_roi, fit=fit, x=x, y=y, chunk_mb=chunk_mb)
+    options = MapOptions(threshold=threshold, background=background, noise_sigma=noise_sigma, median=median,
+                         fit=fit, roi=roi, detector_roi=detector_roi)
+    plan = make_plan(frames, eta, geometry, delta, nu, phi, options=options, pixel_mask=pixel_mask,
+                     monitor=monitor, x=x, y=y, chunk_mb=chunk_mb)
     blocks = block_slices(plan.shape[1], plan.shape[2], plan.pixels_per_chunk)
     results = run_blocks(plan, blocks, scheduler, num_workers, progress)
     sums = assemble(plan, blocks, results)

@@ -21,7 +21,7 @@ from braggscope.app.interrupted_bundle import drop_interrupted_bundle
 from braggscope import storage
 from braggscope.core.config import Config
 from braggscope.storage.fly_stream import streamed_only
-from braggscope.storage.runs import install_scan_ids
+from braggscope.storage.scan_ids import install_scan_ids
 
 __all__ = ["Beamline", "PointProgress", "StreamedRunsAsProgress", "connect_simulator", "install_baseline", "reflection_window",
            "subscribe_live_maps", "save_live_figure"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -154,13 +155,13 @@ def _demo_sxdm(bl, out, *, quick, nx, ny, neta, reduce, fly=None):
         except ImportError as exc:  # the reduction is optional for the acquisition demo
             _say(f"SXDM reduction not available ({exc}); data are in the catalog")
             return result
-        frames, meta = storage.sxdm_stack(storage.load_run(bl.client, uid))
-        scan = meta["setup"]  # the ScanSetup the run recorded
+        stack = storage.sxdm_stack(storage.load_run(bl.client, uid))
+        scan = stack.require_setup()  # the ScanSetup the run recorded
         _say("reducing the map (braggscope.analysis.sxdm.reduce_stack)")
         t0 = time.monotonic()
         window = reflection_window(scan.cch, scan.detector_shape)
-        maps = reduce_stack(frames, meta["eta"], scan.geometry(), *scan.angles(len(meta["eta"])),
-                            x=meta["x"], y=meta["y"], detector_roi=window, progress=True)
+        maps = reduce_stack(stack.frames, stack.eta, scan.geometry(), *stack.angles(),
+                            x=stack.x, y=stack.y, detector_roi=window, progress=True)
         result["detector_roi"] = list(window)
         result["reduce_s"] = round(time.monotonic() - t0, 1)
         result["figures"] = [str(p) for p in save_figures(maps, out)]
@@ -233,10 +234,10 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
         except ImportError as exc:
             _say(f"BCDI reconstruction not available ({exc}); data are in the catalog")
             return result
-        frames, meta = storage.rocking_stack(storage.load_run(bl.client, uid))
+        stack = storage.rocking_stack(storage.load_run(bl.client, uid))
         _say("reconstructing (braggscope.analysis.bcdi.pipeline.reconstruct)")
         t0 = time.monotonic()
-        rec = reconstruct((np.asarray(frames), meta), n_runs=2 if quick else 4,
+        rec = reconstruct(replace(stack, frames=np.asarray(stack.frames)), n_runs=2 if quick else 4,
                           shape=(None, 64, 64) if quick else (None, 128, 128), out_dir=out / "bcdi")
         result["reconstruct_s"] = round(time.monotonic() - t0, 1)
         result["reconstruction"] = rec.summary() if hasattr(rec, "summary") else None
@@ -319,7 +320,6 @@ def _calibrate_sxdm(bl, out, setup, etas, pixel, configured, *, quick):
                                           (cy - half - 1, cy + half + 1, n_map), d["eta"], cal_etas,
                                           intensity_field=field, initial=configured, quadratic=False,
                                           locate=locate, map_pixel_um=pixel, map_etas=etas,
-                                          figure_path=out / "eccentricity_fit.png",
                                           md={"sample": "nmc622"})).plan_result
     _say(str(result))
     return result

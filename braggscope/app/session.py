@@ -153,7 +153,8 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     RE.subscribe(StreamedRunsAsProgress(bec))  # a fly scan's table would stay empty: a progress bar instead
     catalog = storage.open_catalog(cfg)
     storage.subscribe_writer(RE, catalog)
-    from braggscope.storage.runs import Runs, install_scan_ids
+    from braggscope.storage.runs import Runs
+    from braggscope.storage.scan_ids import install_scan_ids
 
     install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
     live_cb = live_dispatcher = live_token = None
@@ -187,7 +188,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
         ns[name] = getattr(storage, name)
     mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")
-    local = "local catalog server" if hasattr(catalog, "_braggscope_spool") else "embedded"
+    local = storage.catalog_handle(catalog).kind
     uri = cfg.get("storage.tiled_uri") or f"{local}, {storage.catalog_paths(cfg)['root']}"
     ns["__banner__"] = BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
                                      devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)

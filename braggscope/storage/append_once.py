@@ -9,8 +9,6 @@ than events (seen as 290 rows for 240 events). :func:`append_with_retry` asks
 the server, before every retry, whether the batch's first ``seq_num`` is
 already in the table; the question costs one read of the ``seq_num`` column,
 and only after a failed append.
-
-Bottom layer: imports no wing. Imported lazily with the catalog writer.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@
 thread in document order, so catalog writes never stall the RunEngine; a
 catalog server that stops answering does not fail the run: the documents are
 kept (in memory and a spool file) and delivered once it answers again.
-
-Bottom layer: imports no wing. Re-exported by ``braggscope.storage``.
 """
 
 from __future__ import annotations

@@ -1,28 +1,64 @@
-"""Opening the run catalog and finding runs in it.
+"""Opening the run catalog.
 
 ``open_catalog(cfg)`` returns a Tiled client for the catalog the configuration
 names: the user's local catalog server (``storage.server``, the default),
 the embedded catalog (SQLite + DuckDB files opened in this process) or a
-production Tiled server (``storage.tiled_uri``). ``find_runs``, ``load_run`` and
-``load_run_from_text`` pick runs from it (``core.runs.Runs`` is the shell's
-databroker-style index).
-
-Bottom layer: imports no wing. Re-exported by ``braggscope.storage``.
+production Tiled server (``storage.tiled_uri``). :func:`catalog_handle` says what
+braggscope knows of an open catalog beyond its client (where its writer spools
+documents, which writer lock guards it); ``storage.runs`` finds runs in it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from tiled.client import from_uri
 
+from braggscope.storage import server
 from braggscope.storage.locks import creation_lock
 from braggscope.storage.recovery import close_dead_writer_runs
 
-__all__ = ["catalog_paths", "open_catalog", "find_runs", "load_run", "load_run_from_text"]
+__all__ = ["CatalogHandle", "catalog_handle", "catalog_paths", "open_catalog"]
+
+
+@dataclass(frozen=True)
+class CatalogHandle:
+    """What braggscope knows of an open catalog beyond its Tiled client.
+
+    Attributes
+    ----------
+    kind : {"server", "local server", "embedded"}
+        A production server (``storage.tiled_uri``), the user's local catalog server, or the
+        catalog opened in this process.
+    spool_dir : Path or None
+        Where the writer keeps documents while the catalog does not answer.
+    writer_lock : Path or None
+        The embedded catalog's root, whose writer lock a writer takes (one writer per catalog).
+    """
+
+    kind: str = "server"
+    spool_dir: Path | None = None
+    writer_lock: Path | None = None
+    _keep_alive: Any = None  # the embedded catalog's in-process server, alive as long as the client
+
+
+_HANDLES: dict[int, CatalogHandle] = {}  # by id(client); a Tiled client is a Mapping, hence unhashable
+
+
+def catalog_handle(client) -> CatalogHandle:
+    """The :class:`CatalogHandle` of a client :func:`open_catalog` returned (a plain one otherwise)."""
+    return _HANDLES.get(id(client), CatalogHandle())
+
+
+def _remember(client, handle: CatalogHandle):
+    _HANDLES[id(client)] = handle
+    weakref.finalize(client, _HANDLES.pop, id(client), None)
+    return client
 
 
 def catalog_paths(cfg) -> dict[str, Path]:
@@ -69,23 +105,18 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
     and the reason naming that process (:func:`braggscope.storage.recovery.close_dead_writer_runs`).
     """
     uri = (cfg.get("storage.tiled_uri") or "").strip()
+    spool = cfg.expand_path("storage.data_dir") / "spool"
     if uri:
-        from tiled.client import from_uri
-
         api_key = cfg.get("storage.api_key") or os.environ.get("TILED_API_KEY") or None
         if not api_key:
             raise ValueError("storage.api_key (or $TILED_API_KEY) is required with storage.tiled_uri")
-        return _recovered(from_uri(uri, api_key=api_key))
-    from braggscope.storage import server as catalog_server  # the local server, started on demand
-
-    if catalog_server.wanted(cfg):  # storage.catalog_server = "auto": shared by every process of the user
-        from tiled.client import from_uri
-
-        uri, api_key = catalog_server.ensure_server(cfg, readable_paths=readable_paths)
         client = from_uri(uri, api_key=api_key)
-        client._braggscope_spool = cfg.expand_path("storage.data_dir") / "spool"  # documents kept if it is lost
-        return _recovered(client)
-    return _recovered(_open_embedded(cfg, readable_paths))
+        return _recovered(_remember(client, CatalogHandle("server", spool)))
+    if server.wanted(cfg):  # storage.catalog_server = "auto": shared by every process of the user
+        uri, api_key = server.ensure_server(cfg, readable_paths=readable_paths)
+        client = from_uri(uri, api_key=api_key)
+        return _recovered(_remember(client, CatalogHandle("local server", spool)))
+    return _recovered(_open_embedded(cfg, readable_paths, spool))
 
 
 def _recovered(client):
@@ -98,8 +129,9 @@ def _recovered(client):
     return client
 
 
-def _open_embedded(cfg, readable_paths):
-    from tiled.catalog import from_uri
+def _open_embedded(cfg, readable_paths, spool):
+    # tiled's server side (FastAPI, SQLAlchemy) takes a second to import: only for the embedded catalog
+    from tiled.catalog import from_uri as catalog_from_uri
     from tiled.client import from_context
     from tiled.client.context import Context
     from tiled.server.app import build_app
@@ -110,7 +142,7 @@ def _open_embedded(cfg, readable_paths):
     for r in readable:
         r.mkdir(parents=True, exist_ok=True)
     with creation_lock(p["root"]):  # two processes creating one new catalog: one at a time
-        catalog = from_uri(
+        catalog = catalog_from_uri(
             f"sqlite:///{p['catalog_db']}",
             writable_storage=[str(p["data"]), f"duckdb:///{p['tables']}"],
             readable_storage=[str(r) for r in readable],
@@ -118,66 +150,4 @@ def _open_embedded(cfg, readable_paths):
         )
         context = Context.from_app(build_app(catalog))
         client = from_context(context)
-    client._braggscope_context = context  # keep the in-process server alive with the client
-    client._braggscope_root = p["root"]  # subscribe_writer takes the catalog's writer lock
-    return client
-
-
-def find_runs(client, **md) -> list:
-    """Runs whose start document matches every ``key=value`` given, newest first.
-
-    >>> find_runs(client, plan_name="sxdm_map", sample="nmc622")  # doctest: +SKIP
-    """
-    from tiled.queries import Key
-
-    results = client
-    for key, value in md.items():
-        results = results.search(Key(f"start.{key}") == value)
-    runs = list(results.values())
-    runs.sort(key=lambda r: r.metadata["start"].get("time", 0.0), reverse=True)
-    return runs
-
-
-def load_run(client, scan_id_or_uid):
-    """One run by ``scan_id`` (int: the newest run with that id; -1 the latest run, -2 the one
-    before ...) or uid (str, or a unique prefix)."""
-    from tiled.queries import Key
-
-    if isinstance(scan_id_or_uid, (int, np.integer)) and not isinstance(scan_id_or_uid, bool) \
-            and scan_id_or_uid < 0:
-        runs = find_runs(client)
-        if len(runs) < -scan_id_or_uid:
-            raise KeyError(f"only {len(runs)} runs in the catalog, asked for {scan_id_or_uid}")
-        return runs[-int(scan_id_or_uid) - 1]
-    if isinstance(scan_id_or_uid, (int, np.integer)) and not isinstance(scan_id_or_uid, bool):
-        found = client.search(Key("start.scan_id") == int(scan_id_or_uid))
-        runs = sorted(found.values(), key=lambda r: r.metadata["start"].get("time", 0.0))
-        if not runs:
-            raise KeyError(f"no run with scan_id {scan_id_or_uid}")
-        return runs[-1]
-    if not isinstance(scan_id_or_uid, str) or not scan_id_or_uid:
-        raise TypeError(f"scan_id_or_uid must be an int scan_id or a uid string, got {scan_id_or_uid!r}")
-    try:
-        return client[scan_id_or_uid]
-    except KeyError:
-        pass
-    matches = [k for k in client.keys() if k.startswith(scan_id_or_uid)]
-    if len(matches) != 1:
-        raise KeyError(f"uid {scan_id_or_uid!r} matches {len(matches)} runs")
-    return client[matches[0]]
-
-
-def load_run_from_text(client, text: str):
-    """A run named on a command line: a scan id (``"42"``; ``"-1"`` the latest run) or a uid prefix.
-
-    An all-digit uid prefix (about 2 % of 8-character prefixes) is tried as a uid when no run
-    has that scan id.
-    """
-    text = str(text).strip()
-    if text.lstrip("-").isdigit():
-        try:
-            return load_run(client, int(text))
-        except KeyError:
-            if text.startswith("-"):
-                raise
-    return load_run(client, text)
+    return _remember(client, CatalogHandle("embedded", spool, p["root"], context))

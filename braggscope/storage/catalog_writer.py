@@ -27,8 +27,6 @@
   ``braggscope_writer`` (host, pid and the process's start time), so a run
   left open by a writer that was killed can be recognised and closed
   (``storage.recovery``).
-
-Bottom layer: imports no wing. Imported lazily (bluesky-tiled-plugins is heavy).
 """
 
 from __future__ import annotations

@@ -6,21 +6,20 @@ catalog from StreamResource/StreamDatum documents. Row i of a field is row
 ``slice[i]`` of its files joined end to end when the data source has a ``slice``
 (a retried line's short attempt left rows that no datum names), else row i.
 When the files are on this computer they are read directly with h5py (lazily for
-the frames, a frame per dask block); otherwise through the catalog. Bottom layer:
-imports no wing.
+the frames, a frame per dask block); otherwise through the catalog.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import NamedTuple
-from urllib.parse import unquote, urlparse
-
+import dask.array as da
+import h5py
+import hdf5plugin  # noqa: F401 - registers the Blosc filter of the fly detector files
 import numpy as np
 
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.storage.sources import CatalogArray, local_source
 
-__all__ = ["LocalSource", "fly_arrays", "fly_x_from_captured", "local_assets", "streamed_only"]
+__all__ = ["fly_arrays", "fly_x_from_captured", "streamed_only"]
 
 
 def streamed_only(descriptor: dict) -> bool:
@@ -28,37 +27,6 @@ def streamed_only(descriptor: dict) -> bool:
     ``"STREAM:"``; a fly scan's primary stream): such a stream has no event rows."""
     keys = descriptor.get("data_keys", {}).values()
     return bool(keys) and all(str(key.get("external", "")).startswith("STREAM:") for key in keys)
-
-
-class LocalSource(NamedTuple):
-    """The files behind a catalog array, on this computer."""
-
-    paths: list[Path]  # in order
-    dataset: str
-    rows: list[int] | None  # the data source's ``slice`` (None: the first rows)
-    swmr: bool  # open them in SWMR mode (a process opening a file twice must use one mode)
-
-
-def local_assets(array_client) -> LocalSource | None:
-    """The files behind a catalog array, or None when not all of them are on this computer."""
-    try:
-        sources = array_client.include_data_sources().data_sources()
-    except Exception:  # noqa: BLE001 - remote or older servers
-        return None
-    if len(sources) != 1 or sources[0].mimetype != "application/x-hdf5":
-        return None
-    paths = []
-    for asset in sorted(sources[0].assets, key=lambda a: a.num or 0):
-        uri = urlparse(asset.data_uri)
-        path = Path(unquote(uri.path))
-        if uri.scheme != "file" or uri.netloc not in ("", "localhost") or not path.is_file():
-            return None
-        paths.append(path)
-    parameters = sources[0].parameters
-    rows = parameters.get("slice")
-    if rows is not None and not isinstance(rows, list):
-        return None  # a slice given as text: left to the catalog
-    return LocalSource(paths, parameters.get("dataset") or "/entry/data/data", rows, bool(parameters.get("swmr")))
 
 
 def _rows(joined, rows, n: int):
@@ -71,15 +39,9 @@ def _rows(joined, rows, n: int):
 
 
 def _frames(array_client):
-    import dask.array as da
-    import h5py
-    import hdf5plugin  # noqa: F401  (registers the Blosc filter of the fly detector files)
-
-    found = local_assets(array_client)
+    found = local_source(array_client)
     if found is None:
-        from braggscope.storage import _SlicedArray  # the catalog path
-
-        wrapped = _SlicedArray(array_client)
+        wrapped = CatalogArray(array_client)
         return da.from_array(wrapped, chunks=(1,) + wrapped.shape[1:], asarray=False, fancy=False)
     blocks = [da.from_array(data, chunks=(1,) + data.shape[1:], asarray=True, fancy=False)
               for data in (h5py.File(path, "r", swmr=found.swmr)[found.dataset] for path in found.paths)]
@@ -89,9 +51,7 @@ def _frames(array_client):
 
 
 def _values(array_client) -> np.ndarray:
-    import h5py
-
-    found = local_assets(array_client)
+    found = local_source(array_client)
     if found is None:
         return np.asarray(array_client.read(), dtype=float)
     parts = []

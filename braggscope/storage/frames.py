@@ -15,14 +15,17 @@ cannot be paired one to one raises, never slices.
 the detector's own total of each frame (``Stats1:Total_RBV``, recorded with the
 event) against the sum of the frame the reader returns.
 
-This module is part of the bottom layer: it imports no wing.
 """
 
 from __future__ import annotations
 
+import dask.array as da
+import h5py
 import numpy as np
 
-__all__ = ["UNIQUE_ID_DATASET", "FramePairing", "event_frames", "verify_frames"]
+from braggscope.storage.sources import CatalogArray, array_source
+
+__all__ = ["UNIQUE_ID_DATASET", "FramePairing", "event_frames", "paired_frames", "verify_frames"]
 
 #: Per-frame unique ids in a detector HDF5 file (areaDetector's NDAttributes layout).
 UNIQUE_ID_DATASET = "/entry/instrument/NDAttributes/NDArrayUniqueId"
@@ -185,10 +188,56 @@ def event_frames(run, *, field: str = "mpx1x4_image", stream: str = "primary"):
     ValueError
         When events and frames cannot be paired one to one (:class:`FramePairing`).
     """
-    from braggscope.storage.stacks import _lazy_frames  # stacks imports this module: a late import
-
     events = run[stream]
-    return _lazy_frames(events[field], stream=events, field=field)
+    return paired_frames(events[field], stream=events, field=field)
+
+
+def paired_frames(array_client, *, stream=None, field=None):
+    """The frames of ``stream[field]`` in event order, each event's own frame (dask, lazy).
+
+    Read straight from the detector's HDF5 file when it is on this computer (Tiled serves an
+    AD_HDF5 dataset as one chunk, so reading frame by frame through it re-reads the file), else
+    through the catalog, which must then serve event i's frame at row i.
+
+    Raises
+    ------
+    ValueError
+        When frames and events cannot be paired one to one (:class:`FramePairing`).
+    """
+    pairing = FramePairing(stream, field, int(array_client.shape[0]))
+    source = array_source(array_client)
+    direct = _direct_hdf5(source, pairing)
+    if direct is not None:
+        return direct
+    pairing.check_served_in_order(source.rows if source is not None else None)
+    wrapped = CatalogArray(array_client)
+    frames = da.from_array(wrapped, chunks=(1,) + wrapped.shape[1:], asarray=False, fancy=False)
+    if frames.ndim > 3:  # (N, frames_per_point=1, rows, cols) from AD_HDF5 resources
+        if int(np.prod(frames.shape[1:-2])) != 1:
+            raise ValueError(f"expected one frame per point, got per-point shape {frames.shape[1:]}")
+        frames = frames.reshape((frames.shape[0],) + frames.shape[-2:])
+    return frames
+
+
+def _direct_hdf5(source, pairing):
+    """Each event's frame straight from the one local detector file of ``source``, else None.
+
+    Each event gets the frame its recorded unique id names, whatever else the file holds.
+    """
+    if source is None or len(source.paths) != 1 or not source.local:
+        return None
+    path = source.paths[0]
+    f = h5py.File(path, "r", swmr=True)
+    data = f[source.dataset]
+    if data.ndim != 3:
+        f.close()
+        return None
+    file_ids = np.asarray(f[UNIQUE_ID_DATASET]) if UNIQUE_ID_DATASET in f else None
+    index = pairing.frame_index(data.shape[0], file_ids, path)
+    frames = da.from_array(data, chunks=(1,) + data.shape[1:], asarray=True, fancy=False)
+    if np.array_equal(index, np.arange(index.size)):
+        return frames[:index.size]
+    return frames[index]
 
 
 def _column(stream, key: str):

@@ -11,7 +11,7 @@ event per point. Two kinds of run are maps:
   whole run (scope ``"run"``); a snaked slow axis is not a map.
 
 :func:`map_layout` turns a start document into a :class:`MapLayout` or says
-in one line why the run is not a map. Bottom layer: imports no wing.
+in one line why the run is not a map.
 """
 
 from __future__ import annotations

@@ -12,8 +12,6 @@ prevented with advisory locks (``fcntl.flock``) on files beside the catalog:
   lock when the holder exits, however it exits, so a stale lock file (its PID
   gone) never blocks anyone.
 * ``create.lock``: held while a catalog is opened or created.
-
-This module is part of the bottom layer: it imports no wing.
 """
 
 from __future__ import annotations

@@ -12,8 +12,6 @@ document are looked up (one query) and each whose writer is provably gone
 pid was reused) gets a stop document ``exit_status = "fail"`` with the reason
 and the number of events that reached the catalog, all of which are kept.
 A run whose writer still runs, or was written on another host, is left alone.
-
-Bottom layer: imports no wing.
 """
 
 from __future__ import annotations

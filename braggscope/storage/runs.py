@@ -10,32 +10,21 @@ databroker idioms the NSLS-II profiles use:
 * ``db.search(plan="sxdm_map", sample="nmc622", since="2026-11-30", until=...)``
   another :class:`Runs` over the matching runs (newest first when iterated).
 
-Scan ids persist across sessions and processes (:class:`ScanIdCounter`, given to
-the RunEngine as ``scan_id_source``): a small JSON file in ``storage.data_dir``
-updated atomically under an ``flock``, never below the largest scan id already
-in the catalog, so two shells at once never hand out the same id.
-
-This module is part of the bottom layer: it imports no wing.
+The same lookup serves the shell's ``db``, :func:`load_run` and the command line's
+run names (:func:`load_run_from_text`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
+from tiled.queries import Key
 
-from braggscope.core.atomic import atomic_path
 from braggscope.core.errors import ArgumentError, InputError, UserError
 
-__all__ = ["AmbiguousRunError", "RunNotFound", "Runs", "ScanIdCounter", "install_scan_ids", "lookup",
-           "lookup_text", "max_scan_id"]
-
-SCAN_ID_FILE = "scan_id.json"
+__all__ = ["AmbiguousRunError", "RunNotFound", "Runs", "find_runs", "load_run", "load_run_from_text"]
 
 
 class RunNotFound(InputError, KeyError):
@@ -80,7 +69,7 @@ def _stamp(t) -> str:
     return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def lookup(client, key):
+def load_run(client, key):
     """One run of ``client`` by index (< 0), scan id (>= 0) or uid (prefix); see :class:`Runs`.
 
     Raises
@@ -90,8 +79,6 @@ def lookup(client, key):
     AmbiguousRunError
         Several runs share the scan id or the uid prefix (their uids are listed).
     """
-    from tiled.queries import Key
-
     if _is_int(key) and key < 0:
         # one sorted, paged query for the k-th newest run: no walk over every run's metadata
         try:
@@ -123,7 +110,7 @@ def lookup(client, key):
     return client[matches[0]]
 
 
-def lookup_text(client, text: str):
+def load_run_from_text(client, text: str):
     """A run named on a command line: ``"42"`` (scan id), ``"-1"`` (latest) or a uid prefix.
 
     An all-digit uid prefix is tried as a uid when no run has that scan id.
@@ -131,11 +118,11 @@ def lookup_text(client, text: str):
     text = str(text).strip()
     if text.lstrip("-").isdigit():
         try:
-            return lookup(client, int(text))
+            return load_run(client, int(text))
         except RunNotFound:
             if text.startswith("-"):
                 raise
-    return lookup(client, text)
+    return load_run(client, text)
 
 
 def _timestamp(value, name: str) -> float:
@@ -176,7 +163,7 @@ class Runs:
         self.client = client
 
     def __getitem__(self, key):
-        return lookup(self.client, key)
+        return load_run(self.client, key)
 
     def __len__(self) -> int:
         return len(self.client)
@@ -201,8 +188,6 @@ class Runs:
         **md
             Any other start document key and its exact value (``scan_id=42``).
         """
-        from tiled.queries import Key
-
         results = self.client
         for key, value in (("plan_name", plan), ("sample", sample), *md.items()):
             if value is not None:
@@ -223,86 +208,9 @@ class Runs:
         return "\n".join(lines)
 
 
-def _any_above(client, scan_id: int) -> bool:
-    """Whether a run of the catalog has a scan id above ``scan_id`` (one count query, no run read)."""
-    from tiled.queries import Key
+def find_runs(client, **md) -> list:
+    """Runs whose start document has every ``key=value`` given, newest first.
 
-    return len(client.search(Key("start.scan_id") > int(scan_id))) > 0
-
-
-def max_scan_id(client) -> int:
-    """The largest ``scan_id`` of the catalog's runs (0 when none).
-
-    Found with count queries (``start.scan_id > k``: doubling k, then
-    bisecting), about ``2 log2(max)`` of them and no run read, instead of a
-    walk over every run: as fast on a catalog of 100 000 runs as on an empty one.
+    >>> find_runs(client, plan_name="sxdm_map", sample="nmc622")  # doctest: +SKIP
     """
-    if not _any_above(client, 0):
-        return 0
-    low, high = 0, 1  # invariant: a run above low, none above high (once found)
-    while _any_above(client, high):
-        low, high = high, high * 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if _any_above(client, middle) else (low, middle)
-    return high
-
-
-class ScanIdCounter:
-    """Scan ids that persist across sessions and processes (a RunEngine ``scan_id_source``).
-
-    The last id handed out is kept in ``<directory>/scan_id.json``; each call
-    takes an ``flock`` on ``scan_id.json.lock``, reads the file, adds one and
-    rewrites it atomically, so two processes at once never get the same id.
-
-    Parameters
-    ----------
-    directory : path-like
-        Where the file lives (``storage.data_dir``).
-    floor : int
-        Ids handed out are above it (the largest scan id already in the catalog).
-    """
-
-    def __init__(self, directory, *, floor: int = 0):
-        self.path = Path(directory) / SCAN_ID_FILE
-        self.floor = int(floor)
-
-    def _locked(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path.with_suffix(".json.lock"), "a")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        return handle
-
-    def last(self) -> int:
-        """The last scan id handed out (0 before the first)."""
-        try:
-            value = json.loads(self.path.read_text()).get("scan_id", 0)
-        except (OSError, ValueError, AttributeError):
-            return 0
-        return int(value) if _is_int(value) else 0
-
-    def __call__(self, md=None) -> int:
-        """The next scan id (``RunEngine.scan_id_source`` calls it with ``RE.md`` at ``open_run``)."""
-        with self._locked():
-            current = self.last()
-            in_md = (md or {}).get("scan_id")  # an operator may set RE.md["scan_id"] to jump ahead
-            new = max(current, self.floor, int(in_md) if _is_int(in_md) else 0) + 1
-            with atomic_path(self.path) as tmp:
-                Path(tmp).write_text(json.dumps({"scan_id": new, "pid": os.getpid()}))
-            return new
-
-
-def install_scan_ids(RE, cfg, client=None) -> ScanIdCounter:
-    """Give ``RE`` scan ids that persist in ``storage.data_dir`` and continue the catalog's.
-
-    ``RE.md["scan_id"]`` is set to the last id handed out, so ``RE.md`` shows
-    where the numbering stands. The catalog is asked one count query (any run
-    above the counter?); only then is its largest scan id searched
-    (:func:`max_scan_id`, a counter file lost or a catalog copied in).
-    """
-    counter = ScanIdCounter(cfg.expand_path("storage.data_dir"))
-    if client is not None and _any_above(client, counter.last()):  # one query when the counter is ahead
-        counter.floor = max_scan_id(client)
-    RE.scan_id_source = counter
-    RE.md["scan_id"] = max(counter.last(), counter.floor)
-    return counter
+    return list(Runs(client).search(**md))

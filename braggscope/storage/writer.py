@@ -3,13 +3,12 @@
 ``subscribe_writer(RE, client)`` subscribes it (``storage.background``
 keeps documents while the catalog is unreachable); ``keep_abort_reason``
 makes ``RE.abort("why")`` record its reason in the stop document.
-
-Bottom layer: imports no wing. Re-exported by ``braggscope.storage``.
 """
 
 from __future__ import annotations
 
 from braggscope.storage.background import BackgroundWriter
+from braggscope.storage.catalog import catalog_handle
 from braggscope.storage.locks import acquire_writer_lock
 
 __all__ = ["subscribe_writer", "keep_abort_reason"]
@@ -57,18 +56,19 @@ def subscribe_writer(RE, client, *, batch_size: int = 50, background: bool = Tru
     Also makes ``RE.abort("why")`` record its reason in the stop document
     (:func:`keep_abort_reason`).
     """
-    from braggscope.storage.catalog_writer import CatalogWriter  # heavy: imported when a writer is wanted
+    # bluesky-tiled-plugins takes ~2 s to import: only a process that writes pays for it
+    from braggscope.storage.catalog_writer import CatalogWriter
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    root = getattr(client, "_braggscope_root", None)
-    if root is not None:
-        acquire_writer_lock(root)
+    handle = catalog_handle(client)
+    if handle.writer_lock is not None:
+        acquire_writer_lock(handle.writer_lock)
     keep_abort_reason(RE)
     writer = CatalogWriter(client, batch_size=int(batch_size))
     if not background:
         return RE.subscribe(writer)
-    return RE.subscribe(BackgroundWriter(writer, spool_dir=getattr(client, "_braggscope_spool", None)))
+    return RE.subscribe(BackgroundWriter(writer, spool_dir=handle.spool_dir))
 
 
 def keep_abort_reason(RE) -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
 
-from braggscope.storage import stacks, storage
+from braggscope import storage
+from braggscope.storage import frames as storage_frames
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
 
@@ -40,5 +41,5 @@ def test_the_catalog_serves_each_events_frame_after_an_interrupted_exposure(inpr
     np.testing.assert_array_equal(np.asarray(image[4])[0, :2], expected[4])  # one frame, sliced by the server
     # the readers agree, straight from the file and through the catalog (as for a remote catalog)
     np.testing.assert_array_equal(np.asarray(storage.event_frames(run))[:, 0, :2], expected)
-    monkeypatch.setattr(stacks, "_direct_hdf5", lambda *args: None)
+    monkeypatch.setattr(storage_frames, "_direct_hdf5", lambda *args: None)
     np.testing.assert_array_equal(np.asarray(storage.event_frames(run))[:, 0, :2], expected)

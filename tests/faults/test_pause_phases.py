@@ -55,9 +55,9 @@ def test_immediate_pause_at_each_phase(inprocess, phase, then):
     n_events = stop["num_events"].get("primary", 0)
     if then == "resume":
         assert n_events == 6
-        frames, meta = storage.sxdm_stack(run)
-        got = np.asarray(frames)
-        np.testing.assert_array_equal(got[0, :, :, 0, 0], np.round(meta["pix"][0] * 1000))
+        stack = storage.sxdm_stack(run)
+        got = np.asarray(stack.frames)
+        np.testing.assert_array_equal(got[0, :, :, 0, 0], np.round(stack.positions["pix"][0] * 1000))
         np.testing.assert_array_equal(got[0, :, :, 0, 0], np.tile(np.round(np.linspace(10, 14, 3) * 1000), (2, 1)))
     else:
         assert 2 <= n_events < 6

@@ -220,6 +220,8 @@ def test_exports_on_a_full_disk(disk, tmp_path, kind):
 def _export_main(kind, disk, work):
     """Child: export once to ``work`` (sizes, order), then to the full ``disk``, then with room."""
     from braggscope.analysis.export import write_pynx_input, write_xsocs
+    from braggscope.core.setup import ScanSetup
+    from braggscope.core.stacks import MapStack
 
     rng = np.random.default_rng(0)
     if kind == "pynx":
@@ -230,11 +232,11 @@ def _export_main(kind, disk, work):
             return [write_pynx_input(where / "export.cxi", frames, **meta)]
     else:
         frames = rng.poisson(20.0, (3, 4, 5, 48, 48)).astype(np.uint16)
-        meta = {"energy_kev": 9.0, "distance_m": 0.5, "pixel_m": 55e-6, "cch": (24, 24), "eta": [10.0, 10.1, 10.2],
-                "delta": 20.0, "nu": 0.0, "phi": 0.0, "x": np.linspace(0, 2, 5), "y": np.linspace(0, 1.5, 4)}
+        stack = MapStack(frames, [10.0, 10.1, 10.2], ScanSetup(9.0, 0.5, 55e-6, (24, 24), (48, 48), 20.0),
+                         x=np.linspace(0, 2, 5), y=np.linspace(0, 1.5, 4))
 
         def export(where):
-            master = write_xsocs(where / "export", frames, meta)
+            master = write_xsocs(where / "export", stack)
             return [master.parent / f"braggscope_{i:04d}.h5" for i in range(3)] + [master]
 
     reference = export(work)

@@ -71,7 +71,7 @@ def hang(data_dir, det_dir, marker):
     cfg.set("detector.read_path", det_dir)
     client = storage.open_catalog(cfg)
     RE = RunEngine(call_returns_result=True)
-    acquire_writer_lock(client._braggscope_root)
+    acquire_writer_lock(storage.catalog_handle(client).writer_lock)
     writer = storage.BackgroundWriter(CatalogWriter(client, batch_size=1))  # as subscribe_writer, flushable
     RE.subscribe(writer)
     d = EncodingDevices(det_dir)
