@@ -164,7 +164,7 @@ def latency(url, stream, subject, tmp, points, replay_points, size, rate, profil
     deepest queue.
     """
     from braggscope.app.bus import DocumentPublisher
-    from braggscope.app.live_consumer import map_path
+    from braggscope.app.bus.consumer import map_path
     from braggscope.analysis.sxdm.files import load_maps
 
     rig = FlyRig(tmp, size) if fly_shape else None  # first: the CA environment is set before any client
@@ -225,8 +225,8 @@ class FlyRig:
         from bluesky import RunEngine
         from bluesky import plan_stubs as bps
 
-        from braggscope.app.beamline import install_baseline
-        from braggscope.app.simctl import scratch_config, start_simulator
+        from braggscope.app.beamline.connect import install_baseline
+        from braggscope.app.beamline.simulator import scratch_config, start_simulator
         from braggscope.devices.factory import make_devices
         from braggscope.devices.fly import make_flyer
         from braggscope.simulators.beamline import SimulatedBeamline
@@ -279,7 +279,7 @@ class FlyRig:
         return seen["start"], seen["frames"] / wall, seen["frames"], wall
 
     def close(self):
-        from braggscope.app.simctl import stop_simulator
+        from braggscope.app.beamline.simulator import stop_simulator
         from braggscope.devices.ca_client import release_devices
 
         try:

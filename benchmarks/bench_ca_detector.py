@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     import h5py
     import numpy as np
 
-    from braggscope.app.simctl import scratch_config, start_simulator, stop_simulator
+    from braggscope.app.beamline.simulator import scratch_config, start_simulator, stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-det-"))

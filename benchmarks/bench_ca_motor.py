@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         parser.error("--n must be >= 1")
 
     from braggscope.core.config import load_config
-    from braggscope.app.simctl import start_simulator, stop_simulator
+    from braggscope.app.beamline.simulator import start_simulator, stop_simulator
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ca-"))
     handles = {}

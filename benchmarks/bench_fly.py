@@ -95,8 +95,8 @@ def main(argv=None) -> int:
 
     from braggscope.analysis.live import LiveSXDM
     from braggscope.analysis.live.dispatch import LiveMapDispatcher
-    from braggscope.app.beamline import install_baseline
-    from braggscope.app.simctl import scratch_config, start_simulator, stop_simulator
+    from braggscope.app.beamline.connect import install_baseline
+    from braggscope.app.beamline.simulator import scratch_config, start_simulator, stop_simulator
     from braggscope import storage
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map
     from braggscope.simulators.inprocess import make_inprocess_devices
-    from braggscope.app.simctl import apply_client_env, start_simulator, stop_simulator
+    from braggscope.app.beamline.simulator import apply_client_env, start_simulator, stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scan-"))

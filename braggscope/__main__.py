@@ -1,5 +1,5 @@
 import sys
 
-from braggscope.app.cli import main
+from braggscope.app.cli.main import main
 
 sys.exit(main())

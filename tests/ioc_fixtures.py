@@ -26,15 +26,15 @@ def tmp_data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sim_config(tmp_data_dir):
     """The packaged simulator configuration, storing everything in ``tmp_data_dir``."""
-    from braggscope.app.simctl import scratch_config
+    from braggscope.app.beamline.simulator import scratch_config
 
     return scratch_config(tmp_data_dir)
 
 
 @pytest.fixture(scope="session")
 def sim_ioc(sim_config, tmp_data_dir):
-    """The running simulator (a :class:`braggscope.app.simctl.SimulatorHandle`)."""
-    from braggscope.app.simctl import start_simulator, stop_simulator
+    """The running simulator (a :class:`braggscope.app.beamline.simulator.SimulatorHandle`)."""
+    from braggscope.app.beamline.simulator import start_simulator, stop_simulator
 
     from tests.conftest import CA_PORTS
 
@@ -50,7 +50,7 @@ def sim_ioc(sim_config, tmp_data_dir):
 @pytest.fixture(scope="session")
 def sim_devices(sim_ioc, sim_config):
     """All devices from ``make_devices``, connected to ``sim_ioc``."""
-    from braggscope.app.session import _new_channel_access_context
+    from braggscope.app.session.namespace import _new_channel_access_context
     from braggscope.devices.factory import make_devices
 
     # a fresh CA context and PV cache (what the shell's reconnect() does): a test that made devices
@@ -66,7 +66,7 @@ def module_simulator_config(root, prefix: str, size: int):
     """A configuration for a module's own simulator: files under ``root``, ``size`` x ``size`` frames, a
     bright crystal, and the PV prefix ``prefix`` (the session simulator, prefix ``BSSIM:``, may be
     running in this process too; start it on ``CA_PORTS["module"]``)."""
-    from braggscope.app.simctl import scratch_config
+    from braggscope.app.beamline.simulator import scratch_config
 
     cfg = scratch_config(root, frame_size=size, pv_prefix=prefix)
     cfg.set("simulator.peak_rate", 2.0e7)  # bright: the maps' Poisson noise well below their contrast

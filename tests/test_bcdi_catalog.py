@@ -70,7 +70,7 @@ def test_rocking_stack_is_accepted(catalog_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["uid-prefix", "scan-id"])
 def test_cli_with_a_run_id(catalog_run, tmp_path, capsys, key):
-    from braggscope.app.cli import main
+    from braggscope.app.cli.main import main
 
     client, uid, _, _, cfg_path = catalog_run
     source = uid[:8] if key == "uid-prefix" else str(storage.load_run(client, uid).metadata["start"]["scan_id"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from braggscope.analysis.bcdi.files import load_result, read_vti
-from braggscope.app.cli import main
+from braggscope.app.cli.main import main
 from braggscope.core.geometry import wavelength
 from tests.test_bcdi_helpers import PAPER, far_field, paper_meta, synthetic_crystal, write_bliss
 

@@ -262,8 +262,8 @@ def fly_beamline(tmp_path_factory):
     from bluesky import RunEngine
     from bluesky import plan_stubs as bps
 
-    from braggscope.app.beamline import install_baseline
-    from braggscope.app.simctl import start_simulator, stop_simulator
+    from braggscope.app.beamline.connect import install_baseline
+    from braggscope.app.beamline.simulator import start_simulator, stop_simulator
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
     from braggscope.devices.fly import make_flyer
@@ -327,7 +327,7 @@ def test_documents_round_trip_and_settings():
 
 
 def test_path_map_relocates_detector_files(tmp_path):
-    from braggscope.app.live_consumer import LiveConsumer
+    from braggscope.app.bus.consumer import LiveConsumer
 
     c = LiveConsumer(tmp_path, path_map=[("/data/id01", "/mnt/id01/")])
     assert c.map_file("/data/id01/det/a.h5") == "/mnt/id01/det/a.h5"
@@ -337,7 +337,7 @@ def test_path_map_relocates_detector_files(tmp_path):
 
 
 def test_live_refuses_an_unreachable_broker_in_one_line(tmp_path):
-    from braggscope.app.live_consumer import LiveConsumer, consume
+    from braggscope.app.bus.consumer import LiveConsumer, consume
     from braggscope.core.errors import ServerUnreachableError
 
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
@@ -406,7 +406,7 @@ def test_fly_run_over_channel_access_maps_remotely_as_in_process(fly_beamline, b
 
 
 def test_shell_session_publishes_when_bus_url_is_set(broker, tmp_path):
-    from braggscope.app.session import make_session
+    from braggscope.app.session.namespace import make_session
     from braggscope.core.config import load_config
 
     url, stream, subject = broker

@@ -7,8 +7,8 @@ detector frames, so it is fast); the reference is the simulator's true drift.
 import numpy as np
 import pytest
 
-from braggscope.app.beamline import Beamline
-from braggscope.app.demo import _calibrate_sxdm
+from braggscope.app.beamline.connect import Beamline
+from braggscope.app.demo.run import _calibrate_sxdm
 from braggscope.core.eccentricity import EccentricityModel
 from tests.test_demo_quick import small_demo_config
 

@@ -28,7 +28,7 @@ def cfg(tmp_path):
 @pytest.mark.slow
 def test_demo_sxdm_quick_inprocess(cfg, tmp_path):
     from braggscope import storage
-    from braggscope.app.demo import run_demo
+    from braggscope.app.demo.run import run_demo
 
     out = tmp_path / "demo"
     summary = run_demo(cfg, "sxdm", quick=True, inprocess=True, out=out, nx=8, ny=6, neta=5)
@@ -48,7 +48,7 @@ def test_demo_sxdm_quick_inprocess(cfg, tmp_path):
 
 
 def test_demo_rejects_bad_arguments(cfg, tmp_path):
-    from braggscope.app.demo import run_demo
+    from braggscope.app.demo.run import run_demo
 
     with pytest.raises(ValueError, match="kind must be"):
         run_demo(cfg, "xrf", out=tmp_path)
@@ -57,7 +57,7 @@ def test_demo_rejects_bad_arguments(cfg, tmp_path):
 
 
 def test_session_namespace_inprocess(cfg):
-    from braggscope.app.session import make_session
+    from braggscope.app.session.namespace import make_session
 
     ns = make_session(cfg, inprocess=True, headless=True)
     try:
@@ -78,7 +78,7 @@ def test_session_namespace_inprocess(cfg):
 
 
 def test_cli_has_shell_and_demo():
-    from braggscope.app.cli import build_parser
+    from braggscope.app.cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["demo", "sxdm", "--quick", "--inprocess"])
@@ -91,7 +91,7 @@ def test_cli_has_shell_and_demo():
 def test_demo_bcdi_inprocess_recovers_simulated_strain(tmp_path):
     """The full-size BCDI demo (in-process devices, the default 512x512 detector) recovers
     the simulated LMNO particle's strain field: correlation >= 0.8 with the simulator's truth."""
-    from braggscope.app.demo import run_demo
+    from braggscope.app.demo.run import run_demo
 
     cfg = small_demo_config(tmp_path, detector_shape=None)
     summary = run_demo(cfg, "bcdi", inprocess=True, out=tmp_path / "demo")

@@ -27,8 +27,8 @@ NX, NY, DWELL = 8, 4, 0.005
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from braggscope.app.beamline import install_baseline
-    from braggscope.app.simctl import start_simulator, stop_simulator
+    from braggscope.app.beamline.connect import install_baseline
+    from braggscope.app.beamline.simulator import start_simulator, stop_simulator
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
     from braggscope.devices.fly import make_flyer
@@ -110,7 +110,7 @@ def test_fly_map_reduces_like_the_step_map(bench, tmp_path):
     assert np.corrcoef(live_intensity.ravel(), fly_maps["intensity"].values.ravel())[0, 1] > 0.99
     # the command line reduces the fly run like a step run
     from braggscope.analysis.sxdm.files import load_maps
-    from braggscope.app.cli import main
+    from braggscope.app.cli.main import main
     from braggscope.core.config import save_config
 
     save_config(bench["cfg"], tmp_path / "beamline.toml")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from braggscope.app.simctl import _pid_alive, client_env, read_state, scratch_config, start_simulator
+from braggscope.app.beamline.simulator import _pid_alive, client_env, read_state, scratch_config, start_simulator
 
 pytestmark = [pytest.mark.ioc, pytest.mark.timeout(120)]
 

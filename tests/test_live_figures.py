@@ -12,9 +12,9 @@ from matplotlib import image as mpimg
 
 from braggscope.analysis.live.plot import LiveMapPlot
 from braggscope.analysis.sxdm.figures import MAP_STYLES, colour_limits, figure_maps
-from braggscope.app.beamline import install_baseline, subscribe_live_maps
+from braggscope.app.beamline.connect import install_baseline, subscribe_live_maps
 from braggscope.app.commands import make_commands
-from braggscope.app.live_figures import LIVE_MAP_PANELS, LiveMapFiles, LiveScanFile, show_live_maps
+from braggscope.app.session.live_figures import LIVE_MAP_PANELS, LiveMapFiles, LiveScanFile, show_live_maps
 from braggscope.core.config import load_config
 from braggscope.plans import sxdm_map
 from braggscope.simulators.beamline import SimulatedBeamline
@@ -133,7 +133,7 @@ def test_the_session_lets_live_drawings_finish_before_it_exits(tmp_path):
     import time
 
     from braggscope.analysis.live.dispatch import LiveMapDispatcher
-    from braggscope.app.session import settle_live
+    from braggscope.app.session.namespace import settle_live
 
     done = []
 

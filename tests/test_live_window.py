@@ -101,7 +101,7 @@ def test_without_a_gui_backend_the_window_is_declined_in_one_line():
 
     from bluesky import RunEngine
 
-    from braggscope.app.live_figures import GuiDuringTask, keep_windows_alive, show_live_maps
+    from braggscope.app.session.live_figures import GuiDuringTask, keep_windows_alive, show_live_maps
 
     assert matplotlib.get_backend().lower() == "agg"
     import matplotlib.pyplot as plt
@@ -128,9 +128,9 @@ def _child(work: Path) -> dict:
     from matplotlib._pylab_helpers import Gcf
 
     from braggscope.analysis.live.plot import LiveMapPlot
-    from braggscope.app.beamline import install_baseline, subscribe_live_maps
+    from braggscope.app.beamline.connect import install_baseline, subscribe_live_maps
     from braggscope.app.commands import make_commands
-    from braggscope.app.live_figures import install_live_figures, show_live_maps
+    from braggscope.app.session.live_figures import install_live_figures, show_live_maps
     from braggscope.core.config import load_config
     from braggscope.plans import sxdm_map
     from braggscope.simulators.beamline import SimulatedBeamline

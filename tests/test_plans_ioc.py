@@ -151,7 +151,7 @@ def _child_setup(out: Path, sample="nmc622", drift=None):
                        "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024), "MPLBACKEND": "Agg"}.items():
         os.environ[key] = value
     from braggscope.core.config import load_config
-    from braggscope.app.simctl import start_simulator
+    from braggscope.app.beamline.simulator import start_simulator
 
     cfg = load_config()
     cfg.set("storage.data_dir", str(out / "data"))
@@ -177,7 +177,7 @@ def _scenario_kill(out: Path) -> dict:
     from braggscope import storage
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map
-    from braggscope.app.simctl import stop_simulator
+    from braggscope.app.beamline.simulator import stop_simulator
 
     cfg, handle = _child_setup(out)
     result = {}
@@ -232,7 +232,7 @@ def _scenario_drift(out: Path) -> dict:
     from braggscope.core.eccentricity import EccentricityModel
     from braggscope.devices.factory import make_devices
     from braggscope.plans import calibrate_eccentricity, crystal_position, sxdm_map
-    from braggscope.app.simctl import stop_simulator
+    from braggscope.app.beamline.simulator import stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     drift = {"eta0": 21.3, "x": [20.0, 0.0], "y": [-12.0, 0.0]}

@@ -33,8 +33,8 @@ RASTER = dict(detectors=["mpx1x4"], x_motor="pix", y_motor="piy", eta_motor="eta
 def queue(tmp_path_factory):
     """A queue server + HTTP server started by braggscope serve; yields (cfg, client, api key)."""
     redis = redis_or_skip(REDIS_DB)
-    from braggscope.app import serve
-    from braggscope.app.queue_client import QueueClient
+    from braggscope.app.serve import services as serve
+    from braggscope.app.serve.queue_client import QueueClient
     from braggscope.core.config import load_config
 
     root = tmp_path_factory.mktemp("queue")
@@ -83,12 +83,12 @@ def test_services_bind_loopback_only_and_refuse_requests_without_the_key(queue):
     with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"ApiKey {key}"}),
                                 timeout=10) as ok:
         assert ok.status == 200
-    from braggscope.app.queue_client import QueueClient
+    from braggscope.app.serve.queue_client import QueueClient
     from braggscope.core.errors import UserError
 
     with pytest.raises(UserError, match="refused the API key"):
         QueueClient(client.url, api_key="wrong-key").status()
-    from braggscope.app.serve import service_status
+    from braggscope.app.serve.services import service_status
 
     assert all(ok for ok, _ in service_status(cfg).values())
 
@@ -144,7 +144,7 @@ def test_plan_level_checks_fail_the_item_before_any_motion(queue):
 
 def test_run_pause_resume_and_abort_remotely_with_history_in_redis(queue):
     cfg, client, _ = queue
-    from braggscope.app import serve
+    from braggscope.app.serve import services as serve
     from braggscope import storage
 
     client.open(timeout=180)
@@ -219,7 +219,7 @@ def test_a_pause_the_manager_timed_out_while_its_worker_was_busy_is_carried_out_
     the status, up to 1 s stale, send again, and be refused. The same for a resume. ``wait(paused=True)``
     returns only once the worker's RunEngine is paused, so the abort finds it paused."""
     cfg, client, _ = queue
-    from braggscope.app.serve import serve_paths
+    from braggscope.app.serve.services import serve_paths
 
     client.open(timeout=180)
     client.add("sxdm_map", **dict(RASTER, x_range=[0, 20, 40], y_range=[0, 20, 40], etas=[9.0, 9.1]),
@@ -266,7 +266,7 @@ def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
 
     from bluesky.utils import RunEngineInterrupted
 
-    from braggscope.app.queue_profile import build_namespace
+    from braggscope.app.serve.queue_profile import build_namespace
     from braggscope.core.config import load_config
 
     cfg = load_config()
@@ -343,7 +343,7 @@ def _wait_running(client, sample, timeout=120.0, settle_s=1.0):
 
 def test_shell_queue_namespace(queue):
     cfg, client, key = queue
-    from braggscope.app.queue_client import queue_namespace
+    from braggscope.app.serve.queue_client import queue_namespace
     from braggscope.core.errors import ArgumentError, ServerUnreachableError
 
     ns = queue_namespace(cfg, client.url, api_key=key)

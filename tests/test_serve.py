@@ -121,7 +121,7 @@ def test_serve_runs_the_whole_stack_and_stop_leaves_nothing(tmp_path):
 
 
 def _run_a_map_through_the_queue(tmp_path, with_live):
-    from braggscope.app.queue_client import QueueClient
+    from braggscope.app.serve.queue_client import QueueClient
     from braggscope import storage
     from braggscope.core.config import load_config
 

@@ -215,7 +215,7 @@ def test_help_and_labels_for_blueskys_magics(setup):
 def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch, capsys, caplog):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from braggscope.app.magics import load_ipython_extension
+    from braggscope.app.session.magics import load_ipython_extension
 
     c, d = setup["c"], setup["devices"]
     shell = InteractiveShell.instance()
@@ -288,7 +288,7 @@ def test_ctrl_c_during_a_scan_pauses_and_resume_loses_nothing(setup, capsys):
 
 @pytest.mark.slow  # the session's embedded catalog takes ~5-25 s to start
 def test_the_shell_namespace_has_the_commands(tmp_path):
-    from braggscope.app.session import make_session
+    from braggscope.app.session.namespace import make_session
 
     cfg = load_config()
     for key, value in (("storage.data_dir", str(tmp_path / "data")), ("detector.read_path", str(tmp_path / "det")),

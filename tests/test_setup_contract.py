@@ -17,8 +17,8 @@ import pytest
 
 from braggscope.analysis.sxdm.files import load_maps
 from braggscope.analysis.sxdm.reduce import reduce_stack
-from braggscope.app.cli import main
-from braggscope.app.session import make_session
+from braggscope.app.cli.main import main
+from braggscope.app.session.namespace import make_session
 from braggscope import storage
 from braggscope.core.config import load_config, save_config
 from braggscope.core.geometry import Geometry

@@ -168,7 +168,7 @@ def test_writer_keeps_documents_while_the_catalog_is_lost(server_cfg, capfd):
 
 
 def test_a_server_whose_state_file_is_gone_exits(server_cfg):
-    from braggscope.app.simctl import _pid_alive
+    from braggscope.app.beamline.simulator import _pid_alive
 
     cfg, _ = server_cfg
     catalog_server.ensure_server(cfg)

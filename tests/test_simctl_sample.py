@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from braggscope.app.simctl import SampleMismatchError, SimulatorHandle, check_sample
+from braggscope.app.beamline.simulator import SampleMismatchError, SimulatorHandle, check_sample
 from braggscope.core.errors import UserError
 
 

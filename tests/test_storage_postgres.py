@@ -102,7 +102,7 @@ def _devices(cfg, root, shape=(32, 40)):
 def _run_engine(client, devices):
     from bluesky import RunEngine
 
-    from braggscope.app.beamline import install_baseline
+    from braggscope.app.beamline.connect import install_baseline
     from braggscope import storage
 
     RE = RunEngine(call_returns_result=True)
@@ -200,7 +200,7 @@ def test_reduce_cli_sends_the_reduction_to_the_configured_dask_cluster(tiled_ser
     distributed = pytest.importorskip("distributed")
 
     from braggscope.analysis.sxdm.files import load_maps
-    from braggscope.app.cli import main
+    from braggscope.app.cli.main import main
     from braggscope.core.config import save_config
     from braggscope.plans import sxdm_map
 

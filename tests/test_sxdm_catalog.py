@@ -71,7 +71,7 @@ def test_catalog_run_reduces_like_the_numpy_stack(run_and_truth):
 
 def test_cli_with_a_run_id(run_and_truth, tmp_path):
     from braggscope.analysis.sxdm.files import load_maps
-    from braggscope.app.cli import main
+    from braggscope.app.cli.main import main
 
     client, uid, t, cfg_path = run_and_truth
     out = tmp_path / "maps.h5"

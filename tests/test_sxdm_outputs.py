@@ -93,7 +93,7 @@ def test_save_figures_writes_pngs(tmp_path, case):
 
 
 def test_cli_reduces_a_bliss_file(tmp_path, case, capsys):
-    from braggscope.app.cli import main
+    from braggscope.app.cli.main import main
 
     t, _, maps = case
     src = tmp_path / "data" / "sample.h5"

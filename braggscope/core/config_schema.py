@@ -139,7 +139,7 @@ SERVICES = ("simulator", "tiled", "queue", "http", "live")
 
 
 class Queue(_Section):
-    """Queued operation (braggscope.app.queue_profile, braggscope.app.queue_client)."""
+    """Queued operation (braggscope.app.serve.queue_profile, braggscope.app.serve.queue_client)."""
 
     devices: Literal["epics", "inprocess"]
     redis: Required
@@ -149,7 +149,7 @@ class Queue(_Section):
 
 
 class Serve(_Section):
-    """``braggscope serve`` (braggscope.app.serve): services, address and ports."""
+    """``braggscope serve`` (braggscope.app.serve.services): services, address and ports."""
 
     host: Required
     services: list[Literal[SERVICES]]

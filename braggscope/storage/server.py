@@ -14,7 +14,7 @@ environment, never its command line.
 
 The server process holds the catalog's one-writer lock
 (``storage.locks``), so a process that opens the same catalog embedded
-is refused while the server runs. ``braggscope catalog stop|status`` (``braggscope.app.catalog_cmd``)
+is refused while the server runs. ``braggscope catalog stop|status`` (``braggscope.app.cli.catalog``)
 stop and show it; it otherwise runs until stopped, and exits by itself when its state
 file or its catalog file disappears (a removed data directory leaves no server).
 

@@ -45,7 +45,7 @@ def _setup(out: Path, port: int):
 
 
 def _start(cfg, out: Path, port: int):
-    from braggscope.app.simctl import start_simulator, state_file_for
+    from braggscope.app.beamline.simulator import start_simulator, state_file_for
 
     return start_simulator(cfg, port=port, state_file=state_file_for(cfg), set_env=True, exit_with_parent=True)
 
@@ -92,7 +92,7 @@ def check_frames(docs) -> dict:
 def run_scenario(name: str, out: Path) -> dict:
     from bluesky import RunEngine
 
-    from braggscope.app.simctl import stop_simulator
+    from braggscope.app.beamline.simulator import stop_simulator
     from braggscope.storage import keep_abort_reason
     from braggscope.devices.factory import make_devices
     from braggscope.simulators.ioc_run import free_port
@@ -160,7 +160,7 @@ def run_scenario(name: str, out: Path) -> dict:
 
 def _reconnect_and_run(cfg, handle, out: Path) -> dict:
     """The session's reconnect() onto the simulator now on a new port, then a complete run."""
-    from braggscope.app.session import reconnect_devices
+    from braggscope.app.session.namespace import reconnect_devices
 
     try:
         d = reconnect_devices(cfg, timeout=20.0)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from braggscope.app.simctl import _checked_state, read_state, stop_simulator
+from braggscope.app.beamline.simulator import _checked_state, read_state, stop_simulator
 from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.devices.factory import confine_ca_to_loopback
 from braggscope.simulators.ioc_run import free_port

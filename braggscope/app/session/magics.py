@@ -14,7 +14,7 @@ prints as one line naming what to change; ``%tb`` still shows its traceback.
 
 In ``braggscope shell`` the extension is loaded for you; elsewhere::
 
-    %load_ext braggscope.app.magics      # needs a `commands` object in the namespace
+    %load_ext braggscope.app.session.magics      # needs a `commands` object in the namespace
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class _NoUserErrorTraceback(logging.Filter):
 
 
 def load_ipython_extension(shell) -> None:
-    """``%load_ext braggscope.app.magics``: bluesky's magics, then braggscope's; shadowing aliases removed;
+    """``%load_ext braggscope.app.session.magics``: bluesky's magics, then braggscope's; shadowing aliases removed;
     expected errors shown as one line."""
     remove_shadowing_aliases(shell)
     shell.set_custom_exc((UserError,), show_user_error)

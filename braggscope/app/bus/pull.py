@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from braggscope.app.bus_format import HEADER_RUN, HEADER_START_SEQ, decode_batch, ensure_stream, run_messages
+from braggscope.app.bus.format import HEADER_RUN, HEADER_START_SEQ, decode_batch, ensure_stream, run_messages
 from braggscope.core.errors import ServerUnreachableError
 
 __all__ = ["consume"]

@@ -17,7 +17,7 @@ from bluesky import RunEngine
 from bluesky.preprocessors import SupplementalData
 from tqdm.auto import tqdm
 
-from braggscope.app.interrupted_bundle import drop_interrupted_bundle
+from braggscope.app.beamline.interrupted_bundle import drop_interrupted_bundle
 from braggscope import storage
 from braggscope.core.config import Config
 from braggscope.storage.fly_stream import streamed_only
@@ -76,7 +76,7 @@ class Beamline:
 
     def __exit__(self, *exc):
         if self._started is not None:
-            from braggscope.app.simctl import stop_simulator
+            from braggscope.app.beamline.simulator import stop_simulator
             from braggscope.devices.ca_client import release_devices
 
             release_devices(getattr(self, "devices", {}))  # no "Virtual circuit disconnect" report
@@ -162,12 +162,12 @@ def connect_simulator(cfg, owner=None):
     """Start the caproto simulator unless one runs, point CA at it, connect the devices.
 
     A running simulator must serve the sample the owner asks for (``owner.sample``, e.g. the
-    demos), else :class:`braggscope.app.simctl.SampleMismatchError` (one line) is raised before
+    demos), else :class:`braggscope.app.beamline.simulator.SampleMismatchError` (one line) is raised before
     any connection. Without such a request (the shell) the configuration takes the sample the
     simulator serves (``simulator.sample``), and says so when it differs.
     """
     from braggscope.devices.factory import make_devices
-    from braggscope.app.simctl import apply_client_env, check_sample, read_state, start_simulator, state_file_for
+    from braggscope.app.beamline.simulator import apply_client_env, check_sample, read_state, start_simulator, state_file_for
 
     handle = read_state(state_file_for(cfg))
     wanted = getattr(owner, "sample", None)

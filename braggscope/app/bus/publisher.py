@@ -13,7 +13,7 @@ Guarantees:
   of its first document in the run (``Nats-Msg-Id = <run uid>:<index>``, so a
   re-sent message is dropped by the server's de-duplication window) and the
   stream sequence of the run's start document (a consumer restarting mid-run
-  replays the run from there: :func:`braggscope.app.bus_format.run_messages`).
+  replays the run from there: :func:`braggscope.app.bus.format.run_messages`).
 * **Backpressure.** ``queue_size`` documents fit in memory. Past
   ``high_water`` (a fraction of it) a one-line warning is logged once and
   :attr:`DocumentPublisher.stats` counts the documents queued over the mark.
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import msgpack
 
-from braggscope.app.bus_format import HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, encode_document, ensure_stream
+from braggscope.app.bus.format import HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, encode_document, ensure_stream
 
 __all__ = ["DocumentPublisher", "BusOverflowError"]
 

@@ -10,7 +10,7 @@ times are ``None``.) Its headers name the run
 (:data:`HEADER_INDEX`), the stream sequence of the run's start document
 (:data:`HEADER_START_SEQ`) and ``Nats-Msg-Id = <run uid>:<index>`` (the
 server's de-duplication key). Shared by the publisher
-(:mod:`braggscope.app.bus_publisher`) and ``braggscope live``.
+(:mod:`braggscope.app.bus.publisher`) and ``braggscope live``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ _FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 
 def add_parser(subparsers) -> None:
-    from braggscope.app.cli import add_command_groups
+    from braggscope.app.cli.main import add_command_groups
 
     parser = subparsers.add_parser("reduce", help="reduce an SXDM map or a BCDI rocking scan")
     sub = parser.add_subparsers(dest="reduce_kind", metavar="KIND")

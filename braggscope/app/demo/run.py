@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braggscope.app.beamline import Beamline, reflection_window, save_live_figure, subscribe_live_maps
+from braggscope.app.beamline.connect import Beamline, reflection_window, save_live_figure, subscribe_live_maps
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.core.setup import ScanSetup
 from braggscope.core.atomic import atomic_path

@@ -1,6 +1,6 @@
 """Processes of ``braggscope serve``: process groups, ports, console scripts, private files.
 
-Small helpers of :mod:`braggscope.app.serve`, kept apart so that module reads as the services.
+Small helpers of :mod:`braggscope.app.serve.services`, kept apart so that module reads as the services.
 """
 
 from __future__ import annotations

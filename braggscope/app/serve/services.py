@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from braggscope.app.serve_processes import (connect_host, console_script, http_status, port_answers, terminate_group,
+from braggscope.app.serve.processes import (connect_host, console_script, http_status, port_answers, terminate_group,
                                              write_private)
 from braggscope.core.processes import command_line as _command_line
 from braggscope.core.processes import pid_alive as _pid_alive
@@ -124,7 +124,7 @@ def _wanted(name, cfg, state, echo) -> bool:
 
 def stop_services(cfg, services=None, *, timeout: float = 15.0, echo=print) -> list[str]:
     """Stop the services this state file says run (all by default); returns the names stopped."""
-    from braggscope.app.simctl import stop_simulator
+    from braggscope.app.beamline.simulator import stop_simulator
 
     paths = serve_paths(cfg)
     state = _read_state(paths["state"])
@@ -160,7 +160,7 @@ def service_status(cfg) -> dict[str, tuple[bool, str]]:
 
 # --------------------------------------------------------------------------- services
 def _start_simulator(cfg, paths, keys, timeout):
-    from braggscope.app.simctl import read_state, start_simulator, state_file_for
+    from braggscope.app.beamline.simulator import read_state, start_simulator, state_file_for
 
     handle = read_state(state_file_for(cfg))
     external = handle is not None
@@ -188,7 +188,7 @@ def _start_tiled(cfg, paths, keys, timeout):
 
 
 def _start_queue(cfg, paths, keys, timeout):
-    from braggscope.app.queue_profile import write_startup_dir
+    from braggscope.app.serve.queue_profile import write_startup_dir
 
     host = cfg["serve.host"]
     control, info = cfg["serve.queue_control_port"], cfg["serve.queue_info_port"]

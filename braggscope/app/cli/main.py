@@ -40,13 +40,13 @@ from braggscope.core.errors import EXIT_USER_ERROR, UserError
 
 # module -> owner of a command group; each defines add_parser(subparsers)
 COMMAND_MODULES = (
-    "braggscope.app.simctl",     # braggscope sim start|stop|status
-    "braggscope.app.catalog_cmd",     # braggscope catalog status|stop (the local catalog server)
-    "braggscope.app.session",    # braggscope shell
-    "braggscope.app.demo",       # braggscope demo sxdm|bcdi
-    "braggscope.app.reduce",     # braggscope reduce sxdm|bcdi
-    "braggscope.app.live_consumer",  # braggscope live (maps from the document bus)
-    "braggscope.app.serve",      # braggscope serve [start|stop|status] (the beamline's services)
+    "braggscope.app.beamline.simulator",     # braggscope sim start|stop|status
+    "braggscope.app.cli.catalog",     # braggscope catalog status|stop (the local catalog server)
+    "braggscope.app.session.namespace",    # braggscope shell
+    "braggscope.app.demo.run",       # braggscope demo sxdm|bcdi
+    "braggscope.app.cli.reduce",     # braggscope reduce sxdm|bcdi
+    "braggscope.app.bus.consumer",  # braggscope live (maps from the document bus)
+    "braggscope.app.serve.services",      # braggscope serve [start|stop|status] (the beamline's services)
 )
 
 #: errno values of an output that cannot be written: the user's to fix, reported in one line.

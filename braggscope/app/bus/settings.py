@@ -1,10 +1,10 @@
 """The document bus: every run's documents published on NATS JetStream.
 
 The acquisition ``RE.subscribe``-s a :class:`DocumentPublisher`
-(:mod:`braggscope.app.bus_publisher`: bounded queue, spill file, one
-publishing thread); ``braggscope live`` (:mod:`braggscope.app.live_consumer`)
+(:mod:`braggscope.app.bus.publisher`: bounded queue, spill file, one
+publishing thread); ``braggscope live`` (:mod:`braggscope.app.bus.consumer`)
 subscribes from another process or host. The message format is in
-:mod:`braggscope.app.bus_format`. This module reads the ``[bus]`` table of a
+:mod:`braggscope.app.bus.format`. This module reads the ``[bus]`` table of a
 configuration and re-exports the pieces under their historical names.
 
 Frames are not on the bus: events carry datum ids and the resource documents
@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from braggscope.app.bus_format import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, decode_batch, decode_timed_batch,
+from braggscope.app.bus.format import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, decode_batch, decode_timed_batch,
                                        encode_document, ensure_stream, run_messages)
-from braggscope.app.bus_publisher import BusOverflowError, DocumentPublisher
+from braggscope.app.bus.publisher import BusOverflowError, DocumentPublisher
 from braggscope.core.errors import ConfigError
 
 __all__ = ["DocumentPublisher", "BusOverflowError", "encode_document", "decode_batch", "decode_timed_batch",

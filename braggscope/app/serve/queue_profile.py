@@ -43,8 +43,8 @@ __all__ = ["QUEUE_PLANS", "build_namespace", "write_startup_dir", "sxdm_map", "c
 
 #: Startup script written by :func:`write_startup_dir` (the worker executes it).
 STARTUP_SCRIPT = """\
-# braggscope queue profile (written by braggscope.app.queue_profile.write_startup_dir; do not edit)
-from braggscope.app.queue_profile import build_namespace as _build_namespace
+# braggscope queue profile (written by braggscope.app.serve.queue_profile.write_startup_dir; do not edit)
+from braggscope.app.serve.queue_profile import build_namespace as _build_namespace
 
 globals().update(_build_namespace())
 """
@@ -118,7 +118,7 @@ def build_namespace(cfg=None) -> dict:
     """
     from bluesky import RunEngine
 
-    from braggscope.app.beamline import install_baseline
+    from braggscope.app.beamline.connect import install_baseline
     from braggscope.app.bus import publisher_from_config
     from braggscope import storage
     from braggscope.core.config import load_config
@@ -153,7 +153,7 @@ def _devices(cfg) -> dict:
     if kind != "epics":
         raise ConfigError(f"[queue] devices must be 'epics' or 'inprocess', got {kind!r}")
     if cfg.get("beamline.simulated", False):
-        from braggscope.app.simctl import _checked_state, apply_client_env, state_file_for
+        from braggscope.app.beamline.simulator import _checked_state, apply_client_env, state_file_for
 
         handle, why = _checked_state(state_file_for(cfg))
         if handle is None:

@@ -59,7 +59,7 @@ def _cmd(args) -> int:
 
     cfg = load_config(args.config)
     if args.queue is not None:
-        from braggscope.app.queue_client import queue_namespace
+        from braggscope.app.serve.queue_client import queue_namespace
 
         ns = queue_namespace(cfg, args.queue or None)
     else:
@@ -82,10 +82,10 @@ def _cmd(args) -> int:
     # a GUI event loop for figures where a display exists; headless, matplotlib picks Agg by itself
     # (and "%matplotlib agg" would print "No event loop hook running." under the banner)
     c.InteractiveShellApp.exec_lines = ["%matplotlib"] if _has_display() else []
-    c.InteractiveShellApp.extensions = ["braggscope.app.magics"]  # %wa %mv %ct ...; no /bin/mv alias
+    c.InteractiveShellApp.extensions = ["braggscope.app.session.magics"]  # %wa %mv %ct ...; no /bin/mv alias
     if _has_display() and ns.get("live") is not None:  # the live SXDM maps in a window (GUI timer)
         c.InteractiveShellApp.exec_lines.append(
-            "from braggscope.app.live_figures import show_live_maps as _s; live_window = _s(live); del _s")
+            "from braggscope.app.session.live_figures import show_live_maps as _s; live_window = _s(live); del _s")
     try:
         start_ipython(argv=[], user_ns=ns, config=c)
     finally:
@@ -123,7 +123,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
 
     from braggscope import plans
     from braggscope import storage
-    from braggscope.app.beamline import Beamline, StreamedRunsAsProgress, connect_simulator, install_baseline
+    from braggscope.app.beamline.connect import Beamline, StreamedRunsAsProgress, connect_simulator, install_baseline
     from braggscope.core.eccentricity import EccentricityModel
 
     headless = (not _has_display()) if headless is None else headless
@@ -159,7 +159,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
     live_cb = live_dispatcher = live_token = None
     if live and not inprocess:
-        from braggscope.app.beamline import subscribe_live_maps
+        from braggscope.app.beamline.connect import subscribe_live_maps
 
         live_cb, live_dispatcher, live_token = subscribe_live_maps(RE)
     from braggscope.app.bus import publisher_from_config
@@ -176,7 +176,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
         ns[name] = getattr(plans, name)
     ns["calibrate_eccentricity"] = _printing_result(plans.calibrate_eccentricity)  # the operator sees the verdict
     from braggscope.app.commands import make_commands
-    from braggscope.app.live_figures import install_live_figures
+    from braggscope.app.session.live_figures import install_live_figures
 
     commands = make_commands(RE, devices, cfg=cfg, eccentricity=ns["eccentricity"])  # wa, mv, ascan, cen ...
     ns.update(commands.namespace(), commands=commands)
@@ -258,7 +258,7 @@ def reconnect_devices(cfg, *, timeout: float = 30.0, old=None) -> dict:
     dict
         New devices, as from ``make_devices``.
     """
-    from braggscope.app.simctl import _checked_state, apply_client_env, state_file_for
+    from braggscope.app.beamline.simulator import _checked_state, apply_client_env, state_file_for
     from braggscope.devices.factory import make_devices
 
     if cfg.get("beamline.simulated", False):

@@ -2,10 +2,10 @@
 
 The acquisition publishes every run's documents on NATS JetStream
 (:mod:`braggscope.app.bus`); this command subscribes with a durable pull
-consumer (:mod:`braggscope.app.live_pull`), feeds each ``sxdm_map`` run to a
+consumer (:mod:`braggscope.app.bus.pull`), feeds each ``sxdm_map`` run to a
 :class:`braggscope.analysis.live.LiveSXDM` (:class:`LiveConsumer`, here),
 refreshes one PNG of the maps in place while the run goes on
-(:mod:`braggscope.app.live_png`) and writes a maps file per run (NeXus-style HDF5,
+(:mod:`braggscope.app.bus.png`) and writes a maps file per run (NeXus-style HDF5,
 ``load_maps`` reads it). Frames are read from the detector's HDF5 files named
 by the resource documents; ``--path-map OLD=NEW`` relocates them for a host
 that mounts the detector directory elsewhere.
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from braggscope.app.bus import bus_settings
-from braggscope.app.bus_format import HEADER_INDEX, HEADER_RUN, decode_timed_batch
-from braggscope.app.live_png import FigureWriter
-from braggscope.app.live_pull import consume
+from braggscope.app.bus.format import HEADER_INDEX, HEADER_RUN, decode_timed_batch
+from braggscope.app.bus.png import FigureWriter
+from braggscope.app.bus.pull import consume
 from braggscope.core.atomic import atomic_path
 from braggscope.core.errors import ArgumentError
 

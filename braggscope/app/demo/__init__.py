@@ -1,0 +1,1 @@
+"""``braggscope demo sxdm|bcdi``: the whole chain on the simulated beamline."""

@@ -1,0 +1,1 @@
+"""``braggscope shell``: the operator's session (namespace, IPython magics, live figures)."""
