@@ -9,13 +9,13 @@ from bluesky import plans as bp
 from bluesky.utils import MsgGenerator
 from cycler import cycler
 
+from braggscope.core.errors import ArgumentError
 from braggscope.core.geometry import oversampling_detector, oversampling_rocking, rocking_step, wavelength
-
 from braggscope.core.setup import ScanSetup
 
-from ._common import (area_detector, check_numbers, check_within_limits, eccentricity_model, main_detector, names,
-                      setup_metadata)
-from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
+from .checks import check_detectors, check_numbers, check_within_limits, eccentricity_model
+from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
+from .metadata import area_detector, main_detector, names, setup_metadata
 
 __all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
 
@@ -34,39 +34,34 @@ def bcdi_angles(eta_center: float, *, d_spacing: float, size_m: float, oversampl
 
     Raises
     ------
-    ValueError
+    ArgumentError
         If the step gives a rocking oversampling below 2 (and not
-        ``allow_undersampling``), naming the allowed step range.
+        ``allow_undersampling``), naming the allowed step range; for
+        numbers that are not finite or not > 0.
     """
-    for name, v in (("d_spacing", d_spacing), ("size_m", size_m), ("oversampling", oversampling)):
-        if not (np.isfinite(float(v)) and float(v) > 0):
-            raise ValueError(f"{name} must be > 0, got {v!r}")
+    check_numbers(d_spacing=d_spacing, size_m=size_m, oversampling=oversampling, step_deg=step_deg,
+                  eta_range=eta_range, n_fringes=n_fringes,
+                  positive=("d_spacing", "size_m", "oversampling", "step_deg", "eta_range", "n_fringes"))
     max_step = rocking_step(d_spacing, size_m, MIN_OVERSAMPLING)
     if step_deg is None:
         if oversampling < MIN_OVERSAMPLING and not allow_undersampling:
-            raise ValueError(f"oversampling must be >= {MIN_OVERSAMPLING}, got {oversampling!r} "
-                             "(pass allow_undersampling=True to override)")
+            raise ArgumentError(f"oversampling must be >= {MIN_OVERSAMPLING}, got {oversampling!r} "
+                                "(pass allow_undersampling=True to override)")
         step_deg = rocking_step(d_spacing, size_m, oversampling)
     step_deg = float(step_deg)
-    if not (np.isfinite(step_deg) and step_deg > 0):
-        raise ValueError(f"step_deg must be > 0 degrees, got {step_deg!r}")
     sigma = oversampling_rocking(d_spacing, size_m, step_deg)
     if sigma < MIN_OVERSAMPLING * (1 - 1e-9) and not allow_undersampling:
-        raise ValueError(
+        raise ArgumentError(
             f"step_deg = {step_deg:.6g} deg gives a rocking oversampling of {sigma:.3g} < {MIN_OVERSAMPLING}; "
             f"allowed range: 0 < step_deg <= {max_step:.6g} deg for a {size_m * 1e9:.0f} nm crystal at "
             f"d = {d_spacing:.4g} A (pass allow_undersampling=True to override)")
     if eta_range is None:
-        if not float(n_fringes) > 0:
-            raise ValueError(f"n_fringes must be > 0, got {n_fringes!r}")
         eta_range = float(n_fringes) * np.degrees(d_spacing * 1e-10 / size_m)
     eta_range = float(eta_range)
-    if not (np.isfinite(eta_range) and eta_range > 0):
-        raise ValueError(f"eta_range must be > 0 degrees, got {eta_range!r}")
     n = int(np.floor(eta_range / step_deg + 1e-9)) + 1
     if n < 3:
-        raise ValueError(f"eta_range = {eta_range:.6g} deg holds {n} steps of {step_deg:.6g} deg; "
-                         f"need eta_range >= {2 * step_deg:.6g} deg")
+        raise ArgumentError(f"eta_range = {eta_range:.6g} deg holds {n} steps of {step_deg:.6g} deg; "
+                            f"need eta_range >= {2 * step_deg:.6g} deg")
     half = (n - 1) * step_deg / 2.0
     return float(eta_center) + np.linspace(-half, half, n)
 
@@ -95,7 +90,6 @@ def bcdi_rocking(
     trigger_timeout_s: float = TRIGGER_TIMEOUT_S,
     move_timeout_s: float = MOVE_TIMEOUT_S,
     md: dict | None = None,
-    **deprecated_beam,
 ) -> MsgGenerator[str]:
     """Oversampled rocking scan of one crystal for BCDI.
 
@@ -140,10 +134,6 @@ def bcdi_rocking(
         Miller indices, recorded in the start document.
     sample, md
         Recorded in the start document.
-    **deprecated_beam
-        ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``,
-        ``detector_shape``, ``delta``, ``nu``, ``phi``: deprecated (a
-        ``DeprecationWarning``), recorded as a partial ``setup``.
     trigger_timeout_s, move_timeout_s : float
         Bounds (s) on one point's detector trigger and moves (a dead IOC
         fails the run with a ``TimeoutError`` naming the device).
@@ -155,26 +145,25 @@ def bcdi_rocking(
 
     Raises
     ------
-    ValueError
+    ArgumentError
         Before the first message (so before any motion) for a step or a
         distance giving an oversampling below 2, naming the argument and the
-        allowed range, or for targets outside the motors' limits.
+        allowed range, for NaN or infinite numbers, or for targets outside
+        the motors' limits.
     """
-    if not detectors:
-        raise ValueError("detectors must name at least one detector")
-    setup_md = setup_metadata("bcdi_rocking", setup, deprecated_beam)
+    detectors = check_detectors(detectors)
+    setup_md = setup_metadata(setup)
     check_numbers(eta_center=eta_center, size_m=size_m, d_spacing=d_spacing, oversampling=oversampling,
                   step_deg=step_deg, eta_range=eta_range, n_fringes=n_fringes, x_um=x_um, y_um=y_um,
                   energy=None if hasattr(energy, "position") else energy, trigger_timeout_s=trigger_timeout_s,
-                  move_timeout_s=move_timeout_s, **deprecated_beam,
+                  move_timeout_s=move_timeout_s,
                   positive=("size_m", "d_spacing", "oversampling", "step_deg", "eta_range", "n_fringes", "energy",
-                            "trigger_timeout_s", "move_timeout_s", "energy_kev", "distance_m", "pixel_m",
-                            "detector_shape"))
-    energy_kev, distance_m, pixel_m = _beam(setup, energy, deprecated_beam, area_detector(detectors))
+                            "trigger_timeout_s", "move_timeout_s"))
+    energy_kev, distance_m, pixel_m = _beam(setup, energy, area_detector(detectors))
     sigma_det = oversampling_detector(energy_kev, distance_m, pixel_m, size_m)
     if sigma_det < MIN_OVERSAMPLING * (1 - 1e-9) and not allow_undersampling:
         min_distance = MIN_OVERSAMPLING * pixel_m * size_m / (wavelength(energy_kev) * 1e-10)
-        raise ValueError(
+        raise ArgumentError(
             f"distance_m = {distance_m:.4g} m gives a detector-plane oversampling of {sigma_det:.3g} < "
             f"{MIN_OVERSAMPLING}; allowed range: distance_m >= {min_distance:.4g} m for {pixel_m * 1e6:.0f} um "
             f"pixels, a {size_m * 1e9:.0f} nm crystal at {energy_kev:.4g} keV "
@@ -187,7 +176,7 @@ def bcdi_rocking(
     traj = cycler(eta_motor, list(etas))
     follow = {}
     if (x_motor is None) != (x_um is None) or (y_motor is None) != (y_um is None):
-        raise ValueError("x_motor/x_um and y_motor/y_um must be given together")
+        raise ArgumentError("x_motor/x_um and y_motor/y_um must be given together")
     dx, dy = model.offset(etas)
     if x_motor is not None:
         xs = float(x_um) + np.asarray(dx)
@@ -227,11 +216,11 @@ def bcdi_rocking(
     return (yield from bp.scan_nd(detectors, traj, per_step=per_step, md=_md))
 
 
-def _beam(setup, energy, beam, detector) -> tuple[float, float, float]:
+def _beam(setup, energy, detector) -> tuple[float, float, float]:
     """Energy (keV), distance (m) and pixel size (m) for the oversampling check, before any message.
 
-    From ``setup``, else the deprecated keyword arguments, the ``energy``
-    positioner (or value) and the area detector's configuration signals.
+    From ``setup``, else the ``energy`` positioner (or value) and the area
+    detector's configuration signals.
     """
     if setup is not None:
         return setup.energy_kev, setup.distance_m, min(setup.geometry().pixel_size)
@@ -242,7 +231,6 @@ def _beam(setup, energy, beam, detector) -> tuple[float, float, float]:
         signal = getattr(detector, name, None)
         if signal is not None and hasattr(signal, "get"):
             values[name] = signal.get()
-    values.update({k: beam[k] for k in ("energy_kev", "distance_m", "pixel_m") if beam.get(k) is not None})
     out = []
     for name, hint in (("energy_kev", "pass energy=<the energy positioner> (or keV)"),
                        ("distance_m", "the area detector has no distance_m configuration signal"),
@@ -250,10 +238,10 @@ def _beam(setup, energy, beam, detector) -> tuple[float, float, float]:
         try:
             value = float(np.ravel(values[name])[0])
         except (KeyError, TypeError, ValueError, IndexError):
-            raise ValueError(f"bcdi_rocking needs {name} for the oversampling check: {hint}, "
-                             "or pass setup=ScanSetup(...)") from None
+            raise ArgumentError(f"bcdi_rocking needs {name} for the oversampling check: {hint}, "
+                                "or pass setup=ScanSetup(...)") from None
         if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"bcdi_rocking: {name} = {value!r} is not > 0 (set the detector's configuration "
-                             "signal from the [detector] configuration, or pass setup=ScanSetup(...))")
+            raise ArgumentError(f"bcdi_rocking: {name} = {value!r} is not > 0 (set the detector's configuration "
+                                "signal from the [detector] configuration, or pass setup=ScanSetup(...))")
         out.append(value)
     return out[0], out[1], out[2]

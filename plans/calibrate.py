@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import unquote, urlparse
 
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filter of the fly detector files)
 import numpy as np
 from bluesky import preprocessors as bpp
 from bluesky.utils import MsgGenerator
@@ -21,8 +24,10 @@ from braggscope.core.config import save_config
 from braggscope.core.eccentricity import EccentricityModel, fit_eccentricity
 from braggscope.core.errors import ArgumentError
 
-from ._common import available_fields, check_angles, check_fields, check_number, check_range, eccentricity_model
 from .calibration_maps import crystal_position, locate_crystal, map_total_variation, mosaic_fraction, signal_kind
+from .checks import (available_fields, check_angles, check_detectors, check_fields, check_number, check_range,
+                     eccentricity_model)
+from .fly import sxdm_fly
 from .sxdm import sxdm_map
 
 __all__ = ["calibrate_eccentricity", "CalibrationResult", "crystal_position", "map_total_variation", "mosaic_fraction",
@@ -49,13 +54,15 @@ def calibrate_eccentricity(
     map_pixel_um: float | None = None,
     map_etas: Sequence[float] | None = None,
     cfg=None,
-    config_path=None,
-    figure_path=None,
     md: dict | None = None,
     fly: bool = False,
     dwell_s: float | None = None,
 ) -> MsgGenerator[CalibrationResult]:
     """Measure and fit the eccentricity drift with coarse maps at several angles, and judge it.
+
+    The plan writes no file: the caller stores an accepted model
+    (:func:`store_eccentricity`) and draws the fit (:func:`plot_calibration`), as the
+    shell's ``calibrate()`` does.
 
     One ``sxdm_map`` run of coarse rasters (``plan_name`` ``sxdm_map``,
     ``purpose`` ``eccentricity_calibration``); at each eta where the crystal
@@ -114,13 +121,8 @@ def calibrate_eccentricity(
     map_etas : sequence of float, optional
         Angles (deg) the correction will be used at; default ``etas``.
     cfg : braggscope.core.config.Config, optional
-        When the fit is accepted, ``result.use`` is stored in its
-        ``[eccentricity]`` (in place) and written to ``config_path``; a
-        rejected fit leaves it unchanged.
-    config_path : path-like, optional
-        Where to save the updated configuration (needs ``cfg``).
-    figure_path : path-like, optional
-        PNG of the measured positions and the fit (:func:`plot_calibration`).
+        Its ``[eccentricity]`` is the fallback model without ``initial``
+        (read only).
     md : dict, optional
     fly : bool
         Take the maps as one fly scan (:func:`braggscope.plans.fly.sxdm_fly`): ``detectors``
@@ -154,7 +156,7 @@ def calibrate_eccentricity(
     braggscope.core.calibration.judge_calibration, mosaic_fraction
     """
     etas, x_range, y_range, map_pixel_um, map_etas = _check_arguments(
-        detectors, x_range, y_range, etas, quadratic, threshold, locate, map_pixel_um, map_etas, cfg, config_path)
+        detectors, x_range, y_range, etas, quadratic, threshold, locate, map_pixel_um, map_etas)
     need = 3 if quadratic else 2
     start_model = eccentricity_model(initial, "initial")
     fallback = start_model if initial is not None else (
@@ -189,21 +191,15 @@ def calibrate_eccentricity(
     fitted = fit_eccentricity(eta_found, xs, ys, quadratic=quadratic)
     if map_pixel_um is None:
         map_pixel_um = max(abs(r[1] - r[0]) / (r[2] - 1) for r in (x_range, y_range))
-    result = judge_calibration(
+    return judge_calibration(
         fitted, pixel_um=map_pixel_um, etas=map_etas or eta_found, signal=signal_kind(detectors, field),
         mosaic_fraction=mosaic_fraction(maps, etas), map_total_variation=map_total_variation(maps[found]),
         fallback=fallback, eta=eta_found, x_um=xs, y_um=ys,
         eta_not_found=[e for i, e in enumerate(etas) if i not in set(found.tolist())],
         intensity_field=field, locate=locate)
-    if cfg is not None and result.accepted:
-        store_eccentricity(cfg, result.use, config_path)
-    if figure_path is not None:
-        plot_calibration(result, figure_path)
-    return result
 
 
-def _check_arguments(detectors, x_range, y_range, etas, quadratic, threshold, locate, map_pixel_um, map_etas, cfg,
-                     config_path):
+def _check_arguments(detectors, x_range, y_range, etas, quadratic, threshold, locate, map_pixel_um, map_etas):
     """``calibrate_eccentricity``'s arguments checked (ArgumentError naming the bad one), normalised."""
     etas = check_angles("etas", etas)
     need = 3 if quadratic else 2
@@ -214,22 +210,21 @@ def _check_arguments(detectors, x_range, y_range, etas, quadratic, threshold, lo
         raise ArgumentError("x_range and y_range need num >= 3 to locate the crystal")
     if locate not in LOCATE_METHODS:
         raise ArgumentError(f"locate must be one of {LOCATE_METHODS}, got {locate!r}")
-    if not 0 <= threshold < 1:
+    try:
+        threshold_ok = 0 <= float(threshold) < 1
+    except (TypeError, ValueError):
+        threshold_ok = False
+    if not threshold_ok:
         raise ArgumentError(f"threshold must be in [0, 1), got {threshold!r}")
     map_pixel_um = check_number("map_pixel_um", map_pixel_um, positive=True, optional=True)
     map_etas = check_angles("map_etas", map_etas) if map_etas is not None else None
-    if config_path is not None and cfg is None:
-        raise ArgumentError("config_path needs cfg (the configuration to update)")
-    if not detectors:
-        raise ArgumentError("detectors must name at least one detector")
+    check_detectors(detectors)
     return etas, x_range, y_range, map_pixel_um, map_etas
 
 
 def _fly_maps(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, model, dwell_s, md, values):
     """The calibration maps as one ``sxdm_fly`` run (``fly=True``): the frame totals of each accepted
     line go to ``values`` as the line's StreamDatum arrives. Returns ``(field, plan)``."""
-    from .fly import sxdm_fly
-
     if dwell_s is None:
         raise ArgumentError("fly=True needs dwell_s (s per point)")
     flyers = [d for d in detectors if hasattr(d, "collect_asset_docs")]
@@ -242,10 +237,6 @@ def _fly_maps(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, mo
         if name == "stream_resource" and doc.get("data_key") == field:
             resources[doc["uid"]] = doc
         elif name == "stream_datum" and doc["stream_resource"] in resources:
-            import h5py
-            import hdf5plugin  # noqa: F401  (registers the Blosc filter of the fly detector files)
-            from urllib.parse import unquote, urlparse
-
             res = resources[doc["stream_resource"]]
             # SWMR as the resource says: the file is open for writing, and a catalog in this process reads it so
             with h5py.File(unquote(urlparse(res["uri"]).path), "r", swmr=bool(res["parameters"].get("swmr"))) as f:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from braggscope.core.errors import ArgumentError, BadDataError
+
 from .sxdm import sxdm_points
 
 __all__ = ["crystal_position", "locate_crystal", "map_total_variation", "mosaic_fraction", "signal_kind"]
@@ -26,14 +28,14 @@ def locate_crystal(maps, x_range, y_range, etas, start_model, *, threshold, need
     for i in range(n_eta):
         try:
             x, y = crystal_position(maps[i], x_pts[i], y_pts[i], threshold=threshold)
-        except ValueError as exc:  # no signal at this angle (rocking-curve tail)
+        except BadDataError as exc:  # no signal at this angle (rocking-curve tail)
             first_error = first_error or exc
             continue
         found.append(i)
         xs.append(x)
         ys.append(y)
     if len(found) < need:
-        raise ValueError(f"crystal located at {len(found)} of {n_eta} angles (need {need}): {first_error}")
+        raise BadDataError(f"crystal located at {len(found)} of {n_eta} angles (need {need}): {first_error}")
     found, xs, ys = np.asarray(found), np.asarray(xs), np.asarray(ys)
     if locate == "register":
         offsets = np.stack([x_pts[found, 0, 0] - x_range[0], y_pts[found, 0, 0] - y_range[0]], axis=1)
@@ -55,7 +57,7 @@ def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=5.0) 
 
     Raises
     ------
-    ValueError
+    BadDataError
         When the map holds no signal above background (crystal not found).
     """
     intensity = np.asarray(intensity, dtype=float)
@@ -65,8 +67,8 @@ def crystal_position(intensity, x_um, y_um, *, threshold=0.2, significance=5.0) 
     # noise of the background: robust spread of the map, at least Poisson on the median
     noise = max(1.4826 * np.median(np.abs(w)), np.sqrt(max(background, 1.0)))
     if not peak > significance * noise:
-        raise ValueError(f"no intensity above background (peak {peak:.3g} < {significance} x noise {noise:.3g}): "
-                         "the crystal is not inside the coarse map")
+        raise BadDataError(f"no intensity above background (peak {peak:.3g} < {significance} x noise {noise:.3g}): "
+                           "the crystal is not inside the coarse map")
     w = np.where(w >= threshold * peak, w, 0.0)
     return float((w * x_um).sum() / w.sum()), float((w * y_um).sum() / w.sum())
 
@@ -102,7 +104,7 @@ def mosaic_fraction(maps, etas, *, threshold=0.2) -> float:
     maps = np.asarray(maps, dtype=float)
     eta = np.asarray(etas, dtype=float)
     if maps.ndim != 3 or eta.shape != maps.shape[:1]:
-        raise ValueError(f"maps must be (n_eta, ny, nx) with n_eta = len(etas), got {maps.shape} and {eta.shape}")
+        raise ArgumentError(f"maps must be (n_eta, ny, nx) with n_eta = len(etas), got {maps.shape} and {eta.shape}")
     w = np.clip(maps - np.median(maps, axis=(1, 2), keepdims=True), 0.0, None)
     if not w.max() > 0:
         return float("nan")
@@ -156,7 +158,7 @@ def map_total_variation(maps) -> float:
     """
     maps = np.asarray(maps, dtype=float)
     if maps.ndim != 3 or maps.shape[0] < 1:
-        raise ValueError(f"maps must be (n, ny, nx) with n >= 1, got shape {maps.shape}")
+        raise ArgumentError(f"maps must be (n, ny, nx) with n >= 1, got shape {maps.shape}")
     totals = np.clip(maps - np.median(maps, axis=(1, 2), keepdims=True), 0.0, None).sum(axis=(1, 2))
     mean = totals.mean()
     return float(totals.std() / mean) if mean > 0 else float("nan")

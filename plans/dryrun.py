@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._common import motor_limits
+from braggscope.core.errors import ArgumentError
+
+from .checks import motor_limits
 
 __all__ = ["dry_run", "DryRunSummary"]
 
@@ -81,14 +83,14 @@ def dry_run(plan, *, acquire_time_s: float | None = None, overhead_s: float = DE
     start_positions : dict, optional
         Motor name -> current position; read from the motors when omitted.
     raise_on_violation : bool
-        Raise ``ValueError`` listing the limit violations.
+        Raise ``ArgumentError`` listing the limit violations.
 
     Returns
     -------
     DryRunSummary
     """
-    if overhead_s < 0:
-        raise ValueError(f"overhead_s must be >= 0 s, got {overhead_s!r}")
+    if not overhead_s >= 0:
+        raise ArgumentError(f"overhead_s must be >= 0 s, got {overhead_s!r}")
     summary = DryRunSummary()
     positions = dict(start_positions or {})
     pending: dict = {}  # motor name -> move time since the last wait
@@ -132,7 +134,7 @@ def dry_run(plan, *, acquire_time_s: float | None = None, overhead_s: float = DE
     summary.duration_s += max(pending.values(), default=0.0)
     summary.duration_s += stepped * ((acquire or 0.0) + overhead_s)
     if raise_on_violation and summary.violations:
-        raise ValueError("plan leaves the motor limits: " + "; ".join(summary.violations))
+        raise ArgumentError("plan leaves the motor limits: " + "; ".join(summary.violations))
     return summary
 
 

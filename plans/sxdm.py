@@ -9,14 +9,12 @@ from bluesky import plans as bp
 from bluesky.utils import MsgGenerator
 from cycler import cycler
 
+from braggscope.core.setup import ScanSetup
 from braggscope.storage.layout import raster_order
 
-from braggscope.core.setup import ScanSetup
-
-from ._common import (check_angles, check_numbers, check_range, check_within_limits, eccentricity_model,
-                      main_detector, names,
-                      setup_metadata)
-from ._steps import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
+from .checks import check_angles, check_detectors, check_numbers, check_range, check_within_limits, eccentricity_model
+from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
+from .metadata import main_detector, names, setup_metadata
 
 __all__ = ["sxdm_map", "sxdm_points"]
 
@@ -37,7 +35,6 @@ def sxdm_map(
     trigger_timeout_s: float = TRIGGER_TIMEOUT_S,
     move_timeout_s: float = MOVE_TIMEOUT_S,
     md: dict | None = None,
-    **deprecated_beam,
 ) -> MsgGenerator[str]:
     """Map a crystal with a 2-D piezo raster at each rocking angle (3D-SXDM).
 
@@ -74,10 +71,6 @@ def sxdm_map(
         the device instead of hanging.
     md : dict, optional
         Extra start-document metadata.
-    **deprecated_beam
-        ``energy_kev``, ``distance_m``, ``pixel_m``, ``cch``,
-        ``detector_shape``, ``delta``, ``nu``, ``phi``: deprecated (a
-        ``DeprecationWarning``), recorded as a partial ``setup``.
 
     Yields
     ------
@@ -86,9 +79,9 @@ def sxdm_map(
 
     Raises
     ------
-    ValueError
-        On an empty range, no angles, or corrected raster extents outside the
-        motors' limits, before any message is yielded.
+    ArgumentError
+        On an empty range, no angles, NaN or infinite numbers, or corrected
+        raster extents outside the motors' limits, before any message is yielded.
 
     See Also
     --------
@@ -103,12 +96,10 @@ def sxdm_map(
     check_within_limits(x_motor, "x_range (+ eccentricity offsets)", float(x_pts.min()), float(x_pts.max()))
     check_within_limits(y_motor, "y_range (+ eccentricity offsets)", float(y_pts.min()), float(y_pts.max()))
     check_within_limits(eta_motor, "etas", min(etas), max(etas))
-    if not detectors:
-        raise ValueError("detectors must name at least one detector")
-    setup_md = setup_metadata("sxdm_map", setup, deprecated_beam)
-    check_numbers(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s, **deprecated_beam,
-                  positive=("trigger_timeout_s", "move_timeout_s", "energy_kev", "distance_m", "pixel_m",
-                            "detector_shape"))
+    detectors = check_detectors(detectors)
+    setup_md = setup_metadata(setup)
+    check_numbers(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s,
+                  positive=("trigger_timeout_s", "move_timeout_s"))
 
     shape = [len(etas), y_range[2], x_range[2]]
     raster = {"fast": x_motor.name, "slow": y_motor.name, "x": list(x_range), "y": list(y_range),

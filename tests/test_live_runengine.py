@@ -14,6 +14,7 @@ from ophyd.status import StatusBase
 from braggscope.analysis.live.callback import LiveSXDM
 from braggscope.analysis.live.dispatch import LiveMapDispatcher
 from braggscope.analysis.live.plot import LiveMapPlot
+from braggscope.core.setup import ScanSetup
 from tests.test_live_reduction import (CCH, COLS, DISTANCE, ENERGY, NX, NY, PIXEL, ROWS,
                                        SIGMA_Q, PIXELS, check_truth, theta0, truth_q,
                                        xu_q_frame)
@@ -156,7 +157,7 @@ def test_runengine_sxdm_map_end_to_end(motors, tmp_path, file_backed):
     costs = []
     RE.subscribe(timed(dispatcher, costs))
     try:
-        RE(sxdm_map([det], pix, x_range, piy, y_range, eta, etas, snake=True, **beam()))
+        RE(sxdm_map([det], pix, x_range, piy, y_range, eta, etas, snake=True, setup=ScanSetup(**beam())))
         dispatcher.wait(timeout=120)
     finally:
         dispatcher.close()

@@ -4,18 +4,21 @@ import numpy as np
 import pytest
 
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.errors import ArgumentError
 from braggscope.plans import bcdi_angles, bcdi_rocking, dry_run, sxdm_map, sxdm_points
 from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
 
-# the paper's BCDI set-up (Methods): 13 keV, 55 um pixels at 1.4 m, 800 nm LMNO 004 (a = 8.17 A)
-PAPER = dict(energy_kev=13.0, distance_m=1.4, pixel_m=55e-6, size_m=800e-9, d_spacing=8.17 / 4)
+# the paper's BCDI set-up (Methods): 13 keV, 55 um pixels at 1.4 m (the detector's configuration),
+# 800 nm LMNO 004 (a = 8.17 A)
+PAPER = dict(energy=13.0, size_m=800e-9, d_spacing=8.17 / 4)
 
 
 @pytest.fixture()
 def devs(tmp_path):
     motors = {n: LimitedSynAxis(name=n, limits=lim) for n, lim in
               (("pix", (0, 100)), ("piy", (0, 100)), ("eta", (-5, 120)))}
-    det = HDF5ImageDetector(render=lambda: np.zeros((4, 4), np.uint32), write_dir=tmp_path, shape=(4, 4))
+    det = HDF5ImageDetector(render=lambda: np.zeros((4, 4), np.uint32), write_dir=tmp_path, shape=(4, 4),
+                            distance_m=1.4, pixel_m=55e-6)
     return motors, det
 
 
@@ -38,7 +41,7 @@ def test_sxdm_map_rejects_before_any_message(devs, kwargs, needle):
     args.update(kwargs)
     plan = sxdm_map([det], motors["pix"], args.pop("x_range"), motors["piy"], args.pop("y_range"),
                     motors["eta"], args.pop("etas"), **args)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ArgumentError) as err:
         first_message(plan)
     assert needle in str(err.value)
     assert motors["pix"].position == 0 and motors["eta"].position == 0
@@ -76,7 +79,7 @@ def test_bcdi_step_from_size_matches_paper():
 def test_bcdi_refuses_undersampled_step_before_motion(devs):
     motors, det = devs
     plan = bcdi_rocking([det], motors["eta"], 20.0, step_deg=0.01, **PAPER)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ArgumentError) as err:
         first_message(plan)
     msg = str(err.value)
     assert "step_deg" in msg and "0 < step_deg <= 0.0073" in msg
@@ -88,9 +91,9 @@ def test_bcdi_refuses_undersampled_step_before_motion(devs):
 
 def test_bcdi_refuses_short_distance(devs):
     motors, det = devs
-    args = dict(PAPER, distance_m=0.9)  # sigma_det = 3.03 * 0.9 / 1.4 = 1.95
-    with pytest.raises(ValueError) as err:
-        first_message(bcdi_rocking([det], motors["eta"], 20.0, **args))
+    det.distance_m.put(0.9)  # sigma_det = 3.03 * 0.9 / 1.4 = 1.95
+    with pytest.raises(ArgumentError) as err:
+        first_message(bcdi_rocking([det], motors["eta"], 20.0, **PAPER))
     lam = 12.398419843320026 / 13.0 * 1e-10
     d_min = 2 * 55e-6 * 800e-9 / lam
     assert "distance_m" in str(err.value) and f"distance_m >= {d_min:.4g} m" in str(err.value)
@@ -98,7 +101,7 @@ def test_bcdi_refuses_short_distance(devs):
 
 def test_bcdi_refuses_out_of_limits(devs):
     motors, det = devs
-    with pytest.raises(ValueError, match="eta range"):
+    with pytest.raises(ArgumentError, match="eta range"):
         first_message(bcdi_rocking([det], motors["eta"], 119.9, eta_range=0.4, **PAPER))
 
 
@@ -127,13 +130,13 @@ def test_dry_run_reports_limit_violations(devs):
     import bluesky.plans as bp
     summary = dry_run(bp.scan([det], motors["pix"], 90, 110, 3))
     assert not summary.ok and "pix -> 110 outside limits [0, 100]" in summary.violations[0]
-    with pytest.raises(ValueError, match="plan leaves the motor limits"):
+    with pytest.raises(ArgumentError, match="plan leaves the motor limits"):
         dry_run(bp.scan([det], motors["pix"], 90, 110, 3), raise_on_violation=True)
     assert motors["pix"].position == 0
 
 
 def test_start_document_names_the_diffraction_detector():
-    from braggscope.plans._common import main_detector
+    from braggscope.plans.metadata import main_detector
 
     class Counter:
         name, bragg_independent = "xrf", True

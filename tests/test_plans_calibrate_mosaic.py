@@ -12,6 +12,7 @@ from bluesky import RunEngine
 
 from braggscope.core.config import load_config
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.errors import ArgumentError
 from braggscope.plans.calibrate import calibrate_eccentricity, mosaic_fraction
 from braggscope.simulators.inprocess import make_inprocess_devices
 from braggscope.simulators.beamline import SimulatedBeamline
@@ -97,14 +98,14 @@ def test_mosaic_fraction_separates_compact_and_mosaic():
     centre = 0.15 * (xx - 4)
     bent = np.exp(-0.5 * ((eta[:, None, None] - centre) / 0.05) ** 2) * inside + 10.0
     assert mosaic_fraction(bent, eta) > 0.8
-    with pytest.raises(ValueError, match="n_eta"):
+    with pytest.raises(ArgumentError, match="n_eta"):
         mosaic_fraction(bent, eta[:-1])
 
 
 def test_bad_locate_refused_before_motion(tmp_path):
     sim, devs, RE, setup = _beamline(tmp_path, "lmno_bcdi", None)
     before = devs["pix"].position, devs["eta"].position
-    with pytest.raises(ValueError, match="locate must be one of"):
+    with pytest.raises(ArgumentError, match="locate must be one of"):
         RE(calibrate_eccentricity([devs["mpx1x4"]], devs["pix"], (49, 51, 3), devs["piy"], (49, 51, 3),
                                   devs["eta"], [21.3, 21.35, 21.4], locate="outline"))
     assert (devs["pix"].position, devs["eta"].position) == before

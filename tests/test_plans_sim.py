@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
+from braggscope.app.commands import save_calibration
 from braggscope.core.config import load_config, save_config
+from braggscope.core.errors import BadDataError
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import bcdi_rocking, calibrate_eccentricity, crystal_position, sxdm_map
 from braggscope.simulators.inprocess import make_inprocess_devices
@@ -69,11 +71,15 @@ def calibrated(sim, tmp_path_factory):
     # a straight line over +-0.05 deg: the true x curvature moves the crystal 0.0125 um there, and a
     # quadratic fit of 5 angles leaves 2 degrees of freedom, too few for the y drift to pass the 99 %
     # significance test on some noise draws (then its configured drift, zero, is kept)
+    written = cfg_file.read_bytes()
     result = RE(calibrate_eccentricity([devs["mpx1x4"]], devs["pix"], x_range, devs["piy"], y_range,
-                                       devs["eta"], etas, quadratic=False, cfg=site, config_path=cfg_file,
-                                       figure_path=tmp / "fit.png"))
-    assert result.plan_result.accepted, result.plan_result.reason
-    return result.plan_result.use, etas, cfg_file, tmp / "fit.png"
+                                       devs["eta"], etas, quadratic=False, cfg=site)).plan_result
+    assert result.accepted, result.reason
+    # the plan writes no file and leaves the configuration alone; the command layer keeps the result
+    assert cfg_file.read_bytes() == written and sorted(p.name for p in tmp.iterdir()) == ["beamline.toml"]
+    assert site["eccentricity.x"] != pytest.approx(list(result.use.x))
+    save_calibration(result, cfg=site, config_path=cfg_file, figure_path=tmp / "fit.png")
+    return result.use, etas, cfg_file, tmp / "fit.png"
 
 
 def test_calibration_recovers_true_drift(sim, calibrated):
@@ -109,7 +115,7 @@ def test_corrected_map_stays_put_uncorrected_slides(sim, calibrated):
 
 def test_calibration_needs_crystal_in_map(sim):
     cfg, beamline, devs, setup, RE = sim
-    with pytest.raises(ValueError, match="crystal is not inside the coarse map"):
+    with pytest.raises(BadDataError, match="crystal is not inside the coarse map"):
         RE(calibrate_eccentricity([devs["mpx1x4"]], devs["pix"], (20, 22, 3), devs["piy"], (20, 22, 3),
                                   devs["eta"], [setup["eta"] - 0.01, setup["eta"], setup["eta"] + 0.01]))
 
@@ -126,9 +132,8 @@ def test_bcdi_rocking_follows_drift(tmp_path):
     events = []
     RE = RunEngine(call_returns_result=True)
     RE(_park(devs, setup))
-    common = dict(size_m=setup["size_m"], d_spacing=setup["d_spacing"], energy_kev=8.33,
-                  distance_m=setup["distance_m"], pixel_m=55e-6, oversampling=2.0, eta_range=0.06,
-                  delta=setup["delta"])
+    common = dict(size_m=setup["size_m"], d_spacing=setup["d_spacing"], energy=devs["energy"], oversampling=2.0,
+                  eta_range=0.06)  # distance and pixel size: the detector's configuration
     RE(bcdi_rocking([devs["mpx1x4"]], devs["eta"], setup["eta"], x_motor=devs["pix"], y_motor=devs["piy"],
                     x_um=x0, y_um=y0, eccentricity=truth, **common),
        {"event": lambda n, d: events.append(d["data"])})

@@ -30,8 +30,9 @@ from bluesky.utils import RunEngineInterrupted
 from braggscope.app.commands_motion import MotionCommands
 from braggscope.app.commands_scans import PeakTracker, ScanCommands
 from braggscope.core.errors import ArgumentError
+from braggscope.plans import plot_calibration, store_eccentricity
 
-__all__ = ["COMMANDS", "Commands", "make_commands", "set_roi"]
+__all__ = ["COMMANDS", "Commands", "make_commands", "save_calibration", "set_roi"]
 
 #: Names put into the session namespace, with their one-line summaries (``helpme()``).
 COMMANDS = {
@@ -181,13 +182,15 @@ class Commands(MotionCommands, ScanCommands):
         return self._run(bcdi_rocking(self._detectors(detectors), self.devices["eta"], eta_center, size_m=size_m,
                                       d_spacing=d_spacing, **kwargs))
 
-    def calibrate(self, x_range, y_range, etas, *, detectors=None, **kwargs):
+    def calibrate(self, x_range, y_range, etas, *, detectors=None, config_path=None, figure_path=None, **kwargs):
         """Eccentricity calibration (``plans.calibrate_eccentricity``); prints its report and verdict.
 
         Returns the :class:`braggscope.core.calibration.CalibrationResult`
         (``result.use`` is the model to apply). An accepted calibration becomes
         the model ``sxdm()`` applies (``commands.eccentricity``) and, with the
-        session's configuration, its ``[eccentricity]`` (in memory).
+        session's configuration, its ``[eccentricity]`` (in memory, and in
+        ``config_path`` when given); ``figure_path``: a PNG of the fit
+        (:func:`save_calibration`).
         """
         from braggscope.plans import calibrate_eccentricity
 
@@ -195,9 +198,12 @@ class Commands(MotionCommands, ScanCommands):
         kwargs.setdefault("cfg", self.cfg)
         if kwargs.get("fly") and detectors is None:  # flown maps: the fly scanner takes the frames
             detectors = [self.flyer()]
+        if config_path is not None and kwargs["cfg"] is None:
+            raise ArgumentError("calibrate: config_path needs a configuration (cfg=...) to update")
         result = self._run(calibrate_eccentricity(self._detectors(detectors), d["pix"], x_range, d["piy"],
                                                   y_range, d["eta"], etas, **kwargs)).plan_result
         self.out(str(result))
+        save_calibration(result, cfg=kwargs["cfg"], config_path=config_path, figure_path=figure_path)
         if result.accepted:
             self.eccentricity = result.use
             self.out("sxdm() applies this model from now on (commands.eccentricity)")
@@ -227,6 +233,17 @@ class Commands(MotionCommands, ScanCommands):
         if not args and not kwargs:
             return self.helpme()
         return builtins.help(*args, **kwargs)
+
+
+def save_calibration(result, *, cfg=None, config_path=None, figure_path=None):
+    """Keep what a calibration gives: an accepted model in ``cfg``'s ``[eccentricity]`` (and the file
+    ``config_path``, written atomically), and the figure of the fit at ``figure_path`` (accepted or not).
+
+    A rejected calibration leaves the configuration alone. Returns the figure's path, or None.
+    """
+    if cfg is not None and result.accepted:
+        store_eccentricity(cfg, result.use, config_path)
+    return plot_calibration(result, figure_path) if figure_path is not None else None
 
 
 def make_commands(RE, devices, **kwargs) -> Commands:

@@ -14,7 +14,7 @@ import bluesky.plan_stubs as bps
 from ophyd import EpicsMotor
 
 from braggscope.core.errors import ArgumentError
-from braggscope.plans._common import check_number, motor_limits
+from braggscope.plans.checks import check_number, motor_limits
 
 __all__ = ["MotionCommands", "UNITS"]
 

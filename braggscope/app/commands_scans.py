@@ -17,7 +17,7 @@ import bluesky.plans as bp
 from bluesky.callbacks.fitting import PeakStats
 
 from braggscope.core.errors import ArgumentError, UserError
-from braggscope.plans._common import check_number, check_within_limits
+from braggscope.plans.checks import check_number, check_within_limits
 
 __all__ = ["LastScan", "PeakTracker", "ScanCommands"]
 
@@ -152,7 +152,8 @@ class ScanCommands:
         num = self._intervals("ascan", intervals)
         check_within_limits(motor, "ascan", min(start, stop), max(start, stop))
         dets = self._detectors(detectors)
-        return self._scan(bp.scan(dets, motor, start, stop, num, md=md), dets, count_time, "ascan")
+        return self._scan(bp.scan(dets, motor, start, stop, num, md=md), dets, count_time,
+                          "ascan")
 
     def dscan(self, motor, start, stop, intervals, count_time=None, *, detectors=None, md=None):
         """Scan relative to the current position (``dscan(eta, -0.5, 0.5, 20, 0.1)``); the motor returns after."""
@@ -161,7 +162,8 @@ class ScanCommands:
         here = float(motor.position)
         check_within_limits(motor, "dscan", here + min(start, stop), here + max(start, stop))
         dets = self._detectors(detectors)
-        return self._scan(bp.rel_scan(dets, motor, start, stop, num, md=md), dets, count_time, "dscan")
+        return self._scan(bp.rel_scan(dets, motor, start, stop, num, md=md), dets, count_time,
+                          "dscan")
 
     def a2scan(self, motor1, start1, stop1, motor2, start2, stop2, intervals, count_time=None, *,
                detectors=None, md=None):

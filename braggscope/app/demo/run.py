@@ -182,6 +182,7 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
 
     from braggscope import storage
     from braggscope.plans import bcdi_rocking, calibrate_eccentricity, dry_run
+    from braggscope.app.commands import save_calibration
 
     d, cfg, setup = bl.devices, bl.cfg, bl.sim.bragg_setup()
     from braggscope.core.geometry import oversampling_detector
@@ -208,8 +209,8 @@ def _demo_bcdi(bl, out, *, quick, neta, reduce):
          f"eta {cal_etas[0]:.3f}..{cal_etas[-1]:.3f} deg)")
     calibration = bl.RE(calibrate_eccentricity([detector], d["pix"], (cx - half, cx + half, n_map), d["piy"],
                                                (cy - half, cy + half, n_map), d["eta"], cal_etas, quadratic=False,
-                                               intensity_field=field, figure_path=out / "eccentricity_fit.png",
-                                               md={"sample": "lmno_bcdi"})).plan_result
+                                               intensity_field=field, md={"sample": "lmno_bcdi"})).plan_result
+    save_calibration(calibration, figure_path=out / "eccentricity_fit.png")
     _say(str(calibration))
     x_um, y_um = calibration.position_um
     model = calibration.use
@@ -300,6 +301,7 @@ def _calibrate_sxdm(bl, out, setup, etas, pixel, configured, *, quick):
     drift must be known to half a pixel.
     """
     from braggscope.plans import calibrate_eccentricity
+    from braggscope.app.commands import save_calibration
 
     d = bl.devices
     cx, cy = setup["center_um"]
@@ -321,5 +323,6 @@ def _calibrate_sxdm(bl, out, setup, etas, pixel, configured, *, quick):
                                           intensity_field=field, initial=configured, quadratic=False,
                                           locate=locate, map_pixel_um=pixel, map_etas=etas,
                                           md={"sample": "nmc622"})).plan_result
+    save_calibration(result, figure_path=out / "eccentricity_fit.png")
     _say(str(result))
     return result

@@ -24,6 +24,8 @@ import time
 from bluesky import plan_stubs as bps
 from bluesky.utils import FailedStatus, root_ancestor, separate_devices, short_uid
 
+from braggscope.core.errors import ArgumentError
+
 __all__ = ["DeviceLostError", "MOVE_TIMEOUT_S", "TRIGGER_TIMEOUT_S", "WATCHDOG", "ConnectionWatchdog",
            "guarded_step"]
 
@@ -158,7 +160,7 @@ def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s
     """
     for name, v in (("trigger_timeout_s", trigger_timeout_s), ("move_timeout_s", move_timeout_s)):
         if not float(v) > 0:
-            raise ValueError(f"{name} must be > 0 s, got {v!r}")
+            raise ArgumentError(f"{name} must be > 0 s, got {v!r}")
     dog = WATCHDOG if watchdog is None else watchdog
     state = {"point": 0, "since": None, "names": ""}
 
