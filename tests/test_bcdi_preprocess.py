@@ -100,10 +100,11 @@ def test_oversampling_geometry_of_the_paper(scan):
 def test_bliss_round_trip(tmp_path, scan):
     frames, meta, _ = scan
     path = write_bliss(tmp_path / "scan.h5", frames, meta, scan="3.1")
-    f, m = read_bliss_rocking(path)
-    assert np.array_equal(f, frames)
-    assert m["eta"] == pytest.approx(meta["eta"]) and m["cch"] == (50.0, 60.0)
-    assert m["energy_kev"] == 13.0 and m["distance_m"] == 1.4 and m["delta"] == pytest.approx(meta["delta"])
+    stack = read_bliss_rocking(path)
+    setup = stack.require_setup()
+    assert np.array_equal(np.asarray(stack.frames), frames)
+    assert stack.eta == pytest.approx(meta["eta"]) and tuple(setup.cch) == (50.0, 60.0)
+    assert setup.energy_kev == 13.0 and setup.distance_m == 1.4 and setup.delta == pytest.approx(meta["delta"])
     d = prepare(str(path), shape=(None, 64, 64))
     assert d.intensity.shape == (64, 64, 64)
     with pytest.raises(ValueError, match="no scan '9.1'"):

@@ -1,6 +1,6 @@
 """FFT / array back-ends for BCDI phase retrieval.
 
-``scipy`` (default on CPU): ``scipy.fft`` on all cores (``workers=-1``) with
+``scipy`` (default on CPU): ``scipy.fft`` on all cores (or :func:`set_threads`) with
 ``overwrite_x=True``, complex64 in and out; the elementwise steps as fused
 numba kernels (:mod:`.fused`). ``cupy`` (chosen automatically by
 ``get_backend("auto")`` when CuPy imports and a CUDA device is present):
@@ -30,7 +30,7 @@ BLOCK_ELEMENTS = 1 << 16
 #: Arrays smaller than this are processed in one call (threads would not pay).
 MIN_PARALLEL_ELEMENTS = 1 << 19
 
-__all__ = ["Backend", "get_backend", "cupy_available"]
+__all__ = ["Backend", "get_backend", "cupy_available", "set_threads", "threads"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,29 @@ _POOL: ThreadPoolExecutor | None = None
 _CPUS = os.cpu_count() or 1
 
 
+def set_threads(n: int | None) -> None:
+    """Threads the CPU back-end uses in this process (FFTs, blocks); None: all cores.
+
+    A Dask worker runs its starts with its own thread count (one start per
+    thread), so that W workers on W cores do not oversubscribe them. The
+    results do not depend on it (the FFTs and kernels give the same bits).
+    """
+    global _CPUS, _POOL
+    n = (os.cpu_count() or 1) if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    if n != _CPUS:
+        _CPUS = n
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL = None
+
+
+def threads() -> int:
+    """Threads the CPU back-end uses (see :func:`set_threads`)."""
+    return _CPUS
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
@@ -120,10 +143,10 @@ def _scipy_backend() -> Backend:
     from scipy.ndimage import gaussian_filter
 
     def fftn(a):
-        return sfft.fftn(a, workers=-1, overwrite_x=True)
+        return sfft.fftn(a, workers=_CPUS, overwrite_x=True)
 
     def ifftn(a):
-        return sfft.ifftn(a, workers=-1, overwrite_x=True)
+        return sfft.ifftn(a, workers=_CPUS, overwrite_x=True)
 
     from .fused import kernels
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from . import backend
 from .backend import _cpu_map_blocks
 
 __all__ = ["SIGMA_GRID", "SETTLE", "blur", "centre_weight", "fit_sigma", "peak_window", "fit_in_fourier_space",
@@ -54,9 +55,9 @@ def blur(intensity, sigma, xp=np):
     if xp is np:
         import scipy.fft as fft
 
-        spec = fft.rfftn(intensity, workers=-1)
+        spec = fft.rfftn(intensity, workers=backend.threads())
         _cpu_map_blocks(_multiply, spec, _kernel(intensity.shape, tuple(float(s) for s in sigma), xp))  # all cores
-        return fft.irfftn(spec, s=intensity.shape, workers=-1, overwrite_x=True)
+        return fft.irfftn(spec, s=intensity.shape, workers=backend.threads(), overwrite_x=True)
     spec = xp.fft.rfftn(intensity)
     spec *= _kernel(intensity.shape, tuple(float(s) for s in sigma), xp)
     return xp.fft.irfftn(spec, s=intensity.shape)
@@ -222,6 +223,14 @@ class PartialCoherence:
         self.window = peak_window(amp.shape)
         self.sigma, self.fitted, self.refreshed = None, 0, None
         self.target = amp
+
+    def copy(self) -> "PartialCoherence":
+        """An independent copy (the effective amplitudes copied, the measured ones shared)."""
+        new = object.__new__(PartialCoherence)
+        new.__dict__.update(self.__dict__)
+        if self.target is not self.amp:
+            new.target = self.target.copy()
+        return new
 
     def amplitudes(self, psi, it, algo, j, n):
         """Amplitudes for iteration ``it`` (step ``j`` of ``n`` of ``algo``), ``psi`` in Fourier space."""

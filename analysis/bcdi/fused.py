@@ -63,6 +63,27 @@ def _weights(sup, w_new, w_prev, inside_new, outside_new, outside_prev):
             w_prev[i] = outside_prev
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def _fourier_error(psi, target):
+    s = 0.0  # float64, summed in order: the same value whatever the threads
+    for i in range(psi.size):
+        p = psi[i]
+        d = np.sqrt(p.real * p.real + p.imag * p.imag) - target[i]
+        s += d * d
+    return s
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _fourier_error_free(psi, target, free):
+    s = 0.0
+    for i in range(psi.size):
+        if not free[i]:
+            p = psi[i]
+            d = np.sqrt(p.real * p.real + p.imag * p.imag) - target[i]
+            s += d * d
+    return s
+
+
 def _flat(*arrays):
     """1-D views of C-contiguous arrays, or None if one is not contiguous."""
     if not all(a.flags.c_contiguous for a in arrays):
@@ -103,6 +124,16 @@ def weights(algo, sup, beta, xp):
     return w_new, w_prev
 
 
+def fourier_error(psi, target, free):
+    """``sum (|psi| - target)^2`` over the voxels not ``free`` (float64, one sequential pass)."""
+    flat = _flat(psi, target) if free is None else _flat(psi, target, free)
+    if flat is None:
+        d = (np.abs(psi) - target).astype(np.float64) ** 2
+        return float(np.sum(d if free is None else d[~free]))
+    return float(_fourier_error(*flat) if free is None else _fourier_error_free(*flat))
+
+
 def kernels() -> dict:
     """The fused kernels by step name, for ``Backend.kernels``."""
-    return {"modulus": modulus, "modulus_free": modulus_free, "update": update, "weights": weights}
+    return {"modulus": modulus, "modulus_free": modulus_free, "update": update, "weights": weights,
+            "fourier_error": fourier_error}

@@ -6,7 +6,7 @@ to change) and prints as the ``"HIO:200,RAAR:100,ER:20"`` text it parses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["Recipe", "ALGORITHMS"]
 
@@ -50,6 +50,16 @@ class Recipe:
         onto the measured amplitudes scaled by the last ratio
         ``sqrt(|F|^2 / (G * |F|^2))`` (:func:`.coherence.effective_amplitude`):
         the same fixed points at a coherent iteration's cost.
+    choose_schedule : bool
+        Choose the schedule per data set (:mod:`.schedule`): after the run
+        above, unless its partial-coherence fit found a blur, run the same
+        random start again with the tight shrink-wrap below and no
+        partial-coherence model, and keep the run the data prefer (a coherent
+        beam gets the tight support, a partially coherent or noisy data set
+        keeps this one).
+    tight_threshold, tight_sigma_end, tight_every : float, float, int
+        The tight shrink-wrap: threshold (fraction of the maximum), final blur
+        width (voxels; from ``sigma_start``) and period (iterations).
     """
 
     steps: tuple = (("HIO", 200), ("RAAR", 100), ("ER", 20), ("RAAR", 100), ("ER", 20), ("RAAR", 80), ("ER", 100))
@@ -62,6 +72,10 @@ class Recipe:
     coherence_start: float = 0.4
     coherence_every: int = 50
     coherence_refresh: int = 4
+    choose_schedule: bool = True
+    tight_threshold: float = 0.2
+    tight_sigma_end: float = 0.5
+    tight_every: int = 20
 
     def __post_init__(self):
         steps = tuple((str(a).upper(), int(n)) for a, n in self.steps)
@@ -87,11 +101,22 @@ class Recipe:
             raise ValueError(f"coherence_every must be >= 1, got {self.coherence_every!r}")
         if self.coherence_refresh < 1:
             raise ValueError(f"coherence_refresh must be >= 1, got {self.coherence_refresh!r}")
+        if not 0 < self.tight_threshold < 1:
+            raise ValueError(f"tight_threshold must be in (0, 1), got {self.tight_threshold!r}")
+        if not self.tight_sigma_end > 0:
+            raise ValueError(f"tight_sigma_end must be > 0 voxels, got {self.tight_sigma_end!r}")
+        if self.tight_every < 1:
+            raise ValueError(f"tight_every must be >= 1, got {self.tight_every!r}")
 
     @property
     def n_iterations(self) -> int:
         """Total number of iterations."""
         return sum(n for _, n in self.steps)
+
+    def tight(self) -> "Recipe":
+        """The tight schedule: these steps with the tight shrink-wrap, coherent, no further choice."""
+        return replace(self, shrinkwrap_every=self.tight_every, shrinkwrap_threshold=self.tight_threshold,
+                       sigma_end=self.tight_sigma_end, partial_coherence=False, choose_schedule=False)
 
     @classmethod
     def parse(cls, text: str, **options) -> "Recipe":

@@ -12,10 +12,19 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.ndimage import center_of_mass, gaussian_filter1d
 
-from . import coherence
+from . import backend, coherence
 
 __all__ = ["run_metrics", "center_object", "embed_centred", "align_to_reference", "mode_decomposition",
-           "remove_phase_ramp"]
+           "orthogonal_modes", "remove_phase_ramp", "phase_ramp", "apply_phase_ramp", "to_physical_sign"]
+
+
+def to_physical_sign(obj: np.ndarray) -> np.ndarray:
+    """Convert an FFT-retrieved object to the physical sign convention.
+
+    The single place where braggscope flips the sign (see
+    :mod:`.phasing`): returns ``conj(obj)``.
+    """
+    return np.conj(obj)
 
 
 def run_metrics(obj, support, intensity, mask=None, coherence_px=None) -> dict:
@@ -33,7 +42,7 @@ def run_metrics(obj, support, intensity, mask=None, coherence_px=None) -> dict:
         ``coherence_px`` as given: the calculated intensity is blurred by
         these Gaussian widths (partial coherence) before the comparison.
     """
-    calc = np.abs(np.fft.fftshift(sfft.fftn(np.conj(obj), workers=-1))) ** 2  # back to the FFT frame
+    calc = np.abs(np.fft.fftshift(sfft.fftn(np.conj(obj), workers=backend.threads()))) ** 2  # back to the FFT frame
     if coherence_px is not None:
         calc = coherence.blur(calc, coherence_px)
     meas = np.ones(intensity.shape, bool) if mask is None else ~mask
@@ -108,7 +117,7 @@ def align_to_reference(obj, ref):
 
 
 def mode_decomposition(objs):
-    """First SVD mode of aligned objects and its weight.
+    """First orthogonal mode of aligned objects and its weight (:func:`orthogonal_modes`).
 
     Parameters
     ----------
@@ -123,37 +132,76 @@ def mode_decomposition(objs):
     fraction : float
         ``s_1^2 / sum s_k^2`` (1.0 for a single object).
     """
-    x = np.stack([o.ravel() for o in objs]).astype(np.complex128)
-    gram = x.conj() @ x.T  # (n, n) Hermitian
+    modes, weights = orthogonal_modes(objs, n_modes=1)
+    mode = modes[0].ravel()
+    norm = np.linalg.norm(mode)
+    if norm > 0:
+        mode = mode / norm * np.mean([np.linalg.norm(o) for o in objs])
+    mode *= np.exp(1j * np.angle(np.vdot(mode, np.asarray(objs[0]).ravel())))
+    return mode.reshape(np.shape(objs[0])), float(weights[0])
+
+
+def orthogonal_modes(objs, n_modes: int | None = None):
+    """Orthogonal modes of objects of one shape, and their weights.
+
+    The eigen-decomposition of the Gram matrix ``<o_i, o_j>`` gives the SVD
+    of the stack (the modes are its right singular vectors scaled by the
+    singular values), as PyNX's ``ortho_modes``.
+
+    Returns
+    -------
+    modes : ndarray (n_modes, *shape), complex
+        Modes in decreasing weight; mode ``k`` has norm ``s_k``.
+    weights : ndarray (n_modes,)
+        ``s_k^2 / sum s^2``.
+    """
+    x = np.stack([np.asarray(o).ravel() for o in objs]).astype(np.complex128)
+    gram = x.conj() @ x.T  # (n, n) Hermitian: <o_i, o_j>
     w, v = np.linalg.eigh(gram)
-    w = np.clip(w, 0, None)
-    fraction = float(w[-1] / w.sum()) if w.sum() > 0 else 0.0
-    mode = v[:, -1].conj() @ x  # combination weighted by the first eigenvector
-    mode /= np.linalg.norm(mode)
-    mode *= np.mean(np.linalg.norm(x, axis=1))
-    g = np.vdot(mode, x[0])
-    mode *= np.exp(1j * np.angle(g))
-    return mode.reshape(objs[0].shape), fraction
+    order = np.argsort(w)[::-1]
+    w, v = np.clip(w[order], 0, None), v[:, order]
+    n = len(w) if n_modes is None else min(int(n_modes), len(w))
+    modes = (v[:, :n].T @ x) if n else np.zeros((0, x.shape[1]), x.dtype)  # norms sqrt(w_k)
+    total = w.sum()
+    weights = w[:n] / total if total > 0 else np.zeros(n)
+    return modes.reshape((n, *np.shape(objs[0]))), weights
 
 
-def remove_phase_ramp(obj, support):
-    """Remove the linear phase ramp and the mean phase inside ``support``.
+def phase_ramp(obj, support) -> tuple:
+    """Linear phase ramp of ``obj`` inside ``support``: radians per voxel along each axis.
 
-    The ramp per axis is the mean phase difference between neighbours inside
-    the support (insensitive to wrapping); the offset is the phase of the
-    support sum. Returns a new complex array.
+    The slope per axis is the phase of the sum of ``obj[i+1] conj(obj[i])``
+    over neighbours both inside the support (insensitive to wrapping).
     """
     obj = np.asarray(obj)
     support = np.asarray(support, bool)
-    grids = np.indices(obj.shape, dtype=np.float64)
-    ramp = np.zeros(obj.shape)
+    slopes = []
     for ax in range(obj.ndim):
         a = np.take(obj, range(obj.shape[ax] - 1), axis=ax)
         b = np.take(obj, range(1, obj.shape[ax]), axis=ax)
         both = np.take(support, range(obj.shape[ax] - 1), axis=ax) & np.take(support, range(1, obj.shape[ax]), axis=ax)
-        if both.any():
-            slope = np.angle(np.sum((b * np.conj(a))[both]))
-            ramp += slope * (grids[ax] - obj.shape[ax] // 2)
-    out = obj * np.exp(-1j * ramp)
+        slopes.append(float(np.angle(np.sum((b * np.conj(a))[both]))) if both.any() else 0.0)
+    return tuple(slopes)
+
+
+def apply_phase_ramp(obj, slopes):
+    """``obj`` times ``exp(i sum_ax slope_ax (n_ax - N_ax // 2))``: adds the ramp (negative slopes remove it)."""
+    obj = np.asarray(obj)
+    ramp = np.zeros(obj.shape)
+    for ax, slope in enumerate(slopes):
+        if slope:
+            shape = [1] * obj.ndim
+            shape[ax] = -1
+            ramp = ramp + slope * (np.arange(obj.shape[ax], dtype=np.float64) - obj.shape[ax] // 2).reshape(shape)
+    return obj * np.exp(1j * ramp)
+
+
+def remove_phase_ramp(obj, support):
+    """Remove the linear phase ramp (:func:`phase_ramp`) and the mean phase inside ``support``.
+
+    The offset is the phase of the support sum. Returns a new complex array.
+    """
+    support = np.asarray(support, bool)
+    out = apply_phase_ramp(obj, [-s for s in phase_ramp(obj, support)])
     out *= np.exp(-1j * np.angle(np.sum(out[support])))
     return out

@@ -12,13 +12,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.fft as sfft
 from scipy.ndimage import gaussian_filter
 
+from . import backend
 from .coherence import blur
 
-__all__ = ["autocorrelation_support", "shrinkwrap", "shrinkwrap_sigma"]
+__all__ = ["autocorrelation_support", "shrinkwrap", "shrinkwrap_sigma", "Shrinkwrap"]
 
 
 def autocorrelation_support(intensity, *, threshold: float = 0.1, mask=None) -> np.ndarray:
@@ -41,7 +44,7 @@ def autocorrelation_support(intensity, *, threshold: float = 0.1, mask=None) -> 
     i = np.array(intensity, dtype=np.float32)
     if mask is not None:
         i[mask] = 0
-    ac = np.abs(np.fft.fftshift(sfft.ifftn(np.fft.ifftshift(i), workers=-1)))
+    ac = np.abs(np.fft.fftshift(sfft.ifftn(np.fft.ifftshift(i), workers=backend.threads())))
     ac = gaussian_filter(ac, 1.0)
     return ac >= threshold * ac.max()
 
@@ -49,9 +52,35 @@ def autocorrelation_support(intensity, *, threshold: float = 0.1, mask=None) -> 
 def shrinkwrap_sigma(recipe, it: int) -> float:
     """Blur width (voxels) of the shrink-wrap at iteration ``it``: ``sigma_start`` decaying
     geometrically to ``sigma_end`` over the first 80 % of the recipe's iterations."""
-    stop = max(int(0.8 * recipe.n_iterations), 1)
-    frac = min(1.0, it / stop)
-    return recipe.sigma_start * (recipe.sigma_end / recipe.sigma_start) ** frac
+    return Shrinkwrap.of(recipe).sigma(it)
+
+
+@dataclass(frozen=True)
+class Shrinkwrap:
+    """When and how a start's support is shrink-wrapped.
+
+    Every ``every`` iterations (0: never), the support becomes the amplitude
+    blurred by ``sigma(it)`` voxels, thresholded at ``threshold`` of its
+    maximum; the width decays geometrically from ``sigma_start`` to
+    ``sigma_end`` until iteration ``decay_until``, then stays.
+    """
+
+    every: int
+    threshold: float
+    sigma_start: float
+    sigma_end: float
+    decay_until: int = 1
+
+    @classmethod
+    def of(cls, recipe) -> "Shrinkwrap":
+        """The recipe's own shrink-wrap (its width decays over the first 80 % of the iterations)."""
+        return cls(recipe.shrinkwrap_every, recipe.shrinkwrap_threshold, recipe.sigma_start, recipe.sigma_end,
+                   max(int(0.8 * recipe.n_iterations), 1))
+
+    def sigma(self, it: int) -> float:
+        """Blur width (voxels) at iteration ``it``."""
+        frac = min(1.0, it / max(self.decay_until, 1))
+        return self.sigma_start * (self.sigma_end / self.sigma_start) ** frac
 
 
 def shrinkwrap(psi, sigma: float, threshold: float, be):
