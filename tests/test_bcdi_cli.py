@@ -52,6 +52,11 @@ def test_cli_round_trip(tmp_path, bliss_file, capsys):
     assert np.isfinite(v["strain"]).sum() > 1000
     assert np.nanmax(np.abs(v["microstrain"])) < 5000
     assert "mode fraction" in capsys.readouterr().out
+    # the default: the starts on a local cluster (one worker per core); the error history in the summary
+    assert s["timing_s"]["workers"] >= 1 and s["timing_s"]["worker_seconds"] > 0
+    its = s["error_history"]["iteration"]
+    assert its[:2] == [0, 10] and len(s["error_history"]["error"]) == len(its)
+    assert s["schedule"] in ("recipe", "tight") and s["mode_weights"][0] == pytest.approx(s["mode_fraction"])
 
 
 @pytest.mark.parametrize("args, match", [
@@ -59,6 +64,11 @@ def test_cli_round_trip(tmp_path, bliss_file, capsys):
     (["--runs", "0"], "--runs"),
     (["--shape", "64,64"], "--shape"),
     (["--binning", "a,1"], "--binning"),
+    (["--runs", "2", "--keep", "3"], "--keep"),
+    (["--workers", "0"], "--workers"),
+    (["--scheduler", "somewhere:8786"], "dask scheduler"),
+    (["--live", "/no/such/dir/live.png"], "--live"),
+    (["--reference", "1"], "--reference"),
 ])
 def test_cli_bad_arguments_fail_before_writing(tmp_path, bliss_file, capsys, args, match):
     out = tmp_path / "never"
@@ -73,3 +83,27 @@ def test_cli_missing_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "nope.h5: no such file" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_series_of_two_entries_and_live_view(tmp_path, capsys):
+    rho, _, _ = synthetic_crystal(n=48, radius=8)
+    path = tmp_path / "two.h5"
+    write_bliss(path, far_field(rho, seed=7), paper_meta(48, 48, 48), scan="1.1")
+    import h5py
+
+    with h5py.File(path, "a") as f:  # a second scan entry of the same particle, other noise
+        f.copy("1.1", "2.1")
+        f["2.1/instrument/mpx1x4/image"][...] = far_field(rho, seed=8).astype(np.uint32)
+    out, live = tmp_path / "series", tmp_path / "live.png"
+    rc = main(["reduce", "bcdi", str(path), "--scan", "1.1,2.1", "--out", str(out), "--runs", "1", "--scheduler",
+               "none", "--recipe", "HIO:60,ER:40", "--shape", "none,48,48", "--no-figures", "--quiet",
+               "--live", str(live)])
+    assert rc == 0
+    from braggscope.analysis.nexus import read_nxdata
+
+    with h5py.File(out / "series.nxs") as f:
+        ds = read_nxdata(f["entry/series"])
+    assert ds.strain.dims == ("scan", "z", "y", "x") and [v.decode() for v in ds.scan.values] == ["two_1.1", "two_2.1"]
+    assert (out / "two_1.1" / "bcdi.cxi").exists() and (out / "two_2.1" / "bcdi_summary.json").exists()
+    assert "series of 2 scans" in capsys.readouterr().out
+    assert (tmp_path / "live_two_1.1.png").stat().st_size > 1000 and (tmp_path / "live_two_2.1.png").exists()

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from braggscope.core.atomic import atomic_path
 
@@ -172,8 +171,10 @@ class LiveView:
         """Final drawing."""
         self.draw(force=True)
 
-    def figure(self) -> Figure:
-        """The current figure: error curves, then the latest start's central planes."""
+    def figure(self):
+        """The current figure (``matplotlib.figure.Figure``): error curves, then the latest start's central planes."""
+        from matplotlib.figure import Figure  # slow to import: only when a view is drawn
+
         fig = Figure(figsize=(9.0, 9.5), layout="constrained")
         grid = fig.add_gridspec(4, 3, height_ratios=(1.3, 1, 1, 1))
         ax = fig.add_subplot(grid[0, :])

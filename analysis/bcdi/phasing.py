@@ -50,7 +50,7 @@ from .combine import Combination, combine
 from .distributed import iterations_per_start, run_starts
 from .live import LiveView
 from .metrics import prtf
-from .recipe import Recipe
+from .recipe import SELECT, Recipe
 from .runs import (align_to_reference, center_object, embed_centred, mode_decomposition, phase_ramp,
                    remove_phase_ramp, run_metrics, to_physical_sign)
 from .support import autocorrelation_support
@@ -68,9 +68,6 @@ __all__ = [
     "run_metrics",
     "embed_centred",
 ]
-
-SELECT = ("sharpness", "llk", "chi2", "mean_to_max", "error")
-
 
 @dataclass
 class PhasingResult:

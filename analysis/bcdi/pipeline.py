@@ -82,7 +82,12 @@ class Reconstruction:
             "kept": [int(k) for k in self.phasing.kept],
             "select": self.phasing.select,
             "mode_fraction": float(self.phasing.mode_fraction),
+            "mode_weights": [float(w) for w in self.phasing.mode_weights],
+            "schedule": best.get("schedule"),
+            "error_history": {"iteration": [int(i) for i in self.phasing.history[0][0]],
+                              "error": [float(e) for e in self.phasing.history[0][1]]},
             "best_run": {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in best.items()},
+            "timing_s": {k: float(v) for k, v in self.phasing.timing.items()},
             "shape_detector_frame": list(self.data.intensity.shape),
             "oversampling_data": list(self.data.oversampling_data),
             "oversampling_geometry": None if self.data.oversampling_geometry is None
@@ -103,18 +108,20 @@ class Reconstruction:
         }
 
 
-def reconstruct(source, meta=None, *, n_runs: int = 4, seed: int = 0, recipe: Recipe | str | None = None,
-                shape=(None, 128, 128), binning=(1, 1), voxel_nm: float | None = None,
-                backend: str = "auto", progress: bool = True, out_dir=None, figures: bool = True) -> Reconstruction:
+def reconstruct(source, meta=None, *, n_runs: int = 4, n_keep: int | None = None, select: str = "sharpness",
+                seed: int = 0, recipe: Recipe | str | None = None, shape=(None, 128, 128), binning=(1, 1),
+                voxel_nm: float | None = None, backend: str = "auto", scheduler=None, n_workers: int | None = None,
+                live=None, progress: bool = True, out_dir=None, figures: bool = True) -> Reconstruction:
     """Reduce one BCDI rocking scan.
 
     Parameters
     ----------
     source, meta
         As :func:`~braggscope.analysis.bcdi.preprocess.prepare` (arrays + meta,
-        a ``(frames, meta)`` pair, a run, or a BLISS HDF5 path).
-    n_runs, seed, recipe, backend, progress
-        As :func:`~braggscope.analysis.bcdi.phase_retrieval`.
+        a ``(frames, meta)`` pair, a ``RockingStack``, a run, or a BLISS HDF5 path).
+    n_runs, n_keep, select, seed, recipe, backend, scheduler, n_workers, live, progress
+        As :func:`~braggscope.analysis.bcdi.phase_retrieval` (``scheduler="local"``:
+        the starts on a local Dask cluster).
     shape, binning
         Crop (rocking, rows, cols) and detector binning before phasing.
     voxel_nm : float, optional
@@ -125,8 +132,9 @@ def reconstruct(source, meta=None, *, n_runs: int = 4, seed: int = 0, recipe: Re
         Also write the PNG figures.
     """
     data = prepare(source, meta, shape=shape, binning=binning)
-    phasing = phase_retrieval(data.intensity, mask=data.mask, n_runs=n_runs, seed=seed, recipe=recipe,
-                              backend=backend, progress=progress)
+    phasing = phase_retrieval(data.intensity, mask=data.mask, n_runs=n_runs, n_keep=n_keep, select=select, seed=seed,
+                              recipe=recipe, backend=backend, scheduler=scheduler, n_workers=n_workers, live=live,
+                              progress=progress)
     m = data.meta
     setup = m["setup"]  # the ScanSetup of the cropped, binned frames (preprocess.prepare)
     geometry = setup.geometry()

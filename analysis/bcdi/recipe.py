@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["Recipe", "ALGORITHMS"]
+__all__ = ["Recipe", "ALGORITHMS", "SELECT"]
 
 #: Algorithms a recipe step may name.
 ALGORITHMS = ("ER", "HIO", "RAAR")
+#: Metrics that may rank the random starts (lower is better; :func:`.phasing.phase_retrieval`).
+SELECT = ("sharpness", "llk", "chi2", "mean_to_max", "error")
 
 
 @dataclass(frozen=True)

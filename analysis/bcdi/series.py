@@ -82,7 +82,8 @@ class SeriesReconstruction:
         return ds
 
     def export(self, out_dir, *, figures: bool = False) -> dict:
-        """Each scan's files in ``out_dir/<label>/`` and the series in ``out_dir/series.nxs`` (NeXus)."""
+        """Each scan's files in ``out_dir/<label>/`` and the series in ``out_dir/series.nxs`` (NeXus: the
+        dataset's variables under ``entry/series``, the scan labels as byte strings)."""
         import h5py
 
         from braggscope.analysis.nexus import set_default, write_nxdata
@@ -95,7 +96,9 @@ class SeriesReconstruction:
         with atomic_path(out / "series.nxs") as tmp, h5py.File(tmp, "w") as f:
             entry = f.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
-            write_nxdata(entry, "series", self.dataset, signal="strain")
+            ds = self.dataset
+            ds = ds.assign_coords(scan=("scan", np.array(self.labels, dtype="S"), ds.scan.attrs))  # HDF5: bytes
+            write_nxdata(entry, "series", ds, signal="strain")
             set_default(f, "entry/series")
         files["series"] = out / "series.nxs"
         self.files = files
@@ -105,7 +108,7 @@ class SeriesReconstruction:
 def reconstruct_series(sources, metas=None, *, labels=None, reference: int = 0, n_runs: int = 4,
                        n_keep: int | None = None, seed: int = 0, recipe=None, shape=(None, 128, 128),
                        binning=(1, 1), voxel_nm: float | None = None, support_threshold: float = 0.3,
-                       backend: str = "auto", scheduler=None, n_workers: int | None = None,
+                       backend: str = "auto", scheduler=None, n_workers: int | None = None, live=None,
                        progress: bool = True, out_dir=None, figures: bool = False) -> SeriesReconstruction:
     """Reconstruct a series of rocking scans with consistent conventions (module docstring).
 
@@ -127,6 +130,9 @@ def reconstruct_series(sources, metas=None, *, labels=None, reference: int = 0, 
         plane spacing of the reference scan.
     scheduler, n_workers
         Where the starts run (:mod:`.distributed`); one cluster serves all scans.
+    live : path-like, optional
+        A live view per scan (:class:`.live.LiveView`): ``live.png`` becomes
+        ``live_<label>.png``.
     out_dir : path-like, optional
         When given, :meth:`SeriesReconstruction.export` writes there.
     """
@@ -143,12 +149,15 @@ def reconstruct_series(sources, metas=None, *, labels=None, reference: int = 0, 
     data = [prepare(s, m, shape=shape, binning=binning) for s, m in zip(sources, metas)]
     kw = dict(n_runs=n_runs, n_keep=n_keep, seed=seed, recipe=recipe, backend=backend,
               support_threshold=support_threshold, progress=progress)
+    views = [None if live is None else Path(live).with_name(f"{Path(live).stem}_{label}{Path(live).suffix}")
+             for label in labels]
     if scheduler is None:
-        phased = [phase_retrieval(d.intensity, mask=d.mask, **kw) for d in data]
+        phased = [phase_retrieval(d.intensity, mask=d.mask, live=v, **kw) for d, v in zip(data, views)]
     else:
         with open_client(scheduler, n_workers=n_workers) as client, ThreadPoolExecutor(len(data)) as pool:
             # one thread per scan: every scan's starts are on the cluster at once
-            phased = list(pool.map(lambda d: phase_retrieval(d.intensity, mask=d.mask, scheduler=client, **kw), data))
+            phased = list(pool.map(lambda d, v: phase_retrieval(d.intensity, mask=d.mask, scheduler=client, live=v,
+                                                                **kw), data, views))
     scans = _referred(data, phased, int(reference), voxel_nm, support_threshold)
     result = SeriesReconstruction(scans=scans, reference=int(reference), labels=labels)
     if out_dir is not None:

@@ -129,7 +129,8 @@ class Bus(_Section):
 
 
 class Analysis(_Section):
-    """Where reductions compute: dask_scheduler "" = this computer."""
+    """Where reductions compute: dask_scheduler "" = this computer (reduce sxdm: threads; reduce bcdi: a local
+    cluster, "none" its own process), else a scheduler address."""
 
     dask_scheduler: str
 
