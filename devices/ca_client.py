@@ -24,6 +24,8 @@ import os
 import socket
 import threading
 
+from braggscope.core import compat
+
 __all__ = ["ensure_repeater", "start_repeater", "release_devices"]
 
 _lock = threading.Lock()
@@ -70,14 +72,13 @@ def _serve(sock, port):
     trying and complains after 50 tries; both forms are confirmed here.
     """
     import caproto
-    from caproto._constants import MAX_UDP_RECV
     from caproto.sync.repeater import check_ports_in_use
 
     clients: dict[int, str] = {}
     broadcaster = caproto.Broadcaster(our_role=caproto.SERVER)
     while True:
         try:
-            msg, (host, src_port) = sock.recvfrom(MAX_UDP_RECV)
+            msg, (host, src_port) = sock.recvfrom(compat.max_udp_datagram())
             commands = broadcaster.recv(msg, (host, src_port)) if msg else []
         except Exception:  # noqa: BLE001 - a bad datagram (or a reset) must not end the repeater
             continue

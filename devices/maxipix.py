@@ -22,6 +22,8 @@ from ophyd.areadetector.base import DynamicDeviceComponent as DDC
 from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
 from ophyd.areadetector.plugins import EpicsPathSignal
 
+from braggscope.core import compat
+
 __all__ = ["Maxipix", "MaxipixCam", "MaxipixHDF5", "MaxipixROI", "MaxipixROIStat", "MaxipixStats", "set_geometry"]
 
 
@@ -222,7 +224,7 @@ class Maxipix(SingleTrigger, DetectorBase):
         reading = super().read()
         image, captured = reading.get(self._image_name), reading.get(f"{self.name}_num_captured")
         if image is not None and captured is not None and int(captured["value"]) >= 1:
-            for name, doc in self.hdf5._asset_docs_cache:
+            for name, doc in compat.pending_asset_docs(self.hdf5):
                 if name == "datum" and doc["datum_id"] == image["value"]:
                     doc["datum_kwargs"]["point_number"] = int(captured["value"]) - 1
         return reading

@@ -38,6 +38,8 @@ import time
 import numpy as np
 from caproto.server import PVGroup, SubGroup
 
+from braggscope.core import compat
+
 from .ad_cam import CamGroup
 from .ad_external import ExternalAcquisition, as_uint32
 from .ad_hdf5 import UNIQUE_ID_DATASET, HDF5Group
@@ -149,7 +151,7 @@ class MaxipixIOC(PVGroup):
         compressor = blosc_compressor()
         self.chunks = None if compressor is None else ChunkPool(self.shape, compressor, np.random.default_rng())
         super().__init__(prefix, **kwargs)
-        self.image.array_data._max_length = self.shape[0] * self.shape[1]  # CA element count
+        compat.set_max_length(self.image.array_data, self.shape[0] * self.shape[1])  # CA element count
 
     def start_acquisition(self) -> None:
         self.busy, self.abort = True, False

@@ -300,7 +300,7 @@ class LiveSXDM(CallbackBase):
     def stream_datum(self, doc):
         if doc["descriptor"] not in self._descriptors:
             return
-        res = self.resolver._stream_resources.get(doc["stream_resource"], {})
+        res = self.resolver.stream_resource_of(doc)
         key = res.get("data_key", self.field)
         fly = self._fly
         if key != self.field and (fly is None or key not in fly["captured"]):

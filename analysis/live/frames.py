@@ -90,7 +90,7 @@ def read_hdf5_rows(path, dataset, start, stop, *, timeout_s=10.0, first_wait_s=0
 
 
 #: HDF5 filter id of Blosc (hdf5plugin / hdf5-blosc): its chunks are plain Blosc buffers.
-_BLOSC = "32001"
+_BLOSC = 32001
 #: Frames read per h5py call on the general path: h5py holds the GIL while HDF5 decompresses, so a
 #: line's frames in one call would stall the RunEngine's and Channel Access's threads for tens of ms.
 _ROWS_PER_READ = 2
@@ -104,10 +104,16 @@ def read_rows(dset, start: int, stop: int) -> np.ndarray:
     the GIL; anything else is read a few frames per h5py call.
     """
     chunks = dset.chunks
-    if dset.ndim == 3 and chunks is not None and chunks[0] == 1 and list(dset._filters) == [_BLOSC]:
+    if dset.ndim == 3 and chunks is not None and chunks[0] == 1 and _filter_ids(dset) == [_BLOSC]:
         return _read_blosc_chunks(dset, start, stop)
     parts = [np.asarray(dset[i:min(i + _ROWS_PER_READ, stop)]) for i in range(start, stop, _ROWS_PER_READ)]
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _filter_ids(dset) -> list[int]:
+    """The HDF5 filter ids of a dataset's pipeline, in order."""
+    plist = dset.id.get_create_plist()
+    return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
 
 
 def _read_blosc_chunks(dset, start, stop):
@@ -201,6 +207,10 @@ class FrameResolver:
 
     def stream_resource(self, doc):
         self._stream_resources[doc["uid"]] = doc
+
+    def stream_resource_of(self, stream_datum: dict) -> dict:
+        """The ``stream_resource`` document a ``stream_datum`` refers to ({} when not seen)."""
+        return self._stream_resources.get(stream_datum["stream_resource"], {})
 
     def clear(self):
         """Forget the documents and close the files kept open."""

@@ -37,12 +37,13 @@ from dataclasses import asdict
 
 from bluesky_tiled_plugins.writing import consolidators as _consolidators
 from bluesky_tiled_plugins.writing.consolidators import HDF5Consolidator, Patch
-from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, TiledWriter, _RunWriter
+from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer, TiledWriter
 from event_model import RunRouter, unpack_event_page
 from packaging.version import Version
 from tiled.client.utils import handle_error, retry_context
 from tiled.utils import safe_json_dump
 
+from braggscope.core import compat
 from braggscope.storage.append_once import append_with_retry
 from braggscope.storage.background import KeptByWriter, unreachable
 from braggscope.storage.fly_stream import streamed_only
@@ -74,9 +75,10 @@ class IndexedHDF5Consolidator(HDF5Consolidator):
 
     Rows are the events' frames in event order: row i is the file frame the
     i-th datum names (its ``indices``, from the datum's ``point_number``).
-    When these are 0, 1, ..., n-1 nothing changes; otherwise the data source
-    gets ``slice = [i0, i1, ...]`` (Tiled's HDF5 adapter indexes the file's
-    dataset with it). A dataset spread over several files keeps the stock
+    When these are 0, 1, ..., n-1 the data source gets ``slice = ":n"`` (a
+    file may hold a frame after the last event: a run that failed during an
+    exposure); otherwise ``slice = [i0, i1, ...]`` (Tiled's HDF5 adapter
+    indexes the file's dataset with it). A dataset spread over several files keeps the stock
     behaviour (frame numbers restart in each file).
     """
 
@@ -90,16 +92,18 @@ class IndexedHDF5Consolidator(HDF5Consolidator):
 
     def adapter_parameters(self) -> dict:
         params = super().adapter_parameters()
-        indexed = self.frame_index != list(range(len(self.frame_index)))
-        if indexed and len(self.assets) == 1 and "slice" not in params:
-            params["slice"] = list(self.frame_index)
+        if len(self.assets) == 1 and "slice" not in params:
+            n = len(self.frame_index)
+            # the file may hold frames no event names after the last one (a run that failed mid-exposure)
+            params["slice"] = f":{n}" if self.frame_index == list(range(n)) else list(self.frame_index)
         return params
 
     def state(self) -> tuple:
-        return self._num_rows, dict(self._seqnums_to_indices_map), list(self.frame_index)
+        return (*compat.consolidator_state(self), list(self.frame_index))
 
     def restore(self, state) -> None:
-        self._num_rows, self._seqnums_to_indices_map, self.frame_index = state[0], dict(state[1]), list(state[2])
+        compat.restore_consolidator(self, state[:2])
+        self.frame_index = list(state[2])
 
 
 def _register_consolidator() -> None:
@@ -116,15 +120,13 @@ class _RetrySafeRouter(RunRouter):
                 warnings.filterwarnings("ignore", message="The callback .* raised", category=UserWarning)
                 super().start(start_doc)
         except Exception:  # forget the half-opened run: routed again, it starts afresh
-            uid = start_doc["uid"]
-            for table in (self._start_to_start_doc, self._fillers, self._factory_cbs_by_start, self._subfactories):
-                table.pop(uid, None)
+            compat.forget_routed_run(self, start_doc["uid"])
             raise
 
     def descriptor(self, descriptor_doc):
-        uid = descriptor_doc["uid"]
-        if uid in self._descriptor_to_start:  # routed before: its callbacks are listed already
-            for callback in self._factory_cbs_by_descriptor[uid]:
+        callbacks = compat.routed_descriptor_callbacks(self, descriptor_doc["uid"])
+        if callbacks is not None:  # routed before: its callbacks are listed already
+            for callback in callbacks:
                 callback("descriptor", descriptor_doc)
             return
         super().descriptor(descriptor_doc)
@@ -174,7 +176,7 @@ class _RetrySafeNormalizer(RunNormalizer):
             self._errors.append(exc)
 
 
-class _RetrySafeRunWriter(_RunWriter):
+class _RetrySafeRunWriter(compat.run_writer_base()):
     """A run writer whose ``stop`` can be retried after a failure without counting frames twice, and
     that registers streamed frames at most once a second per field.
 

@@ -79,12 +79,32 @@ def array_source(array_client) -> ArraySource | None:
     if len(sources) != 1 or sources[0].mimetype != "application/x-hdf5":
         return None
     parameters = sources[0].parameters or {}
-    rows = parameters.get("slice")
-    if rows is not None and not (isinstance(rows, list) and all(isinstance(i, int) for i in rows)):
-        return None  # a slice given as text: left to the catalog
+    try:
+        rows = _rows(parameters.get("slice"))
+    except ValueError:
+        return None  # a slice this reader does not follow: left to the catalog
     assets = sorted(sources[0].assets, key=lambda a: a.num or 0)
     return ArraySource([uri_path(a.data_uri) for a in assets], parameters.get("dataset") or DEFAULT_DATASET,
                        rows, bool(parameters.get("swmr")))
+
+
+def _rows(value) -> list | None:
+    """The rows a data source's ``slice`` selects: None (the first rows), or a list of row numbers.
+
+    The catalog writes a list of rows, or text ``"start:stop"`` (bluesky-tiled-plugins: ``":6"``
+    for the first six rows).
+    """
+    if value is None:
+        return None
+    if isinstance(value, list) and all(isinstance(i, int) for i in value):
+        return value
+    if isinstance(value, str) and value.count(":") == 1:
+        start, _, stop = value.partition(":")
+        if not start.strip() or int(start) == 0:
+            return None
+        if stop.strip():
+            return list(range(int(start), int(stop)))
+    raise ValueError(f"slice {value!r}")
 
 
 def local_source(array_client) -> ArraySource | None:

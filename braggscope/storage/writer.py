@@ -7,6 +7,7 @@ makes ``RE.abort("why")`` record its reason in the stop document.
 
 from __future__ import annotations
 
+from braggscope.core import compat
 from braggscope.storage.background import BackgroundWriter
 from braggscope.storage.catalog import catalog_handle
 from braggscope.storage.locks import acquire_writer_lock
@@ -80,14 +81,16 @@ def keep_abort_reason(RE) -> None:
     ``reason: ''``. The RunEngine's ``close_run`` command is wrapped here to
     fill in the reason the RunEngine holds when the plan gave none. Idempotent.
     """
-    if getattr(RE, "_braggscope_keeps_reason", False):
+    if not compat.install_once(RE, "keep_abort_reason"):
         return
-    original = RE._command_registry["close_run"]
 
-    async def close_run(msg):
-        if not msg.kwargs.get("reason") and getattr(RE, "_reason", ""):
-            msg = msg._replace(kwargs={**msg.kwargs, "reason": RE._reason})
-        return await original(msg)
+    def wrap(original):
+        async def close_run(msg):
+            reason = compat.abort_reason(RE)
+            if not msg.kwargs.get("reason") and reason:
+                msg = msg._replace(kwargs={**msg.kwargs, "reason": reason})
+            return await original(msg)
 
-    RE.register_command("close_run", close_run)
-    RE._braggscope_keeps_reason = True
+        return close_run
+
+    compat.wrap_command(RE, "close_run", wrap)
