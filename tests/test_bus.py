@@ -337,7 +337,8 @@ def test_path_map_relocates_detector_files(tmp_path):
 
 
 def test_live_refuses_an_unreachable_broker_in_one_line(tmp_path):
-    from braggscope.app.bus.consumer import LiveConsumer, consume
+    from braggscope.app.bus.consumer import LiveConsumer
+    from braggscope.app.bus.pull import consume
     from braggscope.core.errors import ServerUnreachableError
 
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from braggscope.app.beamline.simulator import _pid_alive, client_env, read_state, scratch_config, start_simulator
+from braggscope.app.beamline.simulator import client_env, read_state, scratch_config, start_simulator
+from braggscope.core.processes import pid_alive
 
 pytestmark = [pytest.mark.ioc, pytest.mark.timeout(120)]
 
@@ -51,9 +52,9 @@ def test_cli_round_trip_leaves_no_process(cli_config, tmp_path):
         stopped = _cli("stop", config=cli_config)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     deadline = time.monotonic() + 5
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
     assert not (tmp_path / "simulator.json").exists()
     assert _cli("status", config=cli_config).returncode == 1
 

@@ -168,7 +168,7 @@ def test_writer_keeps_documents_while_the_catalog_is_lost(server_cfg, capfd):
 
 
 def test_a_server_whose_state_file_is_gone_exits(server_cfg):
-    from braggscope.app.beamline.simulator import _pid_alive
+    from braggscope.core.processes import pid_alive
 
     cfg, _ = server_cfg
     catalog_server.ensure_server(cfg)
@@ -176,6 +176,6 @@ def test_a_server_whose_state_file_is_gone_exits(server_cfg):
     assert state is not None, why
     catalog_server.server_paths(cfg)["state"].unlink()  # e.g. the data directory removed by hand
     deadline = time.monotonic() + 30
-    while _pid_alive(state["pid"]) and time.monotonic() < deadline:
+    while pid_alive(state["pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _pid_alive(state["pid"]), "an orphaned catalog server kept running"
+    assert not pid_alive(state["pid"]), "an orphaned catalog server kept running"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from braggscope.app.beamline.simulator import _checked_state, read_state, stop_simulator
+from braggscope.app.beamline.simulator import checked_state, read_state, stop_simulator
 from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.devices.factory import confine_ca_to_loopback
 from braggscope.simulators.ioc_run import free_port
@@ -32,7 +32,7 @@ def stranger():
 
 def test_state_file_naming_another_program_is_neither_reported_nor_killed(tmp_path, stranger):
     path = _write_state(tmp_path / "simulator.json", stranger.pid, free_port())
-    handle, why = _checked_state(path)
+    handle, why = checked_state(path)
     assert handle is None and read_state(path) is None
     assert f"pid {stranger.pid} is another program" in why
     assert stop_simulator(path) is False
@@ -45,13 +45,13 @@ def test_state_file_of_a_dead_or_silent_runner(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(10)
     path = _write_state(tmp_path / "simulator.json", dead.pid, free_port())
-    assert "is not running" in _checked_state(path)[1]
+    assert "is not running" in checked_state(path)[1]
     # our runner's command line, but nothing answers on its port (hung, or the port was never bound)
     silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "braggscope.simulators.ioc_run"])
     try:
         port = free_port()
         _write_state(path, silent.pid, port)
-        handle, why = _checked_state(path)
+        handle, why = checked_state(path)
         assert handle is None and f"does not answer on 127.0.0.1:{port}" in why
     finally:
         silent.kill()

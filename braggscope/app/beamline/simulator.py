@@ -1,11 +1,12 @@
-"""Start, stop and inspect the EPICS simulator (``braggscope sim start|stop|status``).
+"""The simulator of a simulated beamline: start, stop and find its server process.
 
 The simulator is one caproto server process (motors, Maxipix and fluorescence detectors, see
 ``braggscope.simulators.ioc_run``) listening on 127.0.0.1 on a free port. It
 runs detached; a JSON state file in the data directory records its pid, port
 and PV prefixes, so ``status`` and ``stop`` find it from another shell.
 
-Python API (tests, demo)::
+``braggscope sim start|stop|status`` (:mod:`braggscope.app.cli.sim`) is its command line; from
+Python (tests, demos)::
 
     handle = start_simulator(cfg)      # also sets EPICS_CA_ADDR_LIST etc. here
     ...
@@ -22,16 +23,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from braggscope.core.config import load_config, save_config
 from braggscope.core.errors import UserError
-from braggscope.core.processes import command_line as _command_line
-from braggscope.core.processes import pid_alive as _pid_alive
-from braggscope.core.processes import port_answers as _port_answers
-from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
-from braggscope.core.processes import terminate as _terminate
+from braggscope.core.processes import (SpawnExited, SpawnTimeout, command_line, pid_alive, port_answers, spawn_detached,
+                                       terminate)
 
 __all__ = [
-    "SimulatorHandle", "SampleMismatchError", "add_parser", "apply_client_env", "check_sample", "client_env",
-    "read_state", "scratch_config", "start_simulator", "state_file_for", "stop_simulator",
+    "SimulatorHandle", "SampleMismatchError", "apply_client_env", "check_sample", "client_env",
+    "checked_state", "read_state", "scratch_config", "start_simulator", "state_file_for", "stop_simulator",
 ]
 
 STATE_NAME = "simulator.json"
@@ -77,7 +76,7 @@ class SimulatorHandle:
         """Whether the server process still runs."""
         if self.process is not None:
             return self.process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
 
 class SampleMismatchError(UserError):
@@ -99,14 +98,6 @@ def check_sample(handle: SimulatorHandle, sample: str, *, needed_by: str = "this
         raise SampleMismatchError(
             f"the running simulator (pid {handle.pid}, port {handle.port}) {what} but {needed_by} needs "
             f"{sample!r}: braggscope sim stop, then braggscope sim start --sample {sample})")
-
-
-def _sample_name(sample) -> str:
-    from braggscope.simulators.samples import SAMPLE_NAMES
-
-    if sample not in SAMPLE_NAMES:
-        raise UserError(f"--sample must be one of {', '.join(SAMPLE_NAMES)}, got {sample!r}")
-    return sample
 
 
 def client_env(port: int) -> dict[str, str]:
@@ -140,10 +131,10 @@ def read_state(state_file: str | os.PathLike) -> SimulatorHandle | None:
     stale file whose PID was reused by another program is ignored (and never
     leads ``sim stop`` to kill that program).
     """
-    return _checked_state(state_file)[0]
+    return checked_state(state_file)[0]
 
 
-def _checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
+def checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
     """``(handle or None, why not)`` for a state file (see :func:`read_state`)."""
     path = Path(state_file)
     try:
@@ -153,10 +144,10 @@ def _checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
         return None, "no readable state file"
     if not handle.alive():
         return None, f"stale state file: pid {handle.pid} is not running"
-    command = _command_line(handle.pid)
+    command = command_line(handle.pid)
     if command is not None and RUNNER_MODULE not in command:
         return None, f"stale state file: pid {handle.pid} is another program ({command[:80]!r})"
-    if not _port_answers(handle.port):
+    if not port_answers(handle.port):
         return None, f"pid {handle.pid} does not answer on 127.0.0.1:{handle.port}"
     return handle, ""
 
@@ -174,8 +165,6 @@ def scratch_config(root, *, frame_size: int | None = None, pv_prefix: str | None
         Replaces the IOC prefix (the part up to the first ``:``, included) of every ``pv.*``
         key, e.g. ``"BSFLYT:"``: a second simulator beside one with the packaged prefix.
     """
-    from braggscope.core.config import load_config
-
     root = Path(root)
     (root / "detector").mkdir(parents=True, exist_ok=True)
     cfg = load_config()
@@ -222,8 +211,6 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
     -------
     SimulatorHandle
     """
-    from braggscope.core.config import load_config, save_config
-
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise ValueError(f"port must be an int in 0..65535, got {port!r}")
     if timeout <= 0:
@@ -286,97 +273,16 @@ def stop_simulator(handle: SimulatorHandle | str | os.PathLike, *, timeout: floa
             return False
         handle = found
     if handle.process is None:  # a handle read earlier: the pid may have been reused since
-        command = _command_line(handle.pid)
+        command = command_line(handle.pid)
         if command is not None and RUNNER_MODULE not in command:
             handle.state_file.unlink(missing_ok=True)
             return False
-    stopped = _terminate(handle.pid, handle.process, timeout=timeout)
+    stopped = terminate(handle.pid, handle.process, timeout=timeout)
     handle.state_file.unlink(missing_ok=True)
     cfg_file = handle.info.get("config_file")
     if cfg_file and Path(cfg_file).name.startswith("braggscope-sim-"):  # ours, written at start
         Path(cfg_file).unlink(missing_ok=True)
     return stopped
-
-
-# ---------------------------------------------------------------------- CLI
-def add_parser(subparsers) -> None:
-    """Add ``sim start|stop|status`` to the ``braggscope`` command line."""
-    sim = subparsers.add_parser("sim", help="EPICS simulator (caproto IOCs on 127.0.0.1)")
-    sim_sub = sim.add_subparsers(dest="sim_command", metavar="ACTION")
-    start = sim_sub.add_parser("start", help="start the simulator in the background")
-    start.add_argument("--port", type=int, default=None,
-                       help="CA port (default: simulator.ca_server_port, 0 = free port)")
-    start.add_argument("--no-detector", action="store_true", help="motors only")
-    start.add_argument("--sample", default=None, metavar="NAME",
-                       help="sample preset served: nmc622, lno_cluster or lmno_bcdi (default: simulator.sample)")
-    start.set_defaults(func=_cmd_start)
-    status = sim_sub.add_parser("status", help="show whether the simulator runs")
-    status.set_defaults(func=_cmd_status)
-    stop = sim_sub.add_parser("stop", help="stop the simulator")
-    stop.set_defaults(func=_cmd_stop)
-    sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
-
-
-def _cmd_start(args) -> int:
-    from braggscope.core.config import load_config
-
-    cfg = load_config(args.config)
-    port = int(cfg.get("simulator.ca_server_port", 0) or 0) if args.port is None else args.port
-    if args.sample is not None:
-        cfg.set("simulator.sample", _sample_name(args.sample))
-    try:
-        handle = start_simulator(cfg, port=port, with_detector=not args.no_detector, set_env=False)
-    except (RuntimeError, TimeoutError, ValueError) as exc:  # already running, died at start-up, bad port
-        raise UserError(str(exc).splitlines()[0]) from None  # one line, exit 2 (braggscope.app.cli)
-    _print_state(handle)
-    print("Point your shell at it with:")
-    print(f"  export EPICS_CA_ADDR_LIST={handle.addr_list} EPICS_CA_AUTO_ADDR_LIST=NO "
-          f"EPICS_CA_MAX_ARRAY_BYTES={64 * 1024 * 1024}")
-    return 0
-
-
-def _cmd_status(args) -> int:
-    from braggscope.core.config import load_config
-
-    handle, why = _checked_state(state_file_for(load_config(args.config)))
-    if handle is None:
-        print(f"simulator: not running ({why})")
-        return 1
-    _print_state(handle)
-    return 0
-
-
-def _cmd_stop(args) -> int:
-    from braggscope.core.config import load_config
-
-    path = state_file_for(load_config(args.config))
-    handle, why = _checked_state(path)
-    if handle is None:
-        path.unlink(missing_ok=True)  # stale: nothing of ours to stop, and no process is touched
-        print(f"simulator: not running ({why})")
-        return 0
-    stop_simulator(handle)
-    print(f"simulator stopped (pid {handle.pid})")
-    return 0
-
-
-def _print_state(handle: SimulatorHandle) -> None:
-    info = handle.info
-    print(f"simulator: running, pid {handle.pid}, CA port {handle.port} on 127.0.0.1 "
-          f"({info.get('pv_count', '?')} PVs)")
-    print(f"  sample   {handle.sample or 'none (motors only)' if 'sample' in info else 'not recorded'}")
-    for name, pv in (info.get("motors") or {}).items():
-        print(f"  motor {name:7s} {pv}")
-    if info.get("detector"):
-        print(f"  detector {info['detector']}  (cam1:, HDF1:, Stats1:, image1:)")
-    if info.get("fluorescence"):
-        print(f"  fluorescence {info['fluorescence']}  (AcquireTime, Acquire, Counts_RBV)")
-    print(f"  state file {handle.state_file}")
-
-
-# ---------------------------------------------------------------------- helpers
-
-
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -1,8 +1,8 @@
-"""``braggscope live``: live SXDM maps in a process of their own, fed by the document bus.
+"""The maps of ``braggscope live``: live SXDM maps in a process of their own, fed by the document bus.
 
 The acquisition publishes every run's documents on NATS JetStream
-(:mod:`braggscope.app.bus`); this command subscribes with a durable pull
-consumer (:mod:`braggscope.app.bus.pull`), feeds each ``sxdm_map`` run to a
+(:mod:`braggscope.app.bus`); ``braggscope live`` (:mod:`braggscope.app.cli.live`) subscribes
+with a durable pull consumer (:mod:`braggscope.app.bus.pull`) and feeds each ``sxdm_map`` run to a
 :class:`braggscope.analysis.live.LiveSXDM` (:class:`LiveConsumer`, here),
 refreshes one PNG of the maps in place while the run goes on
 (:mod:`braggscope.app.bus.png`) and writes a maps file per run (NeXus-style HDF5,
@@ -18,7 +18,6 @@ finished runs are not redone.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import time
@@ -27,57 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from braggscope.app.bus import bus_settings
 from braggscope.app.bus.format import HEADER_INDEX, HEADER_RUN, decode_timed_batch
 from braggscope.app.bus.png import FigureWriter
-from braggscope.app.bus.pull import consume
 from braggscope.core.atomic import atomic_path
-from braggscope.core.errors import ArgumentError
 
-__all__ = ["add_parser", "LiveConsumer", "consume", "map_path"]
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("live", help="live SXDM maps from the document bus (can run on another host)")
-    p.add_argument("--url", help="NATS server (default: config bus.url, else nats://127.0.0.1:4222)")
-    p.add_argument("--stream", help="JetStream stream (default: config bus.stream)")
-    p.add_argument("--subject", help="subject of the documents (default: config bus.subject)")
-    p.add_argument("--durable", default="braggscope-live",
-                   help="durable consumer name: a restart with the same name resumes where it stopped")
-    p.add_argument("--deliver", choices=("new", "all"), default="new",
-                   help="where a new durable consumer starts: runs from now on (new) or the whole stream (all)")
-    p.add_argument("--out", help="output directory (default: <storage.data_dir>/live)")
-    p.add_argument("--path-map", action="append", default=[], metavar="OLD=NEW",
-                   help="read detector files under OLD from NEW instead (repeatable)")
-    p.add_argument("--runs", type=int, default=0, help="exit after this many finished runs (0: never)")
-    p.add_argument("--threshold", type=float, default=0.2, help="mask threshold, fraction of the map maximum")
-    p.add_argument("--background", type=float, default=0.0, help="background subtracted, counts/pixel/frame")
-    p.add_argument("--roi", type=int, nargs=4, metavar=("ROW0", "ROW1", "COL0", "COL1"),
-                   help="reduce only this detector window")
-    p.add_argument("--png-interval", type=float, default=1.0, help="seconds between two PNG refreshes")
-    p.add_argument("--frame-timeout", type=float, default=10.0, help="seconds to wait for a frame in its file")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from braggscope.core.config import load_config
-
-    cfg = load_config(args.config)
-    s = bus_settings(cfg)
-    url = args.url or s["url"] or "nats://127.0.0.1:4222"
-    out = Path(args.out) if args.out else cfg.expand_path("storage.data_dir") / "live"
-    path_map = []
-    for item in args.path_map:
-        old, sep, new = item.partition("=")
-        if not sep or not old or not new:
-            raise ArgumentError(f"--path-map {item!r}: write OLD=NEW, e.g. /data/detector=/mnt/id01/detector")
-        path_map.append((old, new))
-    live_kwargs = {"threshold": args.threshold, "background": args.background,
-                   "detector_roi": args.roi, "frame_timeout_s": args.frame_timeout, "batch_size": 64}
-    consumer = LiveConsumer(out, path_map=path_map, live_kwargs=live_kwargs, png_interval_s=args.png_interval)
-    asyncio.run(consume(url, args.stream or s["stream"], args.subject or s["subject"], consumer,
-                        durable=args.durable, deliver=args.deliver, runs=args.runs))
-    return 0
+__all__ = ["LiveConsumer", "map_path"]
 
 
 def map_path(out_dir, start_doc) -> Path:

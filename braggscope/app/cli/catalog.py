@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from braggscope.storage.server import server_paths, server_status, stop_server
 from braggscope.core.config import load_config
+from braggscope.storage.server import server_paths, server_status, stop_server
 
-__all__ = ["add_parser"]
-
-
-def add_parser(subparsers) -> None:
-    """Add ``catalog status|stop`` to the ``braggscope`` command line."""
-    p = subparsers.add_parser("catalog", help="the local catalog server (status, stop)")
-    sub = p.add_subparsers(dest="catalog_command", metavar="ACTION")
-    sub.add_parser("status", help="show whether the local catalog server runs").set_defaults(func=_cmd_status)
-    sub.add_parser("stop", help="stop the local catalog server").set_defaults(func=_cmd_stop)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+__all__ = ["configure"]
 
 
-def _cmd_status(args) -> int:
+def configure(parser) -> None:
+    """Add ``status`` and ``stop`` to the ``catalog`` parser."""
+    actions = parser.add_subparsers(dest="catalog_command", metavar="ACTION")
+    actions.add_parser("status", help="show whether the local catalog server runs").set_defaults(func=_status)
+    actions.add_parser("stop", help="stop the local catalog server").set_defaults(func=_stop)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _status(args) -> int:
     cfg = load_config(args.config)
     state, why = server_status(cfg)
     if state is None:
@@ -28,7 +27,7 @@ def _cmd_status(args) -> int:
     return 0
 
 
-def _cmd_stop(args) -> int:
+def _stop(args) -> int:
     pid = stop_server(load_config(args.config))
     print("catalog server: not running" if pid is None else f"catalog server stopped (pid {pid})")
     return 0

@@ -1,8 +1,9 @@
 """The ``braggscope`` command line.
 
-Each command group lives in its own module, which adds its sub-parser through
-``add_parser(subparsers)`` and imports its heavy dependencies only when run,
-so ``braggscope --help`` stays fast.
+Each command group has a module of its own here (``sim``, ``catalog``, ``shell``, ``demo``,
+``reduce``, ``live``, ``serve``) that configures its sub-parser (``configure(parser)``) and runs
+it. Only the module of the command named on the command line is imported: ``braggscope --help``
+lists the commands from :data:`COMMANDS` and imports none of them.
 
 Errors are handled here, once for every command:
 
@@ -38,16 +39,17 @@ import warnings
 from braggscope import __version__
 from braggscope.core.errors import EXIT_USER_ERROR, UserError
 
-# module -> owner of a command group; each defines add_parser(subparsers)
-COMMAND_MODULES = (
-    "braggscope.app.beamline.simulator",     # braggscope sim start|stop|status
-    "braggscope.app.cli.catalog",     # braggscope catalog status|stop (the local catalog server)
-    "braggscope.app.session.namespace",    # braggscope shell
-    "braggscope.app.demo.run",       # braggscope demo sxdm|bcdi
-    "braggscope.app.cli.reduce",     # braggscope reduce sxdm|bcdi
-    "braggscope.app.bus.consumer",  # braggscope live (maps from the document bus)
-    "braggscope.app.serve.services",      # braggscope serve [start|stop|status] (the beamline's services)
-)
+#: command -> (the module that configures and runs it, its one-line help)
+COMMANDS = {
+    "sim": ("braggscope.app.cli.sim", "EPICS simulator (caproto IOCs on 127.0.0.1)"),
+    "catalog": ("braggscope.app.cli.catalog", "the local catalog server (status, stop)"),
+    "shell": ("braggscope.app.cli.shell", "IPython session with devices, plans, RunEngine and catalog"),
+    "demo": ("braggscope.app.cli.demo", "run the SXDM or BCDI demonstration on the simulator"),
+    "reduce": ("braggscope.app.cli.reduce", "reduce an SXDM map or a BCDI rocking scan"),
+    "live": ("braggscope.app.cli.live", "live SXDM maps from the document bus (can run on another host)"),
+    "serve": ("braggscope.app.cli.serve", "start/stop/check the beamline services (simulator, tiled, queue, "
+                                          "HTTP server, live maps)"),
+}
 
 #: errno values of an output that cannot be written: the user's to fix, reported in one line.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT, errno.EISDIR,
@@ -64,8 +66,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``braggscope`` parser with every installed command group."""
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``braggscope`` parser.
+
+    Parameters
+    ----------
+    commands : iterable of str, optional
+        The commands whose own parsers are built (their modules imported); the others are only
+        listed with their help. Default: every command.
+    """
     parser = OneLineParser(
         prog="braggscope",
         description="Acquisition, control and analysis for nano-focused Bragg diffraction imaging.",
@@ -73,30 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"braggscope {__version__}")
     parser.add_argument("--config", help="beamline TOML file (default: $BRAGGSCOPE_CONFIG or the simulator)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_command_groups(sub, COMMAND_MODULES)
+    built = set(COMMANDS if commands is None else commands)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        if name in built:
+            importlib.import_module(module).configure(command)
     return parser
 
 
-def add_command_groups(subparsers, module_names) -> None:
-    """Let each module that is installed add its sub-parser.
-
-    A module that is absent is skipped; an import error *inside* a present
-    module is raised, so a broken command is never silently hidden.
-    """
-    for name in module_names:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.add_parser(subparsers)
+def named_command(argv=None) -> str | None:
+    """The command ``argv`` names (None when it names none: ``--help``, ``--version``, nothing)."""
+    pre = OneLineParser(prog="braggscope", add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("command", nargs="?")
+    known, _ = pre.parse_known_args(argv)
+    return known.command if known.command in COMMANDS else None
 
 
 def main(argv=None) -> int:
     """Run ``braggscope``; returns the exit status (0 success, 2 expected error, 130 interrupted)."""
-    parser = build_parser()
     try:
+        parser = build_parser([named] if (named := named_command(argv)) else [])
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad argument (already printed on one line)
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
@@ -159,6 +165,3 @@ class _BelowWarning(logging.Filter):
     def filter(self, record):
         return record.levelno >= logging.WARNING
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import shutil
 from pathlib import Path
 
@@ -18,16 +19,35 @@ from braggscope.core.errors import UserError
 #: errno values of a disk that cannot take the outputs.
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
+#: the modules of the reductions (each defines ``add_parser(subparsers)``)
+REDUCTIONS = ("braggscope.analysis.sxdm.cli", "braggscope.analysis.bcdi.cli")
 
-def add_parser(subparsers) -> None:
-    from braggscope.app.cli.main import add_command_groups
+__all__ = ["configure", "add_command_groups"]
 
-    parser = subparsers.add_parser("reduce", help="reduce an SXDM map or a BCDI rocking scan")
-    sub = parser.add_subparsers(dest="reduce_kind", metavar="KIND")
-    add_command_groups(sub, ("braggscope.analysis.sxdm.cli", "braggscope.analysis.bcdi.cli"))
-    for command in sub.choices.values():
+
+def configure(parser) -> None:
+    """Add the reductions (``sxdm``, ``bcdi``) to the ``reduce`` parser."""
+    kinds = parser.add_subparsers(dest="reduce_kind", metavar="KIND")
+    add_command_groups(kinds, REDUCTIONS)
+    for command in kinds.choices.values():
         command.set_defaults(func=_reporting_full_disk(command.get_default("func")))
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def add_command_groups(subparsers, module_names) -> None:
+    """Let each module that is installed add its sub-parser (``add_parser(subparsers)``).
+
+    A module that is absent is skipped; an import error *inside* a present module is raised, so a
+    broken command is never silently hidden.
+    """
+    for name in module_names:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.add_parser(subparsers)
 
 
 def _reporting_full_disk(func):

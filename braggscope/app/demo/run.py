@@ -26,35 +26,7 @@ from braggscope.core.setup import ScanSetup
 from braggscope.core.atomic import atomic_path
 from braggscope.core.errors import ArgumentError
 
-__all__ = ["add_parser", "run_demo"]
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run the SXDM or BCDI demonstration on the simulator")
-    parser.add_argument("kind", choices=("sxdm", "bcdi"), help="which demonstration")
-    parser.add_argument("--quick", action="store_true", help="small version (tests, first look)")
-    parser.add_argument("--inprocess", action="store_true",
-                        help="in-process devices instead of the caproto simulator (no EPICS)")
-    parser.add_argument("--out", help="output directory (default: <storage.data_dir>/demo-<kind>-<time>)")
-    parser.add_argument("--nx", type=int, help="map points along x (default 24, quick 12)")
-    parser.add_argument("--ny", type=int, help="map points along y (default 20, quick 10)")
-    parser.add_argument("--neta", type=int, help="rocking angles (default 12, quick 6)")
-    parser.add_argument("--no-reduce", action="store_true", help="skip the reduction / reconstruction")
-    parser.add_argument("--fly", action="store_true",
-                        help="sxdm: take the map as a fly scan (sxdm_fly; simulator over CA, docs/fly.md)")
-    parser.add_argument("--dwell", type=float, default=0.005, help="fly scan: time per point, s (default 0.005)")
-    parser.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from braggscope.core.config import load_config
-
-    cfg = load_config(args.config)
-    summary = run_demo(cfg, args.kind, quick=args.quick, inprocess=args.inprocess, out=args.out,
-                       nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce,
-                       fly=args.fly, dwell_s=args.dwell)
-    print(f"demo {args.kind}: {summary['wall_s']} s wall", flush=True)  # the rest is in summary.json
-    return 0
+__all__ = ["run_demo"]
 
 
 def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=None, neta=None,

@@ -44,7 +44,7 @@ from braggscope.core.processes import pid_alive as _pid_alive
 from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.core.errors import ConfigError, UserError
 
-__all__ = ["add_parser", "start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
+__all__ = ["start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
 
 ORDER = ("simulator", "tiled", "queue", "http", "live")
 STATE_NAME = "serve.json"
@@ -338,40 +338,3 @@ def _checked_services(cfg, services) -> list[str]:
     if unknown:
         raise ConfigError(f"unknown service(s) {unknown}: choose among {', '.join(ORDER)}")
     return services
-
-
-# --------------------------------------------------------------------------- CLI
-def add_parser(subparsers) -> None:
-    """Add ``serve [start|stop|status]`` to the ``braggscope`` command line."""
-    p = subparsers.add_parser("serve", help="start/stop/check the beamline services (simulator, tiled, queue, "
-                                            "HTTP server, live maps)")
-    p.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="start")
-    p.add_argument("--services", help=f"comma-separated subset of {','.join(ORDER)} (default: [serve] services)")
-    p.add_argument("--timeout", type=float, default=START_TIMEOUT_S, help="seconds each service has to answer")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from braggscope.core.config import load_config
-
-    cfg = load_config(args.config)
-    services = None if not args.services else [s.strip() for s in args.services.split(",") if s.strip()]
-    if not (0 < args.timeout < float("inf")):
-        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.action == "stop":
-        stopped = stop_services(cfg, services)
-        print(f"stopped: {', '.join(stopped) or 'nothing'}")
-        return 0
-    if args.action == "status":
-        status = service_status(cfg)
-        for name in ORDER:
-            if name in status:
-                print(f"{name:9s} {'ok  ' if status[name][0] else 'DOWN'} {status[name][1]}")
-        if not status:
-            print("no service started by braggscope serve")
-        return 0 if status and all(ok for ok, _ in status.values()) else 1
-    start_services(cfg, services, timeout=args.timeout)
-    paths = serve_paths(cfg)
-    print(f"API keys: {paths['keys']} unless given in the configuration or environment; "
-          f"client configuration: {paths['config']}")
-    return 0

@@ -27,10 +27,10 @@ an incomplete map and names how many points it has; read ``run["primary"]``).
 from __future__ import annotations
 
 import functools
-import os
-import sys
 
-__all__ = ["add_parser", "make_session", "reconnect_devices", "settle_live", "BANNER"]
+from braggscope.app.session.display import has_display
+
+__all__ = ["make_session", "reconnect_devices", "settle_live", "BANNER"]
 
 BANNER = """braggscope session: {beamline} ({mode})
   devices : {devices}
@@ -40,57 +40,6 @@ BANNER = """braggscope session: {beamline} ({mode})
   Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
   IOC lost: the run fails naming the PV; reconnect() re-reads the simulator state, then a new run
 """
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("shell", help="IPython session with devices, plans, RunEngine and catalog")
-    parser.add_argument("--inprocess", action="store_true",
-                        help="in-process simulated devices (no EPICS, no simulator process)")
-    parser.add_argument("--no-live", action="store_true", help="do not subscribe the live SXDM maps")
-    parser.add_argument("--queue", nargs="?", const="", metavar="URL",
-                        help="drive a queue server (braggscope serve) instead of a RunEngine of its own: "
-                             "a `queue` client (URL default: [queue] url; key: [queue] api_key or "
-                             "$BRAGGSCOPE_QUEUE_API_KEY)")
-    parser.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from braggscope.core.config import load_config
-
-    cfg = load_config(args.config)
-    if args.queue is not None:
-        from braggscope.app.serve.queue_client import queue_namespace
-
-        ns = queue_namespace(cfg, args.queue or None)
-    else:
-        ns = make_session(cfg, inprocess=args.inprocess, live=not args.no_live)
-    cleanup, banner = ns["__cleanup__"], ns["__banner__"]
-    try:
-        from IPython import start_ipython
-        from traitlets.config import Config
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        import code
-
-        try:
-            code.interact(banner=banner, local=ns)
-        finally:
-            cleanup()
-        return 0
-    c = Config()
-    c.TerminalInteractiveShell.banner1 = ""  # no Python/IPython version banner: ours says what matters
-    c.TerminalInteractiveShell.banner2 = banner
-    # a GUI event loop for figures where a display exists; headless, matplotlib picks Agg by itself
-    # (and "%matplotlib agg" would print "No event loop hook running." under the banner)
-    c.InteractiveShellApp.exec_lines = ["%matplotlib"] if _has_display() else []
-    c.InteractiveShellApp.extensions = ["braggscope.app.session.magics"]  # %wa %mv %ct ...; no /bin/mv alias
-    if _has_display() and ns.get("live") is not None:  # the live SXDM maps in a window (GUI timer)
-        c.InteractiveShellApp.exec_lines.append(
-            "from braggscope.app.session.live_figures import show_live_maps as _s; live_window = _s(live); del _s")
-    try:
-        start_ipython(argv=[], user_ns=ns, config=c)
-    finally:
-        cleanup()
-    return 0
 
 
 def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: bool | None = None) -> dict:
@@ -126,7 +75,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     from braggscope.app.beamline.connect import Beamline, StreamedRunsAsProgress, connect_simulator, install_baseline
     from braggscope.core.eccentricity import EccentricityModel
 
-    headless = (not _has_display()) if headless is None else headless
+    headless = (not has_display()) if headless is None else headless
     owner = Beamline(cfg, inprocess=inprocess)
     if inprocess:
         from braggscope.simulators.inprocess import make_inprocess_devices
@@ -314,9 +263,3 @@ def _reconnect_namespace(ns: dict, timeout: float) -> dict:
     ns.update(new)
     print(f"reconnected: {', '.join(sorted(new))}")
     return new
-
-
-def _has_display() -> bool:
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
