@@ -28,11 +28,15 @@ nothing.
 
 from __future__ import annotations
 
+import weakref
+
 from bluesky.utils import Msg
+
+from braggscope.core import compat
 
 __all__ = ["drop_interrupted_bundle"]
 
-_MARK = "_braggscope_interrupted"  # set on the run bundlers of a paused run that is aborted or stopped
+_INTERRUPTED = weakref.WeakSet()  # the run bundlers of a paused run that is aborted or stopped
 
 
 def drop_interrupted_bundle(RE) -> None:
@@ -46,20 +50,17 @@ def drop_interrupted_bundle(RE) -> None:
     ----------
     RE : bluesky.RunEngine
     """
-    if getattr(RE, "_braggscope_drops_bundle", False):
+    if not compat.install_once(RE, "drop_interrupted_bundle"):
         return
-    for name in ("_abort_coro", "_stop_coro"):
-        setattr(RE, name, _marking(RE, getattr(RE, name)))
-    RE.register_command("create", _dropping_create(RE, RE._command_registry["create"]))
-    RE.register_command("drop", _tolerant_drop(RE, RE._command_registry["drop"]))
-    RE._braggscope_drops_bundle = True
+    compat.wrap_interruptions(RE, lambda original: _marking(RE, original))
+    compat.wrap_command(RE, "create", lambda original: _dropping_create(RE, original))
+    compat.wrap_command(RE, "drop", lambda original: _tolerant_drop(RE, original))
 
 
 def _marking(RE, original):
     async def interrupt(*args, **kwargs):
         if RE.state == "paused":
-            for bundler in list(RE._run_bundlers.values()):
-                setattr(bundler, _MARK, True)
+            _INTERRUPTED.update(compat.run_bundlers(RE).values())
         return await original(*args, **kwargs)
 
     return interrupt
@@ -67,8 +68,8 @@ def _marking(RE, original):
 
 def _dropping_create(RE, original):
     async def create(msg):
-        bundler = RE._run_bundlers.get(msg.run)
-        if bundler is not None and getattr(bundler, _MARK, False) and bundler.bundling:
+        bundler = compat.run_bundlers(RE).get(msg.run)
+        if bundler is not None and bundler in _INTERRUPTED and bundler.bundling:
             await bundler.drop(Msg("drop"))  # left open by the interruption: the plan did not drop it
         return await original(msg)
 
@@ -77,8 +78,8 @@ def _dropping_create(RE, original):
 
 def _tolerant_drop(RE, original):
     async def drop(msg):
-        bundler = RE._run_bundlers.get(msg.run)
-        if bundler is not None and getattr(bundler, _MARK, False) and not bundler.bundling:
+        bundler = compat.run_bundlers(RE).get(msg.run)
+        if bundler is not None and bundler in _INTERRUPTED and not bundler.bundling:
             return None  # the bundle the plan drops on its way out is closed already
         return await original(msg)
 

@@ -119,6 +119,7 @@ def build_namespace(cfg=None) -> dict:
     from bluesky import RunEngine
 
     from braggscope.app.beamline.connect import install_baseline
+    from braggscope.plans.guard import install_guard
     from braggscope.app.bus import publisher_from_config
     from braggscope import storage
     from braggscope.core.config import load_config
@@ -129,6 +130,7 @@ def build_namespace(cfg=None) -> dict:
     _DEVICES.update(devices)
     RE = RunEngine(call_returns_result=True)
     install_baseline(RE, devices)
+    install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
     storage.subscribe_writer(RE, storage.open_catalog(cfg))
     bus = publisher_from_config(cfg)
     if bus is not None:

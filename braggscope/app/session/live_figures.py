@@ -37,6 +37,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from braggscope.app.commands_scans import PeakTracker, hinted_fields
+from braggscope.core import compat
 from braggscope.core.atomic import atomic_path
 
 __all__ = ["LIVE_MAP_PANELS", "GuiDuringTask", "LiveMapFiles", "LiveScanFile", "install_live_figures",
@@ -387,10 +388,8 @@ class GuiDuringTask(DuringTask):
         """Wait for ``blocking_event``, processing the windows' events meanwhile."""
         if not _interactive_backend() or "qt" in sys.modules["matplotlib"].get_backend().lower():
             return self.fallback.block(blocking_event)
-        from matplotlib._pylab_helpers import Gcf
-
         while not blocking_event.wait(self.interval_s):
-            for manager in Gcf.get_all_fig_managers():
+            for manager in compat.figure_managers():
                 try:
                     manager.canvas.flush_events()  # Tk: update(), which also runs due timers
                 except Exception:  # noqa: BLE001 - a window closed meanwhile must not fail the plan
@@ -404,9 +403,9 @@ def keep_windows_alive(RE) -> GuiDuringTask:
     bluesky takes a during-task only in ``RunEngine(during_task=...)``; this
     sets the same attribute on an existing RunEngine.
     """
-    current = getattr(RE, "_during_task", None)
+    current = compat.during_task(RE)
     if isinstance(current, GuiDuringTask):
         return current
     task = GuiDuringTask(current)
-    RE._during_task = task
+    compat.set_during_task(RE, task)
     return task

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 
 from braggscope.app.session.display import has_display
+from braggscope.core import compat
 
 __all__ = ["make_session", "reconnect_devices", "settle_live", "BANNER"]
 
@@ -71,6 +72,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     from bluesky.utils import ProgressBarManager
 
     from braggscope import plans
+    from braggscope.plans.guard import install_guard
     from braggscope import storage
     from braggscope.app.beamline.connect import Beamline, StreamedRunsAsProgress, connect_simulator, install_baseline
     from braggscope.core.eccentricity import EccentricityModel
@@ -94,6 +96,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
 
     RE = RunEngine(call_returns_result=True)
     install_baseline(RE, devices)  # energy and angles of every run's scan setup
+    install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
     RE.waiting_hook = ProgressBarManager()
     bec = BestEffortCallback()
     bec.disable_baseline()  # the baseline records the scan setup; no table of it before and after every run
@@ -226,31 +229,7 @@ def reconnect_devices(cfg, *, timeout: float = 30.0, old=None) -> dict:
 
 def _new_channel_access_context() -> None:
     """A fresh pyepics CA context (reading the environment again) and ophyd dispatcher on it."""
-    import epics.ca as ca
-    import ophyd
-    from ophyd import _pyepics_shim as shim
-
-    dispatcher = shim._dispatcher
-    if dispatcher is not None and dispatcher.is_alive():
-        dispatcher.stop()
-    shim._dispatcher = None
-    import epics.pv as epics_pv
-
-    # ophyd's PV class does not take pyepics' clear_callbacks arguments, which clear_cache passes
-    # when it disconnects the cached PVs: drop their callbacks here and leave it an empty cache
-    for pv in list(epics_pv._PVcache_.values()):
-        try:
-            pv.clear_callbacks()
-            pv.clear_auto_monitor()
-        except Exception:  # noqa: BLE001 - a channel of the dead context
-            pass
-        # the channel dies with the old context: when the old device is collected, ophyd's release
-        # must not clear its id in the new one ("Unexpected channel ID" raised in a finalizer)
-        pv.chid = None
-    epics_pv._PVcache_.clear()
-    ca.clear_cache()  # detach from the old context and create a new one from the environment
-    ca.initial_context = ca.current_context()
-    ophyd.set_cl("pyepics")
+    compat.reset_channel_access()
 
 
 def _reconnect_namespace(ns: dict, timeout: float) -> dict:
