@@ -253,6 +253,8 @@ class Maxipix(SingleTrigger, DetectorBase):
         if status is None or not (old_value == 1 and value == 0):
             return
         self._status = None
+        if status.done:  # failed already (a lost IOC); a restarted IOC's Acquire_RBV = 0 changes nothing
+            return
         if self.cam.detector_state.get() == "Error":
             status.set_exception(RuntimeError(
                 f"{self.name}: acquisition failed on the IOC (DetectorState_RBV = Error); "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from bluesky import plans as bp
@@ -14,7 +14,7 @@ from braggscope.core.geometry import oversampling_detector, oversampling_rocking
 from braggscope.core.setup import ScanSetup
 
 from .checks import check_detectors, check_numbers, check_within_limits, eccentricity_model
-from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
+from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded
 from .metadata import area_detector, main_detector, names, setup_metadata
 
 __all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
@@ -135,8 +135,8 @@ def bcdi_rocking(
     sample, md
         Recorded in the start document.
     trigger_timeout_s, move_timeout_s : float
-        Bounds (s) on one point's detector trigger and moves (a dead IOC
-        fails the run with a ``TimeoutError`` naming the device).
+        Bounds (s) on one point's detector trigger and moves, as for
+        :func:`~braggscope.plans.sxdm_map`.
 
     Yields
     ------
@@ -212,8 +212,8 @@ def bcdi_rocking(
     if sample is not None:
         _md["sample"] = sample
     _md.update(md or {})
-    per_step = guarded_step(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s)
-    return (yield from bp.scan_nd(detectors, traj, per_step=per_step, md=_md))
+    plan = bp.scan_nd(detectors, traj, md=_md)
+    return (yield from guarded(plan, trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s))
 
 
 def _beam(setup, energy, detector) -> tuple[float, float, float]:

@@ -8,8 +8,8 @@ particle at any eta.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import unquote, urlparse
 
 import h5py
@@ -25,8 +25,15 @@ from braggscope.core.eccentricity import EccentricityModel, fit_eccentricity
 from braggscope.core.errors import ArgumentError
 
 from .calibration_maps import crystal_position, locate_crystal, map_total_variation, mosaic_fraction, signal_kind
-from .checks import (available_fields, check_angles, check_detectors, check_fields, check_number, check_range,
-                     eccentricity_model)
+from .checks import (
+    available_fields,
+    check_angles,
+    check_detectors,
+    check_fields,
+    check_number,
+    check_range,
+    eccentricity_model,
+)
 from .fly import sxdm_fly
 from .sxdm import sxdm_map
 

@@ -1,19 +1,24 @@
-"""Per-step hook that fails a run fast, with its cause, when a device is lost.
+"""One guard for every plan braggscope runs: a lost device or a bad frame ends the run at once, named.
 
-``bluesky.plan_stubs.one_nd_step`` waits forever for a motor or detector
-status; when an IOC dies mid-scan its status never completes. The hook below
-is ``one_nd_step`` with two guards:
+:func:`guarded` wraps a plan and watches its messages, whatever the plan is (the scan plans wrap
+themselves; :func:`install_guard` puts it on a RunEngine, so the session's ``ascan``, ``mesh``,
+``ct`` and any bluesky plan typed there get it too):
 
-* a **connection watchdog**: every Channel Access signal of the scan's devices
-  reports its disconnection (ophyd connection callbacks, from the CA client's
-  thread) and the watchdog fails the point's pending move and trigger statuses
-  at once, so the run ends within a fraction of a second of an IOC's death with
-  the PV and device named (not after the move time-out). A lost connection also
-  fails the run at the next point, and between a point's readings and its event,
-  even when the IOC has come back meanwhile: a restarted IOC lost its state
-  (motors at their start-up positions), so no point is recorded after it;
-* time-outs on the moves and the trigger, for devices that stay connected but
-  never finish (a stuck motor, a detector that does not acquire).
+* **connections**: every Channel Access signal of the devices the plan touches reports its
+  disconnection (ophyd connection callbacks, from the CA client's thread); the pending moves and
+  triggers of the plan fail at once and the run stops with a :class:`DeviceLostError` naming the
+  PV, the device and the point. A loss also stops the run at its next message, even when the IOC
+  is back by then: a restarted IOC forgot its positions, so nothing more is recorded;
+* **frames**: a detector reading whose frame counter (``*_num_captured``) or unique id
+  (``*_unique_id``) did not increase since the previous event of its stream is refused with a
+  :class:`DetectorFrameError` before its event is saved;
+* **time-outs** (optional) on the waits for moves and triggers, for devices that stay connected
+  but never finish;
+* after a loss, the plan's clean-up readings (a closing baseline) are skipped, so the stop
+  document says the first cause rather than a later "not connected".
+
+Guards nest: a plan's own guard (its time-outs) inside the session's applies its time-outs
+through the outer one, which does the watching once.
 """
 
 from __future__ import annotations
@@ -21,105 +26,404 @@ from __future__ import annotations
 import threading
 import time
 
-from bluesky import plan_stubs as bps
-from bluesky.utils import FailedStatus, root_ancestor, separate_devices, short_uid
+from bluesky.utils import FailedStatus, Msg, RunEngineControlException, root_ancestor
 
 from braggscope.core.errors import ArgumentError
 
-__all__ = ["DeviceLostError", "MOVE_TIMEOUT_S", "TRIGGER_TIMEOUT_S", "WATCHDOG", "ConnectionWatchdog",
-           "guarded_step"]
+__all__ = ["DetectorFrameError", "DeviceLostError", "ConnectionWatchdog", "MOVE_TIMEOUT_S", "TRIGGER_TIMEOUT_S",
+           "WATCHDOG", "guarded", "install_guard"]
 
-#: Default bound (s) on one point's detector trigger (exposure + read-out + file write).
+#: Default bound (s) of the scan plans on one point's detector trigger (exposure + read-out + file write).
 TRIGGER_TIMEOUT_S = 30.0
-#: Default bound (s) on one point's moves.
+#: Default bound (s) of the scan plans on one point's moves.
 MOVE_TIMEOUT_S = 300.0
+#: Event-field suffixes of a detector's frame counters: each must increase from one event to the next.
+FRAME_COUNTERS = ("_unique_id", "_num_captured")
+#: The messages before which a lost connection stops the plan (clean-up messages pass).
+_CHECKED = frozenset({"checkpoint", "set", "trigger", "wait", "create", "read", "save", "stage", "open_run",
+                      "kickoff", "complete", "collect", "prepare"})
+#: Seconds a failure waits for the connection callback of a device found disconnected.
+LOSS_WAIT_S = 2.0
+_HANDSHAKE = "braggscope_guard"  # a Msg('null') keyword an enclosing guard answers
 
 
 class DeviceLostError(ConnectionError):
     """A device's connection was lost during a run (IOC killed, restarted or unreachable)."""
 
 
+class DetectorFrameError(RuntimeError):
+    """A detector's frame counter or unique id stalled or went backwards: the point has no frame of its own."""
+
+
 class ConnectionWatchdog:
     """Record Channel Access disconnections of ophyd signals and fail the statuses waiting on them.
 
-    One instance (:data:`WATCHDOG`) serves every plan of a process: ``watch``
-    subscribes each signal once; losses are numbered so that a plan considers
-    only those after its start (:meth:`mark`).
+    One instance (:data:`WATCHDOG`) serves every plan of a process: :meth:`watch` subscribes each
+    signal once; losses are numbered so that a plan considers only those after its start
+    (:meth:`mark`) and of its own devices.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
+        self._lost = threading.Condition(self._lock)
         self._watched: set[int] = set()
-        self._pending: set = set()
+        self._pending: dict = {}  # status -> the device names it depends on (a guard's live set)
         self.losses: list[dict] = []  # {"time", "device", "signal", "pv"}
 
-    def watch(self, devices) -> None:
-        """Subscribe to the connection state of every EPICS signal of ``devices`` (idempotent)."""
-        for device in separate_devices(root_ancestor(d) for d in devices):
-            signals = [item.item for item in device.walk_signals()] if hasattr(device, "walk_signals") \
-                else [device]
-            for signal in signals:
-                if not hasattr(signal, "pvname") or id(signal) in self._watched:
-                    continue
-                self._watched.add(id(signal))
-                signal.subscribe(self._on_meta, event_type=signal.SUB_META, run=False)
+    def watch(self, device) -> None:
+        """Subscribe to the connection state of every EPICS signal of ``device`` (idempotent)."""
+        signals = [item.item for item in device.walk_signals()] if hasattr(device, "walk_signals") else [device]
+        for signal in signals:
+            if not hasattr(signal, "pvname") or id(signal) in self._watched:
+                continue
+            self._watched.add(id(signal))
+            signal.subscribe(self._on_meta, event_type=signal.SUB_META, run=False)
 
     def mark(self) -> int:
-        """The number of losses so far: pass it to :meth:`check` to ignore older ones."""
+        """The number of losses so far: losses after it are :meth:`losses_since` it."""
         with self._lock:
             return len(self.losses)
 
-    def check(self, since: int, where: str) -> None:
-        """Raise :class:`DeviceLostError` if a connection was lost after loss number ``since``."""
+    def losses_since(self, since: int, devices) -> list[dict]:
+        """The losses after loss number ``since`` of the devices named in ``devices``."""
+        if len(self.losses) <= since:  # the common case, without the lock
+            return []
         with self._lock:
-            new = self.losses[since:]
-        if new:
-            raise DeviceLostError(_describe(new, where))
+            return [loss for loss in self.losses[since:] if loss["device"] in devices]
 
-    def guard(self, status, since: int, where: str):
-        """Fail ``status`` as soon as a connection is lost (at once if one already was)."""
+    def wait_for_losses(self, since: int, devices, timeout: float) -> list[dict]:
+        """:meth:`losses_since`, waiting up to ``timeout`` s for one (its callback may still be on its way)."""
+        deadline = time.monotonic() + timeout
+        with self._lost:
+            while True:
+                lost = [loss for loss in self.losses[since:] if loss["device"] in devices]
+                remaining = deadline - time.monotonic()
+                if lost or remaining <= 0:
+                    return lost
+                self._lost.wait(remaining)
+
+    def guard(self, status, since: int, devices) -> None:
+        """Fail ``status`` as soon as one of ``devices`` (names; a live set) loses a connection."""
+        lost = self.losses_since(since, devices)
+        if lost:
+            _fail(status, DeviceLostError(describe(lost, "while waiting")))
+            return
         with self._lock:
-            new = self.losses[since:]
-            if not new:
-                self._pending.add(status)
-        if not new:
-            status.add_callback(self._forget)  # runs at once if already done: outside the lock
-        elif not status.done:
-            status.set_exception(DeviceLostError(_describe(new, where)))
-        return status
+            self._pending[status] = devices
+        status.add_callback(self._forget)  # runs at once if already done: outside the lock
 
     def _forget(self, status):
         with self._lock:
-            self._pending.discard(status)
+            self._pending.pop(status, None)
 
     def _on_meta(self, *, obj=None, connected=True, **kwargs):
         if connected or obj is None:
             return
         root = obj.root if getattr(obj, "root", None) is not None else obj
-        loss = {"time": time.time(), "device": root.name, "signal": obj.name,
-                "pv": getattr(obj, "pvname", "?")}
+        loss = {"time": time.time(), "device": root.name, "signal": obj.name, "pv": getattr(obj, "pvname", "?")}
         with self._lock:
             self.losses.append(loss)
-            pending, self._pending = list(self._pending), set()
-        error = DeviceLostError(_describe([loss], "while waiting"))
-        for status in pending:
-            if not status.done:
-                try:
-                    status.set_exception(error)
-                except Exception:  # noqa: BLE001 - finished meanwhile
-                    pass
+            self._lost.notify_all()
+            hit = [status for status, devices in self._pending.items() if root.name in devices]
+            for status in hit:
+                del self._pending[status]
+        for status in hit:
+            _fail(status, DeviceLostError(describe([loss], "while waiting")))
 
 
-#: The process-wide watchdog used by :func:`guarded_step`.
+#: The process-wide watchdog the guards use.
 WATCHDOG = ConnectionWatchdog()
 
 
-def _describe(losses: list[dict], where: str) -> str:
+def _fail(status, error) -> None:
+    if not status.done:
+        try:
+            status.set_exception(error)
+        except Exception:  # noqa: BLE001 - finished meanwhile
+            pass
+
+
+def describe(losses: list[dict], where: str) -> str:
+    """The stop reason of a run that lost ``losses`` (the first named) ``where``."""
     first = losses[0]
     more = f" (and {len(losses) - 1} more PVs)" if len(losses) > 1 else ""
     return (f"lost connection to {first['pv']} of device {first['device']!r}{more} {where}: its IOC died, "
             "restarted or became unreachable; the run stops here (a restarted IOC forgot its positions, "
             "so no further point is recorded). reconnect() (braggscope shell) and start a new run")
+
+
+def guarded(plan, *, trigger_timeout_s: float | None = None, move_timeout_s: float | None = None,
+            watchdog: ConnectionWatchdog | None = None):
+    """``plan`` with the guard (see the module): lost devices and bad frames stop it, named.
+
+    Parameters
+    ----------
+    plan : iterable of Msg
+    trigger_timeout_s, move_timeout_s : float, optional
+        Seconds a wait for triggers (or for moves only) may take; None: no bound.
+    watchdog : ConnectionWatchdog, optional
+        Default :data:`WATCHDOG`.
+
+    Raises (in the plan)
+    --------------------
+    DeviceLostError
+        A CA connection of a device of the plan was lost since the plan started.
+    DetectorFrameError
+        A detector's frame counter or unique id stalled or went backwards.
+    TimeoutError
+        A move or trigger did not finish in time.
+    """
+    for name, value in (("trigger_timeout_s", trigger_timeout_s), ("move_timeout_s", move_timeout_s)):
+        if value is not None and not float(value) > 0:
+            raise ArgumentError(f"{name} must be > 0 s, got {value!r}")
+    timeouts = (trigger_timeout_s, move_timeout_s)
+    outer = yield Msg("null", None, **{_HANDSHAKE: True})  # answered by an enclosing guard, else None
+    if isinstance(outer, _Guard):  # it watches: ours only adds the time-outs
+        outer.timeouts.append(timeouts)
+        try:
+            return (yield from plan)
+        finally:
+            outer.timeouts.remove(timeouts)
+    return (yield from _Guard(WATCHDOG if watchdog is None else watchdog, timeouts).run(plan))
+
+
+def install_guard(RE) -> None:
+    """Run every plan of ``RE`` guarded (see :func:`guarded`; no time-outs of its own); idempotent.
+
+    The guard is the outermost preprocessor when installed last (the session installs it after
+    its baseline), so it also sees the baseline readings.
+    """
+    if _run_guarded not in RE.preprocessors:
+        RE.preprocessors.append(_run_guarded)
+
+
+def _run_guarded(plan):
+    """The RunEngine's guard: the outermost, so without the handshake of a nested one."""
+    return (yield from _Guard(WATCHDOG, (None, None)).run(plan))
+
+
+class _Guard:
+    """The state of one guarded plan: its devices, point, open event bundle and frame counters."""
+
+    def __init__(self, dog: ConnectionWatchdog, timeouts):
+        self.dog, self.since = dog, dog.mark()
+        self.timeouts = [timeouts]  # the innermost plan's (trigger, move) time-outs last
+        self.devices: set[str] = set()  # names of the root devices the plan touched
+        self._roots: dict[int, object] = {}
+        self.groups: dict = {}  # wait group -> {"move": [names], "trigger": [names]}
+        self.counters: dict = {}  # (stream, field) -> last value
+        self.point, self.triggered, self.stream, self.bundle_open = 0, False, None, False
+        self.waiting = None  # the kinds of the group of the last wait
+        self.failing, self.lost = False, set()
+
+    # -- the message loop ---------------------------------------------------------------------------
+    def run(self, plan):
+        reply, error = None, None
+        while True:
+            try:
+                msg = plan.send(reply) if error is None else plan.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            reply, error = None, None
+            try:
+                if self._skip(msg):
+                    continue
+                msg = self._before(msg)
+            except (DeviceLostError, DetectorFrameError) as exc:
+                yield from self._drop_bundle()  # the point's event is never saved
+                error = self._failing(exc)
+                continue
+            if msg.command == "null" and msg.kwargs.get(_HANDSHAKE):
+                reply = self  # a nested guard: it gives us its time-outs
+                continue
+            try:
+                reply = yield msg
+            except GeneratorExit:
+                plan.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - explained, then thrown into the plan
+                error = self._failing(self._explain(msg, exc))
+                continue
+            try:
+                reply = self._after(msg, reply)
+            except DetectorFrameError as exc:
+                reply = None
+                yield from self._drop_bundle()
+                error = self._failing(exc)
+
+    def _drop_bundle(self):
+        """Drop the open event bundle (the plan's own drop that follows is skipped)."""
+        if self.bundle_open:
+            self.bundle_open = False
+            try:
+                yield Msg("drop")
+            except Exception:  # noqa: BLE001 - the RunEngine closed it already: the plan's error matters
+                pass
+
+    def _failing(self, exc):
+        self.failing = True
+        if isinstance(exc, DeviceLostError):
+            self.lost = {loss["device"] for loss in self.dog.losses_since(self.since, self.devices)}
+        return exc
+
+    def _skip(self, msg) -> bool:
+        """After a loss, skip the readings and moves of the clean-up (a closing baseline) and a second drop."""
+        command = msg.command
+        if command == "drop" and not self.bundle_open:
+            return True  # dropped by the guard already
+        if not (self.failing and self.lost):
+            return False
+        if command == "create":
+            self.stream = "skipped"
+            return True
+        if command in ("save", "drop") and self.stream == "skipped":
+            self.stream = None
+            return True
+        return ((command in ("read", "trigger") and self.stream == "skipped")
+                or (command in ("set", "trigger", "read") and self._root_name(msg.obj) in self.lost))
+
+    # -- before a message goes to the RunEngine -----------------------------------------------------
+    def _before(self, msg):
+        command, obj = msg.command, msg.obj
+        if obj is not None:
+            self._root_name(obj)
+        if command not in _CHECKED:
+            return msg
+        if not self.failing:
+            lost = self.dog.losses_since(self.since, self.devices)
+            if lost:
+                raise DeviceLostError(describe(lost, self._where(msg)))
+        if command == "checkpoint":
+            self.triggered = False
+        elif command == "trigger":
+            self.triggered = True
+        elif command == "wait":
+            return self._bounded(msg)
+        elif command == "create":
+            self.stream, self.bundle_open = msg.kwargs.get("name", "primary"), True
+        elif command == "open_run":
+            self.counters.clear()
+            self.point = 0
+        elif command == "stage":  # a new file: its frame count starts again
+            prefix = f"{self._root_name(obj)}_"
+            self.counters = {k: v for k, v in self.counters.items() if not k[1].startswith(prefix)}
+        return msg
+
+    def _bounded(self, msg):
+        """The wait with the innermost time-out of its kind, where the plan gave none."""
+        kinds = self.waiting = self.groups.pop(_group(msg), None)
+        if kinds is None or msg.kwargs.get("timeout") is not None:
+            return msg
+        trigger_s, move_s = self.timeouts[-1]
+        timeout = trigger_s if kinds["trigger"] else move_s
+        if timeout is None:
+            return msg
+        return msg._replace(kwargs={**msg.kwargs, "timeout": timeout})
+
+    # -- after the RunEngine answered -------------------------------------------------------------
+    def _after(self, msg, reply):
+        command = msg.command
+        if command in ("set", "trigger") and getattr(reply, "done", True) is False:  # a pending status
+            group = msg.kwargs.get("group")
+            if group is not None:
+                kinds = self.groups.setdefault(group, {"move": [], "trigger": []})
+                kinds["move" if command == "set" else "trigger"].append(getattr(msg.obj, "name", repr(msg.obj)))
+            self.dog.guard(reply, self.since, self.devices)
+        elif command == "read" and reply:
+            self._check_counters(msg.obj, reply)
+        elif command in ("save", "drop"):
+            if command == "save" and self.stream == "primary":
+                self.point += 1
+                self.triggered = False
+            self.bundle_open = False
+        return reply
+
+    def _check_counters(self, obj, reading) -> None:
+        stream = self.stream if self.bundle_open else None
+        for key, value in reading.items():
+            if not key.endswith(FRAME_COUNTERS):
+                continue
+            value = value.get("value")
+            last = self.counters.get((stream, key))
+            if last is not None and not value > last:
+                what = "stalled" if value == last else "went backwards"
+                raise DetectorFrameError(
+                    f"{obj.name}: {key} {what} at point {self.point} ({last} -> {value}): this reading has no "
+                    "frame of its own (an exposure lost, or a restarted detector IOC); the run stops here, "
+                    "every point recorded before keeps its own frame")
+            self.counters[(stream, key)] = value
+
+    # -- explaining a failure -----------------------------------------------------------------------
+    def _explain(self, msg, exc):
+        """The first cause of ``exc`` raised at ``msg``: a lost device, a device's own error, a time-out."""
+        if isinstance(exc, RunEngineControlException) or self.failing:
+            return exc
+        where = self._where(msg)
+        lost = self.dog.losses_since(self.since, self.devices)
+        if not lost and self._disconnected():  # a status failed by the drop before its callback came
+            lost = self.dog.wait_for_losses(self.since, self.devices, LOSS_WAIT_S)
+        if lost:
+            error = DeviceLostError(describe(lost, where))
+            error.__cause__ = exc
+            return error
+        if isinstance(exc, FailedStatus):
+            return _failure_cause(exc, where)
+        if isinstance(exc, TimeoutError) and msg.command == "wait" and self.waiting:
+            trigger = bool(self.waiting["trigger"])
+            names = ", ".join(self.waiting["trigger" if trigger else "move"])
+            why = "detector IOC down or not acquiring?" if trigger else "motor IOC down or motor stuck?"
+            error = TimeoutError(f"{names} did not {'finish' if trigger else 'reach'} point {self.point} within "
+                                 f"{msg.kwargs.get('timeout'):g} s ({why})")
+            error.__cause__ = exc
+            return error
+        return exc
+
+    def _disconnected(self) -> bool:
+        """Whether a device of the plan has a signal disconnected now."""
+        for root in {id(r): r for r in self._roots.values()}.values():
+            try:
+                if getattr(root, "connected", True) is False:
+                    return True
+            except Exception:  # noqa: BLE001 - a device that cannot tell: not evidence of a loss
+                continue
+        return False
+
+    def _where(self, msg) -> str:
+        command = msg.command
+        if command == "checkpoint" or (command == "set" and not self.triggered and not self.bundle_open):
+            detail = f" (move of {getattr(msg.obj, 'name', repr(msg.obj))})" if command == "set" else ""
+            return f"before point {self.point}{detail}"
+        if command == "wait":
+            kinds = self.groups.get(_group(msg)) or self.waiting or {}
+            if kinds.get("trigger"):
+                return f"at point {self.point} (trigger of {', '.join(kinds['trigger'])})"
+            if kinds.get("move"):
+                return f"at point {self.point} (move of {', '.join(kinds['move'])})"
+        if command in ("set", "trigger"):
+            name = getattr(msg.obj, "name", repr(msg.obj))
+            return f"at point {self.point} ({'move' if command == 'set' else 'trigger'} of {name})"
+        if command in ("create", "read", "save"):
+            return f"at point {self.point} (reading)"
+        return f"at point {self.point}"
+
+    def _root_name(self, obj) -> str:
+        root = self._roots.get(id(obj))
+        if root is None:
+            try:
+                root = root_ancestor(obj)
+            except AttributeError:  # not an ophyd object
+                root = obj
+            self._roots[id(obj)] = root
+            name = getattr(root, "name", None)
+            if name is not None and name not in self.devices:
+                self.dog.watch(root)
+                self.devices.add(name)
+        return getattr(root, "name", None)
+
+
+def _group(msg):
+    """The group a ``wait`` message waits for."""
+    return msg.kwargs.get("group", msg.args[0] if msg.args else None)
 
 
 def _failure_cause(exc: FailedStatus, where: str) -> FailedStatus:
@@ -133,99 +437,7 @@ def _failure_cause(exc: FailedStatus, where: str) -> FailedStatus:
     except Exception:  # noqa: BLE001 - statuses without exception()
         cause = None
     if cause is None:
-        return exc
+        return FailedStatus(f"{device} failed {where} (its status reports no error of its own)")
     failed = FailedStatus(f"{device} failed {where}: {type(cause).__name__}: {cause}")
     failed.__cause__ = cause  # the device's own exception, as bluesky chains it
     return failed
-
-
-def guarded_step(*, trigger_timeout_s: float = TRIGGER_TIMEOUT_S, move_timeout_s: float = MOVE_TIMEOUT_S,
-                 watchdog: ConnectionWatchdog | None = None):
-    """A ``per_step`` for ``scan_nd`` that fails fast on a lost device and bounds every move and trigger.
-
-    Parameters
-    ----------
-    trigger_timeout_s, move_timeout_s : float
-        Seconds a point's trigger and moves may take.
-    watchdog : ConnectionWatchdog, optional
-        Default :data:`WATCHDOG`.
-
-    Raises (in the plan)
-    --------------------
-    DeviceLostError
-        A CA connection of a scanned device was lost since the plan's first
-        point (names the PV and the device).
-    TimeoutError
-        A move or trigger did not finish in time.
-    """
-    for name, v in (("trigger_timeout_s", trigger_timeout_s), ("move_timeout_s", move_timeout_s)):
-        if not float(v) > 0:
-            raise ArgumentError(f"{name} must be > 0 s, got {v!r}")
-    dog = WATCHDOG if watchdog is None else watchdog
-    state = {"point": 0, "since": None, "names": ""}
-
-    def start_and_wait(starts, group, timeout, what):
-        """Yield the ``(plan stub, args)`` in ``starts`` (all in ``group``), then wait, guarded."""
-        where = f"at point {state['point']} ({what}; scan of {state['names']})"
-        try:
-            statuses = []
-            for stub, args in starts:
-                statuses.append((yield from stub(*args, group=group)))
-            for status in statuses:
-                if status is not None and hasattr(status, "add_callback"):
-                    dog.guard(status, state["since"], where)
-            yield from bps.wait(group=group, timeout=timeout)
-        except FailedStatus as exc:  # thrown at the wait or, for a status failed at once, at a start
-            dog.check(state["since"], where)  # a lost device: say so rather than "status failed"
-            failure = _failure_cause(exc, where)
-            raise failure from failure.__cause__
-        dog.check(state["since"], where)
-
-    def take_reading(devices, name="primary"):
-        devices = separate_devices(root_ancestor(d) for d in devices)
-        group = short_uid("trigger")
-        triggered = [d for d in devices if hasattr(d, "trigger")]
-        try:
-            yield from start_and_wait([(bps.trigger, (obj,)) for obj in triggered], group, trigger_timeout_s,
-                                      f"trigger of {', '.join(d.name for d in triggered)}")
-        except TimeoutError as exc:
-            raise TimeoutError(
-                f"{', '.join(d.name for d in triggered)} did not finish point {state['point']} within "
-                f"{trigger_timeout_s:g} s (detector IOC down or not acquiring?)") from exc
-        yield from bps.create(name)
-        readings = {}
-        for obj in devices:
-            reading = yield from bps.read(obj)
-            if reading is not None:
-                readings.update(reading)
-        # the readings are only recorded if every device stayed connected until now
-        dog.check(state["since"], f"at point {state['point']} (reading; scan of {state['names']})")
-        yield from bps.save()
-        return readings
-
-    def per_step(detectors, step, pos_cache):
-        if state["since"] is None:  # first point: watch everything this scan uses
-            dog.watch(list(detectors) + list(step.keys()))
-            state["since"] = dog.mark()
-            state["names"] = ", ".join(d.name for d in list(detectors) + list(step.keys()))
-        # a checkpoint per point, as in one_nd_step: a deferred pause (Ctrl-C) stops here
-        # and a resume after an immediate pause re-does only this point
-        yield from bps.checkpoint()
-        dog.check(state["since"], f"before point {state['point']} (scan of {state['names']})")
-        moving = [motor for motor, target in step.items() if pos_cache.get(motor) != target]
-        for motor in moving:
-            pos_cache[motor] = step[motor]
-        if moving:
-            try:
-                yield from start_and_wait([(bps.abs_set, (m, step[m])) for m in moving], short_uid("move"),
-                                          move_timeout_s, f"move of {', '.join(m.name for m in moving)}")
-            except TimeoutError as exc:
-                raise TimeoutError(
-                    f"{', '.join(m.name for m in moving)} did not reach point {state['point']} within "
-                    f"{move_timeout_s:g} s (motor IOC down or motor stuck?)") from exc
-        motors = list(step.keys())
-        result = yield from take_reading(list(detectors) + motors)
-        state["point"] += 1
-        return result
-
-    return per_step

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from bluesky import plans as bp
@@ -13,7 +13,7 @@ from braggscope.core.setup import ScanSetup
 from braggscope.storage.layout import raster_order
 
 from .checks import check_angles, check_detectors, check_numbers, check_range, check_within_limits, eccentricity_model
-from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded_step
+from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded
 from .metadata import main_detector, names, setup_metadata
 
 __all__ = ["sxdm_map", "sxdm_points"]
@@ -66,9 +66,10 @@ def sxdm_map(
         the RunEngine's baseline of ``energy``, ``delta``, ``nu``, ``phi``, as
         the braggscope session and demo install).
     trigger_timeout_s, move_timeout_s : float
-        Bounds (s) on one point's detector trigger and moves: a dead IOC
-        fails the run (exit status ``fail``) with a ``TimeoutError`` naming
-        the device instead of hanging.
+        Bounds (s) on one point's detector trigger and moves, for a device
+        that stays connected but never finishes (``TimeoutError`` naming it);
+        a lost connection ends the run at once (the guard,
+        :mod:`braggscope.plans.guard`).
     md : dict, optional
         Extra start-document metadata.
 
@@ -125,8 +126,8 @@ def sxdm_map(
         _md["sample"] = sample
     _md.update(md or {})
     trajectory = cycler(eta_motor, list(eta_pts)) + cycler(y_motor, list(y_pts)) + cycler(x_motor, list(x_pts))
-    per_step = guarded_step(trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s)
-    return (yield from bp.scan_nd(detectors, trajectory, per_step=per_step, md=_md))
+    plan = bp.scan_nd(detectors, trajectory, md=_md)
+    return (yield from guarded(plan, trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s))
 
 
 def sxdm_points(x_range, y_range, etas, *, eccentricity=None, snake=True):

@@ -14,8 +14,8 @@ from braggscope.core.config import load_config
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.core.errors import ArgumentError
 from braggscope.plans.calibrate import calibrate_eccentricity, mosaic_fraction
-from braggscope.simulators.inprocess import make_inprocess_devices
 from braggscope.simulators.beamline import SimulatedBeamline
+from braggscope.simulators.inprocess import make_inprocess_devices
 
 
 def _beamline(tmp_path, sample, drift, seed=0):

@@ -94,9 +94,8 @@ def test_ioc_dry_run_estimate(sim_devices):
 
 
 def test_ioc_bcdi_refuses_undersampling(sim_devices):
-    from braggscope.plans import bcdi_rocking
-
     from braggscope.core.errors import ArgumentError
+    from braggscope.plans import bcdi_rocking
 
     d = sim_devices
     before, distance = d["eta"].position, d["detector"].distance_m.get()
@@ -150,8 +149,8 @@ def _child_setup(out: Path, sample="nmc622", drift=None):
                        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1", "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
                        "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024), "MPLBACKEND": "Agg"}.items():
         os.environ[key] = value
-    from braggscope.core.config import load_config
     from braggscope.app.beamline.simulator import start_simulator
+    from braggscope.core.config import load_config
 
     cfg = load_config()
     cfg.set("storage.data_dir", str(out / "data"))
@@ -175,9 +174,9 @@ def _scenario_kill(out: Path) -> dict:
     from bluesky import RunEngine
 
     from braggscope import storage
+    from braggscope.app.beamline.simulator import stop_simulator
     from braggscope.devices.factory import make_devices
     from braggscope.plans import sxdm_map
-    from braggscope.app.beamline.simulator import stop_simulator
 
     cfg, handle = _child_setup(out)
     result = {}
@@ -229,10 +228,10 @@ def _scenario_drift(out: Path) -> dict:
     import bluesky.plan_stubs as bps
     from bluesky import RunEngine
 
+    from braggscope.app.beamline.simulator import stop_simulator
     from braggscope.core.eccentricity import EccentricityModel
     from braggscope.devices.factory import make_devices
     from braggscope.plans import calibrate_eccentricity, crystal_position, sxdm_map
-    from braggscope.app.beamline.simulator import stop_simulator
     from braggscope.simulators.beamline import SimulatedBeamline
 
     drift = {"eta0": 21.3, "x": [20.0, 0.0], "y": [-12.0, 0.0]}

@@ -6,11 +6,11 @@ from bluesky import RunEngine
 
 from braggscope.app.commands import save_calibration
 from braggscope.core.config import load_config, save_config
-from braggscope.core.errors import BadDataError
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.errors import BadDataError
 from braggscope.plans import bcdi_rocking, calibrate_eccentricity, crystal_position, sxdm_map
-from braggscope.simulators.inprocess import make_inprocess_devices
 from braggscope.simulators.beamline import SimulatedBeamline
+from braggscope.simulators.inprocess import make_inprocess_devices
 
 # a strong true drift around the LMNO 004 Bragg angle (21.37 deg at 8.33 keV), so that an
 # uncorrected map visibly slides across the rocking range

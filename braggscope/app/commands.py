@@ -16,7 +16,10 @@
 
 Every command checks its arguments (numbers, finite, inside the soft limits)
 before anything moves, and says what is wrong in one line naming the motor or
-argument. Ctrl-C pauses the RunEngine the bluesky way; the command re-raises
+argument. Every plan runs guarded (``plans.guard``, installed on the RunEngine):
+a lost or restarted IOC ends the run within seconds naming the PV and the point,
+and a detector whose frame counter stalls or goes backwards records no point.
+Ctrl-C pauses the RunEngine the bluesky way; the command re-raises
 bluesky's ``RunEngineInterrupted`` after printing how to resume, stop or abort.
 """
 
@@ -31,6 +34,7 @@ from braggscope.app.commands_motion import MotionCommands
 from braggscope.app.commands_scans import PeakTracker, ScanCommands
 from braggscope.core.errors import ArgumentError
 from braggscope.plans import plot_calibration, store_eccentricity
+from braggscope.plans.guard import install_guard
 
 __all__ = ["COMMANDS", "Commands", "make_commands", "save_calibration", "set_roi"]
 
@@ -92,6 +96,7 @@ class Commands(MotionCommands, ScanCommands):
         self.counter = None  # the field cen/peak/com use; None: ROI counter, else the first hinted field
         self.peaks = PeakTracker()
         self._token = RE.subscribe(self.peaks)
+        install_guard(RE)  # after the session's baseline: the guard sees its readings too
         self._flyer = None
 
     def namespace(self) -> dict:

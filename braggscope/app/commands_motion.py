@@ -89,7 +89,7 @@ class MotionCommands:
         """The session's motors (devices labelled ``motors``), in a stable order, each once."""
         seen, out = set(), []
         order = list(UNITS)
-        for name, device in sorted(self.devices.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
+        for _name, device in sorted(self.devices.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
                                                                           else len(order), kv[0])):
             if "motors" in getattr(device, "_ophyd_labels_", ()) and id(device) not in seen:
                 seen.add(id(device))

@@ -1,8 +1,9 @@
 """Counting and scan commands of the operator's session, SPEC/BLISS style.
 
 ``ct``, ``ascan``, ``dscan``, ``a2scan``, ``d2scan``, ``mesh`` run bluesky's
-``count``/``scan``/``rel_scan``/``grid_scan`` on the session's RunEngine
-(``intervals`` + 1 points, ``count_time`` seconds per point, as in SPEC);
+``scan``/``rel_scan``/``grid_scan`` on the session's guarded RunEngine (``plans.guard``: a lost
+IOC or a stalled detector ends the run, named), ``intervals`` + 1 points, ``count_time``
+seconds per point, as in SPEC;
 after a 1D scan ``cen``, ``peak`` and ``com`` move to the peak statistics of
 the scan's counter (bluesky's :class:`~bluesky.callbacks.fitting.PeakStats`),
 after a confirmation. Mixed into :class:`braggscope.app.commands.Commands`.

@@ -26,7 +26,7 @@ import numpy as np
 ETAS = [1.0, 2.0]
 
 
-def _setup(out: Path, port: int):
+def setup_config(out: Path, port: int):
     os.environ.update({"EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
                        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1", "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
                        "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024), "MPLBACKEND": "Agg"})
@@ -44,7 +44,7 @@ def _setup(out: Path, port: int):
     return cfg
 
 
-def _start(cfg, out: Path, port: int):
+def start_sim(cfg, out: Path, port: int):
     from braggscope.app.beamline.simulator import start_simulator, state_file_for
 
     return start_simulator(cfg, port=port, state_file=state_file_for(cfg), set_env=True, exit_with_parent=True)
@@ -67,7 +67,8 @@ def check_frames(docs) -> dict:
 
     from braggscope.storage.frames import UNIQUE_ID_DATASET
 
-    events = [doc for name, doc in docs if name == "event"]
+    primary = {doc["uid"] for name, doc in docs if name == "descriptor" and doc["name"] == "primary"}
+    events = [doc for name, doc in docs if name == "event" and doc["descriptor"] in primary]
     resources = [doc for name, doc in docs if name == "resource"]
     if not events:
         return {"events": 0, "frames_ok": True, "etas_ok": True}
@@ -84,7 +85,7 @@ def check_frames(docs) -> dict:
             total = float(frames[ids.index(uid)].sum(dtype=np.float64))
             ok &= total == float(ev["data"]["mpx1x4_stats_total"])
         n_file = len(ids)
-    etas = [float(ev["data"]["eta"]) for ev in events]
+    etas = [float(ev["data"]["eta"]) for ev in events if "eta" in ev["data"]]
     return {"events": len(events), "frames_in_file": n_file, "frames_ok": bool(ok),
             "etas_ok": all(min(abs(e - t) for t in ETAS) < 1e-6 for e in etas)}
 
@@ -93,13 +94,13 @@ def run_scenario(name: str, out: Path) -> dict:
     from bluesky import RunEngine
 
     from braggscope.app.beamline.simulator import stop_simulator
-    from braggscope.storage import keep_abort_reason
     from braggscope.devices.factory import make_devices
     from braggscope.simulators.ioc_run import free_port
+    from braggscope.storage import keep_abort_reason
 
     port = free_port()
-    cfg = _setup(out, port)
-    handle = _start(cfg, out, port)
+    cfg = setup_config(out, port)
+    handle = start_sim(cfg, out, port)
     result = {"scenario": name}
     handles = [handle]
     try:
@@ -135,7 +136,7 @@ def run_scenario(name: str, out: Path) -> dict:
                 kill()
                 if name != "kill_between":  # the IOC is back (positions reset) before point 4 starts
                     new_port = port if name == "restart_same_port" else free_port()
-                    handles.append(_start(cfg, out, new_port))
+                    handles.append(start_sim(cfg, out, new_port))
                 time.sleep(0.5)
 
         RE.msg_hook = hook
@@ -160,7 +161,7 @@ def run_scenario(name: str, out: Path) -> dict:
 
 def _reconnect_and_run(cfg, handle, out: Path) -> dict:
     """The session's reconnect() onto the simulator now on a new port, then a complete run."""
-    from braggscope.app.session.namespace import reconnect_devices
+    from braggscope.app.session.reconnect import reconnect_devices
 
     try:
         d = reconnect_devices(cfg, timeout=20.0)
