@@ -82,3 +82,12 @@ def test_catalog_array_fetches_what_is_sliced():
     array = CatalogArray(Client())
     assert array.shape == (3, 2, 2) and array.ndim == 3 and array.dtype == np.uint16
     assert array[1:2].shape == (1, 2, 2) and asked == [slice(1, 2)]
+
+
+def test_a_run_whose_frames_never_reached_the_catalog_is_named():
+    from braggscope.storage.frames import frames_node
+
+    run = SimpleNamespace(metadata={"start": {"uid": "3f2a"}, "stop": {"exit_status": "fail", "reason": "writer died"}})
+    with pytest.raises(ValueError, match=r"^run 3f2a: no mpx1x4_image frames in the catalog .*'fail': writer died"):
+        frames_node({"pix": 1}, "mpx1x4_image", run)
+    assert frames_node({"mpx1x4_image": 7}, "mpx1x4_image", run) == 7

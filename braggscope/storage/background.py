@@ -1,21 +1,24 @@
-"""The catalog writer's worker thread, and its spool while the catalog is unreachable.
+"""The catalog writer's worker thread, and what it keeps while the catalog is unreachable.
 
 :class:`BackgroundWriter` feeds a document callback (a ``TiledWriter``) from one
 thread in document order, so catalog writes never stall the RunEngine; a
 catalog server that stops answering does not fail the run: the documents are
-kept (in memory and a spool file) and delivered once it answers again.
+kept in memory and delivered once it answers again, and every run's documents
+are in its journal (``storage.journal``) until the catalog confirms the run.
 """
 
 from __future__ import annotations
 
 import atexit
+import queue
 import sys
-import tempfile
+import threading
 import time
 import uuid
-from pathlib import Path
 
-import numpy as np
+import httpx
+
+from braggscope.storage.journal import RunJournal
 
 __all__ = ["BackgroundWriter", "KeptByWriter", "unreachable"]
 
@@ -34,35 +37,37 @@ class BackgroundWriter:
     reason saying so, the events counted) from :meth:`close_open_runs`, run
     at interpreter exit, so the catalog never keeps a run without an end.
 
+    Every document is also appended, as the RunEngine emits it, to the run's
+    journal in ``spool_dir`` (:class:`~braggscope.storage.journal.RunJournal`),
+    removed once the catalog has stored the run's stop document.
+
     A catalog server that stops answering (connection refused, reset, timed
-    out) does not fail the run: the documents are kept in order, in memory and
-    appended to a spool file (``spool_dir/<run uid>.jsonl``), the scan goes
-    on, one line says so on stderr, and the worker retries every
+    out) does not fail the run: the documents are kept in order in memory, the
+    scan goes on, one line says so on stderr, and the worker retries every
     ``retry_s`` s; once the server answers the kept documents are delivered in
-    order (one line again) and the spool file is removed. A spool file left by
-    a process that ended before the catalog returned still holds every
-    document of the run.
+    order (one line again). The stop document waits at most ``confirm_s`` for
+    the catalog; a run it has not confirmed by then is said in one line naming
+    its journal, which the next braggscope process that opens the catalog
+    writes to it (``storage.journal.replay_journals``) if this one cannot.
 
     Parameters
     ----------
     callback : callable
         ``callback(name, doc)``, e.g. a ``TiledWriter``.
     spool_dir : path-like, optional
-        Directory of the spool files (default: the system's temporary directory).
+        Directory of the journals (``<storage.data_dir>/spool``); None: no journal.
     retry_s : float
         Seconds between delivery attempts while the catalog is unreachable.
+    confirm_s : float
+        Longest wait of a stop document for the catalog.
     """
 
-    def __init__(self, callback, *, spool_dir=None, retry_s: float = 2.0):
-        import queue
-        import threading
-
+    def __init__(self, callback, *, spool_dir=None, retry_s: float = 2.0, confirm_s: float = 10.0):
         self.callback = callback
         self.retry_s = float(retry_s)
-        self._spool_dir = Path(spool_dir) if spool_dir is not None else None
+        self.confirm_s = float(confirm_s)
+        self.journal = RunJournal(spool_dir) if spool_dir is not None else None
         self._spool: list[tuple[str, dict]] = []  # documents kept while the catalog is unreachable
-        self._spool_files: list[Path] = []
-        self._current_run = None
         self._lost = False  # the catalog stopped answering and has not answered since
         self._next_try = 0.0
         self._n_delivered = 0
@@ -82,6 +87,8 @@ class BackgroundWriter:
         if self._exiting or not self._thread.is_alive():
             return  # closed at exit already (a RunEngine finalised later sends its own stop: dropped)
         self._track(name, doc)
+        if self.journal is not None:
+            self.journal.record(name, doc)
         if name == "start":
             self._broken = False
         self._raise_pending()
@@ -89,12 +96,31 @@ class BackgroundWriter:
             return
         self._queue.put((name, doc))
         if name == "stop":
-            self._queue.join()
+            confirmed = self._drained(self.confirm_s) and not self._lost
             self._raise_pending()
+            if not confirmed:
+                self._say_unconfirmed(doc["run_start"])
 
     def flush(self) -> None:
         """Wait until every queued document is handled."""
         self._queue.join()
+
+    def _drained(self, timeout: float) -> bool:
+        """Wait until every queued document is handled, at most ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._queue.all_tasks_done.wait(left):
+                    return not self._queue.unfinished_tasks
+        return True
+
+    def _say_unconfirmed(self, uid: str) -> None:
+        where = (f"its documents are kept in {self.journal.path(uid)} and are written to the catalog when it "
+                 "answers, or by the next braggscope process that opens it" if self.journal is not None
+                 else "its documents are kept in memory until it answers")
+        sys.stderr.write(f"catalog: run {uid} not confirmed by the catalog (unreachable); {where}\n")
+        sys.stderr.flush()
 
     def close_open_runs(self, reason: str = "the process writing this run exited while the run was open "
                                             "(RunEngine left paused or killed); points recorded so far are kept") -> int:
@@ -113,8 +139,9 @@ class BackgroundWriter:
                 self._open.pop(uid, None)
         self._exiting = True
         if self._spool:
-            sys.stderr.write(f"catalog: still unreachable at exit; {len(self._spool)} documents not delivered "
-                             f"are kept in {', '.join(map(str, self._spool_files))}\n")
+            kept = ", ".join(map(str, self.journal.kept())) if self.journal is not None else "nowhere (no journal)"
+            sys.stderr.write(f"catalog: still unreachable at exit; {len(self._spool)} documents not delivered; "
+                             f"the runs are kept in {kept} for the next process that opens the catalog\n")
         return closed
 
     def _track(self, name, doc):
@@ -141,8 +168,6 @@ class BackgroundWriter:
             raise RuntimeError(f"catalog writer failed: {type(error).__name__}: {error}") from error
 
     def _work(self):
-        import queue
-
         while True:
             try:
                 name, doc = self._queue.get(timeout=self.retry_s if self._lost else None)
@@ -153,8 +178,6 @@ class BackgroundWriter:
                     self._broken, self._error = True, exc
                 continue
             try:
-                if name == "start":
-                    self._current_run = doc.get("uid")
                 if self._broken:
                     pass
                 elif self._lost:  # kept; a delivery is tried at most every retry_s (each try may be slow)
@@ -178,32 +201,31 @@ class BackgroundWriter:
             self._next_try = time.monotonic() + self.retry_s
             if not self._lost:
                 self._lost = True
+                where = f" (journal {self.journal.path(_run_uid(name, doc, self._open))})" \
+                    if self.journal is not None and self.journal.kept() else ""
                 sys.stderr.write(f"catalog: unreachable ({type(exc).__name__}); the scan goes on and its "
-                                 f"documents are kept ({self._spool_files[-1]}) until the catalog answers again\n")
+                                 f"documents are kept{where} until the catalog answers again\n")
                 sys.stderr.flush()
             return
+        self._stored(name, doc)
         if self._lost:
             self._delivered()
 
+    def _stored(self, name, doc):
+        """A document the catalog has: a stop confirms its run."""
+        if name == "stop" and self.journal is not None:
+            self.journal.confirmed(doc["run_start"])
+
     def _keep(self, name, doc, *, failed=False, kept=False):
-        """Keep a document for later delivery (memory + the run's spool file).
+        """Keep a document for later delivery (in memory; the journal has it too).
 
         An event whose write failed (``failed``) is already in the ``TiledWriter``'s table
         buffer, which is only cleared after a successful write: it is written with the next
-        write and is not delivered twice (it stays in the spool file). Nor is a document the
-        callback said it kept (``kept``: it raised :class:`KeptByWriter`).
+        write and is not delivered twice. Nor is a document the callback said it kept
+        (``kept``: it raised :class:`KeptByWriter`).
         """
-        import json
-
         if not (failed and (name in _BUFFERED or kept)):
             self._spool.append((name, doc))
-        folder = self._spool_dir or Path(tempfile.gettempdir())
-        path = folder / f"braggscope-spool-{self._current_run or 'run'}.jsonl"
-        if not self._spool_files or self._spool_files[-1] != path:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._spool_files.append(path)
-        with open(path, "a") as handle:
-            handle.write(json.dumps([name, doc], default=_json_default) + "\n")
 
     def _retry(self):
         self._next_try = time.monotonic() + self.retry_s
@@ -225,15 +247,13 @@ class BackgroundWriter:
                 raise
             self._spool.pop(0)
             self._n_delivered += 1
+            self._stored(name, doc)
         self._delivered()
 
     def _delivered(self):
-        for path in self._spool_files:
-            path.unlink(missing_ok=True)
         sys.stderr.write(f"catalog: answering again; delivered the {self._n_delivered} documents kept while it "
                          f"was unreachable\n")
         sys.stderr.flush()
-        self._spool_files.clear()
         self._lost, self._n_delivered = False, 0
 
 
@@ -264,8 +284,6 @@ def _kept(name: str, exc: BaseException) -> bool:
 
 def unreachable(exc: BaseException) -> bool:
     """Whether an exception (or one it was raised from) is a lost connection to the catalog server."""
-    import httpx
-
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
@@ -274,9 +292,8 @@ def unreachable(exc: BaseException) -> bool:
     return False
 
 
-def _json_default(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
+def _run_uid(name: str, doc: dict, open_runs: dict) -> str | None:
+    """The run a document belongs to, as far as the writer's bookkeeping tells (the only open run otherwise)."""
+    if name == "start":
+        return doc["uid"]
+    return doc.get("run_start") or next(iter(open_runs), None)

@@ -20,7 +20,10 @@ from typing import Any
 from tiled.client import from_uri
 
 from braggscope.storage import server
-from braggscope.storage.locks import creation_lock
+from braggscope.storage.journal import PREFIX as JOURNAL_PREFIX
+from braggscope.storage.journal import replay_journals
+from braggscope.storage.locks import (CatalogBusyError, acquire_writer_lock, creation_lock, holds_writer_lock,
+                                      release_writer_lock)
 from braggscope.storage.recovery import close_dead_writer_runs
 
 __all__ = ["CatalogHandle", "catalog_handle", "catalog_paths", "open_catalog"]
@@ -119,14 +122,44 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
     return _recovered(_open_embedded(cfg, readable_paths, spool))
 
 
+def _catalog_writer(client):
+    # bluesky-tiled-plugins takes ~2 s to import: only when a journal is replayed
+    from braggscope.storage.catalog_writer import CatalogWriter
+
+    return CatalogWriter(client, batch_size=500)
+
+
 def _recovered(client):
-    """``client``, after closing the runs its dead writers left open (``storage.recovery``)."""
+    """``client``, after writing the runs whose journals dead writers left (``storage.journal``) and
+    closing the runs they left open without one (``storage.recovery``)."""
+    handle = catalog_handle(client)
+    try:
+        _replay(client, handle)
+    except CatalogBusyError:
+        pass  # the embedded catalog's live writer replays them when it opens the catalog again
+    except Exception as exc:  # noqa: BLE001 - e.g. a read-only key: the catalog still opens, the journals wait
+        print(f"catalog: journals in {handle.spool_dir} not replayed ({type(exc).__name__}: {exc})",
+              file=sys.stderr, flush=True)
     try:
         close_dead_writer_runs(client)
     except Exception as exc:  # noqa: BLE001 - e.g. a read-only key: the catalog still opens
         print(f"catalog: runs left open by dead writers not checked ({type(exc).__name__}: {exc})",
               file=sys.stderr, flush=True)
     return client
+
+
+def _replay(client, handle: CatalogHandle) -> None:
+    """Replay the journals, under the embedded catalog's writer lock when it is not this process's already."""
+    if handle.spool_dir is None or not any(handle.spool_dir.glob(f"{JOURNAL_PREFIX}*.jsonl")):
+        return
+    held = handle.writer_lock is not None and holds_writer_lock(handle.writer_lock)
+    if handle.writer_lock is not None and not held:
+        acquire_writer_lock(handle.writer_lock)
+    try:
+        replay_journals(client, handle.spool_dir, writer_factory=_catalog_writer)
+    finally:
+        if handle.writer_lock is not None and not held:
+            release_writer_lock(handle.writer_lock)
 
 
 def _open_embedded(cfg, readable_paths, spool):

@@ -25,7 +25,7 @@ import numpy as np
 
 from braggscope.storage.sources import CatalogArray, array_source
 
-__all__ = ["UNIQUE_ID_DATASET", "FramePairing", "event_frames", "paired_frames", "verify_frames"]
+__all__ = ["UNIQUE_ID_DATASET", "FramePairing", "event_frames", "frames_node", "paired_frames", "verify_frames"]
 
 #: Per-frame unique ids in a detector HDF5 file (areaDetector's NDAttributes layout).
 UNIQUE_ID_DATASET = "/entry/instrument/NDAttributes/NDArrayUniqueId"
@@ -189,7 +189,19 @@ def event_frames(run, *, field: str = "mpx1x4_image", stream: str = "primary"):
         When events and frames cannot be paired one to one (:class:`FramePairing`).
     """
     events = run[stream]
-    return paired_frames(events[field], stream=events, field=field)
+    return paired_frames(frames_node(events, field, run), stream=events, field=field)
+
+
+def frames_node(stream, field: str, run):
+    """``stream[field]``, or a one-line ``ValueError`` saying the run's frames never reached the catalog."""
+    try:
+        return stream[field]
+    except KeyError:
+        start = run.metadata.get("start", {})
+        stop = run.metadata.get("stop") or {}
+        raise ValueError(f"run {start.get('uid')}: no {field} frames in the catalog for its events (exit status "
+                         f"{stop.get('exit_status')!r}: {stop.get('reason') or 'no reason recorded'}); the "
+                         "detector file may still hold them") from None
 
 
 def paired_frames(array_client, *, stream=None, field=None):

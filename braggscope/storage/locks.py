@@ -82,6 +82,11 @@ def acquire_writer_lock(root) -> Path:
     return path
 
 
+def holds_writer_lock(root) -> bool:
+    """Whether this process holds the writer lock of the catalog under ``root``."""
+    return str(Path(root).resolve()) in _HELD
+
+
 def release_writer_lock(root) -> None:
     """Give up this process's writer lock on ``root`` (no-op if not held)."""
     handle = _HELD.pop(str(Path(root).resolve()), None)

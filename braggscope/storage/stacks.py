@@ -14,7 +14,7 @@ import numpy as np
 from braggscope.core.setup import ScanSetup, SetupError
 from braggscope.core.stacks import MapStack, RockingStack
 from braggscope.storage.fly_stream import fly_arrays, fly_x_from_captured
-from braggscope.storage.frames import paired_frames
+from braggscope.storage.frames import frames_node, paired_frames
 from braggscope.storage.layout import map_layout
 
 __all__ = ["sxdm_stack", "rocking_stack"]
@@ -58,7 +58,7 @@ def sxdm_stack(run, *, field: str | None = None) -> MapStack:
     if fly:  # frames and positions from the run's StreamResource files
         flat, table = fly_arrays(stream, field, (layout.fast, layout.slow))
     else:
-        flat, table = paired_frames(stream[field], stream=stream, field=field), None
+        flat, table = paired_frames(frames_node(stream, field, run), stream=stream, field=field), None
     if flat.shape[0] < n_points:
         raise ValueError(f"run {start['uid']} is incomplete: {flat.shape[0]} of {n_points} points "
                          f"(exit status {_exit_status(run)!r}); read run['primary'] directly")
@@ -92,7 +92,7 @@ def rocking_stack(run, *, field: str | None = None) -> RockingStack:
         raise ValueError(f"run {start.get('uid')} is a {start.get('plan_name')!r}, not a bcdi_rocking")
     setup, field = _setup_and_field(run, start, field)
     stream = run["primary"]
-    frames = paired_frames(stream[field], stream=stream, field=field)
+    frames = paired_frames(frames_node(stream, field, run), stream=stream, field=field)
     n = len(start["eta"])
     if frames.shape[0] < n:
         raise ValueError(f"run {start['uid']} is incomplete: {frames.shape[0]} of {n} angles "

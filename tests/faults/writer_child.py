@@ -5,9 +5,10 @@ embedded catalog under DATA_DIR (creating it if needed), subscribes a writer (re
 process writes), marks ``OUT.json.tried``, waits (as the writer) until the sibling has tried too, starts a 2 x 3 map with in-process devices, pauses it during the 3rd point (Ctrl-C twice) and
 exits with the RunEngine paused, the run open.
 
-``python -m tests.faults.writer_child hang DATA_DIR DETECTOR_DIR MARKER``: writes a 2 x 3 map into
-the embedded catalog under DATA_DIR, one catalog write per point; at the 4th exposure it waits until
-the writer has stored every event before it, writes MARKER (its pid) and hangs there, to be killed.
+``python -m tests.faults.writer_child hang DATA_DIR DETECTOR_DIR MARKER [journal]``: writes a 2 x 3 map
+into the embedded catalog under DATA_DIR, one catalog write per point (with ``journal``: and the run's
+journal in DATA_DIR/spool, as ``subscribe_writer`` keeps it); at the 4th exposure it waits until the
+writer has stored every event before it, writes MARKER (its pid) and hangs there, to be killed.
 """
 
 import json
@@ -64,7 +65,7 @@ def main(data_dir, det_dir, out, sibling):
     return result
 
 
-def hang(data_dir, det_dir, marker):
+def hang(data_dir, det_dir, marker, journal=""):
     cfg = load_config()
     cfg.set("storage.data_dir", data_dir)
     cfg.set("storage.catalog_server", "off")
@@ -72,7 +73,8 @@ def hang(data_dir, det_dir, marker):
     client = storage.open_catalog(cfg)
     RE = RunEngine(call_returns_result=True)
     acquire_writer_lock(storage.catalog_handle(client).writer_lock)
-    writer = storage.BackgroundWriter(CatalogWriter(client, batch_size=1))  # as subscribe_writer, flushable
+    spool = storage.catalog_handle(client).spool_dir if journal else None
+    writer = storage.BackgroundWriter(CatalogWriter(client, batch_size=1), spool_dir=spool)  # flushable
     RE.subscribe(writer)
     d = EncodingDevices(det_dir)
     render = d.render
@@ -92,7 +94,7 @@ def hang(data_dir, det_dir, marker):
 
 if __name__ == "__main__":
     if sys.argv[1] == "hang":
-        hang(*sys.argv[2:5])
+        hang(*sys.argv[2:6])
         sys.exit(1)  # not reached: killed while hanging
     res = main(*sys.argv[1:5])
     with open(sys.argv[3], "w") as f:
