@@ -69,7 +69,7 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
         devices["xrf"] = FluorescenceDetector(xrf_prefix, name="xrf")
     fly_prefix = cfg.get("pv.fly", "")
     if fly_prefix:  # fly-scan hardware (docs/fly.md); the flyer: braggscope.devices.fly.make_flyer
-        from braggscope.devices.fly import FlyHardware
+        from braggscope.devices.fly_hardware import FlyHardware
 
         devices["fly"] = FlyHardware(fly_prefix, name="fly")
     for name in ("pix", "piy", "piz"):

@@ -1,108 +1,42 @@
-"""Fly-scan devices: piezo fly stage, position-compare trigger unit, and a flyer over them and the Maxipix.
+"""The fly scanner: bluesky's flyer over the fly-scan hardware and the Maxipix, one line per kickoff.
 
-The flyer follows bluesky's flyer protocol with stream assets (``prepare``,
-``kickoff``, ``complete``, ``describe_collect``, ``collect_asset_docs``,
-``get_index``). A run writes one detector file and one position-capture file,
-open from ``stage`` to ``unstage``, each line appended; the first accepted line
-brings a StreamResource per field and every accepted line a StreamDatum naming
-its rows of the file, which bluesky-tiled-plugins' ``TiledWriter`` ingests. The
-primary stream then holds ``<detector>_image`` (frames), the fast and slow axes'
-captured positions (um) and ``<flyer>_time`` (s). docs/fly.md says why ophyd (v1)
-and not ophyd-async.
+``prepare`` sets a line up, ``kickoff`` arms and starts its sweep, ``complete`` ends once its frames
+are on disk and counted. The scanner keeps the count of each attempt (:class:`FlyLineReport`, its
+latest in :attr:`FlyScanner.last_line`), collects the accepted lines as stream assets of the primary
+stream (``describe_collect``/``collect_asset_docs``/``get_index``) and every attempt as an event of the
+``lines`` stream (:attr:`FlyScanner.attempts`). A run writes one detector file and one capture file,
+open from ``stage`` to ``unstage``. docs/fly.md says why ophyd (v1) and not ophyd-async.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import functools
+import operator
 import time
-from pathlib import PurePosixPath
 
-from ophyd import Component as Cpt
-from ophyd import Device, EpicsSignal, EpicsSignalRO, Signal
-from ophyd.status import Status
+from bluesky.utils import NoReplayAllowed
+from ophyd import Device, Signal
+from ophyd.status import Status, SubscriptionStatus
 
-from braggscope.simulators.fly_timing import check_line, line_parameters
+from braggscope.core.errors import ArgumentError
+from braggscope.core.fly_line import check_line, line_parameters
 
-__all__ = ["FlyHardware", "FlyScanner", "LineReport", "make_flyer"]
+from .fly_assets import StreamAssets
+from .fly_files import RunFiles
+from .fly_hardware import FlyHardware
+from .fly_report import FlyLineReport, LineAttempts
+from .serial_worker import SerialWorker
 
-
-class _Stage(Device):
-    start = Cpt(EpicsSignal, "Start", kind="omitted")
-    stop_at = Cpt(EpicsSignal, "Stop", kind="omitted")
-    velocity = Cpt(EpicsSignal, "Velocity", kind="config")
-    accel_time = Cpt(EpicsSignal, "AccelTime", kind="config")
-    velo_max = Cpt(EpicsSignalRO, "VeloMax_RBV", kind="config")
-    enc_res = Cpt(EpicsSignalRO, "EncRes_RBV", kind="config")
-    busy = Cpt(EpicsSignalRO, "Busy_RBV", kind="omitted")
-    encoder = Cpt(EpicsSignalRO, "Position_RBV", kind="omitted")
-    go = Cpt(EpicsSignal, "Go", kind="omitted", put_complete=True)
-
-
-class _Pcomp(Device):
-    start = Cpt(EpicsSignal, "Start", kind="omitted")
-    step = Cpt(EpicsSignal, "Step", kind="config")
-    width = Cpt(EpicsSignal, "Width", kind="config")
-    pulses = Cpt(EpicsSignal, "Pulses", kind="config")
-    arm = Cpt(EpicsSignal, "Arm", kind="omitted")
-    armed = Cpt(EpicsSignalRO, "Armed_RBV", kind="omitted", auto_monitor=True)
-    pulses_out = Cpt(EpicsSignalRO, "PulsesOut_RBV", kind="omitted")
-    status = Cpt(EpicsSignalRO, "Status_RBV", kind="omitted", string=True)
-
-
-class _Pcap(Device):
-    file_path = Cpt(EpicsSignal, "FilePath", kind="omitted", string=True)
-    file_name = Cpt(EpicsSignal, "FileName", kind="omitted", string=True)
-    file_number = Cpt(EpicsSignal, "FileNumber", kind="omitted")
-    capture = Cpt(EpicsSignal, "Capture", kind="omitted")
-    full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", kind="omitted", string=True)
-    captured = Cpt(EpicsSignalRO, "Captured_RBV", kind="omitted")
-
-
-class _Faults(Device):
-    miss_pulse = Cpt(EpicsSignal, "MissPulse", kind="omitted")
-    drop_frame = Cpt(EpicsSignal, "DropFrame", kind="omitted")
-    arm_fail = Cpt(EpicsSignal, "ArmFail", kind="omitted")
-
-
-class FlyHardware(Device):
-    """The fly-scan hardware PVs (``STAGE:``, ``PCOMP:``, ``PCAP:``, ``FAULT:`` under ``pv.fly``)."""
-
-    lazy_wait_for_connection = False
-    stage_ = Cpt(_Stage, "STAGE:", kind="config")
-    pcomp = Cpt(_Pcomp, "PCOMP:", kind="config")
-    pcap = Cpt(_Pcap, "PCAP:", kind="omitted")
-    fault = Cpt(_Faults, "FAULT:", kind="omitted")
-
-
-class LineReport(Device):
-    """What one line attempt did (read into the ``lines`` stream after every attempt, retries included).
-
-    ``status``: ``"accepted"`` (in the primary stream), ``"superseded"`` (short, flown again: its frames
-    and positions stay in the files, referenced here only) or ``"short"`` (short after the last retry: the
-    run fails). ``image_file``/``pcap_file``: the run's detector and position-capture files;
-    ``image_first``/``pcap_first``: the attempt's first frame and first capture in them (its ``frames``
-    and ``positions`` follow), so every row a run leaves on disk is named by the run.
-    """
-
-    eta_index = Cpt(Signal, value=0, kind="normal")
-    row = Cpt(Signal, value=0, kind="normal")
-    attempt = Cpt(Signal, value=0, kind="normal")
-    expected = Cpt(Signal, value=0, kind="normal")
-    pulses = Cpt(Signal, value=0, kind="normal")
-    positions = Cpt(Signal, value=0, kind="normal")
-    frames = Cpt(Signal, value=0, kind="normal")
-    dropped = Cpt(Signal, value=0, kind="normal")
-    accepted = Cpt(Signal, value=0, kind="normal")
-    status = Cpt(Signal, value="", kind="normal")
-    image_file = Cpt(Signal, value="", kind="normal")
-    pcap_file = Cpt(Signal, value="", kind="normal")
-    image_first = Cpt(Signal, value=0, kind="normal")
-    pcap_first = Cpt(Signal, value=0, kind="normal")
-    duration_s = Cpt(Signal, value=0.0, kind="normal")
+__all__ = ["FlyHardware", "FlyLineReport", "FlyScanner", "make_flyer"]
 
 
 class FlyScanner:
     """Flyer over the fly hardware and the Maxipix: one line per ``prepare``/``kickoff``/``complete``.
+
+    Every operation runs on the scanner's own thread, in the order asked (:class:`SerialWorker`), so
+    the detector re-armed for the next line while the plan documents the last one is armed before
+    the next line is set up.
 
     Parameters
     ----------
@@ -115,6 +49,14 @@ class FlyScanner:
         Detector read-out dead time per frame (s): exposure = dwell - read-out.
     arm_timeout_s : float
         Time the trigger unit has to report armed (s).
+
+    Attributes
+    ----------
+    last_line : ophyd.Signal
+        The latest counted attempt (:class:`FlyLineReport`; None before the first of a run): what a
+        plan reads (``bps.rd``) to decide whether to fly the line again.
+    attempts : LineAttempts
+        The ``lines`` stream: every counted attempt, collected once.
     """
 
     def __init__(self, hardware, detector, *, fast="pix", slow="piy", name="flyer", readout_s=3e-4,
@@ -123,20 +65,19 @@ class FlyScanner:
         self.fast, self.slow = fast, slow
         self.readout_s, self.arm_timeout_s = float(readout_s), float(arm_timeout_s)
         self.parent = None
-        self.line_report = LineReport(name="fly_line")
-        self.last_line: dict = {}
-        self._line: dict = {}
-        self._index = 0
-        self._pending: list = []
-        self._go_status = None
-        self._saved: dict = {}
-        self._cache: dict = {}
+        self.last_line = Signal(name=f"{name}_last_line", value=None, kind="omitted")
+        self.attempts = LineAttempts("fly_line", parent=self)
+        self.files = RunFiles(detector, hardware.pcap, name)
+        self.assets = StreamAssets(self.image_key, fast, slow, f"{name}_time")
+        self._worker = SerialWorker(self)
+        self._line: dict = {}  # the prepared line: its spec and exposure
+        self._written: dict = {}  # signal name -> value last written (a line writes only what changed)
+        self._limits = None  # the stage's velocity limit and encoder resolution, read once per run
+        self._frame_shape = None  # read at stage
+        self._go = None  # the sweep in flight: Go's put-completion
         self._prearmed = False  # the detector is armed for the next line already
-        self._limits = None  # the stage's velocity limit and encoder resolution
-        self._prearm_done = None
-        self._files: dict = {}  # the run's open files: {"image": path, "pcap": path}
-        self._rows = {"image": 0, "pcap": 0}  # frames and captures in them so far (where the next line starts)
-        self._resources: dict = {}  # data key -> ComposeStreamResource bundle (one per field per run)
+        self._replayable = True  # no line kicked off since the last prepare (see pause)
+        self._t_kick = self._t0 = 0.0
 
     def wait_for_connection(self, timeout: float = 10.0) -> None:
         """Connect every signal of the hardware and the detector within ``timeout`` s (ophyd connects lazily;
@@ -146,7 +87,6 @@ class FlyScanner:
             _instantiate_without_waiting(device)
             device.wait_for_connection(all_signals=True, timeout=max(deadline - time.monotonic(), 0.1))
 
-    # ---------------------------------------------------------------- protocol helpers
     @property
     def image_key(self) -> str:
         return f"{self.detector.name}_image"
@@ -169,158 +109,172 @@ class FlyScanner:
     def describe_configuration(self):
         return {**self.detector.describe_configuration(), **self.hardware.describe_configuration()}
 
+    # ---------------------------------------------------------------- the run
     def stage(self):
-        """Detector to external trigger; open the run's two files: the detector's (compressed, streamed:
-        every line's frames appended) and the position capture's beside it.
-
-        One file per run rather than per line: the catalog lists a field's files in every update, so a
-        file per line made each update, and the run's end, grow with the map (300 lines: 2 s at the stop).
-        """
-        det, hdf, pcap = self.detector, self.detector.hdf5, self.hardware.pcap
-        self._saved = {sig: sig.get() for sig in (det.cam.trigger_mode, det.cam.image_mode, hdf.file_write_mode,
-                                                   hdf.auto_increment, hdf.num_capture)}
-        write = hdf.write_path_template
-        run_tag = f"fly_{int(time.time() * 1e3) % 10**9:09d}"
-        for sig, value in ((det.cam.acquire, 0), (det.cam.trigger_mode, 1), (det.cam.image_mode, 1),
-                           (hdf.enable, "Enable"), (hdf.file_path, write), (hdf.file_name, run_tag),
-                           (hdf.file_template, "%s%s_%6.6d.h5"), (hdf.file_number, 0), (hdf.auto_increment, 1),
-                           (hdf.file_write_mode, 2), (hdf.num_capture, 0), (pcap.file_path, write.rstrip("/") or "/"),
-                           (pcap.file_name, run_tag + "_pcap"), (pcap.file_number, 0)):
-            sig.set(value).wait(10)
-        self._cache.clear()
-        self._limits = None
-        self._resources.clear()
-        self._rows = {"image": 0, "pcap": 0}
-        self._files = {}
-        try:
-            self._open_files()
-        except Exception:
-            self._close_files()
-            raise
+        """Detector to external trigger; open the run's two files (:class:`RunFiles`)."""
+        self._frame_shape = tuple(int(v) for v in self.detector.frame_shape.get())
+        self._written.clear()
+        self._limits = self._go = None
+        self.assets.reset()
+        self.attempts.clear()
+        self.last_line.put(None)
+        self.files.open()
         return [self]
-
-    def _open_files(self) -> None:
-        """Open the detector's and the position capture's files, or raise naming why they did not open."""
-        hdf, pcap = self.detector.hdf5, self.hardware.pcap
-        hdf.capture.put(1, wait=True, timeout=10)
-        if int(hdf.write_status.get(use_monitor=False)) != 0:
-            raise RuntimeError(f"{self.name}: the detector did not open its file in {hdf.file_path.get()!r}: "
-                               f"{hdf.write_message.get(use_monitor=False)}; check detector.write_path")
-        self._files["image"] = str(hdf.full_file_name.get(use_monitor=False))
-        pcap.capture.put(1, wait=True, timeout=10)  # a refused put leaves Capture at 0
-        if int(pcap.capture.get(use_monitor=False)) != 1:
-            raise RuntimeError(f"{self.name}: the position capture did not open a file in "
-                               f"{pcap.file_path.get()!r} (does the directory exist there?)")
-        self._files["pcap"] = str(pcap.full_file_name.get(use_monitor=False))
 
     def unstage(self):
-        self._wait_prearm()
-        self._disarm_prearmed()
-        self._close_files()
-        for sig, value in self._saved.items():
-            sig.set(value).wait(10)
-        self._saved = {}
+        """Disarm the detector and close the run's files, after whatever the scanner is still doing."""
+        self._worker.run(self._end_run).wait(60)
         return [self]
 
-    def _close_files(self) -> None:
-        """Stop the detector and close the run's files (their frames and captures stay)."""
+    def _end_run(self) -> None:
         self._prearmed = False
         self._stop_camera()
-        try:
-            for capture in (self.detector.hdf5.capture, self.hardware.pcap.capture):
-                if capture.get(use_monitor=False) != 0:
-                    capture.set(0).wait(10)
-        except Exception:  # noqa: BLE001 - the original error matters more; the next stage reopens
-            pass
+        self.files.close()
+
+    def stop(self, *, success=False):
+        """Stop the detector now (a line in flight takes no more frames); ``unstage`` closes the files."""
+        self._prearmed = False
+        self._stop_camera()
+
+    def pause(self):
+        """A RunEngine pausing: its replay from the last checkpoint is safe until a line is kicked off (the
+        same settings and moves again); after that the line is flown and its documents may be out, so a
+        replay would fly it twice and re-number them: refused (the plan then goes on where it stopped)."""
+        if not self._replayable:
+            raise NoReplayAllowed(f"{self.name}: a line was kicked off since the last prepare")
+
+    def resume(self):
+        pass
 
     # ---------------------------------------------------------------- one line
     def prepare(self, line: dict):
-        """Set the line up: ``line`` = {x0, x1, num, dwell_s, eta_index, row, attempt} (um, s)."""
+        """Set a line up: ``line`` = {x0, x1, num, dwell_s, eta_index, row, attempt, max_retries} (um, s).
+
+        Only the settings that changed since the last line are written. The stage's and the trigger
+        unit's are written at once, while the detector is re-armed; new detector settings wait for that
+        arming to end and disarm it (the detector reads them when armed).
+        """
+        self._replayable = True
         x0, x1, num, dwell = float(line["x0"]), float(line["x1"]), int(line["num"]), float(line["dwell_s"])
         _, exposure = self.check_line(x0, x1, num, dwell)
         params = line_parameters(x0, x1, num, dwell, exposure)
         hw, cam = self.hardware, self.detector.cam
-        detector = ((cam.acquire_time, exposure), (cam.acquire_period, dwell), (cam.num_images, num))
-        targets = ((hw.stage_.start, params["stage_start"]), (hw.stage_.stop_at, params["stage_stop"]),
-                   (hw.stage_.velocity, params["velocity"]), (hw.pcomp.start, params["pcomp_start"]),
-                   (hw.pcomp.step, params["step"]), (hw.pcomp.width, params["width"]),
-                   (hw.pcomp.pulses, num)) + detector
-        if any(self._cache.get(sig.name) != value for sig, value in detector):
-            self._wait_prearm()  # else the arming goes on while the stage and trigger unit are set up
-            self._disarm_prearmed()  # armed for other settings: the detector reads them when armed
-        statuses = []
-        for sig, value in targets:  # only what changed since the last line: fewer round trips
-            if self._cache.get(sig.name) != value:
-                statuses.append(sig.set(value))
-                self._cache[sig.name] = value
         self._line = dict(line, num=num, exposure_s=exposure)
-        return _all(statuses, self)
+        detector = self._changed(((cam.acquire_time, exposure), (cam.acquire_period, dwell), (cam.num_images, num)))
+        motion = self._changed(((hw.stage_.start, params["stage_start"]), (hw.stage_.stop_at, params["stage_stop"]),
+                                (hw.stage_.velocity, params["velocity"]), (hw.pcomp.start, params["pcomp_start"]),
+                                (hw.pcomp.step, params["step"]), (hw.pcomp.width, params["width"]),
+                                (hw.pcomp.pulses, num)))
+        if detector:
+            return self._worker.run(self._write, detector + motion, True)
+        return self._write(motion)
+
+    def _changed(self, targets) -> tuple:
+        """The (signal, value) pairs whose value differs from the one last written, now taken as written."""
+        changed = tuple((sig, value) for sig, value in targets if self._written.get(sig.name) != value)
+        self._written.update((sig.name, value) for sig, value in changed)
+        return changed
+
+    def _write(self, targets, disarm: bool = False):
+        """Write ``targets``: an AndStatus of their sets (waited for when on the scanner's thread)."""
+        if disarm:
+            self._disarm()
+        statuses = [sig.set(value) for sig, value in targets]
+        if not statuses:
+            status = Status(self)
+            status.set_finished()
+            return status
+        status = functools.reduce(operator.and_, statuses)
+        if disarm:  # on the scanner's thread: the kickoff queued next must find them written
+            status.wait(30)
+        return status
 
     def kickoff(self):
-        """Arm the detector (unless done while the last line was collected), arm the trigger unit, start the
-        sweep."""
-        status = Status(obj=self)
+        """Arm the detector (unless armed while the last line was documented) and the trigger unit, start
+        the sweep."""
+        self._replayable = False
+        return self._worker.run(self._kickoff)
+
+    def _kickoff(self) -> None:
         hw = self.hardware
-        self._t_kick = time.monotonic()
+        t_kick = time.monotonic()
         try:
-            self._wait_prearm()
-            if not self._prearmed:
-                deadline = time.monotonic() + 60.0  # a line interrupted by a pause finishes its sweep first
-                while hw.stage_.busy.get(use_monitor=False) and time.monotonic() < deadline:
-                    time.sleep(0.01)
+            if not self._prearmed:  # a line interrupted by a pause finishes its sweep first
+                SubscriptionStatus(hw.stage_.busy, _equals(0), timeout=60.0).wait()
                 self._arm_detector()
-                self._prearmed = True
-            hw.pcomp.arm.put(1, wait=True)
-            if not _wait_for(hw.pcomp.armed, lambda v: v == 1, self.arm_timeout_s):
-                raise RuntimeError(
-                    f"{self.name}: trigger unit {hw.pcomp.prefix} did not arm within {self.arm_timeout_s:g} s "
-                    f"({hw.pcomp.status.get(use_monitor=False)!r}); the lines taken so far are in the run")
-        except Exception as exc:  # noqa: BLE001 - fails the kickoff with the cause
-            self._disarm_prearmed()
-            status.set_exception(exc)
-            return status
+            self._arm_trigger_unit()
+        except Exception:
+            self._disarm()
+            raise
         self._prearmed = False
-        self._t0 = time.monotonic()
-        self._go_status = hw.stage_.go.set(1)
-        status.set_finished()
-        return status
+        self._t_kick, self._t0 = t_kick, time.monotonic()
+        self._go = hw.stage_.go.set(1)
+
+    def _arm_trigger_unit(self) -> None:
+        pcomp = self.hardware.pcomp
+        armed = SubscriptionStatus(pcomp.armed, _equals(1), timeout=self.arm_timeout_s)
+        try:
+            (pcomp.arm.set(1) & armed).wait()
+        except Exception as exc:
+            raise RuntimeError(
+                f"{self.name}: trigger unit {pcomp.prefix} did not arm within {self.arm_timeout_s:g} s "
+                f"({pcomp.status.get(use_monitor=False)!r}); the lines taken so far are in the run") from exc
 
     def _arm_detector(self) -> None:
         """Arm the detector for the prepared line (its frames go to the run's open file)."""
-        det = self.detector
-        det.cam.acquire.put(1, use_complete=False)
-        if not _wait_for(det.cam.detector_state, lambda v: v == "Acquire", 5.0):
-            raise TimeoutError(f"{det.name}: not armed within 5 s ({det.cam.detector_state.get()!r})")
+        cam = self.detector.cam
+        acquiring = SubscriptionStatus(cam.detector_state, _equals("Acquire"), timeout=5.0)
+        cam.acquire.put(1, use_complete=False)
+        try:
+            acquiring.wait()
+        except Exception as exc:
+            raise TimeoutError(f"{self.detector.name}: not armed within 5 s ({cam.detector_state.get()!r})") from exc
 
     def complete(self):
-        """Finished once the stage stopped, the detector wrote its frames and the counts are read; then the
-        detector is armed again for the next line (while the plan collects and moves)."""
-        status = Status(obj=self)
-        go = self._go_status
+        """Finished once the stage stopped, the detector wrote its frames and the attempt is counted (at
+        once when no line is in flight); the detector is then armed again for the next line."""
+        return self._worker.run(self._complete)
 
-        def finish():
-            try:
-                go.wait(600)
-                self._t_swept = time.monotonic()
-                det = self.detector
-                # no more pulses will come: a short line's detector stops waiting for them (a complete
-                # line's has stopped already); DetectorState goes Idle once every frame is in the file
-                det.cam.acquire.put(0, use_complete=False)
-                if not _wait_for(det.cam.detector_state, lambda v: v in ("Idle", "Error"), 30.0):
-                    raise TimeoutError(f"{det.name}: frames of the line not written within 30 s")
-                self.last_line = self._count()
-            except Exception as exc:  # noqa: BLE001
-                status.set_exception(exc)
-                return
-            self._prearm_done = done = threading.Event()  # before the plan goes on: prepare waits for it
-            status.set_finished()
-            self._prearm(done)
+    def _complete(self) -> None:
+        go, self._go = self._go, None
+        if go is None:  # nothing in flight: a failed kickoff, a plan's clean-up
+            return
+        go.wait(600)
+        swept = time.monotonic()
+        self._finish_frames()
+        report = self._count(swept)
+        self.last_line.put(report)
+        self.attempts.add(report)
+        if report.accepted:
+            self.assets.add(report)
+        self._worker.run(self._prearm)  # after this status: the plan documents and moves meanwhile
 
-        threading.Thread(target=finish, daemon=True, name=f"{self.name}-complete").start()
-        return status
+    def _finish_frames(self) -> None:
+        """No more pulses will come: a short line's detector stops waiting for them (a complete line's has
+        stopped already); ``DetectorState`` goes Idle once every frame is in the file."""
+        cam = self.detector.cam
+        idle = SubscriptionStatus(cam.detector_state, lambda value, **_: value in ("Idle", "Error"), timeout=30.0)
+        cam.acquire.put(0, use_complete=False)
+        try:
+            idle.wait()
+        except Exception as exc:
+            raise TimeoutError(f"{self.detector.name}: frames of the line not written within 30 s") from exc
 
-    # ---------------------------------------------------------------- the next line armed early
-    def _prearm(self, done: threading.Event) -> None:
+    def _count(self, swept: float) -> FlyLineReport:
+        """What the line added to the run's files, and where it starts in them."""
+        line, files = self._line, self.files
+        first, added = files.next_rows()
+        return FlyLineReport(
+            eta_index=int(line.get("eta_index", 0)), row=int(line.get("row", 0)), attempt=int(line.get("attempt", 0)),
+            max_retries=int(line.get("max_retries", 0)), expected=int(line["num"]),
+            pulses=int(self.hardware.pcomp.pulses_out.get(use_monitor=False)), positions=added["pcap"],
+            frames=added["image"], dropped=int(self.detector.cam.dropped_frames.get(use_monitor=False)),
+            image_file=files.paths.get("image", ""), pcap_file=files.paths.get("pcap", ""),
+            image_first=first["image"], pcap_first=first["pcap"], duration_s=time.monotonic() - self._t0,
+            sweep_s=swept - self._t0, kickoff_s=self._t0 - self._t_kick)
+
+    # ---------------------------------------------------------------- the detector armed early
+    def _prearm(self) -> None:
         """Arm the detector for the next line now (same settings), so its kickoff only arms the trigger unit."""
         try:
             self._arm_detector()
@@ -328,126 +282,41 @@ class FlyScanner:
         except Exception:  # noqa: BLE001 - the next kickoff arms it again and reports what fails
             self._prearmed = False
             self._stop_camera()
-        finally:
-            done.set()
 
-    def _wait_prearm(self) -> None:
-        done = self._prearm_done
-        if done is not None:
-            done.wait(30)
-            self._prearm_done = None
-
-    def _disarm_prearmed(self) -> None:
-        """Disarm the detector armed for a line that will not come (other settings, end of the run); the
-        run's file stays open."""
+    def _disarm(self) -> None:
+        """Disarm a detector armed for a line that will not come (other settings, a failed kickoff)."""
         if self._prearmed:
             self._prearmed = False
             self._stop_camera()
 
     def _stop_camera(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the original error matters more
             self.detector.cam.acquire.set(0).wait(5)
-        except Exception:  # noqa: BLE001 - the original error matters more
-            pass
-
-    def _count(self) -> dict:
-        """The line's counts: pulses, captures and frames it added to the run's files, where they start."""
-        hw, det = self.hardware, self.detector
-        n = int(self._line["num"])
-        rows = self._rows
-        in_files = {"image": int(det.hdf5.num_captured.get(use_monitor=False)),
-                    "pcap": int(hw.pcap.captured.get(use_monitor=False))}
-        report = dict(self._line, expected=n, pulses=int(hw.pcomp.pulses_out.get(use_monitor=False)),
-                      positions=in_files["pcap"] - rows["pcap"], frames=in_files["image"] - rows["image"],
-                      dropped=int(det.cam.dropped_frames.get(use_monitor=False)), image_file=self._files.get("image", ""),
-                      pcap_file=self._files.get("pcap", ""), image_first=rows["image"], pcap_first=rows["pcap"],
-                      duration_s=time.monotonic() - self._t0, sweep_s=self._t_swept - self._t0,
-                      kickoff_s=self._t0 - self._t_kick)
-        self._rows = in_files  # a short attempt's rows stay in the files; the next line starts after them
-        report["ok"] = (report["pulses"] == report["positions"] == report["frames"] == n
-                        and report["dropped"] == 0)
-        return report
-
-    def show_line(self, report: dict) -> None:
-        """Put a counted attempt in ``line_report`` (read next into the ``lines`` stream). The plan
-        documents a line while the next one flies, so the report is passed, not taken as the latest."""
-        for key in ("eta_index", "row", "attempt", "expected", "pulses", "positions", "frames", "dropped",
-                    "image_first", "pcap_first", "duration_s"):
-            getattr(self.line_report, key).put(report.get(key, 0))
-        self.line_report.accepted.put(int(report["ok"]))
-        last = int(report.get("attempt", 0)) >= int(report.get("max_retries", 0))
-        self.line_report.status.put("accepted" if report["ok"] else "short" if last else "superseded")
-        self.line_report.image_file.put(self._readable(report["image_file"]))
-        self.line_report.pcap_file.put(self._readable(report["pcap_file"]))
-
-    def accept_line(self, report: dict) -> None:
-        """Queue a counted line's assets for the next ``collect`` (only an accepted line is collected)."""
-        if report["ok"]:
-            self._pending.append(report)
 
     # ---------------------------------------------------------------- collect
     def describe_collect(self):
-        rows, cols = (int(v) for v in self.detector.frame_shape.get())
-        hw = self.hardware
-        source = hw.pcap.prefix
+        rows, cols = self._frame_shape or tuple(int(v) for v in self.detector.frame_shape.get())
+        source = self.hardware.pcap.prefix
+        position = {"shape": [], "dtype": "number", "dtype_numpy": "<f8", "external": "STREAM:"}
         return {
             self.image_key: {"source": self.detector.hdf5.prefix, "shape": [rows, cols], "dtype": "array",
                              "dtype_numpy": "<u4", "external": "STREAM:"},
-            self.fast: {"source": source + "pix", "shape": [], "dtype": "number", "dtype_numpy": "<f8",
-                        "units": "um", "external": "STREAM:"},
-            self.slow: {"source": source + "piy", "shape": [], "dtype": "number", "dtype_numpy": "<f8",
-                        "units": "um", "external": "STREAM:"},
-            f"{self.name}_time": {"source": source + "time", "shape": [], "dtype": "number", "dtype_numpy": "<f8",
-                                  "units": "s", "external": "STREAM:"},
+            self.fast: {"source": source + "pix", "units": "um", **position},
+            self.slow: {"source": source + "piy", "units": "um", **position},
+            f"{self.name}_time": {"source": source + "time", "units": "s", **position},
         }
 
     def collect_asset_docs(self, index=None):
-        """A StreamResource per field with the first accepted line (the run's files), then a StreamDatum per
-        field and line naming its rows in them (a retried line's rows follow its short attempt's)."""
-        from event_model import ComposeStreamResource, StreamRange
-
-        rows, cols = (int(v) for v in self.detector.frame_shape.get())
-        pending, self._pending = self._pending, []
-        for line in pending:
-            n = int(line["expected"])
-            image = (self._readable(line["image_file"]), int(line["image_first"]))
-            pcap = (self._readable(line["pcap_file"]), int(line["pcap_first"]))
-            sources = ((self.image_key, image, "/entry/data/data", [1, rows, cols]),
-                       (self.fast, pcap, "/pix", [n]), (self.slow, pcap, "/piy", [n]),
-                       (f"{self.name}_time", pcap, "/time", [n]))
-            for data_key, (path, first), dataset, chunks in sources:
-                bundle = self._resources.get(data_key)
-                if bundle is None:  # the file is open for writing: read in SWMR mode
-                    bundle = ComposeStreamResource()(
-                        mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key=data_key,
-                        parameters={"dataset": dataset, "chunk_shape": chunks, "swmr": True})
-                    self._resources[data_key] = bundle
-                    yield "stream_resource", bundle.stream_resource_doc
-                yield "stream_datum", bundle.compose_stream_datum(indices=StreamRange(start=first, stop=first + n))
-            self._index += n
+        """A StreamResource per field with the first accepted line, then a StreamDatum per field and line."""
+        yield from self.assets.docs(self._frame_shape)
 
     def get_index(self) -> int:
-        return self._index
+        return self.assets.index
 
-    def _readable(self, path: str) -> str:
-        """A file path as this computer sees it (the detector's write path -> read path)."""
-        hdf = self.detector.hdf5
-        write, read = hdf.write_path_template, hdf.read_path_template
-        if write != read and path.startswith(write):
-            path = read + path[len(write):]
-        return str(PurePosixPath(path))
 
-    def stop(self, *, success=False):
-        """Stop the detector (a line in flight takes no more frames); ``unstage`` closes the files."""
-        self._wait_prearm()
-        self._prearmed = False
-        self._stop_camera()
-
-    def pause(self):
-        pass
-
-    def resume(self):
-        pass
+def _equals(target):
+    """A :class:`SubscriptionStatus` callback: done when the signal reads ``target``."""
+    return lambda value, **_: value == target
 
 
 def _instantiate_without_waiting(device) -> None:
@@ -460,40 +329,6 @@ def _instantiate_without_waiting(device) -> None:
             _instantiate_without_waiting(child)
 
 
-def _wait_for(signal, ok, timeout: float) -> bool:
-    """Wait until a monitored ``signal``'s value satisfies ``ok`` (no polling round trips)."""
-    event = threading.Event()
-
-    def check(value, **kwargs):
-        if ok(value):
-            event.set()
-
-    token = signal.subscribe(check, run=True)
-    try:
-        return event.wait(timeout)
-    finally:
-        signal.unsubscribe(token)
-
-
-def _all(statuses, obj):
-    status = Status(obj=obj)
-    if not statuses:
-        status.set_finished()
-        return status
-
-    def wait():
-        try:
-            for s in statuses:
-                s.wait(30)
-        except Exception as exc:  # noqa: BLE001
-            status.set_exception(exc)
-        else:
-            status.set_finished()
-
-    threading.Thread(target=wait, daemon=True).start()
-    return status
-
-
 def make_flyer(devices: dict, cfg, *, name: str | None = None) -> FlyScanner:
     """The flyer over ``devices["fly"]`` and ``devices["detector"]`` (from ``make_devices``), fast axis
     ``pix``, slow axis ``piy``, read-out time and arm time-out from ``[fly]``.
@@ -502,7 +337,7 @@ def make_flyer(devices: dict, cfg, *, name: str | None = None) -> FlyScanner:
     carries the detector's geometry under its own name, as a step scan's does.
     """
     if "fly" not in devices:
-        raise ValueError("no fly-scan hardware: set config pv.fly to its PV prefix (e.g. 'BSSIM:fly:')")
+        raise ArgumentError("no fly-scan hardware: set config pv.fly to its PV prefix (e.g. 'BSSIM:fly:')")
     flyer = FlyScanner(devices["fly"], devices["detector"], fast="pix", slow="piy",
                        name=name or devices["detector"].name,
                        readout_s=cfg.get("fly.readout_s", 3e-4), arm_timeout_s=cfg.get("fly.arm_timeout_s", 1.0))

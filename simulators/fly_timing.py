@@ -1,7 +1,9 @@
 """Timing of one fly-scan line: stage run-up, position-compare pulses, captured positions.
 
 Pure physics and timing, no EPICS: the simulated fly IOC (:mod:`.ioc_fly`) plays
-these numbers in real time, and the tests check them alone.
+these numbers in real time, and the tests check them alone. The line's settings
+(velocity, exposure, where the pulses start) are :mod:`braggscope.core.fly_line`'s,
+shared with the fly scanner that writes them.
 
 Model
 -----
@@ -25,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LineTiming", "check_line", "line_parameters", "line_timing", "pulse_start", "quantise",
-           "stage_position", "sweep"]
+from braggscope.core.fly_line import line_parameters
+
+__all__ = ["LineTiming", "line_timing", "quantise", "stage_position", "sweep"]
 
 
 def quantise(position_um, resolution_um: float):
@@ -34,51 +37,6 @@ def quantise(position_um, resolution_um: float):
     if resolution_um <= 0:
         return np.asarray(position_um, dtype=float)
     return np.round(np.asarray(position_um, dtype=float) / resolution_um) * resolution_um
-
-
-def pulse_start(x0_um: float, x1_um: float, num: int, dwell_s: float, exposure_s: float) -> float:
-    """PCOMP start (um) that centres exposure 0 of ``exposure_s`` on ``x0_um``.
-
-    The step is ``(x1 - x0) / (num - 1)`` (signed) and the velocity
-    ``|step| / dwell_s``.
-    """
-    step = (x1_um - x0_um) / (num - 1) if num > 1 else 0.0
-    velocity = step / dwell_s  # signed, um/s
-    return x0_um - velocity * exposure_s / 2.0
-
-
-def check_line(x0_um: float, x1_um: float, num: int, dwell_s: float, *, readout_s: float,
-               velocity_max_um_s: float, encoder_resolution_um: float = 0.0) -> tuple[float, float]:
-    """Velocity (um/s) and exposure (s) of a line, or ``ValueError`` naming what to change.
-
-    The exposure is the dwell less the read-out dead time and less two encoder ticks'
-    time (pulses fire on encoder ticks, so their period jitters by one tick: without
-    the margin a pulse would arrive during read-out and its frame be dropped).
-    Refuses: fewer than 2 points, a dwell not longer than the detector's read-out
-    dead time, a velocity above the stage's limit, non-finite numbers.
-    """
-    values = {"x0": x0_um, "x1": x1_um, "dwell_s": dwell_s, "readout_s": readout_s,
-              "velocity_max_um_s": velocity_max_um_s}
-    for name, value in values.items():
-        if not np.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-    if int(num) != num or num < 2:
-        raise ValueError(f"a fly line needs num >= 2 points, got {num!r}")
-    if x0_um == x1_um:
-        raise ValueError(f"a fly line needs start != stop, got {x0_um} .. {x1_um}")
-    if not dwell_s > readout_s:
-        raise ValueError(f"dwell_s = {dwell_s:g} s must exceed the detector read-out dead time "
-                         f"{readout_s:g} s: lengthen dwell_s")
-    velocity = abs(x1_um - x0_um) / (num - 1) / dwell_s
-    if velocity > velocity_max_um_s:
-        raise ValueError(f"the line needs {velocity:.4g} um/s, above the fly stage's limit "
-                         f"{velocity_max_um_s:g} um/s: lengthen dwell_s or use more points per um "
-                         f"(dwell_s >= {abs(x1_um - x0_um) / (num - 1) / velocity_max_um_s:.3g} s)")
-    exposure = dwell_s - readout_s - 2.0 * encoder_resolution_um / velocity
-    if not exposure > 0:
-        raise ValueError(f"dwell_s = {dwell_s:g} s leaves no exposure after the read-out ({readout_s:g} s) and "
-                         f"the encoder jitter: lengthen dwell_s")
-    return velocity, exposure
 
 
 @dataclass(frozen=True)
@@ -137,19 +95,6 @@ def line_timing(x0_um: float, x1_um: float, num: int, dwell_s: float, exposure_s
     """
     params = line_parameters(x0_um, x1_um, num, dwell_s, exposure_s)
     return sweep(accel_time_s=accel_time_s, encoder_resolution_um=encoder_resolution_um, **params)
-
-
-def line_parameters(x0_um: float, x1_um: float, num: int, dwell_s: float, exposure_s: float) -> dict:
-    """Stage and trigger-unit settings of a line: the keyword arguments of :func:`sweep` but the
-    stage's own (``accel_time_s``, ``encoder_resolution_um``).
-
-    The stage cruises from the first pulse position to one period past the last one.
-    """
-    step = (x1_um - x0_um) / (num - 1)
-    velocity = abs(step) / dwell_s
-    start = pulse_start(x0_um, x1_um, num, dwell_s, exposure_s)
-    return {"stage_start": start, "stage_stop": start + step * num, "velocity": velocity,
-            "pcomp_start": start, "step": step, "pulses": int(num), "width": exposure_s}
 
 
 def sweep(*, stage_start: float, stage_stop: float, velocity: float, accel_time_s: float, pcomp_start: float,

@@ -1,12 +1,12 @@
-"""Fly-line timing (pure): pulse times and positions against hand-computed kinematics."""
+"""Fly-line geometry and timing (pure): pulse times and positions against hand-computed kinematics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from braggscope.simulators.fly_timing import (check_line, line_parameters, line_timing, quantise, stage_position,
-                                              sweep)
+from braggscope.core.fly_line import check_line, line_parameters
+from braggscope.simulators.fly_timing import line_timing, quantise, stage_position, sweep
 
 
 def test_forward_line_by_hand():

@@ -1,0 +1,114 @@
+"""What a fly scanner reports of each line attempt: :class:`FlyLineReport`, and the ``lines`` stream.
+
+The flyer counts every attempt once its sweep is over (pulses emitted, positions captured, frames
+written, frames dropped) and keeps the report; :class:`LineAttempts` hands the attempts not yet
+documented to bluesky's ``collect`` as events of the ``lines`` stream (``fly_line_*`` fields), so a
+run names every row its files hold, retried attempts included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["FlyLineReport", "LineAttempts"]
+
+
+@dataclass(frozen=True)
+class FlyLineReport:
+    """One line attempt, counted.
+
+    ``expected`` points were asked; ``pulses`` emitted, ``positions`` captured, ``frames`` written and
+    ``dropped`` lost by the detector. ``image_file``/``pcap_file``: the run's detector and capture files
+    (as this computer reads them); ``image_first``/``pcap_first``: the attempt's first frame and first
+    capture in them (its ``frames`` and ``positions`` follow). Times in s from the stage's ``Go``:
+    ``sweep_s`` until the stage stopped, ``duration_s`` until the frames were on disk and counted;
+    ``kickoff_s`` the arming before ``Go``.
+    """
+
+    eta_index: int
+    row: int
+    attempt: int
+    max_retries: int
+    expected: int
+    pulses: int
+    positions: int
+    frames: int
+    dropped: int
+    image_file: str
+    pcap_file: str
+    image_first: int
+    pcap_first: int
+    duration_s: float
+    sweep_s: float
+    kickoff_s: float
+
+    @property
+    def accepted(self) -> bool:
+        """Every point has its pulse, its captured position and its frame, none dropped."""
+        return self.pulses == self.positions == self.frames == self.expected and self.dropped == 0
+
+    @property
+    def status(self) -> str:
+        """``"accepted"`` (in the primary stream), ``"superseded"`` (short, flown again: its rows stay in
+        the files, named by the ``lines`` stream only) or ``"short"`` (short after the last retry)."""
+        if self.accepted:
+            return "accepted"
+        return "short" if self.attempt >= self.max_retries else "superseded"
+
+    def counts(self) -> str:
+        """The counts in words, for an error message."""
+        return (f"{self.pulses} pulses, {self.positions} positions, {self.frames} frames of {self.expected}, "
+                f"{self.dropped} dropped")
+
+
+#: Fields of the ``lines`` stream (``<name>_<field>``) and their event-model dtype.
+LINE_FIELDS = {"eta_index": "integer", "row": "integer", "attempt": "integer", "expected": "integer",
+               "pulses": "integer", "positions": "integer", "frames": "integer", "dropped": "integer",
+               "accepted": "integer", "status": "string", "image_file": "string", "pcap_file": "string",
+               "image_first": "integer", "pcap_first": "integer", "duration_s": "number"}
+
+
+class LineAttempts:
+    """The ``lines`` stream: one event per counted attempt, handed to ``collect`` once (bluesky's
+    ``EventCollectable``; declare it with ``declare_stream(attempts, name="lines", collect=True)``).
+
+    Parameters
+    ----------
+    name : str
+        Prefix of the fields (``fly_line`` -> ``fly_line_row``, ...).
+    parent : object
+        The flyer that counts the attempts.
+    """
+
+    def __init__(self, name: str = "fly_line", parent=None):
+        self.name, self.parent = name, parent
+        self._queue: deque = deque()
+
+    def add(self, report: FlyLineReport) -> None:
+        """Queue a counted attempt for the next ``collect``."""
+        self._queue.append((time.time(), report))
+
+    def clear(self) -> None:
+        self._queue.clear()
+
+    def describe_collect(self) -> dict:
+        source = f"flyer:{getattr(self.parent, 'name', self.name)}"
+        return {f"{self.name}_{field}": {"source": source, "dtype": dtype, "shape": []}
+                for field, dtype in LINE_FIELDS.items()}
+
+    def collect(self):
+        """Events of the attempts counted since the last call, in their order."""
+        while self._queue:
+            stamp, report = self._queue.popleft()
+            values = {field: getattr(report, field) for field in LINE_FIELDS}
+            values["accepted"] = int(report.accepted)
+            data = {f"{self.name}_{field}": value for field, value in values.items()}
+            yield {"data": data, "timestamps": dict.fromkeys(data, stamp), "time": stamp}
+
+    def read_configuration(self) -> dict:
+        return {}
+
+    def describe_configuration(self) -> dict:
+        return {}
