@@ -1,26 +1,27 @@
 """KMAP-class fly scans: the fast piezo axis swept with hardware triggers, the slow axis stepped.
 
-``sxdm_fly`` maps the same (eta, y, x) grid as :func:`braggscope.plans.sxdm.sxdm_map`,
-recorded as one run whose primary stream comes from StreamResource/StreamDatum
-documents (frames and captured positions in one detector file and one capture file per run, a
-datum per line); the ``lines``
-stream records every line attempt (counts, retries). docs/fly.md describes the
-hardware model and what is checked.
+``sxdm_fly`` maps the same (eta, y, x) grid as :func:`braggscope.plans.sxdm.sxdm_map`, recorded as
+one run whose primary stream comes from StreamResource/StreamDatum documents (frames and captured
+positions in one detector file and one capture file per run, a datum per line); the ``lines`` stream
+records every line attempt (counts, retries). The fly scanner keeps each line's count; the plan reads
+it (a ``read`` message) and decides the retries. docs/fly.md describes the hardware model and what is
+checked.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
-from bluesky.utils import MsgGenerator
+from bluesky.utils import Msg, MsgGenerator
 
 from braggscope.core.errors import ArgumentError
 
-from ._common import (check_angles, check_number, check_range, check_within_limits, eccentricity_model,
-                      names)
+from .checks import check_angles, check_number, check_range, check_within_limits, eccentricity_model
+from .metadata import names
 
 __all__ = ["FlyLineError", "fly_lines", "sxdm_fly"]
 
@@ -43,7 +44,7 @@ def fly_lines(x_range, y_range, etas, *, eccentricity=None, snake=False):
     ``x0``/``x1`` are the first and last exposure centres, the eccentricity offset
     at the line's angle applied; with ``snake`` odd rows run from high x to low.
     """
-    x0, x1, nx = check_range("x_range", x_range)
+    x0, x1, _ = check_range("x_range", x_range)
     y0, y1, ny = check_range("y_range", y_range)
     etas = check_angles("etas", etas)
     model = eccentricity_model(eccentricity)
@@ -58,9 +59,9 @@ def fly_lines(x_range, y_range, etas, *, eccentricity=None, snake=False):
 
 def sxdm_fly(
     detectors: Sequence,
-    fast_motor,
+    x_motor,
     x_range,
-    slow_motor,
+    y_motor,
     y_range,
     eta_motor,
     etas,
@@ -79,9 +80,9 @@ def sxdm_fly(
     detectors : list
         Must hold one fly scanner (:func:`braggscope.devices.fly.make_flyer`); its
         detector records the geometry in the descriptor's configuration.
-    fast_motor, x_range : positioner, (start, stop, num)
+    x_motor, x_range : positioner, (start, stop, num)
         Fast axis (flown) and its exposure centres in um; num >= 2.
-    slow_motor, y_range : positioner, (start, stop, num)
+    y_motor, y_range : positioner, (start, stop, num)
         Slow axis (stepped), um.
     eta_motor, etas : positioner, sequence of float
         Rocking motor and angles (deg), outermost.
@@ -107,29 +108,62 @@ def sxdm_fly(
         The run uid (from the RunEngine).
     """
     flyer = _flyer(detectors)
-    x0, x1, nx = check_range("x_range", x_range)
-    y_range = check_range("y_range", y_range)
-    etas = check_angles("etas", etas)
     dwell_s = check_number("dwell_s", dwell_s, positive=True)
     if int(max_retries) != max_retries or not 0 <= max_retries <= 10:
         raise ArgumentError(f"max_retries must be an integer in 0..10, got {max_retries!r}")
+    x_range, y_range = check_range("x_range", x_range), check_range("y_range", y_range)
+    etas = check_angles("etas", etas)
     model = eccentricity_model(eccentricity)
+    velocity, exposure = _check_line_speed(flyer, x_range, dwell_s)
+    lines = [dict(line, num=x_range[2], dwell_s=dwell_s, max_retries=int(max_retries))
+             for line in fly_lines(x_range, y_range, etas, eccentricity=model, snake=snake)]
+    _check_limits(flyer, lines, velocity, x_range, (x_motor, y_motor, eta_motor))
+    fly = {"dwell_s": dwell_s, "exposure_s": exposure, "velocity_um_s": velocity, "max_retries": int(max_retries),
+           "lines": len(lines), "flyer": flyer.name}
+    motors = {"x_motor": x_motor, "y_motor": y_motor, "eta_motor": eta_motor}
+    _md = _start_metadata(detectors, flyer, motors, x_range, y_range, etas, model, snake, fly)
+    if sample is not None:
+        _md["sample"] = sample
+    _md.update(md or {})
+
+    @bpp.stage_decorator([flyer])
+    @bpp.run_decorator(md=_md)
+    def inner():
+        yield from bps.declare_stream(flyer, name="primary", collect=True)
+        yield from bps.declare_stream(flyer.attempts, name="lines", collect=True)
+        yield from bps.checkpoint()
+        yield from bpp.finalize_wrapper(_fly_map(flyer, lines, eta_motor, y_motor), _finish_lines(flyer))
+
+    return (yield from inner())
+
+
+def _check_line_speed(flyer, x_range, dwell_s) -> tuple[float, float]:
+    """The line's velocity (um/s) and exposure (s), or ArgumentError naming what to change."""
     try:
-        velocity, exposure = flyer.check_line(x0, x1, nx, dwell_s)
+        return flyer.check_line(*x_range, dwell_s)
     except ValueError as exc:
         raise ArgumentError(f"x_range/dwell_s: {exc}") from None
-    lines = fly_lines((x0, x1, nx), y_range, etas, eccentricity=model, snake=snake)
+
+
+def _check_limits(flyer, lines, velocity, x_range, motors) -> None:
+    """Every line, its run-up, slow position and angle within the motors' limits."""
+    x_motor, y_motor, eta_motor = motors
+    x0, x1, nx = x_range
     ramp = flyer.ramp_um(velocity) + abs(x1 - x0) / max(nx - 1, 1)
     xs = [v for line in lines for v in (line["x0"], line["x1"])]
-    check_within_limits(fast_motor, "x_range (+ eccentricity offsets and run-up)", min(xs) - ramp, max(xs) + ramp)
+    check_within_limits(x_motor, "x_range (+ eccentricity offsets and run-up)", min(xs) - ramp, max(xs) + ramp)
     ys = [line["y"] for line in lines]
-    check_within_limits(slow_motor, "y_range (+ eccentricity offsets)", min(ys), max(ys))
+    check_within_limits(y_motor, "y_range (+ eccentricity offsets)", min(ys), max(ys))
+    etas = [line["eta"] for line in lines]
     check_within_limits(eta_motor, "etas", min(etas), max(etas))
 
-    ny = y_range[2]
-    shape = [len(etas), ny, nx]
-    raster = {"fast": flyer.fast, "slow": flyer.slow, "x": [x0, x1, nx], "y": list(y_range), "snake": bool(snake)}
-    _md = {
+
+def _start_metadata(detectors, flyer, motors, x_range, y_range, etas, model, snake, fly) -> dict:
+    """The start document of a fly map: shape, angles, raster, eccentricity, the line settings."""
+    shape = [len(etas), y_range[2], x_range[2]]
+    raster = {"fast": flyer.fast, "slow": flyer.slow, "x": list(x_range), "y": list(y_range), "snake": bool(snake)}
+    names_of = {role: motor.name for role, motor in motors.items()}
+    return {
         "plan_name": "sxdm_fly",
         "detector": flyer.detector.name,
         "shape": shape,
@@ -137,93 +171,82 @@ def sxdm_fly(
         "raster": raster,
         "eccentricity": model.to_dict(),
         "num_points": int(np.prod(shape)),
-        "fly": {"dwell_s": dwell_s, "exposure_s": exposure, "velocity_um_s": velocity, "max_retries": int(max_retries),
-                "lines": len(lines), "flyer": flyer.name},
-        "plan_args": {"detectors": names(detectors), "fast_motor": fast_motor.name, "x_range": [x0, x1, nx],
-                      "slow_motor": slow_motor.name, "y_range": list(y_range), "eta_motor": eta_motor.name,
-                      "etas": etas, "dwell_s": dwell_s, "snake": bool(snake), "eccentricity": model.to_dict(),
-                      "max_retries": int(max_retries)},
-        "hints": {"dimensions": [([eta_motor.name], "primary"), ([slow_motor.name], "primary"),
-                                 ([fast_motor.name], "primary")], "gridding": "rectilinear", "raster": raster},
-        "extents": [list(y_range[:2]), [x0, x1]],
+        "fly": fly,
+        "plan_args": {"detectors": names(detectors), "x_motor": names_of["x_motor"], "x_range": list(x_range),
+                      "y_motor": names_of["y_motor"], "y_range": list(y_range), "eta_motor": names_of["eta_motor"],
+                      "etas": etas, "dwell_s": fly["dwell_s"], "snake": bool(snake), "eccentricity": model.to_dict(),
+                      "max_retries": fly["max_retries"]},
+        "hints": {"dimensions": [([names_of[role]], "primary") for role in ("eta_motor", "y_motor", "x_motor")],
+                  "gridding": "rectilinear", "raster": raster},
+        "extents": [list(y_range[:2]), list(x_range[:2])],
     }
-    if sample is not None:
-        _md["sample"] = sample
-    _md.update(md or {})
 
-    flying = {"line": None, "pending": None}  # kicked off and not completed; completed, not yet documented
 
-    def document(report):
-        """The ``lines`` event of a counted attempt and, for an accepted one, its frames and positions."""
-        flyer.accept_line(report)
-        yield from bps.collect(flyer, name="primary")
-        flyer.show_line(report)
-        yield from bps.trigger_and_read([flyer.line_report], name="lines")
+def _fly_map(flyer, lines, eta_motor, y_motor):
+    """Every line in turn; eta moves when it changes, the slow axis with each line's set-up."""
+    current_eta = None
+    for line in lines:
+        if line["eta"] != current_eta:
+            yield from bps.mv(eta_motor, line["eta"])
+            current_eta = line["eta"]
+        yield from _fly_line(flyer, line, moves=((y_motor, line["y"]),))
 
-    def document_pending():
-        report, flying["pending"] = flying["pending"], None
-        if report:
-            yield from document(report)
 
-    def fly_line(line, moves=()):
-        """Fly one line, retried while short. The previous line is documented while this one flies, and
-        this one is left to be documented while the next flies (``flying["pending"]``).
+def _fly_line(flyer, line, moves=()):
+    """Fly one line, again while the scanner counts it short; the previous line is documented while this
+    one sweeps, and this one is left to be documented while the next sweeps.
 
-        ``moves``: (motor, position) pairs set together with the first attempt's ``prepare``.
-        """
-        for attempt in range(int(max_retries) + 1):
-            spec = dict(line, num=nx, dwell_s=dwell_s, attempt=attempt, max_retries=int(max_retries))
-            flyer.last_line = {}
-            group = f"fly-prepare-{line['eta_index']}-{line['row']}-{attempt}"
-            for motor, position in moves if attempt == 0 else ():
-                yield from bps.abs_set(motor, position, group=group)
-            yield from bps.prepare(flyer, spec, group=group)
-            yield from bps.wait(group=group)
-            yield from bps.kickoff(flyer, wait=True)
-            flying["line"] = line
-            yield from document_pending()  # the last line's documents, while this one sweeps
-            yield from bps.checkpoint()  # a pause takes effect here: this line finishes its sweep meanwhile
-            yield from bps.complete(flyer, wait=True)
-            flying["line"] = None
-            report = flyer.last_line
-            if not report:  # a dry run (plans.dry_run): nothing was flown
-                return
-            if report["ok"]:
-                flying["pending"] = report
-                return
-            yield from document(report)  # a short attempt: recorded (superseded or short) before its retry
-        raise FlyLineError(
-            f"line {line['row']} at eta {line['eta']:g} deg stayed short after {max_retries} retries "
-            f"({report['pulses']} pulses, {report['positions']} positions, {report['frames']} frames of {nx}, "
-            f"{report['dropped']} dropped); the lines taken so far are in the run")
+    ``moves``: (motor, position) pairs set together with the first attempt's ``prepare`` (one wait).
+    The messages are built directly: bluesky's plan stubs capture the caller's stack at every call,
+    a cost paid on every line between two sweeps.
+    """
+    for attempt in range(line["max_retries"] + 1):
+        group = f"fly-{line['eta_index']}-{line['row']}-{attempt}"
+        yield Msg("prepare", flyer, dict(line, attempt=attempt), group=group)  # first: see FlyScanner.pause
+        for motor, position in moves if attempt == 0 else ():
+            yield Msg("set", motor, position, group=group)
+        yield Msg("wait", None, group=group)
+        yield Msg("kickoff", flyer, group=group)
+        yield Msg("wait", None, group=group)
+        yield from _document(flyer)  # what was counted before this line, while it sweeps
+        yield Msg("checkpoint")  # a pause takes effect here: this line finishes its sweep meanwhile
+        report = yield from _count(flyer, line, attempt)
+        if report is None:  # a dry run (plans.dry_run): nothing was flown
+            return
+        if report.accepted:
+            return
+        yield from _document(flyer)  # a short attempt: recorded (superseded, or short) before its retry
+    raise FlyLineError(f"line {line['row']} at eta {line['eta']:g} deg stayed short after {line['max_retries']} "
+                       f"retries ({report.counts()}); the lines taken so far are in the run")
 
-    def finish_lines():
-        """On the way out (end, failure, abort), document every line flown: the pending one, and one
-        still sweeping (its frames are taken; they belong in the run)."""
-        yield from document_pending()
-        if flying["line"] is not None:
-            flying["line"] = None
-            try:
-                yield from bps.complete(flyer, wait=True)
-            except Exception:  # noqa: BLE001 - the error that ended the run is the one to report
-                return
-            if flyer.last_line:
-                yield from document(flyer.last_line)
 
-    def lines_of_the_map():
-        current_eta = None
-        for line in lines:
-            if line["eta"] != current_eta:
-                yield from bps.mv(eta_motor, line["eta"])
-                current_eta = line["eta"]
-            # the slow axis moves while the line's settings are written (one wait for both)
-            yield from fly_line(line, moves=((slow_motor, line["y"]),))
+def _count(flyer, line, attempt):
+    """Complete the attempt and read the scanner's count of it (None in a dry run). An immediate pause
+    that cut the wait short is not replayed (FlyScanner.pause): the count read then is an earlier
+    attempt's, and the plan completes again, which waits for this one."""
+    for _ in range(2):
+        group = f"fly-complete-{line['eta_index']}-{line['row']}-{attempt}"
+        yield Msg("complete", flyer, group=group)
+        yield Msg("wait", None, group=group)
+        reading = yield Msg("read", flyer.last_line)
+        report = None if reading is None else reading[flyer.last_line.name]["value"]
+        if report is None or (report.eta_index, report.row, report.attempt) == (line["eta_index"], line["row"],
+                                                                                  attempt):
+            return report
+    raise RuntimeError(f"{flyer.name}: no count of line {line['row']} (eta index {line['eta_index']}, attempt "
+                       f"{attempt}) after its complete")
 
-    @bpp.stage_decorator([flyer])
-    @bpp.run_decorator(md=_md)
-    def inner():
-        yield from bps.declare_stream(flyer, name="primary", collect=True)
-        yield from bps.checkpoint()
-        yield from bpp.finalize_wrapper(lines_of_the_map(), finish_lines())
 
-    return (yield from inner())
+def _document(flyer):
+    """The documents of what the scanner counted and has not reported: the accepted lines' frames and
+    positions (primary stream), and an event of the ``lines`` stream per attempt."""
+    yield Msg("collect", flyer, stream=False, return_payload=False, name="primary")
+    yield Msg("collect", flyer.attempts, stream=False, return_payload=False, name="lines")
+
+
+def _finish_lines(flyer):
+    """On the way out (end, failure, abort), every line flown documented: one still sweeping is completed
+    first (its frames are taken; they belong in the run)."""
+    with contextlib.suppress(Exception):  # the error that ended the run is the one to report
+        yield from bps.complete(flyer, wait=True)
+    yield from _document(flyer)

@@ -16,6 +16,8 @@ pytest.importorskip("tiled")
 from bluesky import RunEngine
 from bluesky import plan_stubs as bps
 from bluesky.utils import RunEngineInterrupted
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal
 
 from braggscope import storage
 from braggscope.core.errors import ArgumentError
@@ -25,9 +27,24 @@ from tests.ioc_fixtures import module_simulator_config
 NX, NY, DWELL = 8, 4, 0.005
 
 
+class SimulatorFaults(Device):
+    """The simulated fly hardware's fault switches (``FAULT:`` under ``pv.fly``; simulators/ioc_fly.py)."""
+
+    miss_pulse = Cpt(EpicsSignal, "MissPulse")
+    drop_frame = Cpt(EpicsSignal, "DropFrame")
+    arm_fail = Cpt(EpicsSignal, "ArmFail")
+
+
+def _attempts_accepted(name, doc):
+    """The ``fly_line_accepted`` values of a ``lines`` stream document (bluesky collects them as pages)."""
+    if name == "event_page" and "fly_line_accepted" in doc["data"]:
+        return list(doc["data"]["fly_line_accepted"])
+    return []
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from braggscope.app.beamline.connect import install_baseline
+    from braggscope.app.beamline.runengine import install_baseline
     from braggscope.app.beamline.simulator import start_simulator, stop_simulator
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
@@ -38,19 +55,24 @@ def bench(tmp_path_factory):
     cfg = module_simulator_config(root, "BSFLYT:", 128)
     handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
                              exit_with_parent=True)
-    devices = {}
+    devices, faults = {}, None
     try:
         devices = make_devices(cfg, connect_timeout=30.0)
         flyer = make_flyer(devices, cfg)
+        faults = SimulatorFaults(cfg["pv.fly"] + "FAULT:", name="fly_faults")
+        faults.wait_for_connection(timeout=30)
         client = storage.open_catalog(cfg)
         RE = RunEngine(call_returns_result=True)
         storage.subscribe_writer(RE, client)
         install_baseline(RE, devices)
         setup = SimulatedBeamline.from_config(cfg).bragg_setup()
         RE(bps.mv(devices["delta"], setup["delta"], devices["nu"], 0.0, devices["phi"], 0.0))
-        yield {"cfg": cfg, "d": devices, "flyer": flyer, "client": client, "RE": RE, "setup": setup}
+        yield {"cfg": cfg, "d": devices, "flyer": flyer, "faults": faults, "client": client, "RE": RE,
+               "setup": setup}
     finally:
         try:
+            if faults is not None:
+                faults.destroy()
             release_devices(devices)
         finally:
             stop_simulator(handle)
@@ -99,11 +121,12 @@ def test_fly_map_reduces_like_the_step_map(bench, tmp_path):
     np.testing.assert_allclose(pix, np.broadcast_to(np.linspace(*xr), pix.shape), atol=res + 1e-9)
     np.testing.assert_allclose(stack.x, np.linspace(*xr), atol=res + 1e-9)
     fly_maps = reduce_map(stack, progress=False)
-    step_maps = reduce_map(storage.sxdm_stack(storage.load_run(bench["client"], step_uid)), progress=False)
+    step_stack = storage.sxdm_stack(storage.load_run(bench["client"], step_uid))
+    step_maps = reduce_map(step_stack, progress=False)
     both = fly_maps.mask.values & step_maps.mask.values
     assert both.sum() >= 0.5 * step_maps.mask.values.sum() > 0
-    fly_total = float(frames.sum().compute())
-    assert fly_total > 0 and fly_total == pytest.approx(float(step_frames.sum().compute()), rel=0.05)
+    fly_total = float(stack.frames.sum().compute())
+    assert fly_total > 0 and fly_total == pytest.approx(float(step_stack.frames.sum().compute()), rel=0.05)
     # the live maps filled line by line from the stream datums: every frame, the same intensity map
     assert live.declined is None and live.n_frames == 7 * NY * NX
     live_intensity = live.maps()["intensity"].values
@@ -128,7 +151,7 @@ def test_fly_map_reduces_like_the_step_map(bench, tmp_path):
 
 
 def test_missed_pulse_and_dropped_frame_are_retried(bench):
-    fault = bench["d"]["fly"].fault
+    fault = bench["faults"]
     docs = []
     token = bench["RE"].subscribe(lambda name, doc: docs.append((name, doc)))
     try:
@@ -198,12 +221,12 @@ def _files_accounted_for(bench, uid):
 def test_trigger_unit_that_will_not_arm_fails_the_run(bench):
     from bluesky.utils import FailedStatus
 
-    fault = bench["d"]["fly"].fault
+    fault = bench["faults"]
     RE = bench["RE"]
     armed = {"lines": 0}
 
     def break_after_two(name, doc):
-        if name == "event" and "fly_line_accepted" in doc["data"]:
+        for _ in _attempts_accepted(name, doc):
             armed["lines"] += 1
             if armed["lines"] == 2:
                 fault.arm_fail.put(1)
@@ -236,7 +259,7 @@ def test_pause_between_lines_and_resume(bench):
     seen = {"n": 0}
 
     def pause_once(name, doc):
-        if name == "event" and "fly_line_accepted" in doc["data"]:
+        for _ in _attempts_accepted(name, doc):
             seen["n"] += 1
             if seen["n"] == 2:  # as Ctrl-C once would: a deferred pause, asked from another thread
                 threading.Thread(target=RE.request_pause, kwargs={"defer": True}).start()
@@ -253,7 +276,56 @@ def test_pause_between_lines_and_resume(bench):
     assert result.exit_status == "success"
     stack = storage.sxdm_stack(storage.load_run(bench["client"], result.run_start_uids[0]))
     assert stack.shape == (2, 3, NX)
-    np.testing.assert_allclose(stack.positions["piy"][:, :, 0], np.broadcast_to(np.linspace(*yr)[None, :], (2, 3)), atol=1e-3)
+    np.testing.assert_allclose(stack.positions["piy"][:, :, 0], np.broadcast_to(np.linspace(*yr)[None, :], (2, 3)),
+                               atol=1e-3)
+
+
+def test_immediate_pauses_keep_every_line_once(bench):
+    """Immediate pauses (Ctrl-C twice) as a line is kicked off (the trigger unit armed) and as a line is
+    documented. After each resume the map goes on; every line is flown once (a replay from the checkpoint
+    would fly a kicked-off line again), at its slow position, and every row of the run's files is named."""
+    from braggscope.plans.fly import sxdm_fly
+
+    d, RE = bench["d"], bench["RE"]
+    xr, yr, etas = _grid(bench["setup"], NX, 4, 2)
+    counts = {"armed": 0, "documented": 0}
+
+    def at_arming(value, old_value, **kwargs):  # the trigger unit armed: a kickoff in progress
+        if value == 1 and old_value != 1:
+            counts["armed"] += 1
+            if counts["armed"] in (2, 6):
+                threading.Thread(target=RE.request_pause, kwargs={"defer": False}).start()
+
+    def at_documents(name, doc):
+        for _ in _attempts_accepted(name, doc):
+            counts["documented"] += 1
+            if counts["documented"] == 4:
+                threading.Thread(target=RE.request_pause, kwargs={"defer": False}).start()
+
+    armed = d["fly"].pcomp.armed.subscribe(at_arming, run=False)
+    token = RE.subscribe(at_documents)
+    pauses, result = 0, None
+    try:
+        try:
+            result = RE(sxdm_fly([bench["flyer"]], d["pix"], xr, d["piy"], yr, d["eta"], etas, dwell_s=DWELL))
+        except RunEngineInterrupted:
+            pauses += 1
+        while result is None:
+            try:
+                result = RE.resume()
+            except RunEngineInterrupted:
+                pauses += 1
+    finally:
+        RE.unsubscribe(token)
+        d["fly"].pcomp.armed.unsubscribe(armed)
+    assert pauses >= 2 and result.exit_status == "success"
+    run = storage.load_run(bench["client"], result.run_start_uids[0])
+    assert list(np.asarray(run["lines"].read()["fly_line_accepted"])) == [1] * 8  # no line flown twice
+    stack = storage.sxdm_stack(run)
+    assert stack.shape == (2, 4, NX)
+    np.testing.assert_allclose(stack.positions["piy"][:, :, 0], np.broadcast_to(np.linspace(*yr)[None, :], (2, 4)),
+                               atol=1e-3)
+    _files_accounted_for(bench, result.run_start_uids[0])
 
 
 def test_arguments_refused_before_motion(bench):
