@@ -225,7 +225,7 @@ class FlyRig:
         from bluesky import RunEngine
         from bluesky import plan_stubs as bps
 
-        from braggscope.app.beamline.connect import install_baseline
+        from braggscope.app.beamline.runengine import install_baseline
         from braggscope.app.beamline.simulator import scratch_config, start_simulator
         from braggscope.devices.factory import make_devices
         from braggscope.devices.fly import make_flyer

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
 
     from braggscope.analysis.live import LiveSXDM
     from braggscope.analysis.live.dispatch import LiveMapDispatcher
-    from braggscope.app.beamline.connect import install_baseline
+    from braggscope.app.beamline.runengine import install_baseline
     from braggscope.app.beamline.simulator import scratch_config, start_simulator, stop_simulator
     from braggscope import storage
     from braggscope.devices.ca_client import release_devices

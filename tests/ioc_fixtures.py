@@ -35,7 +35,6 @@ def sim_config(tmp_data_dir):
 def sim_ioc(sim_config, tmp_data_dir):
     """The running simulator (a :class:`braggscope.app.beamline.simulator.SimulatorHandle`)."""
     from braggscope.app.beamline.simulator import start_simulator, stop_simulator
-
     from tests.conftest import CA_PORTS
 
     handle = start_simulator(sim_config, port=CA_PORTS["session"], state_file=tmp_data_dir / "simulator.json",
@@ -50,7 +49,7 @@ def sim_ioc(sim_config, tmp_data_dir):
 @pytest.fixture(scope="session")
 def sim_devices(sim_ioc, sim_config):
     """All devices from ``make_devices``, connected to ``sim_ioc``."""
-    from braggscope.app.session.namespace import _new_channel_access_context
+    from braggscope.core import compat
     from braggscope.devices.factory import make_devices
 
     # a fresh CA context and PV cache (what the shell's reconnect() does): a test that made devices
@@ -58,7 +57,7 @@ def sim_devices(sim_ioc, sim_config):
     # names searching with libca's backoff, minutes apart by now, and the new devices would reuse
     # them (sim_devices failed in one worker of the parallel suite: a different subset of PVs not
     # connected within 60 s each time)
-    _new_channel_access_context()
+    compat.reset_channel_access()
     return make_devices(sim_config, connect_timeout=60.0)  # ~1 s when idle; the parallel suite loads the host
 
 

@@ -262,7 +262,7 @@ def fly_beamline(tmp_path_factory):
     from bluesky import RunEngine
     from bluesky import plan_stubs as bps
 
-    from braggscope.app.beamline.connect import install_baseline
+    from braggscope.app.beamline.runengine import install_baseline
     from braggscope.app.beamline.simulator import start_simulator, stop_simulator
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
@@ -299,10 +299,11 @@ def publisher(url, stream, subject, tmp_path, **kwargs):
 # -- tests --------------------------------------------------------------------------------------
 
 def test_documents_round_trip_and_settings():
+    import msgpack
+
     from braggscope.app.bus import bus_settings, decode_batch, encode_document
     from braggscope.core.config import load_config
     from braggscope.core.errors import ConfigError
-    import msgpack
 
     doc = {"uid": "u", "data": {"img": np.arange(6, dtype=np.uint32).reshape(2, 3), "x": np.float64(0.1)},
            "shape": (2, 3)}

@@ -173,7 +173,7 @@ def test_quadratic_fit_drift_is_judged_jointly_by_the_f_test():
 
 
 def test_the_session_prints_the_result_when_the_plan_ends(capsys):
-    from braggscope.app.session.namespace import _printing_result
+    from braggscope.app.session.namespace import printing_result
 
     result = judge_calibration(_fitted(12.0), pixel_um=0.3, etas=ETA, mosaic_fraction=0.1)
 
@@ -181,7 +181,7 @@ def test_the_session_prints_the_result_when_the_plan_ends(capsys):
         yield from ()
         return result
 
-    wrapped = _printing_result(plan)()
+    wrapped = printing_result(plan)()
     with pytest.raises(StopIteration) as done:
         next(wrapped)
     assert done.value.value is result

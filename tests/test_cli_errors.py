@@ -326,7 +326,7 @@ def test_repeater_confirms_both_registrations_and_forwards_beacons():
 def test_beamline_over_channel_access_is_quiet(tmp_path):
     """The demo's and the shell's path: start the simulator, connect, move, stop: nothing on stderr from CA."""
     code = textwrap.dedent(f"""
-        from braggscope.app.beamline.connect import Beamline
+        from braggscope.app.demo.beamline import Beamline
         from braggscope.core.config import load_config
         cfg = load_config()
         cfg.set("storage.data_dir", {str(tmp_path / 'data')!r})

@@ -7,8 +7,8 @@ detector frames, so it is fast); the reference is the simulator's true drift.
 import numpy as np
 import pytest
 
-from braggscope.app.beamline.connect import Beamline
-from braggscope.app.demo.run import _calibrate_sxdm
+from braggscope.app.demo.beamline import Beamline
+from braggscope.app.demo.sxdm import calibrate_sxdm
 from braggscope.core.eccentricity import EccentricityModel
 from tests.test_demo_quick import small_demo_config
 
@@ -32,7 +32,7 @@ def _quick_main_map(setup):
 def test_demo_calibration_from_fluorescence_is_accepted_and_right(bl, tmp_path):
     setup = bl.sim.bragg_setup()
     etas, pixel = _quick_main_map(setup)
-    result = _calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
+    result = calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
     model = result.fitted
     assert result.accepted, result.reason
     assert result.signal == "fluorescence"
@@ -48,6 +48,6 @@ def test_demo_calibration_without_fluorescence_rejects_the_mosaic_crystal(bl, tm
     bl.xrf = None  # pv.fluorescence = "": the diffraction maps are all there is
     setup = bl.sim.bragg_setup()
     etas, pixel = _quick_main_map(setup)
-    result = _calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
+    result = calibrate_sxdm(bl, tmp_path, setup, etas, pixel, EccentricityModel(), quick=True)
     assert result.signal == "diffraction"
     assert not result.accepted and "mosaic" in result.reason

@@ -15,7 +15,7 @@ from bluesky import RunEngine
 
 from braggscope.analysis.live.callback import LiveSXDM
 from braggscope.analysis.live.dispatch import LiveMapDispatcher
-from braggscope.app.beamline.connect import install_baseline
+from braggscope.app.beamline.runengine import install_baseline
 from braggscope.plans import bcdi_rocking, sxdm_map
 from braggscope.simulators.inprocess import CountingDetector, HDF5ImageDetector, LimitedSynAxis
 

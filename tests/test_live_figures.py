@@ -12,7 +12,7 @@ from matplotlib import image as mpimg
 
 from braggscope.analysis.live.plot import LiveMapPlot
 from braggscope.analysis.sxdm.figures import MAP_STYLES, colour_limits, figure_maps
-from braggscope.app.beamline.connect import install_baseline, subscribe_live_maps
+from braggscope.app.beamline.runengine import install_baseline, subscribe_live_maps
 from braggscope.app.commands import make_commands
 from braggscope.app.session.live_figures import LIVE_MAP_PANELS, LiveMapFiles, LiveScanFile, show_live_maps
 from braggscope.core.config import load_config

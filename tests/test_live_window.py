@@ -98,7 +98,6 @@ def test_live_map_window_draws_as_the_map_fills_and_closes_cleanly(display, tmp_
 def test_without_a_gui_backend_the_window_is_declined_in_one_line():
     """Headless (Agg): no window, one printed line pointing at the maps file; the RunEngine keeps its waiting."""
     import matplotlib
-
     from bluesky import RunEngine
 
     from braggscope.app.session.live_figures import GuiDuringTask, keep_windows_alive, show_live_maps
@@ -128,7 +127,7 @@ def _child(work: Path) -> dict:
     from matplotlib._pylab_helpers import Gcf
 
     from braggscope.analysis.live.plot import LiveMapPlot
-    from braggscope.app.beamline.connect import install_baseline, subscribe_live_maps
+    from braggscope.app.beamline.runengine import install_baseline, subscribe_live_maps
     from braggscope.app.commands import make_commands
     from braggscope.app.session.live_figures import install_live_figures, show_live_maps
     from braggscope.core.config import load_config

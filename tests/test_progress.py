@@ -1,6 +1,6 @@
 """The per-run progress bar of the demos and the shell: step scans count events, fly scans count frames."""
 
-from braggscope.app.beamline.connect import PointProgress, StreamedRunsAsProgress
+from braggscope.app.beamline.progress import PointProgress, StreamedRunsAsProgress
 
 
 def _run(progress, documents):

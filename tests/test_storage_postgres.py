@@ -102,8 +102,8 @@ def _devices(cfg, root, shape=(32, 40)):
 def _run_engine(client, devices):
     from bluesky import RunEngine
 
-    from braggscope.app.beamline.connect import install_baseline
     from braggscope import storage
+    from braggscope.app.beamline.runengine import install_baseline
 
     RE = RunEngine(call_returns_result=True)
     install_baseline(RE, devices)

@@ -25,8 +25,15 @@ from pathlib import Path
 
 from braggscope.core.config import load_config, save_config
 from braggscope.core.errors import UserError
-from braggscope.core.processes import (SpawnExited, SpawnTimeout, command_line, pid_alive, port_answers, spawn_detached,
-                                       terminate)
+from braggscope.core.processes import (
+    SpawnExited,
+    SpawnTimeout,
+    command_line,
+    pid_alive,
+    port_answers,
+    spawn_detached,
+    terminate,
+)
 
 __all__ = [
     "SimulatorHandle", "SampleMismatchError", "apply_client_env", "check_sample", "client_env",

@@ -9,8 +9,16 @@ Frames are not on the bus: events carry datum ids and the resource documents nam
 HDF5 files.
 """
 
-from braggscope.app.bus.format import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, decode_batch, decode_timed_batch,
-                                       encode_document, ensure_stream, run_messages)
+from braggscope.app.bus.format import (
+                                       HEADER_INDEX,
+                                       HEADER_RUN,
+                                       HEADER_START_SEQ,
+                                       decode_batch,
+                                       decode_timed_batch,
+                                       encode_document,
+                                       ensure_stream,
+                                       run_messages,
+)
 from braggscope.app.bus.publisher import BusOverflowError, DocumentPublisher
 from braggscope.app.bus.settings import bus_settings, publisher_from_config
 

@@ -18,14 +18,16 @@ finished runs are not redone.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections import deque
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
+from braggscope.analysis.live import LiveSXDM
+from braggscope.analysis.sxdm.files import save_maps
 from braggscope.app.bus.format import HEADER_INDEX, HEADER_RUN, decode_timed_batch
 from braggscope.app.bus.png import FigureWriter
 from braggscope.core.atomic import atomic_path
@@ -200,11 +202,7 @@ class LiveConsumer:
 
     # -- runs ------------------------------------------------------------------
     def _begin(self, doc):
-        from braggscope.analysis.live import LiveSXDM
-
-        kwargs = dict(self.live_kwargs)
-        if "announce" in inspect.signature(LiveSXDM).parameters:
-            kwargs["announce"] = False  # the reason is echoed here, once
+        kwargs = {**self.live_kwargs, "announce": False}  # the reason is echoed here, once
         self._live, self._start, self._declined = LiveSXDM(**kwargs), doc, False
         self._primary.clear()
         self._event_times.clear()
@@ -220,8 +218,6 @@ class LiveConsumer:
                       f"figure refreshed in {self.png}")
 
     def _finish(self, doc):
-        from braggscope.analysis.sxdm.files import save_maps
-
         path = None
         if self._mapping():
             self.flush()
@@ -260,8 +256,6 @@ class LiveConsumer:
         return doc if mapped == full else {**doc, "root": "", "resource_path": mapped}
 
     def _relocate_stream_resource(self, doc):
-        from urllib.parse import urlparse
-
         path = urlparse(doc["uri"]).path
         mapped = self.map_file(path)
         return doc if mapped == path else {**doc, "uri": f"file://localhost{mapped}"}

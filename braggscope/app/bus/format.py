@@ -18,8 +18,8 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-__all__ = ["encode_document", "decode_batch", "decode_timed_batch", "ensure_stream", "run_messages", "HEADER_RUN", "HEADER_INDEX",
-           "HEADER_START_SEQ"]
+__all__ = ["encode_document", "decode_batch", "decode_timed_batch", "ensure_stream", "run_messages", "HEADER_RUN",
+           "HEADER_INDEX", "HEADER_START_SEQ"]
 
 HEADER_RUN = "Braggscope-Run"            # run start uid
 HEADER_INDEX = "Braggscope-Index"        # index in the run of the message's first document
@@ -55,8 +55,9 @@ def decode_timed_batch(payload: bytes) -> list[tuple[str, dict, float | None]]:
 
 async def ensure_stream(js, stream: str, subject: str, *, duplicate_window_s: float = 600.0):
     """Create the JetStream stream (file storage) for ``subject`` unless it exists."""
+    # nats: slow to import, and the session loads this module whether or not a bus is configured
     import nats.js.errors
-    from nats.js.api import StreamConfig, StorageType
+    from nats.js.api import StorageType, StreamConfig
 
     try:
         return await js.stream_info(stream)
@@ -72,7 +73,7 @@ async def run_messages(js, stream: str, start_seq: int, stop_seq: int, run_uid: 
     Used by a consumer that restarts mid-run to rebuild the run from its start
     document; decode each payload with :func:`decode_batch`.
     """
-    import nats.js.errors
+    import nats.js.errors  # (nats: see ensure_stream)
 
     out = []
     for seq in range(int(start_seq), int(stop_seq) + 1):

@@ -7,8 +7,12 @@ import threading
 import time
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from braggscope.analysis.live.plot import LiveMapPlot
 from braggscope.core.atomic import atomic_path
 
 __all__ = ["FigureWriter"]
@@ -63,12 +67,8 @@ class FigureWriter:
         self.draw_s = time.monotonic() - t0
 
     def _draw_locked(self, source):
-        import matplotlib.image
-
         plot = self._plots.get(id(source))
         if plot is None:  # a new run: a new figure (the previous one is dropped)
-            from braggscope.analysis.live.plot import LiveMapPlot
-
             plot = LiveMapPlot(source, figure=_figure(), min_interval_s=0.0)
             self._plots = {id(source): plot}
         plot.update(force=True)
@@ -78,9 +78,6 @@ class FigureWriter:
 
 def _figure():
     """A headless figure with a fixed layout (a constrained layout costs seconds per drawing)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(12.8, 3.0), dpi=80)
     FigureCanvasAgg(figure)
     figure.subplots_adjust(left=0.04, right=0.97, bottom=0.16, top=0.88, wspace=0.5)

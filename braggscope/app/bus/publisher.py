@@ -270,7 +270,7 @@ class DocumentPublisher:
                 if self._peek_empty():
                     try:
                         await asyncio.wait_for(self._wake.wait(), 0.25)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         continue
                     # let the point's other documents join: one message, one wake-up per point
                     await asyncio.sleep(self.linger_s)
@@ -306,7 +306,7 @@ class DocumentPublisher:
                 await asyncio.sleep(rest)
 
     async def _connect(self, old):
-        import nats
+        import nats  # slow to import, and the session loads this module whether or not a bus is configured
 
         if old is not None and not old.is_closed:
             await asyncio.sleep(0.2)  # the client reconnects by itself
@@ -453,7 +453,7 @@ class DocumentPublisher:
 def _transient(exc: BaseException) -> bool:
     """Whether a publish failure is the broker's (unreachable, timed out, restarting), worth retrying; any
     other is a bug of ours (an unencodable document, a payload over the broker's limit)."""
-    import nats.errors
+    import nats.errors  # (nats: see DocumentPublisher._connect)
 
     if isinstance(exc, nats.errors.MaxPayloadError):
         return False

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from braggscope.app.bus.format import HEADER_RUN, HEADER_START_SEQ, decode_batch, ensure_stream, run_messages
 from braggscope.core.errors import ServerUnreachableError
 
@@ -39,17 +44,13 @@ async def consume(url, stream, subject, consumer, *, durable="braggscope-live", 
         Give up (``ServerUnreachableError``) when the broker does not answer
         this long at start; later outages are waited out.
     """
-    import nats
-    import nats.errors
-
     try:  # the client would retry a first connection for ever
         nc = await asyncio.wait_for(nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1,
                                                  reconnect_time_wait=0.5, name=f"braggscope-live-{durable}",
                                                  error_cb=_quiet), connect_timeout_s)
-    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
         raise ServerUnreachableError(f"NATS server {url} unreachable after {connect_timeout_s:.0f} s: "
                                      "start it or pass --url") from exc
-    _preload()
     try:
         js = nc.jetstream()
         await ensure_stream(js, stream, subject)
@@ -59,14 +60,14 @@ async def consume(url, stream, subject, consumer, *, durable="braggscope-live", 
             try:  # the first message as soon as it is there, then what else is waiting (a fetch of
                 # many would hold the first until the batch is full or the time-out is over)
                 msgs = await sub.fetch(1, timeout=0.5)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except (nats.errors.Error, OSError):  # broker away: the client reconnects by itself
                 await asyncio.sleep(0.2)
                 continue
             try:
                 msgs += await sub.fetch(fetch_batch, timeout=0.005)
-            except (asyncio.TimeoutError, nats.errors.Error, OSError):
+            except (TimeoutError, nats.errors.Error, OSError):
                 pass
             for m in msgs:
                 consumer.feed_message(m.headers, m.data)
@@ -85,21 +86,8 @@ async def _quiet(exc):
     """Connection errors: the client reconnects by itself, nothing to print."""
 
 
-def _preload():
-    """Import the reduction, HDF5 and plotting modules now, not when the first run's documents wait."""
-    import h5py  # noqa: F401
-    import matplotlib.backends.backend_agg  # noqa: F401
-
-    import braggscope.analysis.live.plot  # noqa: F401
-    import braggscope.analysis.sxdm.files  # noqa: F401
-    from braggscope.analysis.live import LiveSXDM  # noqa: F401
-
-
 async def _durable(js, stream, subject, durable, deliver, consumer):
     """Bind the durable consumer; after a restart, replay the run it was in the middle of."""
-    import nats.js.errors
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
     # AckPolicy.ALL: acknowledging a message acknowledges those before it, so a batch costs one ack
     # (one socket write) instead of one per message
     config = ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.ALL,

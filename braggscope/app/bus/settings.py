@@ -1,29 +1,14 @@
-"""The document bus: every run's documents published on NATS JetStream.
-
-The acquisition ``RE.subscribe``-s a :class:`DocumentPublisher`
-(:mod:`braggscope.app.bus.publisher`: bounded queue, spill file, one
-publishing thread); ``braggscope live`` (:mod:`braggscope.app.bus.consumer`)
-subscribes from another process or host. The message format is in
-:mod:`braggscope.app.bus.format`. This module reads the ``[bus]`` table of a
-configuration and re-exports the pieces under their historical names.
-
-Frames are not on the bus: events carry datum ids and the resource documents
-name the detector's HDF5 files.
-"""
+"""The ``[bus]`` settings of a configuration, and the publisher they describe."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from braggscope.app.bus.format import (HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, decode_batch, decode_timed_batch,
-                                       encode_document, ensure_stream, run_messages)
-from braggscope.app.bus.publisher import BusOverflowError, DocumentPublisher
+from braggscope.app.bus.publisher import DocumentPublisher
 from braggscope.core.errors import ConfigError
 
-__all__ = ["DocumentPublisher", "BusOverflowError", "encode_document", "decode_batch", "decode_timed_batch",
-           "ensure_stream", "run_messages", "publisher_from_config", "bus_settings", "HEADER_RUN", "HEADER_INDEX",
-           "HEADER_START_SEQ"]
+__all__ = ["bus_settings", "publisher_from_config"]
 
 
 def bus_settings(cfg) -> dict:
@@ -37,7 +22,8 @@ def bus_settings(cfg) -> dict:
     if not out["stream"].replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"config key bus.stream={out['stream']!r}: use letters, digits, '-' and '_' only")
     if not out["subject"] or any(c in out["subject"] for c in " *>"):
-        raise ConfigError(f"config key bus.subject={out['subject']!r}: a plain NATS subject without spaces or wildcards")
+        raise ConfigError(f"config key bus.subject={out['subject']!r}: "
+                          "a plain NATS subject without spaces or wildcards")
     if out["queue_size"] < 1 or not 0.0 < out["high_water"] <= 1.0 or out["spill_max_mb"] <= 0:
         raise ConfigError("config keys bus.queue_size (>= 1), bus.high_water (0 < h <= 1), "
                           "bus.spill_max_mb (> 0): fix the value(s) in [bus]")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from braggscope.app.serve.services import (ORDER, START_TIMEOUT_S, serve_paths, service_status, start_services,
-                                           stop_services)
+from braggscope.app.serve.services import (
+    ORDER,
+    START_TIMEOUT_S,
+    serve_paths,
+    service_status,
+    start_services,
+    stop_services,
+)
 from braggscope.core.config import load_config
 from braggscope.core.errors import UserError
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from braggscope.app.beamline.simulator import (SimulatorHandle, checked_state, start_simulator, state_file_for,
-                                              stop_simulator)
+from braggscope.app.beamline.simulator import (
+    SimulatorHandle,
+    checked_state,
+    start_simulator,
+    state_file_for,
+    stop_simulator,
+)
 from braggscope.core.config import load_config
 from braggscope.core.errors import UserError
 from braggscope.simulators.samples import SAMPLE_NAMES

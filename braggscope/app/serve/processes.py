@@ -10,19 +10,17 @@ import signal
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from braggscope.core.processes import pid_alive as _pid_alive
-from braggscope.core.processes import port_answers as _port_answers
+from braggscope.core import processes
 
 __all__ = ["connect_host", "console_script", "http_status", "port_answers", "terminate_group", "write_private"]
 
 
 def http_status(host: str, port: int, path: str, key: str | None, timeout: float = 5.0):
     """HTTP status of GET ``path`` with the API key (tiled and bluesky-httpserver read ``Authorization: ApiKey``)."""
-    import urllib.error
-    import urllib.request
-
     request = urllib.request.Request(f"http://{host}:{port}{path}", headers={"Authorization": f"ApiKey {key}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -60,7 +58,7 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
-    return _pid_alive(pgid) or any(_pgid_of(p) == pgid for p in _pids())
+    return processes.pid_alive(pgid) or any(_pgid_of(p) == pgid for p in _pids())
 
 
 def _pids():
@@ -100,7 +98,7 @@ def connect_host(host: str) -> str:
 def port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     """Whether a TCP server accepts connections on ``host:port`` within ``timeout`` seconds."""
     if host == "127.0.0.1":
-        return _port_answers(port, timeout)
+        return processes.port_answers(port, timeout)
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             return True

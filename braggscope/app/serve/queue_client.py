@@ -45,6 +45,7 @@ class QueueClient:
     """
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 10.0):
+        # the queue server's client: slow to import, only when a queue is driven
         from bluesky_queueserver_api.http import REManagerAPI
 
         parsed = urlparse(str(url))
@@ -61,7 +62,7 @@ class QueueClient:
         self._api.set_authorization_key(api_key=api_key)
 
     @classmethod
-    def from_config(cls, cfg, *, url: str | None = None, api_key: str | None = None, **kwargs) -> "QueueClient":
+    def from_config(cls, cfg, *, url: str | None = None, api_key: str | None = None, **kwargs) -> QueueClient:
         """A client of the queue named by ``[queue] url`` / ``api_key`` (arguments win)."""
         url = url or cfg.get("queue.url", "")
         if not url:
@@ -76,7 +77,7 @@ class QueueClient:
         :class:`~braggscope.core.errors.ArgumentError` with the queue server's
         reason when it refuses the item.
         """
-        from bluesky_queueserver_api import BPlan
+        from bluesky_queueserver_api import BPlan  # loaded with REManagerAPI in __init__
 
         response = self._call("item_add", BPlan(plan, *args, **kwargs))
         return response["item"]["item_uid"]
@@ -180,8 +181,9 @@ class QueueClient:
             s = self.status()
         except UserError as exc:
             return f"<QueueClient {self.url}: {exc}>"
+        environment = "open" if s["worker_environment_exists"] else "closed"
         return (f"<QueueClient {self.url}: {s['manager_state']}, {s['items_in_queue']} queued, "
-                f"{s['items_in_history']} in history, environment {'open' if s['worker_environment_exists'] else 'closed'}>")
+                f"{s['items_in_history']} in history, environment {environment}>")
 
     # ------------------------------------------------------------------ helpers
     def _call(self, method: str, *args, **kwargs) -> dict:

@@ -1,10 +1,10 @@
 """The braggscope profile for bluesky-queueserver: devices, RunEngine and plans of a queued beamline.
 
 The queue server (``start-re-manager``) runs its RunEngine in a worker
-process that executes a *startup directory*. :func:`write_startup_dir` makes
-one: a one-line startup script that imports :func:`build_namespace` here, and
-the user-group permissions file. ``braggscope serve`` writes and starts it;
-tests do the same.
+process that executes a *startup directory*
+(:func:`braggscope.app.serve.queue_startup.write_startup_dir`): a one-line
+startup script that imports :func:`build_namespace` here, and the user-group
+permissions file. ``braggscope serve`` writes and starts it; tests do the same.
 
 :func:`build_namespace` builds what the worker needs, from the braggscope
 configuration (``$BRAGGSCOPE_CONFIG``, as everywhere):
@@ -33,40 +33,23 @@ carries the one-line :class:`~braggscope.core.errors.ArgumentError` message
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bluesky import plan_stubs as bps
+from bluesky import plans as bp
 from bluesky.utils import MsgGenerator
+from bluesky_queueserver import parameter_annotation_decorator
 
-__all__ = ["QUEUE_PLANS", "build_namespace", "write_startup_dir", "sxdm_map", "calibrate_eccentricity",
-           "bcdi_rocking", "dry_run", "count"]
+from braggscope import plans, storage
+from braggscope.app.beamline.connect import inprocess_devices
+from braggscope.app.beamline.runengine import recording_run_engine
+from braggscope.app.beamline.simulator import apply_client_env, checked_state, state_file_for
+from braggscope.app.bus.settings import publisher_from_config
+from braggscope.core.config import load_config
+from braggscope.core.errors import ConfigError
+from braggscope.devices.factory import make_devices
+from braggscope.plans.guard import install_guard
 
-#: Startup script written by :func:`write_startup_dir` (the worker executes it).
-STARTUP_SCRIPT = """\
-# braggscope queue profile (written by braggscope.app.serve.queue_profile.write_startup_dir; do not edit)
-from braggscope.app.serve.queue_profile import build_namespace as _build_namespace
-
-globals().update(_build_namespace())
-"""
-
-#: Who may run what (bluesky-queueserver's format): every plan and device of the profile, nothing private.
-PERMISSIONS = """\
-user_groups:
-  root:
-    allowed_plans: [null]
-    forbidden_plans: [":^_"]
-    allowed_devices: [null]
-    forbidden_devices: [":^_:?.*"]
-    allowed_functions: [null]
-    forbidden_functions: [":^_"]
-  primary:
-    allowed_plans: [":.*"]
-    forbidden_plans: [null]
-    allowed_devices: [":?.*:depth=3"]
-    forbidden_devices: [null]
-    allowed_functions: [null]
-    forbidden_functions: [null]
-"""
+__all__ = ["QUEUE_PLANS", "build_namespace", "sxdm_map", "calibrate_eccentricity", "bcdi_rocking", "dry_run",
+           "count", "mv"]
 
 #: The plans of the profile (names in the worker namespace).
 QUEUE_PLANS = ("sxdm_map", "calibrate_eccentricity", "bcdi_rocking", "dry_run", "count", "mv")
@@ -78,30 +61,6 @@ AXES = ("nu", "delta", "energy")
 
 #: Devices of the namespace (set by build_namespace; dry_run resolves names through it).
 _DEVICES: dict = {}
-
-
-def write_startup_dir(path) -> Path:
-    """Write the startup directory of the queue server (script + permissions) at ``path``.
-
-    Parameters
-    ----------
-    path : path-like
-        Directory (created); ``existing_plans_and_devices.yaml`` is written
-        there by the queue server when its environment opens.
-
-    Returns
-    -------
-    pathlib.Path
-        The directory.
-    """
-    from braggscope.core.atomic import atomic_path
-
-    path = Path(path).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    for name, text in (("00_braggscope.py", STARTUP_SCRIPT), ("user_group_permissions.yaml", PERMISSIONS)):
-        with atomic_path(path / name) as tmp:
-            tmp.write_text(text)
-    return path
 
 
 def build_namespace(cfg=None) -> dict:
@@ -116,22 +75,12 @@ def build_namespace(cfg=None) -> dict:
     -------
     dict
     """
-    from bluesky import RunEngine
-
-    from braggscope.app.beamline.connect import install_baseline
-    from braggscope.plans.guard import install_guard
-    from braggscope.app.bus import publisher_from_config
-    from braggscope import storage
-    from braggscope.core.config import load_config
-
     cfg = load_config() if cfg is None else cfg
     devices = _devices(cfg)
     _DEVICES.clear()
     _DEVICES.update(devices)
-    RE = RunEngine(call_returns_result=True)
-    install_baseline(RE, devices)
+    RE = recording_run_engine(devices, storage.open_catalog(cfg))
     install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
-    storage.subscribe_writer(RE, storage.open_catalog(cfg))
     bus = publisher_from_config(cfg)
     if bus is not None:
         RE.subscribe(bus)
@@ -142,28 +91,18 @@ def build_namespace(cfg=None) -> dict:
 
 
 def _devices(cfg) -> dict:
-    """The beamline's devices (``[queue] devices``)."""
-    from braggscope.core.errors import ConfigError
-
+    """The beamline's devices (``[queue] devices``); a simulated beamline's simulator must run already."""
     kind = cfg.get("queue.devices", "epics")
     if kind == "inprocess":
-        from braggscope.simulators.beamline import SimulatedBeamline
-        from braggscope.simulators.inprocess import make_inprocess_devices
-
-        return make_inprocess_devices(SimulatedBeamline.from_config(cfg), cfg.expand_path("detector.read_path"),
-                                      limits=cfg["limits"])
+        return inprocess_devices(cfg)
     if kind != "epics":
         raise ConfigError(f"[queue] devices must be 'epics' or 'inprocess', got {kind!r}")
     if cfg.get("beamline.simulated", False):
-        from braggscope.app.beamline.simulator import _checked_state, apply_client_env, state_file_for
-
-        handle, why = _checked_state(state_file_for(cfg))
+        handle, why = checked_state(state_file_for(cfg))
         if handle is None:
             raise ConfigError(f"[beamline] simulated = true but no simulator runs ({why}): "
                               "start it first (braggscope serve, or braggscope sim start)")
         apply_client_env(handle.port)
-    from braggscope.devices.factory import make_devices
-
     devices = make_devices(cfg, connect_timeout=30.0)
     detector = devices.pop("detector")  # by its own name (mpx1x4), as in-process and in the documents
     devices[detector.name] = detector
@@ -194,8 +133,6 @@ def sxdm_map(detectors: list, x_motor, x_range: tuple[float, float, int], y_moto
     sample : str, optional
     md : dict, optional
     """
-    from braggscope import plans
-
     return (yield from plans.sxdm_map(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas,
                                       eccentricity=eccentricity, snake=snake, sample=sample, md=md))
 
@@ -223,8 +160,6 @@ def calibrate_eccentricity(detectors: list, x_motor, x_range: tuple[float, float
     map_etas : list of float, optional
     md : dict, optional
     """
-    from braggscope import plans
-
     result = yield from plans.calibrate_eccentricity(
         detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas, intensity_field=intensity_field,
         quadratic=quadratic, threshold=threshold, locate=locate, map_pixel_um=map_pixel_um, map_etas=map_etas,
@@ -261,8 +196,6 @@ def bcdi_rocking(detectors: list, eta_motor, eta_center: float, *, size_m: float
     sample : str, optional
     md : dict, optional
     """
-    from braggscope import plans
-
     return (yield from plans.bcdi_rocking(
         detectors, eta_motor, eta_center, size_m=size_m, d_spacing=d_spacing, energy=_DEVICES.get("energy"),
         oversampling=oversampling, step_deg=step_deg, eta_range=eta_range, n_fringes=n_fringes, x_motor=x_motor,
@@ -286,8 +219,6 @@ def dry_run(plan, kwargs: dict | None = None, *, acquire_time_s: float | None = 
     acquire_time_s : float, optional
         Exposure per point for the time estimate (s).
     """
-    from braggscope import plans
-
     if not callable(plan):
         raise TypeError(f"plan must be one of {QUEUE_PLANS[:3]}, got {plan!r}")
     summary = plans.dry_run(plan(**_resolve_devices(kwargs or {})), acquire_time_s=acquire_time_s,
@@ -308,8 +239,6 @@ def count(detectors: list, num: int = 1, delay: float | None = None, *, md: dict
         Seconds between readings.
     md : dict, optional
     """
-    from bluesky import plans as bp
-
     return (yield from bp.count(detectors, num=num, delay=delay, md=md))
 
 
@@ -328,8 +257,6 @@ def mv(motor, position: float) -> MsgGenerator:
 # --------------------------------------------------------------------------- annotations for the queue
 def _annotated(name: str, devices: dict, cfg):
     """A copy of the plan ``name`` with the queue server's parameter annotation for these devices."""
-    from bluesky_queueserver import parameter_annotation_decorator
-
     function = globals()[name]
     detectors = tuple(n for n in (cfg.get("detector.name", "mpx1x4"), "xrf") if n in devices)
     motors = tuple(n for n in (*PIEZO, *ROCKING, *AXES) if n in devices)

@@ -29,6 +29,7 @@ port answers: a stale file never leads to killing another program.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -37,12 +38,20 @@ import sys
 import time
 from pathlib import Path
 
-from braggscope.app.serve.processes import (connect_host, console_script, http_status, port_answers, terminate_group,
-                                             write_private)
-from braggscope.core.processes import command_line as _command_line
-from braggscope.core.processes import pid_alive as _pid_alive
-from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
+from braggscope.app.beamline.simulator import read_state, start_simulator, state_file_for, stop_simulator
+from braggscope.app.serve.processes import (
+    connect_host,
+    console_script,
+    http_status,
+    port_answers,
+    terminate_group,
+    write_private,
+)
+from braggscope.app.serve.queue_startup import write_startup_dir
+from braggscope.core.atomic import atomic_path
+from braggscope.core.config import save_config
 from braggscope.core.errors import ConfigError, UserError
+from braggscope.core.processes import SpawnExited, SpawnTimeout, command_line, pid_alive, spawn_detached
 
 __all__ = ["start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
 
@@ -124,8 +133,6 @@ def _wanted(name, cfg, state, echo) -> bool:
 
 def stop_services(cfg, services=None, *, timeout: float = 15.0, echo=print) -> list[str]:
     """Stop the services this state file says run (all by default); returns the names stopped."""
-    from braggscope.app.beamline.simulator import stop_simulator
-
     paths = serve_paths(cfg)
     state = _read_state(paths["state"])
     names = [n for n in reversed(ORDER) if n in state and (services is None or n in services)]
@@ -160,8 +167,6 @@ def service_status(cfg) -> dict[str, tuple[bool, str]]:
 
 # --------------------------------------------------------------------------- services
 def _start_simulator(cfg, paths, keys, timeout):
-    from braggscope.app.beamline.simulator import read_state, start_simulator, state_file_for
-
     handle = read_state(state_file_for(cfg))
     external = handle is not None
     if handle is None:
@@ -188,8 +193,6 @@ def _start_tiled(cfg, paths, keys, timeout):
 
 
 def _start_queue(cfg, paths, keys, timeout):
-    from braggscope.app.serve.queue_profile import write_startup_dir
-
     host = cfg["serve.host"]
     control, info = cfg["serve.queue_control_port"], cfg["serve.queue_info_port"]
     startup = write_startup_dir(paths["startup"])
@@ -253,6 +256,7 @@ def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
 
 
 def _open_environment(cfg, timeout):
+    # the queue server's client: slow to import, only where the queue starts
     from bluesky_queueserver_api.zmq import REManagerAPI
 
     peer = connect_host(cfg["serve.host"])
@@ -272,9 +276,9 @@ def _open_environment(cfg, timeout):
 def _check(entry: dict, *, need_port: bool = True, keys: dict | None = None) -> tuple[bool, str]:
     """Whether a recorded service is ours and healthy: (ok, one line)."""
     pid = int(entry.get("pid", 0))
-    if pid <= 0 or not _pid_alive(pid):
+    if pid <= 0 or not pid_alive(pid):
         return False, f"pid {pid} is not running"
-    command = _command_line(pid)
+    command = command_line(pid)
     if command is not None and entry.get("marker", "") not in command:
         return False, f"pid {pid} is another program ({command[:60]!r})"
     port = entry.get("port")
@@ -297,8 +301,6 @@ def _read_state(path: Path) -> dict:
 
 
 def _write_state(path: Path, state: dict) -> None:
-    from braggscope.core.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(state, indent=1))
 
@@ -316,10 +318,6 @@ def _keys(cfg, path: Path, *, create: bool = True) -> dict:
 
 def _effective_config(cfg, keys: dict, path: Path):
     """The configuration the services run with (tiled URI, keys, queue URL), written with mode 600."""
-    import copy
-
-    from braggscope.core.config import save_config
-
     effective = copy.deepcopy(cfg)
     peer = connect_host(cfg["serve.host"])
     if "tiled" in cfg["serve.services"]:

@@ -26,16 +26,18 @@ for Qt: with Tk the windows froze until the scan returned).
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from bluesky.utils import DefaultDuringTask, DuringTask
+from matplotlib import backends
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from braggscope.analysis.live.plot import LiveMapPlot, panel
 from braggscope.app.commands_scans import PeakTracker, hinted_fields
 from braggscope.core import compat
 from braggscope.core.atomic import atomic_path
@@ -49,8 +51,6 @@ LIVE_MAP_NAMES = ("intensity", "com_row", "com_col", "d_spacing", "tilt_altitude
 
 
 def _live_map_panels():
-    from braggscope.analysis.live.plot import panel
-
     titles = {"com_row": "detector COM row (pixel)", "com_col": "detector COM column (pixel)"}
     return tuple(panel(name, titles.get(name)) for name in LIVE_MAP_NAMES)
 
@@ -260,8 +260,6 @@ class LiveMapFiles:
         live = self.live
         if not getattr(live, "active", False):
             return False
-        from braggscope.analysis.live.plot import LiveMapPlot
-
         ds = live.maps()
         key = tuple(tuple(np.asarray(ds[c].values, float).round(9)) for c in ("y", "x", "eta"))  # the map's grid
         if self._plot is None or key != self._key:
@@ -329,10 +327,7 @@ def show_live_maps(live, *, min_interval_s: float = 1.0, out=print):
         no window: a line says so and points at the maps file, and the plot
         draws off screen.
     """
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    from braggscope.analysis.live.plot import LiveMapPlot
+    import matplotlib.pyplot as plt  # only for a window: pyplot takes the GUI's event loop over
 
     window = _interactive_backend()
     if not window:
@@ -349,11 +344,6 @@ def show_live_maps(live, *, min_interval_s: float = 1.0, out=print):
 
 def _interactive_backend() -> bool:
     """Whether matplotlib's backend draws in windows (TkAgg, QtAgg, ...), not only into files."""
-    if "matplotlib" not in sys.modules:
-        return False
-    import matplotlib
-    from matplotlib import backends
-
     backend = matplotlib.get_backend().lower()
     if hasattr(backends, "backend_registry"):  # matplotlib >= 3.9
         return backend not in backends.backend_registry.list_builtin(backends.BackendFilter.NON_INTERACTIVE)
@@ -386,7 +376,7 @@ class GuiDuringTask(DuringTask):
 
     def block(self, blocking_event):
         """Wait for ``blocking_event``, processing the windows' events meanwhile."""
-        if not _interactive_backend() or "qt" in sys.modules["matplotlib"].get_backend().lower():
+        if not _interactive_backend() or "qt" in matplotlib.get_backend().lower():
             return self.fallback.block(blocking_event)
         while not blocking_event.wait(self.interval_s):
             for manager in compat.figure_managers():

@@ -23,6 +23,7 @@ import logging
 import shlex
 import sys
 
+from bluesky.magics import BlueskyMagics
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from braggscope.app.commands import COMMANDS
@@ -124,8 +125,6 @@ def load_ipython_extension(shell) -> None:
         run_engine_log.addFilter(_NoUserErrorTraceback())
     commands = shell.user_ns.get("commands")
     if commands is not None:
-        from bluesky.magics import BlueskyMagics
-
         BlueskyMagics.RE = commands.RE  # %mov / %movr on the session's RunEngine
         shell.register_magics(BlueskyMagics)
     shell.register_magics(SessionMagics)

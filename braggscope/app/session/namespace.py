@@ -1,10 +1,11 @@
-"""``braggscope shell``: an operator's IPython session, everything wired.
+"""The namespace of ``braggscope shell``: an operator's session, everything wired.
 
-``make_session(cfg)`` builds the namespace without IPython (testable):
-configuration, devices (the caproto simulator is started if the configuration
-is simulated and none runs), a RunEngine with BestEffortCallback (plots off
-when headless), progress bars, the live SXDM maps when available, the catalog
-writer, and every plan.
+:func:`make_session` builds it without IPython (testable), from small builders:
+the devices (the caproto simulator is started if the configuration is simulated
+and none runs), the session's RunEngine (baseline, guard, catalog writer, scan
+ids, progress bars, BestEffortCallback with plots off when headless), the live
+SXDM maps and their image files, the names (devices, plans, commands, readers),
+the banner and the clean-up.
 
 Ctrl-C during a plan (bluesky's RunEngine behaviour):
 
@@ -28,10 +29,27 @@ from __future__ import annotations
 
 import functools
 
-from braggscope.app.session.display import has_display
-from braggscope.core import compat
+import bluesky.plan_stubs as bps
+import bluesky.plans as bp
+from bluesky.callbacks.best_effort import BestEffortCallback
+from bluesky.utils import ProgressBarManager
 
-__all__ = ["make_session", "reconnect_devices", "settle_live", "BANNER"]
+from braggscope import plans, storage
+from braggscope.app.beamline.connect import connect_devices, disconnect
+from braggscope.app.beamline.progress import StreamedRunsAsProgress
+from braggscope.app.beamline.runengine import recording_run_engine, subscribe_live_maps
+from braggscope.app.bus.settings import publisher_from_config
+from braggscope.app.commands import make_commands
+from braggscope.app.session.display import has_display
+from braggscope.app.session.live_figures import install_live_figures
+from braggscope.app.session.reconnect import reconnect_namespace
+from braggscope.core.eccentricity import EccentricityModel
+from braggscope.plans.guard import install_guard
+from braggscope.storage.runs import Runs
+from braggscope.storage.scan_ids import install_scan_ids
+
+__all__ = ["BANNER", "make_session", "printing_result", "session_banner", "session_names", "session_run_engine",
+           "settle_live"]
 
 BANNER = """braggscope session: {beamline} ({mode})
   devices : {devices}
@@ -41,6 +59,9 @@ BANNER = """braggscope session: {beamline} ({mode})
   Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
   IOC lost: the run fails naming the PV; reconnect() re-reads the simulator state, then a new run
 """
+
+#: the catalog's readers put in the namespace
+READERS = ("find_runs", "load_run", "sxdm_stack", "rocking_stack")
 
 
 def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: bool | None = None) -> dict:
@@ -52,7 +73,7 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
     inprocess : bool
         In-process simulated devices instead of EPICS (``make_devices``).
     live : bool
-        Subscribe the live SXDM maps (``braggscope.analysis.live.callback``) if present.
+        Subscribe the live SXDM maps (``braggscope.analysis.live.callback``).
     headless : bool, optional
         Disable BestEffortCallback plots; default: no display available.
 
@@ -62,109 +83,89 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
         ``cfg``, ``RE``, ``bec``, ``catalog``, ``devices`` and each device by
         name (``pix``, ``eta``, ``detector`` ...), the plans and ``bps``/``bp``,
         the storage readers, ``eccentricity`` (the configured model),
-        ``live`` (or None), ``__banner__`` and ``__cleanup__`` (stops what the
-        session started).
+        ``live`` (or None), ``live_figures``, ``__banner__`` and ``__cleanup__``
+        (stops what the session started).
     """
-    import bluesky.plan_stubs as bps
-    import bluesky.plans as bp
-    from bluesky import RunEngine
-    from bluesky.callbacks.best_effort import BestEffortCallback
-    from bluesky.utils import ProgressBarManager
-
-    from braggscope import plans
-    from braggscope.plans.guard import install_guard
-    from braggscope import storage
-    from braggscope.app.beamline.connect import Beamline, StreamedRunsAsProgress, connect_simulator, install_baseline
-    from braggscope.core.eccentricity import EccentricityModel
-
     headless = (not has_display()) if headless is None else headless
-    owner = Beamline(cfg, inprocess=inprocess)
-    if inprocess:
-        from braggscope.simulators.inprocess import make_inprocess_devices
-        from braggscope.simulators.beamline import SimulatedBeamline
+    devices, started = connect_devices(cfg, inprocess=inprocess)
+    catalog = storage.open_catalog(cfg)
+    RE, bec = session_run_engine(cfg, devices, catalog, headless=headless)
+    # live maps read the detector's file while it is written: not the in-process detector's own open file
+    live_maps = subscribe_live_maps(RE) if live and not inprocess else (None, None, None)
+    bus = publisher_from_config(cfg)  # documents to `braggscope live` elsewhere, when [bus] url is set
+    if bus is not None:
+        RE.subscribe(bus)
+    ns = session_names(cfg, RE, devices, catalog, bec=bec, live=live_maps[0], bus=bus)
+    # live maps as a PNG refreshed in place under <data_dir>/live; 1D scans too where no window shows them
+    ns["live_figures"] = install_live_figures(RE, cfg, live_maps[0], live_maps[1], scan_file=headless)
+    ns["__banner__"] = session_banner(cfg, devices, catalog, inprocess=inprocess)
+    # not ns[...] at clean-up: IPython empties the namespace at exit
+    ns["__cleanup__"] = functools.partial(_close, RE, live_maps, ns["live_figures"], bus, devices, started)
+    if not inprocess:
+        ns["reconnect"] = lambda timeout=30.0: reconnect_namespace(ns, timeout)
+    return ns
 
-        devices = make_inprocess_devices(SimulatedBeamline.from_config(cfg), cfg.expand_path("detector.read_path"),
-                                         limits=cfg["limits"])
-        devices["detector"] = devices["mpx1x4"]
-    elif cfg.get("beamline.simulated", False):
-        devices = connect_simulator(cfg, owner)
-    else:
-        from braggscope.devices.factory import make_devices
 
-        devices = make_devices(cfg, connect_timeout=30.0)
-    owner.devices = devices  # released (CA channels cleared) before a simulator started here stops
+def session_run_engine(cfg, devices: dict, catalog, *, headless: bool):
+    """The session's RunEngine and its BestEffortCallback: ``(RE, bec)``.
 
-    RE = RunEngine(call_returns_result=True)
-    install_baseline(RE, devices)  # energy and angles of every run's scan setup
+    Recording (scan-setup baseline, catalog writer), every plan guarded, scan ids continuing
+    across sessions and processes, progress bars while it waits, the table of each run (a fly
+    scan's as a point progress bar), plots only where a window can show them.
+    """
+    RE = recording_run_engine(devices, catalog)
     install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
+    install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
     RE.waiting_hook = ProgressBarManager()
     bec = BestEffortCallback()
     bec.disable_baseline()  # the baseline records the scan setup; no table of it before and after every run
     if headless:
         bec.disable_plots()
     RE.subscribe(StreamedRunsAsProgress(bec))  # a fly scan's table would stay empty: a progress bar instead
-    catalog = storage.open_catalog(cfg)
-    storage.subscribe_writer(RE, catalog)
-    from braggscope.storage.runs import Runs
-    from braggscope.storage.scan_ids import install_scan_ids
+    return RE, bec
 
-    install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
-    live_cb = live_dispatcher = live_token = None
-    if live and not inprocess:
-        from braggscope.app.beamline.connect import subscribe_live_maps
 
-        live_cb, live_dispatcher, live_token = subscribe_live_maps(RE)
-    from braggscope.app.bus import publisher_from_config
-
-    bus = publisher_from_config(cfg)  # documents to `braggscope live` elsewhere, when [bus] url is set
-    if bus is not None:
-        RE.subscribe(bus)
-
+def session_names(cfg, RE, devices: dict, catalog, *, bec=None, live=None, bus=None) -> dict:
+    """The names of the session: devices, plans, the operator's commands, the catalog and its readers."""
+    eccentricity = EccentricityModel.coerce(cfg.get("eccentricity"), "[eccentricity]")
     ns = {"cfg": cfg, "RE": RE, "bec": bec, "catalog": catalog, "db": Runs(catalog), "devices": devices,
-          "bps": bps, "bp": bp,
-          "live": live_cb, "bus": bus, "eccentricity": EccentricityModel.coerce(cfg.get("eccentricity"), "[eccentricity]")}
+          "bps": bps, "bp": bp, "live": live, "bus": bus, "eccentricity": eccentricity}
     ns.update(devices)
-    for name in plans.__all__:
-        ns[name] = getattr(plans, name)
-    ns["calibrate_eccentricity"] = _printing_result(plans.calibrate_eccentricity)  # the operator sees the verdict
-    from braggscope.app.commands import make_commands
-    from braggscope.app.session.live_figures import install_live_figures
-
-    commands = make_commands(RE, devices, cfg=cfg, eccentricity=ns["eccentricity"])  # wa, mv, ascan, cen ...
+    ns.update({name: getattr(plans, name) for name in plans.__all__})
+    ns["calibrate_eccentricity"] = printing_result(plans.calibrate_eccentricity)  # the operator sees the verdict
+    commands = make_commands(RE, devices, cfg=cfg, eccentricity=eccentricity)  # wa, mv, ascan, cen ...
     ns.update(commands.namespace(), commands=commands)
     if "fly" in devices:  # the fly scanner kmap() uses, for sxdm_fly([flyer], ...) and dry(...)
         ns["flyer"] = commands.flyer()
-    # live maps as a PNG refreshed in place under <data_dir>/live; 1D scans too where no window shows them
-    live_figures = install_live_figures(RE, cfg, live_cb, live_dispatcher, scan_file=headless)
-    ns["live_figures"] = live_figures
-    for name in ("find_runs", "load_run", "sxdm_stack", "rocking_stack"):
-        ns[name] = getattr(storage, name)
+    ns.update({name: getattr(storage, name) for name in READERS})
+    return ns
+
+
+def session_banner(cfg, devices: dict, catalog, *, inprocess: bool) -> str:
+    """The banner: beamline, mode, devices and where the catalog is."""
     mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")
     local = storage.catalog_handle(catalog).kind
     uri = cfg.get("storage.tiled_uri") or f"{local}, {storage.catalog_paths(cfg)['root']}"
-    ns["__banner__"] = BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
-                                     devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
+    return BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
+                         devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
 
-    def cleanup():
-        if live_token is not None:
-            RE.unsubscribe(live_token)
-        settle_live(live_dispatcher, live_figures)  # not ns[...]: IPython empties the namespace at exit
-        if bus is not None:
-            bus.close()
-        owner.__exit__(None, None, None)
 
-    ns["__cleanup__"] = cleanup
-    if not inprocess:
-        ns["reconnect"] = lambda timeout=30.0: _reconnect_namespace(ns, timeout)
-    return ns
+def _close(RE, live_maps, figures, bus, devices, started) -> None:
+    """The session's clean-up: live maps settled, the bus flushed, a simulator started here stopped."""
+    _, dispatcher, token = live_maps
+    if token is not None:
+        RE.unsubscribe(token)
+    settle_live(dispatcher, figures)
+    if bus is not None:
+        bus.close()
+    disconnect(devices, started)
 
 
 def settle_live(dispatcher, figures: dict, timeout_s: float = 30.0) -> None:
     """Let the live maps and figures finish their work before the session's process exits.
 
     Python ends daemon threads wherever they are at exit; one inside matplotlib's C++ font code (the
-    last map being saved) then aborts the process ("terminate called without an active exception"),
-    about one exit in five right after a fly map.
+    last map being saved) then aborts the process ("terminate called without an active exception").
     """
     if dispatcher is not None:
         try:
@@ -176,7 +177,7 @@ def settle_live(dispatcher, figures: dict, timeout_s: float = 30.0) -> None:
         scan.wait(timeout_s)
 
 
-def _printing_result(plan_function):
+def printing_result(plan_function):
     """``plan_function``, printing its result (a calibration's report and verdict) when the plan ends."""
 
     @functools.wraps(plan_function)
@@ -186,59 +187,3 @@ def _printing_result(plan_function):
         return result
 
     return plan
-
-
-def reconnect_devices(cfg, *, timeout: float = 30.0, old=None) -> dict:
-    """Re-point Channel Access at the beamline the configuration names now, and rebuild the devices.
-
-    For a simulated beamline the simulator's state file is read again, so a
-    simulator restarted on a new port is found without restarting Python.
-    Channel Access reads its address list once per client context: the old
-    devices are destroyed, the CA context is replaced (``epics.ca.clear_cache``)
-    and ophyd's callback dispatcher restarted on the new one.
-
-    Parameters
-    ----------
-    cfg : braggscope.core.config.Config
-    timeout : float
-        Seconds to wait for every device to connect.
-    old : dict, optional
-        The devices to destroy first (their channels belong to the old context).
-
-    Returns
-    -------
-    dict
-        New devices, as from ``make_devices``.
-    """
-    from braggscope.app.beamline.simulator import _checked_state, apply_client_env, state_file_for
-    from braggscope.devices.factory import make_devices
-
-    if cfg.get("beamline.simulated", False):
-        handle, why = _checked_state(state_file_for(cfg))
-        if handle is None:
-            raise RuntimeError(f"no simulator to reconnect to ({why}); start one: braggscope sim start")
-        apply_client_env(handle.port)
-    for device in {id(d): d for d in (old or {}).values()}.values():
-        try:
-            device.destroy()
-        except Exception:  # noqa: BLE001 - an already broken device
-            pass
-    _new_channel_access_context()
-    return make_devices(cfg, connect_timeout=timeout)
-
-
-def _new_channel_access_context() -> None:
-    """A fresh pyepics CA context (reading the environment again) and ophyd dispatcher on it."""
-    compat.reset_channel_access()
-
-
-def _reconnect_namespace(ns: dict, timeout: float) -> dict:
-    """``reconnect()`` of the session: new devices in place of the old ones in the namespace."""
-    old = ns["devices"]
-    new = reconnect_devices(ns["cfg"], timeout=timeout, old=old)
-    for name in old:
-        ns.pop(name, None)
-    ns["devices"] = new
-    ns.update(new)
-    print(f"reconnected: {', '.join(sorted(new))}")
-    return new
