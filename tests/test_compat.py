@@ -179,3 +179,16 @@ def test_run_writer_has_what_the_catalog_writer_overrides():
         assert f"self.{attribute}" in source, attribute
     update = inspect.signature(base._update_data_source_for_node)
     assert list(update.parameters)[:3] == ["self", "node", "data_source"]
+
+
+def test_tiled_reads_its_retry_time_out_where_limit_looks(monkeypatch):
+    from tiled.client import utils
+
+    monkeypatch.delenv("TILED_RETRY_TIMEOUT", raising=False)
+    monkeypatch.setattr(utils, "TILED_RETRY_TIMEOUT", utils.TILED_RETRY_TIMEOUT)
+    compat.limit_tiled_retries(3.0)
+    assert utils.TILED_RETRY_TIMEOUT == 3.0
+    assert "TILED_RETRY_TIMEOUT" in inspect.getsource(utils.retry_context)  # read at each request
+    monkeypatch.setenv("TILED_RETRY_TIMEOUT", "7")
+    compat.limit_tiled_retries(1.0)
+    assert utils.TILED_RETRY_TIMEOUT == 3.0  # the user's setting wins

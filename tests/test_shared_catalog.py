@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from braggscope.storage import server as catalog_server
 from braggscope import storage
-from braggscope.storage.locks import CatalogBusyError
 from braggscope.core.config import load_config
+from braggscope.storage import server as catalog_server
+from braggscope.storage.locks import CatalogBusyError
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +151,13 @@ def test_writer_keeps_documents_while_the_catalog_is_lost(server_cfg, capfd):
     (uid,) = RE(count([det], num=8))  # the scan goes on and ends
     spool = cfg.expand_path("storage.data_dir") / "spool"
     assert len(list(spool.glob("*.jsonl"))) == 1  # the documents are kept in a file as well as in memory
-    assert "catalog: unreachable" in capfd.readouterr().err
+    said = capfd.readouterr().err
+    assert f"catalog: run {uid} not confirmed by the catalog" in said, said  # said at the stop, in one line
+    deadline = time.monotonic() + 60
+    while "catalog: unreachable" not in said and time.monotonic() < deadline:
+        time.sleep(0.5)
+        said += capfd.readouterr().err
+    assert "catalog: unreachable" in said
     assert catalog_server.server_status(cfg)[0] is None
     catalog_server.ensure_server(cfg)  # the catalog returns, at the same address
     assert catalog_server.server_status(cfg)[0]["port"] == port
@@ -179,3 +185,41 @@ def test_a_server_whose_state_file_is_gone_exits(server_cfg):
     while pid_alive(state["pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not pid_alive(state["pid"]), "an orphaned catalog server kept running"
+
+
+def test_the_catalog_is_a_bluesky_catalog_of_runs(server_cfg):
+    """Any Tiled client indexes the local catalog server the bluesky way (bluesky-tiled-plugins' own
+    CatalogOfBlueskyRuns), and braggscope's lookups agree with it."""
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
+    from bluesky_tiled_plugins.queries import ScanIDRange, TimeRange
+    from ophyd.sim import det
+    from tiled.client import from_uri
+
+    from braggscope.storage.runs import AmbiguousRunError, Runs
+    from braggscope.storage.scan_ids import install_scan_ids
+
+    cfg, _ = server_cfg
+    client = storage.open_catalog(cfg)
+    RE = RunEngine()
+    storage.subscribe_writer(RE, client)
+    install_scan_ids(RE, cfg, client)
+    t0 = time.time()
+    uids = [RE(count([det], num=1), sample=f"s{i}")[0] for i in range(3)]
+    uri, key = catalog_server.ensure_server(cfg)
+    fresh = from_uri(uri, api_key=key)  # a plain tiled client, not braggscope's
+    assert isinstance(fresh, CatalogOfBlueskyRuns) and isinstance(client, CatalogOfBlueskyRuns)
+    scan_ids = [fresh[u].metadata["start"]["scan_id"] for u in uids]
+    assert fresh[-1].metadata["start"]["uid"] == uids[-1]
+    assert fresh[scan_ids[1]].metadata["start"]["uid"] == uids[1]
+    assert fresh[uids[0][:8]].metadata["start"]["uid"] == uids[0]
+    assert len(fresh.search(TimeRange(since=t0 - 1))) == 3
+    assert len(fresh.search(ScanIDRange(scan_ids[0], scan_ids[2]))) == 2
+    db = Runs(client)  # the shell's db: the same answers
+    assert db[-1].metadata["start"]["uid"] == uids[-1] and db[scan_ids[1]].metadata["start"]["uid"] == uids[1]
+    assert db[uids[0][:8]].metadata["start"]["uid"] == uids[0] and db[uids[0]].metadata["start"]["uid"] == uids[0]
+    RE.scan_id_source = lambda md: scan_ids[2]  # a run reusing the last scan id: ambiguous for db, named
+    RE(count([det], num=1))
+    with pytest.raises(AmbiguousRunError, match=f"scan id {scan_ids[2]} names 2 runs"):
+        db[scan_ids[2]]

@@ -1,9 +1,9 @@
 """Every use of an upstream library's private names, in one place.
 
-braggscope reaches into bluesky, ophyd, pyepics, caproto, matplotlib and bluesky-tiled-plugins where they offer no public
-hook for what it needs. Each reach is a function here, with the upstream issue or release that would
-let it go; ``tests/test_compat.py`` checks the upstream behaviour each one relies on, so an upgrade
-that breaks one fails there, naming it, rather than somewhere in a scan.
+braggscope reaches into bluesky, ophyd, pyepics, caproto, matplotlib, tiled and bluesky-tiled-plugins
+where they offer no public hook for what it needs. Each reach is a function here, with the upstream
+issue or release that would let it go; ``tests/test_compat.py`` checks the upstream behaviour each one
+relies on, so an upgrade that breaks one fails there, naming it, rather than somewhere in a scan.
 
 Pinned versions (pyproject.toml): bluesky 1.15.1, ophyd 1.11.2, pyepics 3.5.10, caproto 1.3.0,
 bluesky-tiled-plugins 2.0.12. ``storage.catalog_writer`` also overrides private methods of the run
@@ -20,7 +20,7 @@ from collections.abc import Callable
 __all__ = ["run_writer_base", "abort_reason", "consolidator_state", "during_task", "forget_routed_run",
            "install_once", "run_bundlers", "pending_asset_docs", "reset_channel_access", "restore_consolidator",
            "routed_descriptor_callbacks", "set_during_task", "wrap_command", "wrap_interruptions",
-           "set_initial_value", "set_max_length", "max_udp_datagram", "figure_managers"]
+           "set_initial_value", "set_max_length", "max_udp_datagram", "figure_managers", "limit_tiled_retries"]
 
 # -- bluesky RunEngine ------------------------------------------------------------------------------
 
@@ -152,6 +152,22 @@ def figure_managers() -> list:
     from matplotlib._pylab_helpers import Gcf
 
     return Gcf.get_all_fig_managers()
+
+
+# -- tiled ------------------------------------------------------------------------------------------
+
+def limit_tiled_retries(timeout_s: float) -> None:
+    """Make the Tiled client give up a request after ``timeout_s`` of retries (its default is 45 s).
+
+    Tiled reads ``TILED_RETRY_TIMEOUT`` from the environment once, at import, into
+    ``tiled.client.utils.TILED_RETRY_TIMEOUT``; a value the user set in the environment is kept.
+    """
+    import os
+
+    from tiled.client import utils
+
+    if "TILED_RETRY_TIMEOUT" not in os.environ:
+        utils.TILED_RETRY_TIMEOUT = float(timeout_s)
 
 
 # -- bluesky-tiled-plugins and event-model ----------------------------------------------------------

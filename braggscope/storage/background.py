@@ -22,6 +22,9 @@ from braggscope.storage.journal import RunJournal
 
 __all__ = ["BackgroundWriter", "KeptByWriter", "unreachable"]
 
+CLOSED_AT_EXIT = ("the process writing this run exited while the run was open (RunEngine left paused or killed); "
+                  "points recorded so far are kept")
+
 
 class BackgroundWriter:
     """Feed a document callback from one worker thread, in document order.
@@ -122,8 +125,7 @@ class BackgroundWriter:
         sys.stderr.write(f"catalog: run {uid} not confirmed by the catalog (unreachable); {where}\n")
         sys.stderr.flush()
 
-    def close_open_runs(self, reason: str = "the process writing this run exited while the run was open "
-                                            "(RunEngine left paused or killed); points recorded so far are kept") -> int:
+    def close_open_runs(self, reason: str = CLOSED_AT_EXIT) -> int:
         """Write a stop document (``exit_status = "abort"``) for every run started and not stopped.
 
         Returns the number of runs closed. Called at interpreter exit.

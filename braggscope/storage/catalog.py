@@ -19,14 +19,24 @@ from typing import Any
 
 from tiled.client import from_uri
 
+from braggscope.core import compat
 from braggscope.storage import server
+from braggscope.storage.adapter import catalog_adapter
 from braggscope.storage.journal import PREFIX as JOURNAL_PREFIX
 from braggscope.storage.journal import replay_journals
-from braggscope.storage.locks import (CatalogBusyError, acquire_writer_lock, creation_lock, holds_writer_lock,
-                                      release_writer_lock)
+from braggscope.storage.locks import (
+    CatalogBusyError,
+    acquire_writer_lock,
+    creation_lock,
+    holds_writer_lock,
+    release_writer_lock,
+)
 from braggscope.storage.recovery import close_dead_writer_runs
 
 __all__ = ["CatalogHandle", "catalog_handle", "catalog_paths", "open_catalog"]
+
+#: Longest retry of one request to the catalog before it counts as unreachable (s).
+RETRY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,9 @@ def open_catalog(cfg, *, readable_paths=()) -> Any:
     died (SIGKILL, a crash) are closed on opening, ``exit_status = "fail"``
     and the reason naming that process (:func:`braggscope.storage.recovery.close_dead_writer_runs`).
     """
+    # a catalog that does not answer is known in seconds, not after tiled's 45 s of retries: the writer
+    # keeps the documents meanwhile, and a reader says the server does not answer
+    compat.limit_tiled_retries(RETRY_TIMEOUT_S)
     uri = (cfg.get("storage.tiled_uri") or "").strip()
     spool = cfg.expand_path("storage.data_dir") / "spool"
     if uri:
@@ -163,24 +176,16 @@ def _replay(client, handle: CatalogHandle) -> None:
 
 
 def _open_embedded(cfg, readable_paths, spool):
-    # tiled's server side (FastAPI, SQLAlchemy) takes a second to import: only for the embedded catalog
-    from tiled.catalog import from_uri as catalog_from_uri
+    # tiled's in-process server takes a second to import: only for the embedded catalog
     from tiled.client import from_context
     from tiled.client.context import Context
     from tiled.server.app import build_app
 
     p = catalog_paths(cfg)
-    p["data"].mkdir(parents=True, exist_ok=True)
     readable = [Path(r).expanduser() for r in list(p["readable"]) + list(readable_paths)]
     for r in readable:
         r.mkdir(parents=True, exist_ok=True)
     with creation_lock(p["root"]):  # two processes creating one new catalog: one at a time
-        catalog = catalog_from_uri(
-            f"sqlite:///{p['catalog_db']}",
-            writable_storage=[str(p["data"]), f"duckdb:///{p['tables']}"],
-            readable_storage=[str(r) for r in readable],
-            init_if_not_exists=True,
-        )
-        context = Context.from_app(build_app(catalog))
+        context = Context.from_app(build_app(catalog_adapter(p["root"], readable)))
         client = from_context(context)
     return _remember(client, CatalogHandle("embedded", spool, p["root"], context))

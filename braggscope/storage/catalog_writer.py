@@ -181,13 +181,12 @@ class _RetrySafeRunWriter(compat.run_writer_base()):
     that registers streamed frames at most once a second per field.
 
     A fly scan's primary stream is StreamDatum documents only, for four fields at every line (a few per
-    second). The stock
-    writer sends each to the server as it comes (a request for the data source's id and one to update
-    it): on two busy cores the catalog fell seconds behind the map, and the run's end waited for it.
-    Here the consolidators take every StreamDatum at once (in memory) and the server gets one update
-    per field with the union of the new rows, at the first document after ``update_interval_s`` (or
-    five times the last update's duration, if longer) and always before the stop document is written. A failed update is retried with the next document
-    (the fields stay marked until the server has them); nothing is consumed twice, because the
+    second). The stock writer sends each to the server as it comes (a request for the data source's id
+    and one to update it), so the catalog could fall behind the map. Here the consolidators take every
+    StreamDatum at once (in memory) and the server gets one update per field with the union of the new
+    rows, at the first document after ``update_interval_s`` (or five times the last update's duration,
+    if longer) and always before the stop document is written. A failed update is retried with the next
+    document (the fields stay marked until the server has them); nothing is consumed twice, because the
     update is sent before the next document is taken in.
 
     Every StreamDatum taken is registered once, whatever the catalog does: one whose node the server

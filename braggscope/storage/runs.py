@@ -20,7 +20,7 @@ import datetime as _dt
 import math
 
 import numpy as np
-from tiled.queries import Key
+from tiled.queries import Key, Like
 
 from braggscope.core.errors import ArgumentError, InputError, UserError
 
@@ -97,17 +97,14 @@ def load_run(client, key):
         raise ArgumentError(f"a run is named by an int (scan id, or -1 for the latest) or a uid string, "
                             f"got {key!r}")
     key = key.strip()
-    try:
-        return client[key]
-    except KeyError:
-        pass
-    matches = [k for k in client.keys() if k.startswith(key)]
+    matches = client.search(Like("start.uid", f"{key}%")).values().head(11)  # one query, a uid or a prefix
     if not matches:
         raise RunNotFound(f"no run with uid {key!r} (or starting with it) in the catalog")
     if len(matches) > 1:
-        raise AmbiguousRunError(f"uid prefix {key!r} names {len(matches)} runs: "
-                                f"{', '.join(matches[:10])}{' ...' if len(matches) > 10 else ''}")
-    return client[matches[0]]
+        uids = [_start(r).get("uid", "?") for r in matches[:10]]
+        raise AmbiguousRunError(f"uid prefix {key!r} names {'more than 10' if len(matches) > 10 else len(matches)} "
+                                f"runs: {', '.join(uids)}{' ...' if len(matches) > 10 else ''}")
+    return matches[0]
 
 
 def load_run_from_text(client, text: str):
@@ -173,7 +170,7 @@ class Runs:
         return iter(_newest(self.client).values())
 
     def search(self, plan: str | None = None, sample: str | None = None, since=None, until=None,
-               **md) -> "Runs":
+               **md) -> Runs:
         """Runs matching every criterion given.
 
         Parameters

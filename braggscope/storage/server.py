@@ -35,13 +35,14 @@ import threading
 import time
 from pathlib import Path
 
+from braggscope.core.errors import ServerUnreachableError, UserError
+from braggscope.core.processes import SpawnExited, SpawnTimeout, free_port, spawn_detached
 from braggscope.core.processes import command_line as _command_line
-from braggscope.core.processes import free_port
 from braggscope.core.processes import pid_alive as _pid_alive
 from braggscope.core.processes import port_answers as _port_answers
-from braggscope.core.processes import SpawnExited, SpawnTimeout, spawn_detached
 from braggscope.core.processes import terminate as _terminate
-from braggscope.core.errors import ServerUnreachableError, UserError
+from braggscope.storage.adapter import catalog_adapter
+from braggscope.storage.locks import acquire_writer_lock, creation_lock
 
 __all__ = ["ensure_server", "server_paths", "server_status", "stop_server"]
 
@@ -191,23 +192,17 @@ def stop_server(cfg, *, timeout: float = 10.0) -> int | None:
 # ---------------------------------------------------------------------- server process
 def _serve(args) -> int:
     import uvicorn
-    from tiled.catalog import from_uri
-    from tiled.server.app import build_app
     from tiled.config import Authentication
-
-    from braggscope.storage.locks import acquire_writer_lock, creation_lock
+    from tiled.server.app import build_app
 
     key = os.environ.pop("BRAGGSCOPE_CATALOG_KEY", "")
     if not key:
         print("catalog server: no API key in $BRAGGSCOPE_CATALOG_KEY", file=sys.stderr)
         return 2
     root = Path(args.root)
-    (root / "data").mkdir(parents=True, exist_ok=True)
     acquire_writer_lock(root)  # the one writer of these files while it serves
     with creation_lock(root):
-        catalog = from_uri(f"sqlite:///{root / 'catalog.db'}",
-                           writable_storage=[str(root / "data"), f"duckdb:///{root / 'tables.duckdb'}"],
-                           readable_storage=[str(Path(r)) for r in args.read], init_if_not_exists=True)
+        catalog = catalog_adapter(root, args.read)
     app = build_app(catalog, Authentication(single_user_api_key=key))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning"))
     state_file = Path(args.state_file)
