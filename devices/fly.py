@@ -241,34 +241,39 @@ class FlyScanner:
             return
         go.wait(600)
         swept = time.monotonic()
-        self._finish_frames()
-        report = self._count(swept)
+        written = self._stop_detector()
+        # the trigger unit's and the capture's counts are final once the sweep is over: read while the
+        # detector writes its last frames
+        pulses = int(self.hardware.pcomp.pulses_out.get(use_monitor=False))
+        captures = int(self.hardware.pcap.captured.get(use_monitor=False))
+        try:
+            written.wait()
+        except Exception as exc:
+            raise TimeoutError(f"{self.detector.name}: frames of the line not written within 30 s") from exc
+        frames = int(self.detector.hdf5.num_captured.get(use_monitor=False))
+        counts = {"pulses": pulses, "dropped": int(self.detector.cam.dropped_frames.get(use_monitor=False))}
+        report = self._report(swept, counts, *self.files.next_rows(frames, captures))
         self.last_line.put(report)
         self.attempts.add(report)
         if report.accepted:
             self.assets.add(report)
         self._worker.run(self._prearm)  # after this status: the plan documents and moves meanwhile
 
-    def _finish_frames(self) -> None:
+    def _stop_detector(self) -> SubscriptionStatus:
         """No more pulses will come: a short line's detector stops waiting for them (a complete line's has
-        stopped already); ``DetectorState`` goes Idle once every frame is in the file."""
+        stopped already). The status finishes once ``DetectorState`` is Idle: every frame in the file."""
         cam = self.detector.cam
-        idle = SubscriptionStatus(cam.detector_state, lambda value, **_: value in ("Idle", "Error"), timeout=30.0)
+        written = SubscriptionStatus(cam.detector_state, lambda value, **_: value in ("Idle", "Error"), timeout=30.0)
         cam.acquire.put(0, use_complete=False)
-        try:
-            idle.wait()
-        except Exception as exc:
-            raise TimeoutError(f"{self.detector.name}: frames of the line not written within 30 s") from exc
+        return written
 
-    def _count(self, swept: float) -> FlyLineReport:
-        """What the line added to the run's files, and where it starts in them."""
+    def _report(self, swept: float, counts: dict, first: dict, added: dict) -> FlyLineReport:
+        """The attempt counted: ``counts`` (pulses, dropped), ``first`` and ``added`` its rows of the files."""
         line, files = self._line, self.files
-        first, added = files.next_rows()
         return FlyLineReport(
             eta_index=int(line.get("eta_index", 0)), row=int(line.get("row", 0)), attempt=int(line.get("attempt", 0)),
-            max_retries=int(line.get("max_retries", 0)), expected=int(line["num"]),
-            pulses=int(self.hardware.pcomp.pulses_out.get(use_monitor=False)), positions=added["pcap"],
-            frames=added["image"], dropped=int(self.detector.cam.dropped_frames.get(use_monitor=False)),
+            max_retries=int(line.get("max_retries", 0)), expected=int(line["num"]), pulses=counts["pulses"],
+            positions=added["pcap"], frames=added["image"], dropped=counts["dropped"],
             image_file=files.paths.get("image", ""), pcap_file=files.paths.get("pcap", ""),
             image_first=first["image"], pcap_first=first["pcap"], duration_s=time.monotonic() - self._t0,
             sweep_s=swept - self._t0, kickoff_s=self._t0 - self._t_kick)

@@ -8,6 +8,8 @@ files in every update, so a file per line made each update, and the run's end, g
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import time
 from pathlib import PurePosixPath
 
@@ -41,12 +43,12 @@ class RunFiles:
                                                    hdf.auto_increment, hdf.num_capture)}
         write = hdf.write_path_template
         run_tag = f"fly_{int(time.time() * 1e3) % 10**9:09d}"
-        for sig, value in ((det.cam.acquire, 0), (det.cam.trigger_mode, 1), (det.cam.image_mode, 1),
-                           (hdf.enable, "Enable"), (hdf.file_path, write), (hdf.file_name, run_tag),
-                           (hdf.file_template, "%s%s_%6.6d.h5"), (hdf.file_number, 0), (hdf.auto_increment, 1),
-                           (hdf.file_write_mode, 2), (hdf.num_capture, 0), (pcap.file_path, write.rstrip("/") or "/"),
-                           (pcap.file_name, run_tag + "_pcap"), (pcap.file_number, 0)):
-            sig.set(value).wait(10)
+        det.cam.acquire.set(0).wait(10)
+        _set_all(((det.cam.trigger_mode, 1), (det.cam.image_mode, 1), (hdf.enable, "Enable"),
+                  (hdf.file_path, write), (hdf.file_name, run_tag), (hdf.file_template, "%s%s_%6.6d.h5"),
+                  (hdf.file_number, 0), (hdf.auto_increment, 1), (hdf.file_write_mode, 2), (hdf.num_capture, 0),
+                  (pcap.file_path, write.rstrip("/") or "/"), (pcap.file_name, run_tag + "_pcap"),
+                  (pcap.file_number, 0)))
         self.rows = {"image": 0, "pcap": 0}
         self.paths = {}
         try:
@@ -68,11 +70,11 @@ class RunFiles:
                                f"{pcap.file_path.get()!r} (does the directory exist there?)")
         self.paths["pcap"] = self.readable(pcap.full_file_name.get(use_monitor=False))
 
-    def next_rows(self) -> tuple[dict, dict]:
+    def next_rows(self, frames: int, captures: int) -> tuple[dict, dict]:
         """Where the last line's rows start in the files, and how many it added (``image``: frames,
-        ``pcap``: captures); the next line starts after them, a short line's rows included."""
-        in_files = {"image": int(self.detector.hdf5.num_captured.get(use_monitor=False)),
-                    "pcap": int(self.pcap.captured.get(use_monitor=False))}
+        ``pcap``: captures), from the files' ``frames`` and ``captures`` now; the next line starts after
+        them, a short line's rows included."""
+        in_files = {"image": int(frames), "pcap": int(captures)}
         first, self.rows = self.rows, in_files
         return first, {key: in_files[key] - first[key] for key in in_files}
 
@@ -84,8 +86,7 @@ class RunFiles:
                 if capture.get(use_monitor=False) != 0:
                     capture.set(0).wait(10)
         saved, self._saved = self._saved, {}
-        for sig, value in saved.items():
-            sig.set(value).wait(10)
+        _set_all(saved.items())
 
     def readable(self, path: str) -> str:
         """A file path as this computer sees it (the detector's write path -> read path)."""
@@ -94,3 +95,10 @@ class RunFiles:
         if write != read and path.startswith(write):
             path = read + path[len(write):]
         return str(PurePosixPath(path))
+
+
+def _set_all(targets, timeout: float = 10.0) -> None:
+    """Set independent settings together and wait for them all (one wait instead of one per setting)."""
+    statuses = [sig.set(value) for sig, value in targets]
+    if statuses:
+        functools.reduce(operator.and_, statuses).wait(timeout)

@@ -269,8 +269,9 @@ class FlyIOC(PVGroup):
                 await pcomp.armed.write(0)
                 await pcomp.status.write(f"done: {len(pix)} pulses" if capturing else
                                          f"done: {len(pix)} pulses, not captured (PCAP:Capture is 0)")
-            await fault.miss_pulse.write(-1)
-            await fault.drop_frame.write(-1)
+            for switch in (fault.miss_pulse, fault.drop_frame):  # one-shot faults: cleared after their line
+                if switch.value != -1:
+                    await switch.write(-1)
         finally:
             await stage.busy.write(0)
 
