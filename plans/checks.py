@@ -14,6 +14,7 @@ import numpy as np
 
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.core.errors import ArgumentError
+from braggscope.core.numbers import finite_float
 
 __all__ = ["available_fields", "check_angles", "check_detectors", "check_fields", "check_number", "check_numbers",
            "check_range", "check_within_limits", "eccentricity_model", "motor_limits"]
@@ -107,12 +108,7 @@ def check_number(name: str, value, *, positive: bool = False, optional: bool = F
     """
     if value is None and optional:
         return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise ArgumentError(f"{name} must be finite, got {value!r}")
+    v = finite_float(value, name, error=ArgumentError)
     if positive and not v > 0:
         raise ArgumentError(f"{name} must be > 0, got {value!r}")
     return v

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import textwrap
 import time
 
 import pytest
@@ -111,3 +112,16 @@ def newest_child(pid: int) -> int:
     if not children:
         raise LookupError(f"process {pid} has no child")
     return max(children)[1]
+
+
+def catalog_server_config(tmp_path):
+    """A configuration file under ``tmp_path`` whose catalog is the local catalog server (``auto``)."""
+    path = tmp_path / "braggscope.toml"
+    path.write_text(textwrap.dedent(f"""
+        [storage]
+        data_dir = "{tmp_path / 'data'}"
+        catalog_server = "auto"
+        [detector]
+        read_path = "{tmp_path / 'det'}"
+    """))
+    return path

@@ -140,9 +140,9 @@ def test_eccentricity_model_is_immutable_and_refuses_nan():
     tagged = model.with_extra(signal="fluorescence")
     assert tagged.extra["signal"] == "fluorescence" and "signal" not in model.extra
     assert copy.deepcopy(tagged) == tagged and pickle.loads(pickle.dumps(tagged)).extra == tagged.extra
-    with pytest.raises(ValueError, match=r"x\[0\] must be a finite number"):
+    with pytest.raises(ValueError, match=r"x\[0\] must be finite, got nan"):
         EccentricityModel(x=(float("nan"), 0.0))
-    with pytest.raises(ValueError, match=r"^eccentricity: y\[1\] must be a finite number"):
+    with pytest.raises(ValueError, match=r"^eccentricity: y\[1\] must be finite, got inf"):
         EccentricityModel.coerce({"eta0": 0.0, "x": [0.0, 0.0], "y": [0.0, float("inf")]})
     with pytest.raises(ValueError, match=r"initial: unknown key\(s\) \['x0'\]"):
         EccentricityModel.coerce({"x0": [1.0, 0.0]}, "initial")

@@ -8,9 +8,7 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,26 +16,15 @@ from braggscope import storage
 from braggscope.core.config import load_config
 from braggscope.storage import server as catalog_server
 from braggscope.storage.locks import CatalogBusyError
+from tests.service_helpers import catalog_server_config
 
 pytestmark = pytest.mark.slow
-
-
-def _config(tmp_path) -> Path:
-    path = tmp_path / "braggscope.toml"
-    path.write_text(textwrap.dedent(f"""
-        [storage]
-        data_dir = "{tmp_path / 'data'}"
-        catalog_server = "auto"
-        [detector]
-        read_path = "{tmp_path / 'det'}"
-    """))
-    return path
 
 
 @pytest.fixture
 def server_cfg(tmp_path, monkeypatch):
     monkeypatch.delenv("BRAGGSCOPE_CATALOG_SERVER", raising=False)
-    path = _config(tmp_path)
+    path = catalog_server_config(tmp_path)
     cfg = load_config(path)
     yield cfg, path
     catalog_server.stop_server(cfg)

@@ -7,8 +7,9 @@ building one checks every value and names the wrong one in one line.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from braggscope.core.numbers import finite_float
 
 __all__ = ["MapOptions"]
 
@@ -52,7 +53,7 @@ class MapOptions:
     detector_roi: tuple | None = None
 
     def __post_init__(self):
-        threshold = _finite(self.threshold, "threshold")
+        threshold = finite_float(self.threshold, "threshold")
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold!r}")
         background = self.background
@@ -60,10 +61,10 @@ class MapOptions:
             if background not in BACKGROUNDS:
                 raise ValueError(f"background must be 'constant', 'snip', 'none' or a number, got {background!r}")
         else:
-            background = _finite(background, "background")
+            background = finite_float(background, "background")
             if background < 0:
                 raise ValueError(f"background must be >= 0 counts, got {self.background!r}")
-        noise_sigma = _finite(self.noise_sigma, "noise_sigma")
+        noise_sigma = finite_float(self.noise_sigma, "noise_sigma")
         if noise_sigma < 0:
             raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}")
         if isinstance(self.median, bool) or int(self.median) != self.median or int(self.median) < 1:

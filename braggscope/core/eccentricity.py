@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from braggscope.core.numbers import finite_float
+
 __all__ = ["EccentricityModel", "fit_eccentricity"]
 
 
@@ -134,13 +136,7 @@ class EccentricityModel:
 
 
 def _finite(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return v
+    return finite_float(value, name)
 
 
 def fit_eccentricity(eta, x_um, y_um, *, eta0=None, quadratic=True) -> EccentricityModel:

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from braggscope.core.errors import UserError
+from braggscope.core.numbers import finite_float
 from braggscope.core.geometry import Geometry
 
 __all__ = ["ScanSetup", "SetupError", "REQUIRED_FIELDS", "SETUP_KEY", "DETECTOR_CONFIG", "BASELINE_NAMES"]
@@ -303,13 +304,7 @@ class ScanSetup:
 
 # -- helpers -------------------------------------------------------------------
 def _float(name, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise SetupError(f"setup {name} must be a number, got {value!r}") from None
-    if not np.isfinite(value):
-        raise SetupError(f"setup {name} must be finite, got {value!r}")
-    return value
+    return finite_float(value, f"setup {name}", error=SetupError)
 
 
 def _pair(name, value, kind) -> tuple:

@@ -3,8 +3,13 @@ encode where the motors were (an independent truth for "every frame is where its
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,8 @@ from bluesky import RunEngine
 from braggscope import storage
 from braggscope.core.config import load_config
 from braggscope.simulators.inprocess import HDF5ImageDetector, LimitedSynAxis
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SHAPE = (8, 10)
 
@@ -93,8 +100,9 @@ def assert_frames_where_events_say(run, devices=None):
 def frames_match_events(docs, total_key) -> dict:
     """Pair each emitted event with its frame by unique id in the detector file (independently of
     braggscope's readers) and compare the frame's sum with the total recorded with the event."""
-    import h5py
     from pathlib import Path
+
+    import h5py
 
     from braggscope.storage.frames import UNIQUE_ID_DATASET
 
@@ -111,3 +119,24 @@ def frames_match_events(docs, total_key) -> dict:
             uid = int(ev["data"]["mpx1x4_unique_id"])
             ok &= uid in ids and float(frames[ids.index(uid)].sum(dtype=np.float64)) == float(ev["data"][total_key])
         return {"paired": len(events), "frames_in_file": len(ids), "frames_ok": bool(ok)}
+
+
+def kill_a_writer_mid_run(tmp_path, *, journal: bool = False):
+    """Start a writer child (``writer_child hang``) and SIGKILL it during its map's 4th exposure.
+
+    Returns ``(data_dir, detector_dir, pid)`` of the killed writer.
+    """
+    data, det, marker = tmp_path / "data", tmp_path / "det", tmp_path / "hanging"
+    child = subprocess.Popen([sys.executable, "-m", "tests.faults.writer_child", "hang", str(data), str(det),
+                              str(marker)] + (["journal"] if journal else []), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), child.communicate(timeout=10)[0][-3000:] if child.poll() is not None else "timeout"
+        os.kill(child.pid, signal.SIGKILL)  # mid-run, during the 4th exposure
+    finally:
+        child.kill()
+        child.wait(30)
+    return data, det, child.pid

@@ -9,11 +9,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +20,9 @@ from braggscope.core.config import load_config
 from braggscope.storage import server as catalog_server
 from braggscope.storage.journal import PREFIX
 from braggscope.storage.locks import holds_writer_lock
+from tests.service_helpers import catalog_server_config
 
-from .conftest import assert_frames_where_events_say
+from .conftest import assert_frames_where_events_say, kill_a_writer_mid_run
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -57,21 +55,9 @@ print("RESULT", result.exit_status, result.run_start_uids[0], flush=True)
 """
 
 
-def _config(tmp_path) -> Path:
-    path = tmp_path / "braggscope.toml"
-    path.write_text(textwrap.dedent(f"""
-        [storage]
-        data_dir = "{tmp_path / 'data'}"
-        catalog_server = "auto"
-        [detector]
-        read_path = "{tmp_path / 'det'}"
-    """))
-    return path
-
-
 def test_a_run_the_catalog_lost_is_completed_by_the_next_process(tmp_path, monkeypatch):
     monkeypatch.delenv("BRAGGSCOPE_CATALOG_SERVER", raising=False)
-    path = _config(tmp_path)
+    path = catalog_server_config(tmp_path)
     cfg = load_config(path)
     env = {**os.environ, "TILED_RETRY_TIMEOUT": "2"}
     env.pop("BRAGGSCOPE_CATALOG_SERVER", None)
@@ -102,19 +88,7 @@ def test_a_run_the_catalog_lost_is_completed_by_the_next_process(tmp_path, monke
 
 
 def test_a_killed_writers_run_is_written_whole_from_its_journal(tmp_path):
-    data, det, marker = tmp_path / "data", tmp_path / "det", tmp_path / "hanging"
-    child = subprocess.Popen([sys.executable, "-m", "tests.faults.writer_child", "hang", str(data), str(det),
-                              str(marker), "journal"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), child.communicate(timeout=10)[0][-3000:] if child.poll() is not None else "timeout"
-        os.kill(child.pid, signal.SIGKILL)  # mid-run, during the 4th exposure
-    finally:
-        child.kill()
-        child.wait(30)
+    data, det, _ = kill_a_writer_mid_run(tmp_path, journal=True)
     journals = list((data / "spool").glob(f"{PREFIX}*.jsonl"))
     assert len(journals) == 1
     cfg = load_config()
