@@ -6,12 +6,18 @@
    timed as the difference of two run lengths, so set-up is excluded; each
    figure is the best of interleaved rounds, in wall-clock and in process CPU
    time (the machine is shared and noisy).
-2. Success rate of the default recipe over 10 random starts at 64^3 on the test
-   suite's independent synthetic crystal, three data sets from mild to hard
-   (success: support IoU >= 0.8 and phase rms <= 0.3 rad after registration/twin
-   handling; the phase rms is printed also after a sub-voxel registration, the
-   translation the data cannot fix); and how well each run-selection metric (sharpness, mean_to_max,
-   Poisson LLK, chi2) ranks the runs of one data set by their true phase error.
+2. Success rate of the default recipe (its schedule chosen per data set,
+   analysis/bcdi/schedule.py) over 10 random starts at 64^3 on the test
+   suite's independent synthetic crystal: three coherent data sets from mild
+   to hard and two partially coherent ones (the coherent intensity blurred by
+   0.2/0.4/0.4 and 0.4/0.8/0.8 voxels before the counting); success: support
+   IoU >= 0.8 and phase rms <= 0.3 rad after registration/twin handling; the
+   phase rms is printed also after a sub-voxel registration, the translation
+   the data cannot fix; with ``--references``, the plain shrink-wrap references
+   on the same data and seeds (the tight schedule alone, and textbook HIO:520
+   + ER:100 with it); and how well each run-selection metric (sharpness,
+   mean_to_max, Poisson LLK, chi2) ranks the runs of one data set by their
+   true phase error.
 
 3. The cost of a refresh of the partial-coherence model's effective
    amplitudes (every ``Recipe.coherence_refresh`` iterations), and the whole
@@ -48,8 +54,8 @@
    partially coherent intensity (the Poisson floor) as references.
 
 Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick] [--photons 1e6]
-[--quality-only] [--no-success] [--no-recipe] [--recipe-only] [--rounds 3] [--variants cube,gapped|none]
-[--cohere-path DIR]``. ``--recipe-only`` times only the whole default recipe beside its floor (section 3,
+[--quality-only] [--no-success] [--success-only] [--references] [--no-recipe] [--recipe-only] [--rounds 3]
+[--variants cube,gapped|none] [--cohere-path DIR]``. ``--recipe-only`` times only the whole default recipe beside its floor (section 3,
 about 5 minutes at 128^3 with 3 rounds). About 3 minutes
 at 64^3 with ``--quick --quality-only`` on two quiet cores; at 128^3 most of the time goes to
 cohere-core (about 0.5-1 s per iteration on two cores: 10-20 minutes per data set).
@@ -412,11 +418,18 @@ def spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-CASES = (  # label, phase amplitude (rad), radius (voxels), peak photons
-    ("mild strain 1.5 rad", 1.5, 10.0, 1e5),
-    ("strong strain 6 rad", 6.0, 13.0, 1e5),
-    ("hard: 10 rad, 1e4 ph", 10.0, 13.0, 1e4),
+CASES = (  # label, phase amplitude (rad), radius (voxels), peak photons, partial-coherence blur (voxels) or None
+    ("mild strain 1.5 rad", 1.5, 10.0, 1e5, None),
+    ("strong strain 6 rad", 6.0, 13.0, 1e5, None),
+    ("hard: 10 rad, 1e4 ph", 10.0, 13.0, 1e4, None),
+    ("partially coherent", 1.5, 10.0, 1e5, (0.2, 0.4, 0.4)),
+    ("partially coh. strong", 1.5, 10.0, 1e5, (0.4, 0.8, 0.8)),
 )
+#: Plain shrink-wrap references (--references): the tight schedule alone, and textbook HIO + ER with it.
+REFERENCES = {
+    "tight shrink-wrap alone": bcdi.Recipe().tight(),
+    "textbook HIO:520,ER:100": bcdi.Recipe(steps=(("HIO", 520), ("ER", 100))).tight(),
+}
 
 
 def subvoxel_aligned(obj, truth):
@@ -434,20 +447,21 @@ def subvoxel_aligned(obj, truth):
     return moved * np.exp(1j * np.angle(np.vdot(moved, truth)))
 
 
-def run_case(n_seeds, phase_amplitude, radius, photons):
-    """One data set (fixed noise), ``n_seeds`` random starts of the default recipe.
+def run_case(n_seeds, phase_amplitude, radius, photons, blur=None, recipe=None):
+    """One data set (fixed noise), ``n_seeds`` random starts of the default recipe (or ``recipe``).
 
     Per start: support IoU and phase rms after registration to the voxel
     (and twin handling), the success criterion; and the phase rms after a
     further sub-voxel registration (``rms_sub``), which separates a
     translation the data cannot fix from errors of the object itself.
+    ``blur``: the partially coherent beam's widths (voxels), or None.
     """
     rho, shape, _ = synthetic_crystal(phase_amplitude=phase_amplitude, radius=radius)
     truth = bcdi.remove_phase_ramp(rho, shape)
-    intensity = far_field(rho, peak_photons=photons, seed=100)
+    intensity = far_field(rho, peak_photons=photons, seed=100, coherence_px=blur)
     rows = []
     for seed in range(n_seeds):
-        r = bcdi.phase_retrieval(intensity, seed=seed, n_runs=1, progress=False)
+        r = bcdi.phase_retrieval(intensity, seed=seed, n_runs=1, progress=False, recipe=recipe)
         aligned = bcdi.align_to_reference(r.obj, truth)
         sup = np.abs(aligned) >= 0.3 * np.abs(aligned).max()
         score_iou, rms = iou(sup, shape), phase_rms(aligned, truth, shape)
@@ -457,37 +471,8 @@ def run_case(n_seeds, phase_amplitude, radius, photons):
     return rows
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--quick", action="store_true", help="3 seeds, 64^3 timing")
-    p.add_argument("--cohere-path", default=None, help="directory holding an unpacked cohere-core wheel (optional)")
-    p.add_argument("--photons", type=float, default=1e6, help="photons at the Bragg peak of the quality data set")
-    p.add_argument("--quality-only", action="store_true", help="only the side-by-side quality table")
-    p.add_argument("--no-success", action="store_true", help="skip the success-rate section (64^3, slow)")
-    p.add_argument("--no-recipe", action="store_true", help="skip the whole-recipe timing")
-    p.add_argument("--recipe-only", action="store_true",
-                   help="only the whole default recipe beside its floor (timing only: no quality, success, "
-                        "per-algorithm or cohere-core sections; about 1.5 minutes per round at 128^3)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of the whole-recipe timing (default 3)")
-    p.add_argument("--variants", default="cube,gapped",
-                   help="quality data sets: cube, gapped, both (default) or none")
-    args = p.parse_args(argv)
-    n = 64 if args.quick else args.size
-    seeds = 3 if args.quick else args.seeds
-    variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != "none"]
-    if any(v not in ("cube", "gapped") for v in variants):
-        p.error(f"--variants must list 'cube' and/or 'gapped' (or be 'none'), got {args.variants!r}")
-    if args.recipe_only:
-        print("== whole default recipe per iteration beside the FFT-pair floor (timing only) ==")
-        print_recipe_times(n, args.rounds, refreshes=(None,))
-        return
-    if variants:
-        quality_table(n, args.photons, args.cohere_path, variants)
-    if args.quality_only:
-        return
-
+def _speed_section(n, args):
+    """Time per iteration of each algorithm, the coherence refresh, the whole recipe and cohere-core."""
     print(f"\n== time per iteration at {n}^3, complex64, scipy.fft workers=-1 (shared, noisy machine) ==")
     print("best of interleaved rounds; wall clock and process CPU time (less sensitive to other users)")
     best = speed_table(n, 2 if args.quick else 4)
@@ -515,24 +500,76 @@ def main(argv=None):
             print(f"{algo + ' iteration (cohere-core np)':31s} wall {w * 1e3:6.1f} ms  {w / fw:4.2f}x   "
                   f"cpu {c * 1e3:6.1f} ms  {c / fc:4.2f}x   (complex128, one thread)")
 
+
+def _print_case(label, rows, dt):
+    ok = sum(r["ok"] for r in rows)
+    rms = [r["rms"] for r in rows]
+    sub = [r["rms_sub"] for r in rows]
+    tight = sum(r.get("schedule") == "tight" for r in rows)
+    print(f"{label:26s} success {ok:2d}/{len(rows)}   phase rms median {np.median(rms):.3f} "
+          f"[{min(rms):.3f}-{max(rms):.3f}] rad   IoU median {np.median([r['iou'] for r in rows]):.3f}   "
+          f"sub-voxel registered: rms median {np.median(sub):.3f} [{min(sub):.3f}-{max(sub):.3f}] rad   "
+          f"tight {tight:2d}   {dt / len(rows):.1f} s/run")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="3 seeds, 64^3 timing")
+    p.add_argument("--cohere-path", default=None, help="directory holding an unpacked cohere-core wheel (optional)")
+    p.add_argument("--photons", type=float, default=1e6, help="photons at the Bragg peak of the quality data set")
+    p.add_argument("--quality-only", action="store_true", help="only the side-by-side quality table")
+    p.add_argument("--no-success", action="store_true", help="skip the success-rate section (64^3, slow)")
+    p.add_argument("--success-only", action="store_true", help="only the success-rate section")
+    p.add_argument("--references", action="store_true",
+                   help="success section: also the plain shrink-wrap references on the same data and seeds")
+    p.add_argument("--no-recipe", action="store_true", help="skip the whole-recipe timing")
+    p.add_argument("--recipe-only", action="store_true",
+                   help="only the whole default recipe beside its floor (timing only: no quality, success, "
+                        "per-algorithm or cohere-core sections; about 1.5 minutes per round at 128^3)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the whole-recipe timing (default 3)")
+    p.add_argument("--variants", default="cube,gapped",
+                   help="quality data sets: cube, gapped, both (default) or none")
+    args = p.parse_args(argv)
+    n = 64 if args.quick else args.size
+    seeds = 3 if args.quick else args.seeds
+    variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != "none"]
+    if any(v not in ("cube", "gapped") for v in variants):
+        p.error(f"--variants must list 'cube' and/or 'gapped' (or be 'none'), got {args.variants!r}")
+    if args.success_only:
+        variants, args.quality_only = [], False
+    if args.recipe_only:
+        print("== whole default recipe per iteration beside the FFT-pair floor (timing only) ==")
+        print_recipe_times(n, args.rounds, refreshes=(None,))
+        return
+    if variants:
+        quality_table(n, args.photons, args.cohere_path, variants)
+    if args.quality_only:
+        return
+
+    if not args.success_only:
+        _speed_section(n, args)
     if args.no_success:
         return
-    print(f"\n== default recipe ({bcdi.Recipe()}), {seeds} random starts per data set at 64^3 ==")
+    print(f"\n== default recipe ({bcdi.Recipe()}, schedule chosen per data set), {seeds} random starts per "
+          "data set at 64^3 ==")
     print("success: support IoU >= 0.8 and phase rms <= 0.3 rad (after registration to the voxel and twin "
-          "handling); sub-voxel registered: the phase rms after the rest of the translation is removed too")
+          "handling); sub-voxel registered: the phase rms after the rest of the translation is removed too; "
+          "tight: starts that kept the tight schedule"
+          + ("; then the plain shrink-wrap references on the same data and seeds" if args.references else ""))
     keys = ("sharpness", "mean_to_max", "llk", "chi2")
     picks = {k: [] for k in keys}
-    for label, amp, radius, photons in CASES[: 2 if args.quick else 3]:
-        t0 = time.perf_counter()
-        rows = run_case(seeds, amp, radius, photons)
-        dt = time.perf_counter() - t0
-        ok = sum(r["ok"] for r in rows)
+    recipes = {"default": None, **(REFERENCES if args.references else {})}
+    for label, amp, radius, photons, blur in CASES[: 2 if args.quick else len(CASES)]:
+        for name, recipe in recipes.items():
+            t0 = time.perf_counter()
+            rows = run_case(seeds, amp, radius, photons, blur, recipe)
+            _print_case(label if recipe is None else f"  {name}", rows, time.perf_counter() - t0)
+            if recipe is None:
+                by_case = rows
+        rows = by_case
         rms = [r["rms"] for r in rows]
-        sub = [r["rms_sub"] for r in rows]
-        print(f"{label:22s} success {ok:2d}/{len(rows)}   phase rms median {np.median(rms):.3f} "
-              f"[{min(rms):.3f}-{max(rms):.3f}] rad   IoU median {np.median([r['iou'] for r in rows]):.3f}"
-              f"   sub-voxel registered: rms median {np.median(sub):.3f} [{min(sub):.3f}-{max(sub):.3f}] rad"
-              f"   {dt / len(rows):.1f} s/run")
         for k in keys:
             vals = [r[k] for r in rows]
             pick = rows[int(np.argmin(vals))]["rms"]

@@ -87,3 +87,20 @@ def test_ranking_keeps_the_best_and_combines_them(here):
 def test_bad_scheduler_is_refused(intensity, scheduler, match):
     with pytest.raises(ValueError, match=match):
         phase_retrieval(intensity, n_runs=2, recipe="ER:2", progress=False, scheduler=scheduler)
+
+
+@pytest.mark.gpu
+def test_gpu_worker_runs_the_starts_like_this_process(intensity):
+    """A local cluster on a GPU host: one worker per GPU, CuPy there; the starts as in this process on the GPU."""
+    pytest.importorskip("cupy")
+    from braggscope.analysis.bcdi.backend import cupy_available
+
+    if not cupy_available():
+        pytest.skip("no CUDA device: the GPU workers are not tested here")
+    here = phase_retrieval(intensity, n_runs=2, seed=3, recipe=RECIPE, progress=False, backend="cupy")
+    got = phase_retrieval(intensity, n_runs=2, seed=3, recipe=RECIPE, progress=False, backend="auto",
+                          scheduler="local")
+    assert got.timing["workers"] >= 1
+    assert got.kept == here.kept
+    overlap = abs(np.vdot(got.obj, here.obj)) / (np.linalg.norm(got.obj) * np.linalg.norm(here.obj))
+    assert overlap > 0.999

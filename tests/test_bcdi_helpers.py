@@ -32,10 +32,19 @@ def synthetic_crystal(n=N, radius=10.0, phase_amplitude=1.5):
     return rho, shape, phase
 
 
-def far_field(rho, peak_photons=1e5, seed=0):
-    """Poisson-noisy intensity of ``A(q) = sum rho exp(+i q.r)``, centred (fftshift)."""
+def far_field(rho, peak_photons=1e5, seed=0, coherence_px=None):
+    """Poisson-noisy intensity of ``A(q) = sum rho exp(+i q.r)``, centred (fftshift).
+
+    ``coherence_px``: a partially coherent beam, the coherent intensity blurred
+    by a periodic Gaussian of these widths (reciprocal-space voxels per axis)
+    before the counting.
+    """
     a = np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(rho))) * rho.size
     i = np.abs(a) ** 2
+    if coherence_px is not None:
+        from scipy.ndimage import gaussian_filter
+
+        i = gaussian_filter(i, coherence_px, mode="wrap")
     i *= peak_photons / i.max()
     return np.random.default_rng(seed).poisson(i).astype(np.float64)
 

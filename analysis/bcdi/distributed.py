@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import importlib
 import logging
 import os
 import time
@@ -136,6 +137,7 @@ def _run_on(client, intensity, support, mask, recipe, seeds, backend, select, n_
     try:
         [data] = client.scatter([(intensity, support, mask)], broadcast=True, hash=False)
         slices = live is not None and live.wants_slices
+        backend = getattr(backend, "name", backend)  # a name travels; a Backend's functions need not
         futures = [client.submit(_task, data, recipe, seed, backend, k, topic, slices, pure=False,
                                  key=f"{topic}-start-{k}") for k, seed in enumerate(seeds)]
         summaries = [client.submit(_metrics_of, f, pure=False, key=f"{topic}-metrics-{k}")
@@ -158,7 +160,7 @@ def _run_on(client, intensity, support, mask, recipe, seeds, backend, select, n_
 
 
 def _with_ticks(pending, events):
-    """Results of ``as_completed`` while drawing the live view about every second in this thread."""
+    """Results of ``as_completed``; between them the live view is drawn in this thread (it throttles itself)."""
     while True:
         batch = pending.next_batch(block=False)
         if batch:
@@ -282,7 +284,7 @@ def local_cluster(n_workers: int | None = None, *, gpu: bool = False):
     if int(n_workers) < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     return LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, silence_logs=logging.WARNING)
+                        dashboard_address=None, silence_logs=logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -298,6 +300,7 @@ def open_client(scheduler, *, n_workers=None, gpu=False):
         return
     if scheduler == "local":
         with local_cluster(n_workers, gpu=gpu) as cluster, Client(cluster) as client:
+            client.run(importlib.import_module, __name__)  # imports and kernels loaded at start-up, not by a start
             yield client
         return
     if "://" not in scheduler:
