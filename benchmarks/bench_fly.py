@@ -300,7 +300,8 @@ def _fly_map(args, rig, live, results, root) -> None:
                    cpu_s={procs[p]: round(cpu1[p] - cpu0[p], 1) for p in procs},
                    acquisition_cpu_s=round(own, 2), acquisition_cpu_over_wall=round(own / t_fly, 3),
                    acquisition_thread_cpu_s=_thread_cpu_delta(threads0, threads1, own),
-                   catalog_backlog_at_stop_s=round(t0 + t_fly - reports[-1][1], 2))
+                   catalog_backlog_at_stop_s=round(t0 + t_fly - reports[-1][1], 2),
+                   run_start_s=round(reports[0][1] - reports[0][0].duration_s - reports[0][0].kickoff_s - t0, 2))
     if results.get("live_frames_at_stop") is not None:
         results["live_lag_frames"] = points - results["live_frames_at_stop"]
     _line_figures(args, reports, results)
@@ -335,7 +336,8 @@ def _print_fly(args, results, t_fly, exposure, cfg) -> None:
           f"Go to stage stopped + captures written {results['line_sweep_ms']} ms (ramps "
           f"{2e3 * float(cfg.get('fly.accel_time_s', 0.005)):g} ms), Go to frames on disk and counts read "
           f"{results['line_duration_ms']} ms; catalog still writing after the last line: "
-          f"{results['catalog_backlog_at_stop_s']} s", flush=True)
+          f"{results['catalog_backlog_at_stop_s']} s; from the plan's start to the first kickoff "
+          f"{results['run_start_s']} s", flush=True)
     print(f"  CPU seconds during the fly map ({t_fly:.1f} s wall, {os.cpu_count()} cores): "
           + ", ".join(f"{name} {value}" for name, value in results["cpu_s"].items()), flush=True)
     own = results["acquisition_cpu_s"]
