@@ -12,8 +12,8 @@ from bluesky import RunEngine
 from braggscope.core.config import load_config
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.plans import calibrate_eccentricity, crystal_position, sxdm_map
-from braggscope.simulators.inprocess import make_inprocess_devices
 from braggscope.simulators.beamline import SimulatedBeamline
+from braggscope.simulators.inprocess import make_inprocess_devices
 
 
 @pytest.fixture(scope="module")
