@@ -176,9 +176,11 @@ class Maxipix(SingleTrigger, DetectorBase):
     roi1 = Cpt(MaxipixROI, "ROI1:", kind="config")
     roistat1 = Cpt(MaxipixROIStat, "ROIStat1:", kind="normal")
     # which frame of the HDF5 file this event is: areaDetector's NDArrayUniqueId of the frame the
-    # file plugin wrote last (stored per frame in the file) and the frame count of the file
-    unique_id = Cpt(EpicsSignalRO, "HDF1:UniqueId_RBV", kind="normal")
-    num_captured = Cpt(EpicsSignalRO, "HDF1:NumCaptured_RBV", kind="normal")
+    # file plugin wrote last (stored per frame in the file) and the frame count of the file;
+    # monitored, so a point reads them without a round trip (read() asks the IOC when they lag)
+    unique_id = Cpt(EpicsSignalRO, "HDF1:UniqueId_RBV", kind="normal", auto_monitor=True)
+    num_captured = Cpt(EpicsSignalRO, "HDF1:NumCaptured_RBV", kind="normal", auto_monitor=True)
+    _last_frame = None  # the unique id before the latest trigger
     distance_m = Cpt(Signal, value=float("nan"), kind="config")
     pixel_m = Cpt(Signal, value=55e-6, kind="config")
     cch = Cpt(Signal, value=[float("nan"), float("nan")], kind="config")
@@ -196,6 +198,10 @@ class Maxipix(SingleTrigger, DetectorBase):
                                 ("cam.trigger_mode", "Internal"), ("cam.num_images", 1)])
 
 
+    def __repr__(self):
+        # bluesky takes the repr of a message's device at every message; ophyd's lists every attribute
+        return f"{type(self).__name__}(prefix={self.prefix!r}, name={self.name!r})"
+
     def trigger(self):
         """Start one acquisition; the status finishes when ``Acquire_RBV`` returns to 0.
 
@@ -207,6 +213,7 @@ class Maxipix(SingleTrigger, DetectorBase):
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged; stage it (or use a plan) before trigger()")
         status = self._status = self._status_type(self)
+        self._last_frame = self.unique_id.get()  # the monitored id before this frame (see read())
         self._acquisition_signal.put(1, wait=False)
         self.generate_datum(self._image_name, time.time(), {})
         return status
@@ -222,12 +229,30 @@ class Maxipix(SingleTrigger, DetectorBase):
         file's number, so the catalog serves each event its own frame.
         """
         reading = super().read()
+        self._fresh_frame_ids(reading)
         image, captured = reading.get(self._image_name), reading.get(f"{self.name}_num_captured")
         if image is not None and captured is not None and int(captured["value"]) >= 1:
             for name, doc in compat.pending_asset_docs(self.hdf5):
                 if name == "datum" and doc["datum_id"] == image["value"]:
                     doc["datum_kwargs"]["point_number"] = int(captured["value"]) - 1
         return reading
+
+    def _fresh_frame_ids(self, reading) -> None:
+        """Ask the IOC for the frame ids when their monitors have not brought this frame's yet.
+
+        The IOC posts them before ``Acquire_RBV`` returns to 0, so their updates normally arrive
+        first on the same circuit; a record processed later (another scan thread of a real IOC)
+        would leave the previous frame's ids in the monitor, and the point would be refused by
+        the plans' guard. One round trip each, only then.
+        """
+        key = f"{self.name}_unique_id"
+        last = self._last_frame
+        if last is None or key not in reading or reading[key]["value"] > last:
+            return
+        for signal in (self.unique_id, self.num_captured):
+            name = signal.name
+            if name in reading:
+                reading[name] = {"value": signal.get(use_monitor=False), "timestamp": time.time()}
 
     def unstage(self):
         """As ophyd's, but a detector whose IOC is gone is left as it is, with a warning.

@@ -7,10 +7,21 @@ only the PV prefixes in the configuration change.
 
 from __future__ import annotations
 
-from ophyd import Component
-from ophyd import Device, EpicsMotor, Kind
+from ophyd import Component, Device, EpicsMotor, Kind
 
-__all__ = ["Diffractometer", "EnergyMotor", "MotorCpt", "PiezoStage"]
+__all__ = ["Diffractometer", "EnergyMotor", "Motor", "MotorCpt", "PiezoStage"]
+
+
+class Motor(EpicsMotor):
+    """An EPICS motor record (``ophyd.EpicsMotor``) whose ``repr`` is its class, prefix and name.
+
+    bluesky's RunEngine takes the ``repr`` of the device of every message (for its tracing spans),
+    and ophyd's lists every read and configuration attribute, computed anew each time, at every
+    point of a scan (docs/benchmarks.md, step scans).
+    """
+
+    def __repr__(self):
+        return f"{type(self).__name__}(prefix={self.prefix!r}, name={self.name!r})"
 
 
 class MotorCpt(Component):
@@ -22,7 +33,7 @@ class MotorCpt(Component):
 
     def __init__(self, suffix, *, kind="normal", **kwargs):
         kwargs.setdefault("labels", {"motors"})  # bluesky's %wa and braggscope's wa() list it
-        super().__init__(EpicsMotor, suffix, kind=kind, **kwargs)
+        super().__init__(Motor, suffix, kind=kind, **kwargs)
 
     def create_component(self, instance):
         motor = super().create_component(instance)
@@ -61,7 +72,7 @@ class Diffractometer(Device):
     delta = MotorCpt("delta", kind="normal")
 
 
-class EnergyMotor(EpicsMotor):
+class EnergyMotor(Motor):
     """Monochromator energy (keV), an EPICS motor record."""
 
     def __init__(self, *args, **kwargs):

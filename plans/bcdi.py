@@ -16,6 +16,7 @@ from braggscope.core.setup import ScanSetup
 from .checks import check_detectors, check_numbers, check_within_limits, eccentricity_model
 from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded
 from .metadata import area_detector, main_detector, names, setup_metadata
+from .stubs import step_point
 
 __all__ = ["bcdi_rocking", "bcdi_angles", "MIN_OVERSAMPLING"]
 
@@ -212,7 +213,7 @@ def bcdi_rocking(
     if sample is not None:
         _md["sample"] = sample
     _md.update(md or {})
-    plan = bp.scan_nd(detectors, traj, md=_md)
+    plan = bp.scan_nd(detectors, traj, per_step=step_point, md=_md)
     return (yield from guarded(plan, trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s))
 
 

@@ -42,7 +42,7 @@ FRAME_COUNTERS = ("_unique_id", "_num_captured")
 #: The messages before which a lost connection stops the plan (clean-up messages pass).
 _CHECKED = frozenset({"checkpoint", "set", "trigger", "wait", "create", "read", "save", "stage", "open_run",
                       "kickoff", "complete", "collect", "prepare"})
-#: Seconds a failure waits for the connection callback of a device found disconnected.
+#: Seconds a failed status, time-out or disconnection waits for a connection callback that would explain it.
 LOSS_WAIT_S = 2.0
 _HANDSHAKE = "braggscope_guard"  # a Msg('null') keyword an enclosing guard answers
 
@@ -108,13 +108,9 @@ class ConnectionWatchdog:
         if lost:
             _fail(status, DeviceLostError(describe(lost, "while waiting")))
             return
-        with self._lock:
+        with self._lock:  # finished statuses are forgotten here (a done-callback costs more than this)
+            self._pending = {s: d for s, d in self._pending.items() if not s.done}
             self._pending[status] = devices
-        status.add_callback(self._forget)  # runs at once if already done: outside the lock
-
-    def _forget(self, status):
-        with self._lock:
-            self._pending.pop(status, None)
 
     def _on_meta(self, *, obj=None, connected=True, **kwargs):
         if connected or obj is None:
@@ -242,6 +238,8 @@ class _Guard:
                 plan.close()
                 raise
             except BaseException as exc:  # noqa: BLE001 - explained, then thrown into the plan
+                if self._consequence(exc):
+                    continue  # the plan is on its way out already with the first cause
                 error = self._failing(self._explain(msg, exc))
                 continue
             try:
@@ -259,6 +257,11 @@ class _Guard:
                 yield Msg("drop")
             except Exception:  # noqa: BLE001 - the RunEngine closed it already: the plan's error matters
                 pass
+
+    def _consequence(self, exc) -> bool:
+        """Whether ``exc`` (thrown by the RunEngine during the clean-up of a run stopped by a loss) is a
+        consequence of that loss: a status of a lost device failing late, a lost device not answering."""
+        return bool(self.failing and self.lost) and isinstance(exc, (FailedStatus, ConnectionError, TimeoutError))
 
     def _failing(self, exc):
         self.failing = True
@@ -360,7 +363,8 @@ class _Guard:
             return exc
         where = self._where(msg)
         lost = self.dog.losses_since(self.since, self.devices)
-        if not lost and self._disconnected():  # a status failed by the drop before its callback came
+        if not lost and isinstance(exc, (FailedStatus, ConnectionError, TimeoutError)):
+            # a status failed by a dropped connection can come before the connection callback
             lost = self.dog.wait_for_losses(self.since, self.devices, LOSS_WAIT_S)
         if lost:
             error = DeviceLostError(describe(lost, where))
@@ -377,16 +381,6 @@ class _Guard:
             error.__cause__ = exc
             return error
         return exc
-
-    def _disconnected(self) -> bool:
-        """Whether a device of the plan has a signal disconnected now."""
-        for root in {id(r): r for r in self._roots.values()}.values():
-            try:
-                if getattr(root, "connected", True) is False:
-                    return True
-            except Exception:  # noqa: BLE001 - a device that cannot tell: not evidence of a loss
-                continue
-        return False
 
     def _where(self, msg) -> str:
         command = msg.command

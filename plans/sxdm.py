@@ -15,6 +15,7 @@ from braggscope.storage.layout import raster_order
 from .checks import check_angles, check_detectors, check_numbers, check_range, check_within_limits, eccentricity_model
 from .guard import MOVE_TIMEOUT_S, TRIGGER_TIMEOUT_S, guarded
 from .metadata import main_detector, names, setup_metadata
+from .stubs import step_point
 
 __all__ = ["sxdm_map", "sxdm_points"]
 
@@ -126,7 +127,7 @@ def sxdm_map(
         _md["sample"] = sample
     _md.update(md or {})
     trajectory = cycler(eta_motor, list(eta_pts)) + cycler(y_motor, list(y_pts)) + cycler(x_motor, list(x_pts))
-    plan = bp.scan_nd(detectors, trajectory, md=_md)
+    plan = bp.scan_nd(detectors, trajectory, per_step=step_point, md=_md)
     return (yield from guarded(plan, trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s))
 
 

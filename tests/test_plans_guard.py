@@ -1,26 +1,29 @@
-"""The plans' guard (``plans.guard``) on in-process devices.
+"""The plans' guard (``plans.guard``) and per-point stubs (``plans.stubs``) on in-process devices.
 
 A detector whose frame counter stalls or goes backwards records no point; a lost connection
 (the ophyd connection callback a CA signal sends, here sent by hand) fails the pending move at
 once and ends the run naming the PV and the point, with the closing baseline skipped; time-outs
-of a plan's own guard apply inside the session's. The same faults over Channel Access:
+of a plan's own guard apply inside the session's; ``step_point`` records the same events as
+bluesky's ``one_nd_step`` with fewer messages. The same faults over Channel Access:
 ``tests/faults/test_ioc_faults.py`` and ``tests/faults/test_operator_scans.py``.
 """
 
 import threading
 
 import bluesky.plans as bp
+import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky.preprocessors import SupplementalData
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
-from ophyd.sim import SynAxis
+from ophyd.sim import SynAxis, SynGauss
 from ophyd.status import DeviceStatus
 
 from braggscope.core.errors import ArgumentError
 from braggscope.plans import sxdm_map
 from braggscope.plans.guard import DetectorFrameError, DeviceLostError, guarded, install_guard
+from braggscope.plans.stubs import step_point
 
 
 class CountingCamera(Device):
@@ -102,7 +105,7 @@ def test_a_detector_whose_unique_id_stalls_or_goes_back_records_no_point(engine,
     install_guard(RE)
     det, motor = CountingCamera(name="cam", ids=ids), SynAxis(name="m")
     with pytest.raises(DetectorFrameError, match=f"cam_unique_id {what} at point 3"):
-        RE(bp.scan([det], motor, 0, 1, 6))
+        RE(bp.scan([det], motor, 0, 1, 6, per_step=step_point))
     assert _stop(docs)["exit_status"] == "fail" and what in _stop(docs)["reason"]
     assert [e["data"]["cam_unique_id"] for e in _events(docs)] == ids[:3]  # the bad point was never saved
 
@@ -111,7 +114,7 @@ def test_without_the_guard_the_stalled_point_would_be_recorded(engine):
     """The reference for the test above: the plain RunEngine records the stalled reading."""
     RE, docs, _ = engine
     det, motor = CountingCamera(name="cam", ids=[1, 2, 3, 3]), SynAxis(name="m")
-    RE(bp.scan([det], motor, 0, 1, 6))
+    RE(bp.scan([det], motor, 0, 1, 6, per_step=step_point))
     assert [e["data"]["cam_unique_id"] for e in _events(docs)][:4] == [1, 2, 3, 3]
 
 
@@ -122,7 +125,7 @@ def test_a_lost_connection_fails_the_pending_move_at_once_and_skips_the_closing_
     install_guard(RE)
     with pytest.raises(DeviceLostError, match=r"lost connection to SIM:m1.RBV of device 'm1' at point 2 "
                                               r"\(move of m1\)"):
-        RE(bp.scan([det], motor, 0, 1, 5))
+        RE(bp.scan([det], motor, 0, 1, 5, per_step=step_point))
     assert _stop(docs)["reason"].startswith("lost connection to SIM:m1.RBV")  # the first cause
     assert len(_events(docs)) == 2 and len(_events(docs, "baseline")) == 1  # no closing baseline reading
     assert motor.pending[2][0].done and not motor.pending[2][0].success  # failed by the watchdog, not a time-out
@@ -145,3 +148,25 @@ def test_a_plans_own_time_outs_apply_inside_the_sessions_guard(engine, tmp_path)
 def test_guard_refuses_bad_time_outs():
     with pytest.raises(ArgumentError, match="move_timeout_s must be > 0 s"):
         next(guarded(iter([]), move_timeout_s=0))
+
+
+def test_step_point_records_what_one_nd_step_records_in_fewer_messages(engine):
+    RE, docs, messages = engine
+
+    def run(**kwargs):
+        docs.clear()
+        messages.clear()
+        motor = SynAxis(name="m")
+        det = SynGauss("det", motor, "m", center=0.5, Imax=100, sigma=0.3)
+        RE(bp.grid_scan([det], motor, 0, 1, 3, SynAxis(name="n"), 0, 1, 2, **kwargs))
+        data = [{k: v for k, v in e["data"].items()} for e in _events(docs)]
+        return data, [m.command for m in messages]
+
+    reference, ref_commands = run()  # bluesky's one_nd_step
+    ours, commands = run(per_step=step_point)
+    assert ours == reference
+    assert commands.count("trigger") == 6 < ref_commands.count("trigger")  # the motors' do-nothing trigger skipped
+    # n moves at every point, m every other: 2 + 5 + 2 moves; one wait for the moves and one for the trigger
+    assert commands.count("set") == 9 == ref_commands.count("set") and commands.count("wait") == 12
+    assert len(commands) < len(ref_commands)
+    np.testing.assert_allclose([d["det"] for d in ours], [d["det"] for d in reference])

@@ -127,7 +127,8 @@ def _scenario(name, tmp_path, timeout=240):
 def test_ioc_killed_mid_scan_fails_cleanly(tmp_path):
     result = _scenario("kill", tmp_path)
     assert result["exit_status"] == "fail"
-    assert "did not finish point" in result["error"] or "mpx1x4" in result["error"]
+    # the guard's watchdog names the lost connection at once (the 5 s time-outs are for a stuck device)
+    assert result["error"].startswith("DeviceLostError: lost connection to BSSIM:"), result["error"]
     assert result["reason_mentions_device"]
     assert result["n_catalog"] >= result["killed_after"] - 1 and result["n_catalog"] >= 3
     assert result["frames_identical"]

@@ -1,9 +1,9 @@
 """Counting and scan commands of the operator's session, SPEC/BLISS style.
 
 ``ct``, ``ascan``, ``dscan``, ``a2scan``, ``d2scan``, ``mesh`` run bluesky's
-``scan``/``rel_scan``/``grid_scan`` on the session's guarded RunEngine (``plans.guard``: a lost
-IOC or a stalled detector ends the run, named), ``intervals`` + 1 points, ``count_time``
-seconds per point, as in SPEC;
+``scan``/``rel_scan``/``grid_scan``, one point at a time by ``plans.stubs.step_point``, on the
+session's guarded RunEngine (``plans.guard``: a lost IOC or a stalled detector ends the run,
+named), ``intervals`` + 1 points, ``count_time`` seconds per point, as in SPEC;
 after a 1D scan ``cen``, ``peak`` and ``com`` move to the peak statistics of
 the scan's counter (bluesky's :class:`~bluesky.callbacks.fitting.PeakStats`),
 after a confirmation. Mixed into :class:`braggscope.app.commands.Commands`.
@@ -19,6 +19,7 @@ from bluesky.callbacks.fitting import PeakStats
 
 from braggscope.core.errors import ArgumentError, UserError
 from braggscope.plans.checks import check_number, check_within_limits
+from braggscope.plans.stubs import step_point
 
 __all__ = ["LastScan", "PeakTracker", "ScanCommands"]
 
@@ -153,8 +154,8 @@ class ScanCommands:
         num = self._intervals("ascan", intervals)
         check_within_limits(motor, "ascan", min(start, stop), max(start, stop))
         dets = self._detectors(detectors)
-        return self._scan(bp.scan(dets, motor, start, stop, num, md=md), dets, count_time,
-                          "ascan")
+        plan = bp.scan(dets, motor, start, stop, num, per_step=step_point, md=md)
+        return self._scan(plan, dets, count_time, "ascan")
 
     def dscan(self, motor, start, stop, intervals, count_time=None, *, detectors=None, md=None):
         """Scan relative to the current position (``dscan(eta, -0.5, 0.5, 20, 0.1)``); the motor returns after."""
@@ -163,22 +164,22 @@ class ScanCommands:
         here = float(motor.position)
         check_within_limits(motor, "dscan", here + min(start, stop), here + max(start, stop))
         dets = self._detectors(detectors)
-        return self._scan(bp.rel_scan(dets, motor, start, stop, num, md=md), dets, count_time,
-                          "dscan")
+        plan = bp.rel_scan(dets, motor, start, stop, num, per_step=step_point, md=md)
+        return self._scan(plan, dets, count_time, "dscan")
 
     def a2scan(self, motor1, start1, stop1, motor2, start2, stop2, intervals, count_time=None, *,
                detectors=None, md=None):
         """Two motors together, absolute: ``a2scan(eta, 10, 11, delta, 20, 22, 20, 0.1)``."""
         args = self._two_motors("a2scan", motor1, start1, stop1, motor2, start2, stop2, relative=False)
         num, dets = self._intervals("a2scan", intervals), self._detectors(detectors)
-        return self._scan(bp.scan(dets, *args, num, md=md), dets, count_time, "a2scan")
+        return self._scan(bp.scan(dets, *args, num, per_step=step_point, md=md), dets, count_time, "a2scan")
 
     def d2scan(self, motor1, start1, stop1, motor2, start2, stop2, intervals, count_time=None, *,
                detectors=None, md=None):
         """Two motors together, relative to their positions; they return after."""
         args = self._two_motors("d2scan", motor1, start1, stop1, motor2, start2, stop2, relative=True)
         num, dets = self._intervals("d2scan", intervals), self._detectors(detectors)
-        return self._scan(bp.rel_scan(dets, *args, num, md=md), dets, count_time, "d2scan")
+        return self._scan(bp.rel_scan(dets, *args, num, per_step=step_point, md=md), dets, count_time, "d2scan")
 
     def mesh(self, motor1, start1, stop1, intervals1, motor2, start2, stop2, intervals2, count_time=None, *,
              snake=False, detectors=None, md=None):
@@ -190,7 +191,8 @@ class ScanCommands:
         a = self._two_motors("mesh", motor1, start1, stop1, motor2, start2, stop2, relative=False)
         n1, n2 = self._intervals("mesh intervals1", intervals1), self._intervals("mesh intervals2", intervals2)
         dets = self._detectors(detectors)
-        plan = bp.grid_scan(dets, a[3], a[4], a[5], n2, a[0], a[1], a[2], n1, snake_axes=bool(snake), md=md)
+        plan = bp.grid_scan(dets, a[3], a[4], a[5], n2, a[0], a[1], a[2], n1, snake_axes=bool(snake),
+                            per_step=step_point, md=md)
         return self._scan(plan, dets, count_time, "mesh")
 
     # -- after a scan -----------------------------------------------------------------
