@@ -174,22 +174,7 @@ def bcdi_rocking(
                        allow_undersampling=allow_undersampling)
     model = eccentricity_model(eccentricity)
     check_within_limits(eta_motor, "eta range", float(etas.min()), float(etas.max()))
-    traj = cycler(eta_motor, list(etas))
-    follow = {}
-    if (x_motor is None) != (x_um is None) or (y_motor is None) != (y_um is None):
-        raise ArgumentError("x_motor/x_um and y_motor/y_um must be given together")
-    dx, dy = model.offset(etas)
-    if x_motor is not None:
-        xs = float(x_um) + np.asarray(dx)
-        check_within_limits(x_motor, "x_um (+ eccentricity offsets)", float(xs.min()), float(xs.max()))
-        traj = traj + cycler(x_motor, list(xs))
-        follow["x"] = {"motor": x_motor.name, "at_eta0": float(x_um)}
-    if y_motor is not None:
-        ys = float(y_um) + np.asarray(dy)
-        check_within_limits(y_motor, "y_um (+ eccentricity offsets)", float(ys.min()), float(ys.max()))
-        traj = traj + cycler(y_motor, list(ys))
-        follow["y"] = {"motor": y_motor.name, "at_eta0": float(y_um)}
-
+    traj, follow = _trajectory(eta_motor, etas, model, x_motor, x_um, y_motor, y_um)
     step = float(etas[1] - etas[0])
     _md = {
         "plan_name": "bcdi_rocking",
@@ -215,6 +200,26 @@ def bcdi_rocking(
     _md.update(md or {})
     plan = bp.scan_nd(detectors, traj, per_step=step_point, md=_md)
     return (yield from guarded(plan, trigger_timeout_s=trigger_timeout_s, move_timeout_s=move_timeout_s))
+
+
+def _trajectory(eta_motor, etas, model, x_motor, x_um, y_motor, y_um):
+    """The rocking trajectory, the piezo following the drift where given: ``(cycler, follow)``.
+
+    ``follow`` records, per piezo axis, the motor and the crystal position at ``eta0``.
+    """
+    if (x_motor is None) != (x_um is None) or (y_motor is None) != (y_um is None):
+        raise ArgumentError("x_motor/x_um and y_motor/y_um must be given together")
+    traj, follow = cycler(eta_motor, list(etas)), {}
+    dx, dy = model.offset(etas)
+    for axis, motor, at_eta0, offset in (("x", x_motor, x_um, dx), ("y", y_motor, y_um, dy)):
+        if motor is None:
+            continue
+        positions = float(at_eta0) + np.asarray(offset)
+        check_within_limits(motor, f"{axis}_um (+ eccentricity offsets)", float(positions.min()),
+                            float(positions.max()))
+        traj = traj + cycler(motor, list(positions))
+        follow[axis] = {"motor": motor.name, "at_eta0": float(at_eta0)}
+    return traj, follow
 
 
 def _beam(setup, energy, detector) -> tuple[float, float, float]:
