@@ -14,9 +14,9 @@ import pytest
 from braggscope.analysis.sxdm import kernels as sxdm_kernels
 from braggscope.analysis.sxdm import reduce as sxdm
 from braggscope.analysis.sxdm.blocks import reduce_block
+from braggscope.analysis.sxdm.filters import clipped_background, median_filter_frames
 from braggscope.analysis.sxdm.options import MapOptions
 from braggscope.analysis.sxdm.plan import make_plan
-from braggscope.analysis.sxdm.filters import clipped_background, median_filter_frames
 from braggscope.core.geometry import Geometry, bragg_angle
 
 ENERGY = 8.33
@@ -55,8 +55,8 @@ def test_filtered_rows_match_the_numpy_median(size, dtype):
     bad[3, 25] = bad[:, 7] = True
     good = (~bad).astype(np.float32)
     rows = np.arange(SHAPE[0], dtype=np.int64)
-    got = sxdm_kernels.filtered_rows(raw, good, size, rows)
-    ref = median_filter_frames(np.where(bad, 0, raw), size)  # bad pixels zeroed, then the true median
+    got = sxdm_kernels.filtered_rows(raw, good, size, rows, *sxdm_kernels.masked_window_lists(~bad))
+    ref = median_filter_frames(raw, size, pixel_mask=bad)  # the true median of the good pixels
     ref = ref.reshape(raw.shape[0], -1, SHAPE[0] * SHAPE[1])
     np.testing.assert_array_equal(got, ref)
     if size == 2:  # the filter does something (unlike silx's even sizes)
@@ -89,6 +89,7 @@ CASES = {
     "no background": dict(background="none"),
     "fixed background": dict(background=1.5),
     "monitor": dict(monitor=np.linspace(0.5, 1.5, 6)),
+    "monitor with no beam": dict(monitor=np.where(np.arange(72).reshape(6, 3, 4) % 7 == 3, 0.0, 1.2)),
     "q roi": "roi",
     "detector roi": dict(detector_roi=(2, 20, 5, 28)),
 }
@@ -112,10 +113,41 @@ def test_fused_block_equals_the_numpy_path(case, dtype):
     ref = reduce_block(_numpy_twin(plan), ys, xs)
     assert got.keys() == ref.keys()
     for key in ref:
-        scale = max(1e-6, float(np.max(np.abs(ref[key]))))
+        scale = max(1e-6, float(np.nanmax(np.abs(ref[key]))))  # NaN: a frame without beam
         np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(ref[key], float), rtol=0,
                                    atol=2e-6 * scale, err_msg=key)
     assert np.all(got["s0"][:, 1:] > 1000)  # the peak was weighed
+
+
+@pytest.mark.parametrize("background", ["constant", "none", 1.5])
+def test_missing_frames_are_left_out_by_both_paths(background):
+    """NaN frames (drift from outside the map) and frames of scale 0 (no beam) weigh nothing: the sums
+    equal those of the same block with those frames' voxels removed, in the fused and numpy paths."""
+    frames = _stack(np.float32)
+    missing = np.zeros(frames.shape[:3], bool)
+    missing[2, 0, 1] = missing[3, 1, 2] = missing[0, 2, 3] = True  # one in the peak
+    monitor = np.ones(frames.shape[:3], np.float32)
+    monitor[4, 2, 1] = 0.0
+    holed = frames.copy()
+    holed[missing] = np.nan
+    # the frame scale as the plan holds it (reduce_stack would fill the no-beam hole from its neighbours)
+    plan = dataclasses.replace(_plan(holed, background=background), monitor=monitor)
+    ys, xs = slice(0, 3), slice(0, 4)
+    got = reduce_block(plan, ys, xs)
+    ref = reduce_block(_numpy_twin(plan), ys, xs)
+    gone = missing | (monitor == 0)
+    for result in (got, ref):
+        assert np.array_equal(np.isnan(result["eta_intensity"]), gone)
+        assert np.all(np.isfinite(result["s0"])) and np.all(np.isfinite(result["s1"]))
+    for key in ref:
+        np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(ref[key], float), rtol=2e-6,
+                                   atol=1e-3, err_msg=key)
+    # the pixel with a missing frame in the peak: its sums are those of the other angles alone
+    kept = [e for e in range(6) if e != 2]
+    alone = reduce_block(_plan(frames[kept], background=background), slice(0, 1), slice(1, 2))
+    np.testing.assert_allclose(got["s0"][0, 1], alone["s0"][0, 0], rtol=1e-5)
+    np.testing.assert_allclose(got["background"][0, 1], alone["background"][0, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["intensity"][0, 1], alone["intensity"][0, 0], rtol=1e-5)
 
 
 def test_options_outside_the_kernel_take_the_numpy_path():

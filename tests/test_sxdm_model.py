@@ -38,6 +38,8 @@ class Truth:
     d0: float
     shifts: np.ndarray      # (n_eta, 2) true (dy, dx) drift in map pixels (0 at the middle angle)
     background: float
+    flux: np.ndarray | None = None          # (n_eta, ny, nx) relative incident flux of every point
+    fluorescence: np.ndarray | None = None  # (n_eta, ny, nx) fluorescence counts of every point
 
 
 def qconv(energy_kev, distance_m, pixel_m, cch, shape):
@@ -57,14 +59,20 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
                   energy_kev=8.33, distance_m=0.25, pixel_m=55e-6, nu=3.0,
                   counts=3.0e4, background=1.0, sigma_q=4.0e-3, strain_amp=400.0,
                   tilt_max=0.12, drift_px=0.35, compression=False, strain_offset=0.0,
-                  centre_x=None, radius=1.0, seed=0) -> Truth:
+                  centre_x=None, radius=1.0, seed=0, shifts=None, flux=None, rock_tilt=0.0,
+                  fluorescence=0.0, fluorescence_background=0.0) -> Truth:
     """Simulate an SXDM stack of one crystal with strain, tilts, noise and drift.
 
     Intensity of map pixel p at voxel q: ``counts * A(p) * G(q - Q(p))`` with
     an isotropic Gaussian of width ``sigma_q``, Poisson noise on top of a flat
     ``background`` (counts/pixel). Between rocking angles the sample drifts
-    (random walk, ``drift_px`` map pixels rms per step); the fields are
-    evaluated at the drifted positions.
+    (random walk, ``drift_px`` map pixels rms per step, or the given ``shifts``
+    (n_eta, 2)); the fields are evaluated at the drifted positions. ``flux``
+    (n_eta, ny, nx) scales signal and background point by point (0: no beam);
+    ``rock_tilt`` (deg) tilts the left and right halves the opposite ways along
+    the rocking direction (two domains lit at different angles); with
+    ``fluorescence`` (counts of a point on the whole crystal at flux 1) each
+    point also records a fluorescence count ``flux * (fluorescence * A + fluorescence_background)``.
     """
     rng = np.random.default_rng(seed)
     lam = HC / energy_kev
@@ -101,7 +109,7 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
         eps = eps + strain_offset
         # two tilt domains, left and right (like the paper's Particle 2): the tilt is mostly
         # across the rocking direction so each angle lights the whole crystal
-        t_rock = np.radians(0.02) * v
+        t_rock = np.radians(0.02) * v + np.radians(rock_tilt) * np.tanh(u / 0.2)
         t_side = np.radians(tilt_max) * np.tanh(u / 0.35)
         alt = np.hypot(t_rock, t_side)
         azi = np.arctan2(t_side, t_rock)
@@ -117,11 +125,15 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
         u = np.cos(alt)[..., None] * ghat + np.sin(alt)[..., None] * axis_dir
         return u * (np.linalg.norm(g0) / (1 + eps[..., None] * 1e-6))
 
-    steps = rng.normal(0, drift_px, size=(n_eta, 2))
-    steps[0] = 0
-    shifts = np.cumsum(steps, axis=0)
-    shifts -= shifts[n_eta // 2]  # the middle angle is the drift reference
+    if shifts is None:
+        steps = rng.normal(0, drift_px, size=(n_eta, 2))
+        steps[0] = 0
+        shifts = np.cumsum(steps, axis=0)
+        shifts -= shifts[n_eta // 2]  # the middle angle is the drift reference
+    shifts = np.asarray(shifts, dtype=float)
+    flux = None if flux is None else np.asarray(flux, dtype=float)
     frames = np.empty((n_eta, ny, nx) + tuple(shape), dtype=np.uint32)
+    fluo = np.empty((n_eta, ny, nx)) if fluorescence else None
     for i, e in enumerate(eta):
         qx, qy, qz = qc.area(e, 0.0, nu, delta, wl=lam)
         qpix = np.stack([qx.ravel(), qy.ravel(), qz.ravel()], axis=1)
@@ -133,11 +145,16 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
         vox = (pixel_m / distance_m * k) ** 2 * np.radians(eta_step) * np.linalg.norm(g0)
         norm = counts * vox / ((2 * np.pi) ** 1.5 * sigma_q ** 3)
         lam_i = amp.reshape(-1, 1) * norm * peak + background
+        if flux is not None:
+            lam_i *= flux[i].reshape(-1, 1)
         frames[i] = rng.poisson(lam_i).reshape((ny, nx) + tuple(shape))
+        if fluo is not None:
+            f_i = 1.0 if flux is None else flux[i]
+            fluo[i] = rng.poisson(f_i * (fluorescence * amp + fluorescence_background))
     amp, eps, alt, azi = fields(yy, xx)
     return Truth(frames, eta, float(delta), float(nu), energy_kev, distance_m, pixel_m, cch,
                  np.arange(nx) * 0.4, np.arange(ny) * 0.4, amp, qlocal(eps, alt, azi), eps, d0,
-                 shifts, background)
+                 shifts, background, flux, fluo)
 
 
 def truth_tilts(q, mask):

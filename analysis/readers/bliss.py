@@ -8,23 +8,27 @@ x_pixel_size, y_pixel_size, pixel_mask}``, angles and energy at
 positions per point at ``instrument/{pix,piy}/value`` (or
 ``{pix,piy}_position/value``), the map shape at ``technique/dim0`` (fast),
 ``dim1`` (slow), and for a rocking scan the angle per frame at
-``instrument/eta/value`` (or ``measurement/eta``).
+``instrument/eta/value`` (or ``measurement/eta``). The counters recorded with
+every point (``measurement/<name>``: the monitor ``mon1``, the fluorescence
+``ct_fluo``, ...) and the machine's ``instrument/machine/{current,
+refill_countdown}`` come along in the stack's ``counters``.
 """
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 
 from braggscope.core.errors import InputError
 from braggscope.core.stacks import RockingStack
 
 from .hdf5 import check_top_links, checked_dataset, first_key, open_hdf5, read_all, scalar
-from .stack import Angles, finish, grid_from_positions, setup_from_fields
+from .stack import Angles, counter_role, finish, grid_from_positions, setup_from_fields
 
 __all__ = ["read_bliss", "read_bliss_rocking"]
 
 
-def read_bliss(path, *, scans=None, detector="mpx1x4"):
+def read_bliss(path, *, scans=None, detector="mpx1x4", monitor="auto", fluorescence="auto"):
     """Read an ID01 BLISS SXDM dataset (one scan per rocking angle).
 
     Parameters
@@ -35,14 +39,19 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
         Scan names (default: every ``N.1`` with the detector image, by N).
     detector : str
         Detector group under ``instrument``.
+    monitor, fluorescence : str or None
+        The counters that measure the incident flux and an angle-independent signal: a name
+        (``"mon1"``, ``"ct_fluo"``), ``"auto"`` for those two names when recorded, None for none.
 
     Returns
     -------
     MapStack
         Frames an :class:`~braggscope.analysis.readers.H5Stack` ``(n_eta, ny, nx, rows, cols)``
         sorted by eta, in raster order; ``setup`` from the file's calibration and positioners
-        (``delta``/``nu``/``phi`` scalar or one per angle); ``x``/``y`` in um; ``metadata``
-        ``format``, ``scans``.
+        (``delta``/``nu``/``phi`` scalar or one per angle); ``x``/``y`` in um; ``counters``
+        the per-point counters of ``measurement/`` (``(n_eta, ny, nx)``) and the machine's
+        ``machine_current`` and ``refill_countdown`` (``(n_eta,)``), with ``monitor`` and
+        ``fluorescence`` naming two of them; ``metadata`` ``format``, ``scans``.
 
     Raises
     ------
@@ -68,8 +77,8 @@ def read_bliss(path, *, scans=None, detector="mpx1x4"):
             nus.append(scalar(f, path, f"{pos}/nu", 0.0))
             phis.append(scalar(f, path, f"{pos}/phi", 0.0))
             _add_scan(f, path, scan, detector, angles)
-        fields = {"format": "bliss", "scans": list(scans), "detector": detector,
-                  **_calibration(f, path, scans[0], detector)}
+        fields = {"format": "bliss", "scans": list(scans), "detector": detector, "monitor": monitor,
+                  "fluorescence": fluorescence, **_calibration(f, path, scans[0], detector)}
         return finish(f, angles, etas, deltas, nus, phis, fields, path)
     except BaseException:
         f.close()
@@ -104,7 +113,30 @@ def _add_scan(f, path, scan, detector, angles):
     if dims is not None and dims != (ny, nx):
         raise InputError(f"{path}: scan {scan} technique/dim0,dim1 = {dims[1]}, {dims[0]} but the positions "
                          f"form {nx} x {ny}")
-    angles.add(img, path, img_key, f"scan {scan}", "scans", ny, nx, xa, ya, order)
+    angles.add(img, path, img_key, f"scan {scan}", "scans", ny, nx, xa, ya, order,
+               counters=_counters(f, path, scan, img.shape[0]))
+
+
+#: Machine readings of a BLISS scan (``instrument/machine/<name>``) taken into the stack's counters.
+MACHINE_FIELDS = {"current": "machine_current", "refill_countdown": "refill_countdown"}
+
+
+def _counters(f, path, scan, n_points) -> dict:
+    """The scalar counters a scan recorded: every 1-D ``measurement/<name>`` of one value per point
+    (``mon1``, ``ct_fluo``, ...) and the machine's current and refill countdown."""
+    out = {}
+    measurement = f.get(f"{scan}/measurement")
+    if measurement is not None:
+        for name in measurement:
+            item = measurement.get(name)
+            if isinstance(item, h5py.Dataset) and item.ndim == 1 and item.shape[0] == n_points \
+                    and item.dtype.kind in "iuf":
+                out[name] = read_all(item, path, f"{scan}/measurement/{name}")
+    for name, key in MACHINE_FIELDS.items():
+        full = f"{scan}/instrument/machine/{name}"
+        if full in f and isinstance(f[full], h5py.Dataset) and f[full].dtype.kind in "iuf":
+            out[key] = read_all(f[full], path, full)
+    return out
 
 
 def _calibration(f, path, scan, detector) -> dict:
@@ -124,7 +156,7 @@ def _calibration(f, path, scan, detector) -> dict:
     }
 
 
-def read_bliss_rocking(path, *, scan: str | None = None, detector: str = "mpx1x4"):
+def read_bliss_rocking(path, *, scan: str | None = None, detector: str = "mpx1x4", monitor="auto"):
     """Read one BCDI rocking scan from an ID01 BLISS file (the same layout, one scan).
 
     Parameters
@@ -135,12 +167,15 @@ def read_bliss_rocking(path, *, scan: str | None = None, detector: str = "mpx1x4
         Scan name such as ``"3.1"`` (default: the first scan with the detector image).
     detector : str
         Detector group under ``instrument``.
+    monitor : str or None
+        The incident-flux counter: a name, ``"auto"`` for ``mon1`` when recorded, None for none.
 
     Returns
     -------
     RockingStack
         Frames ``(n_eta, rows, cols)`` of raw counts read into memory, ``eta`` per frame,
-        ``setup`` from the file's calibration and positioners, ``metadata`` ``format``, ``scan``.
+        ``setup`` from the file's calibration and positioners, ``counters`` per frame (as for
+        :func:`read_bliss`) with ``monitor`` naming one, ``metadata`` ``format``, ``scan``.
 
     Raises
     ------
@@ -176,7 +211,10 @@ def read_bliss_rocking(path, *, scan: str | None = None, detector: str = "mpx1x4
                   "nu": scalar(f, path, f"{pos}/nu", 0.0), "phi": scalar(f, path, f"{pos}/phi", 0.0)}
         setup = setup_from_fields(fields, img.shape[1:], path, detector)
         frames = read_all(img, path, key)
-    return RockingStack(frames, eta, setup, source=str(path), metadata={"format": "bliss", "scan": scan})
+        counters = {name: np.broadcast_to(np.asarray(v, dtype=float), eta.shape).copy()
+                    for name, v in _counters(f, path, scan, img.shape[0]).items()}
+    return RockingStack(frames, eta, setup, source=str(path), metadata={"format": "bliss", "scan": scan},
+                        counters=counters, monitor=counter_role(counters, monitor, "monitor", path))
 
 
 def _entry_key(name):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from braggscope.core.errors import ArgumentError, InputError
 
 from .bliss import read_bliss
-from .checks import CheckedStack
 from .hdf5 import check_top_links, open_hdf5
 from .xsocs import read_xsocs
 

@@ -17,7 +17,8 @@ from braggscope.core.stacks import MapStack
 
 from .hdf5 import short_reason
 
-__all__ = ["H5Stack", "Angles", "grid_from_positions", "finish", "setup_from_fields"]
+__all__ = ["H5Stack", "Angles", "grid_from_positions", "finish", "setup_from_fields", "counter_role",
+           "AUTO_COUNTERS"]
 
 
 class H5Stack:
@@ -148,14 +149,27 @@ def _check_frames(dset, path, key, ny, nx, frame_shape):
 
 
 class Angles:
-    """The per-angle frame datasets of one map, checked for a common raster as they come."""
+    """The per-angle frame datasets of one map, checked for a common raster as they come, with the
+    counters recorded with them."""
 
     def __init__(self):
-        self.stacks, self.orders = [], []
+        self.stacks, self.orders, self.counters = [], [], []
         self.grid = self.frame_shape = None
 
-    def add(self, img, path, img_key, label, plural, ny, nx, xa, ya, order):
-        """Add one angle's frames ``img`` (points, rows, cols) with its raster."""
+    def add(self, img, path, img_key, label, plural, ny, nx, xa, ya, order, counters=None):
+        """Add one angle's frames ``img`` (points, rows, cols) with its raster and its counters
+        (name: one value per point in acquisition order, or a scalar for the angle)."""
+        counters = dict(counters or {})
+        for name, values in counters.items():
+            values = np.asarray(values, dtype=float)
+            if values.ndim == 1 and values.size == ny * nx:
+                values = values[order]  # acquisition order -> raster order, snake undone
+            elif values.size == 1:
+                values = float(values.ravel()[0])
+            else:
+                raise InputError(f"{path}: {label} records {values.size} values of {name} for {ny * nx} points")
+            counters[name] = values
+        self.counters.append(counters)
         if self.grid is not None and (ny, nx) != self.grid[:2]:
             raise InputError(f"{path}: {label} is {ny} x {nx}, other {plural} {self.grid[0]} x {self.grid[1]}")
         self.grid = (ny, nx, xa, ya)
@@ -186,10 +200,46 @@ def finish(h5file, angles: Angles, etas, deltas, nus, phis, fields: dict, path) 
     fields = dict(fields, delta=per(deltas), nu=per(nus), phi=per(phis))
     setup = setup_from_fields(fields, frames.shape[-2:], path)
     metadata = {k: v for k, v in fields.items() if k not in _SETUP_FIELDS}
-    return MapStack(frames, eta, setup, source=str(path), metadata=metadata, x=angles.grid[2], y=angles.grid[3])
+    counters = _stacked_counters([angles.counters[i] for i in order_eta], frames.shape[1:3])
+    roles = {role: counter_role(counters, fields.get(role, "auto"), role, path)
+             for role in ("monitor", "fluorescence")}
+    return MapStack(frames, eta, setup, source=str(path), metadata=metadata, x=angles.grid[2], y=angles.grid[3],
+                    counters=counters, **roles)
 
 
-_SETUP_FIELDS = ("energy_kev", "distance_m", "pixel_m", "cch", "delta", "nu", "phi", "pixel_mask")
+_SETUP_FIELDS = ("energy_kev", "distance_m", "pixel_m", "cch", "delta", "nu", "phi", "pixel_mask", "monitor",
+                 "fluorescence")
+
+#: Counter names looked for when a reader is asked for its ``"auto"`` monitor and fluorescence (ID01 BLISS).
+AUTO_COUNTERS = {"monitor": ("mon1",), "fluorescence": ("ct_fluo",)}
+
+
+def _stacked_counters(per_angle: list, map_shape) -> dict:
+    """The counters every angle recorded: ``(n_eta, ny, nx)`` when per point, ``(n_eta,)`` when per angle."""
+    if not per_angle:
+        return {}
+    names = set(per_angle[0]).intersection(*per_angle[1:])
+    out = {}
+    for name in sorted(names):
+        values = [c[name] for c in per_angle]
+        if all(np.ndim(v) == 0 for v in values):
+            out[name] = np.asarray(values, dtype=float)
+        else:
+            out[name] = np.stack([np.broadcast_to(v, tuple(map_shape)) for v in values]).astype(float)
+    return out
+
+
+def counter_role(counters: dict, wanted, role: str, path):
+    """The counter playing ``role`` (monitor, fluorescence): ``wanted`` by name, ``"auto"`` for the usual
+    name when recorded, None for none."""
+    if wanted is None:
+        return None
+    if wanted == "auto":
+        return next((n for n in AUTO_COUNTERS[role] if n in counters), None)
+    if wanted not in counters:
+        raise InputError(f"{path}: {role} {wanted!r} is not recorded with every point "
+                         f"(counters: {', '.join(sorted(counters)) or 'none'})")
+    return wanted
 
 
 def setup_from_fields(fields: dict, frame_shape, path, detector: str = "mpx1x4") -> ScanSetup:

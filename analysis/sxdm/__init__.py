@@ -9,8 +9,7 @@ gridded peak, ``drift``: map registration, ``stack``: a typed map stack reduced,
 ``figures``: the field's figures, ``cli``: ``braggscope reduce sxdm``).
 """
 
-from .reduce import (derive_maps, integrate_eta_maps, q_frames, q_resolution, read_block, reduce_stack,
-                     tilt_angles)
+from .reduce import derive_maps, integrate_eta_maps, q_frames, q_resolution, read_block, reduce_stack, tilt_angles
 from .stack import reduce_map
 
 __all__ = ["reduce_stack", "reduce_map", "derive_maps", "tilt_angles", "q_frames", "integrate_eta_maps", "read_block",

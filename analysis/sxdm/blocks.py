@@ -18,7 +18,7 @@ import numpy as np
 
 from braggscope.analysis.sxdm import kernels as sxdm_kernels
 from braggscope.analysis.sxdm.filters import clipped_background, median_filter_frames, snip_background
-from braggscope.analysis.sxdm.plan import Plan
+from braggscope.analysis.sxdm.plan import Plan, frame_missing
 
 __all__ = ["block_slices", "read_block", "reduce_block"]
 
@@ -66,23 +66,32 @@ def reduce_block(plan: Plan, ys, xs):
         return _reduce_block_fused(plan, raw, ys, xs)
     _, by, bx, nr, nc = raw.shape
     npx = by * bx
-    if not plan.valid.all():
-        # bad pixels (hot, dead, gaps) must not leak into their neighbours through the median
-        raw = raw.astype(np.float32)
-        raw[..., ~plan.valid.reshape(nr, nc)] = 0
-    f = median_filter_frames(raw, opt.median)  # float32 (n_eta, by, bx, nr, nc)
+    present = ~frame_missing(raw, plan.valid)
+    if plan.monitor is not None:
+        present &= plan.monitor[:, ys, xs] > 0
+    raw = raw.astype(np.float32)
+    raw[~present] = 0  # missing frames: no NaN into the sums, and no weight (below)
+    # bad pixels (hot, dead, gaps) must not leak into their neighbours through the median
+    bad = None if plan.valid.all() else ~plan.valid.reshape(nr, nc)
+    f = median_filter_frames(raw, opt.median, pixel_mask=bad)  # float32 (n_eta, by, bx, nr, nc)
     del raw
     if plan.monitor is not None:
         f *= plan.monitor[:, ys, xs][..., None, None]
     f = f.reshape(n_eta, npx, nr * nc)
-    level, cut = _subtract_background(f, plan)
+    present = present.reshape(n_eta, npx)
+    level, cut = _subtract_background(f, plan, present)
+    f *= present[..., None]
     if not plan.all_inside:
         f *= plan.inside[:, None, :]
-    eta_int = f.sum(axis=2).reshape(n_eta, by, bx)
-    intensity = eta_int.sum(axis=0)
-    # weights of the centre of mass: voxels above the noise cut (and > 0)
+    eta_int = np.where(present, f.sum(axis=2), np.nan).reshape(n_eta, by, bx)
+    intensity = np.nansum(eta_int, axis=0)
+    # weights of the centre of mass: the excess of the voxels over the noise cut (soft thresholding), a cut
+    # that follows each frame's counting noise: a frame scaled by s has sqrt(s) times the noise at the reference
     thr = np.float32(opt.noise_sigma) * cut if opt.background != "none" else np.float32(0)
-    f *= f > thr
+    if plan.monitor is not None and opt.background != "none":
+        thr = thr * np.sqrt(plan.monitor[:, ys, xs].reshape(n_eta, npx, 1))
+    f -= thr
+    np.maximum(f, 0, out=f)
     w = f
     s0 = w.sum(axis=(0, 2))
     moments = np.matmul(w, plan.dq).sum(axis=0, dtype=np.float64)  # (npx, 9)
@@ -95,24 +104,28 @@ def reduce_block(plan: Plan, ys, xs):
     return out
 
 
-def _subtract_background(f, plan: Plan):
-    """Subtract the background from ``f`` (n_eta, npx, npix) in place: its level and noise cut per map pixel."""
+def _subtract_background(f, plan: Plan, present):
+    """Subtract the background from ``f`` (n_eta, npx, npix) in place: its level and noise cut per map pixel.
+
+    Only the frames ``present`` (n_eta, npx) are background samples.
+    """
     bg = plan.options.background
     n_eta, npx, _ = f.shape
     r0, r1, c0, c1 = plan.det_roi
     nr, nc = r1 - r0, c1 - c0
     if bg == "constant":
-        level, spread = _clipped_level(f, plan.valid, nr)
+        level, spread = _clipped_level(f, plan.usable, nr, present)
         f -= level[None, :, None]
         cut = spread[None, :, None]
     elif bg == "snip":
         back = snip_background(f.reshape(n_eta * npx, nr, nc)).reshape(f.shape)
         f -= back
-        level = np.where(plan.valid, back, 0).sum(axis=(0, 2)) / max(1, plan.valid.sum() * n_eta)
+        n_good = np.maximum(1, plan.usable.sum() * present.sum(axis=0))
+        level = (np.where(plan.usable, back, 0) * present[..., None]).sum(axis=(0, 2)) / n_good
         del back
         # SNIP follows the noise minima (biased low at a few counts/pixel): remove the
         # remaining flat offset with the clipped mean of the residual
-        offset, spread = _clipped_level(f, plan.valid, nr)
+        offset, spread = _clipped_level(f, plan.usable, nr, present)
         f -= offset[None, :, None]
         level = level + offset
         cut = spread[None, :, None]
@@ -142,24 +155,27 @@ def _reduce_block_fused(plan: Plan, raw, ys, xs):
     bg = opt.background
     fixed = np.nan if bg == "constant" else 0.0 if bg == "none" else float(bg)
     rows = sxdm_kernels.background_rows(n_eta, nr, nc)
-    valid_rows = np.tile(good[rows].ravel(), n_eta)
+    valid_rows = np.tile(plan.usable.reshape(nr, nc)[rows].ravel().astype(np.float32), n_eta)
+    bad_ptr, bad_cols = sxdm_kernels.masked_window_lists(plan.valid.reshape(nr, nc))
     eta_int, s0, moments, level = sxdm_kernels.reduce_chunk(
         raw, good, size, scale, fixed, float(opt.noise_sigma), rows, valid_rows, plan.inside,
-        plan.all_inside, plan.dq)
+        plan.all_inside, plan.dq, int(np.argmax(plan.valid)), bad_ptr, bad_cols)
     eta_int = eta_int.reshape(n_eta, by, bx)
     return dict(s0=s0.reshape(by, bx), s1=moments[:, :3].reshape(by, bx, 3),
-                s2=moments[:, 3:].reshape(by, bx, 6), intensity=eta_int.sum(axis=0),
+                s2=moments[:, 3:].reshape(by, bx, 6), intensity=np.nansum(eta_int, axis=0),
                 eta_intensity=eta_int.astype(np.float32), background=level.reshape(by, bx))
 
 
-def _clipped_level(f, valid, nr):
-    """Clipped mean and spread per map pixel over the rows ``background_rows`` samples."""
+def _clipped_level(f, valid, nr, present):
+    """Clipped mean and spread per map pixel over the rows ``background_rows`` samples, of the frames
+    ``present`` (n_eta, npx)."""
     n_eta, npx, npix = f.shape
     nc = npix // nr
     rows = sxdm_kernels.background_rows(n_eta, nr, nc)
     sub = f.reshape(n_eta, npx, nr, nc)[:, :, rows, :]
     sub = np.ascontiguousarray(np.transpose(sub, (1, 0, 2, 3))).reshape(npx, -1)
-    good = np.broadcast_to(valid.reshape(nr, nc)[rows], (n_eta, rows.size, nc)).ravel()
+    good = valid.reshape(nr, nc)[rows].ravel()
+    good = (present.T[:, :, None] & good[None, None, :]).reshape(npx, -1)
     return clipped_background(sub, good, max_samples=None)
 
 

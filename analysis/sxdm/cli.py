@@ -8,21 +8,20 @@ catalog (scan id or uid, opened with the configuration of ``braggscope
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from braggscope.analysis.readers import CheckedStack, open_catalog_checked, read_catalog_run, read_stack
-from braggscope.analysis.sxdm.drift import register_drift
 from braggscope.analysis.sxdm.figures import save_figures
 from braggscope.analysis.sxdm.files import save_maps
 from braggscope.analysis.sxdm.grid import grid_pixel_peak
-from braggscope.analysis.sxdm.reduce import integrate_eta_maps
-from braggscope.analysis.sxdm.stack import reduce_map
+from braggscope.analysis.sxdm.stack import reduce_map, register_map_drift, stack_monitor
 from braggscope.core.atomic import atomic_path, staged_directory
 from braggscope.core.config import load_config
-from braggscope.core.errors import ArgumentError, SourceMissingError
+from braggscope.core.errors import ArgumentError, DataWarning, SourceMissingError
 from braggscope.core.stacks import MapStack
 
 
@@ -39,8 +38,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--median", type=int, default=2, help="true median filter size (default 2; 1 = off)")
     p.add_argument("--fit", default="com", choices=("com", "gaussian"), help="peak centre estimate")
     p.add_argument("--drift", default="none", choices=("none", "register"),
-                   help="register: correct drift between angles by phase cross-correlation")
+                   help="register: measure the drift between angles and undo it (on a fluorescence counter "
+                        "when the source records one, else on the Bragg intensity)")
+    p.add_argument("--drift-signal", default="auto", metavar="auto|bragg|COUNTER",
+                   help="what --drift register correlates (default auto: the fluorescence counter, e.g. ct_fluo, "
+                        "else the Bragg intensity)")
     p.add_argument("--upsample", type=int, default=10, help="registration upsampling (default 10)")
+    monitor = p.add_mutually_exclusive_group()
+    monitor.add_argument("--monitor", default="auto", metavar="COUNTER",
+                         help="normalise by this counter (default: the run's monitor; in a BLISS file mon1 "
+                              "when recorded); points where it reads 0 (no beam) are left out")
+    monitor.add_argument("--no-monitor", dest="monitor", action="store_const", const=None,
+                         help="no monitor normalisation")
     p.add_argument("--roi", default=None, metavar="QX0:QX1,QY0:QY1,QZ0:QZ1",
                    help="reciprocal-space box (1/A); an empty part leaves that axis open")
     p.add_argument("--detector-roi", default=None, metavar="R0,R1,C0,C1", help="detector pixels to read")
@@ -119,6 +128,8 @@ def _check_args(args):
         raise ArgumentError(f"--threshold must be in [0, 1), got {args.threshold}")
     if args.median < 1:
         raise ArgumentError(f"--median must be >= 1, got {args.median}")
+    if args.upsample < 1:
+        raise ArgumentError(f"--upsample must be >= 1, got {args.upsample}")
     if args.workers is not None and args.workers < 1:
         raise ArgumentError(f"--workers must be >= 1, got {args.workers}")
     if Path(args.out).is_dir():
@@ -143,9 +154,10 @@ def _scheduler(args) -> str:
 def run(args) -> int:
     """Run the reduction; returns the process exit status.
 
-    Order: options checked, input read and checked, maps reduced (frames
-    checked as read), figures drawn; only then are ``--out`` and ``--figures``
-    written, atomically: a failure at any step leaves no output behind.
+    Order: options checked, input read and checked, the monitor chosen, the
+    drift registered (with a report of its signal and confidence), maps reduced
+    (frames checked as read), figures drawn; only then are ``--out`` and
+    ``--figures`` written, atomically: a failure at any step leaves no output behind.
     Expected errors are :class:`~braggscope.core.errors.UserError` (the
     ``braggscope`` entry point prints them on one line and exits 2).
     """
@@ -156,16 +168,37 @@ def run(args) -> int:
     stack = replace(stack, frames=CheckedStack(stack.frames, stack.source or args.source,
                                                pixel_mask=stack.require_setup().pixel_mask))
     progress = not args.quiet
-    shifts = None
+    monitor, name = stack_monitor(stack, args.monitor)
+    print(_normalisation_line(stack, monitor, name, args.monitor))
+    registration = None
     if args.drift == "register":
-        shifts = register_drift(integrate_eta_maps(stack.frames, progress=progress), upsample=args.upsample)
-        print(f"drift (map pixels, dy dx) per angle: max |shift| = {abs(shifts).max():.2f}")
-    maps = reduce_map(stack, threshold=args.threshold, median=args.median, fit=args.fit,
-                      num_workers=args.workers, progress=progress, shifts=shifts, scheduler=scheduler, **opts)
-    if shifts is not None:
-        maps["drift_shift"] = (("eta", "axis"), shifts, {"units": "map pixels", "long_name": "(dy, dx) applied"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # the report below says it
+            registration = register_map_drift(stack, signal=args.drift_signal, monitor=args.monitor,
+                                              upsample=args.upsample, progress=progress)
+        for line in registration.report(stack.eta):
+            print(line)
+    maps = reduce_map(stack, threshold=args.threshold, median=args.median, fit=args.fit, monitor=args.monitor,
+                      num_workers=args.workers, progress=progress, scheduler=scheduler,
+                      shifts=None if registration is None else registration.shifts, **opts)
+    if registration is not None:
+        maps["drift_confidence"] = ("eta", registration.confidence,
+                                    {"long_name": "registration confidence (noise-corrected correlation)"})
+        maps.attrs.update(drift_signal=registration.signal, drift_min_confidence=registration.min_confidence)
     _write(args, maps, stack)
     return 0
+
+
+def _normalisation_line(stack, monitor, name, wanted) -> str:
+    """One line saying how the frames are normalised, and why."""
+    if monitor is None:
+        if wanted is None:
+            return "monitor: none (--no-monitor)"
+        counters = ", ".join(sorted(stack.counters)) or "none"
+        return f"monitor: none recorded (counters: {counters}; --monitor COUNTER names one)"
+    no_beam = int(np.sum(monitor == 0))
+    beam = f", {no_beam} points without beam left out" if no_beam else ""
+    return f"monitor: frames normalised by {name} (reference {np.median(monitor[monitor > 0]):.6g}{beam})"
 
 
 def _write(args, maps, stack):

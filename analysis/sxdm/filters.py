@@ -12,10 +12,12 @@ evaluating Q of filtered pixels use :func:`median_offset`.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["median_filter_frames", "median_offset", "snip_background", "clipped_background",
+__all__ = ["median_filter_frames", "median_offset", "masked_windows", "snip_background", "clipped_background",
            "hot_pixel_mask", "maxipix_gap_mask"]
 
 
@@ -24,7 +26,7 @@ def median_offset(size: int) -> float:
     return (int(size) - 1) / 2.0
 
 
-def median_filter_frames(frames, size: int = 2) -> np.ndarray:
+def median_filter_frames(frames, size: int = 2, pixel_mask=None) -> np.ndarray:
     """True ``size`` x ``size`` median filter of each detector frame.
 
     Parameters
@@ -37,6 +39,10 @@ def median_filter_frames(frames, size: int = 2) -> np.ndarray:
         middle values, and the window covers pixels ``r .. r + size - 1``
         (its centre is at ``r + median_offset(size)``). Edges repeat the
         last row/column.
+    pixel_mask : ndarray of bool, shape (rows, cols), optional
+        Bad pixels. With ``size`` 2 a window holding bad pixels takes the median of
+        its good ones (0 when it has none), so a dead pixel does not pull its
+        neighbours down; other sizes read bad pixels as 0.
 
     Returns
     -------
@@ -54,12 +60,20 @@ def median_filter_frames(frames, size: int = 2) -> np.ndarray:
     f = np.asarray(frames, dtype=np.float32)
     if f.ndim < 2:
         raise ValueError(f"frames must have at least 2 dimensions (rows, cols), got shape {f.shape}")
-    if size == 1:
+    bad = None if pixel_mask is None else np.asarray(pixel_mask, dtype=bool)
+    if bad is not None and bad.any():
+        f = np.where(bad, np.float32(0), f)
+    elif size == 1:
         return f.copy()
+    if size == 1:
+        return f
     if size % 2 == 1:
         return ndimage.median_filter(f, size=(1,) * (f.ndim - 2) + (size, size), mode="nearest")
     if size == 2:
-        return _median2x2(f)
+        out = _median2x2(f)
+        if bad is not None and bad.any():
+            _patch_masked_windows(out, f, bad)
+        return out
     pad = [(0, 0)] * (f.ndim - 2) + [(0, size - 1), (0, size - 1)]
     p = np.pad(f, pad, mode="edge")
     win = np.lib.stride_tricks.sliding_window_view(p, (size, size), axis=(-2, -1))
@@ -92,6 +106,28 @@ def _median2x2(f):
     hi1 += lo1
     hi1 *= np.float32(0.5)
     return hi1
+
+
+def masked_windows(pixel_mask) -> np.ndarray:
+    """2 x 2 median windows (anchored top-left, last row/column repeated) holding a bad pixel: bool (rows, cols)."""
+    bad = np.asarray(pixel_mask, dtype=bool)
+    out = bad.copy()
+    out[:-1] |= bad[1:]
+    out[:, :-1] |= out[:, 1:].copy()
+    return out
+
+
+def _patch_masked_windows(out, f, bad):
+    """Replace, in place, the windows of ``out`` that hold bad pixels by the median of their good values."""
+    rows, cols = bad.shape
+    r, c = np.nonzero(masked_windows(bad))
+    r2, c2 = np.minimum(r + 1, rows - 1), np.minimum(c + 1, cols - 1)
+    values = np.stack([f[..., r, c], f[..., r2, c], f[..., r, c2], f[..., r2, c2]], axis=-1)
+    good = ~np.stack([bad[r, c], bad[r2, c], bad[r, c2], bad[r2, c2]], axis=-1)
+    values = np.where(good, values, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-bad windows: nanmedian of nothing, read as 0
+        out[..., r, c] = np.nan_to_num(np.nanmedian(values, axis=-1), nan=0.0)
 
 
 def snip_background(frames, width: int = 8, smooth: int = 1) -> np.ndarray:
@@ -130,7 +166,7 @@ def snip_background(frames, width: int = 8, smooth: int = 1) -> np.ndarray:
     for k in range(width, 0, -1):
         p = np.pad(v, pad, mode="edge")
 
-        def sh(dr, dc):
+        def sh(dr, dc, p=p):
             return p[..., width + dr:width + dr + rows, width + dc:width + dc + cols]
 
         edges = (sh(-k, 0) + sh(k, 0) + sh(0, -k) + sh(0, k)) / 4.0
@@ -148,8 +184,8 @@ def clipped_background(values, valid=None, *, n_sigma: float = 3.0, iterations: 
     ----------
     values : ndarray, shape (npix, nvox)
         All voxels (every rocking angle and detector pixel) of each map pixel.
-    valid : ndarray of bool, shape (nvox,), optional
-        Voxels to use (detector pixel mask).
+    valid : ndarray of bool, shape (nvox,) or (npix, nvox), optional
+        Voxels to use (detector pixel mask; per map pixel, also its frames with data).
     n_sigma : float
         Voxels above ``mean + n_sigma * std`` are clipped (the Bragg peak).
     iterations : int
@@ -169,7 +205,7 @@ def clipped_background(values, valid=None, *, n_sigma: float = 3.0, iterations: 
         # a regular subsample of the voxels is enough for a mean and a spread
         step = int(np.ceil(v.shape[1] / max_samples))
         v = v[:, ::step]
-        valid = None if valid is None else valid[::step]
+        valid = None if valid is None else valid[..., ::step]
     keep = np.ones(v.shape, dtype=bool) if valid is None else np.broadcast_to(valid, v.shape).copy()
     level = spread = None
     for _ in range(int(iterations)):

@@ -15,9 +15,9 @@ import xarray as xr
 from scipy import ndimage
 
 from braggscope.analysis.sxdm.blocks import block_slices, read_block
+from braggscope.analysis.sxdm.filters import median_filter_frames, median_offset
 from braggscope.analysis.sxdm.plan import angles_per_frame, q_resolution
 from braggscope.analysis.sxdm.reduce import q_frames
-from braggscope.analysis.sxdm.filters import median_filter_frames, median_offset
 
 __all__ = ["grid_pixel_peak", "grid_q", "find_peaks_q", "sum_frames"]
 

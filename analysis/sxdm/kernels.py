@@ -9,7 +9,8 @@ per-angle integral, and the centre-of-mass moments of the voxels above the
 noise cut (few: the Bragg peak), accumulated in float64.
 
 Semantics are those of ``sxdm_filters.median_filter_frames`` (true 2x2
-median, last row/column repeated, bad pixels zeroed first) and
+median, last row/column repeated, a window holding bad pixels the median of
+its good ones) and
 ``sxdm_filters.clipped_background``; ``tests/test_sxdm_kernels.py`` checks
 them against those numpy functions.
 """
@@ -19,11 +20,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from braggscope.analysis.sxdm.filters import masked_windows
+
 # reassociation lets LLVM vectorise the float32 row loops (sums, min/max); no
 # "nnan"/"ninf": NaN or inf counts still propagate as in the numpy path
 _FAST = {"reassoc", "nsz", "contract"}
 
-__all__ = ["reduce_chunk", "filtered_rows", "clipped_levels", "background_rows"]
+__all__ = ["reduce_chunk", "filtered_rows", "clipped_levels", "background_rows", "masked_window_lists"]
 
 
 def background_rows(n_eta, nr, nc, max_samples=32768):
@@ -39,7 +42,7 @@ def background_rows(n_eta, nr, nc, max_samples=32768):
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST, inline="always")
-def _filtered_row(frame, r, good, size, hi, lo, out, sc, lv, th, inside, base):
+def _filtered_row(frame, r, good, size, hi, lo, out, sc, lv, th, inside, base, bad_ptr, bad_cols):
     """Row ``r`` of the filtered ``frame``, ``(median * sc - lv) * inside[base + c]``, into ``out``.
 
     Returns the row's sum and how many of its values exceed ``th``. The two
@@ -47,6 +50,7 @@ def _filtered_row(frame, r, good, size, hi, lo, out, sc, lv, th, inside, base):
     and the larger of its two column minima; each column pair (rows r, r + 1)
     is sorted once and shared by the two windows over it. Plain 2D indexing,
     no row views: LLVM vectorises these loops (row views made them 2x slower).
+    The few windows holding bad pixels are then patched (:func:`_patch_windows`).
     """
     nr, nc = frame.shape
     s = np.float32(0.0)
@@ -74,7 +78,46 @@ def _filtered_row(frame, r, good, size, hi, lo, out, sc, lv, th, inside, base):
     out[nc - 1] = v
     s += v
     n += np.float32(1.0) if v > th else np.float32(0.0)
-    return s, n
+    ds, dn = _patch_windows(frame, r, good, out, sc, lv, th, inside, base, bad_ptr, bad_cols)
+    return s + ds, n + dn
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST, inline="always")
+def _patch_windows(frame, r, good, out, sc, lv, th, inside, base, bad_ptr, bad_cols):
+    """Windows of row ``r`` holding bad pixels: the median of their good values (0 if none), as
+    ``filters.median_filter_frames(pixel_mask=...)``. Returns the change of the row's sum and count."""
+    nr, nc = frame.shape
+    r2 = min(r + 1, nr - 1)
+    ds = np.float32(0.0)
+    dn = np.float32(0.0)
+    vals = np.empty(4, np.float32)
+    for k in range(bad_ptr[r], bad_ptr[r + 1]):
+        c = bad_cols[k]
+        c2 = min(c + 1, nc - 1)
+        m = 0
+        for rr, cc in ((r, c), (r2, c), (r, c2), (r2, c2)):
+            if good[rr, cc] > 0:
+                vals[m] = np.float32(frame[rr, cc])
+                m += 1
+        med = np.float32(0.0)
+        if m > 0:
+            part = np.sort(vals[:m])
+            med = part[m // 2] if m % 2 == 1 else np.float32(0.5) * (part[m // 2 - 1] + part[m // 2])
+        v = (med * sc - lv) * inside[base + c]
+        old = out[c]
+        out[c] = v
+        ds += v - old
+        dn += (np.float32(1.0) if v > th else np.float32(0.0)) - (np.float32(1.0) if old > th else np.float32(0.0))
+    return ds, dn
+
+
+def masked_window_lists(valid):
+    """The 2x2 windows holding bad pixels, per row: ``(ptr (rows + 1,), cols)`` int64 (CSR), from the good
+    pixels ``valid`` (rows, cols) bool."""
+    windows = masked_windows(~np.asarray(valid, dtype=bool))
+    counts = windows.sum(axis=1)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return ptr, np.nonzero(windows)[1].astype(np.int64)
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST, inline="always")
@@ -131,7 +174,7 @@ def clipped_levels(values, valid, n_sigma, iterations):
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def filtered_rows(raw, good, size, rows):
+def filtered_rows(raw, good, size, rows, bad_ptr, bad_cols):
     """Median-filtered detector ``rows`` of every frame of a chunk.
 
     Parameters
@@ -144,6 +187,9 @@ def filtered_rows(raw, good, size, rows):
         Median window edge: 1 or 2.
     rows : ndarray of int64
         Detector rows to return.
+    bad_ptr, bad_cols : ndarray of int64
+        The windows holding bad pixels (:func:`masked_window_lists`), whose median is that of
+        their good pixels.
 
     Returns
     -------
@@ -159,20 +205,25 @@ def filtered_rows(raw, good, size, rows):
             for x in range(bx):
                 for j in range(rows.size):
                     _filtered_row(raw[e, y, x], rows[j], good, size, hi, lo, out[e, y * bx + x, j * nc:(j + 1) * nc],
-                                  np.float32(1.0), np.float32(0.0), np.float32(np.inf), ones, 0)
+                                  np.float32(1.0), np.float32(0.0), np.float32(np.inf), ones, 0, bad_ptr, bad_cols)
     return out
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_rows, inside, all_inside, dq):
+def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_rows, inside, all_inside, dq,
+                 first_good, bad_ptr, bad_cols):
     """Background, per-angle integrals and centre-of-mass moments of one chunk.
 
     The background level of each map pixel is the sigma-clipped mean of the filtered voxels of detector ``rows`` at
     every angle (``fixed_level`` NaN), or ``fixed_level``; then, for each
     voxel, ``v = median(raw) * scale - level`` (times the Q mask) adds to the
-    angle's integral and, where it exceeds ``noise_sigma`` times the spread
-    (for a fixed level, its square root), weighs the moments ``sum v`` and
-    ``sum v * dq[e, k, pixel]``.
+    angle's integral and, where it exceeds the noise cut ``th``, ``noise_sigma``
+    times the spread (for a fixed level, its square root) times ``sqrt(scale)``
+    (the frame's own counting noise), weighs the moments by its excess ``v - th``
+    (soft thresholding: no jump as a voxel crosses the cut): ``sum (v - th)`` and
+    ``sum (v - th) * dq[e, k, pixel]``. A missing frame (``scale`` 0: no beam;
+    NaN on its first good pixel: shifted in from outside the map) is left out of
+    both: its integral is NaN.
 
     Parameters
     ----------
@@ -183,7 +234,7 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
     size : int
         Median window edge: 1 or 2.
     scale : ndarray of float32, shape (n_eta, by * bx)
-        Monitor normalisation (ones without a monitor).
+        Monitor normalisation (ones without a monitor), 0 for a frame taken without beam.
     fixed_level : float
         Constant background in counts, or NaN for the clipped estimate.
     noise_sigma : float
@@ -198,10 +249,16 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
         ``inside`` is all ones: skip it.
     dq : ndarray of float32, shape (n_eta, 9, nr * nc)
         Q - q_ref and its products (one contiguous row per product).
+    first_good : int
+        Flat index of the first good detector pixel (where a missing frame is NaN).
+    bad_ptr, bad_cols : ndarray of int64
+        The 2x2 windows holding bad pixels (:func:`masked_window_lists`): their median is that of
+        their good pixels.
 
     Returns
     -------
     eta_int : ndarray of float64, shape (n_eta, by * bx)
+        NaN for missing frames.
     s0 : ndarray of float64, shape (by * bx,)
     moments : ndarray of float64, shape (by * bx, 9)
     level : ndarray of float32, shape (by * bx,)
@@ -219,13 +276,18 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
     m9 = np.empty(9, np.float32)
     ones = np.ones(nc, np.float32)
     sub = np.empty(n_eta * nsub, np.float32)
+    valid_sub = np.empty(n_eta * nsub, np.float32)
+    present = _present_frames(raw, scale, first_good // nc, first_good % nc)
     # background of every map pixel first, so that the main pass can run angle by
     # angle: the Q products of one angle (dq[e]) then stay in cache for all pixels
     thr = np.zeros(npx, np.float32)
     for i in range(npx):
         if np.isnan(fixed_level):
+            for e in range(n_eta):  # a missing frame's voxels are no background samples
+                keep = np.float32(1.0) if present[e, i] else np.float32(0.0)
+                valid_sub[e * nsub:(e + 1) * nsub] = valid_rows[e * nsub:(e + 1) * nsub] * keep
             levels[i], spread = _pixel_background(raw, i // bx, i % bx, good, size, scale[:, i], rows,
-                                                   valid_rows, sub, hi, lo, ones)
+                                                   valid_sub, sub, hi, lo, ones, present[:, i], bad_ptr, bad_cols)
             thr[i] = np.float32(noise_sigma) * spread
         else:
             levels[i] = np.float32(fixed_level)
@@ -233,8 +295,12 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
     for e in range(n_eta):
         dq_e, inside_e = dq[e], inside[e]
         for i in range(npx):
+            if not present[e, i]:
+                eta_int[e, i] = np.nan
+                continue
             frame = raw[e, i // bx, i % bx]
-            sc, lv, th = scale[e, i], levels[i], thr[i]
+            # the noise cut follows this frame's counting noise: scaled by sc, Poisson noise grows as sqrt(sc)
+            sc, lv, th = scale[e, i], levels[i], thr[i] * np.sqrt(scale[e, i])
             acc = 0.0
             half = np.float32(0.5) * sc
             for r in range(nr):
@@ -269,6 +335,11 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
                             row[c] = v
                             total += v
                             above += np.float32(1.0) if v > th else np.float32(0.0)
+                    if bad_ptr[r + 1] > bad_ptr[r]:
+                        d_total, d_above = _patch_windows(frame, r, good, row, sc, lv, th, inside_e, base,
+                                                          bad_ptr, bad_cols)
+                        total += d_total
+                        above += d_above
                 acc += total
                 if above == 0:  # most rows: background only
                     continue
@@ -280,22 +351,38 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def _pixel_background(raw, y, x, good, size, scale, rows, valid_rows, sub, hi, lo, ones):
-    """Clipped level and spread of map pixel (y, x) over the sampled rows of all angles."""
+def _pixel_background(raw, y, x, good, size, scale, rows, valid_rows, sub, hi, lo, ones, present, bad_ptr,
+                      bad_cols):
+    """Clipped level and spread of map pixel (y, x) over the sampled rows of the angles it was measured at."""
     nc = raw.shape[4]
     k = 0
     for e in range(raw.shape[0]):
         sc = scale[e]
         for j in range(rows.size):
-            _filtered_row(raw[e, y, x], rows[j], good, size, hi, lo, sub[k:k + nc], sc, np.float32(0.0),
-                          np.float32(np.inf), ones, 0)
+            if present[e]:
+                _filtered_row(raw[e, y, x], rows[j], good, size, hi, lo, sub[k:k + nc], sc, np.float32(0.0),
+                              np.float32(np.inf), ones, 0, bad_ptr, bad_cols)
+            else:  # NaN frames: zeros with no weight, so the clipped sums stay finite
+                sub[k:k + nc] = 0.0
             k += nc
     return _clipped(sub, valid_rows, 3.0, 5)
 
 
+@njit(nogil=True, cache=True)
+def _present_frames(raw, scale, r, c):
+    """(n_eta, by * bx) bool: frames measured with beam (``scale`` > 0) and not NaN at pixel (r, c)."""
+    n_eta, by, bx = raw.shape[:3]
+    out = np.empty((n_eta, by * bx), np.bool_)
+    for e in range(n_eta):
+        for i in range(by * bx):
+            out[e, i] = scale[e, i] > 0 and not np.isnan(np.float32(raw[e, i // bx, i % bx, r, c]))
+    return out
+
+
 @njit(nogil=True, cache=True, fastmath=_FAST, inline="always")
 def _weigh_row(row, th, dq_e, base, above, m9):
-    """Moments of the voxels of ``row`` above ``th``: returns their sum, ``m9[k] = sum v dq``.
+    """Moments of the voxels of ``row`` above ``th``, weighed by their excess: returns ``sum (v - th)``,
+    ``m9[k] = sum (v - th) dq``.
 
     ``above`` of them: a few (noise) are picked by a scan; more (the peak)
     are weighed branch-free, a select then nine contiguous dot products.
@@ -308,13 +395,14 @@ def _weigh_row(row, th, dq_e, base, above, m9):
         for c in range(nc):
             v = row[c]
             if v > th:
+                v = v - th
                 s += v
                 for k in range(9):
                     m9[k] += v * dq_e[k, base + c]
         return s
     for c in range(nc):
         v = row[c]
-        w = v if v > th else np.float32(0.0)
+        w = v - th if v > th else np.float32(0.0)
         row[c] = w
         s += w
     for k in range(9):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["derive_maps", "derive_strain_tilt", "mean_direction", "tilt_angles"]
+__all__ = ["derive_maps", "derive_strain_tilt", "mean_direction", "tilt_angles", "normalisation_attrs"]
 
 
 def derive_maps(sums, plan) -> xr.Dataset:
@@ -20,8 +20,11 @@ def derive_maps(sums, plan) -> xr.Dataset:
     opt = plan.options
     intensity = sums["intensity"]
     s0 = sums["s0"]
-    peak = np.nanmax(intensity) if np.isfinite(intensity).any() else 0.0
-    mask = (intensity >= opt.threshold * peak) & (s0 > 0) & (intensity > 0)
+    # frames left out (no beam, shifted in from outside the map) are NaN in the per-angle integrals
+    coverage = np.isfinite(sums["eta_intensity"]).mean(axis=0)
+    covered = coverage >= opt.min_coverage
+    peak = np.nanmax(np.where(covered, intensity, np.nan)) if covered.any() else 0.0
+    mask = covered & (intensity >= opt.threshold * peak) & (s0 > 0) & (intensity > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         com = sums["s1"] / s0[..., None]
         var = sums["s2"][..., :3] / s0[..., None] - com ** 2
@@ -51,7 +54,9 @@ def derive_maps(sums, plan) -> xr.Dataset:
         "sigma_qx": (dims, sigma[..., 0], {"units": unit, "long_name": "second-moment width"}),
         "sigma_qy": (dims, sigma[..., 1], {"units": unit, "long_name": "second-moment width"}),
         "sigma_qz": (dims, sigma[..., 2], {"units": unit, "long_name": "second-moment width"}),
-        "eta_intensity": (("eta", "y", "x"), sums["eta_intensity"], {"units": "counts"}),
+        "eta_intensity": (("eta", "y", "x"), sums["eta_intensity"],
+                          {"units": "counts", "long_name": "integrated intensity per angle, NaN where not measured"}),
+        "coverage": (dims, coverage, {"long_name": "fraction of the rocking angles with data"}),
     }
     if g is not None:
         for ax, name in enumerate("xyz"):
@@ -67,10 +72,20 @@ def derive_maps(sums, plan) -> xr.Dataset:
         "d_mean": float(np.nanmean(d)) if mask.any() else float("nan"),
         "q_bar": [float(v) for v in mean_direction(q, mask)] if mask.any() else [float("nan")] * 3,
         "units": "Q 1/Angstrom (sample frame), d Angstrom, strain microstrain, angles deg, x/y um",
+        **normalisation_attrs(plan.normalisation),
     }
     ds = xr.Dataset(data, coords={"y": ("y", plan.y, {"units": "um"}), "x": ("x", plan.x, {"units": "um"}),
                                   "eta": ("eta", plan.eta, {"units": "deg"})}, attrs=attrs)
     return ds
+
+
+def normalisation_attrs(info: dict) -> dict:
+    """The monitor normalisation as attributes of the maps: ``normalisation`` says which, or ``"none"``."""
+    if not info:
+        return {"normalisation": "none"}
+    name = info.get("monitor_name") or "monitor"
+    return {"normalisation": f"counts x monitor_reference / {name}", "monitor": name,
+            **{k: v for k, v in info.items() if k != "monitor_name"}}
 
 
 def derive_strain_tilt(q, mask):

@@ -28,7 +28,8 @@ class MapOptions:
     background : {"constant", "snip", "none"} or float
         Background handling, or a constant in counts per pixel per frame (>= 0).
     noise_sigma : float
-        Voxels below ``noise_sigma`` x the background spread do not weigh in the centre of mass (>= 0).
+        Voxels below ``noise_sigma`` x the background spread do not weigh in the centre of mass, those above
+        weigh by their excess over it (>= 0).
     median : int
         Edge of the median filter applied to each frame (>= 1; 1 = none).
     fit : {"com", "gaussian"}
@@ -37,6 +38,9 @@ class MapOptions:
         Reciprocal-space box (1/Angstrom, sample frame); None for an axis leaves it open.
     detector_roi : (row0, row1, col0, col1), optional
         Detector pixels read (half-open ranges, full-frame coordinates).
+    min_coverage : float
+        Mask: a map pixel needs data (beam on, inside the scanned area after the drift
+        correction) at this fraction of the rocking angles, in [0, 1] (0.5).
 
     Raises
     ------
@@ -51,6 +55,7 @@ class MapOptions:
     fit: str = "com"
     roi: tuple | None = None
     detector_roi: tuple | None = None
+    min_coverage: float = 0.5
 
     def __post_init__(self):
         threshold = finite_float(self.threshold, "threshold")
@@ -69,10 +74,13 @@ class MapOptions:
             raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}")
         if isinstance(self.median, bool) or int(self.median) != self.median or int(self.median) < 1:
             raise ValueError(f"median must be an integer >= 1, got {self.median!r}")
+        min_coverage = finite_float(self.min_coverage, "min_coverage")
+        if not 0.0 <= min_coverage <= 1.0:
+            raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage!r}")
         if self.fit not in FITS:
             raise ValueError(f"fit must be 'com' or 'gaussian', got {self.fit!r}")
         for name, value in (("threshold", threshold), ("background", background), ("noise_sigma", noise_sigma),
-                            ("median", int(self.median)), ("roi", _roi(self.roi)),
+                            ("median", int(self.median)), ("roi", _roi(self.roi)), ("min_coverage", min_coverage),
                             ("detector_roi", _detector_roi(self.detector_roi))):
             object.__setattr__(self, name, value)
 
@@ -88,17 +96,8 @@ class MapOptions:
     def attrs(self) -> dict:
         """The options as NetCDF/NeXus-friendly attributes of the maps."""
         return {"threshold": self.threshold, "background": str(self.background), "noise_sigma": self.noise_sigma,
-                "median": self.median, "fit": self.fit, "roi": "none" if self.roi is None else str(self.roi)}
-
-
-def _finite(value, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
+                "median": self.median, "fit": self.fit, "roi": "none" if self.roi is None else str(self.roi),
+                "min_coverage": self.min_coverage}
 
 
 def _roi(roi):

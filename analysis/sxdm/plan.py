@@ -10,14 +10,15 @@ second moments of each map pixel are then sums over the measured voxels
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from braggscope.analysis.sxdm.drift import apply_drift
 from braggscope.analysis.sxdm.filters import median_offset
 from braggscope.analysis.sxdm.options import MapOptions
 
-__all__ = ["Plan", "make_plan", "angles_per_frame", "q_resolution"]
+__all__ = ["Plan", "make_plan", "monitor_scale", "frame_missing", "angles_per_frame", "q_resolution"]
 
 #: (a, b) axis pairs of the second-moment products, in the order of ``Plan.dq[..., 3:]``.
 PRODUCT_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
@@ -31,7 +32,9 @@ class Plan:
     ``(n_eta, npix, 9)``, or ``(n_eta, 9, npix)`` when ``fused`` (the one-pass
     numba kernel, median 1 or 2, flat background, COM only, reads one product
     at a time). ``inside`` marks voxels in the Q roi on good pixels: bool, or
-    float32 0/1 when fused (a weight: no branch in the kernel).
+    float32 0/1 when fused (a weight: no branch in the kernel), from ``usable``. A frame is left
+    out (missing data: no beam, or a drift shift from outside the scanned area)
+    where ``monitor`` is 0 or the frame is NaN (:func:`frame_missing`).
     """
 
     frames: object
@@ -44,13 +47,15 @@ class Plan:
     inside: np.ndarray
     all_inside: bool
     valid: np.ndarray       # (npix,) bool: good detector pixels
-    monitor: np.ndarray | None
+    usable: np.ndarray      # (npix,) bool: filtered voxels with data (a 2x2 window with >= 2 good pixels)
+    monitor: np.ndarray | None  # (n_eta, ny, nx) float32 frame scale, 0 = no beam (frame left out), or None
     options: MapOptions
     x: np.ndarray
     y: np.ndarray
     pixels_per_chunk: int
     bins: list | None
     fused: bool
+    normalisation: dict = field(default_factory=dict)  # what the monitor normalisation did, for the attrs
 
 
 def angles_per_frame(value, n_eta, name):
@@ -64,8 +69,13 @@ def angles_per_frame(value, n_eta, name):
 
 
 def make_plan(frames, eta, geometry, delta, nu, phi, *, options: MapOptions, pixel_mask, monitor, x, y,
-              chunk_mb) -> Plan:
-    """Check the arguments of ``reduce_stack`` and precompute the Q of every voxel."""
+              chunk_mb, monitor_reference=None, monitor_name=None, shifts=None) -> Plan:
+    """Check the arguments of ``reduce_stack`` and precompute the Q of every voxel.
+
+    With ``shifts`` the frames and the monitor are resampled to undo the drift
+    (:func:`~braggscope.analysis.sxdm.drift.apply_drift`, lazily); so are frames with
+    holes left by a beam loss (monitor 0), with no shift.
+    """
     shape = tuple(int(s) for s in getattr(frames, "shape", ()))
     if len(shape) != 5:
         raise ValueError(f"frames must have shape (n_eta, ny, nx, rows, cols), got {shape}")
@@ -81,11 +91,18 @@ def make_plan(frames, eta, geometry, delta, nu, phi, *, options: MapOptions, pix
     det_roi = options.window(rows, cols)
     valid = _good_pixels(det_roi, pixel_mask, rows, cols)
     median, background, fit, roi = options.median, options.background, options.fit, options.roi
-    monitor = _monitor_scale(monitor, n_eta, ny, nx)
+    scale, normalisation = monitor_scale(monitor, (n_eta, ny, nx), monitor_reference)
+    if normalisation:
+        normalisation["monitor_name"] = str(monitor_name or "monitor")
+    if shifts is None and normalisation.get("frames_without_beam"):
+        shifts = np.zeros((n_eta, 2))  # no drift, but holes to fill from their neighbours
+    if shifts is not None:
+        frames, scale = _undo_drift(frames, shifts, monitor, scale, normalisation)
     x, y = _map_axis(x, nx, "x", 2), _map_axis(y, ny, "y", 1)
 
     q = _voxel_q(geometry, eta, angles, det_roi, median_offset(median))  # (n_eta, npix, 3)
-    inside = np.broadcast_to(valid, q.shape[:2]).copy()
+    usable = _usable_windows(valid, median, det_roi)
+    inside = np.broadcast_to(usable, q.shape[:2]).copy()
     if roi is not None:
         for ax, lim in enumerate(roi):
             if lim is not None:
@@ -110,7 +127,7 @@ def make_plan(frames, eta, geometry, delta, nu, phi, *, options: MapOptions, pix
     if fused:
         inside = inside.astype(np.float32)
     return Plan(frames, shape, eta, geometry, det_roi, dq, q_ref, inside, all_inside,
-                valid, monitor, options, x, y, ppc, bins, fused)
+                valid, usable, scale, options, x, y, ppc, bins, fused, normalisation)
 
 
 def _good_pixels(det_roi, pixel_mask, rows, cols):
@@ -125,18 +142,93 @@ def _good_pixels(det_roi, pixel_mask, rows, cols):
     return valid.ravel()
 
 
-def _monitor_scale(monitor, n_eta, ny, nx):
-    """Per-frame factor ``mean(monitor) / monitor``, float32 (n_eta, ny, nx), or None."""
+def _usable_windows(valid, median, det_roi):
+    """Which filtered voxels have data, flat (npix,): with the 2x2 median, a window holding at least two
+    good pixels (it takes their median, so a dead pixel or column leaves no hole in a peak); else the
+    good pixels."""
+    if median != 2 or valid.all():
+        return valid
+    r0, r1, c0, c1 = det_roi
+    good = valid.reshape(r1 - r0, c1 - c0).astype(np.int8)
+    down = np.concatenate([good[1:], good[-1:]], axis=0)  # last row/column repeated, as the filter does
+    count = good + down
+    count = count + np.concatenate([count[:, 1:], count[:, -1:]], axis=1)
+    return (count >= 2).ravel()
+
+
+def monitor_scale(monitor, shape, reference=None):
+    """Per-frame factor ``reference / monitor`` (float32, ``shape``) and what it did, or ``(None, {})``.
+
+    A monitor reading of 0 means no beam: that frame's factor is 0 and the reduction leaves the
+    frame out (never a division by zero). ``reference`` defaults to the median of the readings
+    with beam, so normalised counts stay near the raw counts.
+
+    Raises
+    ------
+    ValueError
+        A monitor of the wrong shape, negative, NaN or infinite, zero everywhere, or a reference
+        that is not a positive number (one line naming it).
+    """
     if monitor is None:
-        return None
+        return None, {}
+    mon = _readings(monitor, shape)
+    if not np.all(np.isfinite(mon)):
+        raise ValueError(f"monitor holds {int(np.sum(~np.isfinite(mon)))} NaN or infinite readings")
+    if np.any(mon < 0):
+        raise ValueError(f"monitor must be >= 0 (0 = no beam), got a minimum of {mon.min():g}")
+    beam = mon > 0
+    if not beam.any():
+        raise ValueError("monitor is 0 at every point: no beam was recorded")
+    if reference is None:
+        reference = float(np.median(mon[beam]))
+    elif not (np.isfinite(float(reference)) and float(reference) > 0):
+        raise ValueError(f"monitor_reference must be a positive number, got {reference!r}")
+    scale = np.zeros(shape, np.float32)
+    scale[beam] = float(reference) / mon[beam]
+    info = {"monitor_reference": float(reference), "monitor_min": float(mon[beam].min()),
+            "monitor_max": float(mon.max()), "frames_without_beam": int((~beam).sum())}
+    return scale, info
+
+
+def _readings(monitor, shape):
+    """The monitor as one reading per frame, float (n_eta, ny, nx)."""
+    n_eta = shape[0]
     mon = np.asarray(monitor, dtype=float)
     if mon.shape == (n_eta,):
-        mon = np.broadcast_to(mon[:, None, None], (n_eta, ny, nx))
-    if mon.shape != (n_eta, ny, nx):
-        raise ValueError(f"monitor must have shape ({n_eta},) or {(n_eta, ny, nx)}, got {mon.shape}")
-    if not np.all(mon > 0):
-        raise ValueError("monitor must be > 0 everywhere")
-    return (mon.mean() / mon).astype(np.float32)
+        mon = np.broadcast_to(mon[:, None, None], shape)
+    if mon.shape != tuple(shape):
+        raise ValueError(f"monitor must have shape ({n_eta},) or {tuple(shape)}, got {mon.shape}")
+    return mon
+
+
+def _undo_drift(frames, shifts, monitor, scale, normalisation):
+    """Frames resampled to undo the drift (lazily), and the frame scale of the monitor resampled alike.
+
+    The frames stay counts (normalised in the reduction, frame by frame, so that its noise cut
+    follows each frame's counting statistics); points without beam have no weight.
+    """
+    measured = None if scale is None else scale > 0
+    frames = apply_drift(frames, shifts, measured=measured)
+    if scale is not None:
+        readings = _readings(monitor, scale.shape)[..., None, None]
+        resampled = np.asarray(apply_drift(readings, shifts, measured=measured).compute())[..., 0, 0]
+        beam = np.isfinite(resampled) & (resampled > 0)
+        scale = np.where(beam, normalisation["monitor_reference"] / np.where(beam, resampled, 1.0), 0.0)
+        scale = scale.astype(np.float32)
+    return frames, scale
+
+
+def frame_missing(block, valid):
+    """Which frames of ``block`` (..., rows, cols) are missing data: NaN on their first good pixel.
+
+    :func:`~braggscope.analysis.sxdm.drift.apply_drift` fills with NaN the frames whose sample
+    point was not scanned; returns bool of shape ``block.shape[:-2]``.
+    """
+    if block.dtype.kind != "f":
+        return np.zeros(block.shape[:-2], bool)
+    first = int(np.argmax(valid))
+    flat = block.reshape(block.shape[:-2] + (-1,))
+    return np.isnan(flat[..., first])
 
 
 def _map_axis(values, n, name, axis):

@@ -45,7 +45,8 @@ __all__ = [
 
 def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2,
                  background="constant", noise_sigma=3.0, median=2, pixel_mask=None,
-                 monitor=None, roi=None, detector_roi=None, fit="com", x=None, y=None,
+                 monitor=None, monitor_reference=None, monitor_name=None, shifts=None, min_coverage=0.5,
+                 roi=None, detector_roi=None, fit="com", x=None, y=None,
                  chunk_mb=32.0, scheduler="threads", num_workers=None, progress=True):
     """Reduce an SXDM stack to intensity, d-spacing, strain and tilt maps.
 
@@ -72,14 +73,28 @@ def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2
         is then biased toward the centre of the measured volume).
     noise_sigma : float
         After subtraction, voxels below ``noise_sigma`` times the background
-        spread do not weigh in the centre of mass (0 keeps every voxel).
+        spread do not weigh in the centre of mass; those above weigh by their
+        excess over that cut (soft thresholding: at a few counts per pixel a
+        hard cut jumps with the discrete counts). 0 keeps every positive voxel.
     median : int
         Edge of the true median filter applied to each frame (2 = the paper's
         2x2; 1 = none).
     pixel_mask : array-like of bool, shape (rows, cols), optional
         True for bad detector pixels (hot pixels, chip gaps): excluded.
     monitor : array-like, shape (n_eta, ny, nx) or (n_eta,), optional
-        Incident flux; frames are scaled by ``mean(monitor) / monitor``.
+        Incident flux (counts of a monitor such as ``mon1``, one per frame or per angle);
+        frames are scaled by ``monitor_reference / monitor``. A reading of 0 means no beam:
+        that frame is left out (missing data), never divided by.
+    monitor_reference : float, optional
+        The flux the normalised counts refer to (default: the median of the readings with beam).
+    monitor_name : str, optional
+        The monitor's name, recorded in the maps' attributes.
+    shifts : array-like, shape (n_eta, 2), optional
+        Drift ``(dy, dx)`` in map pixels to undo (:func:`~braggscope.analysis.sxdm.drift.register_drift`):
+        each frame is normalised, then resampled (:func:`~braggscope.analysis.sxdm.drift.apply_drift`);
+        map pixels shifted in from outside the scanned area have no data at that angle.
+    min_coverage : float
+        Mask: fraction of the angles at which a map pixel must have data (0.5).
     roi : ((qx0, qx1), (qy0, qy1), (qz0, qz1)), optional
         Reciprocal-space box (1/Angstrom, sample frame): only voxels inside
         count (e.g. one crystal's peak, see :func:`find_peaks_q`). ``None``
@@ -113,8 +128,11 @@ def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2
         ``background`` (counts per voxel), ``sigma_qx/qy/qz`` (second-moment
         widths, 1/Angstrom) and with ``fit="gaussian"`` also
         ``gauss_qx/qy/qz`` and ``fwhm_qx/qy/qz``; per-angle integrated maps
-        ``eta_intensity`` (eta, y, x). Each ``(ny, nx)`` with coordinates
-        ``y``, ``x`` (micrometres when given); parameters in ``attrs``.
+        ``eta_intensity`` (eta, y, x; NaN where a frame is missing), ``coverage``
+        (fraction of angles with data) and with ``shifts`` ``drift_shift`` (eta, axis).
+        Each ``(ny, nx)`` with coordinates ``y``, ``x`` (micrometres when given);
+        parameters in ``attrs``, the normalisation included (``normalisation``,
+        ``monitor``, ``monitor_reference``, ``frames_without_beam``).
         Variables are also attributes: ``maps.strain``.
 
     Examples
@@ -125,13 +143,18 @@ def reduce_stack(frames, eta, geometry, delta, nu=0.0, phi=0.0, *, threshold=0.2
     """
     check_scheduler(scheduler)
     options = MapOptions(threshold=threshold, background=background, noise_sigma=noise_sigma, median=median,
-                         fit=fit, roi=roi, detector_roi=detector_roi)
+                         fit=fit, roi=roi, detector_roi=detector_roi, min_coverage=min_coverage)
     plan = make_plan(frames, eta, geometry, delta, nu, phi, options=options, pixel_mask=pixel_mask,
-                     monitor=monitor, x=x, y=y, chunk_mb=chunk_mb)
+                     monitor=monitor, x=x, y=y, chunk_mb=chunk_mb, monitor_reference=monitor_reference,
+                     monitor_name=monitor_name, shifts=shifts)
     blocks = block_slices(plan.shape[1], plan.shape[2], plan.pixels_per_chunk)
     results = run_blocks(plan, blocks, scheduler, num_workers, progress)
     sums = assemble(plan, blocks, results)
-    return derive_maps(sums, plan)
+    maps = derive_maps(sums, plan)
+    if shifts is not None:
+        maps["drift_shift"] = (("eta", "axis"), np.asarray(shifts, float),
+                               {"units": "map pixels", "long_name": "(dy, dx) drift undone"})
+    return maps
 
 
 def q_frames(geometry, eta, delta, nu=0.0, phi=0.0, shape=None, *, offset=0.0):

@@ -3,7 +3,8 @@
 The readers of ID01 BLISS and XSOCS files, the catalog (``braggscope.storage``) and the
 simulator all return a :class:`MapStack` (``frames[n_eta, ny, nx, rows, cols]``) or a
 :class:`RockingStack` (``frames[n_eta, rows, cols]``): the frames, the angles, where each
-frame was taken, the :class:`~braggscope.core.setup.ScanSetup`, how the acquisition ended
+frame was taken, the :class:`~braggscope.core.setup.ScanSetup`, the counters recorded with
+every point (incident-flux monitor, fluorescence, machine current), how the acquisition ended
 and where it came from. Anything else the source recorded (start document, file layout,
 sample) rides along in ``metadata``, for people, not for the code.
 """
@@ -29,12 +30,51 @@ class _Stack:
     source: str = ""
     exit_status: str | None = None
     metadata: dict = field(default_factory=dict)
+    counters: dict = field(default_factory=dict)
+    monitor: str | None = None
+    fluorescence: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "eta", np.asarray(self.eta, dtype=float).ravel())
         if self.eta.size != self.frames.shape[0]:
             raise InputError(f"{self.source or 'stack'}: {self.eta.size} rocking angles for "
                              f"{self.frames.shape[0]} angles of frames")
+
+    def _check_counters(self, point_shape: tuple) -> None:
+        """Counters are real arrays of one value per angle or per point; ``monitor`` and
+        ``fluorescence`` name one of them."""
+        where = self.source or "stack"
+        counters = {}
+        for name, values in self.counters.items():
+            values = np.asarray(values)
+            if values.dtype.kind not in "iuf":
+                raise InputError(f"{where}: counter {name!r} is of type {values.dtype}, not numbers")
+            if values.shape not in (point_shape, point_shape[:1]):
+                raise InputError(f"{where}: counter {name!r} has shape {values.shape}; expected one value per "
+                                 f"point {point_shape} or per angle ({point_shape[0]},)")
+            counters[str(name)] = values
+        object.__setattr__(self, "counters", counters)
+        for role in ("monitor", "fluorescence"):
+            name = getattr(self, role)
+            if name is not None and name not in counters:
+                raise InputError(f"{where}: {role} {name!r} is not among the recorded counters "
+                                 f"({', '.join(sorted(counters)) or 'none'})")
+
+    def counter(self, name: str) -> np.ndarray:
+        """The values of counter ``name``, float, or an :class:`~braggscope.core.errors.InputError`
+        listing the counters the stack has."""
+        if name not in self.counters:
+            raise InputError(f"{self.source or 'stack'}: no counter {name!r} (recorded: "
+                             f"{', '.join(sorted(self.counters)) or 'none'})")
+        return np.asarray(self.counters[name], dtype=float)
+
+    def monitor_values(self) -> np.ndarray | None:
+        """The incident-flux monitor (:attr:`monitor` names it), float, or None when there is none."""
+        return None if self.monitor is None else self.counter(self.monitor)
+
+    def fluorescence_values(self) -> np.ndarray | None:
+        """The rocking-angle-independent counter (:attr:`fluorescence` names it), or None."""
+        return None if self.fluorescence is None else self.counter(self.fluorescence)
 
     @property
     def n_eta(self) -> int:
@@ -86,6 +126,15 @@ class MapStack(_Stack):
         How the acquisition ended (``"success"``, ``"abort"``, ``"fail"``), where recorded.
     metadata : dict
         Whatever else the source recorded (start document, sample, scans).
+    counters : dict of str to ndarray
+        Scalar readings recorded with the frames, by name (``"mon1"``, ``"ct_fluo"``,
+        ``"machine_current"``, ...): ``(n_eta, ny, nx)`` in raster order like the frames, or
+        ``(n_eta,)`` when recorded once per angle.
+    monitor : str or None
+        The counter measuring the incident flux (``"mon1"``): the reduction normalises by it.
+    fluorescence : str or None
+        A counter that does not depend on the rocking angle (a fluorescence line, ``"ct_fluo"``):
+        the drift registration's signal.
     """
 
     x: np.ndarray | None = None
@@ -107,6 +156,7 @@ class MapStack(_Stack):
                 if value.size != n:
                     raise InputError(f"{self.source or 'stack'}: {value.size} {name} positions for {n} map pixels")
                 object.__setattr__(self, name, value)
+        self._check_counters(tuple(int(n) for n in self.frames.shape[:3]))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -132,6 +182,8 @@ class RockingStack(_Stack):
         The particle size the acquisition planned for, metres (for the oversampling check).
     source, exit_status, metadata
         As for :class:`MapStack`.
+    counters, monitor, fluorescence
+        As for :class:`MapStack`, one value per frame ``(n_eta,)``.
     """
 
     d_spacing: float | None = None
@@ -142,3 +194,4 @@ class RockingStack(_Stack):
         if len(self.frames.shape) != 3:
             raise InputError(f"{self.source or 'stack'}: frames must have shape (n_eta, rows, cols), "
                              f"got {tuple(self.frames.shape)}")
+        self._check_counters((int(self.frames.shape[0]),))

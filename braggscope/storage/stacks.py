@@ -5,6 +5,10 @@
 :class:`~braggscope.core.stacks.RockingStack` of ``(n_eta, rows, cols)``; both lazy (dask),
 each event's own frame (paired by unique id, :class:`~braggscope.storage.frames.FramePairing`),
 read straight from the detector's HDF5 file when it is on this computer, else through the catalog.
+The scalar readings of the primary stream (the incident-flux monitor ``mon1``, the fluorescence
+counter ``xrf_counts``, ...) come along as the stack's ``counters``; the start document's ``monitor``
+and ``fluorescence`` name the fields to normalise by and to register the drift on (default: ``mon1``,
+and ``xrf_counts`` or ``ct_fluo``, when recorded).
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from braggscope.storage.fly_stream import fly_arrays, fly_x_from_captured
 from braggscope.storage.frames import frames_node, paired_frames
 from braggscope.storage.layout import map_layout
 
-__all__ = ["sxdm_stack", "rocking_stack"]
+__all__ = ["sxdm_stack", "rocking_stack", "DEFAULT_COUNTERS"]
+
+#: The fields a run's counters play, when its start document does not name them (``monitor``,
+#: ``fluorescence``): the monitor device's field, braggscope's fluorescence field, the BLISS one.
+DEFAULT_COUNTERS = {"monitor": ("mon1",), "fluorescence": ("xrf_counts", "ct_fluo")}
 
 
 def sxdm_stack(run, *, field: str | None = None) -> MapStack:
@@ -55,8 +63,9 @@ def sxdm_stack(run, *, field: str | None = None) -> MapStack:
     stream = run["primary"]
     n_points = n_eta * ny * nx
     fly = start.get("plan_name") == "sxdm_fly"
+    counters = _counter_fields(stream, field, exclude=(layout.fast, layout.slow, "eta"))
     if fly:  # frames and positions from the run's StreamResource files
-        flat, table = fly_arrays(stream, field, (layout.fast, layout.slow))
+        flat, table = fly_arrays(stream, field, (layout.fast, layout.slow) + counters)
     else:
         flat, table = paired_frames(frames_node(stream, field, run), stream=stream, field=field), None
     if flat.shape[0] < n_points:
@@ -64,12 +73,14 @@ def sxdm_stack(run, *, field: str | None = None) -> MapStack:
                          f"(exit status {_exit_status(run)!r}); read run['primary'] directly")
     order = layout.order()
     frames = flat[order.ravel()].reshape((n_eta, ny, nx) + tuple(flat.shape[1:]))
-    table = table if table is not None else stream.read([layout.fast, layout.slow])
-    positions = {name: np.asarray(table[name])[:n_points][order] for name in (layout.fast, layout.slow)}
+    table = table if table is not None else stream.read([layout.fast, layout.slow, *counters])
+    values = {name: np.asarray(table[name], dtype=float)[:n_points][order]
+              for name in (layout.fast, layout.slow) + counters}
+    positions = {name: values.pop(name) for name in (layout.fast, layout.slow)}
     x = fly_x_from_captured(positions[layout.fast], layout.eta, start.get("eccentricity")) if fly else layout.x
     return MapStack(frames, layout.eta, setup, source=f"run {start.get('uid')}", exit_status=_exit_status(run),
                     metadata=start, x=x, y=layout.y, positions=positions, fast=layout.fast, slow=layout.slow,
-                    eccentricity=start.get("eccentricity"))
+                    eccentricity=start.get("eccentricity"), counters=values, **_roles(start, values))
 
 
 def rocking_stack(run, *, field: str | None = None) -> RockingStack:
@@ -97,9 +108,39 @@ def rocking_stack(run, *, field: str | None = None) -> RockingStack:
     if frames.shape[0] < n:
         raise ValueError(f"run {start['uid']} is incomplete: {frames.shape[0]} of {n} angles "
                          f"(exit status {_exit_status(run)!r})")
-    eta = np.asarray(stream.read(["eta"])["eta"], dtype=float)[:n]
+    counters = _counter_fields(stream, field, exclude=("eta",))
+    table = stream.read(["eta", *counters])
+    eta = np.asarray(table["eta"], dtype=float)[:n]
+    values = {name: np.asarray(table[name], dtype=float)[:n] for name in counters}
     return RockingStack(frames[:n], eta, setup, source=f"run {start.get('uid')}", exit_status=_exit_status(run),
-                        metadata=start, d_spacing=start.get("d_spacing"), size_m=start.get("size_m"))
+                        metadata=start, d_spacing=start.get("d_spacing"), size_m=start.get("size_m"),
+                        counters=values, **_roles(start, values))
+
+
+def _counter_fields(stream, image_field: str, *, exclude=()) -> tuple:
+    """The scalar numeric fields of a stream's descriptors (counters such as ``mon1``, ``xrf_counts``),
+    the image and ``exclude`` (motors) left out."""
+    descriptors = getattr(stream, "descriptors", None) or stream.metadata.get("descriptors", [])
+    names = []
+    for descriptor in descriptors:
+        for name, key in descriptor.get("data_keys", {}).items():
+            if name in names or name == image_field or name in exclude:
+                continue
+            if list(key.get("shape") or []) == [] and key.get("dtype") in ("number", "integer"):
+                names.append(name)
+    return tuple(names)
+
+
+def _roles(start: dict, counters: dict) -> dict:
+    """``monitor`` and ``fluorescence``: the fields the start document names, else the usual ones recorded."""
+    roles = {}
+    for role, usual in DEFAULT_COUNTERS.items():
+        named = start.get(role)
+        if isinstance(named, str) and named in counters:
+            roles[role] = named
+        else:
+            roles[role] = next((name for name in usual if name in counters), None)
+    return roles
 
 
 def _setup_and_field(run, start, field):
