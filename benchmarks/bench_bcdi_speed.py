@@ -522,6 +522,8 @@ def main(argv=None):
     p.add_argument("--quality-only", action="store_true", help="only the side-by-side quality table")
     p.add_argument("--no-success", action="store_true", help="skip the success-rate section (64^3, slow)")
     p.add_argument("--success-only", action="store_true", help="only the success-rate section")
+    p.add_argument("--cases", default="",
+                   help="success section: only the data sets whose label holds one of these comma-separated words")
     p.add_argument("--references", action="store_true",
                    help="success section: also the plain shrink-wrap references on the same data and seeds")
     p.add_argument("--no-recipe", action="store_true", help="skip the whole-recipe timing")
@@ -561,7 +563,9 @@ def main(argv=None):
     keys = ("sharpness", "mean_to_max", "llk", "chi2")
     picks = {k: [] for k in keys}
     recipes = {"default": None, **(REFERENCES if args.references else {})}
-    for label, amp, radius, photons, blur in CASES[: 2 if args.quick else len(CASES)]:
+    words = [w.strip() for w in args.cases.split(",") if w.strip()]
+    cases = [c for c in CASES[: 2 if args.quick else len(CASES)] if not words or any(w in c[0] for w in words)]
+    for label, amp, radius, photons, blur in cases:
         for name, recipe in recipes.items():
             t0 = time.perf_counter()
             rows = run_case(seeds, amp, radius, photons, blur, recipe)
