@@ -6,17 +6,20 @@ opened with the configuration given by ``braggscope --config``). One scan
 gives one reconstruction; several give a series
 (:func:`~braggscope.analysis.bcdi.series.reconstruct_series`). The random
 starts run on a local Dask cluster, or on the scheduler of ``--scheduler``
-or ``[analysis] dask_scheduler`` (``none``: in this process).
+or ``[analysis] dask_scheduler`` (``none``: in this process; also the default
+without dask.distributed, which comes with the ``[facility]`` extra).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from braggscope.core.atomic import staged_directory
 from braggscope.core.errors import ArgumentError
+from braggscope.core.extras import require_extra
 
 from .recipe import SELECT, Recipe
 
@@ -89,14 +92,16 @@ def _sources(args) -> list:
 
 
 def _scheduler(args):
-    """Where the starts run: ``--scheduler``, else ``[analysis] dask_scheduler``; "" and "local": a local cluster."""
+    """Where the starts run: ``--scheduler``, else ``[analysis] dask_scheduler``; "" and "local": a local cluster
+    ("": in this process when dask.distributed, of the ``[facility]`` extra, is not installed)."""
     from braggscope.core.config import load_config
 
     text = args.scheduler if args.scheduler is not None else \
         load_config(getattr(args, "config", None)).get("analysis.dask_scheduler", "")
     text = str(text).strip()
-    if text.lower() == "none":
+    if text.lower() == "none" or (text == "" and importlib.util.find_spec("distributed") is None):
         return None
+    require_extra(f"--scheduler {text or 'local'}", "distributed")
     if text in ("", "local"):
         return "local"
     if "://" not in text:

@@ -28,17 +28,15 @@ and h5web from the root to a plot)::
 :func:`load_result` reads ``result_1`` back into the ``xarray.Dataset`` that
 :func:`~braggscope.analysis.bcdi.result.to_dataset` made.
 
-:func:`write_vti` writes VTK XML ImageData with the ``vtk`` package
-(``vtkXMLImageDataWriter``, zlib-compressed appended binary): point arrays
-``(z, y, x)`` in memory are x-fastest in VTK, spacing and origin in nm, field
-data ``voxel_size_nm`` (x, y, z) and ``q_bragg`` (1/Angstrom). Every writer
-goes through :func:`braggscope.core.atomic.atomic_path`.
+:func:`write_vti` (from :mod:`braggscope.analysis.vti`, no ``vtk`` package needed) writes VTK
+XML ImageData, zlib-compressed appended binary: point arrays ``(z, y, x)`` in memory are x-fastest
+in VTK, spacing and origin in nm, field data ``voxel_size_nm`` (x, y, z) and ``q_bragg``
+(1/Angstrom). Every writer goes through :func:`braggscope.core.atomic.atomic_path`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -48,6 +46,7 @@ import numpy as np
 from braggscope import __version__
 from braggscope.analysis.nexus import (jsonable, read_nxdata, read_parameters, set_default, write_configuration,
                                        write_nxdata, write_parameters)
+from braggscope.analysis.vti import read_vti, write_vti
 from braggscope.core.atomic import atomic_hdf5, atomic_path
 from braggscope.core.geometry import wavelength
 
@@ -66,115 +65,6 @@ def vti_fields(result) -> dict:
             out[name] = a.astype(np.uint8) if a.dtype == bool else a.astype(np.float32)
     if "strain" in out:
         out["microstrain"] = (out["strain"] * 1e6).astype(np.float32)
-    return out
-
-
-def write_vti(path, fields: dict, *, voxel_nm, q_bragg, origin=None, level: int = 6) -> Path:
-    """Write 3D arrays as a zlib-compressed VTK XML ImageData file for ParaView.
-
-    Parameters
-    ----------
-    path : path-like
-        Output ``.vti`` file (replaced atomically).
-    fields : dict of str -> ndarray
-        Arrays of one shape ``(nz, ny, nx)``; bool is stored as UInt8, other
-        types as Float32 unless already float32/float64/uint8/int32.
-    voxel_nm : float or (float, float, float)
-        Voxel size (nm) along (z, y, x).
-    q_bragg : sequence of float
-        Bragg vector (1/Angstrom), stored as field data.
-    origin : (float, float, float), optional
-        Origin (x, y, z) in nm; default puts 0 at the array centre (``n // 2``),
-        like the coordinates of the result Dataset.
-    level : int
-        zlib compression level (1 fastest ... 9 smallest).
-    """
-    from vtkmodules.util.numpy_support import numpy_to_vtk
-    from vtkmodules.vtkCommonCore import vtkObject
-    from vtkmodules.vtkCommonDataModel import vtkImageData
-    from vtkmodules.vtkIOXML import vtkXMLImageDataWriter
-
-    path = Path(path)
-    if not fields:
-        raise ValueError("fields must not be empty")
-    shapes = {np.shape(a) for a in fields.values()}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
-        raise ValueError(f"fields must be 3D arrays of one shape, got shapes {shapes}")
-    nz, ny, nx = next(iter(shapes))
-    vz, vy, vx = np.broadcast_to(np.asarray(voxel_nm, dtype=float), (3,))
-    if not min(vz, vy, vx) > 0:
-        raise ValueError(f"voxel_nm must be > 0, got {voxel_nm!r}")
-    if origin is None:
-        origin = (-(nx // 2) * vx, -(ny // 2) * vy, -(nz // 2) * vz)
-    img = vtkImageData()
-    img.SetDimensions(nx, ny, nz)
-    img.SetSpacing(vx, vy, vz)
-    img.SetOrigin(*[float(o) for o in origin])
-    keep = []  # numpy_to_vtk shares memory: keep the arrays alive until written
-    for i, (name, a) in enumerate(fields.items()):
-        a = np.asarray(a)
-        if a.dtype == bool:
-            a = a.astype(np.uint8)
-        if a.dtype not in (np.float32, np.float64, np.uint8, np.int32):
-            a = a.astype(np.float32)
-        a = np.ascontiguousarray(a).ravel()
-        keep.append(a)
-        arr = numpy_to_vtk(a, deep=False)
-        arr.SetName(name)
-        img.GetPointData().AddArray(arr)
-        if i == 0:
-            img.GetPointData().SetActiveScalars(name)
-    for name, values in (("voxel_size_nm", [vx, vy, vz]), ("q_bragg", list(np.ravel(q_bragg)))):
-        arr = numpy_to_vtk(np.asarray(values, dtype=np.float64), deep=True)
-        arr.SetName(name)
-        img.GetFieldData().AddArray(arr)
-    with atomic_path(path) as tmp:
-        w = vtkXMLImageDataWriter()
-        w.SetFileName(str(tmp))
-        w.SetInputData(img)
-        w.SetDataModeToAppended()
-        w.EncodeAppendedDataOff()
-        w.SetCompressorTypeToZLib()
-        w.SetCompressionLevel(int(level))
-        quiet = vtkObject.GetGlobalWarningDisplay()
-        vtkObject.GlobalWarningDisplayOff()  # its failure is raised below, on one line
-        try:
-            written = w.Write() == 1
-        finally:
-            vtkObject.SetGlobalWarningDisplay(quiet)
-        if not written:  # the writer's error code is the system errno (ENOSPC on a full disk) when it has one
-            code = int(w.GetErrorCode())
-            raise OSError(code, os.strerror(code), str(tmp)) if 0 < code < 20000 else \
-                OSError(f"VTK could not write {path}")
-    return path
-
-
-def read_vti(path) -> dict:
-    """Read a ``.vti`` with VTK's ``vtkXMLImageDataReader``.
-
-    Returns a dict of point arrays ``(nz, ny, nx)``, the field data arrays, and
-    ``"_spacing"`` / ``"_origin"`` (x, y, z; nm).
-    """
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkIOXML import vtkXMLImageDataReader
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    r = vtkXMLImageDataReader()
-    r.SetFileName(str(path))
-    r.Update()
-    img = r.GetOutput()
-    nx, ny, nz = img.GetDimensions()
-    if nx * ny * nz == 0:
-        raise ValueError(f"{path}: VTK read no image data")
-    out = {"_spacing": tuple(img.GetSpacing()), "_origin": tuple(img.GetOrigin())}
-    pd = img.GetPointData()
-    for i in range(pd.GetNumberOfArrays()):
-        out[pd.GetArrayName(i)] = vtk_to_numpy(pd.GetArray(i)).reshape(nz, ny, nx)
-    fd = img.GetFieldData()
-    for i in range(fd.GetNumberOfArrays()):
-        out[fd.GetArrayName(i)] = vtk_to_numpy(fd.GetArray(i))
     return out
 
 
