@@ -82,16 +82,19 @@ def stream_documents(url, stream):
     import nats
 
     from braggscope.app.bus import decode_batch
+    from braggscope.app.bus.format import PartJoiner
 
     async def read():
         nc = await nats.connect(url)
         try:
             js = nc.jetstream()
             info = await js.stream_info(stream)
-            out = []
+            out, joiner = [], PartJoiner()
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 msg = await js.get_msg(stream, seq)
-                out.extend((n, _identity(n, d)) for n, d in decode_batch(msg.data))
+                payload = joiner.add(msg.headers, msg.data)
+                if payload is not None:
+                    out.extend((n, _identity(n, d)) for n, d in decode_batch(payload))
             return out
         finally:
             await nc.close()
@@ -568,6 +571,101 @@ def test_spill_left_at_close_is_published_by_the_next_session(own_broker, tmp_pa
     assert pub2.wait(30) and pub2.close() == 0
     assert stream_documents(url, stream) == [(n, _identity(n, d)) for n, d in docs]
     assert not (tmp_path / "spill" / "bus-spill-LEFT.bin").exists()
+
+
+def test_a_document_over_the_brokers_limit_travels_in_parts(broker, tmp_path):
+    """A start document of 2.5 MB (a long ``sample``) on a broker whose messages hold 1 MB: published in
+    parts, read back whole and in order by a consumer (braggscope live's), and the next run is unaffected."""
+    from bluesky import RunEngine
+    from bluesky import plans as bp
+    from ophyd.sim import det
+
+    from braggscope.app.bus.consumer import LiveConsumer
+    from braggscope.app.bus.format import HEADER_PART, PartJoiner
+
+    url, stream, subject = broker
+    pub = publisher(url, stream, subject, tmp_path)
+    RE, docs = RunEngine(), []
+    RE.subscribe(pub)
+    RE.subscribe(lambda name, doc: docs.append((name, _identity(name, doc))))
+    big = "x" * (5 * 2**19)
+    (uid,) = RE(bp.count([det], num=3), sample=big)
+    RE(bp.count([det], num=2))
+    assert pub.wait(30) and pub.close() == 0 and pub.error is None
+    assert pub.stats["split"] == 1
+    assert stream_documents(url, stream) == docs  # every document, once, in order
+
+    async def messages():
+        import nats
+
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            return [await js.get_msg(stream, s) for s in range(info.state.first_seq, info.state.last_seq + 1)]
+        finally:
+            await nc.close()
+
+    msgs = asyncio.run(messages())
+    assert sum(1 for m in msgs if HEADER_PART in (m.headers or {})) >= 3
+    consumer = LiveConsumer(tmp_path / "live", echo=lambda line: None)
+    for m in msgs:
+        consumer.feed_message(m.headers, m.data)
+    assert consumer.documents == len(docs)
+    joiner = PartJoiner()
+    assert joiner.add({HEADER_PART: "1/2", "Braggscope-Run": uid, "Braggscope-Index": "0"}, b"b") is None
+    assert joiner.add({HEADER_PART: "0/2", "Braggscope-Run": uid, "Braggscope-Index": "0"}, b"a") == b"ab"
+
+
+def test_a_poisoned_spill_is_set_aside_not_replayed_for_ever(broker, tmp_path, caplog, monkeypatch):
+    """A spill file that cannot be read, or whose documents the broker refuses for good, is moved aside
+    with one warning line; the session's own runs are published."""
+    from bluesky import RunEngine
+    from bluesky import plans as bp
+    from ophyd.sim import det
+
+    from braggscope.app.bus import DocumentPublisher
+
+    url, stream, subject = broker
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    (spill / f"bus-spill-{stream}.bin").write_bytes(b"\x05\x00\x00\x00\xc1\xc1\xc1\xc1\xc1")
+    with caplog.at_level(logging.WARNING, logger="braggscope.app.bus"):
+        pub = publisher(url, stream, subject, tmp_path)
+    assert any("cannot be read" in r.getMessage() for r in caplog.records)
+    assert len(list(spill.glob(f"bus-quarantine-{stream}-*.bin"))) == 1
+    RE, docs = RunEngine(), []
+    RE.subscribe(pub)
+    RE.subscribe(lambda name, doc: docs.append((name, _identity(name, doc))))
+    RE(bp.count([det], num=2))
+    assert pub.wait(30) and pub.close() == 0 and stream_documents(url, stream) == docs
+
+    # documents left by an earlier session that the broker refuses for good: quarantined, not retried
+    left = str(uuid.uuid4())
+    first = DocumentPublisher("nats://127.0.0.1:1", stream=stream, subject=subject, spill_dir=spill)
+    first("start", {"uid": left, "time": 0.0})
+    first("stop", {"uid": "s", "run_start": left})
+    assert first.close(timeout=0.2) == 2
+    refused = []
+
+    async def refuse_old(self, js, batch):
+        if batch[0][1] == left:
+            refused.append(batch[0][0])
+            raise TypeError("refused for good (test)")
+        return await original(self, js, batch)
+
+    original = DocumentPublisher._publish
+    monkeypatch.setattr(DocumentPublisher, "_publish", refuse_old)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="braggscope.app.bus"):
+        second = DocumentPublisher(url, stream=stream, subject=subject, spill_dir=spill)
+        RE2 = RunEngine()
+        RE2.subscribe(second)
+        RE2(bp.count([det], num=1))
+        assert second.wait(30) and second.error is None and second.close() == 0
+    assert refused == ["start", "stop"] and second.stats["quarantined"] == 2
+    assert any("set aside" in r.getMessage() for r in caplog.records)
+    assert not (spill / f"bus-spill-{stream}.bin").exists()
 
 
 # -- two hosts: network namespaces ----------------------------------------------------------------

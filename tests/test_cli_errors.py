@@ -341,3 +341,72 @@ def test_beamline_over_channel_access_is_quiet(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "eta 1.0" in r.stdout
     assert not [n for n in CA_NOISE if n in r.stderr], r.stderr
+
+
+def test_small_refusals_name_what_to_change(tmp_path, capsys):
+    """A directory given as the input, a config file that is not UTF-8, an output directory the user may not
+    write in: one line naming the user's path (never a hidden temporary file)."""
+    for kind in ("sxdm", "bcdi"):
+        assert main(["reduce", kind, str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+        assert f"{tmp_path}: a directory, not an HDF5 file" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[storage]\ndata_dir = "/tmp/caf\u00e9"\n'.encode("latin-1"))
+    assert main(["--config", str(latin1), "sim", "status"]) == 2
+    err = capsys.readouterr().err
+    assert f"config {latin1}: not UTF-8 text (byte 0xe9 at offset 30); save it as UTF-8" in err
+    assert "Traceback" not in err
+    bogus = tmp_path / "bogus.toml"
+    bogus.write_text(f'[simulator]\nsample = "bogus"\n[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert main(["--config", str(bogus), "sim", "start"]) == 2
+    assert "[simulator] sample = 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "simulator.json").exists()  # refused before any process started
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """``braggscope sim status | head -1``: no BrokenPipeError traceback when the reader leaves first."""
+    code = ("import os, sys\n"
+            "r, w = os.pipe(); os.close(r); os.dup2(w, 1)  # stdout: a pipe whose reader is gone\n"
+            "from braggscope.app.cli.main import main\n"
+            "sys.stderr.write(f'status {main([\"sim\", \"status\"])}\\n')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
+    assert done.stderr.strip() == "status 141", done.stderr
+
+
+def test_a_state_file_of_another_data_directory_is_not_its_simulator(tmp_path):
+    """``sim stop`` in one data directory never stops the simulator of another whose pid its state file names."""
+    import json
+
+    from braggscope.app.beamline.simulator import checked_state
+
+    other = tmp_path / "other" / "simulator.json"
+    other.parent.mkdir()
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "braggscope.simulators.ioc_run",
+                               "--state-file", str(other)])
+    try:
+        mine = tmp_path / "simulator.json"
+        mine.write_text(json.dumps({"pid": runner.pid, "port": 5064}))
+        handle, why = checked_state(mine)
+        assert handle is None and "the simulator of another data directory" in why
+    finally:
+        runner.kill()
+        runner.wait()
+
+
+def test_an_output_that_cannot_be_created_is_named_not_its_temporary(tmp_path):
+    """The final file is named in the error (the command line shows it), never the hidden temporary file;
+    the same path handles a directory the user may not write in (checked when not running as root)."""
+    from braggscope.core.atomic import atomic_outputs, atomic_path
+
+    missing = tmp_path / "not-there"
+    for make in (lambda: atomic_path(missing / "maps.h5"), lambda: atomic_outputs(missing / "maps.h5")):
+        with pytest.raises(FileNotFoundError) as err:
+            with make():
+                pass
+        assert err.value.filename == str(missing / "maps.h5"), err.value
+    if os.geteuid() != 0:  # root may write in a read-only directory
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        with pytest.raises(PermissionError) as err:
+            with atomic_path(ro / "maps.h5"):
+                pass
+        assert err.value.filename == str(ro / "maps.h5")

@@ -43,6 +43,8 @@ def open_hdf5(path, *, role: str = "") -> h5py.File:
     """
     path = Path(path)
     what = f" ({role})" if role else ""
+    if path.is_dir():
+        raise InputError(f"{path}: a directory, not an HDF5 file{what}; give the master file inside it")
     if not path.is_file():
         raise SourceMissingError(f"{path}: no such file{what}")
     if not h5py.is_hdf5(path):

@@ -60,9 +60,7 @@ def atomic_path(path: str | os.PathLike):
     'done'
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temporary_file(path)
     try:
         yield tmp
         os.chmod(tmp, umask_mode())
@@ -85,9 +83,7 @@ def atomic_outputs(*paths: str | os.PathLike):
     finals = [Path(p) for p in paths]
     try:
         for final in finals:
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-            os.close(fd)
-            temps.append(Path(name))
+            temps.append(_temporary_file(final))
         yield temps
         mode = umask_mode()
         for tmp, final in zip(temps, finals):
@@ -116,7 +112,8 @@ def staged_directory(target: str | os.PathLike):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with _naming(target):  # a directory we may not write in: the user's path in the error, not ours
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield stage
         file_mode, dir_mode = umask_mode(), umask_mode(0o777)
@@ -180,6 +177,25 @@ def atomic_hdf5(path: str | os.PathLike):
     """
     with atomic_path(path) as tmp, hdf5_in_memory(tmp) as f:
         yield f
+
+
+def _temporary_file(final: Path) -> Path:
+    """An empty temporary file beside ``final``; an error names ``final``, never the hidden temporary."""
+    with _naming(final):
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def _naming(final: Path):
+    """Re-raise an ``OSError`` (permission, full disk, missing directory) naming ``final``."""
+    try:
+        yield
+    except OSError as exc:
+        if not exc.errno:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(final)) from exc
 
 
 def _raise_naming(exc: BaseException, final: Path, temp: Path) -> None:

@@ -103,6 +103,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
                 site = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config {chosen}: invalid TOML: {exc}") from None
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"config {chosen}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                                  f"offset {exc.start}); save it as UTF-8") from None
         data = _merge(data, site)
     validate_config(data, chosen or DEFAULT_CONFIG_PATH)
     cfg = Config(data)

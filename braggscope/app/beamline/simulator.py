@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from braggscope.core.config import load_config, save_config
-from braggscope.core.errors import UserError
+from braggscope.core.errors import ConfigError, UserError
 from braggscope.core.processes import (
     SpawnExited,
     SpawnTimeout,
@@ -34,6 +34,7 @@ from braggscope.core.processes import (
     spawn_detached,
     terminate,
 )
+from braggscope.simulators.samples import SAMPLE_NAMES
 
 __all__ = [
     "SimulatorHandle", "SampleMismatchError", "apply_client_env", "check_sample", "client_env",
@@ -143,7 +144,7 @@ def read_state(state_file: str | os.PathLike) -> SimulatorHandle | None:
 
 def checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
     """``(handle or None, why not)`` for a state file (see :func:`read_state`)."""
-    path = Path(state_file)
+    path = Path(state_file).resolve()
     try:
         info = json.loads(path.read_text())
         handle = SimulatorHandle(int(info["pid"]), int(info["port"]), path, info)
@@ -154,6 +155,9 @@ def checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
     command = command_line(handle.pid)
     if command is not None and RUNNER_MODULE not in command:
         return None, f"stale state file: pid {handle.pid} is another program ({command[:80]!r})"
+    if command is not None and f"--state-file {path}" not in command:
+        return None, (f"stale state file: pid {handle.pid} is the simulator of another data directory "
+                      f"({command[command.find('--state-file'):][:120]!r})")
     if not port_answers(handle.port):
         return None, f"pid {handle.pid} does not answer on 127.0.0.1:{handle.port}"
     return handle, ""
@@ -223,6 +227,10 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
     cfg = load_config() if cfg is None else cfg
+    sample = cfg.get("simulator.sample")
+    if sample not in SAMPLE_NAMES:  # before a process is started: the key is named, not a log to read
+        raise ConfigError(f"[simulator] sample = {sample!r} (in {cfg.path}) is not a simulated sample; "
+                          f"choose one of {', '.join(SAMPLE_NAMES)}")
     state_file = Path(state_file) if state_file is not None else state_file_for(cfg)
     running = read_state(state_file)
     if running is not None:
@@ -234,7 +242,7 @@ def start_simulator(cfg=None, *, port: int = 0, state_file: str | os.PathLike | 
     os.close(fd)
     save_config(cfg, cfg_path)
     command = [sys.executable, "-m", RUNNER_MODULE, "--config", cfg_path,
-               "--state-file", str(state_file), "--port", str(port)]
+               "--state-file", str(state_file.resolve()), "--port", str(port)]
     if not with_detector:
         command.append("--no-detector")
     if not nodelay:

@@ -28,7 +28,7 @@ import numpy as np
 
 from braggscope.analysis.live import LiveSXDM
 from braggscope.analysis.sxdm.files import save_maps
-from braggscope.app.bus.format import HEADER_INDEX, HEADER_RUN, decode_timed_batch
+from braggscope.app.bus.format import HEADER_INDEX, HEADER_RUN, PartJoiner, decode_timed_batch
 from braggscope.app.bus.png import FigureWriter
 from braggscope.core.atomic import atomic_path
 
@@ -82,10 +82,14 @@ class LiveConsumer:
         self._stream_done = 0  # frames of stream datums reduced (mapped or off the grid)
         self._stream_off = 0
         self._last_png = -np.inf
+        self._joiner = PartJoiner()
 
     # -- messages --------------------------------------------------------------
     def feed_message(self, headers, payload) -> None:
         """Feed one bus message; documents already fed (a re-delivery) are skipped."""
+        payload = self._joiner.add(headers, payload)
+        if payload is None:
+            return  # a part of a document sent in parts: fed with its last part
         run_uid = (headers or {}).get(HEADER_RUN)
         first = int((headers or {}).get(HEADER_INDEX, 0))
         last = self._last_index.get(run_uid, -1)

@@ -9,7 +9,11 @@ times are ``None``.) Its headers name the run
 (:data:`HEADER_RUN`), the index in the run of its first document
 (:data:`HEADER_INDEX`), the stream sequence of the run's start document
 (:data:`HEADER_START_SEQ`) and ``Nats-Msg-Id = <run uid>:<index>`` (the
-server's de-duplication key). Shared by the publisher
+server's de-duplication key). A document too large for one message (the
+broker's ``max_payload``) travels in consecutive parts: messages with the same
+run and index headers, :data:`HEADER_PART` ``k/n`` and ``Nats-Msg-Id =
+<run uid>:<index>:<k>``, whose payloads joined in order are the message's
+payload (:class:`PartJoiner`). Shared by the publisher
 (:mod:`braggscope.app.bus.publisher`) and ``braggscope live``.
 """
 
@@ -19,11 +23,33 @@ import msgpack
 import numpy as np
 
 __all__ = ["encode_document", "decode_batch", "decode_timed_batch", "ensure_stream", "run_messages", "HEADER_RUN",
-           "HEADER_INDEX", "HEADER_START_SEQ"]
+           "HEADER_INDEX", "HEADER_START_SEQ", "HEADER_PART", "PartJoiner"]
 
 HEADER_RUN = "Braggscope-Run"            # run start uid
 HEADER_INDEX = "Braggscope-Index"        # index in the run of the message's first document
 HEADER_START_SEQ = "Braggscope-Start-Seq"  # stream sequence of the run's start document
+HEADER_PART = "Braggscope-Part"          # "k/n": part k (from 0) of a message sent in n parts
+
+
+class PartJoiner:
+    """Join the parts of a message sent in parts (:data:`HEADER_PART`); other messages pass through."""
+
+    def __init__(self):
+        self._parts: dict[tuple, list] = {}
+
+    def add(self, headers, payload: bytes) -> bytes | None:
+        """The whole payload once its last part is in (the payload itself for an unsplit message), else None."""
+        part = (headers or {}).get(HEADER_PART)
+        if part is None:
+            return payload
+        k, n = (int(v) for v in part.split("/"))
+        key = ((headers or {}).get(HEADER_RUN), (headers or {}).get(HEADER_INDEX))
+        parts = self._parts.setdefault(key, [None] * n)
+        parts[k] = payload
+        if any(p is None for p in parts):
+            return None
+        del self._parts[key]
+        return b"".join(parts)
 
 
 def _default(obj):

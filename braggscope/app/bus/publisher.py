@@ -41,7 +41,14 @@ from pathlib import Path
 
 import msgpack
 
-from braggscope.app.bus.format import HEADER_INDEX, HEADER_RUN, HEADER_START_SEQ, encode_document, ensure_stream
+from braggscope.app.bus.format import (
+    HEADER_INDEX,
+    HEADER_PART,
+    HEADER_RUN,
+    HEADER_START_SEQ,
+    encode_document,
+    ensure_stream,
+)
 
 __all__ = ["DocumentPublisher", "BusOverflowError"]
 
@@ -49,6 +56,9 @@ logger = logging.getLogger("braggscope.app.bus")  # the name users filter on (th
 
 _LEN = struct.Struct("<I")
 _SPILL_NAME = "bus-spill-{stream}.bin"
+_QUARANTINE_NAME = "bus-quarantine-{stream}-{stamp}.bin"
+#: Bytes of a message kept for its headers and the protocol below the broker's ``max_payload``.
+PAYLOAD_MARGIN = 4096
 
 
 class BusOverflowError(RuntimeError):
@@ -122,7 +132,7 @@ class DocumentPublisher:
         self.linger_s = float(linger_s)
         self.stats = {"documents": 0, "published": 0, "messages": 0, "over_high_water": 0, "spilled": 0,
                       "max_depth": 0, "reconnects": 0, "resent": 0, "call_s_max": 0.0, "call_s_total": 0.0,
-                      "call_cpu_s_total": 0.0, "worker_cpu_s": 0.0}
+                      "call_cpu_s_total": 0.0, "worker_cpu_s": 0.0, "split": 0, "quarantined": 0}
         self._memory: deque = deque()
         self._lock = threading.Lock()
         self._warned = False
@@ -135,6 +145,7 @@ class DocumentPublisher:
         self.connected = False
         self.error = None
         self._outage_since = None  # when the broker stopped answering (None: it answers)
+        self._recovered_runs = set()  # runs whose documents an earlier session left in the spill
         self._nc = None  # the worker's NATS connection
         self._wake = None
         self._loop = asyncio.new_event_loop()
@@ -287,6 +298,9 @@ class DocumentPublisher:
                     self._answers()
                     break
                 except Exception as exc:  # broker down, timeout: keep the batch, retry
+                    if not _transient(exc) and batch[0][1] in self._recovered_runs:
+                        self._quarantine(batch, exc)  # left by an earlier session: never replayed for ever
+                        break
                     if not _transient(exc):
                         raise  # our own bug: _work reports it to the RunEngine with the next document
                     self.connected = bool(nc and nc.is_connected)
@@ -350,16 +364,29 @@ class DocumentPublisher:
         logger.debug("bus connection: %r", exc)
 
     async def _publish(self, js, batch):
+        """One message for the batch; a batch over the broker's ``max_payload`` goes a document at a time,
+        and a document over it in parts (:data:`HEADER_PART`)."""
+        payload = msgpack.packb([(r[0], r[3], r[4]) for r in batch], use_bin_type=True)
+        room = self._nc.max_payload - PAYLOAD_MARGIN if self._nc is not None else len(payload)
+        if len(payload) > room and len(batch) > 1:
+            for record in batch:
+                await self._publish(js, [record])
+            return
         name, run_uid, index = batch[0][:3]
         headers = {"Nats-Msg-Id": f"{run_uid}:{index}", HEADER_RUN: run_uid, HEADER_INDEX: str(index)}
         if name != "start" and run_uid in self._start_seq:  # unknown only for a run recovered from a spill
             headers[HEADER_START_SEQ] = str(self._start_seq[run_uid])
-        payload = msgpack.packb([(r[0], r[3], r[4]) for r in batch], use_bin_type=True)
-        ack = await js.publish(self.subject, payload, timeout=self.publish_timeout_s, stream=self.stream,
-                               headers=headers)
-        if name == "start":
-            self._start_seq = {run_uid: ack.seq}
-            # the start is its own message: later ones name its sequence
+        parts = [payload[i:i + room] for i in range(0, len(payload), room)] if len(payload) > room else [payload]
+        if len(parts) > 1:
+            self.stats["split"] += 1
+        for k, part in enumerate(parts):
+            if len(parts) > 1:
+                headers = {**headers, "Nats-Msg-Id": f"{run_uid}:{index}:{k}", HEADER_PART: f"{k}/{len(parts)}"}
+            ack = await js.publish(self.subject, part, timeout=self.publish_timeout_s, stream=self.stream,
+                                   headers=headers)
+            if name == "start" and k == 0:
+                self._start_seq = {run_uid: ack.seq}
+                # the start is its own message: later ones name its (first part's) sequence
         self.connected = True
 
     def _next_batch(self):
@@ -414,23 +441,47 @@ class DocumentPublisher:
         self.spill_path.unlink(missing_ok=True)
 
     def _recover_spill(self):
-        """Queue the documents a previous publisher left in the spill file."""
+        """Queue the documents a previous publisher left in the spill file; an unreadable one is quarantined."""
         if not self.spill_path.is_file():
             return
         with open(self.spill_path, "rb") as f:
             data = f.read()
         offset, records = 0, []
-        while offset + _LEN.size <= len(data):
-            (n,) = _LEN.unpack_from(data, offset)
-            if offset + _LEN.size + n > len(data):
-                break  # a record cut by a crash: never acknowledged by anyone
-            records.append(_record(msgpack.unpackb(data[offset + _LEN.size:offset + _LEN.size + n], raw=False)))
-            offset += _LEN.size + n
+        try:
+            while offset + _LEN.size <= len(data):
+                (n,) = _LEN.unpack_from(data, offset)
+                if offset + _LEN.size + n > len(data):
+                    break  # a record cut by a crash: never acknowledged by anyone
+                records.append(_record(msgpack.unpackb(data[offset + _LEN.size:offset + _LEN.size + n], raw=False)))
+                offset += _LEN.size + n
+        except (ValueError, TypeError, msgpack.exceptions.ExtraData) as exc:
+            target = self._quarantine_path()
+            self.spill_path.replace(target)
+            self.stats["quarantined"] += 1
+            logger.warning("bus: the spill file %s left by a previous session cannot be read (%s); moved to %s, "
+                           "not published", self.spill_path, exc, target)
+            return
         self.spill_path.unlink()
         self._memory.extend(records)  # may exceed queue_size once: they were already on disk
+        self._recovered_runs = {r[1] for r in records}
         if records:
             logger.warning("bus: %d documents left by a previous session in %s are published first",
                            len(records), self.spill_path)
+
+    def _quarantine_path(self) -> Path:
+        return self.spill_path.with_name(_QUARANTINE_NAME.format(stream=self.stream, stamp=time.strftime(
+            "%Y%m%d-%H%M%S")))
+
+    def _quarantine(self, batch, exc) -> None:
+        """Set aside a batch left by an earlier session that the broker refuses for good (one line)."""
+        path = self._quarantine_path()
+        with open(path, "ab") as f:
+            for rec in batch:
+                data = msgpack.packb(rec, use_bin_type=True)
+                f.write(_LEN.pack(len(data)) + data)
+        self.stats["quarantined"] += len(batch)
+        logger.warning("bus: %d documents of run %s left by a previous session cannot be published (%s: %s); "
+                       "set aside in %s", len(batch), batch[0][1], type(exc).__name__, exc, path)
 
     def _save_leftovers(self) -> int:
         with self._lock:

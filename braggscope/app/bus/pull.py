@@ -15,7 +15,14 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from braggscope.app.bus.format import HEADER_RUN, HEADER_START_SEQ, decode_batch, ensure_stream, run_messages
+from braggscope.app.bus.format import (
+    HEADER_PART,
+    HEADER_RUN,
+    HEADER_START_SEQ,
+    decode_batch,
+    ensure_stream,
+    run_messages,
+)
 from braggscope.core.errors import ServerUnreachableError
 
 __all__ = ["consume"]
@@ -103,7 +110,8 @@ async def _durable(js, stream, subject, durable, deliver, consumer):
     if floor:
         msg = await js.get_msg(stream, floor)
         headers = msg.headers or {}
-        if not any(name == "stop" for name, _ in decode_batch(msg.data)):
+        whole = HEADER_PART not in headers  # a part: its run is not over (a stop is small)
+        if not whole or not any(name == "stop" for name, _ in decode_batch(msg.data)):
             run_uid = headers.get(HEADER_RUN)
             start_seq = int(headers.get(HEADER_START_SEQ, floor))
             for h, data in await run_messages(js, stream, start_seq, floor, run_uid):
