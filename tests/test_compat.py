@@ -192,3 +192,17 @@ def test_tiled_reads_its_retry_time_out_where_limit_looks(monkeypatch):
     monkeypatch.setenv("TILED_RETRY_TIMEOUT", "7")
     compat.limit_tiled_retries(1.0)
     assert utils.TILED_RETRY_TIMEOUT == 3.0  # the user's setting wins
+
+
+def test_argparse_lists_every_argument_where_parser_actions_looks():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--level", choices=("a", "b"))
+    parser.add_mutually_exclusive_group().add_argument("--either")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run").add_argument("--fast", action="store_true")
+    actions = compat.parser_actions(parser)
+    assert {o for a in actions for o in a.option_strings} == {"-h", "--help", "--level", "--either"}
+    subparsers = next(a for a in actions if isinstance(a.choices, dict))
+    assert "--fast" in {o for a in compat.parser_actions(subparsers.choices["run"]) for o in a.option_strings}

@@ -20,7 +20,8 @@ from collections.abc import Callable
 __all__ = ["run_writer_base", "abort_reason", "consolidator_state", "during_task", "forget_routed_run",
            "install_once", "run_bundlers", "pending_asset_docs", "reset_channel_access", "restore_consolidator",
            "routed_descriptor_callbacks", "set_during_task", "wrap_command", "wrap_interruptions",
-           "set_initial_value", "set_max_length", "max_udp_datagram", "figure_managers", "limit_tiled_retries"]
+           "set_initial_value", "set_max_length", "max_udp_datagram", "figure_managers", "limit_tiled_retries",
+           "parser_actions"]
 
 # -- bluesky RunEngine ------------------------------------------------------------------------------
 
@@ -168,6 +169,18 @@ def limit_tiled_retries(timeout_s: float) -> None:
 
     if "TILED_RETRY_TIMEOUT" not in os.environ:
         utils.TILED_RETRY_TIMEOUT = float(timeout_s)
+
+
+# -- argparse -------------------------------------------------------------------------------------
+
+def parser_actions(parser) -> list:
+    """Every argument of an ``argparse`` parser, its groups' included (``ArgumentParser._actions``).
+
+    argparse has no public walk of a parser's arguments (none up to Python 3.13); the completion
+    script of ``braggscope completion`` is made from it. A sub-parsers action's ``choices`` is the
+    dict of its parsers.
+    """
+    return list(parser._actions)
 
 
 # -- bluesky-tiled-plugins and event-model ----------------------------------------------------------
