@@ -135,37 +135,44 @@ def _spoil(frames, rng):
     return mask
 
 
-def write_bliss(path, bt: Beamtime, *, counters: bool = True) -> Path:
+def write_bliss(path, bt: Beamtime, *, counters: bool = True, snake: bool = False) -> Path:
     """Write ``bt`` as an ID01 BLISS dataset: one scan ``N.1`` per angle, frames in the file.
 
     Per scan: ``instrument/mpx1x4/{image, beam_center_x/y, distance, x/y_pixel_size, pixel_mask}``,
     ``instrument/positioners/{eta, delta, nu, phi, nrj}``, ``instrument/{pix,piy}/value``,
     ``technique/dim0, dim1``; with ``counters`` also ``measurement/{mon1, ct_fluo}`` per point and
-    ``instrument/machine/{current, refill_countdown}``.
+    ``instrument/machine/{current, refill_countdown}``. With ``snake`` the odd rows run backwards.
     """
     t = bt.truth
     n_eta, ny, nx, rows, cols = t.frames.shape
     xx, yy = np.meshgrid(t.x_um, t.y_um)
+    order = np.arange(ny * nx).reshape(ny, nx)
+    if snake:
+        order[1::2] = order[1::2, ::-1]
+    acq = order.ravel()  # raster index of each acquired point
+
+    def points(values):
+        return np.asarray(values).reshape((ny * nx,) + np.shape(values)[2:])[acq]
+
     path = Path(path)
     with h5py.File(path, "w") as f:
         for i in range(n_eta):
             scan = f.create_group(f"{i + 1}.1")
             inst = scan.create_group("instrument")
-            inst.create_dataset("mpx1x4/image", data=t.frames[i].reshape(ny * nx, rows, cols),
-                                chunks=(1, rows, cols))
+            inst.create_dataset("mpx1x4/image", data=points(t.frames[i]), chunks=(1, rows, cols))
             det = inst["mpx1x4"]
             det["beam_center_x"], det["beam_center_y"] = t.cch[1], t.cch[0]
             det["distance"] = t.distance_m
             det["x_pixel_size"] = det["y_pixel_size"] = t.pixel_m
             det["pixel_mask"] = bt.pixel_mask.astype(np.uint8)
-            inst["pix/value"] = xx.ravel()
-            inst["piy/value"] = yy.ravel()
+            inst["pix/value"] = points(xx)
+            inst["piy/value"] = points(yy)
             pos = inst.create_group("positioners")
             pos["eta"], pos["delta"], pos["nu"], pos["phi"], pos["nrj"] = t.eta[i], t.delta, t.nu, 0.0, t.energy_kev
             scan["technique/dim0"], scan["technique/dim1"] = nx, ny
             if counters:
-                scan["measurement/mon1"] = bt.monitor[i].ravel()
-                scan["measurement/ct_fluo"] = bt.fluorescence[i].ravel()
+                scan["measurement/mon1"] = points(bt.monitor[i])
+                scan["measurement/ct_fluo"] = points(bt.fluorescence[i])
                 inst["machine/current"] = bt.current[i]
                 inst["machine/refill_countdown"] = bt.refill_countdown[i]
     return path

@@ -60,7 +60,7 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
                   counts=3.0e4, background=1.0, sigma_q=4.0e-3, strain_amp=400.0,
                   tilt_max=0.12, drift_px=0.35, compression=False, strain_offset=0.0,
                   centre_x=None, radius=1.0, seed=0, shifts=None, flux=None, rock_tilt=0.0,
-                  fluorescence=0.0, fluorescence_background=0.0) -> Truth:
+                  fluorescence=0.0, fluorescence_background=0.0, poisson=True) -> Truth:
     """Simulate an SXDM stack of one crystal with strain, tilts, noise and drift.
 
     Intensity of map pixel p at voxel q: ``counts * A(p) * G(q - Q(p))`` with
@@ -73,6 +73,7 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
     the rocking direction (two domains lit at different angles); with
     ``fluorescence`` (counts of a point on the whole crystal at flux 1) each
     point also records a fluorescence count ``flux * (fluorescence * A + fluorescence_background)``.
+    ``poisson=False`` gives the expected counts (float32 frames) instead of a draw.
     """
     rng = np.random.default_rng(seed)
     lam = HC / energy_kev
@@ -132,7 +133,8 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
         shifts -= shifts[n_eta // 2]  # the middle angle is the drift reference
     shifts = np.asarray(shifts, dtype=float)
     flux = None if flux is None else np.asarray(flux, dtype=float)
-    frames = np.empty((n_eta, ny, nx) + tuple(shape), dtype=np.uint32)
+    frames = np.empty((n_eta, ny, nx) + tuple(shape), dtype=np.uint32 if poisson else np.float32)
+    draw = rng.poisson if poisson else (lambda lam: lam)
     fluo = np.empty((n_eta, ny, nx)) if fluorescence else None
     for i, e in enumerate(eta):
         qx, qy, qz = qc.area(e, 0.0, nu, delta, wl=lam)
@@ -147,10 +149,10 @@ def forward_stack(*, ny=12, nx=12, n_eta=15, shape=(64, 64), eta_step=0.06, d0=2
         lam_i = amp.reshape(-1, 1) * norm * peak + background
         if flux is not None:
             lam_i *= flux[i].reshape(-1, 1)
-        frames[i] = rng.poisson(lam_i).reshape((ny, nx) + tuple(shape))
+        frames[i] = draw(lam_i).reshape((ny, nx) + tuple(shape))
         if fluo is not None:
             f_i = 1.0 if flux is None else flux[i]
-            fluo[i] = rng.poisson(f_i * (fluorescence * amp + fluorescence_background))
+            fluo[i] = draw(f_i * (fluorescence * amp + fluorescence_background))
     amp, eps, alt, azi = fields(yy, xx)
     return Truth(frames, eta, float(delta), float(nu), energy_kev, distance_m, pixel_m, cch,
                  np.arange(nx) * 0.4, np.arange(ny) * 0.4, amp, qlocal(eps, alt, azi), eps, d0,

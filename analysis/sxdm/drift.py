@@ -201,7 +201,10 @@ def _noise_variance(maps, noise):
 
 
 def _prepared_maps(maps):
-    """float maps (n_eta, ny, nx), median removed, missing points (NaN) at the median."""
+    """float maps (n_eta, ny, nx), median removed; missing points (NaN) interpolated from the points around
+    them (normalised convolution), never read as dark."""
+    from scipy import ndimage  # with the registration only
+
     maps = np.array(maps, dtype=float)
     if maps.ndim != 3:
         raise ValueError(f"intensity_maps must have shape (n_eta, ny, nx), got {maps.shape}")
@@ -212,7 +215,11 @@ def _prepared_maps(maps):
         if not finite.any():
             raise ValueError("intensity_maps has a map without any data (every point NaN)")
         m -= np.median(m[finite])
-        m[~finite] = 0.0
+        if not finite.all():
+            known = np.where(finite, m, 0.0)
+            weight = ndimage.gaussian_filter(finite.astype(float), 1.5, mode="constant")
+            smooth = ndimage.gaussian_filter(known, 1.5, mode="constant")
+            m[:] = np.where(finite, m, np.where(weight > 1e-3, smooth / np.maximum(weight, 1e-3), 0.0))
     return maps
 
 
