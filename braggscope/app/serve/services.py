@@ -7,19 +7,22 @@ service    process                                                   listens on
 ========== ========================================================= =====================
 simulator  the caproto simulator (only when ``[beamline] simulated``) CA port, 127.0.0.1
 tiled      ``tiled serve catalog`` (SQLite or PostgreSQL catalog)    ``host:tiled_port``
-queue      ``start-re-manager`` with the braggscope profile          ``host:queue_*_port``
+queue      ``start-re-manager`` with the braggscope profile, its     ``host:queue_*_port``
+           worker in an IPython kernel (``qserver-console`` attaches)
 http       ``start-bluesky-httpserver`` in front of the queue        ``host:http_port``
 live       ``braggscope live`` (maps from the document bus)          (no port)
+web        the beamline's page (:mod:`braggscope.app.web`)           ``host:web_port``
 ========== ========================================================= =====================
 
 Every service binds only to ``[serve] host`` (127.0.0.1 by default) and
-writes its log to ``<state_dir>/<service>.log``. The tiled server and the HTTP
-server require an API key: ``[storage] api_key`` / ``$TILED_API_KEY`` and
-``[queue] api_key`` / ``$BRAGGSCOPE_QUEUE_API_KEY``; a key that is not given
-is generated once and kept in ``<state_dir>/keys.json`` (mode 600). The
-processes get an effective configuration, ``<state_dir>/config.toml`` (mode
-600), that points the queue's RunEngine at this tiled server and carries the
-keys.
+writes its log to ``<state_dir>/<service>.log``. The tiled server, the HTTP
+server and the page require an API key: ``[storage] api_key`` / ``$TILED_API_KEY``;
+the queue's operator key ``[queue] api_key`` / ``$BRAGGSCOPE_QUEUE_API_KEY`` and its
+read-only key ``[queue] observer_key`` / ``$BRAGGSCOPE_QUEUE_OBSERVER_KEY``
+(:mod:`braggscope.app.serve.http_auth`). A key that is not given is generated once
+and kept in ``<state_dir>/keys.json`` (mode 600). The processes get an effective
+configuration, ``<state_dir>/config.toml`` (mode 600), that points the queue's
+RunEngine at this tiled server and carries the keys.
 
 ``<state_dir>/serve.json`` records each service's pid, command line and port.
 ``status`` and ``stop`` trust an entry only when that pid is alive, runs the
@@ -39,6 +42,7 @@ import time
 from pathlib import Path
 
 from braggscope.app.beamline.simulator import read_state, start_simulator, state_file_for, stop_simulator
+from braggscope.app.serve.http_auth import write_http_auth
 from braggscope.app.serve.processes import (
     connect_host,
     console_script,
@@ -55,7 +59,7 @@ from braggscope.core.processes import SpawnExited, SpawnTimeout, command_line, p
 
 __all__ = ["start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
 
-ORDER = ("simulator", "tiled", "queue", "http", "live")
+ORDER = ("simulator", "tiled", "queue", "http", "live", "web")
 STATE_NAME = "serve.json"
 #: Seconds a service has to start answering.
 START_TIMEOUT_S = 120.0
@@ -69,7 +73,8 @@ def serve_paths(cfg) -> dict[str, Path]:
     """The files of ``braggscope serve`` under ``[serve] state_dir``."""
     root = cfg.expand_path("serve.state_dir")
     return {"root": root, "state": root / STATE_NAME, "keys": root / "keys.json", "config": root / "config.toml",
-            "startup": root / "queue_startup", "tiled": root / "tiled"}
+            # an IPython profile's startup directory: the worker runs in an IPython kernel
+            "startup": root / "ipython" / "profile_braggscope" / "startup", "tiled": root / "tiled"}
 
 
 def start_services(cfg, services=None, *, timeout: float = START_TIMEOUT_S, open_environment: bool = True,
@@ -122,7 +127,7 @@ def _wanted(name, cfg, state, echo) -> bool:
     if name in state:
         echo(f"{name}: already running (pid {state[name]['pid']})")
         return False
-    if name == "live" and not cfg.get("bus.url"):
+    if name == "live" and not cfg.get("bus.url"):  # (the page shows the queue and the catalog without one)
         echo("live: not started ([bus] url is empty: no document bus to follow)")
         return False
     if name == "simulator" and not cfg.get("beamline.simulated", False):
@@ -196,10 +201,14 @@ def _start_queue(cfg, paths, keys, timeout):
     host = cfg["serve.host"]
     control, info = cfg["serve.queue_control_port"], cfg["serve.queue_info_port"]
     startup = write_startup_dir(paths["startup"])
+    (paths["root"] / "kernel").mkdir(mode=0o700, exist_ok=True)  # the kernel's connection file holds its key
     command = [console_script("start-re-manager"), "--startup-dir", str(startup),
                "--zmq-control-addr", f"tcp://{host}:{control}", "--zmq-info-addr", f"tcp://{host}:{info}",
                "--zmq-publish-console", "ON", "--redis-addr", cfg["queue.redis"],
-               "--redis-name-prefix", cfg["queue.redis_prefix"]]
+               "--redis-name-prefix", cfg["queue.redis_prefix"],
+               # the worker in an IPython kernel: `qserver-console` attaches to its namespace
+               "--use-ipython-kernel", "ON", "--ipython-kernel-ip", connect_host(host),
+               "--ipython-connection-dir", str(paths["root"] / "kernel")]
     env = {"BRAGGSCOPE_CONFIG": str(paths["config"]), "TILED_API_KEY": keys["tiled"],
            # a catalog outage during a run: the writer's requests are retried (the RunEngine does not wait)
            "TILED_RETRY_TIMEOUT": os.environ.get("TILED_RETRY_TIMEOUT", str(CATALOG_RETRY_S)),
@@ -211,7 +220,7 @@ def _start_http(cfg, paths, keys, timeout):
     host, port = cfg["serve.host"], cfg["serve.http_port"]
     peer = connect_host(host)
     command = [console_script("start-bluesky-httpserver"), "--host", host, "--port", str(port)]
-    env = {"QSERVER_HTTP_SERVER_SINGLE_USER_API_KEY": keys["queue"],
+    env = {"QSERVER_HTTP_SERVER_CONFIG": str(write_http_auth(paths["root"], keys)),  # keys and roles
            "QSERVER_ZMQ_CONTROL_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_control_port']}",
            "QSERVER_ZMQ_INFO_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_info_port']}"}
     entry = _launch("http", command, env, paths, (host, port), timeout, marker="start-bluesky-httpserver")
@@ -223,8 +232,16 @@ def _start_live(cfg, paths, keys, timeout):
     return _launch("live", command, {}, paths, None, timeout, marker="braggscope.app.cli")
 
 
+def _start_web(cfg, paths, keys, timeout):
+    host, port = cfg["serve.host"], cfg["serve.web_port"]
+    command = [sys.executable, "-m", "braggscope.app.web", "--config", str(paths["config"]), "--host", host,
+               "--port", str(port)]
+    entry = _launch("web", command, {}, paths, (host, port), timeout, marker="braggscope.app.web")
+    return {**entry, "health": "/api/whoami", "key": "observer"}
+
+
 _START = {"simulator": _start_simulator, "tiled": _start_tiled, "queue": _start_queue, "http": _start_http,
-          "live": _start_live}
+          "live": _start_live, "web": _start_web}
 
 
 def _launch(name, command, env, paths, address, timeout, *, marker) -> dict:
@@ -306,10 +323,13 @@ def _write_state(path: Path, state: dict) -> None:
 
 
 def _keys(cfg, path: Path, *, create: bool = True) -> dict:
-    """API keys of the tiled and HTTP servers: configuration/environment, else generated once (mode 600)."""
+    """API keys of tiled and of the queue (operator, observer): configuration/environment, else generated
+    once (mode 600)."""
     stored = _read_state(path)
     keys = {"tiled": cfg.get("storage.api_key") or os.environ.get("TILED_API_KEY") or stored.get("tiled"),
-            "queue": cfg.get("queue.api_key") or os.environ.get("BRAGGSCOPE_QUEUE_API_KEY") or stored.get("queue")}
+            "queue": cfg.get("queue.api_key") or os.environ.get("BRAGGSCOPE_QUEUE_API_KEY") or stored.get("queue"),
+            "observer": (cfg.get("queue.observer_key") or os.environ.get("BRAGGSCOPE_QUEUE_OBSERVER_KEY")
+                         or stored.get("observer"))}
     if create and not all(keys.values()):
         keys = {k: v or secrets.token_hex(24) for k, v in keys.items()}
         write_private(path, json.dumps({k: v for k, v in keys.items()}))
@@ -325,6 +345,7 @@ def _effective_config(cfg, keys: dict, path: Path):
         effective.set("storage.api_key", keys["tiled"])
     effective.set("queue.url", f"http://{peer}:{cfg['serve.http_port']}")
     effective.set("queue.api_key", keys["queue"])
+    effective.set("queue.observer_key", keys["observer"])
     save_config(effective, path)
     os.chmod(path, 0o600)
     return effective
