@@ -20,8 +20,7 @@ import uuid
 
 import pytest
 
-from tests.service_helpers import (assert_no_process_left, free_port, listening_addresses, newest_child,
-                                   redis_or_skip)
+from tests.service_helpers import assert_no_process_left, free_port, listening_addresses, newest_child, redis_or_skip
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -63,7 +62,8 @@ def queue(tmp_path_factory):
         assert not list(redis.scan_iter(f"{prefix}*"))
         assert_no_process_left(str(root), "start-bluesky-httpserver --host 127.0.0.1 --port "
                                f"{cfg['serve.http_port']}",
-                               ports=[cfg[f"serve.{n}"] for n in ("queue_control_port", "queue_info_port", "http_port")])
+                               ports=[cfg[f"serve.{n}"] for n in ("queue_control_port", "queue_info_port",
+                                                                  "http_port")])
 
 
 def _last(client, name=None):
@@ -144,8 +144,8 @@ def test_plan_level_checks_fail_the_item_before_any_motion(queue):
 
 def test_run_pause_resume_and_abort_remotely_with_history_in_redis(queue):
     cfg, client, _ = queue
-    from braggscope.app.serve import services as serve
     from braggscope import storage
+    from braggscope.app.serve import services as serve
 
     client.open(timeout=180)
     small = dict(RASTER, x_range=[0, 2, 4], y_range=[0, 1, 3], etas=[9.0, 9.1], sample="queued")
@@ -343,13 +343,14 @@ def _wait_running(client, sample, timeout=120.0, settle_s=1.0):
 
 def test_shell_queue_namespace(queue):
     cfg, client, key = queue
-    from braggscope.app.serve.queue_client import queue_namespace
+    from braggscope.app.serve.queue_shell import queue_namespace
     from braggscope.core.errors import ArgumentError, ServerUnreachableError
 
     ns = queue_namespace(cfg, client.url, api_key=key)
     try:
         assert ns["queue"].status()["manager_state"] in ("idle", "executing_queue")
         assert "queue.add(" in ns["__banner__"] and client.url in ns["__banner__"]
+        assert {"wa", "mv", "ascan", "cen", "sxdm", "kmap", "RE", "db"} <= set(ns)
     finally:
         ns["__cleanup__"]()
     with socket.socket() as s:

@@ -1,9 +1,9 @@
 """``braggscope shell``: the operator's IPython session (:mod:`braggscope.app.session`).
 
 The namespace comes from :func:`~braggscope.app.session.namespace.make_session` (devices, RunEngine,
-catalog, commands), or with ``--queue`` from :func:`~braggscope.app.serve.queue_client.queue_namespace`
-(a client of a queue server: no RunEngine here). IPython starts with braggscope's magics and, where a
-display exists, a GUI event loop and the live maps' window.
+catalog, commands), or with ``--queue`` from :func:`~braggscope.app.serve.queue_shell.queue_namespace`
+(the same commands, run by a queue server's worker: no RunEngine here). IPython starts with braggscope's
+magics and, where a display exists, a GUI event loop and the live maps' window.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from IPython import start_ipython
 from traitlets.config import Config
 
-from braggscope.app.serve.queue_client import queue_namespace
+from braggscope.app.serve.queue_shell import queue_namespace
 from braggscope.app.session.display import has_display
 from braggscope.core.config import load_config
 
@@ -19,6 +19,8 @@ __all__ = ["configure", "start_shell"]
 
 #: the session's IPython extension: %wa %mv %ct ..., and no /bin/mv alias
 MAGICS = "braggscope.app.session.magics"
+#: each cell and each error's traceback in the session log
+CELL_LOG = "braggscope.app.session.cell_log"
 LIVE_WINDOW = ("from braggscope.app.session.live_figures import show_live_maps as _s; "
                "live_window = _s(live); del _s")
 
@@ -29,9 +31,9 @@ def configure(parser) -> None:
                         help="in-process simulated devices (no EPICS, no simulator process)")
     parser.add_argument("--no-live", action="store_true", help="do not subscribe the live SXDM maps")
     parser.add_argument("--queue", nargs="?", const="", metavar="URL",
-                        help="drive a queue server (braggscope serve) instead of a RunEngine of its own: "
-                             "a `queue` client (URL default: [queue] url; key: [queue] api_key or "
-                             "$BRAGGSCOPE_QUEUE_API_KEY)")
+                        help="the commands run by a queue server's worker (braggscope serve) instead of a "
+                             "RunEngine of its own, and a `queue` client (URL default: [queue] url; key: "
+                             "[queue] api_key or $BRAGGSCOPE_QUEUE_API_KEY)")
     parser.set_defaults(func=_run)
 
 
@@ -56,7 +58,7 @@ def start_shell(ns: dict) -> None:
     # a GUI event loop for figures where a display exists; headless, matplotlib picks Agg by itself
     # (and "%matplotlib agg" would print "No event loop hook running." under the banner)
     config.InteractiveShellApp.exec_lines = ["%matplotlib"] if has_display() else []
-    config.InteractiveShellApp.extensions = [MAGICS]
+    config.InteractiveShellApp.extensions = [MAGICS, CELL_LOG]
     if has_display() and ns.get("live") is not None:  # the live SXDM maps in a window (GUI timer)
         config.InteractiveShellApp.exec_lines.append(LIVE_WINDOW)
     cleanup = ns["__cleanup__"]

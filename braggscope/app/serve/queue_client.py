@@ -1,7 +1,7 @@
 """A small client of a queued braggscope beamline (bluesky-httpserver in front of the queue server).
 
 ``braggscope shell --queue URL`` gives the operator a :class:`QueueClient`
-named ``queue`` instead of a RunEngine of its own::
+named ``queue`` (beside the commands, :mod:`braggscope.app.serve.queue_shell`)::
 
     queue.add("sxdm_map", ["mpx1x4"], "pix", [0, 2, 21], "piy", [0, 2, 21], "eta", [9.0, 9.1], sample="s1")
     queue.start()            # run the queue
@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from braggscope.core.errors import ArgumentError, ServerUnreachableError, UserError
 
-__all__ = ["QueueClient", "API_KEY_ENV", "queue_namespace"]
+__all__ = ["QueueClient", "API_KEY_ENV"]
 
 #: Environment variable holding the queue HTTP server's API key.
 API_KEY_ENV = "BRAGGSCOPE_QUEUE_API_KEY"
@@ -81,6 +81,42 @@ class QueueClient:
 
         response = self._call("item_add", BPlan(plan, *args, **kwargs))
         return response["item"]["item_uid"]
+
+    def execute(self, plan: str, *args, meta: dict | None = None, **kwargs) -> str:
+        """Run the plan ``plan(*args, **kwargs)`` now, outside the queue (``item_execute``); returns the item uid.
+
+        The queue server refuses it while it runs or holds anything else (a running queue, a
+        paused plan): :class:`~braggscope.core.errors.ArgumentError` with its reason.
+        """
+        from bluesky_queueserver_api import BPlan  # loaded with REManagerAPI in __init__
+
+        item = BPlan(plan, *args, **kwargs)
+        if meta:
+            item.meta = meta
+        return self._call("item_execute", item)["item"]["item_uid"]
+
+    def call(self, function: str, *args, timeout: float = 60.0, **kwargs):
+        """Run the worker's function ``function(*args, **kwargs)`` in a thread of the worker (also while a
+        plan runs) and return its value; a function that raised: :class:`UserError` with its message."""
+        from bluesky_queueserver_api import BFunc  # loaded with REManagerAPI in __init__
+
+        task = self._call("function_execute", BFunc(function, *args, **kwargs), run_in_background=True)["task_uid"]
+        try:
+            self._api.wait_for_completed_task(task, timeout=timeout)
+        except self._api.WaitTimeoutError:
+            raise TimeoutError(f"the worker's {function} did not answer within {timeout} s") from None
+        result = self._call("task_result", task)["result"]
+        if not result.get("success", False):
+            raise UserError(f"the worker's {function} failed: {_first_line(result.get('msg', ''))}")
+        return result.get("return_value")
+
+    def running_item(self) -> dict:
+        """The item running now (name, args, kwargs, item_uid, user, meta), or ``{}``."""
+        return self._call("queue_get").get("running_item") or {}
+
+    def devices(self) -> list[str]:
+        """Names of the devices this client may use (top level)."""
+        return sorted(self._call("devices_allowed")["devices_allowed"])
 
     def items(self) -> list[dict]:
         """The queued items (name, args, kwargs, item_uid), in order."""
@@ -152,9 +188,10 @@ class QueueClient:
         """Stop the queue after the running item."""
         self._call("queue_stop")
 
-    def status(self) -> dict:
-        """The queue server's status (``manager_state``, ``items_in_queue``, ``worker_environment_exists`` ...)."""
-        return self._call("status")
+    def status(self, *, reload: bool = False) -> dict:
+        """The queue server's status (``manager_state``, ``items_in_queue``, ``worker_environment_exists`` ...);
+        ``reload``: asked now (else up to 0.5 s old)."""
+        return self._call("status", reload=reload)
 
     def wait(self, timeout: float = 600.0, *, paused: bool = False) -> None:
         """Wait until the queue is idle (or paused, with ``paused``: the manager paused and its worker's
@@ -194,6 +231,9 @@ class QueueClient:
             raise ArgumentError(f"the queue refused {method}: {_first_line(exc)}") from None
         except api.HTTPClientError as exc:
             code = exc.response.status_code
+            if code in (401, 403) and "Not enough permissions" in exc.response.text:
+                raise UserError(f"the queue server at {self.url} refused {method}: this key may only read "
+                                "(an observer's key)") from None
             if code in (401, 403):
                 raise UserError(f"the queue server at {self.url} refused the API key (HTTP {code})") from None
             raise UserError(f"the queue server at {self.url} refused {method}: HTTP {code}") from None
@@ -236,24 +276,3 @@ def _first_line(exc) -> str:
         text = text.replace(prefix, "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("For further")]
     return "; ".join(lines[:3]).split("; Plan: ")[0]
-
-
-QUEUE_BANNER = """braggscope session: queue at {url} ({state})
-  queue.add("sxdm_map", ["mpx1x4"], "pix", [0, 2, 21], "piy", [0, 2, 21], "eta", [9.0, 9.1])
-  queue.start()  queue.pause(immediate=False)  queue.resume()  queue.stop()  queue.abort()
-  queue.status()  queue.items()  queue.history()  queue.plans()
-  plans: {plans}
-"""
-
-
-def queue_namespace(cfg, url: str | None = None, *, api_key: str | None = None) -> dict:
-    """The namespace of ``braggscope shell --queue``: ``cfg``, ``queue`` (a :class:`QueueClient`), banner, cleanup.
-
-    The RunEngine, devices and catalog writer are the queue server's: nothing
-    here moves a motor except through the queue.
-    """
-    queue = QueueClient.from_config(cfg, url=url, api_key=api_key)
-    status = queue.status()  # unreachable server or refused key: one line before the prompt
-    state = f"{status['manager_state']}, environment {'open' if status['worker_environment_exists'] else 'closed'}"
-    banner = QUEUE_BANNER.format(url=queue.url, state=state, plans=", ".join(queue.plans()) or "(open the environment)")
-    return {"cfg": cfg, "queue": queue, "__banner__": banner, "__cleanup__": queue.close}

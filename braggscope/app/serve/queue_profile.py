@@ -15,7 +15,11 @@ configuration (``$BRAGGSCOPE_CONFIG``, as everywhere):
 - a RunEngine with the scan-setup baseline, the catalog writer
   (``[storage]``: the embedded catalog or the tiled server) and the document
   bus publisher (``[bus] url``);
-- the queue-facing plans below.
+- the queue-facing plans below;
+- the operator's commands (``ascan``, ``mv``, ``cen``, ``sxdm``, ``kmap``, ``calibrate`` ...) as plans
+  that run the session's own commands (:mod:`braggscope.app.serve.queue_commands`), and the
+  functions ``shell_read`` (``wa``, ``wm``, ``where``) and ``command_reply``, for ``braggscope shell
+  --queue``.
 
 The queue-facing plans are braggscope's plans with signatures the queue
 server can check *at submission*: every parameter has a type it turns into a
@@ -43,16 +47,17 @@ from braggscope.app.beamline.connect import inprocess_devices
 from braggscope.app.beamline.runengine import recording_run_engine
 from braggscope.app.beamline.simulator import apply_client_env, checked_state, state_file_for
 from braggscope.app.bus.settings import publisher_from_config
+from braggscope.app.serve.queue_commands import PLAN_COMMANDS, CommandBridge
 from braggscope.core.config import load_config
 from braggscope.core.errors import ConfigError
 from braggscope.devices.factory import make_devices
 from braggscope.plans.guard import install_guard
 
-__all__ = ["QUEUE_PLANS", "build_namespace", "sxdm_map", "calibrate_eccentricity", "bcdi_rocking", "dry_run",
-           "count", "mv"]
+__all__ = ["QUEUE_PLANS", "build_namespace", "sxdm_map", "sxdm_fly", "calibrate_eccentricity", "bcdi_rocking",
+           "dry_run", "count"]
 
-#: The plans of the profile (names in the worker namespace).
-QUEUE_PLANS = ("sxdm_map", "calibrate_eccentricity", "bcdi_rocking", "dry_run", "count", "mv")
+#: The plans of the profile (names in the worker namespace); the commands' plans come besides.
+QUEUE_PLANS = ("sxdm_map", "sxdm_fly", "calibrate_eccentricity", "bcdi_rocking", "dry_run", "count")
 
 #: Device groups the plans accept, by role (names present in the namespace are kept).
 PIEZO = ("pix", "piy", "piz")
@@ -61,6 +66,8 @@ AXES = ("nu", "delta", "energy")
 
 #: Devices of the namespace (set by build_namespace; dry_run resolves names through it).
 _DEVICES: dict = {}
+#: The commands of the namespace (set by build_namespace; sxdm_fly takes its fly scanner).
+_BRIDGE: list = []
 
 
 def build_namespace(cfg=None) -> dict:
@@ -85,9 +92,25 @@ def build_namespace(cfg=None) -> dict:
     if bus is not None:
         RE.subscribe(bus)
     ns = {"cfg": cfg, "RE": RE, "bus": bus, **devices}
+    bridge = CommandBridge(RE, devices, cfg, detector=cfg.get("detector.name", "mpx1x4"))
+    _BRIDGE[:] = [bridge]
     for name in QUEUE_PLANS:
         ns[name] = _annotated(name, devices, cfg)
+    ns.update({name: _command_plan(bridge, name) for name in PLAN_COMMANDS})
+    ns.update(shell_read=bridge.read, command_reply=bridge.reply)
     return ns
+
+
+def _command_plan(bridge: CommandBridge, name: str):
+    """The queue plan of the session's command ``name`` (``reply``: where the shell finds its output)."""
+
+    def plan(*args, reply: str = "", **kwargs) -> MsgGenerator:
+        return (yield from bridge.plan(name, args, kwargs, reply))
+
+    doc = (getattr(bridge.commands, name).__doc__ or "").strip().splitlines()
+    plan.__name__ = plan.__qualname__ = name
+    plan.__doc__ = f"{doc[0] if doc else name} (the session's ``{name}``, run by the queue)."
+    return plan
 
 
 def _devices(cfg) -> dict:
@@ -135,6 +158,37 @@ def sxdm_map(detectors: list, x_motor, x_range: tuple[float, float, int], y_moto
     """
     return (yield from plans.sxdm_map(detectors, x_motor, x_range, y_motor, y_range, eta_motor, etas,
                                       eccentricity=eccentricity, snake=snake, sample=sample, md=md))
+
+
+def sxdm_fly(x_motor, x_range: tuple[float, float, int], y_motor, y_range: tuple[float, float, int], eta_motor,
+             etas: list[float], *, dwell_s: float, snake: bool = False, eccentricity: dict | None = None,
+             max_retries: int = 2, sample: str | None = None, md: dict | None = None) -> MsgGenerator[str]:
+    """3D-SXDM map flown: :func:`braggscope.plans.sxdm_fly` from the queue, with the beamline's fly scanner.
+
+    Parameters
+    ----------
+    x_motor, y_motor : str
+        Fast (flown) and slow piezo axes (``pix``, ``piy``: the fly scanner's).
+    x_range, y_range : [start, stop, num]
+        Raster ranges (um, um, points).
+    eta_motor : str
+        Rocking motor (``eta``).
+    etas : list of float
+        Rocking angles (deg).
+    dwell_s : float
+        Time per point (s).
+    snake : bool
+    eccentricity : dict, optional
+        ``EccentricityModel.to_dict()`` (eta0, x, y).
+    max_retries : int
+        Retries of a short line.
+    sample : str, optional
+    md : dict, optional
+    """
+    flyer = _BRIDGE[0].commands.flyer()
+    return (yield from plans.sxdm_fly([flyer], x_motor, x_range, y_motor, y_range, eta_motor, etas, dwell_s=dwell_s,
+                                      snake=snake, eccentricity=eccentricity, max_retries=max_retries, sample=sample,
+                                      md=md))
 
 
 def calibrate_eccentricity(detectors: list, x_motor, x_range: tuple[float, float, int], y_motor,
@@ -242,18 +296,6 @@ def count(detectors: list, num: int = 1, delay: float | None = None, *, md: dict
     return (yield from bp.count(detectors, num=num, delay=delay, md=md))
 
 
-def mv(motor, position: float) -> MsgGenerator:
-    """Move one motor to ``position`` (its units) and wait (``bluesky.plan_stubs.mv``).
-
-    Parameters
-    ----------
-    motor : str
-        Motor name.
-    position : float
-    """
-    return (yield from bps.mv(motor, position))
-
-
 # --------------------------------------------------------------------------- annotations for the queue
 def _annotated(name: str, devices: dict, cfg):
     """A copy of the plan ``name`` with the queue server's parameter annotation for these devices."""
@@ -276,6 +318,7 @@ def _annotated(name: str, devices: dict, cfg):
               "eta_motor": device("Rocking", "Rocking"), "etas": angles(annotation="typing.List[float]")}
     parameters = {
         "sxdm_map": raster,
+        "sxdm_fly": {k: v for k, v in raster.items() if k != "detectors"},
         "calibrate_eccentricity": {**raster, "locate": {"annotation": "Locate", "enums": {"Locate": ("com",
                                                                                                    "register")}}},
         "bcdi_rocking": {"detectors": raster["detectors"], "eta_motor": raster["eta_motor"],
@@ -285,7 +328,6 @@ def _annotated(name: str, devices: dict, cfg):
         "dry_run": {"plan": {"annotation": "Plans", "plans": {"Plans": ("sxdm_map", "calibrate_eccentricity",
                                                                          "bcdi_rocking")}}},
         "count": {"detectors": raster["detectors"]},
-        "mv": {"motor": device("Motors", "Motors")},
     }[name]
 
     return parameter_annotation_decorator({"parameters": parameters})(function)  # a wrapper; `function` unchanged

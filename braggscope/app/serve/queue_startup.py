@@ -21,7 +21,8 @@ from braggscope.app.serve.queue_profile import build_namespace as _build_namespa
 globals().update(_build_namespace())
 """
 
-#: Who may run what (bluesky-queueserver's format): every plan and device of the profile, nothing private.
+#: Who may run what (bluesky-queueserver's format): every plan and device of the profile, nothing private;
+#: of the functions, only the queue shell's two (braggscope.app.serve.queue_commands).
 PERMISSIONS = """\
 user_groups:
   root:
@@ -36,7 +37,7 @@ user_groups:
     forbidden_plans: [null]
     allowed_devices: [":?.*:depth=3"]
     forbidden_devices: [null]
-    allowed_functions: [null]
+    allowed_functions: ["shell_read", "command_reply"]
     forbidden_functions: [null]
 """
 
