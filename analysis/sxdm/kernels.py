@@ -265,33 +265,18 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
     """
     n_eta, by, bx, nr, nc = raw.shape
     npx = by * bx
-    nsub = rows.size * nc
     eta_int = np.zeros((n_eta, npx))
     s0 = np.zeros(npx)
     mom = np.zeros((npx, 9))
-    levels = np.zeros(npx, np.float32)
     row = np.empty(nc, np.float32)
     hi = np.empty(nc + 1, np.float32)
     lo = np.empty(nc + 1, np.float32)
     m9 = np.empty(9, np.float32)
-    ones = np.ones(nc, np.float32)
-    sub = np.empty(n_eta * nsub, np.float32)
-    valid_sub = np.empty(n_eta * nsub, np.float32)
     present = _present_frames(raw, scale, first_good // nc, first_good % nc)
     # background of every map pixel first, so that the main pass can run angle by
     # angle: the Q products of one angle (dq[e]) then stay in cache for all pixels
-    thr = np.zeros(npx, np.float32)
-    for i in range(npx):
-        if np.isnan(fixed_level):
-            for e in range(n_eta):  # a missing frame's voxels are no background samples
-                keep = np.float32(1.0) if present[e, i] else np.float32(0.0)
-                valid_sub[e * nsub:(e + 1) * nsub] = valid_rows[e * nsub:(e + 1) * nsub] * keep
-            levels[i], spread = _pixel_background(raw, i // bx, i % bx, good, size, scale[:, i], rows,
-                                                   valid_sub, sub, hi, lo, ones, present[:, i], bad_ptr, bad_cols)
-            thr[i] = np.float32(noise_sigma) * spread
-        else:
-            levels[i] = np.float32(fixed_level)
-            thr[i] = np.float32(noise_sigma) * np.float32(np.sqrt(max(fixed_level, 0.0)))
+    levels, thr = _levels(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_rows, present,
+                          bad_ptr, bad_cols)
     for e in range(n_eta):
         dq_e, inside_e = dq[e], inside[e]
         for i in range(npx):
@@ -348,6 +333,33 @@ def reduce_chunk(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_r
                     mom[i, k] += m9[k]
             eta_int[e, i] = acc
     return eta_int, s0, mom, levels
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _levels(raw, good, size, scale, fixed_level, noise_sigma, rows, valid_rows, present, bad_ptr, bad_cols):
+    """Background level and noise cut of every map pixel of a chunk (see :func:`reduce_chunk`)."""
+    n_eta, by, bx, _, nc = raw.shape
+    npx = by * bx
+    nsub = rows.size * nc
+    levels = np.zeros(npx, np.float32)
+    thr = np.zeros(npx, np.float32)
+    if not np.isnan(fixed_level):
+        levels[:] = np.float32(fixed_level)
+        thr[:] = np.float32(noise_sigma) * np.float32(np.sqrt(max(fixed_level, 0.0)))
+        return levels, thr
+    sub = np.empty(n_eta * nsub, np.float32)
+    valid_sub = np.empty(n_eta * nsub, np.float32)
+    hi = np.empty(nc + 1, np.float32)
+    lo = np.empty(nc + 1, np.float32)
+    ones = np.ones(nc, np.float32)
+    for i in range(npx):
+        for e in range(n_eta):  # a missing frame's voxels are no background samples
+            keep = np.float32(1.0) if present[e, i] else np.float32(0.0)
+            valid_sub[e * nsub:(e + 1) * nsub] = valid_rows[e * nsub:(e + 1) * nsub] * keep
+        levels[i], spread = _pixel_background(raw, i // bx, i % bx, good, size, scale[:, i], rows,
+                                               valid_sub, sub, hi, lo, ones, present[:, i], bad_ptr, bad_cols)
+        thr[i] = np.float32(noise_sigma) * spread
+    return levels, thr
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
