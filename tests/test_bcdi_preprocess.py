@@ -125,3 +125,28 @@ def test_bad_input():
         prepare(np.ones((4, 8, 8)), meta, shape=(None, 8, 8), binning=(0, 1))
     with pytest.raises(ValueError, match="eta"):
         prepare(np.ones((5, 8, 8)), meta, shape=(None, 8, 8))
+
+
+def test_frames_are_normalised_by_the_rocking_stack_monitor(scan):
+    """A refill halfway through the rocking scan and one frame without beam (issue 21): normalised by the
+    monitor the prepared intensity is that of a steady beam, the dark frame masked, the normalisation recorded."""
+    from braggscope.core.setup import ScanSetup
+    from braggscope.core.stacks import RockingStack
+
+    frames, meta, _ = scan
+    n = frames.shape[0]
+    flux = np.where(np.arange(n) < n // 2, 0.7, 1.0)
+    flux[n // 2 + 1] = 0.0
+    dimmed = frames.astype(np.float64) * flux[:, None, None]
+    setup = ScanSetup.from_start_doc(meta | {"detector_shape": list(frames.shape[1:])})
+    stack = RockingStack(dimmed, meta["eta"], setup, counters={"mon1": 1.0e4 * flux}, monitor="mon1")
+    kw = dict(shape=(None, 64, 64), background=None, pad=False)
+    steady = prepare((frames, meta), **kw)
+    got = prepare(stack, **kw)
+    beam = flux[got.crop[0]] > 0
+    reference = np.median(1.0e4 * flux[flux > 0])  # the counts refer to this monitor reading
+    np.testing.assert_allclose(got.intensity[beam], steady.intensity[beam] * reference / 1.0e4, rtol=1e-5,
+                               atol=1e-3)
+    assert got.mask[~beam].all() and not got.intensity[~beam].any()
+    assert got.meta["monitor_reference"] == reference and got.meta["frames_without_beam"] == 1
+    assert got.meta["normalisation"] == "counts x monitor_reference / mon1" and "monitor" not in got.meta

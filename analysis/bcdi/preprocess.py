@@ -37,6 +37,7 @@ __all__ = [
     "bin_frames",
     "pad_fast",
     "oversampling_from_data",
+    "normalise_by_monitor",
     "MAXIPIX_SATURATION",
 ]
 
@@ -146,6 +147,7 @@ def prepare(
     log.append(f"masked {int(mask.sum())} detector pixels")
     data = frames.astype(np.float32)
     data[:, mask] = 0
+    no_beam, reference = normalise_by_monitor(data, meta.get("monitor"), log)
     data = subtract_background(data, background, mask=mask)
     peak = find_peak(data, method=center)
     log.append(f"peak at {tuple(round(p, 1) for p in peak)}")
@@ -153,6 +155,7 @@ def prepare(
     crop = crop_around(peak, crop_shape, (n_eta, rows, cols))
     data = data[crop]
     mask3 = np.broadcast_to(mask[crop[1:]], data.shape).copy()
+    mask3[no_beam[crop[0]]] = True  # a frame taken without beam is not measured
     eta_c = eta[crop[0]]
     data, mask3 = bin_frames(data, mask3, binning)
     setup = meta["setup"]
@@ -173,6 +176,11 @@ def prepare(
     out_meta.update(setup=setup, energy_kev=setup.energy_kev, distance_m=setup.distance_m, pixel_m=(pr, pc),
                     cch=setup.cch, eta_step=step, delta=delta, nu=nu, phi=phi)
     out_meta["eta"] = eta_c
+    out_meta.pop("monitor", None)  # the readings: recorded as what was done with them
+    out_meta.update(normalisation="none" if reference is None else
+                    f"counts x monitor_reference / {meta.get('monitor_name') or 'monitor'}",
+                    **({} if reference is None else {"monitor_reference": reference,
+                                                     "frames_without_beam": int(no_beam.sum())}))
     os_data = oversampling_from_data(data, mask3)
     log.append("oversampling from the data (rocking, rows, cols): " + ", ".join(f"{o:.2f}" for o in os_data))
     if min(os_data) < 2:
@@ -222,7 +230,39 @@ def as_frames_meta(source, meta=None):
 def _stack_meta(stack: RockingStack) -> dict:
     """A :class:`~braggscope.core.stacks.RockingStack`'s facts as the pipeline's metadata."""
     return {**stack.metadata, "setup": stack.require_setup(), "eta": stack.eta, "source": stack.source,
-            "size_m": stack.size_m, "d_spacing": stack.d_spacing, "exit_status": stack.exit_status}
+            "size_m": stack.size_m, "d_spacing": stack.d_spacing, "exit_status": stack.exit_status,
+            "monitor": stack.monitor_values(), "monitor_name": stack.monitor}
+
+
+# -- monitor normalisation (issue 21) ------------------------------------------
+def normalise_by_monitor(data, monitor, log=None) -> np.ndarray:
+    """Scale each frame of ``data`` (n_eta, rows, cols), in place, by ``reference / monitor``.
+
+    ``monitor`` holds one reading of the incident flux per frame (``meta["monitor"]``, from the rocking
+    stack's monitor such as ``mon1``), or None for no normalisation; the reference is the median of the
+    readings with beam. A reading of 0 means no beam: that frame is zeroed and reported, never divided by.
+
+    Returns
+    -------
+    no_beam : ndarray of bool, (n_eta,)
+        The frames taken without beam (mask them).
+    reference : float or None
+        The flux the counts now refer to (None: not normalised).
+    """
+    n_eta = data.shape[0]
+    if monitor is None:
+        return np.zeros(n_eta, bool), None
+    mon = np.asarray(monitor, dtype=float).ravel()
+    if mon.shape != (n_eta,) or not np.all(np.isfinite(mon)) or np.any(mon < 0) or not np.any(mon > 0):
+        raise ValueError(f"monitor must hold {n_eta} finite readings >= 0, not all 0 (one per frame)")
+    beam = mon > 0
+    reference = float(np.median(mon[beam]))
+    data[beam] *= (reference / mon[beam]).astype(np.float32)[:, None, None]
+    data[~beam] = 0
+    if log is not None:
+        log.append(f"frames normalised by the monitor (reference {reference:.6g}); "
+                   f"{int((~beam).sum())} frames without beam masked")
+    return ~beam, reference
 
 
 # -- steps ---------------------------------------------------------------------
