@@ -386,7 +386,7 @@ def test_a_state_file_of_another_data_directory_is_not_its_simulator(tmp_path):
         mine = tmp_path / "simulator.json"
         mine.write_text(json.dumps({"pid": runner.pid, "port": 5064}))
         handle, why = checked_state(mine)
-        assert handle is None and "the simulator of another data directory" in why
+        assert handle is None and f"the simulator of another data directory (its state file: {other})" in why
     finally:
         runner.kill()
         runner.wait()

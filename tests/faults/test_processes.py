@@ -47,7 +47,8 @@ def test_state_file_of_a_dead_or_silent_runner(tmp_path):
     path = _write_state(tmp_path / "simulator.json", dead.pid, free_port())
     assert "is not running" in checked_state(path)[1]
     # our runner's command line, but nothing answers on its port (hung, or the port was never bound)
-    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "braggscope.simulators.ioc_run"])
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "braggscope.simulators.ioc_run",
+                               "--state-file", str(path.resolve())])
     try:
         port = free_port()
         _write_state(path, silent.pid, port)

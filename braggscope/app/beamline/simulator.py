@@ -156,8 +156,9 @@ def checked_state(state_file) -> tuple[SimulatorHandle | None, str]:
     if command is not None and RUNNER_MODULE not in command:
         return None, f"stale state file: pid {handle.pid} is another program ({command[:80]!r})"
     if command is not None and f"--state-file {path}" not in command:
+        theirs = command.partition("--state-file ")[2].split(" ")[0] or "none"
         return None, (f"stale state file: pid {handle.pid} is the simulator of another data directory "
-                      f"({command[command.find('--state-file'):][:120]!r})")
+                      f"(its state file: {theirs})")
     if not port_answers(handle.port):
         return None, f"pid {handle.pid} does not answer on 127.0.0.1:{handle.port}"
     return handle, ""
