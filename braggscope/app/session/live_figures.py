@@ -38,7 +38,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from braggscope.analysis.live.plot import LiveMapPlot, panel
-from braggscope.app.commands_scans import PeakTracker, hinted_fields
+from braggscope.app.commands.scans import PeakTracker, hinted_fields
 from braggscope.core import compat
 from braggscope.core.atomic import atomic_path
 

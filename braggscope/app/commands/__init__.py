@@ -30,8 +30,8 @@ import sys
 
 from bluesky.utils import RunEngineInterrupted
 
-from braggscope.app.commands_motion import MotionCommands
-from braggscope.app.commands_scans import PeakTracker, ScanCommands
+from braggscope.app.commands.motion import MotionCommands
+from braggscope.app.commands.scans import PeakTracker, ScanCommands
 from braggscope.core.errors import ArgumentError
 from braggscope.plans import plot_calibration, store_eccentricity
 from braggscope.plans.guard import install_guard
