@@ -6,6 +6,9 @@ sample sits on the piezo grid at its nominal position at ``eta0`` and
 appears at ``(x + dx(eta), y + dy(eta))`` where ``dx, dy`` is the *true*
 eccentricity drift (``[simulator.eccentricity]`` in the configuration,
 distinct from ``[eccentricity]``, the beamline's calibrated correction).
+An electrochemical cell (``simulators/ioc_cell.py``) swaps the sample for the one its
+state stands for (:meth:`SimulatedBeamline.set_sample`) and moves it
+(:meth:`SimulatedBeamline.set_drift`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.core.geometry import Geometry, bragg_angle, oversampling_detector, rocking_step, wavelength
 from braggscope.core.setup import ScanSetup
 from braggscope.core.stacks import MapStack
-from braggscope.core.geometry import (Geometry, bragg_angle, oversampling_detector, rocking_step,
-                                 wavelength)
 
 from .bcdi_forward import BCDIForwardModel
 from .fluorescence import FluorescenceModel
@@ -101,6 +103,7 @@ class SimulatedBeamline:
         self.bcdi_peak_rate = float(bcdi_peak_rate)
         self.bcdi_beam_fwhm_um = float(bcdi_beam_fwhm_um)
         self._lock = threading.RLock()
+        self.drift_um = np.zeros(3)  # the particle's own motion (x, y, z), set by a simulated cell
         self._rng = np.random.default_rng(None if seed is None else int(seed) + 1)
         self._xrf_rng = np.random.default_rng(None if seed is None else int(seed) + 2)
         # the SXDM probe for SXDM samples, the BCDI beam for a BCDI particle
@@ -120,7 +123,7 @@ class SimulatedBeamline:
 
     # -- construction ---------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg, sample=None, seed=None) -> "SimulatedBeamline":
+    def from_config(cls, cfg, sample=None, seed=None) -> SimulatedBeamline:
         """Build from a :class:`braggscope.core.config.Config`.
 
         Reads ``detector.{shape, pixel_m, cch, distance_m, saturation}``,
@@ -188,8 +191,7 @@ class SimulatedBeamline:
         exposure_s = float(exposure_s)
         if not exposure_s > 0:
             raise ValueError(f"exposure_s must be > 0, got {exposure_s!r}")
-        dx, dy = self.eccentricity.offset(vals["eta"])
-        xs, ys = vals["pix"] - dx, vals["piy"] - dy  # beam position in sample coordinates
+        xs, ys = self.beam_on_sample(vals["pix"], vals["piy"], vals["eta"])
         with self._lock:
             if self.is_bcdi:
                 return self._render_bcdi(xs, ys, vals, exposure_s)
@@ -301,8 +303,44 @@ class SimulatedBeamline:
     def apparent_center(self, eta) -> tuple[float, float]:
         """Piezo position (um) where the sample's centre appears at ``eta`` (deg)."""
         cx, cy = self._center()
+        xs, ys = self.beam_on_sample(0.0, 0.0, eta)
+        return cx - xs, cy - ys
+
+    def beam_on_sample(self, pix: float, piy: float, eta: float) -> tuple[float, float]:
+        """Where the beam is in the sample's coordinates (um) with the piezo at ``pix``, ``piy`` and ``eta``.
+
+        The true eccentricity drift and the particle's own drift :attr:`drift_um` are taken off; a
+        particle raised by ``dz`` meets the grazing beam ``dz / tan(eta)`` upstream, so it appears
+        that much further along x (as a buried crystal appears the other way).
+        """
         dx, dy = self.eccentricity.offset(eta)
-        return cx + dx, cy + dy
+        ox, oy, oz = self.drift_um
+        cot = 1.0 / np.tan(np.radians(max(abs(float(eta)), 1e-3)))
+        return pix - dx - ox - oz * cot, piy - dy - oy
+
+    def set_drift(self, offset_um) -> None:
+        """Move the particle by ``offset_um`` (x, y, z; um) from where it was made."""
+        offset = np.asarray(offset_um, float).reshape(3)
+        if not np.all(np.isfinite(offset)):
+            raise ValueError(f"offset_um must be finite, got {offset_um!r}")
+        self.drift_um = offset
+
+    def set_sample(self, sample) -> None:
+        """Replace the sample (same kind, same place: a cell changed its lattice); thread-safe.
+
+        The forward model is rebuilt before the lock is taken, so a frame being rendered is never held
+        up by more than the swap.
+        """
+        if isinstance(sample, BCDIParticle) != self.is_bcdi:
+            raise TypeError(f"set_sample: a {type(sample).__name__} cannot replace a {type(self.sample).__name__}")
+        forward = BCDIForwardModel(sample) if self.is_bcdi else None
+        columns = None if self.is_bcdi else self.forward.columns_of(sample)
+        with self._lock:
+            self.sample = sample
+            if forward is not None:
+                self.forward = forward
+            else:
+                self.forward.use_columns(sample, columns)
 
     def bragg_setup(self, energy_kev=None) -> dict:
         """Angles to park at and a suggested rocking range for the preset's reflection.
@@ -371,8 +409,8 @@ class SimulatedBeamline:
         if not all(np.isfinite(vals)):
             raise ValueError(f"positions {list(required)} must be finite, got {vals}")
         x, y, eta = vals
-        dx, dy = self.eccentricity.offset(eta)
-        return x - dx, y - dy, eta
+        xs, ys = self.beam_on_sample(x, y, eta)
+        return xs, ys, eta
 
     def _center(self) -> tuple[float, float]:
         if self.is_bcdi:

@@ -158,6 +158,16 @@ class SXDMForwardModel:
         self._pending_key = None
 
     # -- public ---------------------------------------------------------------
+    def columns_of(self, sample: SXDMSample) -> list:
+        """The column grids of ``sample`` on this model's grid step (for :meth:`use_columns`)."""
+        step = self.columns[0].step if self.columns else min(self.probe_fwhm_um / 3, 0.03)
+        return [_ColumnGrid(c, step, self.sigma_probe) for c in sample.crystallites]
+
+    def use_columns(self, sample: SXDMSample, columns: list) -> None:
+        """Render ``sample`` from now on, from its column grids (:meth:`columns_of`)."""
+        self.sample = sample
+        self.columns = columns
+
     def geometry(self, energy_kev: float) -> Geometry:
         """The detector geometry at an energy (keV)."""
         return Geometry(float(energy_kev), self.distance_m, self.pixel_m, self.cch)
