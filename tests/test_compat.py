@@ -206,3 +206,22 @@ def test_argparse_lists_every_argument_where_parser_actions_looks():
     assert {o for a in actions for o in a.option_strings} == {"-h", "--help", "--level", "--either"}
     subparsers = next(a for a in actions if isinstance(a.choices, dict))
     assert "--fast" in {o for a in compat.parser_actions(subparsers.choices["run"]) for o in a.option_strings}
+
+
+def test_the_queue_manager_validates_every_plan_item_where_check_queue_plans_looks(monkeypatch):
+    from bluesky_queueserver.manager import manager
+
+    monkeypatch.setattr(manager, "validate_plan", manager.validate_plan)
+    assert "validate_plan(item, allowed_plans=allowed_plans, allowed_devices=allowed_devices)" in \
+        inspect.getsource(manager.RunEngineManager._prepare_item)
+    allowed = {"count": {"name": "count", "parameters": [{"name": "detectors", "kind": {"name": "POSITIONAL_OR_KEYWORD",
+                                                                                      "value": 1}},
+                                                        {"name": "num", "kind": {"name": "POSITIONAL_OR_KEYWORD",
+                                                                                "value": 1}}]}}
+    item = {"item_type": "plan", "name": "count", "args": [["det"]], "kwargs": {"num": float("nan")}}
+    assert manager.validate_plan(item, allowed_plans=allowed, allowed_devices={"det": {}})[0]  # upstream lets NaN in
+    compat.check_queue_plans(lambda item, plans: "num must be finite, got nan")
+    compat.check_queue_plans(lambda item, plans: "num must be finite, got nan")  # twice: wrapped once
+    assert manager.validate_plan(item, allowed_plans=allowed, allowed_devices={"det": {}}) == \
+        (False, "num must be finite, got nan")
+    assert manager.validate_plan.__wrapped__.__module__ == "bluesky_queueserver.manager.profile_ops"

@@ -60,7 +60,7 @@ def queue(tmp_path_factory):
         for k in redis.scan_iter(f"{prefix}*"):
             redis.delete(k)
         assert not list(redis.scan_iter(f"{prefix}*"))
-        assert_no_process_left(str(root), "start-bluesky-httpserver --host 127.0.0.1 --port "
+        assert_no_process_left(str(root), "braggscope.app.serve.http_server --host 127.0.0.1 --port "
                                f"{cfg['serve.http_port']}",
                                ports=[cfg[f"serve.{n}"] for n in ("queue_control_port", "queue_info_port",
                                                                   "http_port")])

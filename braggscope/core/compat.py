@@ -1,7 +1,7 @@
 """Every use of an upstream library's private names, in one place.
 
-braggscope reaches into bluesky, ophyd, pyepics, caproto, matplotlib, tiled and bluesky-tiled-plugins
-where they offer no public hook for what it needs. Each reach is a function here, with the upstream
+braggscope reaches into bluesky, ophyd, pyepics, caproto, matplotlib, tiled, bluesky-tiled-plugins and
+bluesky-queueserver where they offer no public hook for what it needs. Each reach is a function here, with the upstream
 issue or release that would let it go; ``tests/test_compat.py`` checks the upstream behaviour each one
 relies on, so an upgrade that breaks one fails there, naming it, rather than somewhere in a scan.
 
@@ -21,7 +21,7 @@ __all__ = ["run_writer_base", "abort_reason", "consolidator_state", "during_task
            "install_once", "run_bundlers", "pending_asset_docs", "reset_channel_access", "restore_consolidator",
            "routed_descriptor_callbacks", "set_during_task", "wrap_command", "wrap_interruptions",
            "set_initial_value", "set_max_length", "max_udp_datagram", "figure_managers", "limit_tiled_retries",
-           "parser_actions"]
+           "parser_actions", "check_queue_plans"]
 
 # -- bluesky RunEngine ------------------------------------------------------------------------------
 
@@ -181,6 +181,31 @@ def parser_actions(parser) -> list:
     dict of its parsers.
     """
     return list(parser._actions)
+
+
+# -- bluesky-queueserver ----------------------------------------------------------------------------
+
+def check_queue_plans(check: Callable) -> None:
+    """Refuse a queue item that passed the RE Manager's own validation when ``check(item, allowed_plans)``
+    returns a reason (a one-line string; None lets it in).
+
+    The manager validates every plan it is given (``item_add``, ``item_add_batch``, ``item_update``,
+    ``item_execute``, over 0MQ and so through the HTTP server) with ``validate_plan``, imported into
+    ``bluesky_queueserver.manager.manager``; it offers no hook for a check of its own (0.0.25), and
+    its parameter types let NaN and infinities through. Call before ``start_manager()`` in the
+    process that starts the manager (the manager process is forked from it).
+    """
+    from bluesky_queueserver.manager import manager
+
+    original = getattr(manager.validate_plan, "__wrapped__", manager.validate_plan)
+
+    def validate_plan(item, *, allowed_plans, allowed_devices):
+        ok, msg = original(item, allowed_plans=allowed_plans, allowed_devices=allowed_devices)
+        reason = check(item, allowed_plans) if ok else None
+        return (False, reason) if reason else (ok, msg)
+
+    validate_plan.__wrapped__ = original
+    manager.validate_plan = validate_plan
 
 
 # -- bluesky-tiled-plugins and event-model ----------------------------------------------------------

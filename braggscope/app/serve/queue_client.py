@@ -23,6 +23,7 @@ import os
 import time
 from urllib.parse import urlparse
 
+from braggscope.app.serve.manager import nonfinite_reason
 from braggscope.core.errors import ArgumentError, ServerUnreachableError, UserError
 
 __all__ = ["QueueClient", "API_KEY_ENV"]
@@ -79,6 +80,7 @@ class QueueClient:
         """
         from bluesky_queueserver_api import BPlan  # loaded with REManagerAPI in __init__
 
+        self._check_finite(plan, args, kwargs)
         response = self._call("item_add", BPlan(plan, *args, **kwargs))
         return response["item"]["item_uid"]
 
@@ -90,6 +92,7 @@ class QueueClient:
         """
         from bluesky_queueserver_api import BPlan  # loaded with REManagerAPI in __init__
 
+        self._check_finite(plan, args, kwargs)
         item = BPlan(plan, *args, **kwargs)
         if meta:
             item.meta = meta
@@ -239,6 +242,18 @@ class QueueClient:
             raise UserError(f"the queue server at {self.url} refused {method}: HTTP {code}") from None
         except (api.HTTPRequestError, api.RequestTimeoutError) as exc:
             raise ServerUnreachableError(f"queue server {self.url} unreachable: {_first_line(exc)}") from None
+
+    def _check_finite(self, plan, args, kwargs) -> None:
+        """NaN or an infinity in an item: refused here with the queue's own message (JSON cannot carry them)."""
+        item = {"name": plan, "args": list(args), "kwargs": dict(kwargs)}
+        if nonfinite_reason(item) is not None:  # named after the plan's parameters, as the queue names them
+            raise ArgumentError(f"the queue refused item_add: {nonfinite_reason(item, self._plan_parameters())}")
+
+    def _plan_parameters(self) -> dict:
+        try:
+            return self._call("plans_allowed")["plans_allowed"]
+        except UserError:
+            return {}
 
     def _resend(self, method: str, went_through: tuple[str, ...], **params) -> None:
         """Send a control request; while the manager times it out, send it again (for ``self.timeout`` s).

@@ -7,9 +7,12 @@ service    process                                                   listens on
 ========== ========================================================= =====================
 simulator  the caproto simulator (only when ``[beamline] simulated``) CA port, 127.0.0.1
 tiled      ``tiled serve catalog`` (SQLite or PostgreSQL catalog)    ``host:tiled_port``
-queue      ``start-re-manager`` with the braggscope profile, its     ``host:queue_*_port``
-           worker in an IPython kernel (``qserver-console`` attaches)
-http       ``start-bluesky-httpserver`` in front of the queue        ``host:http_port``
+queue      the queue server (``start-re-manager``) with the         ``host:queue_*_port``
+           braggscope profile, its worker in an IPython kernel
+           (``qserver-console`` attaches), refusing NaN at its door
+           (:mod:`braggscope.app.serve.manager`)
+http       bluesky-httpserver in front of the queue, no keys in      ``host:http_port``
+           URLs (:mod:`braggscope.app.serve.http_server`)
 live       ``braggscope live`` (maps from the document bus)          (no port)
 web        the beamline's page (:mod:`braggscope.app.web`)           ``host:web_port``
 ========== ========================================================= =====================
@@ -202,7 +205,7 @@ def _start_queue(cfg, paths, keys, timeout):
     control, info = cfg["serve.queue_control_port"], cfg["serve.queue_info_port"]
     startup = write_startup_dir(paths["startup"])
     (paths["root"] / "kernel").mkdir(mode=0o700, exist_ok=True)  # the kernel's connection file holds its key
-    command = [console_script("start-re-manager"), "--startup-dir", str(startup),
+    command = [sys.executable, "-m", "braggscope.app.serve.manager", "--startup-dir", str(startup),
                "--zmq-control-addr", f"tcp://{host}:{control}", "--zmq-info-addr", f"tcp://{host}:{info}",
                "--zmq-publish-console", "ON", "--redis-addr", cfg["queue.redis"],
                "--redis-name-prefix", cfg["queue.redis_prefix"],
@@ -213,17 +216,17 @@ def _start_queue(cfg, paths, keys, timeout):
            # a catalog outage during a run: the writer's requests are retried (the RunEngine does not wait)
            "TILED_RETRY_TIMEOUT": os.environ.get("TILED_RETRY_TIMEOUT", str(CATALOG_RETRY_S)),
            "TILED_RETRY_ATTEMPTS": os.environ.get("TILED_RETRY_ATTEMPTS", "1000")}
-    return _launch("queue", command, env, paths, (host, control), timeout, marker="start-re-manager")
+    return _launch("queue", command, env, paths, (host, control), timeout, marker="braggscope.app.serve.manager")
 
 
 def _start_http(cfg, paths, keys, timeout):
     host, port = cfg["serve.host"], cfg["serve.http_port"]
     peer = connect_host(host)
-    command = [console_script("start-bluesky-httpserver"), "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "braggscope.app.serve.http_server", "--host", host, "--port", str(port)]
     env = {"QSERVER_HTTP_SERVER_CONFIG": str(write_http_auth(paths["root"], keys)),  # keys and roles
            "QSERVER_ZMQ_CONTROL_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_control_port']}",
            "QSERVER_ZMQ_INFO_ADDRESS": f"tcp://{peer}:{cfg['serve.queue_info_port']}"}
-    entry = _launch("http", command, env, paths, (host, port), timeout, marker="start-bluesky-httpserver")
+    entry = _launch("http", command, env, paths, (host, port), timeout, marker="braggscope.app.serve.http_server")
     return {**entry, "health": "/api/status", "key": "queue"}
 
 

@@ -43,7 +43,7 @@ from braggscope.app.web.queue_state import QueueMonitor
 from braggscope.app.web.runs import RecentRuns
 from braggscope.core.errors import ConfigError
 
-__all__ = ["Hub", "make_app", "STATIC"]
+__all__ = ["Hub", "PageServer", "make_app", "STATIC"]
 
 STATIC = Path(__file__).with_name("static")
 #: the feed's topics: JSON ones, then binary ones
@@ -113,40 +113,48 @@ def make_app(cfg, *, poll_s: float = 0.5, map_interval_s: float = 0.1) -> Starle
     map_interval_s : float
         Least time between two map messages.
     """
-    url, observer = cfg.get("queue.url", ""), cfg.get("queue.observer_key", "")
-    if not url or not observer:
-        raise ConfigError("the page needs [queue] url and [queue] observer_key (braggscope serve writes both "
-                          "into <state_dir>/config.toml)")
-    hub, checker = Hub(), KeyChecker(url)
-    feed = RunFeed(min_interval_s=map_interval_s)
-    parts = {}
+    page = PageServer(cfg, poll_s=poll_s, map_interval_s=map_interval_s)
+    routes = [Route("/", page.index), Route("/api/whoami", page.whoami), Route("/api/state", page.state),
+              Route("/api/plans", page.plans), Route("/api/control/{action}", page.control, methods=["POST"]),
+              Route("/api/runs/{uid}/figure", page.figure), WebSocketRoute("/api/ws", page.websocket),
+              Mount("/static", StaticFiles(directory=STATIC), name="static")]
+    app = Starlette(routes=routes, lifespan=page.lifespan)
+    app.state.page = page
+    return app
+
+
+class PageServer:
+    """The page's parts (the queue monitor, the bus and its feed, the runs) and its request handlers."""
+
+    def __init__(self, cfg, *, poll_s: float, map_interval_s: float):
+        self.cfg, self.poll_s = cfg, poll_s
+        self.url, self.observer = cfg.get("queue.url", ""), cfg.get("queue.observer_key", "")
+        if not self.url or not self.observer:
+            raise ConfigError("the page needs [queue] url and [queue] observer_key (braggscope serve writes both "
+                              "into <state_dir>/config.toml)")
+        self.hub, self.checker = Hub(), KeyChecker(self.url)
+        self.feed = RunFeed(min_interval_s=map_interval_s)
+        self.monitor = self.runs = None
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(self, app):
+        """Start the queue monitor, the bus's feed and the runs' thread; stop them at the end."""
         loop, stop = asyncio.get_running_loop(), asyncio.Event()
 
         def from_thread(topic, payload):
-            loop.call_soon_threadsafe(hub.publish, topic, payload)
+            loop.call_soon_threadsafe(self.hub.publish, topic, payload)
 
-        runs = RecentRuns(cfg, lambda state: from_thread("runs", state), figures=feed.figures).start()
-
-        def feed_messages(messages):
-            for topic, payload in messages:
-                from_thread(topic, payload)
-                if topic == "run" and payload.get("exit_status") is not None:
-                    runs.refresh()
-
-        monitor = QueueMonitor(url, observer, lambda state: hub.publish("queue", state), poll_s=poll_s)
-        parts.update(monitor=monitor, runs=runs)
-        tasks = [asyncio.create_task(monitor.run(stop))]
-        bus = bus_settings(cfg)
-        sink = None
+        self.runs = RecentRuns(self.cfg, lambda state: from_thread("runs", state), figures=self.feed.figures).start()
+        self.monitor = QueueMonitor(self.url, self.observer, lambda state: self.hub.publish("queue", state),
+                                    poll_s=self.poll_s)
+        tasks = [asyncio.create_task(self.monitor.run(stop))]
+        bus, sink = bus_settings(self.cfg), None
         if bus["url"]:
-            sink = FeedThread(feed, feed_messages)
+            sink = FeedThread(self.feed, lambda messages: self._feed_messages(messages, from_thread))
             tasks.append(asyncio.create_task(follow_bus(bus["url"], bus["stream"], bus["subject"], sink, stop=stop,
-                                                        status=lambda line: hub.publish("bus", line))))
+                                                        status=lambda line: self.hub.publish("bus", line))))
         else:
-            hub.publish("bus", "no document bus ([bus] url is empty): no live maps")
+            self.hub.publish("bus", "no document bus ([bus] url is empty): no live maps")
         try:
             yield
         finally:
@@ -154,42 +162,47 @@ def make_app(cfg, *, poll_s: float = 0.5, map_interval_s: float = 0.1) -> Starle
             await asyncio.gather(*tasks, return_exceptions=True)
             if sink is not None:
                 sink.close()
-            runs.close()
-            await checker.close()
+            self.runs.close()
+            await self.checker.close()
 
-    async def role_or_401(request):
+    def _feed_messages(self, messages, from_thread):
+        for topic, payload in messages:
+            from_thread(topic, payload)
+            if topic == "run" and payload.get("exit_status") is not None:
+                self.runs.refresh()  # the ended run into the list now
+
+    async def _role(self, request):
+        """``(role, None)`` for a request with a valid key, else ``(None, the refusal)``."""
         try:
-            role = await checker.role(key_from_header(request.headers.get("authorization")))
+            role = await self.checker.role(key_from_header(request.headers.get("authorization")))
         except httpx.HTTPError:
             return None, _json({"detail": "the queue's HTTP server does not answer: the key cannot be checked"}, 503)
         if role is None:
             return None, _json({"detail": "a valid API key is required (Authorization: ApiKey <key>)"}, 401)
         return role, None
 
-    async def index(request):
+    async def index(self, request):
         return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
 
-    async def whoami(request):
-        role, refused = await role_or_401(request)
+    async def whoami(self, request):
+        role, refused = await self._role(request)
         return refused or _json({"role": role})
 
-    async def state(request):
-        role, refused = await role_or_401(request)
-        if refused:
-            return refused
-        return _json({topic: hub.latest.get(topic) for topic in TEXT_TOPICS} | {"role": role})
+    async def state(self, request):
+        role, refused = await self._role(request)
+        return refused or _json({topic: self.hub.latest.get(topic) for topic in TEXT_TOPICS} | {"role": role})
 
-    async def plans(request):
-        role, refused = await role_or_401(request)
+    async def plans(self, request):
+        role, refused = await self._role(request)
         if refused:
             return refused
         try:
-            return _json({"plans": await parts["monitor"].plans(key_from_header(request.headers["authorization"]))})
+            return _json({"plans": await self.monitor.plans(key_from_header(request.headers["authorization"]))})
         except httpx.HTTPError as exc:
             return _json({"detail": f"the queue's HTTP server: {type(exc).__name__}"}, 502)
 
-    async def control(request):
-        role, refused = await role_or_401(request)
+    async def control(self, request):
+        role, refused = await self._role(request)
         if refused:
             return refused
         action = request.path_params["action"]
@@ -198,29 +211,30 @@ def make_app(cfg, *, poll_s: float = 0.5, map_interval_s: float = 0.1) -> Starle
         try:
             params = await request.json() if await request.body() else {}
         except ValueError:
-            return _json({"ok": False, "msg": f"{action}: the body must be a JSON object"}, 400)
+            params = None
         if not isinstance(params, dict):
             return _json({"ok": False, "msg": f"{action}: the body must be a JSON object"}, 400)
-        ok, msg = await parts["monitor"].control(action, key_from_header(request.headers["authorization"]), params)
+        ok, msg = await self.monitor.control(action, key_from_header(request.headers["authorization"]), params)
         return _json({"ok": ok, "msg": msg}, 200 if ok else 409)
 
-    async def figure(request):
-        role, refused = await role_or_401(request)
+    async def figure(self, request):
+        role, refused = await self._role(request)
         if refused:
             return refused
         try:
-            data = await asyncio.to_thread(parts["runs"].figure, request.path_params["uid"])
+            data = await asyncio.to_thread(self.runs.figure, request.path_params["uid"])
         except Exception as exc:  # noqa: BLE001 - a run not found or unreadable: said in one line
             return _json({"detail": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}, 404)
         if data is None:
             return _json({"detail": "no figure for this run here (braggscope reduce makes one)"}, 404)
         return Response(data, media_type="application/octet-stream", headers=SECURITY_HEADERS)
 
-    async def websocket_feed(websocket: WebSocket):
+    async def websocket(self, websocket: WebSocket):
+        """The page's feed: the key first, then the hub's messages until the page goes."""
         await websocket.accept()
         try:
             hello = await asyncio.wait_for(websocket.receive_json(), 10.0)
-            role = await checker.role(hello.get("key") if isinstance(hello, dict) else None)
+            role = await self.checker.role(hello.get("key") if isinstance(hello, dict) else None)
         except (TimeoutError, ValueError, KeyError, WebSocketDisconnect, httpx.HTTPError):
             role = None
         if role is None:
@@ -229,27 +243,17 @@ def make_app(cfg, *, poll_s: float = 0.5, map_interval_s: float = 0.1) -> Starle
                 await websocket.close(code=4401)
             return
         await websocket.send_text(json.dumps({"type": "hello", "data": {
-            "role": role, "beamline": cfg.get("beamline.name", "")}}))
-        sender = asyncio.create_task(hub.serve(websocket))
+            "role": role, "beamline": self.cfg.get("beamline.name", "")}}))
+        sender = asyncio.create_task(self.hub.serve(websocket))
         try:
-            while True:  # the page sends nothing more: this notices when it goes
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass  # the page sends nothing more: this notices when it goes
         except WebSocketDisconnect:
             pass
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
-
-    routes = [Route("/", index), Route("/api/whoami", whoami), Route("/api/state", state),
-              Route("/api/plans", plans), Route("/api/control/{action}", control, methods=["POST"]),
-              Route("/api/runs/{uid}/figure", figure), WebSocketRoute("/api/ws", websocket_feed),
-              Mount("/static", StaticFiles(directory=STATIC), name="static")]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.hub, app.state.feed = hub, feed
-    return app
 
 
 def _json(content, status: int = 200) -> JSONResponse:
