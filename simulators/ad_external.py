@@ -2,7 +2,8 @@
 
 The trigger unit's pulses arrive on the IOC's event loop (:meth:`ExternalAcquisition.trigger`);
 the dead-time check is made there, at once, and each accepted frame is queued for one
-writer thread, which renders it, composes and compresses it (:mod:`.frame_chunks`) and
+writer thread, which renders it at the beam's mean flux over its exposure (once the exposure is
+over), composes and compresses it (:mod:`.frame_chunks`) and
 appends its chunks to the open HDF5 file with ``write_direct_chunk``. The file is flushed
 every :data:`FLUSH_S` and when the last frame is in, and only then are the counts posted
 (``HDF1:NumCaptured_RBV``, ``cam1:NumImagesCounter_RBV``, the array counters): a count a client
@@ -70,7 +71,7 @@ class ExternalAcquisition:
         self.last_t = t_s
         self.accepted += 1
         self.unique_id += 1
-        self.jobs.put((dict(positions), self.unique_id))
+        self.jobs.put((dict(positions), self.unique_id, time.monotonic()))  # the exposure starts now
         if self.accepted >= self.wanted:
             self.stop()
         return True
@@ -94,8 +95,9 @@ class ExternalAcquisition:
                 if job is None:
                     break
                 if job is not _IDLE:
-                    positions, unique_id = job
-                    frame = self.ioc.render_frame(positions, self.exposure)
+                    positions, unique_id, t_start = job
+                    flux = self.ioc.frame_flux(t_start, self.exposure)
+                    frame = self.ioc.render_frame(positions, self.exposure, flux)
                     self.stats = frame.stats
                     pending.append(frame)
                     ids.append(unique_id)

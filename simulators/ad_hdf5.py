@@ -169,6 +169,20 @@ class HDF5Group(Group):
         self.h5.flush()
         return n + 1
 
+    def replace(self, index: int, frame: np.ndarray, unique_id: int) -> bool:
+        """Write ``frame`` over frame ``index`` of the open file if that frame is ``unique_id``'s, and flush
+        (a frame whose exposure the beam changed, re-rendered; worker thread). Returns whether it did."""
+        with self.lock:
+            if self.h5 is None:
+                return False
+            dset, ids = self.datasets()
+            if not 0 <= index < dset.shape[0] or int(ids[index]) != unique_id:
+                return False
+            dset[index] = frame
+            dset.flush()
+            self.h5.flush()
+            return True
+
     async def frame_written(self, count: int, shape, unique_id: int, new: int = 1) -> None:
         """Post that the file holds ``count`` frames, the last ``unique_id``, ``new`` of them since the last call."""
         await self.unique_id.write(unique_id)

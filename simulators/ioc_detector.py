@@ -45,6 +45,7 @@ from .ad_external import ExternalAcquisition, as_uint32
 from .ad_hdf5 import UNIQUE_ID_DATASET, HDF5Group
 from .ad_plugins import ImageGroup, ROIGroup, ROIStatGroup, StatsGroup, roi_bounds
 from .frame_chunks import ChunkPool, blosc_compressor, frame_stats, hdf5_filter
+from .ioc_counter import exposure_flux
 
 __all__ = ["MaxipixIOC", "UNIQUE_ID_DATASET", "frame_stats", "load_renderer", "make_renderer", "roi_bounds",
            "sparse_renderer"]
@@ -98,10 +99,9 @@ def sparse_renderer(renderer):
         eta, delta = float(positions["eta"]), float(positions["delta"])
         nu, phi = float(positions.get("nu", 0.0)), float(positions.get("phi", 0.0))
         energy = float(positions.get("energy", beamline.energy_kev))
-        dx, dy = beamline.eccentricity.offset(eta)
+        xs, ys = beamline.beam_on_sample(float(positions["pix"]), float(positions["piy"]), eta)
         with beamline._lock:  # the forward model's buffer and noise generator
-            return beamline.forward.render_sparse(float(positions["pix"]) - dx, float(positions["piy"]) - dy,
-                                                  eta, delta, nu, phi, energy, float(exposure_s))
+            return beamline.forward.render_sparse(xs, ys, eta, delta, nu, phi, energy, float(exposure_s))
 
     render.background = lambda exposure_s: beamline.forward.background_rate * float(exposure_s)
     return render
@@ -127,6 +127,9 @@ class MaxipixIOC(PVGroup):
         detector does (default). False (``simulator.realtime = false``): a
         frame takes only the time to render and save it (AcquireTime still
         sets the counts), to measure the control-system overhead alone.
+    beam : IncidentBeam, optional
+        The flux the frames follow (:mod:`.beam`): each frame is rendered with its exposure
+        scaled by the mean flux over it (none: the full flux always).
     """
 
     cam = SubGroup(CamGroup, prefix="cam1:")
@@ -136,13 +139,14 @@ class MaxipixIOC(PVGroup):
     roi = SubGroup(ROIGroup, prefix="ROI1:")
     roistat = SubGroup(ROIStatGroup, prefix="ROIStat1:")
 
-    def __init__(self, prefix, *, state, renderer, shape, realtime=True, **kwargs):
+    def __init__(self, prefix, *, state, renderer, shape, realtime=True, beam=None, **kwargs):
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"shape must be (rows, cols) > 0, got {shape!r}")
         self.shape = (int(shape[0]), int(shape[1]))
         self.state = state
         self.renderer = renderer
         self.realtime = bool(realtime)
+        self.beam = beam
         self.busy = False
         self.abort = False
         self._task = None
@@ -177,21 +181,38 @@ class MaxipixIOC(PVGroup):
         chunks = (1, rows, cols) if self.chunks is None else self.chunks.chunk_shape
         return {"chunks": chunks, **hdf5_filter()}
 
-    def render_frame(self, positions, exposure_s):
-        """One external-trigger frame, compressed in chunks (writer thread): composed from the background
-        pool when the renderer has a sparse form, else rendered whole and split (or, without numcodecs,
-        the whole uint32 frame)."""
+    def render_frame(self, positions, exposure_s, flux=1.0):
+        """One external-trigger frame at the mean ``flux`` over its exposure, compressed in chunks (writer
+        thread): composed from the background pool when the renderer has a sparse form (the background's
+        flux rounded to 1 %, so that a decaying beam does not draw a new pool per frame), else rendered
+        whole and split (or, without numcodecs, the whole uint32 frame)."""
         if self.chunks is None:
-            frame = self._render(positions, exposure_s)
+            frame = self._render(positions, exposure_s, flux)
             return _Whole(frame, frame_stats(frame))
-        if self.sparse is not None:
-            return self.chunks.compose(*self.sparse(positions, exposure_s))
-        return self.chunks.split(self._render(positions, exposure_s))
+        if self.sparse is None:
+            return self.chunks.split(self._render(positions, exposure_s, flux))
+        if flux <= 0:
+            return self.chunks.compose(0.0, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.uint32))
+        background, flat, counts = self.sparse(positions, exposure_s * flux)
+        if flux != 1.0:
+            background = self.sparse.background(exposure_s * round(flux, 2))
+        return self.chunks.compose(background, flat, counts)
+
+    def frame_flux(self, t_start: float, exposure_s: float) -> float:
+        """Mean flux over an exposure that started at ``t_start`` (monotonic clock, s); in real time,
+        waits for the exposure to be over (writer thread) so that a change of the beam during it counts."""
+        if self.beam is None:
+            return 1.0
+        end = t_start + exposure_s
+        if self.realtime and end > time.monotonic():
+            time.sleep(end - time.monotonic())
+        return self.beam.mean_flux(t_start, end)
 
     def warm(self, exposure_s: float) -> None:
         """Draw and compress the background chunks of an exposure now rather than at its first frame."""
         if self.chunks is not None and self.sparse is not None:
-            self.chunks.pool(self.sparse.background(exposure_s))
+            flux = 1.0 if self.beam is None else round(self.beam.flux(time.monotonic()), 2)
+            self.chunks.pool(self.sparse.background(exposure_s * flux))
 
     def append_frames(self, frames, unique_ids) -> int:
         """Append external-trigger frames to the open file (writer thread, HDF1's lock held)."""
@@ -257,6 +278,7 @@ class MaxipixIOC(PVGroup):
                 t0 = time.monotonic()
                 exposure = float(cam.acquire_time.value)
                 positions = self.state.snapshot()
+                flux, revision = exposure_flux(self.beam, t0, exposure)  # as the beam's schedule foresees
                 if hdf.capture.value == "Capture" and hdf.h5 is None:
                     raise OSError(f"{hdf.prefix}Capture is on but no file is open: "
                                   f"{hdf.write_message.value}")
@@ -266,7 +288,7 @@ class MaxipixIOC(PVGroup):
                 # render, stats and file write in one worker-thread call: the
                 # server stays responsive, with one thread hand-over per frame
                 frame, stats, count = await loop.run_in_executor(
-                    None, self._take_frame, positions, exposure, append, unique_id)
+                    None, self._take_frame, positions, exposure, flux, append, unique_id)
                 if count is not None:
                     await hdf.frame_written(count, frame.shape, unique_id)
                 await self.stats.update(stats, unique_id)
@@ -279,6 +301,8 @@ class MaxipixIOC(PVGroup):
                     remaining = period - (time.monotonic() - t0)
                     if remaining > 0:
                         await asyncio.sleep(remaining)
+                    if self.beam is not None and self.beam.revision != revision:  # a dump, the shutter
+                        await self._retake(positions, (t0, exposure, flux), count, unique_id)
         except Exception as exc:  # keep the IOC alive; report on the cam
             await cam.detector_state.write("Error")
             await hdf.write_message.write(f"{type(exc).__name__}: {exc}"[:500])
@@ -290,14 +314,32 @@ class MaxipixIOC(PVGroup):
             await cam.acquire.write("Done", verify_value=False)
             await cam.acquire_rbv.write("Done")
 
-    def _take_frame(self, positions, exposure, append, unique_id):
+    def _take_frame(self, positions, exposure, flux, append, unique_id):
         """Render one frame, its stats and (``append`` given) its HDF5 write (worker thread)."""
-        frame = self._render(positions, exposure)
+        frame = self._render(positions, exposure, flux)
         stats = frame_stats(frame)
         return frame, stats, append(frame, unique_id) if append is not None else None
 
-    def _render(self, positions, exposure):
-        return as_uint32(self.renderer(positions, exposure), self.shape)
+    async def _retake(self, positions, exposure, count, unique_id) -> None:
+        """The frame again, at the flux the beam really gave during ``exposure`` = (start, length, flux
+        foreseen), when it differs: written over the file's frame ``count`` and posted."""
+        t0, length, foreseen = exposure
+        flux = self.beam.mean_flux(t0, t0 + length)
+        if abs(flux - foreseen) < 1e-9:
+            return
+        frame = await asyncio.get_running_loop().run_in_executor(None, self._render, positions, length, flux)
+        stats = frame_stats(frame)
+        if count is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.hdf.replace, count - 1, frame, unique_id)
+        await self.stats.update(stats, unique_id)
+        await self.roistat.update(frame, self.roi, unique_id)
+        await self.image.update(frame, stats["max"])
+
+    def _render(self, positions, exposure, flux=1.0):
+        """A frame of ``exposure`` s at mean ``flux`` (no beam: no photons, not even the background)."""
+        if flux <= 0:
+            return np.zeros(self.shape, dtype=np.uint32)
+        return as_uint32(self.renderer(positions, exposure * flux), self.shape)
 
 
 class _Whole:

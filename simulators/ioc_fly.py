@@ -20,8 +20,9 @@ is rendered where the stage really was. PVs under the prefix (``pv.fly``, defaul
     it until put 0 closes it, as PandA's HDF writer keeps one file per scan),
     ``FullFileName_RBV``, ``Captured_RBV`` (captures in the open file): ``/pix`` (mean encoder
     position over each gate, um), ``/piy`` (slow axis, um), ``/time`` (pulse time from the start
-    of its line's motion, s), appended and flushed (SWMR) during each line's run-down. An armed
-    line while no file is open captures nothing (``Status_RBV`` says so).
+    of its line's motion, s) and ``/mon1`` (the incident-flux monitor's counts over each gate, as a
+    PandA counts a diode's pulses), appended and flushed (SWMR) during each line's run-down. An
+    armed line while no file is open captures nothing (``Status_RBV`` says so).
 ``FAULT:`` switches for tests
     ``MissPulse`` (index of a pulse the next line does not emit; -1: none), ``DropFrame``
     (index of a pulse whose frame the detector loses; -1: none), ``ArmFail`` (1: the
@@ -40,6 +41,8 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
+from braggscope.core import compat
+
 from .fly_timing import sweep
 
 __all__ = ["FlyIOC", "append_capture", "open_capture"]
@@ -47,12 +50,12 @@ __all__ = ["FlyIOC", "append_capture", "open_capture"]
 _STR = dict(dtype=ChannelType.CHAR, max_length=1024, string_encoding="utf-8")
 
 
-CAPTURE_FIELDS = ("pix", "piy", "time")
+CAPTURE_FIELDS = ("pix", "piy", "time", "mon1")
 
 
 def open_capture(path: Path):
-    """A new capture file: empty ``/pix``, ``/piy`` (um), ``/time`` (s) datasets that grow, in SWMR mode
-    (the catalog and the live maps read it while lines are appended)."""
+    """A new capture file: empty ``/pix``, ``/piy`` (um), ``/time`` (s), ``/mon1`` (counts) datasets that
+    grow, in SWMR mode (the catalog and the live maps read it while lines are appended)."""
     import h5py
 
     f = h5py.File(path, "w", libver="latest")
@@ -62,10 +65,10 @@ def open_capture(path: Path):
     return f
 
 
-def append_capture(f, pix, piy, times) -> int:
+def append_capture(f, pix, piy, times, mon1) -> int:
     """Append one line's captures and flush them; returns the captures now in the file."""
     n = f["pix"].shape[0]
-    for name, values in zip(CAPTURE_FIELDS, (pix, piy, times)):
+    for name, values in zip(CAPTURE_FIELDS, (pix, piy, times, mon1)):
         dset = f[name]
         dset.resize(n + len(values), axis=0)
         dset[n:] = np.asarray(values, dtype=np.float64)
@@ -173,9 +176,10 @@ class PcapGroup(PVGroup):
         await self.file_number.write(int(self.file_number.value) + 1)
         return 1
 
-    async def append(self, pix, piy, times) -> None:
+    async def append(self, pix, piy, times, mon1) -> None:
         """Append a line's captures to the open file (off the event loop) and post the count."""
-        count = await asyncio.get_running_loop().run_in_executor(None, append_capture, self.h5, pix, piy, times)
+        count = await asyncio.get_running_loop().run_in_executor(None, append_capture, self.h5, pix, piy, times,
+                                                                 mon1)
         await self.captured.write(count)
 
 
@@ -206,6 +210,10 @@ class FlyIOC(PVGroup):
         Stage limits and defaults.
     realtime : bool
         Play the line in real time (False: at once).
+    beam : IncidentBeam, optional
+        The flux the captured monitor counts follow (none: the full flux).
+    monitor : MonitorCounter, optional
+        The incident-flux monitor counted over each gate (none: ``/mon1`` holds zeros).
     """
 
     stage = SubGroup(StageGroup, prefix="STAGE:")
@@ -215,13 +223,14 @@ class FlyIOC(PVGroup):
 
     def __init__(self, prefix, *, state, detector=None, fast_motor=None, fast="pix", slow="piy",
                  velocity_max_um_s=500.0, encoder_resolution_um=0.001, accel_time_s=0.005, realtime=True,
-                 **kwargs):
+                 beam=None, monitor=None, **kwargs):
         super().__init__(prefix, **kwargs)
         self.state, self.detector, self.fast_motor = state, detector, fast_motor
         self.fast, self.slow, self.realtime = fast, slow, bool(realtime)
-        self.stage.velo_max._data["value"] = float(velocity_max_um_s)
-        self.stage.enc_res._data["value"] = float(encoder_resolution_um)
-        self.stage.accel_time._data["value"] = float(accel_time_s)
+        self.beam, self.monitor = beam, monitor
+        compat.set_initial_value(self.stage.velo_max, float(velocity_max_um_s))
+        compat.set_initial_value(self.stage.enc_res, float(encoder_resolution_um))
+        compat.set_initial_value(self.stage.accel_time, float(accel_time_s))
 
     async def run_line(self) -> None:
         """Sweep one line; pulses (if armed) trigger the detector; write the captures."""
@@ -259,8 +268,10 @@ class FlyIOC(PVGroup):
                     await self.detector.external_trigger(float(t_k), positions, drop=(k == drop))
             await pcomp.pulses_out.write(len(pix))  # once per line: no CA traffic per pulse
             capturing = armed and pcap.h5 is not None
-            if capturing:  # the captures are written during the run-down
-                written = asyncio.get_running_loop().create_task(pcap.append(pix, piy, times))
+            if capturing:  # the captures are written during the run-down, the last gate closed
+                await self._wait_until(t0 + (times[-1] if times else 0.0) + float(pcomp.width.value))
+                mon1 = self._monitor_counts(t0, times, float(pcomp.width.value))
+                written = asyncio.get_running_loop().create_task(pcap.append(pix, piy, times, mon1))
             await self._wait_until(t0 + timing.duration)
             await self._publish(timing.runup_end, settle=True)
             if armed:
@@ -274,6 +285,13 @@ class FlyIOC(PVGroup):
                     await switch.write(-1)
         finally:
             await stage.busy.write(0)
+
+    def _monitor_counts(self, t0: float, times, width: float) -> np.ndarray:
+        """The monitor's counts over each gate ``[t0 + t, t0 + t + width]`` (monotonic clock, s)."""
+        if self.monitor is None:
+            return np.zeros(len(times))
+        fluxes = [1.0 if self.beam is None else self.beam.mean_flux(t0 + t, t0 + t + width) for t in times]
+        return self.monitor.counts(np.full(len(times), width), fluxes)
 
     async def _wait_until(self, when: float) -> None:
         if self.realtime:
@@ -293,10 +311,6 @@ class FlyIOC(PVGroup):
         """Encoder readback, and the fast motor record kept where the stage is."""
         self.state.positions[self.fast] = position
         await self.stage.position.write(position)
-        motor = self.fast_motor
-        if motor is not None:
-            await motor.rbv.write(position)
-            if settle:  # the record's setpoint follows, so a later step move starts from here
-                motor._position = motor._target = position
-                await motor.val.write(position, verify_value=False)
+        if self.fast_motor is not None:  # its setpoint follows too when settled: a later move starts here
+            await self.fast_motor.follow(position, settle=settle)
 

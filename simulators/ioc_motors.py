@@ -256,6 +256,14 @@ class MotorRecord(PVGroup):
         self.state.positions[self.spec.name] = position
         await self.rbv.write(position)
 
+    async def follow(self, position: float, *, settle: bool = False) -> None:
+        """The record reports ``position``, where another device (the fly stage) has put the axis; with
+        ``settle`` its setpoint follows too, so that its next move starts from there."""
+        await self._publish(position)
+        if settle:
+            self._position = self._target = position
+            await self.val.write(position, verify_value=False)
+
     # ------------------------------------------------------------------ stop, limits, homing
     @stop.putter
     async def stop(self, instance, value):

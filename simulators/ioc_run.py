@@ -1,12 +1,14 @@
-"""Run all simulator IOCs (motors + Maxipix + fluorescence detector) in ONE caproto server.
+"""Run all simulator IOCs (motors, Maxipix, fluorescence, machine, monitor, fly hardware) in ONE caproto server.
 
 ``python -m braggscope.simulators.ioc_run --state-file FILE [--config TOML]``
 
 The motors and the detector share one in-process :class:`BeamlineState`, so
 the detector renders each frame at the motors' current positions without any
-Channel Access round trip. The server listens on 127.0.0.1 only, on a free
-port (or ``--port``), and writes a JSON state file (pid, port, PV prefixes)
-once it is serving; it exits cleanly on SIGTERM/SIGINT.
+Channel Access round trip; the detectors and the monitor share one simulated beam
+(:mod:`.beam`), so their counts follow the same ring current and shutter. The
+server listens on 127.0.0.1 only, on a free port (or ``--port``), and writes a
+JSON state file (pid, port, PV prefixes) once it is serving; it exits cleanly
+on SIGTERM/SIGINT.
 
 Two fixes for caproto 1.3.0 are applied here (see docs/devices.md): accepted TCP
 sockets get ``TCP_NODELAY`` (otherwise Nagle + delayed ACK add ~40 ms to a
@@ -50,12 +52,16 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
     cfg : braggscope.core.config.Config
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
         ``pv.detector``, ``pv.fluorescence`` (empty: no fluorescence
-        detector), ``limits.*``, ``detector.*``, ``simulator.*``;
+        detector), ``pv.machine`` and ``pv.monitor`` (empty: not served),
+        ``pv.fly``,
+        ``limits.*``, ``detector.*``, ``simulator.*`` (the beam:
+        ``ring_*``, ``refill_*``, ``dump_*``, ``monitor_rate``);
         ``simulator.realtime = false`` (default true) drops the simulated
         dead time: moves take no travel time and frames no exposure time.
     with_detector : bool
         Also serve the Maxipix areaDetector IOC and the fluorescence
-        detector (:mod:`.ioc_fluorescence`), both on one simulated sample.
+        detector (:mod:`.ioc_fluorescence`), both on one simulated sample,
+        and the machine and the monitor (:mod:`.ioc_machine`, :mod:`.ioc_counter`).
     tick_s : float
         Motor readback update period during moves, seconds.
 
@@ -65,10 +71,9 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
         PV name -> channel data.
     info : dict
         ``{"motors": {name: record PV}, "detector": prefix or None,
-        "fluorescence": prefix or None}``.
+        "fluorescence": prefix or None, "machine": ..., "monitor": ..., "fly": ...}``.
     """
-    from braggscope.simulators.ioc_motors import (
-        MOTOR_SPECS, BeamlineState, full_pvdb, motor_groups)
+    from braggscope.simulators.ioc_motors import MOTOR_SPECS, BeamlineState, full_pvdb, motor_groups
 
     state = BeamlineState()
     records = {}
@@ -86,6 +91,7 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
     groups = motor_groups(records, state, limits=limits, velocities=velocities,
                           initial=initial, tick_s=tick_s, realtime=realtime)
     all_groups = list(groups.values())
+    beam, monitor, beam_info = _beam(cfg, realtime, state, all_groups if with_detector else None)
     detector_prefix = fluorescence_prefix = None
     if with_detector:
         from braggscope.simulators.beamline import SimulatedBeamline
@@ -97,12 +103,12 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
         beamline = SimulatedBeamline.from_config(cfg, seed=cfg.get("simulator.seed", None))
         detector_prefix = cfg["pv.detector"]
         maxipix = MaxipixIOC(detector_prefix, state=state, renderer=make_renderer(cfg, beamline),
-                             shape=tuple(cfg["detector.shape"]), realtime=realtime)
+                             shape=tuple(cfg["detector.shape"]), realtime=realtime, beam=beam)
         all_groups.append(maxipix)
         fluorescence_prefix = cfg.get("pv.fluorescence", "") or None
         if fluorescence_prefix:
-            all_groups.append(FluorescenceIOC(fluorescence_prefix, state=state,
-                                              counter=beamline.fluorescence, realtime=realtime))
+            all_groups.append(FluorescenceIOC(fluorescence_prefix, state=state, counter=beamline.fluorescence,
+                                              realtime=realtime, beam=beam))
     fly_prefix = cfg.get("pv.fly", "") or None
     if fly_prefix:  # fly-scan hardware: sweeps pix, triggers the Maxipix when served (docs/fly.md)
         from braggscope.simulators.ioc_fly import FlyIOC
@@ -111,9 +117,31 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
                                  fast_motor=groups.get("pix"),
                                  velocity_max_um_s=cfg.get("fly.velocity_max_um_s", 500.0),
                                  encoder_resolution_um=cfg.get("fly.encoder_resolution_um", 0.001),
-                                 accel_time_s=cfg.get("fly.accel_time_s", 0.005), realtime=realtime))
+                                 accel_time_s=cfg.get("fly.accel_time_s", 0.005), realtime=realtime,
+                                 beam=beam, monitor=monitor))
     return full_pvdb(all_groups), {"motors": records, "detector": detector_prefix,
-                                   "fluorescence": fluorescence_prefix, "fly": fly_prefix}
+                                   "fluorescence": fluorescence_prefix, "fly": fly_prefix, **beam_info}
+
+
+def _beam(cfg, realtime: bool, state, groups: list | None):
+    """The simulated beam (ring, shutter) and monitor counter; the machine's and the monitor's IOCs
+    appended to ``groups`` (None: not served) where ``pv.machine`` / ``pv.monitor`` name them. Returns
+    ``(beam, monitor, info)``."""
+    # imported here, once main() has set the server's Channel Access environment (as build_pvdb's)
+    from braggscope.simulators.beam import IncidentBeam, MonitorCounter, RingSettings, StorageRing
+    from braggscope.simulators.ioc_counter import MonitorIOC
+    from braggscope.simulators.ioc_machine import MachineIOC
+
+    start = time.monotonic()
+    beam = IncidentBeam(StorageRing(RingSettings.from_config(cfg), start=start), start=start)
+    monitor = MonitorCounter(float(cfg.get("simulator.monitor_rate", 1.0e6)), seed=cfg.get("simulator.seed", 0))
+    machine_prefix = (cfg.get("pv.machine", "") or None) if groups is not None else None
+    monitor_prefix = (cfg.get("pv.monitor", "") or None) if groups is not None else None
+    if machine_prefix:
+        groups.append(MachineIOC(machine_prefix, beam=beam))
+    if monitor_prefix:
+        groups.append(MonitorIOC(monitor_prefix, state=state, beam=beam, monitor=monitor, realtime=realtime))
+    return beam, monitor, {"machine": machine_prefix, "monitor": monitor_prefix}
 
 
 def _nodelay_context_class(enabled: bool):

@@ -41,6 +41,8 @@ class PVs(_Section):
     detector: Required
     fluorescence: str  # "" = no fluorescence detector
     fly: str = "BSSIM:fly:"  # fly-scan hardware (STAGE:, PCOMP:, PCAP:); "" = none
+    machine: str = "BSSIM:machine:"  # ring current, refill countdown, front-end shutter; "" = none
+    monitor: str = "BSSIM:mon1:"  # incident-flux monitor counter (AcquireTime, Acquire, Counts_RBV); "" = none
 
 
 class Detector(_Section):
@@ -104,6 +106,13 @@ class Simulator(_Section):
     xrf_rate: NonNegative
     xrf_background_rate: NonNegative
     renderer: str = ""  # "package.module:function", a renderer factory called with the config
+    ring_current_ma: Positive = 200.0  # the beam (simulators/beam.py): current after a refill
+    ring_lifetime_h: NonNegative = 0.0  # 0: the current does not decay
+    refill_period_s: NonNegative = 0.0  # 0: no refills
+    refill_duration_s: Positive = 30.0
+    dump_rate_per_h: NonNegative = 0.0  # random beam dumps per hour; 0: none
+    dump_duration_s: Positive = 60.0
+    monitor_rate: NonNegative = 1.0e6  # incident-flux monitor counts/s at the full current
     velocities: dict[str, Positive] = {}  # motor name -> speed (um/s or deg/s)
     eccentricity: Eccentricity
 
@@ -175,6 +184,17 @@ class Fly(_Section):
     arm_timeout_s: Positive = 1.0
 
 
+class Beam(_Section):
+    """``[beam]``: what acquisitions do when the beam goes (the suspenders, plans/beam.py)."""
+
+    suspend: bool = True                 # suspenders armed in the session, the queue worker and the demos
+    current_floor_ma: NonNegative = 10.0  # suspend while the ring current is below this
+    shutter: bool = True                 # suspend while the front-end shutter is closed
+    resume_delay_s: NonNegative = 2.0    # the beam back this long before the acquisition resumes
+    fly_refill_guard: bool = True        # fly maps: a line waits for a refill due before it would end
+    refill_margin_s: NonNegative = 0.5   # added to a line's duration when compared with the countdown
+
+
 class ConfigSchema(_Section):
     """The whole configuration: every section is required (the packaged defaults supply them)."""
 
@@ -191,6 +211,7 @@ class ConfigSchema(_Section):
     queue: Queue
     serve: Serve
     fly: Fly = Fly()
+    beam: Beam = Beam()
 
 
 #: Section name -> its model (for error messages: the allowed keys).
