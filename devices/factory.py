@@ -14,7 +14,9 @@ import time
 from braggscope.core.errors import NotConnectedError
 from braggscope.devices.ca_client import ensure_repeater
 from braggscope.devices.fluorescence import FluorescenceDetector
+from braggscope.devices.machine import Machine
 from braggscope.devices.maxipix import Maxipix
+from braggscope.devices.monitor import MONITOR_NAME, IncidentMonitor
 from braggscope.devices.motors import Diffractometer, EnergyMotor, PiezoStage
 
 __all__ = ["confine_ca_to_loopback", "connect", "make_devices", "unconnected_pvs"]
@@ -28,7 +30,8 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
     cfg : braggscope.core.config.Config
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
         ``pv.detector``, ``pv.fluorescence`` (empty or absent: no
-        fluorescence detector), ``detector.name``, ``detector.write_path``,
+        fluorescence detector), ``pv.machine`` and ``pv.monitor`` (empty: none),
+        ``pv.fly``, ``detector.name``, ``detector.write_path``,
         ``detector.read_path``, and the detector geometry ``detector.distance_m``,
         ``detector.pixel_m``, ``detector.cch``, ``detector.shape`` (configuration
         signals of the Maxipix, recorded in every event descriptor).
@@ -42,8 +45,11 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
         (:class:`Diffractometer`), ``energy`` (:class:`EnergyMotor`),
         ``detector`` (:class:`Maxipix`, ophyd name ``detector.name``),
         ``xrf`` (:class:`FluorescenceDetector`, field ``xrf_counts``; only
-        when ``pv.fluorescence`` is set), and the single motors ``pix``, ``piy``, ``piz``, ``eta``, ``phi``, ``nu``,
-        ``delta`` (the same objects as inside the stages).
+        when ``pv.fluorescence`` is set), ``machine`` (:class:`Machine`: ring current,
+        refill countdown, shutter; when ``pv.machine`` is set), ``mon1``
+        (:class:`IncidentMonitor`, field ``mon1``; when ``pv.monitor`` is set), ``fly``
+        (the fly-scan hardware; when ``pv.fly`` is set), and the single motors ``pix``, ``piy``,
+        ``piz``, ``eta``, ``phi``, ``nu``, ``delta`` (the same objects as inside the stages).
     """
     ensure_repeater()  # before the first channel: libca would look for a caRepeater executable and complain
     for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector"):
@@ -62,11 +68,14 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
                        cch=cfg["detector.cch"], frame_shape=cfg["detector.shape"])
     devices = {"piezo": piezo, "diffractometer": diffractometer, "energy": energy,
                "detector": detector}
-    xrf_prefix = cfg.get("pv.fluorescence", "")
-    if xrf_prefix:
-        if not isinstance(xrf_prefix, str):
-            raise ValueError(f"config pv.fluorescence must be a PV prefix string (or empty), got {xrf_prefix!r}")
-        devices["xrf"] = FluorescenceDetector(xrf_prefix, name="xrf")
+    optional = {"fluorescence": ("xrf", FluorescenceDetector), "machine": ("machine", Machine),
+                "monitor": (MONITOR_NAME, IncidentMonitor)}
+    for key, (name, cls) in optional.items():
+        prefix = cfg.get(f"pv.{key}", "")
+        if prefix:
+            if not isinstance(prefix, str):
+                raise ValueError(f"config pv.{key} must be a PV prefix string (or empty), got {prefix!r}")
+            devices[name] = cls(prefix, name=name)
     fly_prefix = cfg.get("pv.fly", "")
     if fly_prefix:  # fly-scan hardware (docs/fly.md); the flyer: braggscope.devices.fly.make_flyer
         from braggscope.devices.fly_hardware import FlyHardware
