@@ -27,6 +27,11 @@ grid to the captured fast (and slow) position less the run's eccentricity offset
 angle, so a line flown off its commanded positions lands where it was measured; a frame
 captured more than half a step off the grid is not placed (:attr:`LiveSXDM.off_grid` counts them).
 
+When the run records an incident-flux monitor (the primary field the start document names as
+``monitor``, else ``mon1``), every frame's sums are scaled by ``reference / monitor`` (the reference:
+the first reading with beam, kept in the maps' attributes); a frame whose monitor reads 0 (no beam) is
+left out, never divided by.
+
 Any other run (``count``, ``scan``, a BCDI rocking scan, a map without its
 setup) is declined with one line on stderr saying why, and the callback
 never raises into the RunEngine: an error while reducing a map also ends that
@@ -48,10 +53,14 @@ from braggscope.analysis.live.frames import FrameResolver
 from braggscope.analysis.live.maps import derive_maps, frame_weights, grid_index, point_index
 from braggscope.analysis.sxdm.options import MapOptions
 from braggscope.core.eccentricity import EccentricityModel
-from braggscope.storage.layout import NotAMap, map_layout
 from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import DEFAULT_COUNTERS
+from braggscope.storage.layout import NotAMap, map_layout
 
 __all__ = ["LiveSXDM", "frame_weights"]
+
+#: The monitor field of a run whose start document names none.
+MONITOR_FIELD = DEFAULT_COUNTERS["monitor"][0]
 
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
@@ -115,6 +124,9 @@ class LiveSXDM(CallbackBase):
         detector otherwise dominates the centre of mass.
     announce : bool
         Print the one line saying why a run is declined (stderr).
+    monitor : "auto", str or None
+        Normalise by this primary field: ``"auto"`` the run's monitor (the start document's ``monitor``,
+        else ``mon1`` when recorded), a field name, or None for none.
 
     Attributes
     ----------
@@ -132,8 +144,9 @@ class LiveSXDM(CallbackBase):
     def __init__(self, *, detector_field=None, stream_name="primary",
                  threshold=0.2, background=0.0, clip_background=False, batch_size=1,
                  snake_scope=None, frame_timeout_s=10.0, weight_cache=2, progress=False,
-                 detector_roi=None, announce=True):
+                 detector_roi=None, announce=True, monitor="auto"):
         super().__init__()
+        self.monitor = monitor
         if isinstance(background, str):
             raise ValueError(f"live maps subtract a constant background (counts per pixel per frame), got "
                              f"{background!r}")
@@ -170,6 +183,10 @@ class LiveSXDM(CallbackBase):
         self.version = 0  # increments whenever the maps change
         self.n_frames = 0
         self.off_grid = 0
+        self.monitor_field = None  # the run's monitor field, set at its primary descriptor
+        self.monitor_reference = None
+        self.no_beam = 0
+        self._readings = {}
         self.finished = False
         self._fly = None
 
@@ -237,9 +254,22 @@ class LiveSXDM(CallbackBase):
         if field not in doc.get("data_keys", {}):
             raise ValueError(f"stream {self.stream_name!r} has no field {field!r}; "
                              f"fields: {sorted(doc.get('data_keys', {}))}")
+        self.monitor_field = self._monitor_field(start, doc.get("data_keys", {}))
         self._accept(start, layout, setup, field)
         self._candidate = None
         self._descriptors.add(doc["uid"])
+
+    def _monitor_field(self, start, data_keys):
+        """The primary field to normalise by (see ``monitor``), or None."""
+        if self.monitor is None:
+            return None
+        if self.monitor != "auto":
+            if self.monitor not in data_keys:
+                raise ValueError(f"monitor {self.monitor!r} is not recorded (fields: {sorted(data_keys)})")
+            return self.monitor
+        named = start.get("monitor")
+        name = named if isinstance(named, str) else MONITOR_FIELD
+        return name if name in data_keys else None
 
     def _accept(self, start, layout, setup, field):
         """Set up the accumulators of a map run."""
@@ -277,6 +307,9 @@ class LiveSXDM(CallbackBase):
             self.resolver.clear()
             self.n_frames = 0
             self.off_grid = 0
+            self.no_beam = 0
+            self.monitor_reference = None
+            self._readings = {}
             self.finished = False
             self._fly = self._fly_placement(start, layout, setup)
             self.version += 1
@@ -304,11 +337,14 @@ class LiveSXDM(CallbackBase):
         key = res.get("data_key", self.field)
         fly = self._fly
         if key != self.field and (fly is None or key not in fly["captured"]):
+            if fly is None and key == self.monitor_field:
+                seq_nums, values = self.resolver.stream_frames(doc)
+                self._readings.update(zip((int(s) for s in seq_nums), (float(v) for v in values)))
             return
         seq_nums, values = self.resolver.stream_frames(doc)
         if fly is None:
             for s, f in zip(seq_nums, values):
-                self._add(int(s), f)
+                self._add(int(s), f, monitor=self._readings.pop(int(s), None))
             return
         # a fly run: keep frames and captured positions until each frame has all its positions
         store = fly["frames"] if key == self.field else fly["captured"][key]
@@ -327,6 +363,8 @@ class LiveSXDM(CallbackBase):
         captured = {raster["fast"]: {}}
         if raster.get("slow"):
             captured[raster["slow"]] = {}
+        if self.monitor_field:  # captured with every frame, as the positions are
+            captured[self.monitor_field] = {}
         return {"fast": raster["fast"], "slow": raster.get("slow"), "dx": dx, "dy": dy,
                 "frames": {}, "captured": captured}
 
@@ -340,7 +378,7 @@ class LiveSXDM(CallbackBase):
         if ix < 0 or iy < 0:
             self.off_grid += 1
             return
-        self._add(seq_num, frame, where=(iy, ix))
+        self._add(seq_num, frame, where=(iy, ix), monitor=positions.get(self.monitor_field))
 
     def event(self, doc):
         if doc["descriptor"] in self._baseline_descriptors:
@@ -350,7 +388,7 @@ class LiveSXDM(CallbackBase):
             return
         value = doc["data"].get(self.field)
         if value is not None:  # absent when the frames come as stream_datum
-            self._add(int(doc["seq_num"]), value)
+            self._add(int(doc["seq_num"]), value, monitor=doc["data"].get(self.monitor_field))
 
     def event_page(self, doc):
         if doc["descriptor"] in self._baseline_descriptors:
@@ -361,8 +399,9 @@ class LiveSXDM(CallbackBase):
         values = doc["data"].get(self.field)
         if values is None:
             return
-        for s, v in zip(doc["seq_num"], values):
-            self._add(int(s), v)
+        readings = doc["data"].get(self.monitor_field) if self.monitor_field else None
+        for k, (s, v) in enumerate(zip(doc["seq_num"], values)):
+            self._add(int(s), v, monitor=None if readings is None else readings[k])
 
     def stop(self, doc):
         self._candidate = None
@@ -379,9 +418,9 @@ class LiveSXDM(CallbackBase):
             self._bar = None
 
     # -- reduction ---------------------------------------------------------
-    def _add(self, seq_num, value, where=None):
+    def _add(self, seq_num, value, where=None, monitor=None):
         """Queue one frame (array, or a datum id string) for the next flush; ``where``: its map pixel
-        ``(iy, ix)`` when not the raster position of ``seq_num``."""
+        ``(iy, ix)`` when not the raster position of ``seq_num``; ``monitor``: its monitor reading."""
         if self._start is None:
             raise RuntimeError("event before any start document")
         if isinstance(value, str):  # external: datum id
@@ -393,9 +432,25 @@ class LiveSXDM(CallbackBase):
         i_eta = point_index(seq_num, self.map_shape)[0]
         if self._pending and self._pending[-1][1] != i_eta:
             self.flush()
-        self._pending.append((seq_num, i_eta, frame, where))
+        self._pending.append((seq_num, i_eta, frame, where, self._frame_scale(monitor)))
         if len(self._pending) >= self.batch_size:
             self.flush()
+
+    def _frame_scale(self, monitor) -> float:
+        """``reference / monitor`` of one frame (1 without a monitor, 0 for a frame without beam)."""
+        if not self.monitor_field:
+            return 1.0
+        if monitor is None:
+            raise ValueError(f"a frame arrived without its {self.monitor_field} reading")
+        reading = float(monitor)
+        if not np.isfinite(reading) or reading < 0:
+            raise ValueError(f"{self.monitor_field} read {reading!r}: a monitor reads a finite count >= 0")
+        if reading == 0:
+            self.no_beam += 1
+            return 0.0
+        if self.monitor_reference is None:
+            self.monitor_reference = reading  # the first reading with beam: the counts refer to it
+        return self.monitor_reference / reading
 
     def flush(self):
         """Reduce the pending frames (one matrix product per eta in the batch)."""
@@ -416,6 +471,7 @@ class LiveSXDM(CallbackBase):
             sums = (stack @ weights.T).astype(np.float64)
         if self.background and not clipped:
             sums -= self.background * self._weight_totals[i_eta]
+        sums *= np.array([p[4] for p in pending])[:, None]  # the monitor normalisation, 0 without beam
         _, iy, ix = point_index(seq, self.map_shape, self.snake, self._scope)
         for k, p in enumerate(pending):
             if p[3] is not None:  # placed by its captured positions
@@ -481,7 +537,10 @@ class LiveSXDM(CallbackBase):
         data["complete"] = (dims, complete)
         data["intensity_eta"] = (("eta",) + dims, intensity_eta)
         ds = xr.Dataset(data, coords={"y": self.y, "x": self.x, "eta": self.eta})
-        ds.attrs.update(threshold=self.threshold, background=self.background,
+        normalisation = {"normalisation": "none"} if not self.monitor_field else {
+            "normalisation": f"counts x monitor_reference / {self.monitor_field}", "monitor": self.monitor_field,
+            "monitor_reference": float(self.monitor_reference or np.nan), "frames_without_beam": self.no_beam}
+        ds.attrs.update(threshold=self.threshold, background=self.background, **normalisation,
                         n_frames=n_frames, finished=int(finished),
                         q_bar=derived["q_bar"].tolist(), d_mean=derived["d_mean"],
                         units="counts; 1/Angstrom; Angstrom; microstrain; degrees; um")

@@ -19,7 +19,11 @@ import numpy as np
 from braggscope.core.errors import InputError
 from braggscope.core.setup import ScanSetup, SetupError
 
-__all__ = ["MapStack", "RockingStack"]
+__all__ = ["MapStack", "RockingStack", "DEFAULT_COUNTERS"]
+
+#: The fields that play a run's counters when its start document does not name them (``monitor``,
+#: ``fluorescence``): the monitor device's field ``mon1``; braggscope's fluorescence field, then BLISS's.
+DEFAULT_COUNTERS = {"monitor": ("mon1",), "fluorescence": ("xrf_counts", "ct_fluo")}
 
 
 @dataclass(frozen=True, eq=False)

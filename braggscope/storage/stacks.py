@@ -16,16 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from braggscope.core.setup import ScanSetup, SetupError
-from braggscope.core.stacks import MapStack, RockingStack
+from braggscope.core.stacks import DEFAULT_COUNTERS, MapStack, RockingStack
 from braggscope.storage.fly_stream import fly_arrays, fly_x_from_captured
 from braggscope.storage.frames import frames_node, paired_frames
 from braggscope.storage.layout import map_layout
 
-__all__ = ["sxdm_stack", "rocking_stack", "DEFAULT_COUNTERS"]
-
-#: The fields a run's counters play, when its start document does not name them (``monitor``,
-#: ``fluorescence``): the monitor device's field, braggscope's fluorescence field, the BLISS one.
-DEFAULT_COUNTERS = {"monitor": ("mon1",), "fluorescence": ("xrf_counts", "ct_fluo")}
+__all__ = ["sxdm_stack", "rocking_stack"]
 
 
 def sxdm_stack(run, *, field: str | None = None) -> MapStack:
