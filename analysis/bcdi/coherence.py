@@ -224,14 +224,6 @@ class PartialCoherence:
         self.sigma, self.fitted, self.refreshed = None, 0, None
         self.target = amp
 
-    def copy(self) -> "PartialCoherence":
-        """An independent copy (the effective amplitudes copied, the measured ones shared)."""
-        new = object.__new__(PartialCoherence)
-        new.__dict__.update(self.__dict__)
-        if self.target is not self.amp:
-            new.target = self.target.copy()
-        return new
-
     def amplitudes(self, psi, it, algo, j, n):
         """Amplitudes for iteration ``it`` (step ``j`` of ``n`` of ``algo``), ``psi`` in Fourier space."""
         if (it >= self.start and algo == "ER" and j >= min(n - 1, SETTLE)

@@ -9,14 +9,13 @@ coherent model's), inverse FFT, support update (:mod:`.projections`); every
 code runs on both back-ends; only the elementwise kernels may be fused ones.
 
 A :class:`Start` keeps the state between steps, so that its Fourier error
-and a view of the object can be reported while it runs (``monitor``), and
-it can be copied; :mod:`.schedule` runs a start with the recipe's schedule
-and maybe a tight one.
+and a view of the object can be reported while it runs (``monitor``);
+:mod:`.schedule` runs a start with the recipe's schedule and maybe a tight
+one.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,14 +75,6 @@ class Start:
         self.iterations, self.errors = [], []
         measured = self.amp if self.free is None else self.amp * ~self.free
         self._norm = float(be.xp.sum(measured.astype(np.float64) ** 2)) or 1.0
-
-    def copy(self) -> "Start":
-        """An independent copy (arrays copied; measured data shared)."""
-        new = copy.copy(self)
-        new.psi, new.sup = self.psi.copy(), self.sup.copy()
-        new.coherence = self.coherence.copy()
-        new.iterations, new.errors = list(self.iterations), list(self.errors)
-        return new
 
     def run(self, steps, sw: Shrinkwrap, *, monitor=None, bar=None) -> None:
         """Iterate through ``steps`` (``(algorithm, n)`` pairs), shrink-wrapping as ``sw`` says.

@@ -116,7 +116,8 @@ def reconstruct_series(sources, metas=None, *, labels=None, reference: int = 0, 
     ----------
     sources : sequence
         One source per scan, as :func:`.preprocess.prepare` takes them (arrays
-        with ``metas``, ``(frames, meta)`` pairs, runs or BLISS files).
+        with ``metas``, ``(frames, meta)`` pairs, ``RockingStack`` objects, runs
+        or BLISS files).
     metas : sequence of dict, optional
         Metadata of array sources.
     labels : sequence of str, optional
