@@ -3,26 +3,19 @@
 :class:`CatalogWriter` is bluesky-tiled-plugins' ``TiledWriter`` with three changes:
 
 * **Documents delivered again write once.** While the catalog server is
-  unreachable, ``storage.background`` keeps the documents and delivers
-  them again later. The stock ``RunRouter`` appends a run's callbacks to a
-  descriptor's list each time that descriptor is routed, so a descriptor
-  whose first write failed made every later event be written once per
-  attempt (a run written across a server restart had its table rows two or
-  three times); a ``start`` routed again was refused ("received the same
-  'start' document twice"); and an event whose table write failed lost the
-  reference to its detector frame (the normaliser stopped before it). Here a
-  retried document reaches the run's writer once, and a failed ``stop`` is
-  rolled back so that its retry does not count frames twice. A batch of rows
-  stored by a server that died before it answered is not appended again
+  unreachable, ``storage.background`` keeps the documents and delivers them
+  again later. A retried ``start`` or descriptor reaches the run's writer once
+  (the stock ``RunRouter`` lists a descriptor's callbacks again at each routing),
+  an event whose table write failed keeps the reference to its frame, a failed
+  ``stop`` is rolled back so that its retry does not count frames twice, and a
+  batch of rows the server stored without answering is not appended again
   (``storage.append_once``).
 * **Each event's frame, not the file's first n.** An interrupted exposure
-  leaves a frame in the detector file that no event names; the stock HDF5
-  consolidator serves the file's first n frames regardless of the datums'
-  frame numbers. :class:`IndexedHDF5Consolidator` records the frame index of
-  every event (the datum's ``point_number``) and, when they are not simply
-  0..n-1, gives the catalog's HDF5 adapter that list as its ``slice``: any
-  Tiled reader of the run (a remote server's included) gets event i's own
-  frame at row i.
+  leaves a frame in the detector file that no event names.
+  :class:`IndexedHDF5Consolidator` records the frame index of every event (the
+  datum's ``point_number``) and, when they are not simply 0..n-1, gives the
+  catalog's HDF5 adapter that list as its ``slice``: any Tiled reader of the
+  run (a remote server's included) gets event i's own frame at row i.
 * **Who wrote the run.** The start document stored in the catalog carries
   ``braggscope_writer`` (host, pid and the process's start time), so a run
   left open by a writer that was killed can be recognised and closed
@@ -135,15 +128,11 @@ class _RetrySafeRouter(RunRouter):
 class _RetrySafeNormalizer(RunNormalizer):
     """RunNormalizer that hands an event's row and all its frames to the run writer even when a write fails.
 
-    The stock normaliser converts an event's datums to StreamDatums after the event's row is written,
-    so an exception of the row's write (the catalog lost) skipped them: the datums stayed in its cache,
-    and since such an event is not delivered again (its row stays in the run writer's buffer, written
-    with the next write; ``storage.background``), its frame was never registered. A run whose first
-    event met a lost catalog had no frames at all (the frames' node is created with the first
-    StreamDatum). (Its override of ``emit`` compared the library's ``DocumentNames`` members with the
-    string "event", which never matched.) Here every write of the event is tried and the first error is
-    raised after them; the run writer keeps a frame it could not register (``_RetrySafeRunWriter``). An
-    event page: every event.
+    The stock normaliser converts an event's datums to StreamDatums after the event's row is written, so a
+    failed row write (the catalog lost) would skip them, and such an event is not delivered again (its
+    row stays buffered in the run writer; ``storage.background``). Here every write of the event is
+    tried and the first error is raised after them; the run writer keeps a frame it could not register
+    (``_RetrySafeRunWriter``). An event page: every event.
     """
 
     _errors = None  # while an event is converted: the errors of its writes, raised after them

@@ -2,11 +2,12 @@
 
 A writer process that exits normally closes its open runs (``storage.background``,
 at interpreter exit); one killed with SIGKILL, or by the machine going down,
-cannot, and its runs would keep their points but no stop document forever.
+cannot. Its run's journal, when it kept one, completes the run
+(``storage.journal``); for a run without one, this module is the fallback.
 The catalog writer records who writes each run in its start document
 (``braggscope_writer``: host, pid and the process's start time,
 ``storage.catalog_writer``). Whenever a braggscope process opens the catalog
-(``core.catalog.open_catalog``), the runs of this host without a stop
+(``storage.catalog.open_catalog``), the runs of this host without a stop
 document are looked up (one query) and each whose writer is provably gone
 (its pid no longer runs, or now runs a process started at another time: the
 pid was reused) gets a stop document ``exit_status = "fail"`` with the reason
