@@ -16,6 +16,7 @@ from braggscope.analysis.live.plot import LiveMapPlot
 from braggscope.app.beamline.connect import connect_simulator, disconnect, inprocess_devices
 from braggscope.app.beamline.progress import PointProgress
 from braggscope.app.beamline.runengine import recording_run_engine
+from braggscope.plans.beam import BeamPolicy
 from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.storage.scan_ids import install_scan_ids
 
@@ -42,7 +43,8 @@ class Beamline:
     detector, xrf
         The area detector; the fluorescence detector (None when ``pv.fluorescence`` is empty).
     RE : bluesky.RunEngine
-        Recording (baseline, catalog writer), scan ids continuing earlier sessions', a progress bar.
+        Recording (baseline, catalog writer), the beam's suspenders and monitor (``[beam]``), scan ids
+        continuing earlier sessions', a progress bar.
     client
         The catalog.
     """
@@ -70,7 +72,7 @@ class Beamline:
             self.detector = self.devices["detector"]
         self.xrf = self.devices.get("xrf")
         self.client = storage.open_catalog(cfg)
-        self.RE = recording_run_engine(self.devices, self.client)
+        self.RE = recording_run_engine(self.devices, self.client, beam=BeamPolicy.from_config(cfg))
         self.RE.subscribe(PointProgress())
         install_scan_ids(self.RE, cfg, self.client)  # scan ids continue those of earlier sessions
         return self

@@ -13,8 +13,9 @@ configuration (``$BRAGGSCOPE_CONFIG``, as everywhere):
   simulated beamline the running simulator, found through its state file) or
   in-process simulated devices (``"inprocess"``);
 - a RunEngine with the scan-setup baseline, the catalog writer
-  (``[storage]``: the embedded catalog or the tiled server) and the document
-  bus publisher (``[bus] url``);
+  (``[storage]``: the embedded catalog or the tiled server), the beam's
+  suspenders and monitor (``[beam]``) and the document bus publisher
+  (``[bus] url``);
 - the queue-facing plans below;
 - the operator's commands (``ascan``, ``mv``, ``cen``, ``sxdm``, ``kmap``, ``calibrate`` ...) as plans
   that run the session's own commands (:mod:`braggscope.app.serve.queue_commands`), and the
@@ -51,6 +52,7 @@ from braggscope.app.serve.queue_commands import PLAN_COMMANDS, CommandBridge
 from braggscope.core.config import load_config
 from braggscope.core.errors import ConfigError
 from braggscope.devices.factory import make_devices
+from braggscope.plans.beam import BeamPolicy
 from braggscope.plans.guard import install_guard
 
 __all__ = ["QUEUE_PLANS", "build_namespace", "sxdm_map", "sxdm_fly", "calibrate_eccentricity", "bcdi_rocking",
@@ -86,7 +88,7 @@ def build_namespace(cfg=None) -> dict:
     devices = _devices(cfg)
     _DEVICES.clear()
     _DEVICES.update(devices)
-    RE = recording_run_engine(devices, storage.open_catalog(cfg))
+    RE = recording_run_engine(devices, storage.open_catalog(cfg), beam=BeamPolicy.from_config(cfg))
     install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
     bus = publisher_from_config(cfg)
     if bus is not None:
@@ -300,7 +302,7 @@ def count(detectors: list, num: int = 1, delay: float | None = None, *, md: dict
 def _annotated(name: str, devices: dict, cfg):
     """A copy of the plan ``name`` with the queue server's parameter annotation for these devices."""
     function = globals()[name]
-    detectors = tuple(n for n in (cfg.get("detector.name", "mpx1x4"), "xrf") if n in devices)
+    detectors = tuple(n for n in (cfg.get("detector.name", "mpx1x4"), "xrf", "mon1") if n in devices)
     motors = tuple(n for n in (*PIEZO, *ROCKING, *AXES) if n in devices)
     groups = {"Detectors": detectors, "Piezo": tuple(n for n in PIEZO if n in devices),
               "Rocking": tuple(n for n in ROCKING if n in devices), "Motors": motors}

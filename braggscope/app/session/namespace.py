@@ -44,6 +44,7 @@ from braggscope.app.session.display import has_display
 from braggscope.app.session.live_figures import install_live_figures
 from braggscope.app.session.reconnect import reconnect_namespace
 from braggscope.core.eccentricity import EccentricityModel
+from braggscope.plans.beam import BeamPolicy, describe_policy
 from braggscope.plans.guard import install_guard
 from braggscope.storage.runs import Runs
 from braggscope.storage.scan_ids import install_scan_ids
@@ -56,6 +57,7 @@ BANNER = """braggscope session: {beamline} ({mode})
   plans   : sxdm_map, bcdi_rocking, calibrate_eccentricity, dry_run  (help(sxdm_map))
   commands: wa, wm, mv, umv, mvr, ct, ascan, dscan, a2scan, mesh, cen, where, roi, sxdm, calibrate  (helpme())
   storage : catalog ({storage}); db[-1], db[scan_id], db["uid"], db.search(plan=, sample=, since=, until=)
+  beam    : {beam}
   Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
   IOC lost: the run fails naming the PV; reconnect() re-reads the simulator state, then a new run
 """
@@ -109,11 +111,12 @@ def make_session(cfg, *, inprocess: bool = False, live: bool = True, headless: b
 def session_run_engine(cfg, devices: dict, catalog, *, headless: bool):
     """The session's RunEngine and its BestEffortCallback: ``(RE, bec)``.
 
-    Recording (scan-setup baseline, catalog writer), every plan guarded, scan ids continuing
-    across sessions and processes, progress bars while it waits, the table of each run (a fly
-    scan's as a point progress bar), plots only where a window can show them.
+    Recording (scan-setup and machine baseline, catalog writer), the beam's suspenders and monitor
+    (``[beam]``), every plan guarded, scan ids continuing across sessions and processes, progress bars
+    while it waits, the table of each run (a fly scan's as a point progress bar), plots only where a
+    window can show them.
     """
-    RE = recording_run_engine(devices, catalog)
+    RE = recording_run_engine(devices, catalog, beam=BeamPolicy.from_config(cfg))
     install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
     install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
     RE.waiting_hook = ProgressBarManager()
@@ -142,12 +145,13 @@ def session_names(cfg, RE, devices: dict, catalog, *, bec=None, live=None, bus=N
 
 
 def session_banner(cfg, devices: dict, catalog, *, inprocess: bool) -> str:
-    """The banner: beamline, mode, devices and where the catalog is."""
+    """The banner: beamline, mode, devices, where the catalog is and what the beam's suspenders do."""
     mode = "in-process simulation" if inprocess else ("simulator" if cfg.get("beamline.simulated") else "EPICS")
     local = storage.catalog_handle(catalog).kind
     uri = cfg.get("storage.tiled_uri") or f"{local}, {storage.catalog_paths(cfg)['root']}"
+    beam = describe_policy(BeamPolicy.from_config(cfg), devices.get("machine"), devices.get("mon1"))
     return BANNER.format(beamline=cfg.get("beamline.name", "?"), mode=mode,
-                         devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri)
+                         devices=", ".join(sorted(k for k in devices if k != "mpx1x4")), storage=uri, beam=beam)
 
 
 def _close(RE, live_maps, figures, bus, devices, started) -> None:
