@@ -11,84 +11,26 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 
 import numpy as np
 import pytest
 
-from tests.service_helpers import assert_no_process_left, free_port, listening_addresses, redis_or_skip
+from tests.service_helpers import listening_addresses
+from tests.web_helpers import request as get
+from tests.web_helpers import serve_stack
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-REDIS_DB = 3
-
-
-def nats_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 4222), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """tiled + queue + http + web (+ the bus when NATS answers); yields (cfg, effective cfg, keys)."""
-    redis = redis_or_skip(REDIS_DB)
-    from braggscope.app.serve import services as serve
-    from braggscope.core.config import load_config
-
     root = tmp_path_factory.mktemp("web")
-    prefix = f"braggscope_test_{uuid.uuid4().hex[:8]}"
-    keys = {"queue": uuid.uuid4().hex, "observer": uuid.uuid4().hex}
-    cfg = load_config()
-    values = {"queue.devices": "inprocess", "queue.redis": f"127.0.0.1:6379/{REDIS_DB}", "queue.redis_prefix": prefix,
-              "queue.api_key": keys["queue"], "queue.observer_key": keys["observer"],
-              "storage.data_dir": str(root / "data"),
-              "detector.read_path": str(root / "data" / "det"), "detector.write_path": str(root / "data" / "det"),
-              "simulator.realtime": False, "serve.state_dir": str(root / "serve"),
-              "serve.services": ["tiled", "queue", "http", "web"], "bus.url": ""}
-    if nats_answers():
-        tag = uuid.uuid4().hex[:8]
-        values.update({"bus.url": "nats://127.0.0.1:4222", "bus.stream": f"BSWEB_{tag.upper()}",
-                       "bus.subject": f"bstest.web{tag}.documents", "bus.spill_dir": str(root / "spill")})
-    for name, value in values.items():
-        cfg.set(name, value)
-    for name in ("tiled_port", "queue_control_port", "queue_info_port", "http_port", "web_port"):
-        cfg.set(f"serve.{name}", free_port())
-    try:
-        serve.start_services(cfg, timeout=240, echo=lambda line: None)
-        yield cfg, load_config(root / "serve" / "config.toml"), keys
-    finally:
-        serve.stop_services(cfg, echo=lambda line: None)
-        for k in redis.scan_iter(f"{prefix}*"):
-            redis.delete(k)
-        if cfg["bus.url"]:
-            from tests.test_bus import delete_stream
-
-            delete_stream(cfg["bus.url"], cfg["bus.stream"])
-        assert_no_process_left(str(root), ports=[cfg[f"serve.{n}"] for n in (
-            "tiled_port", "queue_control_port", "queue_info_port", "http_port", "web_port")])
-
-
-def get(port, path, key=None, method="GET", body=None):
-    """``(status, parsed JSON or bytes)`` of one request to 127.0.0.1:port."""
-    headers = {"Authorization": f"ApiKey {key}"} if key else {}
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers, method=method, data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw, status, kind = response.read(), response.status, response.headers.get("content-type", "")
-    except urllib.error.HTTPError as exc:
-        raw, status, kind = exc.read(), exc.code, exc.headers.get("content-type", "")
-    return status, (json.loads(raw) if "json" in kind else raw)
+    with serve_stack(root, ["tiled", "queue", "http", "web"], **{"queue.devices": "inprocess",
+                                                                 "simulator.realtime": False}) as stack:
+        yield stack
 
 
 def operator_client(effective, **kwargs):

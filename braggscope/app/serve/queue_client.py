@@ -96,7 +96,29 @@ class QueueClient:
         item = BPlan(plan, *args, **kwargs)
         if meta:
             item.meta = meta
-        return self._call("item_execute", item)["item"]["item_uid"]
+        try:
+            return self._call("item_execute", item)["item"]["item_uid"]
+        except ServerUnreachableError:  # no answer in time: the manager may have started it all the same
+            found = self._started(item.to_dict())
+            if found is None:
+                raise
+            return found
+
+    def _started(self, item: dict) -> str | None:
+        """The uid of ``item`` if the queue runs it or has just run it (looked for ``self.timeout`` s), else None."""
+        def same(other):
+            return other and all(other.get(k) == item.get(k) for k in ("name", "args", "kwargs", "meta"))
+
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                for candidate in [self.running_item(), *self.history()[-3:]]:
+                    if same(candidate):
+                        return candidate["item_uid"]
+            except UserError:
+                pass
+            time.sleep(0.5)
+        return None
 
     def call(self, function: str, *args, timeout: float = 60.0, **kwargs):
         """Run the worker's function ``function(*args, **kwargs)`` in a thread of the worker (also while a
@@ -239,6 +261,9 @@ class QueueClient:
                                 "(an observer's key)") from None
             if code in (401, 403):
                 raise UserError(f"the queue server at {self.url} refused the API key (HTTP {code})") from None
+            if code == 408:  # the HTTP server gave up waiting for the manager, which may still act on it
+                raise ServerUnreachableError(f"the queue server at {self.url} did not answer {method} in time "
+                                             "(HTTP 408: its manager is busy or the host loaded)") from None
             raise UserError(f"the queue server at {self.url} refused {method}: HTTP {code}") from None
         except (api.HTTPRequestError, api.RequestTimeoutError) as exc:
             raise ServerUnreachableError(f"queue server {self.url} unreachable: {_first_line(exc)}") from None
