@@ -123,7 +123,7 @@ def test_live_scan_file_marks_the_peak_statistics(beamline, tmp_path):
     assert mpimg.imread(scan.path).ndim == 3
     last = scan.peaks.last
     stats = last.stats["mpx1x4_roistat1_total"]
-    assert stats.cen == pytest.approx(commands.peaks.last.stats["mpx1x4_roistat1_total"].cen)
+    assert stats.cen == pytest.approx(commands.peak_tracker.last.stats["mpx1x4_roistat1_total"].cen)
     assert bragg["eta_start"] < stats.cen < bragg["eta_stop"]
 
 

@@ -1,7 +1,7 @@
 """The operator's commands (braggscope.app.commands) on in-process simulated devices.
 
 Positions and return values of each command, refusals before any motion
-(outside soft limits, NaN), ``cen`` against the simulator's noise-free rocking
+(outside soft limits, NaN), ``cen``/``goto_cen`` against the simulator's noise-free rocking
 curve, the ``%mv`` magic in an IPython shell (and no ``/bin/mv`` alias), labels
 for bluesky's own magics, Ctrl-C (a pause) reaching the operator.
 """
@@ -58,8 +58,11 @@ def test_moves_return_positions_and_wa_lists_every_motor(setup):
     assert set(where) == {"pix", "piy", "piz", "eta", "phi", "nu", "delta", "energy"}
     assert where["piz"] == 7.0
     table = "\n".join(setup["lines"])
-    assert "um" in table and "deg" in table and "keV" in table and "100" in table  # units and limits
-    assert c.wm("eta") == {"eta": pytest.approx(setup["bragg"]["eta"])}
+    assert "um" in table and "deg" in table and "keV" in table and "dial" in table  # units, user and dial
+    setup["lines"].clear()
+    assert c.wm("eta", "pix") == {"eta": pytest.approx(setup["bragg"]["eta"]), "pix": d["pix"].position}
+    table = "\n".join(setup["lines"])
+    assert "100" in table and "Offset" in table and "Dial" in table  # limits, offset, dial
 
 
 @pytest.mark.parametrize("args, word", [(("pix", 500.0), "pix"), (("pix", 10.0, "piy", -300.0), "piy"),
@@ -167,19 +170,21 @@ def test_cen_moves_within_one_step_of_the_rocking_curve_peak(setup):
     step = (stop - start) / intervals
     c.ascan(d["eta"], start, stop, intervals, 0.001)
     truth = _true_rocking_peak(sim, bragg, ROI, np.linspace(start, stop, 20 * intervals + 1))
-    setup["answers"][:] = ["n"]
-    cen = c.cen()
-    assert d["eta"].position == pytest.approx(stop)  # "n": not moved
-    setup["answers"][:] = ["y"]
-    assert c.cen() == cen and d["eta"].position == pytest.approx(cen)
+    cen = c.cen()  # BLISS: cen() returns, goto_cen() moves
+    assert d["eta"].position == pytest.approx(stop)  # not moved
+    assert c.goto_cen() == cen and d["eta"].position == pytest.approx(cen)
     assert abs(cen - truth) <= step, (cen, truth, step)
-    assert abs(c.peak(yes=True) - truth) <= step and d["eta"].position != pytest.approx(cen)
-    assert abs(c.com(yes=True) - truth) <= 2 * step
+    assert abs(c.goto_peak() - truth) <= step and d["eta"].position == pytest.approx(c.peak())
+    assert abs(c.goto_com() - truth) <= 2 * step and d["eta"].position == pytest.approx(c.com())
+    assert 0 < c.fwhm() < stop - start
     w = c.where()
     assert w["motor"] == "eta" and w["counter"] == "mpx1x4_roistat1_total"
-    assert w["cen"] == pytest.approx(cen) and w["fwhm"] > 0
+    assert w["cen"] == pytest.approx(cen) and w["fwhm"] == pytest.approx(c.fwhm())
+    # BestEffortCallback's peaks, per counter field
+    assert c.peaks.cen["mpx1x4_roistat1_total"] == pytest.approx(cen)
+    assert c.peaks["fwhm"]["mpx1x4_roistat1_total"] == pytest.approx(c.fwhm())
     with pytest.raises(ArgumentError, match="xrf_countz"):
-        c.cen("xrf_countz", yes=True)
+        c.goto_cen("xrf_countz")
 
 
 def test_ctrl_c_pause_reaches_the_operator(setup, capsys):
@@ -252,8 +257,12 @@ def test_mv_magic_in_an_ipython_shell_and_no_bin_mv(setup, tmp_path, monkeypatch
         shell.run_cell("1 / 0", store_history=False)  # a bug keeps its traceback
         assert "ZeroDivisionError" in capsys.readouterr().out
         setup["lines"].clear()
-        shell.run_cell("%wa", store_history=False)
-        assert "piz" in "\n".join(setup["lines"])
+        shell.run_cell("%where_all", store_history=False)  # braggscope's wa(): user and dial
+        assert "piz" in "\n".join(setup["lines"]) and "dial" in "\n".join(setup["lines"])
+        capsys.readouterr()
+        shell.run_cell("%wa motors", store_history=False)  # bluesky's label magic, as bluesky prints it
+        shown = capsys.readouterr().out
+        assert shown.startswith("motors") and "piz" in shown and "Traceback" not in shown
     finally:
         c.mv(d["pix"], setup["bragg"]["center_um"][0])
         InteractiveShell.clear_instance()
@@ -298,9 +307,12 @@ def test_the_shell_namespace_has_the_commands(tmp_path):
     ns = make_session(cfg, inprocess=True, live=False, headless=True)
     try:
         for name in ("wa", "wm", "mv", "umv", "mvr", "umvr", "ct", "ascan", "dscan", "a2scan", "d2scan", "mesh",
-                     "cen", "peak", "com", "where", "roi", "set_roi", "sxdm", "kmap", "bcdi", "calibrate", "dry",
-                     "helpme"):
+                     "amesh", "dmesh", "lineup", "cen", "peak", "com", "fwhm", "goto_cen", "goto_peak", "goto_com",
+                     "where", "roi", "set_roi", "sxdm", "kmap", "bcdi", "calibrate", "dry", "helpme"):
             assert callable(ns[name]), name
+        assert ns["peaks"] is ns["commands"].peaks
+        ns["RE"].md["proposal"] = "hc-1234"  # persisted in the data directory (storage.session_md)
+        assert "hc-1234" in (tmp_path / "data" / "session_md.json").read_text()
         assert ns["commands"].RE is ns["RE"] and ns["help"] == ns["commands"].help
         assert ns["mv"](ns["pix"], 12.0) == {"pix": 12.0}
         assert ns["live_figures"]["scan"].path == tmp_path / "data" / "live" / "scan.png"

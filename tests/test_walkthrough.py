@@ -57,6 +57,39 @@ def _command(line: str) -> list[str]:
     return [sys.executable, "-m", "braggscope.app.cli", *shlex.split(line[len("$ braggscope "):])]
 
 
+#: BLISS-style commands and bluesky's magics typed into the same session, with what each must print
+BLISS_LINES = [
+    ("ct(0.01, xrf)", r"xrf_counts\s+\d"),
+    ("ct(xrf)", r"xrf_counts\s+\d"),
+    ("lineup(pix, -2, 2, 16, 0.01, xrf)", r"pix moved from [-\d.]+ to [-\d.]+ um\s.*Out\[\d+\]: [-\d.]+"),
+    ("cen()", r"cen of scan \d+ \(xrf_counts\): pix [-\d.]+ um.*Out\[\d+\]: [-\d.]+"),
+    ("fwhm()", r"fwhm of scan \d+ \(xrf_counts\).*Out\[\d+\]: [\d.]+"),
+    ("peaks.cen", r"Out\[\d+\]: \{'xrf_counts': (np\.float64\()?[-\d.]+"),
+    ("goto_com()", r"pix moved from"),
+    ("dmesh(pix, -0.5, 0.5, 2, piy, -0.5, 0.5, 1, 0.01, xrf, backnforth=True)", r"Out\[\d+\]: RunEngineResult"),
+    ("wa()", r"Current Positions: user\s+dial\s+pix\s+piy"),
+    ("wm(pix, eta)", r"User\s+High.*Current.*Offset.*Dial"),
+    ("%wa motors", r"motors\s+Positioner"),
+    ("%ct detectors", r"This data will not be saved"),
+    ('RE.md["proposal"] = "hc-1234"', ""),
+]
+
+
+def _bliss_commands(shell, cfg):
+    """BLISS's commands (return values, goto_*, counters after the count time, dmesh, lineup, wa/wm) and
+    bluesky's label magics in the running session; RE.md kept in the data directory."""
+    from braggscope.storage.session_md import MD_FILE, PersistentMetadata
+
+    for line, expected in BLISS_LINES:
+        shell.sendline(line)
+        shell.expect(PROMPT, timeout=300)
+        out = shell.before
+        assert "Traceback" not in out and "Error" not in out, f"{line}: {out[-3000:]}"
+        assert re.search(expected, out, re.S), f"{line}: {out[-3000:]}"
+    md = PersistentMetadata(cfg.expand_path("storage.data_dir") / MD_FILE)
+    assert md["proposal"] == "hc-1234"  # read by another process
+
+
 def test_operator_walkthrough(tmp_path):
     from braggscope.storage import server as catalog_server
     from braggscope import storage
@@ -91,10 +124,10 @@ def test_operator_walkthrough(tmp_path):
             assert "Traceback" not in out, "".join(log)[-4000:]
             outputs.append((match.group(1), out))
         printed = dict(outputs)
-        # each cen() moved to the peak of the scan before it: the crystal (1.8 um wide at 50, 50 um) in x
-        # and y, then the rocking curve (theta = 9.03 deg); within one step of the simulator's truth
+        # each goto_cen() moved to the peak of the scan before it: the crystal (1.8 um wide at 50, 50 um) in
+        # x and y, then the rocking curve (theta = 9.03 deg); within one step of the simulator's truth
         centres = [float(re.search(r"Out\[\d+\]: ([-\d.eE+]+)", out).group(1))
-                   for cmd, out in outputs if cmd == "cen(yes=True)"]
+                   for cmd, out in outputs if cmd == "goto_cen()"]
         assert abs(centres[0] - 50.0) <= 0.5 and abs(centres[1] - 50.0) <= 0.5, centres
         assert abs(centres[2] - 9.031) <= 0.05, centres
         assert "ROI: rows 236:276, cols 236:276" in printed["roi(detector, 236, 276, 236, 276)"]
@@ -138,6 +171,7 @@ def test_operator_walkthrough(tmp_path):
         shell.expect(PROMPT, timeout=900)
         assert "Traceback" not in shell.before
         assert still_open, "the map ended before the reduction did: nothing was read while it was recorded"
+        _bliss_commands(shell, cfg)
         shell.sendline("exit")
         shell.expect(pexpect.EOF, timeout=120)
         shell.close()

@@ -4,10 +4,12 @@
 
 * motors: ``wa()``, ``wm(pix, eta)``, ``mv(pix, 50)``, ``umv(pix, 50)`` (positions shown while moving),
   ``mvr(eta, 0.01)``, ``umvr``;
-* counting and scans (SPEC/BLISS arguments: motor, start, stop, intervals, count time):
-  ``ct(0.1)``, ``ascan(eta, 10, 11, 20, 0.1)``, ``dscan``, ``a2scan``, ``d2scan``, ``mesh``;
-* after a 1D scan: ``cen()``, ``peak()``, ``com()`` (move there after a confirmation;
-  ``yes=True`` skips it), ``where()``;
+* counting and scans (BLISS arguments: motor, start, stop, intervals, count time, counters):
+  ``ct(0.1)``, ``ct(xrf)``, ``ascan(eta, 10, 11, 20, 0.1[, xrf])``, ``dscan``, ``a2scan``, ``d2scan``,
+  ``amesh``/``mesh``, ``dmesh`` (``backnforth=True``), ``lineup``;
+* after a 1D scan: ``cen()``, ``peak()``, ``com()``, ``fwhm()`` return the statistics,
+  ``goto_cen()``, ``goto_peak()``, ``goto_com()`` move there, ``peaks`` holds them all (as
+  BestEffortCallback's), ``where()``;
 * the detector ROI counter: ``roi(detector, row0, row1, col0, col1)`` (``set_roi``);
 * braggscope procedures: ``sxdm(...)``, its fly-scan twin ``kmap(..., dwell_s)``, ``bcdi(...)``,
   ``calibrate(...)`` (prints the verdict; ``fly=True, dwell_s=...`` flies its maps), ``dry(plan)``
@@ -31,7 +33,7 @@ import sys
 from bluesky.utils import RunEngineInterrupted
 
 from braggscope.app.commands.motion import MotionCommands
-from braggscope.app.commands.scans import PeakTracker, ScanCommands
+from braggscope.app.commands.scans import PeakResults, PeakTracker, ScanCommands
 from braggscope.core.errors import ArgumentError
 from braggscope.plans import plot_calibration, store_eccentricity
 from braggscope.plans.guard import install_guard
@@ -40,21 +42,29 @@ __all__ = ["COMMANDS", "Commands", "make_commands", "save_calibration", "set_roi
 
 #: Names put into the session namespace, with their one-line summaries (``helpme()``).
 COMMANDS = {
-    "wa": "wa()                          where all: every motor, limits, units",
-    "wm": "wm(pix, eta)                  where these motors",
+    "wa": "wa()                          where all: user and dial positions of every motor",
+    "wm": "wm(pix, eta)                  where these motors: user and dial positions, limits, offset, units",
     "mv": "mv(pix, 50[, piy, 20])        move (absolute), checked against the soft limits first",
     "umv": "umv(pix, 50)                  move showing the positions",
     "mvr": "mvr(eta, 0.01)                move by a relative amount",
     "umvr": "umvr(eta, 0.01)               relative move showing the positions",
-    "ct": "ct(0.1)                       count once (s), print the counters; no run recorded",
-    "ascan": "ascan(eta, 10, 11, 20, 0.1)   motor, start, stop, intervals, count time (s)",
+    "ct": "ct(0.1[, xrf])  ct(xrf)        count once (s), print the counters; no run recorded",
+    "ascan": "ascan(eta, 10, 11, 20, 0.1[, xrf])  motor, start, stop, intervals, count time (s), counters",
     "dscan": "dscan(eta, -0.5, 0.5, 20, 0.1) relative to the position; returns there",
     "a2scan": "a2scan(m1, s1, e1, m2, s2, e2, intervals, time)",
     "d2scan": "d2scan(m1, s1, e1, m2, s2, e2, intervals, time)  relative",
-    "mesh": "mesh(pix, 0, 2, 20, piy, 0, 2, 20, 0.05[, snake=True])  pix fast",
-    "cen": "cen()  peak()  com()          move to the last 1D scan's peak (asks; yes=True)",
+    "amesh": "amesh(pix, 0, 2, 20, piy, 0, 2, 20, 0.05[, backnforth=True])  pix fast; mesh() too",
+    "mesh": "",
+    "dmesh": "dmesh(pix, -1, 1, 20, piy, -1, 1, 20, 0.05)  relative; the motors return",
+    "lineup": "lineup(eta, -0.2, 0.2, 40, 0.1)  dscan, then goto_peak()",
+    "cen": "cen()  peak()  com()  fwhm()   the last 1D scan's peak statistics (nothing moves)",
     "peak": "",
     "com": "",
+    "fwhm": "",
+    "goto_cen": "goto_cen()  goto_peak()  goto_com()  move the scan's motor there",
+    "goto_peak": "",
+    "goto_com": "",
+    "peaks": "peaks                         the last 1D scan's statistics per counter (peaks.cen, .fwhm ...)",
     "where": "where()                       the last scan's motor and its peak statistics",
     "roi": "roi(detector, r0, r1, c0, c1)  ROI counter window (rows r0:r1, cols c0:c1); roi() shows it",
     "set_roi": "",
@@ -86,7 +96,7 @@ class Commands(MotionCommands, ScanCommands):
     out : callable
         Where lines go (default ``print``).
     ask : callable
-        Asks a question, returns the answer (default ``input``).
+        Asks a question, returns the answer (default ``input``; no command asks today).
     """
 
     def __init__(self, RE, devices, *, cfg=None, eccentricity=None, out=print, ask=input):
@@ -94,8 +104,9 @@ class Commands(MotionCommands, ScanCommands):
         self.eccentricity = eccentricity
         self.out, self.ask = out, ask
         self.counter = None  # the field cen/peak/com use; None: ROI counter, else the first hinted field
-        self.peaks = PeakTracker()
-        self._token = RE.subscribe(self.peaks)
+        self.peaks = PeakResults()  # BestEffortCallback's ``peaks``, even with its plots off
+        self.peak_tracker = PeakTracker(self.peaks)
+        self._token = RE.subscribe(self.peak_tracker)
         install_guard(RE)  # after the session's baseline: the guard sees its readings too
         self._flyer = None
 
@@ -231,7 +242,8 @@ class Commands(MotionCommands, ScanCommands):
                 self.out("  " + line)
         self.out("  objects: RE, catalog, devices, " + ", ".join(sorted(m.name for m in self.motors()))
                  + "; detectors " + ", ".join(d.name for d in self.default_detectors()))
-        self.out("  Ctrl-C pauses: RE.resume() / RE.stop() / RE.abort('why');  %wa  %mv pix 10  %ct 0.1")
+        self.out("  Ctrl-C pauses: RE.resume() / RE.stop() / RE.abort('why');  %mv pix 10  %where_all  %count 0.1;"
+                 "  bluesky's %wa and %ct [label]")
 
     def help(self, *args, **kwargs):
         """``help()``: :meth:`helpme`; ``help(obj)``: Python's help."""

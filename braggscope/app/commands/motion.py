@@ -1,5 +1,9 @@
 """Motion commands of the operator's session: ``wa``, ``wm``, ``mv``, ``umv``, ``mvr``, ``umvr``.
 
+``wa`` and ``wm`` print as BLISS does: user and dial positions (an EPICS motor record's
+``user = sign * dial + offset``), soft limits, offset and units, the motors' columns wrapped to the
+terminal's width.
+
 Mixed into :class:`braggscope.app.commands.Commands`; every target is checked
 (a number, finite, inside the motor's soft limits) for all the motors of a
 command before any of them moves, and a refusal is one line naming the motor.
@@ -7,6 +11,7 @@ command before any of them moves, and a refusal is one line naming the motor.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 
@@ -16,7 +21,7 @@ from ophyd import EpicsMotor
 from braggscope.core.errors import ArgumentError
 from braggscope.plans.checks import check_number, motor_limits
 
-__all__ = ["MotionCommands", "UNITS"]
+__all__ = ["MotionCommands", "UNITS", "dial_position", "terminal_columns"]
 
 #: Units of the simulated and EPICS motors by name (an EpicsMotor's own EGU wins when it has one).
 UNITS = {"pix": "um", "piy": "um", "piz": "um", "eta": "deg", "phi": "deg", "nu": "deg", "delta": "deg",
@@ -28,16 +33,32 @@ class MotionCommands:
 
     # -- where are the motors ---------------------------------------------------------
     def wa(self) -> dict[str, float]:
-        """Where all: print every motor's position and return ``{name: position}``.
+        """Where all: the user and dial positions of every motor (BLISS ``wa``); returns ``{name: user}``.
 
         Examples
         --------
         >>> wa()                                           # doctest: +SKIP
+        Current Positions: user
+                           dial
+        <BLANKLINE>
+              pix       piy  ...
+               um        um
+        ...
         """
-        return self.wm(*self.motors())
+        motors = self.motors()
+        positions = {m.name: float(m.position) for m in motors}
+        self.out("Current Positions: user")
+        self.out("                   dial")
+        rows = [("", [m.name for m in motors]), ("", [self.unit(m) for m in motors]),
+                ("", ["-" * 9 for _ in motors]), ("", [_number(positions[m.name]) for m in motors]),
+                ("", [_number(dial_position(m)[0]) for m in motors])]
+        self._table(rows, label_width=0)
+        return positions
 
     def wm(self, *motors) -> dict[str, float]:
-        """Where motor(s): position, soft limits and units of each; returns ``{name: position}``.
+        """Where motor(s) (BLISS ``wm``): user and dial positions and soft limits, offset and units of each.
+
+        Returns ``{name: user position}``.
 
         Parameters
         ----------
@@ -46,13 +67,32 @@ class MotionCommands:
         """
         motors = [self._motor(m) for m in motors] or self.motors()
         positions = {m.name: float(m.position) for m in motors}
-        rows = [("", [m.name for m in motors]), ("unit", [self.unit(m) for m in motors]),
-                ("high", [_limit(m, 1) for m in motors]), ("position", [f"{positions[m.name]:.6g}" for m in motors]),
-                ("low", [_limit(m, 0) for m in motors])]
-        width = max(10, *(len(m.name) + 2 for m in motors)) if motors else 10
-        for label, cells in rows:
-            self.out(f"{label:>9}" + "".join(f"{c:>{width}}" for c in cells))
+        dials = [dial_position(m) for m in motors]
+        user_limits = [motor_limits(m) for m in motors]
+        rows = [("", [m.name for m in motors]), ("", [self.unit(m) for m in motors]),
+                ("User", ["" for _ in motors]),
+                (" High", [_limit(lim, 1) for lim in user_limits]),
+                (" Current", [_number(positions[m.name]) for m in motors]),
+                (" Low", [_limit(lim, 0) for lim in user_limits]),
+                ("Offset", [_number(offset) for _, offset, _ in dials]),
+                ("Dial", ["" for _ in motors]),
+                (" High", [_limit(_dial_limits(lim, d), 1) for lim, d in zip(user_limits, dials)]),
+                (" Current", [_number(dial) for dial, _, _ in dials]),
+                (" Low", [_limit(_dial_limits(lim, d), 0) for lim, d in zip(user_limits, dials)])]
+        self._table(rows, label_width=9)
         return positions
+
+    def _table(self, rows, *, label_width: int) -> None:
+        """Print ``rows`` of ``(label, cells)``, the motors' columns wrapped to the terminal's width."""
+        n = len(rows[0][1])
+        width = max([10] + [len(str(c)) + 2 for _, cells in rows for c in cells])
+        per_line = max(1, (terminal_columns() - label_width) // width)
+        for first in range(0, n, per_line):
+            if first:
+                self.out("")
+            for label, cells in rows:
+                line = f"{label:<{label_width}}" + "".join(f"{c:>{width}}" for c in cells[first:first + per_line])
+                self.out(line.rstrip())
 
     # -- absolute and relative moves -----------------------------------------------
     def mv(self, *args) -> dict[str, float]:
@@ -147,9 +187,39 @@ class MotionCommands:
         return {m.name: float(m.position) for m in motors}
 
 
-def _limit(motor, i) -> str:
-    lim = motor_limits(motor)
-    return "-" if lim is None else f"{lim[i]:.6g}"
+def dial_position(motor) -> tuple[float, float, int]:
+    """``(dial, offset, sign)`` of a motor: an EPICS motor record's ``user = sign * dial + offset``
+    (``.OFF``, ``.DIR``); a motor without them has its dial equal to its user position."""
+    user = float(motor.position)
+    offset, sign = 0.0, 1
+    if isinstance(motor, EpicsMotor):
+        try:
+            offset = float(motor.user_offset.get())
+            sign = -1 if int(motor.user_offset_dir.get()) == 1 else 1
+        except Exception:  # noqa: BLE001 - an unconnected field: show the user position as the dial
+            offset, sign = 0.0, 1
+    return (user - offset) * sign, offset, sign
+
+
+def _dial_limits(user_limits, dial):
+    if user_limits is None:
+        return None
+    _, offset, sign = dial
+    ends = sorted(((user_limits[0] - offset) * sign, (user_limits[1] - offset) * sign))
+    return tuple(ends)
+
+
+def _limit(limits, i) -> str:
+    return "-" if limits is None else _number(limits[i])
+
+
+def _number(value) -> str:
+    return f"{value:.6g}"
+
+
+def terminal_columns() -> int:
+    """The terminal's width in characters (``$COLUMNS`` first; 100 when unknown)."""
+    return shutil.get_terminal_size((100, 24)).columns
 
 
 class _PositionDisplay:

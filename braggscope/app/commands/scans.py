@@ -1,12 +1,14 @@
-"""Counting and scan commands of the operator's session, SPEC/BLISS style.
+"""Counting and scan commands of the operator's session, BLISS style beside bluesky's plans.
 
-``ct``, ``ascan``, ``dscan``, ``a2scan``, ``d2scan``, ``mesh`` run bluesky's
-``scan``/``rel_scan``/``grid_scan``, one point at a time by ``plans.stubs.step_point``, on the
-session's guarded RunEngine (``plans.guard``: a lost IOC or a stalled detector ends the run,
-named), ``intervals`` + 1 points, ``count_time`` seconds per point, as in SPEC;
-after a 1D scan ``cen``, ``peak`` and ``com`` move to the peak statistics of
-the scan's counter (bluesky's :class:`~bluesky.callbacks.fitting.PeakStats`),
-after a confirmation. Mixed into :class:`braggscope.app.commands.Commands`.
+``ct``, ``ascan``, ``dscan``, ``a2scan``, ``d2scan``, ``amesh``/``mesh``, ``dmesh`` and ``lineup`` run
+bluesky's ``scan``/``rel_scan``/``grid_scan``/``rel_grid_scan``, one point at a time by
+``plans.stubs.step_point``, on the session's guarded RunEngine (``plans.guard``: a lost IOC or a stalled
+detector ends the run, named): ``intervals`` + 1 points, ``count_time`` seconds per point, then the
+counters, as in BLISS (``ascan(eta, 8, 10, 40, 0.1, xrf)``). After a 1D scan ``cen()``, ``peak()``,
+``com()`` and ``fwhm()`` return the peak statistics of the scan's counter (bluesky's
+:class:`~bluesky.callbacks.fitting.PeakStats`), ``goto_cen()``, ``goto_peak()`` and ``goto_com()``
+move there, and ``peaks`` holds them all as BestEffortCallback's ``peaks`` does. Mixed into
+:class:`braggscope.app.commands.Commands`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from dataclasses import dataclass, field
 
 import bluesky.plan_stubs as bps
 import bluesky.plans as bp
+from bluesky.callbacks.best_effort import PeakResults
 from bluesky.callbacks.fitting import PeakStats
 
 from braggscope.core.errors import ArgumentError, UserError
 from braggscope.plans.checks import check_number, check_within_limits
 from braggscope.plans.stubs import step_point
 
-__all__ = ["LastScan", "PeakTracker", "ScanCommands"]
+__all__ = ["LastScan", "PeakResults", "PeakTracker", "ScanCommands"]
 
 
 @dataclass
@@ -43,8 +46,9 @@ class PeakTracker:
     motor. :attr:`last` holds the latest finished one (:class:`LastScan`).
     """
 
-    def __init__(self):
+    def __init__(self, results: PeakResults | None = None):
         self.last: LastScan | None = None
+        self.results = results  # BestEffortCallback-like ``peaks``, refreshed at each 1D scan's end
         self._run: LastScan | None = None
         self._start = None
         self._primary = None
@@ -89,6 +93,9 @@ class PeakTracker:
             for stats in self._run.stats.values():
                 stats("stop", doc)
             self.last = self._run
+            if self.results is not None:
+                self.results.clear()
+                self.results.update(self._run.stats)
         self._run = None
 
 
@@ -100,42 +107,32 @@ def hinted_fields(descriptor, detectors) -> list[str]:
 
 
 class ScanCommands:
-    """``ct``, ``ascan`` ... ``mesh``, ``cen``/``peak``/``com``, ``where`` (needs the Commands attributes)."""
+    """``ct``, ``ascan`` ... ``dmesh``, ``lineup``, ``cen``/``peak``/``com``/``fwhm``, ``goto_*``, ``where``.
+
+    Needs the :class:`~braggscope.app.commands.Commands` attributes (``devices``, ``_run``, ``out``,
+    ``peak_tracker``, ``mv``).
+    """
 
     # -- counting -----------------------------------------------------------------------
-    def ct(self, count_time=None, *detectors) -> dict[str, float]:
-        """Count once with the detectors (default: all), print and return the counters.
+    def ct(self, count_time=None, *counters) -> dict[str, float]:
+        """Count once and print the counters: ``ct(0.1)``, ``ct(0.1, xrf)``, ``ct(xrf)``.
 
-        Nothing is recorded in the catalog (no run is opened): the detectors are
-        staged, triggered, read and unstaged.
+        Nothing is recorded in the catalog (no run is opened): the counters are staged,
+        triggered, read and unstaged.
 
         Parameters
         ----------
         count_time : float, optional
-            Seconds per count; it stays the detectors' count time (as SPEC's ``ct``).
-        *detectors : devices, optional
+            Seconds per count; it stays the counters' count time (as in BLISS and SPEC). A counter
+            in its place (``ct(xrf)``) counts that counter for its current count time.
+        *counters : devices or their names, optional
+            Default: every detector of the session.
         """
-        dets = self._detectors(detectors or None)
+        if count_time is not None and not isinstance(count_time, (int, float)):
+            counters, count_time = (count_time, *counters), None
+        dets = self._counters("ct", counters)
         t = None if count_time is None else check_number("ct count_time", count_time, positive=True)
-
-        def plan():
-            yield from self._count_time_plan(dets, t)
-            for det in dets:
-                yield from bps.stage(det)
-            try:
-                for det in dets:
-                    yield from bps.trigger(det, group="ct")
-                yield from bps.wait(group="ct")
-                readings = {}
-                for det in dets:
-                    readings.update((yield from bps.read(det)) or {})
-            finally:
-                _drop_asset_docs(dets)  # this count's resource/datum belong to no run: not into the next one
-                for det in reversed(dets):
-                    yield from bps.unstage(det)
-            return readings
-
-        readings = self._run(plan()).plan_result
+        readings = self._run(self._count_once(dets, t)).plan_result
         hinted = [f for det in dets for f in det.hints.get("fields", [])]
         values = {f: float(readings[f]["value"]) for f in hinted if f in readings}
         width = max((len(f) for f in values), default=10) + 2
@@ -143,83 +140,121 @@ class ScanCommands:
             self.out(f"{f:<{width}}{v:>14.6g}")
         return values
 
+    def _count_once(self, dets, t):
+        yield from self._count_time_plan(dets, t)
+        for det in dets:
+            yield from bps.stage(det)
+        try:
+            for det in dets:
+                yield from bps.trigger(det, group="ct")
+            yield from bps.wait(group="ct")
+            readings = {}
+            for det in dets:
+                readings.update((yield from bps.read(det)) or {})
+        finally:
+            _drop_asset_docs(dets)  # this count's resource/datum belong to no run: not into the next one
+            for det in reversed(dets):
+                yield from bps.unstage(det)
+        return readings
+
     # -- scans ------------------------------------------------------------------------
-    def ascan(self, motor, start, stop, intervals, count_time=None, *, detectors=None, md=None):
+    def ascan(self, motor, start, stop, intervals, count_time=None, *counters, detectors=None, md=None):
         """Absolute scan: ``intervals`` + 1 points from ``start`` to ``stop``, ``count_time`` s each.
 
-        Example: ``ascan(eta, 10, 11, 20, 0.1)``. Returns the RunEngine result
-        (``.run_start_uids``); the peak statistics print at the end, ``cen()`` moves there.
+        Example: ``ascan(eta, 8.4, 9.7, 26, 0.1, xrf)`` (counters after the count time, as in BLISS;
+        ``detectors=[xrf]`` is the bluesky spelling). Returns the RunEngine result
+        (``.run_start_uids``); the peak statistics print at the end, ``goto_cen()`` moves there.
         """
         motor, (start, stop) = self._motor(motor), self._range("ascan", motor, start, stop)
         num = self._intervals("ascan", intervals)
         check_within_limits(motor, "ascan", min(start, stop), max(start, stop))
-        dets = self._detectors(detectors)
+        dets = self._counters("ascan", counters, detectors)
         plan = bp.scan(dets, motor, start, stop, num, per_step=step_point, md=md)
         return self._scan(plan, dets, count_time, "ascan")
 
-    def dscan(self, motor, start, stop, intervals, count_time=None, *, detectors=None, md=None):
+    def dscan(self, motor, start, stop, intervals, count_time=None, *counters, detectors=None, md=None):
         """Scan relative to the current position (``dscan(eta, -0.5, 0.5, 20, 0.1)``); the motor returns after."""
         motor, (start, stop) = self._motor(motor), self._range("dscan", motor, start, stop)
         num = self._intervals("dscan", intervals)
         here = float(motor.position)
         check_within_limits(motor, "dscan", here + min(start, stop), here + max(start, stop))
-        dets = self._detectors(detectors)
+        dets = self._counters("dscan", counters, detectors)
         plan = bp.rel_scan(dets, motor, start, stop, num, per_step=step_point, md=md)
         return self._scan(plan, dets, count_time, "dscan")
 
-    def a2scan(self, motor1, start1, stop1, motor2, start2, stop2, intervals, count_time=None, *,
+    def a2scan(self, motor1, start1, stop1, motor2, start2, stop2, intervals, count_time=None, *counters,
                detectors=None, md=None):
         """Two motors together, absolute: ``a2scan(eta, 10, 11, delta, 20, 22, 20, 0.1)``."""
         args = self._two_motors("a2scan", motor1, start1, stop1, motor2, start2, stop2, relative=False)
-        num, dets = self._intervals("a2scan", intervals), self._detectors(detectors)
+        num, dets = self._intervals("a2scan", intervals), self._counters("a2scan", counters, detectors)
         return self._scan(bp.scan(dets, *args, num, per_step=step_point, md=md), dets, count_time, "a2scan")
 
-    def d2scan(self, motor1, start1, stop1, motor2, start2, stop2, intervals, count_time=None, *,
+    def d2scan(self, motor1, start1, stop1, motor2, start2, stop2, intervals, count_time=None, *counters,
                detectors=None, md=None):
         """Two motors together, relative to their positions; they return after."""
         args = self._two_motors("d2scan", motor1, start1, stop1, motor2, start2, stop2, relative=True)
-        num, dets = self._intervals("d2scan", intervals), self._detectors(detectors)
+        num, dets = self._intervals("d2scan", intervals), self._counters("d2scan", counters, detectors)
         return self._scan(bp.rel_scan(dets, *args, num, per_step=step_point, md=md), dets, count_time, "d2scan")
 
-    def mesh(self, motor1, start1, stop1, intervals1, motor2, start2, stop2, intervals2, count_time=None, *,
-             snake=False, detectors=None, md=None):
-        """A grid, ``motor1`` the fast (inner) axis as in SPEC/BLISS: ``mesh(pix, 0, 2, 20, piy, 0, 2, 20, 0.05)``.
+    def amesh(self, motor1, start1, stop1, intervals1, motor2, start2, stop2, intervals2, count_time=None,
+              *counters, backnforth=False, snake=None, detectors=None, md=None):
+        """A grid, ``motor1`` the fast (inner) axis as in BLISS: ``amesh(pix, 0, 2, 20, piy, 0, 2, 20, 0.05)``.
 
-        ``snake=True``: the fast axis goes back and forth. Runs bluesky's
-        ``grid_scan`` (``motor2`` outer).
+        ``backnforth=True`` (or bluesky's ``snake=True``): the fast axis goes back and forth.
+        Runs bluesky's ``grid_scan`` (``motor2`` outer). ``mesh`` is the same command.
         """
-        a = self._two_motors("mesh", motor1, start1, stop1, motor2, start2, stop2, relative=False)
-        n1, n2 = self._intervals("mesh intervals1", intervals1), self._intervals("mesh intervals2", intervals2)
-        dets = self._detectors(detectors)
-        plan = bp.grid_scan(dets, a[3], a[4], a[5], n2, a[0], a[1], a[2], n1, snake_axes=bool(snake),
-                            per_step=step_point, md=md)
-        return self._scan(plan, dets, count_time, "mesh")
+        return self._mesh("amesh", False, motor1, start1, stop1, intervals1, motor2, start2, stop2, intervals2,
+                          count_time, counters, backnforth if snake is None else snake, detectors, md)
+
+    mesh = amesh
+
+    def dmesh(self, motor1, start1, stop1, intervals1, motor2, start2, stop2, intervals2, count_time=None,
+              *counters, backnforth=False, snake=None, detectors=None, md=None):
+        """:meth:`amesh` relative to the motors' positions (bluesky's ``rel_grid_scan``); they return after."""
+        return self._mesh("dmesh", True, motor1, start1, stop1, intervals1, motor2, start2, stop2, intervals2,
+                          count_time, counters, backnforth if snake is None else snake, detectors, md)
+
+    def lineup(self, motor, start, stop, intervals, count_time=None, *counters, detectors=None, md=None):
+        """:meth:`dscan`, then :meth:`goto_peak` on the first counter (BLISS ``lineup``); returns the peak position."""
+        self.dscan(motor, start, stop, intervals, count_time, *counters, detectors=detectors, md=md)
+        first = self._counters("lineup", counters, detectors)[0]
+        fields = [f for f in first.hints.get("fields", []) if f in self.peak_tracker.last.stats]
+        return self.goto_peak(fields[0] if fields else None)
 
     # -- after a scan -----------------------------------------------------------------
-    def cen(self, counter=None, *, yes=False):
-        """Move the last 1D scan's motor to the centre of the peak (mid-point of the half-maximum crossings).
+    def cen(self, counter=None) -> float:
+        """The centre of the last 1D scan's peak (mid-point of the half-maximum crossings); nothing moves.
 
         Parameters
         ----------
         counter : str, optional
-            The field fitted (default: the ROI counter, else the first hinted field).
-        yes : bool
-            Move without asking.
-
-        Returns
-        -------
-        float
-            The position (moved to or not).
+            The field (default: the ROI counter, else the first hinted field).
         """
-        return self._goto("cen", counter, yes)
+        return self._statistic("cen", counter)
 
-    def peak(self, counter=None, *, yes=False):
-        """Move the last 1D scan's motor to the point of maximum counts (see :meth:`cen`)."""
-        return self._goto("max", counter, yes)
+    def peak(self, counter=None) -> float:
+        """The motor position of the last 1D scan's maximum counts (see :meth:`cen`)."""
+        return self._statistic("max", counter)
 
-    def com(self, counter=None, *, yes=False):
-        """Move the last 1D scan's motor to the centre of mass of the counts (see :meth:`cen`)."""
-        return self._goto("com", counter, yes)
+    def com(self, counter=None) -> float:
+        """The centre of mass of the last 1D scan's counts (see :meth:`cen`)."""
+        return self._statistic("com", counter)
+
+    def fwhm(self, counter=None) -> float:
+        """The full width at half maximum of the last 1D scan's peak, in the motor's units (see :meth:`cen`)."""
+        return self._statistic("fwhm", counter)
+
+    def goto_cen(self, counter=None) -> float:
+        """Move the last 1D scan's motor to :meth:`cen` (checked against its soft limits first)."""
+        return self._goto("cen", counter)
+
+    def goto_peak(self, counter=None) -> float:
+        """Move the last 1D scan's motor to :meth:`peak`."""
+        return self._goto("max", counter)
+
+    def goto_com(self, counter=None) -> float:
+        """Move the last 1D scan's motor to :meth:`com`."""
+        return self._goto("com", counter)
 
     def where(self, counter=None) -> dict:
         """The last 1D scan's motor now and the scan's peak statistics (``cen``, ``com``, ``peak``, ``fwhm``)."""
@@ -232,6 +267,15 @@ class ScanCommands:
         return out
 
     # -- helpers ----------------------------------------------------------------------
+    def _mesh(self, command, relative, m1, s1, e1, n1, m2, s2, e2, n2, count_time, counters, snake, detectors, md):
+        a = self._two_motors(command, m1, s1, e1, m2, s2, e2, relative=relative)
+        n1, n2 = self._intervals(f"{command} intervals1", n1), self._intervals(f"{command} intervals2", n2)
+        dets = self._counters(command, counters, detectors)
+        grid = bp.rel_grid_scan if relative else bp.grid_scan
+        plan = grid(dets, a[3], a[4], a[5], n2, a[0], a[1], a[2], n1, snake_axes=bool(snake), per_step=step_point,
+                    md=md)
+        return self._scan(plan, dets, count_time, command)
+
     def _scan(self, plan, dets, count_time, command):
         t = None if count_time is None else check_number(f"{command} count_time", count_time, positive=True)
 
@@ -240,13 +284,13 @@ class ScanCommands:
             return (yield from plan)
 
         result = self._run(full())
-        last = self.peaks.last
+        last = self.peak_tracker.last
         if last is not None and result.run_start_uids and last.uid == result.run_start_uids[0]:
             stats = last.stats[self._counter(last, None)]
             if getattr(stats, "x_data", None) is not None and len(stats.x_data):
                 self.out(f"{last.motor} scan {last.scan_id} ({stats.y}): "
                          + ", ".join(f"{k} {v:.6g}" for k, v in _summary(stats).items())
-                         + "  -> cen() / peak() / com()")
+                         + "  -> goto_cen() / goto_peak() / goto_com()")
         return result
 
     def _count_time_plan(self, dets, t):
@@ -261,6 +305,24 @@ class ScanCommands:
                     yield from bps.mv(cam.acquire_period, t)
             elif hasattr(det, "acquire_time"):
                 yield from bps.mv(det.acquire_time, t)
+
+    def _counters(self, command, counters=(), detectors=None) -> list:
+        """The counters of a command: given after the count time, or ``detectors=[...]``, or the session's."""
+        if counters and detectors is not None:
+            raise ArgumentError(f"{command}: give the counters after the count time or as detectors=[...], "
+                                "not both")
+        given = list(counters) if counters else detectors
+        return self._detectors(None if given is None else [self._counter_device(command, c) for c in given])
+
+    def _counter_device(self, command, counter):
+        """A counting device from the device or its name (one line naming it otherwise)."""
+        device = self.devices.get(counter) if isinstance(counter, str) else counter
+        counts = hasattr(device, "trigger") and hasattr(device, "read")
+        if device is None or not counts or hasattr(device, "position"):  # a motor is not a counter
+            names = ", ".join(d.name for d in self.default_detectors())
+            raise ArgumentError(f"{command}: {getattr(counter, 'name', counter)!r} is not a counter; counters: "
+                                f"{names}")
+        return device
 
     def _detectors(self, detectors):
         if detectors is None:
@@ -298,7 +360,7 @@ class ScanCommands:
         return out
 
     def _last_stats(self, counter):
-        last = self.peaks.last
+        last = self.peak_tracker.last
         if last is None:
             raise UserError("no 1D scan yet: run ascan/dscan first")
         return last, last.stats[self._counter(last, counter)]
@@ -312,25 +374,28 @@ class ScanCommands:
                                 f"available: {', '.join(last.stats)}")
         return counter
 
-    def _goto(self, what, counter, yes):
+    def _statistic(self, what, counter) -> float:
+        """One peak statistic of the last 1D scan (``cen``, ``max``'s position, ``com``, ``fwhm``), printed."""
         last, stats = self._last_stats(counter)
         value = getattr(stats, what)
         if what == "max" and value is not None:
             value = value[0]
+        label = {"max": "peak"}.get(what, what)
         if value is None or not _finite(value):
-            raise UserError(f"{what}: no {what} in scan {last.scan_id} of {stats.y} "
-                            "(no peak crossing half maximum?); peak() moves to the maximum")
+            raise UserError(f"{label}: no {label} in scan {last.scan_id} of {stats.y} "
+                            "(no peak crossing half maximum?); peak() is the maximum")
         value = float(value)
         motor = self._motor(last.motor)
-        check_within_limits(motor, what, value, value)
-        label = {"max": "peak"}.get(what, what)
-        if not yes:
-            answer = self.ask(f"move {motor.name} from {float(motor.position):.6g} to {label} {value:.6g} "
-                              f"{self.unit(motor)} ({stats.y})? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                self.out(f"{motor.name} not moved")
-                return value
+        self.out(f"{label} of scan {last.scan_id} ({stats.y}): {motor.name} {value:.6g} {self.unit(motor)}")
+        return value
+
+    def _goto(self, what, counter) -> float:
+        value = self._statistic(what, counter)
+        motor = self._motor(self.peak_tracker.last.motor)
+        check_within_limits(motor, "goto_" + ("peak" if what == "max" else what), value, value)
+        before = float(motor.position)
         self.mv(motor, value)
+        self.out(f"{motor.name} moved from {before:.6g} to {value:.6g} {self.unit(motor)}")
         return value
 
 

@@ -1,13 +1,15 @@
 """IPython magics of the operator's session.
 
-``%wa``, ``%wm``, ``%mv``, ``%umv``, ``%mvr``, ``%umvr``, ``%ct`` and ``%where``.
+``%where_all``, ``%wm``, ``%mv``, ``%umv``, ``%mvr``, ``%umvr``, ``%count`` and ``%where``; bluesky's own
+``%wa [label ...]``, ``%ct [label ...]``, ``%mov`` and ``%movr`` keep their meaning.
 
 ``%mv pix 10 piy 20`` is ``mv(pix, 10, piy, 20)``: each word is evaluated in
 the session namespace (so ``%mv eta bragg_eta`` works). Loading the extension
 also removes IPython's shell aliases that would shadow a command (IPython
 defines ``mv`` as ``/bin/mv``): ``mv(pix, 50)`` must never move a file.
-bluesky's own magics (``%mov``, ``%movr``) are registered too; ``%wa`` and
-``%ct`` are braggscope's (they find the same ``motors``/``detectors`` labels).
+bluesky's magics are registered as they are (``%wa`` and ``%ct`` take ophyd labels, e.g.
+``%ct detectors``); braggscope's BLISS-style tables are ``%where_all`` and ``%count`` (the functions
+``wa()`` and ``ct()`` of the session are braggscope's).
 An expected error (a :class:`~braggscope.core.errors.UserError`: a target
 outside the soft limits, a bad argument, a run that is not in the catalog)
 prints as one line naming what to change; ``%tb`` still shows its traceback.
@@ -47,8 +49,8 @@ class SessionMagics(Magics):
         return [eval(word, ns) for word in shlex.split(line)]  # noqa: S307 - the operator's own input
 
     @line_magic
-    def wa(self, line):
-        """%wa: where all (every motor)."""
+    def where_all(self, line):
+        """%where_all: wa(), user and dial positions of every motor (bluesky's %wa lists by label)."""
         self._commands().wa()
 
     @line_magic
@@ -77,8 +79,8 @@ class SessionMagics(Magics):
         self._commands().umvr(*self._args(line))
 
     @line_magic
-    def ct(self, line):
-        """%ct [0.1]: count once (seconds) and print the counters."""
+    def count(self, line):
+        """%count 0.1 xrf: ct(0.1, xrf), count once and print the counters (bluesky's %ct counts by label)."""
         self._commands().ct(*self._args(line))
 
     @line_magic
