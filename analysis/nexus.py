@@ -36,13 +36,16 @@ so that PyNX, silx and h5py read the values as they are:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 
 import h5py
 import numpy as np
 
-__all__ = ["write_nxdata", "read_nxdata", "read_nxdata_groups", "set_default", "write_parameters", "read_parameters",
-           "write_configuration", "read_configuration", "decode", "jsonable"]
+from braggscope import __version__
+
+__all__ = ["write_nxdata", "read_nxdata", "read_nxdata_groups", "set_default", "write_program", "write_parameters",
+           "read_parameters", "write_configuration", "read_configuration", "decode", "jsonable"]
 
 _INDEX_ONLY = "index_only"
 
@@ -148,6 +151,15 @@ def read_nxdata_groups(parent, names=None):
     if not parts:
         raise ValueError(f"{parent.file.filename}: no NXdata group in {parent.name}")
     return xr.merge(parts, compat="override", combine_attrs="override")
+
+
+def write_program(entry, configuration: str) -> None:
+    """NXentry's ``program_name`` field (``braggscope``, with its ``version`` and the ``configuration``
+    that wrote the file as attributes, as the NeXus standard names them) and ``end_time`` (ISO 8601)."""
+    entry["program_name"] = "braggscope"
+    entry["program_name"].attrs["version"] = __version__
+    entry["program_name"].attrs["configuration"] = configuration
+    entry["end_time"] = datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def set_default(h5file, path: str) -> None:

@@ -1,4 +1,5 @@
-"""BCDI files open in the field's tools: CXI/NeXus (silx, nexusformat), compressed VTK (VTK's reader)."""
+"""BCDI files open in the field's tools: CXI as PyNX lays it out (cdiutils' reader, silx, nexusformat), compressed
+VTK (VTK's reader)."""
 
 import os
 
@@ -51,14 +52,16 @@ def test_cxi_follows_cxi_and_nexus_and_opens_in_silx_and_nexusformat(tmp_path, r
     ds, obj = result
     det = np.fft.ifftshift(obj)  # any complex array stands for the detector-frame object
     inten = np.abs(np.fft.fftshift(np.fft.fftn(obj))) ** 2
-    path = write_cxi(tmp_path / "r.cxi", ds, obj=obj, params={"recipe": "HIO:10", "eta": [1.0, 2.0]},
+    path = write_cxi(tmp_path / "r.cxi", ds, obj=obj, params={"recipe": "HIO:10,ER:5", "eta": [1.0, 2.0],
+                                                              "best_run": {"llk": 0.96, "error": 0.005}},
                      obj_detector=det, support_detector=np.abs(det) > 0.5, modes=[det, det], mode_fraction=0.99,
                      basis_nm=np.eye(3) * VOXEL, intensity=inten, mask=np.zeros(inten.shape, bool),
                      calculated=inten, instrument={"energy_kev": 13.0, "distance_m": 1.4, "pixel_m": 55e-6})
     with h5py.File(path) as f:
         assert f["cxi_version"][()] == 150 and f.attrs["default"] == "entry_1"
         e = f["entry_1"]
-        assert e.attrs["NX_class"] == "NXentry" and e.attrs["default"] == "image_1"
+        assert e.attrs["NX_class"] == "NXentry" and e.attrs["default"] == "data_1"
+        assert e["program_name"][()] == b"braggscope" and "version" in e["program_name"].attrs
         img = e["image_1"]
         assert img.attrs["NX_class"] == "NXdata" and img.attrs["signal"] == "data"
         assert img["data_type"][()] == b"electron density" and img["data_space"][()] == b"real"
@@ -66,27 +69,60 @@ def test_cxi_follows_cxi_and_nexus_and_opens_in_silx_and_nexusformat(tmp_path, r
         assert list(img.attrs["axes"]) == ["z", "y", "x"] and img["x"].attrs["units"] == "nm"
         assert img["voxel_size"].attrs["units"] == "nm" and list(img["voxel_size"][()]) == [VOXEL] * 3
         assert "configuration" in img["process_1"] and img["process_1"].attrs["NX_class"] == "NXprocess"
+        # PyNX's layout: the object in data_1 (a link to image_1/data), likelihood and algorithm in process_1
+        assert e["data_1"].get("data", getlink=True).path == "/entry_1/image_1/data"
+        np.testing.assert_array_equal(e["data_1/data"][()], obj)
+        assert img["process_1/results/llk_poisson"][()] == 0.96 and np.isnan(img["process_1/results/free_llk_poisson"])
+        assert img["process_1/algorithm"][()] == b"ER**5 * HIO**10"
         assert e["image_2/data_space"][()] == b"real" and e["image_2/modes"].shape == (2,) + obj.shape
-        assert e["data_1/data_space"][()] == b"diffraction" and e["data_1"].attrs["NX_class"] == "NXdata"
+        # the measured intensity: data_2, and where CXI keeps a detector's data
+        assert e["data_2/data_space"][()] == b"diffraction" and e["data_2"].attrs["NX_class"] == "NXdata"
+        np.testing.assert_array_equal(e["instrument_1/detector_1/data"][()], inten.astype(np.float32))
+        assert e["data_3/data_type"][()] == b"intensity"
         assert e["instrument_1/detector_1/distance"][()] == 1.4
         assert e["instrument_1/source_1/energy"].attrs["units"] == "J"
     with silx_io.open(str(path)) as h5:
         nx = get_default(h5)
-        assert nx is not None and nx.is_valid and nx.signal.name == "/entry_1/image_1/data"
-        assert [a.name for a in nx.axes] == ["/entry_1/image_1/z", "/entry_1/image_1/y", "/entry_1/image_1/x"]
-        for group in ("result_1", "data_1", "data_2", "image_2"):
+        assert nx is not None and nx.is_valid and nx.signal.name == "/entry_1/data_1/data"
+        assert np.array_equal(nx.signal[()], obj)  # the link resolved: the object
+        assert [a.name for a in nx.axes] == ["/entry_1/data_1/z", "/entry_1/data_1/y", "/entry_1/data_1/x"]
+        for group in ("result_1", "image_1", "data_2", "data_3", "image_2"):
             assert NXdata(h5[f"entry_1/{group}"]).is_valid, group
         res = NXdata(h5["entry_1/result_1"])
         assert res.signal.name.endswith("/amplitude") and "strain" in [s.name.split("/")[-1] for s in res.auxiliary_signals]
     root = nxload(str(path))
     plot = root.plottable_data
-    assert plot is not None and plot.nxpath == "/entry_1/image_1" and plot.nxsignal.shape == obj.shape
+    assert plot is not None and plot.nxpath == "/entry_1/data_1" and plot.nxsignal.shape == obj.shape
+    np.testing.assert_array_equal(plot.nxsignal.nxvalue, obj)
     assert [a.nxname for a in plot.nxaxes] == ["z", "y", "x"]
     back = load_result(path)
     for name in ("amplitude", "strain", "phase", "support"):
         np.testing.assert_array_equal(back[name].values, ds[name].values)
     assert back["support"].dtype == bool and back["x"].attrs["units"] == "nm"
     assert back.attrs["voxel_size_nm"] == [VOXEL] * 3 and back.attrs["q_bragg"] == pytest.approx(ds.attrs["q_bragg"])
+
+
+def test_cdiutils_reads_the_object_support_and_likelihood_where_pynx_puts_them(tmp_path, result):
+    """cdiutils' analysis of PyNX phasing results (its ranking by llk_poisson and free_llk_poisson, and the
+    amplitude metrics it computes from image_1/support and |data_1/data|) runs on braggscope's files. (Its mode
+    decomposition needs PyNX itself, which is not installable from PyPI.)"""
+    phaser = pytest.importorskip("cdiutils.process.phaser")
+    import silx.io.h5py_utils  # noqa: F401 - cdiutils 0.2 uses it without importing it
+    ds, obj = result
+    for run, llk in ((1, 0.9), (2, 1.3)):
+        write_cxi(tmp_path / f"scan_Run{run:04d}.cxi", ds, obj=obj * (1 + 0.01 * run), params={
+            "recipe": "HIO:10", "best_run": {"llk": llk, "error": 0.01}})
+    analyser = phaser.PhasingResultAnalyser(result_dir_path=str(tmp_path) + "/")
+    with np.errstate(all="ignore"):
+        analyser.analyse_phasing_results(sorting_criterion="llk", plot=False)
+    assert list(analyser.sorted_phasing_results) == ["scan_Run0001.cxi", "scan_Run0002.cxi"]  # llk ranks them
+    assert set(analyser.metrics["sharpness"]) == {"scan_Run0001.cxi", "scan_Run0002.cxi"}
+    support, amplitude = (np.asarray(ds["support"].values), np.abs(obj))
+    expected = phaser.PhasingResultAnalyser.amplitude_based_metrics(amplitude * 1.01, support)
+    with h5py.File(tmp_path / "scan_Run0001.cxi") as f:  # what cdiutils read is the object and its support
+        got = phaser.PhasingResultAnalyser.amplitude_based_metrics(np.abs(f["entry_1/data_1/data"][()]),
+                                                                   f["entry_1/image_1/support"][()])
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 PARAMS = {"recipe": "HIO:10", "n_runs": 4, "beta": 0.9, "gpu": False, "eta": [1.0, 2.0], "crop": [[0, 32], [4, 36]],

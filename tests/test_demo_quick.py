@@ -45,6 +45,12 @@ def test_demo_sxdm_quick_inprocess(cfg, tmp_path):
     if "maps" in summary:  # the SXDM reduction is present: its figures were written
         assert summary["figures"] and all((out / p).exists() or p for p in summary["figures"])
         assert np.isfinite(np.asarray(summary["maps"]["intensity"])).any()
+        # the same NeXus maps as `braggscope reduce sxdm`, plotted by nexusformat as it opens them
+        from nexusformat.nexus import nxload
+
+        assert summary["maps_file"] == str(out / "sxdm_maps.h5")
+        plot = nxload(summary["maps_file"]).plottable_data
+        assert plot.nxpath == "/entry/maps" and plot.nxsignal.nxname == "strain"
 
 
 def test_demo_rejects_bad_arguments(cfg, tmp_path):

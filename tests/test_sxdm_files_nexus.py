@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("xrayutilities")
 
+from braggscope import __version__
 from braggscope.analysis.sxdm.files import load_maps, save_maps
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.core.geometry import Geometry
@@ -43,8 +44,13 @@ def test_maps_file_has_a_default_plot_in_silx_and_nexusformat(tmp_path, maps):
         assert [a.name for a in nx.axes] == ["/entry/maps/y", "/entry/maps/x"]
         assert "/entry/maps/intensity" in [s.name for s in nx.auxiliary_signals]
         assert NXdata(h5["entry/eta_intensity"]).is_valid and NXdata(h5["entry/drift_shift"]).is_valid
-    plot = nxload(str(path)).plottable_data
+    root = nxload(str(path))
+    plot = root.plottable_data
     assert plot.nxpath == "/entry/maps" and plot.nxsignal.nxname == "strain"
+    # NXentry's program_name is a field, with the version as the standard names it
+    program = root["entry/program_name"]
+    assert program.nxvalue == "braggscope" and program.attrs["version"] == __version__
+    assert "T" in root["entry/end_time"].nxvalue
     assert [a.nxname for a in plot.nxaxes] == ["y", "x"]
     np.testing.assert_array_equal(plot.nxsignal.nxvalue, maps.strain.values)
 

@@ -1,16 +1,24 @@
 """BCDI files: CXI (HDF5, NeXus-compatible), compressed VTK ``.vti``, npz.
 
-CXI layout written by :func:`write_cxi` (the CXI format's groups, plus the
-NeXus classes and ``default`` attributes that lead silx, nexusformat/NeXpy
-and h5web from the root to a plot)::
+CXI layout written by :func:`write_cxi`: PyNX's result layout (``entry_1/data_1`` is the object,
+linked to ``image_1/data``; the likelihood and the algorithm chain under ``image_1/process_1``), so
+that PyNX-aware tools (cdiutils' phasing-result analysis, PyNX's own scripts) find the object where
+they look, plus the NeXus classes and ``default`` attributes that lead silx, nexusformat/NeXpy and
+h5web from the root to a plot. The measured intensity and the object on the detector grid are kept
+where those tools do not take them for the object::
 
     /cxi_version = 150                     @default="entry_1", @creator="braggscope"
-    /entry_1                     NXentry   @default="image_1"; program_name, start_time
+    /entry_1                     NXentry   @default="data_1"; program_name (@version), start_time
+    /entry_1/data_1              NXdata    the object, as PyNX writes it: data -> /entry_1/image_1/data
+                                           (soft link), z, y, x (nm)
     /entry_1/image_1             NXdata    the orthogonal sample-frame object (the result):
         data        complex64 (z, y, x)    @signal; data_type="electron density", data_space="real"
-        mask        bool support;  z, y, x (nm, hard links);  voxel_size (nm, z y x);  image_size (nm)
-        is_fft_shifted = 0;  title;  process_1 (NXprocess: program, version, configuration NXcollection
-                                           written by ``nexus.write_configuration``)
+        mask        bool support (support -> mask);  z, y, x (nm, hard links);  voxel_size, image_size (nm)
+        is_fft_shifted = 0;  title
+        process_1   NXprocess: program, version, command (the recipe), algorithm (PyNX's notation,
+                    applied right to left), results (NXcollection: llk_poisson, free_llk_poisson (NaN:
+                    no free pixels kept), chi2, error, support_size, mode_fraction), configuration
+                    (NXcollection written by ``nexus.write_configuration``)
     /entry_1/image_2             NXdata    the object on the detector-conjugate grid
         data, mask; data_type, data_space="real"; modes (kept runs), mode_fraction;
         basis_vectors (nm: real-space step per index of (rocking, row, column), columns x y z)
@@ -18,9 +26,10 @@ and h5web from the root to a plot)::
         amplitude (signal), support, phase, displacement, strain, d_spacing; z, y, x (nm);
         parameters (NXcollection: voxel size, q_bragg, units)
     /entry_1/result_2            NXdata    PRTF and FSC against |q| (1/nm), with thresholds
-    /entry_1/data_1              NXdata    measured intensity: data, mask (True = not measured),
-                                           data_type="intensity", data_space="diffraction"
-    /entry_1/data_2              NXdata    intensity calculated from image_2 (same grid; blurred by the
+    /entry_1/data_2              NXdata    measured intensity: data, mask (True = not measured),
+                                           data_type="intensity", data_space="diffraction"; also at
+                                           instrument_1/detector_1/data (soft link), where CXI keeps raw data
+    /entry_1/data_3              NXdata    intensity calculated from image_2 (same grid; blurred by the
                                            fitted partial-coherence widths, if any)
     /entry_1/instrument_1        NXinstrument: source_1/energy (J), beam_1 (incident energy J,
                                            wavelength m), detector_1 (distance, x/y_pixel_size, m)
@@ -44,13 +53,20 @@ import h5py
 import numpy as np
 
 from braggscope import __version__
-from braggscope.analysis.nexus import (jsonable, read_nxdata, read_parameters, set_default, write_configuration,
-                                       write_nxdata, write_parameters)
+from braggscope.analysis.nexus import (
+    jsonable,
+    read_nxdata,
+    read_parameters,
+    set_default,
+    write_configuration,
+    write_nxdata,
+    write_parameters,
+)
 from braggscope.analysis.vti import read_vti, write_vti
 from braggscope.core.atomic import atomic_hdf5, atomic_path
 from braggscope.core.geometry import wavelength
 
-__all__ = ["write_cxi", "load_result", "write_npz", "write_vti", "read_vti", "vti_fields"]
+__all__ = ["write_cxi", "load_result", "write_npz", "write_vti", "read_vti", "vti_fields", "pynx_algorithm"]
 
 _GZ = {"compression": "gzip", "shuffle": True, "chunks": True}
 _J_PER_KEV = 1.602176634e-16
@@ -99,9 +115,9 @@ def write_cxi(path, result, *, obj, params: dict | None = None, obj_detector=Non
     basis_nm : ndarray (3, 3), optional
         Real-space step (nm) per index of the detector grid, columns (x, y, z).
     intensity, mask : ndarray, optional
-        Measured intensity (``data_1``) and its mask (True = not measured).
+        Measured intensity (``data_2``) and its mask (True = not measured).
     calculated : ndarray, optional
-        Intensity calculated from the object (``data_2``).
+        Intensity calculated from the object (``data_3``).
     quality : xarray.Dataset, optional
         Curves on a ``q`` coordinate (1/nm), e.g. ``prtf``, ``fsc`` (``result_2``).
     instrument : dict, optional
@@ -118,12 +134,14 @@ def write_cxi(path, result, *, obj, params: dict | None = None, obj_detector=Non
         f["cxi_version"] = 150
         e = f.create_group("entry_1")
         e.attrs["NX_class"] = "NXentry"
-        e["program_name"] = f"braggscope {__version__}"
+        e["program_name"] = "braggscope"
+        e["program_name"].attrs["version"] = __version__
         e["start_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         write_nxdata(e, "result_1", result, signal="amplitude")
         write_parameters(e["result_1"], result.attrs)
         e["result_1/description"] = "labelled result, orthogonal sample frame (z, y, x)"
-        _image_orthogonal(e, result, obj, params)
+        _image_orthogonal(e, result, obj, params or {})
+        _object_data(e)
         if obj_detector is not None:
             _image_detector(e, obj_detector, support_detector, modes, mode_fraction, basis_nm)
         if quality is not None:
@@ -131,12 +149,11 @@ def write_cxi(path, result, *, obj, params: dict | None = None, obj_detector=Non
             write_nxdata(e, "result_2", quality, signal=signal)
             e["result_2/description"] = "resolution curves against |q| (1/nm)"
         if intensity is not None:
-            _intensity(e, "data_1", intensity, mask, "measured intensity (detector-conjugate grid)")
+            _intensity(e, "data_2", intensity, mask, "measured intensity (detector-conjugate grid)")
         if calculated is not None:
-            _intensity(e, "data_2", calculated, mask, "intensity calculated from image_2 (partial-coherence model)")
-        if instrument:
-            _instrument(e, instrument)
-        set_default(f, "entry_1/image_1")
+            _intensity(e, "data_3", calculated, mask, "intensity calculated from image_2 (partial-coherence model)")
+        _instrument(e, instrument or {}, measured="data_2" in e)
+        set_default(f, "entry_1/data_1")
     return path
 
 
@@ -176,11 +193,47 @@ def _image_orthogonal(e, result, obj, params):
     img["voxel_size"].attrs["units"] = "nm"
     img["image_size"] = voxel * np.asarray(obj.shape)
     img["image_size"].attrs["units"] = "nm"
+    _process(img, params)
+
+
+def _process(img, params):
+    """``image_1/process_1`` as PyNX writes it: program, version, the algorithm chain, the results."""
     proc = img.create_group("process_1")
     proc.attrs["NX_class"] = "NXprocess"
     proc["program"] = "braggscope"
     proc["version"] = __version__
+    if params.get("recipe"):
+        proc["command"] = f"braggscope reduce bcdi --recipe {params['recipe']}"
+        proc["algorithm"] = pynx_algorithm(str(params["recipe"]))
+    results = proc.create_group("results")
+    results.attrs["NX_class"] = "NXcollection"
+    best = params.get("best_run") or {}
+    values = {"llk_poisson": best.get("llk"), "free_llk_poisson": None, "chi2": best.get("chi2"),
+              "error": best.get("error"), "support_size": best.get("support_size"),
+              "mode_fraction": params.get("mode_fraction")}
+    for name, value in values.items():
+        results[name] = np.nan if value is None else value  # NaN: not computed (no free pixels are kept)
     write_configuration(proc, params)
+
+
+def pynx_algorithm(recipe: str) -> str:
+    """A recipe ``"HIO:200,RAAR:100,ER:50"`` in PyNX's operator notation, ``"ER**50 * RAAR**100 * HIO**200"``
+    (PyNX applies the rightmost operator first)."""
+    steps = [step.split(":") for step in recipe.replace(" ", "").split(",") if step]
+    return " * ".join(f"{name}**{count}" for name, count in reversed(steps))
+
+
+def _object_data(e):
+    """``data_1``: the object where PyNX puts it (a link to ``image_1/data``), with its axes."""
+    d = e.create_group("data_1")
+    d.attrs["NX_class"] = "NXdata"
+    d.attrs["signal"] = "data"
+    d.attrs["axes"] = ["z", "y", "x"]
+    d["data"] = h5py.SoftLink("/entry_1/image_1/data")
+    for i, ax in enumerate(("z", "y", "x")):
+        d.attrs[f"{ax}_indices"] = np.int32(i)
+        d[ax] = e[f"image_1/{ax}"]
+    d["title"] = "object, orthogonal sample frame (z, y, x)"
 
 
 def _image_detector(e, obj, support, modes, mode_fraction, basis_nm):
@@ -218,7 +271,7 @@ def _intensity(e, name, intensity, mask, title):
     d["is_fft_shifted"] = 0
 
 
-def _instrument(e, instrument):
+def _instrument(e, instrument, *, measured: bool):
     ins = e.create_group("instrument_1")
     ins.attrs["NX_class"] = "NXinstrument"
     if "energy_kev" in instrument:
@@ -235,6 +288,8 @@ def _instrument(e, instrument):
         beam["incident_wavelength"].attrs["units"] = "m"
     det = ins.create_group("detector_1")
     det.attrs["NX_class"] = "NXdetector"
+    if measured:  # where CXI keeps a detector's data (and PyNX's input loader reads it)
+        det["data"] = h5py.SoftLink("/entry_1/data_2/data")
     if "distance_m" in instrument:
         det["distance"] = float(instrument["distance_m"])
         det["distance"].attrs["units"] = "m"

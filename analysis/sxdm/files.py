@@ -3,7 +3,7 @@
 Layout (``default`` attributes lead from the root to the strain map)::
 
     /                          @default="entry"
-    /entry                     NXentry   @default="maps", program
+    /entry                     NXentry   @default="maps"; program_name (@version, @configuration), end_time
     /entry/maps                NXdata    @signal="strain", @auxiliary_signals=[intensity, mask, ...],
                                          @axes=["y", "x"], @y_indices=0, @x_indices=1
     /entry/maps/<variable>     (ny, nx), @units, @long_name
@@ -23,7 +23,14 @@ from pathlib import Path
 
 import h5py
 
-from braggscope.analysis.nexus import read_nxdata_groups, read_parameters, set_default, write_nxdata, write_parameters
+from braggscope.analysis.nexus import (
+    read_nxdata_groups,
+    read_parameters,
+    set_default,
+    write_nxdata,
+    write_parameters,
+    write_program,
+)
 from braggscope.core.atomic import atomic_hdf5
 
 __all__ = ["save_maps", "load_maps"]
@@ -53,7 +60,7 @@ def save_maps(maps, path) -> Path:
         f.attrs["creator"] = "braggscope"
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["program"] = "braggscope.analysis.sxdm.reduce"
+        write_program(entry, "braggscope.analysis.sxdm.reduce")
         entry["title"] = "SXDM maps"
         write_nxdata(entry, "maps", maps, signal="strain")
         write_parameters(entry, maps.attrs)

@@ -14,6 +14,7 @@ import numpy as np
 
 from braggscope import storage
 from braggscope.analysis.sxdm.figures import save_figures
+from braggscope.analysis.sxdm.files import save_maps
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.app.beamline.runengine import subscribe_live_maps
 from braggscope.app.commands import save_calibration
@@ -95,11 +96,7 @@ def _reduce(bl, out, uid) -> dict:
                         x=stack.x, y=stack.y, detector_roi=window, progress=True)
     result = {"detector_roi": list(window), "reduce_s": round(time.monotonic() - t0, 1),
               "figures": [str(p) for p in save_figures(maps, out)], "maps": maps}
-    try:
-        maps.to_netcdf(out / "sxdm_maps.nc")
-        result["maps_file"] = str(out / "sxdm_maps.nc")
-    except Exception as exc:  # noqa: BLE001 - netCDF back-end optional
-        say(f"maps not saved as netCDF ({exc})")
+    result["maps_file"] = str(save_maps(maps, out / "sxdm_maps.h5"))  # the NeXus maps of `reduce sxdm`
     strain = np.asarray(maps["strain"])
     result["strain_microstrain_range"] = ([float(np.nanmin(strain)), float(np.nanmax(strain))]
                                           if np.isfinite(strain).any() else None)
