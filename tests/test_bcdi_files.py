@@ -46,8 +46,8 @@ def test_result_dataset_has_coordinates_units_and_the_strain_closed_form(result)
 
 def test_cxi_follows_cxi_and_nexus_and_opens_in_silx_and_nexusformat(tmp_path, result):
     silx_io = pytest.importorskip("silx.io")
-    from silx.io.nxdata import NXdata, get_default
     from nexusformat.nexus import nxload
+    from silx.io.nxdata import NXdata, get_default
 
     ds, obj = result
     det = np.fft.ifftshift(obj)  # any complex array stands for the detector-frame object
@@ -89,7 +89,8 @@ def test_cxi_follows_cxi_and_nexus_and_opens_in_silx_and_nexusformat(tmp_path, r
         for group in ("result_1", "image_1", "data_2", "data_3", "image_2"):
             assert NXdata(h5[f"entry_1/{group}"]).is_valid, group
         res = NXdata(h5["entry_1/result_1"])
-        assert res.signal.name.endswith("/amplitude") and "strain" in [s.name.split("/")[-1] for s in res.auxiliary_signals]
+        assert res.signal.name.endswith("/amplitude")
+        assert "strain" in [s.name.split("/")[-1] for s in res.auxiliary_signals]
     root = nxload(str(path))
     plot = root.plottable_data
     assert plot is not None and plot.nxpath == "/entry_1/data_1" and plot.nxsignal.shape == obj.shape
@@ -142,7 +143,8 @@ def test_configuration_follows_one_rule_that_silx_and_h5py_read(tmp_path, result
         cfg = f["entry_1/image_1/process_1/configuration"]
         assert cfg.attrs["NX_class"] == "NXcollection"
         assert cfg["n_runs"].dtype.kind == "i" and cfg["beta"][()] == 0.9 and cfg["gpu"][()] == np.False_
-        assert cfg["recipe"][()].decode() == "HIO:10" and h5py.check_string_dtype(cfg["recipe"].dtype).encoding == "utf-8"
+        assert cfg["recipe"][()].decode() == "HIO:10"
+        assert h5py.check_string_dtype(cfg["recipe"].dtype).encoding == "utf-8"
         assert cfg["eta"].dtype.kind == "f" and cfg["crop"].shape == (2, 2)
         assert [a.decode() for a in cfg["axes"][()]] == ["z", "y", "x"]
         assert cfg["setup"].attrs["NX_class"] == "NXcollection" and cfg["setup/detector/pixel_m"][()] == 55e-6
@@ -165,7 +167,8 @@ def test_vti_reads_with_vtk_and_is_compressed(tmp_path, result):
     assert back["_spacing"] == (VOXEL,) * 3 and back["q_bragg"] == pytest.approx([0, 0, 3.07])
     assert back["_origin"] == pytest.approx((-20 * VOXEL,) * 3)  # 0 nm at the array centre, like the Dataset
     with pytest.raises(ValueError, match="one shape"):
-        write_vti(tmp_path / "a.vti", {"a": np.zeros((2, 2, 2)), "b": np.zeros((3, 2, 2))}, voxel_nm=1, q_bragg=(0, 0, 1))
+        write_vti(tmp_path / "a.vti", {"a": np.zeros((2, 2, 2)), "b": np.zeros((3, 2, 2))}, voxel_nm=1,
+                  q_bragg=(0, 0, 1))
     with pytest.raises(ValueError, match="voxel_nm"):
         write_vti(tmp_path / "a.vti", fields, voxel_nm=0, q_bragg=(0, 0, 1))
 
