@@ -69,6 +69,7 @@ def test_cli_round_trip(tmp_path, bliss_file, capsys):
     (["--scheduler", "somewhere:8786"], "dask scheduler"),
     (["--live", "/no/such/dir/live.png"], "--live"),
     (["--reference", "1"], "--reference"),
+    (["--monitor", "mon1"], "--monitor mon1: "),  # the file records no counter
 ])
 def test_cli_bad_arguments_fail_before_writing(tmp_path, bliss_file, capsys, args, match):
     out = tmp_path / "never"

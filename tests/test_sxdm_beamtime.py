@@ -258,3 +258,22 @@ def test_cli_normalises_registers_and_records_it(bliss_file, tmp_path, capsys):
     assert main(["reduce", "sxdm", str(path), "--out", str(out), "--monitor", "mon2", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "mon2" in err and "ct_fluo" in err and not out.exists()
+
+
+def test_the_bliss_rocking_reader_takes_the_monitor(tmp_path):
+    import h5py
+
+    from braggscope.analysis.readers import read_bliss_rocking
+    from tests.test_bcdi_helpers import paper_meta
+    from tests.test_bcdi_helpers import write_bliss as write_rocking
+
+    frames = np.ones((8, 16, 16), np.uint32)
+    path = write_rocking(tmp_path / "rocking.h5", frames, paper_meta(8, 16, 16))
+    with h5py.File(path, "a") as f:
+        f["1.1/measurement/mon1"] = np.arange(8.0) + 100
+        f["1.1/instrument/machine/current"] = 187.5
+    stack = read_bliss_rocking(path)
+    assert stack.monitor == "mon1"
+    np.testing.assert_array_equal(stack.counters["mon1"], np.arange(8.0) + 100)
+    np.testing.assert_array_equal(stack.counters["machine_current"], np.full(8, 187.5))
+    assert read_bliss_rocking(path, monitor=None).monitor is None

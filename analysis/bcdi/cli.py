@@ -13,6 +13,7 @@ without dask.distributed, which comes with the ``[facility]`` extra).
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--live", default=None, metavar="PNG",
                    help="live view while phasing: error curves and central slices, refreshed in place "
                         "(a series: one PNG per scan, PNG stem + _<scan>)")
+    monitor = p.add_mutually_exclusive_group()
+    monitor.add_argument("--monitor", default="auto", metavar="COUNTER",
+                         help="normalise every frame by this counter (default: the scan's monitor, mon1 when "
+                              "recorded); frames where it reads 0 (no beam) are masked")
+    monitor.add_argument("--no-monitor", dest="monitor", action="store_const", const=None,
+                         help="no monitor normalisation")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -89,6 +96,16 @@ def _sources(args) -> list:
             catalog = open_catalog_checked(load_config(getattr(args, "config", None)))
         out.append((read_catalog_run(catalog, source, kind="bcdi"), str(source)))
     return out
+
+
+def _with_monitor(stack, wanted):
+    """The stack normalised by ``--monitor`` (``"auto"``: its own monitor; None: none); says which in one line."""
+    if wanted not in ("auto", None) and wanted not in stack.counters:
+        raise ArgumentError(f"--monitor {wanted}: {stack.source} records no such counter "
+                            f"(counters: {', '.join(sorted(stack.counters)) or 'none'})")
+    name = stack.monitor if wanted == "auto" else wanted
+    print(f"monitor: {'frames normalised by ' + name if name else 'none'} ({stack.source})")
+    return replace(stack, monitor=name)
 
 
 def _scheduler(args):
@@ -151,7 +168,7 @@ def run(args) -> int:
     from .pipeline import export, reconstruct  # slow to import (scipy, scikit-image, matplotlib): not for --help
 
     shape, binning, recipe, scheduler = _check_args(args)
-    scans = _sources(args)
+    scans = [(_with_monitor(stack, args.monitor), label) for stack, label in _sources(args)]
     if not 0 <= args.reference < len(scans):
         raise ArgumentError(f"--reference must be a scan index in [0, {len(scans)}), got {args.reference}")
     for stack, _ in scans:
