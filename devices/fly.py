@@ -5,7 +5,8 @@ are on disk and counted. The scanner keeps the count of each attempt (:class:`Fl
 latest in :attr:`FlyScanner.last_line`), collects the accepted lines as stream assets of the primary
 stream (``describe_collect``/``collect_asset_docs``/``get_index``) and every attempt as an event of the
 ``lines`` stream (:attr:`FlyScanner.attempts`). A run writes one detector file and one capture file,
-open from ``stage`` to ``unstage``. docs/fly.md says why ophyd (v1) and not ophyd-async.
+open from ``stage`` to ``unstage``. With a beam watch, an attempt during which the beam was down is
+reported as lost (``beam_lost``), to be flown again. docs/fly.md says why ophyd (v1) and not ophyd-async.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ from .fly_assets import StreamAssets
 from .fly_files import RunFiles
 from .fly_hardware import FlyHardware
 from .fly_report import FlyLineReport, LineAttempts
+from .machine import BeamWatch
+from .monitor import MONITOR_NAME
 from .serial_worker import SerialWorker
 
-__all__ = ["FlyHardware", "FlyLineReport", "FlyScanner", "make_flyer"]
+__all__ = ["ARM_S", "FlyHardware", "FlyLineReport", "FlyScanner", "make_flyer"]
+
+#: Time (s) to arm the trigger unit and the detector for a line, counted in its duration.
+ARM_S = 0.05
 
 
 class FlyScanner:
@@ -49,6 +55,11 @@ class FlyScanner:
         Detector read-out dead time per frame (s): exposure = dwell - read-out.
     arm_timeout_s : float
         Time the trigger unit has to report armed (s).
+    beam : BeamWatch, optional
+        When the beam was down: an attempt that saw it down is reported ``beam_lost``.
+    monitor : str, optional
+        Field of the incident-flux monitor the position capture counts per frame (its ``/mon1``), recorded
+        with every point of the primary stream (``mon1``); None: not recorded.
 
     Attributes
     ----------
@@ -60,15 +71,17 @@ class FlyScanner:
     """
 
     def __init__(self, hardware, detector, *, fast="pix", slow="piy", name="flyer", readout_s=3e-4,
-                 arm_timeout_s=1.0):
+                 arm_timeout_s=1.0, beam: BeamWatch | None = None, monitor: str | None = None):
         self.hardware, self.detector, self.name = hardware, detector, name
         self.fast, self.slow = fast, slow
+        self.beam, self.monitor = beam, monitor
+        self.refill_guard, self.refill_margin_s = beam is not None, 0.5  # see plans.fly.sxdm_fly
         self.readout_s, self.arm_timeout_s = float(readout_s), float(arm_timeout_s)
         self.parent = None
         self.last_line = Signal(name=f"{name}_last_line", value=None, kind="omitted")
         self.attempts = LineAttempts("fly_line", parent=self)
         self.files = RunFiles(detector, hardware.pcap, name)
-        self.assets = StreamAssets(self.image_key, fast, slow, f"{name}_time")
+        self.assets = StreamAssets(self.image_key, fast, slow, f"{name}_time", monitor=monitor)
         self._worker = SerialWorker(self)
         self._line: dict = {}  # the prepared line: its spec and exposure
         self._written: dict = {}  # signal name -> value last written (a line writes only what changed)
@@ -78,6 +91,7 @@ class FlyScanner:
         self._prearmed = False  # the detector is armed for the next line already
         self._replayable = True  # no line kicked off since the last prepare (see pause)
         self._t_kick = self._t0 = 0.0
+        self._kick_wall = 0.0  # time.time() at the kickoff: the beam watch's clock
 
     def wait_for_connection(self, timeout: float = 10.0) -> None:
         """Connect every signal of the hardware and the detector within ``timeout`` s (ophyd connects lazily;
@@ -102,6 +116,10 @@ class FlyScanner:
     def ramp_um(self, velocity: float) -> float:
         """Run-up (and run-down) distance at ``velocity`` (um/s), um."""
         return velocity * float(self.hardware.stage_.accel_time.get()) / 2.0
+
+    def line_overhead_s(self) -> float:
+        """A line's time beside its points' dwell (s): the two ramps and :data:`ARM_S` for the arming."""
+        return 2.0 * float(self.hardware.stage_.accel_time.get()) + ARM_S
 
     def read_configuration(self):
         return {**self.detector.read_configuration(), **self.hardware.read_configuration()}
@@ -197,7 +215,7 @@ class FlyScanner:
 
     def _kickoff(self) -> None:
         hw = self.hardware
-        t_kick = time.monotonic()
+        t_kick, self._kick_wall = time.monotonic(), time.time()
         try:
             if not self._prearmed:  # a line interrupted by a pause finishes its sweep first
                 SubscriptionStatus(hw.stage_.busy, _equals(0), timeout=60.0).wait()
@@ -251,7 +269,10 @@ class FlyScanner:
         except Exception as exc:
             raise TimeoutError(f"{self.detector.name}: frames of the line not written within 30 s") from exc
         frames = int(self.detector.hdf5.num_captured.get(use_monitor=False))
-        counts = {"pulses": pulses, "dropped": int(self.detector.cam.dropped_frames.get(use_monitor=False))}
+        # after the detector's state came (monitors arrive in order): a beam lost during the sweep is known
+        lost = self.beam is not None and self.beam.down_between(self._kick_wall)
+        counts = {"pulses": pulses, "dropped": int(self.detector.cam.dropped_frames.get(use_monitor=False)),
+                  "beam_lost": lost}
         report = self._report(swept, counts, *self.files.next_rows(frames, captures))
         self.last_line.put(report)
         self.attempts.add(report)
@@ -276,7 +297,9 @@ class FlyScanner:
             positions=added["pcap"], frames=added["image"], dropped=counts["dropped"],
             image_file=files.paths.get("image", ""), pcap_file=files.paths.get("pcap", ""),
             image_first=first["image"], pcap_first=first["pcap"], duration_s=time.monotonic() - self._t0,
-            sweep_s=swept - self._t0, kickoff_s=self._t0 - self._t_kick)
+            sweep_s=swept - self._t0, kickoff_s=self._t0 - self._t_kick, beam_lost=counts["beam_lost"],
+            retry=int(line.get("retry", line.get("attempt", 0))),
+            beam_retries_left=int(line.get("beam_retries_left", 0)))
 
     # ---------------------------------------------------------------- the detector armed early
     def _prearm(self) -> None:
@@ -303,13 +326,16 @@ class FlyScanner:
         rows, cols = self._frame_shape or tuple(int(v) for v in self.detector.frame_shape.get())
         source = self.hardware.pcap.prefix
         position = {"shape": [], "dtype": "number", "dtype_numpy": "<f8", "external": "STREAM:"}
-        return {
+        keys = {
             self.image_key: {"source": self.detector.hdf5.prefix, "shape": [rows, cols], "dtype": "array",
                              "dtype_numpy": "<u4", "external": "STREAM:"},
             self.fast: {"source": source + "pix", "units": "um", **position},
             self.slow: {"source": source + "piy", "units": "um", **position},
             f"{self.name}_time": {"source": source + "time", "units": "s", **position},
         }
+        if self.monitor:
+            keys[self.monitor] = {"source": source + "mon1", "units": "counts", **position}
+        return keys
 
     def collect_asset_docs(self, index=None):
         """A StreamResource per field with the first accepted line, then a StreamDatum per field and line."""
@@ -339,12 +365,21 @@ def make_flyer(devices: dict, cfg, *, name: str | None = None) -> FlyScanner:
     ``pix``, slow axis ``piy``, read-out time and arm time-out from ``[fly]``.
 
     Named after the detector by default (``mpx1x4``): the descriptor's configuration then
-    carries the detector's geometry under its own name, as a step scan's does.
+    carries the detector's geometry under its own name, as a step scan's does. With a ``machine`` in
+    ``devices`` it watches the beam (``[beam] current_floor_ma``, ``shutter``); with the monitor
+    (``mon1``) it records the position capture's monitor counts with every point.
     """
     if "fly" not in devices:
         raise ArgumentError("no fly-scan hardware: set config pv.fly to its PV prefix (e.g. 'BSSIM:fly:')")
+    beam = None
+    if "machine" in devices:
+        beam = BeamWatch(devices["machine"], current_floor_ma=float(cfg.get("beam.current_floor_ma", 10.0)),
+                         shutter=bool(cfg.get("beam.shutter", True)))
     flyer = FlyScanner(devices["fly"], devices["detector"], fast="pix", slow="piy",
                        name=name or devices["detector"].name,
-                       readout_s=cfg.get("fly.readout_s", 3e-4), arm_timeout_s=cfg.get("fly.arm_timeout_s", 1.0))
+                       readout_s=cfg.get("fly.readout_s", 3e-4), arm_timeout_s=cfg.get("fly.arm_timeout_s", 1.0),
+                       beam=beam, monitor=MONITOR_NAME if MONITOR_NAME in devices else None)
+    flyer.refill_guard = beam is not None and bool(cfg.get("beam.fly_refill_guard", True))
+    flyer.refill_margin_s = float(cfg.get("beam.refill_margin_s", 0.5))
     flyer.wait_for_connection()
     return flyer

@@ -25,10 +25,13 @@ class StreamAssets:
         Field of the frames (``<detector>_image``).
     fast, slow, time_key : str
         Fields of the captured fast and slow positions (um) and of the pulse times (s).
+    monitor : str, optional
+        Field of the monitor counts per frame (the capture file's ``/mon1``); None: not recorded.
     """
 
-    def __init__(self, image_key: str, fast: str, slow: str, time_key: str):
+    def __init__(self, image_key: str, fast: str, slow: str, time_key: str, monitor: str | None = None):
         self.image_key, self.fast, self.slow, self.time_key = image_key, fast, slow, time_key
+        self.monitor = monitor
         self.index = 0  # points collected so far
         self._pending: deque = deque()
         self._bundles: dict = {}  # data key -> ComposeStreamResource bundle (one per field per run)
@@ -53,6 +56,8 @@ class StreamAssets:
                        (self.fast, line.pcap_file, line.pcap_first, "/pix", [n]),
                        (self.slow, line.pcap_file, line.pcap_first, "/piy", [n]),
                        (self.time_key, line.pcap_file, line.pcap_first, "/time", [n]))
+            if self.monitor:
+                sources += ((self.monitor, line.pcap_file, line.pcap_first, "/mon1", [n]),)
             for data_key, path, first, dataset, chunks in sources:
                 bundle = self._bundles.get(data_key)
                 if bundle is None:  # the file is open for writing: read in SWMR mode

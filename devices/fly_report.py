@@ -24,7 +24,10 @@ class FlyLineReport:
     (as this computer reads them); ``image_first``/``pcap_first``: the attempt's first frame and first
     capture in them (its ``frames`` and ``positions`` follow). Times in s from the stage's ``Go``:
     ``sweep_s`` until the stage stopped, ``duration_s`` until the frames were on disk and counted;
-    ``kickoff_s`` the arming before ``Go``.
+    ``kickoff_s`` the arming before ``Go``. ``beam_lost``: the beam was down at some time between the
+    kickoff and the end of the sweep (the scanner's :class:`~braggscope.devices.machine.BeamWatch`).
+    ``retry``: the earlier short attempts of the line (``max_retries`` limits them; beam losses do not
+    count), ``beam_retries_left``: how many more times the plan flies the line if the beam is lost.
     """
 
     eta_index: int
@@ -43,31 +46,44 @@ class FlyLineReport:
     duration_s: float
     sweep_s: float
     kickoff_s: float
+    beam_lost: bool = False
+    retry: int | None = None
+    beam_retries_left: int = 0
 
     @property
-    def accepted(self) -> bool:
+    def complete(self) -> bool:
         """Every point has its pulse, its captured position and its frame, none dropped."""
         return self.pulses == self.positions == self.frames == self.expected and self.dropped == 0
 
     @property
+    def accepted(self) -> bool:
+        """Complete, and flown with beam all along."""
+        return self.complete and not self.beam_lost
+
+    @property
     def status(self) -> str:
-        """``"accepted"`` (in the primary stream), ``"superseded"`` (short, flown again: its rows stay in
-        the files, named by the ``lines`` stream only) or ``"short"`` (short after the last retry)."""
+        """``"accepted"`` (in the primary stream), ``"superseded"`` (short or without beam, flown again: its
+        rows stay in the files, named by the ``lines`` stream only), ``"short"`` (short after the last
+        retry) or ``"no beam"`` (the beam lost on the last flight the plan allows)."""
         if self.accepted:
             return "accepted"
-        return "short" if self.attempt >= self.max_retries else "superseded"
+        if self.beam_lost:
+            return "superseded" if self.beam_retries_left > 0 else "no beam"
+        retry = self.attempt if self.retry is None else self.retry
+        return "short" if retry >= self.max_retries else "superseded"
 
     def counts(self) -> str:
         """The counts in words, for an error message."""
+        lost = "; the beam was lost during the line" if self.beam_lost else ""
         return (f"{self.pulses} pulses, {self.positions} positions, {self.frames} frames of {self.expected}, "
-                f"{self.dropped} dropped")
+                f"{self.dropped} dropped{lost}")
 
 
 #: Fields of the ``lines`` stream (``<name>_<field>``) and their event-model dtype.
 LINE_FIELDS = {"eta_index": "integer", "row": "integer", "attempt": "integer", "expected": "integer",
                "pulses": "integer", "positions": "integer", "frames": "integer", "dropped": "integer",
                "accepted": "integer", "status": "string", "image_file": "string", "pcap_file": "string",
-               "image_first": "integer", "pcap_first": "integer", "duration_s": "number"}
+               "image_first": "integer", "pcap_first": "integer", "duration_s": "number", "beam_lost": "integer"}
 
 
 class LineAttempts:
@@ -103,7 +119,7 @@ class LineAttempts:
         while self._queue:
             stamp, report = self._queue.popleft()
             values = {field: getattr(report, field) for field in LINE_FIELDS}
-            values["accepted"] = int(report.accepted)
+            values["accepted"], values["beam_lost"] = int(report.accepted), int(report.beam_lost)
             data = {f"{self.name}_{field}": value for field, value in values.items()}
             yield {"data": data, "timestamps": dict.fromkeys(data, stamp), "time": stamp}
 

@@ -4,13 +4,17 @@
 one run whose primary stream comes from StreamResource/StreamDatum documents (frames and captured
 positions in one detector file and one capture file per run, a datum per line); the ``lines`` stream
 records every line attempt (counts, retries). The fly scanner keeps each line's count; the plan reads
-it (a ``read`` message) and decides the retries. docs/fly.md describes the hardware model and what is
-checked.
+it (a ``read`` message) and decides the retries: a short line is flown again up to ``max_retries``
+times, a line during which the beam was lost up to :data:`MAX_BEAM_RETRIES` times (the suspenders of
+:mod:`.beam` hold the run meanwhile). With the machine's refill countdown, a line that would not end
+before the next refill waits for it, recorded in the ``suspensions`` stream. docs/fly.md describes the
+hardware model and what is checked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,10 +24,16 @@ from bluesky.utils import Msg, MsgGenerator
 
 from braggscope.core.errors import ArgumentError
 
+from .beam import SuspensionLog
 from .checks import check_angles, check_number, check_range, check_within_limits, eccentricity_model
 from .metadata import names
 
-__all__ = ["FlyLineError", "fly_lines", "sxdm_fly"]
+__all__ = ["FlyLineError", "MAX_BEAM_RETRIES", "fly_lines", "sxdm_fly"]
+
+#: Flights of a line the beam may interrupt, after the first, before the run gives up.
+MAX_BEAM_RETRIES = 10
+#: Polls of the refill countdown while a line waits for a refill (0.2-0.5 s each).
+MAX_REFILL_POLLS = 6000
 
 
 class FlyLineError(RuntimeError):
@@ -70,6 +80,7 @@ def sxdm_fly(
     snake: bool = False,
     eccentricity=None,
     max_retries: int = 2,
+    refill_guard: bool | None = None,
     sample: str | None = None,
     md: dict | None = None,
 ) -> MsgGenerator[str]:
@@ -98,7 +109,13 @@ def sxdm_fly(
     max_retries : int
         Retries of a line whose pulse, position or frame count is short; each attempt
         is an event of the ``lines`` stream. A line short after them fails the run
-        (:class:`FlyLineError`), the lines taken so far stay in the run.
+        (:class:`FlyLineError`), the lines taken so far stay in the run. A line during which the
+        beam was lost (the scanner's beam watch) is flown again, up to :data:`MAX_BEAM_RETRIES`
+        times, without counting against ``max_retries``.
+    refill_guard : bool, optional
+        Hold a line whose sweep would not end before the machine's next refill until the refill is
+        over (needs the scanner's beam watch, i.e. a ``machine``). Default: the scanner's setting
+        (``[beam] fly_refill_guard``, on).
     sample : str, optional
     md : dict, optional
 
@@ -118,8 +135,9 @@ def sxdm_fly(
     lines = [dict(line, num=x_range[2], dwell_s=dwell_s, max_retries=int(max_retries))
              for line in fly_lines(x_range, y_range, etas, eccentricity=model, snake=snake)]
     _check_limits(flyer, lines, velocity, x_range, (x_motor, y_motor, eta_motor))
+    refill = _refill_wait(flyer, refill_guard, x_range[2], dwell_s)
     fly = {"dwell_s": dwell_s, "exposure_s": exposure, "velocity_um_s": velocity, "max_retries": int(max_retries),
-           "lines": len(lines), "flyer": flyer.name}
+           "lines": len(lines), "flyer": flyer.name, "refill_guard_s": refill or 0.0}
     motors = {"x_motor": x_motor, "y_motor": y_motor, "eta_motor": eta_motor}
     _md = _start_metadata(detectors, flyer, motors, x_range, y_range, etas, model, snake, fly)
     if sample is not None:
@@ -132,7 +150,7 @@ def sxdm_fly(
         yield from bps.declare_stream(flyer, name="primary", collect=True)
         yield from bps.declare_stream(flyer.attempts, name="lines", collect=True)
         yield from bps.checkpoint()
-        yield from bpp.finalize_wrapper(_fly_map(flyer, lines, eta_motor, y_motor), _finish_lines(flyer))
+        yield from bpp.finalize_wrapper(_fly_map(flyer, lines, eta_motor, y_motor, refill), _finish_lines(flyer))
 
     return (yield from inner())
 
@@ -143,6 +161,16 @@ def _check_line_speed(flyer, x_range, dwell_s) -> tuple[float, float]:
         return flyer.check_line(*x_range, dwell_s)
     except ValueError as exc:
         raise ArgumentError(f"x_range/dwell_s: {exc}") from None
+
+
+def _refill_wait(flyer, refill_guard, num, dwell_s) -> float | None:
+    """The countdown (s) below which a line waits for the refill, or None when lines do not wait."""
+    beam = getattr(flyer, "beam", None)
+    if refill_guard is None:
+        refill_guard = getattr(flyer, "refill_guard", True)
+    if not refill_guard or beam is None:
+        return None
+    return float(num) * dwell_s + flyer.line_overhead_s() + float(getattr(flyer, "refill_margin_s", 0.5))
 
 
 def _check_limits(flyer, lines, velocity, x_range, motors) -> None:
@@ -182,27 +210,33 @@ def _start_metadata(detectors, flyer, motors, x_range, y_range, etas, model, sna
     }
 
 
-def _fly_map(flyer, lines, eta_motor, y_motor):
+def _fly_map(flyer, lines, eta_motor, y_motor, refill=None):
     """Every line in turn; eta moves when it changes, the slow axis with each line's set-up."""
     current_eta = None
+    log = SuspensionLog()
     for line in lines:
         if line["eta"] != current_eta:
             yield from bps.mv(eta_motor, line["eta"])
             current_eta = line["eta"]
-        yield from _fly_line(flyer, line, moves=((y_motor, line["y"]),))
+        yield from _fly_line(flyer, line, moves=((y_motor, line["y"]),), refill=refill, log=log)
 
 
-def _fly_line(flyer, line, moves=()):
-    """Fly one line, again while the scanner counts it short; the previous line is documented while this
-    one sweeps, and this one is left to be documented while the next sweeps.
+def _fly_line(flyer, line, moves=(), refill=None, log=None):
+    """Fly one line, again while the scanner counts it short or flown without beam; the previous line is
+    documented while this one sweeps, and this one is left to be documented while the next sweeps.
 
     ``moves``: (motor, position) pairs set together with the first attempt's ``prepare`` (one wait).
+    ``refill``: the refill countdown (s) below which an attempt waits for the refill first.
     The messages are built directly: bluesky's plan stubs capture the caller's stack at every call,
     a cost paid on every line between two sweeps.
     """
-    for attempt in range(line["max_retries"] + 1):
+    short = lost = attempt = 0
+    while True:
+        if refill is not None:
+            yield from _await_refill(flyer, line, refill, log)
         group = f"fly-{line['eta_index']}-{line['row']}-{attempt}"
-        yield Msg("prepare", flyer, dict(line, attempt=attempt), group=group)  # first: see FlyScanner.pause
+        spec = dict(line, attempt=attempt, retry=short, beam_retries_left=MAX_BEAM_RETRIES - lost)
+        yield Msg("prepare", flyer, spec, group=group)  # first: see FlyScanner.pause
         for motor, position in moves if attempt == 0 else ():
             yield Msg("set", motor, position, group=group)
         yield Msg("wait", None, group=group)
@@ -211,13 +245,42 @@ def _fly_line(flyer, line, moves=()):
         yield from _document(flyer)  # what was counted before this line, while it sweeps
         yield Msg("checkpoint")  # a pause takes effect here: this line finishes its sweep meanwhile
         report = yield from _count(flyer, line, attempt)
-        if report is None:  # a dry run (plans.dry_run): nothing was flown
+        if report is None or report.accepted:  # None: a dry run (plans.dry_run), nothing was flown
             return
-        if report.accepted:
+        yield from _document(flyer)  # recorded (superseded, short, no beam) before it is flown again
+        lost, short = lost + report.beam_lost, short + (not report.beam_lost)
+        if lost > MAX_BEAM_RETRIES or short > line["max_retries"]:
+            why = (f"lost the beam {lost} times" if report.beam_lost else
+                   f"stayed short after {line['max_retries']} retries")
+            raise FlyLineError(f"line {line['row']} at eta {line['eta']:g} deg {why} ({report.counts()}); "
+                               "the lines taken so far are in the run")
+        attempt += 1
+
+
+def _await_refill(flyer, line, needed_s: float, log):
+    """Hold the line while the refill countdown is shorter than ``needed_s``, until the refill is over (the
+    countdown starts again); the wait is recorded in the ``suspensions`` stream. A checkpoint before each
+    poll: a suspension meanwhile (the front end closes for the refill) replays one short sleep at most."""
+    countdown = flyer.beam.machine.refill_countdown
+    start = first = previous = None
+    for _ in range(MAX_REFILL_POLLS):
+        yield Msg("checkpoint")
+        reading = yield Msg("read", countdown)
+        if reading is None:  # a dry run
             return
-        yield from _document(flyer)  # a short attempt: recorded (superseded, or short) before its retry
-    raise FlyLineError(f"line {line['row']} at eta {line['eta']:g} deg stayed short after {line['max_retries']} "
-                       f"retries ({report.counts()}); the lines taken so far are in the run")
+        value = float(reading[countdown.name]["value"])
+        if previous is None and (value < 0 or value >= needed_s):
+            return  # no refill due during the line
+        if previous is not None and (value < 0 or value > previous + 0.5):
+            break  # the refill is over: the countdown started again
+        if previous is None:
+            start, first = time.time(), value
+        previous = value
+        yield Msg("sleep", None, min(value, 0.5) if value > 0 else 0.2)
+    if start is not None:
+        reason = (f"line {line['row']} at eta {line['eta']:g} deg held for the refill due in {first:.1f} s "
+                  f"(the line takes {needed_s:.1f} s)")
+        yield from log.record("refill", reason, start, time.time())
 
 
 def _count(flyer, line, attempt):

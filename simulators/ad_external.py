@@ -71,7 +71,10 @@ class ExternalAcquisition:
         self.last_t = t_s
         self.accepted += 1
         self.unique_id += 1
-        self.jobs.put((dict(positions), self.unique_id, time.monotonic()))  # the exposure starts now
+        t_start = time.monotonic()  # the exposure starts now
+        if self.ioc.beam is not None:
+            self.ioc.beam.exposure_started(t_start)
+        self.jobs.put((dict(positions), self.unique_id, t_start))
         if self.accepted >= self.wanted:
             self.stop()
         return True

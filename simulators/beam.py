@@ -268,6 +268,23 @@ class IncidentBeam:
         self._changes = [(float(start), True)]  # (time, shutter open)
         self._lock = threading.Lock()
         self._shutter_revision = 0
+        self._armed_dump: tuple[float, float | None] | None = None
+        self.listeners: list = []  # called with no argument after a change made by exposure_started
+
+    def arm_dump(self, delay_s: float, duration_s: float | None = None) -> None:
+        """Dump the beam ``delay_s`` into the next exposure that starts (:meth:`exposure_started`), for
+        ``duration_s`` (default the ring's): a test's way to hit an exposure, whatever the load."""
+        if not (math.isfinite(delay_s) and delay_s >= 0):
+            raise ValueError(f"dump delay must be >= 0 s, got {delay_s!r}")
+        self._armed_dump = (float(delay_s), duration_s)
+
+    def exposure_started(self, t: float) -> None:
+        """A detector starts an exposure at ``t``: an armed dump is scheduled in it (listeners told)."""
+        armed, self._armed_dump = self._armed_dump, None
+        if armed is not None:
+            self.ring.dump(t + armed[0], armed[1])
+            for listener in self.listeners:
+                listener()
 
     @property
     def revision(self) -> int:

@@ -18,8 +18,8 @@ import time
 import uuid
 import warnings
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np

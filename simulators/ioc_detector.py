@@ -278,6 +278,8 @@ class MaxipixIOC(PVGroup):
                 t0 = time.monotonic()
                 exposure = float(cam.acquire_time.value)
                 positions = self.state.snapshot()
+                if self.beam is not None:
+                    self.beam.exposure_started(t0)
                 flux, revision = exposure_flux(self.beam, t0, exposure)  # as the beam's schedule foresees
                 if hdf.capture.value == "Capture" and hdf.h5 is None:
                     raise OSError(f"{hdf.prefix}Capture is on but no file is open: "

@@ -14,6 +14,8 @@ PVs under the prefix (``pv.machine``, default ``"BSSIM:machine:"``), served from
 ``SIM:Dump``                 put S: the beam is dumped now and back after S s (0: the
                              configured ``dump_duration_s``); for tests and demos
 ``SIM:RefillIn``             put S: the next refill starts in S s
+``SIM:DumpInExposure``       put S: the beam is dumped S s into the next detector exposure
+                             that starts (for ``dump_duration_s``)
 ============================ ==========================================================
 """
 
@@ -39,6 +41,8 @@ class _SimulationGroup(PVGroup):
                       doc="put S: dump the beam now, back after S s (0: the configured duration)")
     refill_in = pvproperty(name="RefillIn", value=0.0, dtype=ChannelType.DOUBLE,
                            doc="put S: the next refill starts in S s")
+    dump_in_exposure = pvproperty(name="DumpInExposure", value=0.0, dtype=ChannelType.DOUBLE,
+                                  doc="put S: dump the beam S s into the next detector exposure")
 
     @dump.putter
     async def dump(self, instance, value):
@@ -46,6 +50,11 @@ class _SimulationGroup(PVGroup):
             raise ValueError(f"{self.prefix}Dump must be >= 0 s, got {value}")
         self.parent.beam.ring.dump(time.monotonic(), float(value) or None)
         await self.parent.changed()
+        return value
+
+    @dump_in_exposure.putter
+    async def dump_in_exposure(self, instance, value):
+        self.parent.beam.arm_dump(float(value))
         return value
 
     @refill_in.putter
@@ -81,6 +90,11 @@ class MachineIOC(PVGroup):
         super().__init__(prefix, **kwargs)
         self.beam = beam
         self._wake = None  # asyncio.Event, made in the server's loop
+        beam.listeners.append(self._poke)  # a dump armed for an exposure: posted when it happens
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     @shutter.putter
     async def shutter(self, instance, value):
@@ -120,5 +134,4 @@ class MachineIOC(PVGroup):
     async def changed(self) -> None:
         """Post a change asked for by a put, and let the update loop plan its next wake-up again."""
         await self.publish()
-        if self._wake is not None:
-            self._wake.set()
+        self._poke()

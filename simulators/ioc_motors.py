@@ -358,7 +358,8 @@ def motor_groups(prefix: str, state: BeamlineState, *, specs=MOTOR_SPECS,
         if spec.name in limits:
             low, high = (float(v) for v in limits[spec.name])
             if not low < high:
-                raise ValueError(f"limits[{spec.name!r}] must be (low, high) with low < high, got {limits[spec.name]!r}")
+                raise ValueError(f"limits[{spec.name!r}] must be (low, high) with low < high, "
+                                 f"got {limits[spec.name]!r}")
             start = min(max(changes.get("initial", spec.initial), low), high)
             changes.update(limits=(low, high), initial=start)
         if changes:
