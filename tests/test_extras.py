@@ -53,6 +53,29 @@ def test_analysis_storage_and_core_import_without_the_extras():
     assert r.stdout.strip() == "all imported", r.stdout + r.stderr
 
 
+def test_the_beamline_imports_without_the_facility_extra():
+    facility = sorted(m for m, extra in EXTRA_OF_MODULE.items() if extra in ("facility", "gpu"))
+    code = f"""
+import importlib, pkgutil, sys
+for _m in {facility!r}:
+    sys.modules[_m] = None
+failed = []
+for package in ("braggscope.devices", "braggscope.plans", "braggscope.simulators", "braggscope.analysis.live",
+                "braggscope.app.beamline", "braggscope.app.session", "braggscope.app.commands", "braggscope.app.demo"):
+    names = [package] + [m.name for m in pkgutil.walk_packages(importlib.import_module(package).__path__,
+                                                                 package + ".")]
+    for name in names + ["braggscope.app.cli.shell", "braggscope.app.cli.sim", "braggscope.app.cli.demo"]:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            failed.append(f"{{name}}: {{exc}}")
+print(chr(10).join(failed) or "all imported")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                       env={**os.environ, "BRAGGSCOPE_LOG_DIR": ""})
+    assert r.stdout.strip() == "all imported", r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("argv, extra", [
     (["sim", "start"], "beamline"),
     (["shell"], "beamline"),
