@@ -136,6 +136,13 @@ def _run_a_map_through_the_queue(tmp_path, with_live):
     run = storage.load_run(storage.open_catalog(effective), uid)  # over HTTP, with the key
     assert run.metadata["stop"]["num_events"]["primary"] == 4 * 3 * 2
     assert storage.sxdm_stack(run).shape == (2, 3, 4)
+    # the served catalog's root is a catalog of runs: bluesky-tiled-plugins' indexing from a fresh client
+    from tiled.client import from_uri
+
+    fresh = from_uri(effective["storage.tiled_uri"], api_key=effective["storage.api_key"])
+    assert type(fresh).__name__ == "CatalogOfBlueskyRuns"
+    for key in (-1, uid[:8], run.metadata["start"]["scan_id"]):
+        assert fresh[key].metadata["start"]["uid"] == uid, key
     if with_live:
         out = effective.expand_path("storage.data_dir") / "live"
         deadline = time.monotonic() + 120

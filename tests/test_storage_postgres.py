@@ -1,4 +1,8 @@
-"""Production storage: a real ``tiled serve catalog postgresql+asyncpg://...`` on 127.0.0.1 with an API key.
+"""Production storage: a real ``tiled serve config`` server on a PostgreSQL catalog, 127.0.0.1, with an API key.
+
+The server runs from the configuration file braggscope writes for it
+(:func:`braggscope.storage.adapter.write_server_config`): its root is a bluesky catalog of runs,
+indexed by bluesky-tiled-plugins from a fresh tiled client.
 
 Needs the local PostgreSQL (127.0.0.1:5432, user postgres, trust auth); a fresh
 database is created for the module and dropped at the end. Skipped, with the
@@ -6,6 +10,7 @@ reason, when PostgreSQL is unreachable. The server is started, killed and
 restarted by the tests; nothing is left running (checked at the end).
 """
 
+import os
 import signal
 import subprocess
 import threading
@@ -15,13 +20,14 @@ import uuid
 import numpy as np
 import pytest
 
+from braggscope.storage.adapter import write_server_config
 from tests.service_helpers import assert_no_process_left, free_port, listening_addresses, postgres_or_skip, psql
 
 pytestmark = [pytest.mark.postgres, pytest.mark.services]
 
 
 class TiledServer:
-    """``tiled serve catalog`` on a PostgreSQL database, restartable on the same port and database."""
+    """``tiled serve config`` of a PostgreSQL catalog, restartable on the same port and database."""
 
     def __init__(self, db, root):
         self.db, self.root = db, root
@@ -30,12 +36,14 @@ class TiledServer:
         self.proc = None
         self.log = open(root / "server.log", "ab")
 
-    def start(self, init=True, timeout=120):
-        cmd = ["tiled", "serve", "catalog", f"postgresql+asyncpg://postgres@127.0.0.1:5432/{self.db}",
-               *(["--init"] if init else []), "--write", str(self.root / "data"),
-               "--write", f"duckdb:///{self.root / 'tables.duckdb'}", "--read", str(self.root / "detector"),
-               "--api-key", self.key, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    def start(self, timeout=120):
+        database = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{self.db}"
+        config = write_server_config(self.root / "config.yml", database,
+                                     writable_storage=[self.root / "data", f"duckdb:///{self.root / 'tables.duckdb'}"],
+                                     readable_storage=[self.root / "detector"])
+        cmd = ["tiled", "serve", "config", str(config), "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, "TILED_SINGLE_USER_API_KEY": self.key})
         deadline = time.monotonic() + timeout
         while not listening_addresses(self.port):
             if self.proc.poll() is not None:
@@ -146,6 +154,20 @@ def test_production_round_trip(tiled_server, monkeypatch):
     np.testing.assert_array_equal(got[0, 0], written[:3])
     np.testing.assert_array_equal(got[1, 1, ::-1], written[9:12])
     assert [r.metadata["start"]["uid"] for r in storage.find_runs(client, sample="pg")] == [uid]
+    # a fresh tiled client sees a bluesky catalog of runs: bluesky-tiled-plugins' own indexing
+    from bluesky_tiled_plugins.queries import ScanID, TimeRange
+    from tiled.client import from_uri
+
+    fresh = from_uri(uri, api_key=key)
+    assert type(fresh).__name__ == "CatalogOfBlueskyRuns" and "CatalogOfBlueskyRuns" in str(fresh.specs)
+    scan_id = run.metadata["start"]["scan_id"]
+    for key_ in (-1, uid[:8], uid):
+        assert fresh[key_].metadata["start"]["uid"] == uid, key_
+    assert fresh[scan_id].metadata["start"]["uid"] == uid
+    assert uid in list(fresh.search(ScanID(scan_id)))
+    started = run.metadata["start"]["time"]
+    assert uid in list(fresh.search(TimeRange(since=started - 1)))
+    assert uid not in list(fresh.search(TimeRange(until=started - 1)))
     # requests without a valid key are refused by the server
     import httpx
 
@@ -256,7 +278,7 @@ def test_killing_the_catalog_server_mid_scan_loses_no_event(tiled_server, monkey
         tiled_server.kill()
         killed.set()
         time.sleep(3.0)
-        tiled_server.start(init=False)
+        tiled_server.start()
         back.set()
 
     helper = threading.Thread(target=outage)
@@ -301,7 +323,7 @@ def test_a_batch_stored_by_a_server_killed_before_it_answered_is_not_written_twi
         calls.append(1)
         if len(calls) == 2:  # the second batch: the server dies before answering
             tiled_server.kill()
-            restart.append(threading.Thread(target=lambda: (time.sleep(2.0), tiled_server.start(init=False))))
+            restart.append(threading.Thread(target=lambda: (time.sleep(2.0), tiled_server.start())))
             restart[0].start()
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
         return out
