@@ -236,7 +236,7 @@ class FlyScanner:
         except Exception as exc:
             raise RuntimeError(
                 f"{self.name}: trigger unit {pcomp.prefix} did not arm within {self.arm_timeout_s:g} s "
-                f"({pcomp.status.get(use_monitor=False)!r}); the lines taken so far are in the run") from exc
+                f"({pcomp.status.get(use_monitor=False)!r})") from exc
 
     def _arm_detector(self) -> None:
         """Arm the detector for the prepared line (its frames go to the run's open file)."""
@@ -269,10 +269,12 @@ class FlyScanner:
         except Exception as exc:
             raise TimeoutError(f"{self.detector.name}: frames of the line not written within 30 s") from exc
         frames = int(self.detector.hdf5.num_captured.get(use_monitor=False))
+        hdf = self.detector.hdf5  # a writer that failed says why (areaDetector's WriteStatus/WriteMessage)
+        writer_error = str(hdf.write_message.get(use_monitor=False)) if hdf.write_status.get(use_monitor=False) else ""
         # after the detector's state came (monitors arrive in order): a beam lost during the sweep is known
         lost = self.beam is not None and self.beam.down_between(self._kick_wall)
         counts = {"pulses": pulses, "dropped": int(self.detector.cam.dropped_frames.get(use_monitor=False)),
-                  "beam_lost": lost}
+                  "beam_lost": lost, "writer_error": writer_error}
         report = self._report(swept, counts, *self.files.next_rows(frames, captures))
         self.last_line.put(report)
         self.attempts.add(report)
@@ -299,7 +301,7 @@ class FlyScanner:
             image_first=first["image"], pcap_first=first["pcap"], duration_s=time.monotonic() - self._t0,
             sweep_s=swept - self._t0, kickoff_s=self._t0 - self._t_kick, beam_lost=counts["beam_lost"],
             retry=int(line.get("retry", line.get("attempt", 0))),
-            beam_retries_left=int(line.get("beam_retries_left", 0)))
+            beam_retries_left=int(line.get("beam_retries_left", 0)), writer_error=counts["writer_error"])
 
     # ---------------------------------------------------------------- the detector armed early
     def _prearm(self) -> None:

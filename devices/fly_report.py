@@ -28,6 +28,8 @@ class FlyLineReport:
     kickoff and the end of the sweep (the scanner's :class:`~braggscope.devices.machine.BeamWatch`).
     ``retry``: the earlier short attempts of the line (``max_retries`` limits them; beam losses do not
     count), ``beam_retries_left``: how many more times the plan flies the line if the beam is lost.
+    ``writer_error``: the detector's file writer's message when it failed (``HDF1:WriteStatus``); a line
+    cannot be flown again then.
     """
 
     eta_index: int
@@ -49,6 +51,7 @@ class FlyLineReport:
     beam_lost: bool = False
     retry: int | None = None
     beam_retries_left: int = 0
+    writer_error: str = ""
 
     @property
     def complete(self) -> bool:
@@ -57,16 +60,19 @@ class FlyLineReport:
 
     @property
     def accepted(self) -> bool:
-        """Complete, and flown with beam all along."""
-        return self.complete and not self.beam_lost
+        """Complete, flown with beam all along, its frames written."""
+        return self.complete and not self.beam_lost and not self.writer_error
 
     @property
     def status(self) -> str:
         """``"accepted"`` (in the primary stream), ``"superseded"`` (short or without beam, flown again: its
         rows stay in the files, named by the ``lines`` stream only), ``"short"`` (short after the last
-        retry) or ``"no beam"`` (the beam lost on the last flight the plan allows)."""
+        retry), ``"no beam"`` (the beam lost on the last flight the plan allows) or ``"write error"`` (the
+        detector could not write its frames: the run stops)."""
         if self.accepted:
             return "accepted"
+        if self.writer_error:
+            return "write error"
         if self.beam_lost:
             return "superseded" if self.beam_retries_left > 0 else "no beam"
         retry = self.attempt if self.retry is None else self.retry
@@ -83,7 +89,8 @@ class FlyLineReport:
 LINE_FIELDS = {"eta_index": "integer", "row": "integer", "attempt": "integer", "expected": "integer",
                "pulses": "integer", "positions": "integer", "frames": "integer", "dropped": "integer",
                "accepted": "integer", "status": "string", "image_file": "string", "pcap_file": "string",
-               "image_first": "integer", "pcap_first": "integer", "duration_s": "number", "beam_lost": "integer"}
+               "image_first": "integer", "pcap_first": "integer", "duration_s": "number", "beam_lost": "integer",
+               "writer_error": "string"}
 
 
 class LineAttempts:

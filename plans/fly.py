@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
-from bluesky.utils import Msg, MsgGenerator
+from bluesky.utils import FailedStatus, Msg, MsgGenerator
 
 from braggscope.core.errors import ArgumentError
 
@@ -241,13 +241,16 @@ def _fly_line(flyer, line, moves=(), refill=None, log=None):
             yield Msg("set", motor, position, group=group)
         yield Msg("wait", None, group=group)
         yield Msg("kickoff", flyer, group=group)
-        yield Msg("wait", None, group=group)
+        yield from _started(line, group)
         yield from _document(flyer)  # what was counted before this line, while it sweeps
         yield Msg("checkpoint")  # a pause takes effect here: this line finishes its sweep meanwhile
         report = yield from _count(flyer, line, attempt)
         if report is None or report.accepted:  # None: a dry run (plans.dry_run), nothing was flown
             return
         yield from _document(flyer)  # recorded (superseded, short, no beam) before it is flown again
+        if report.writer_error:  # no retry can write frames
+            raise FlyLineError(f"line {line['row']} at eta {line['eta']:g} deg: the detector could not write its "
+                               f"frames: {report.writer_error}; the lines taken so far are in the run")
         lost, short = lost + report.beam_lost, short + (not report.beam_lost)
         if lost > MAX_BEAM_RETRIES or short > line["max_retries"]:
             why = (f"lost the beam {lost} times" if report.beam_lost else
@@ -255,6 +258,25 @@ def _fly_line(flyer, line, moves=(), refill=None, log=None):
             raise FlyLineError(f"line {line['row']} at eta {line['eta']:g} deg {why} ({report.counts()}); "
                                "the lines taken so far are in the run")
         attempt += 1
+
+
+def _started(line, group):
+    """Wait for the line's kickoff; a kickoff that fails (the trigger unit will not arm) ends the run with the
+    scanner's own reason, not bluesky's ``Status(..., success=False)``."""
+    try:
+        yield Msg("wait", None, group=group)
+    except FailedStatus as exc:
+        raise FlyLineError(f"line {line['row']} at eta {line['eta']:g} deg did not start: {_status_error(exc)}; "
+                           "the lines taken so far are in the run") from exc
+
+
+def _status_error(exc: FailedStatus) -> str:
+    """The error a failed status carries (the guard's explanation of it, when the guard ran)."""
+    cause = exc.__cause__
+    if cause is None and exc.args:
+        with contextlib.suppress(Exception):  # a status without exception()
+            cause = exc.args[0].exception()
+    return str(cause if cause is not None else exc)
 
 
 def _await_refill(flyer, line, needed_s: float, log):

@@ -239,7 +239,8 @@ class MaxipixIOC(PVGroup):
         try:
             await ext.finished
             await ext.post()
-            if ext.error is not None:
+            if ext.error is not None:  # as areaDetector's file plugin reports a failed write
+                await self.hdf.write_status.write(1)
                 await self.hdf.write_message.write(f"{type(ext.error).__name__}: {ext.error}"[:500])
             elif ext.stats is not None:
                 await self.stats.update(ext.stats, ext.last_written_id)  # the last frame's Stats1, once a line
@@ -307,6 +308,7 @@ class MaxipixIOC(PVGroup):
                         await self._retake(positions, (t0, exposure, flux), count, unique_id)
         except Exception as exc:  # keep the IOC alive; report on the cam
             await cam.detector_state.write("Error")
+            await hdf.write_status.write(1)
             await hdf.write_message.write(f"{type(exc).__name__}: {exc}"[:500])
             raise
         else:
