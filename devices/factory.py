@@ -18,6 +18,7 @@ from braggscope.devices.machine import Machine
 from braggscope.devices.maxipix import Maxipix
 from braggscope.devices.monitor import MONITOR_NAME, IncidentMonitor
 from braggscope.devices.motors import Diffractometer, EnergyMotor, PiezoStage
+from braggscope.devices.potentiostat import POTENTIOSTAT_NAME, Potentiostat
 
 __all__ = ["confine_ca_to_loopback", "connect", "make_devices", "unconnected_pvs"]
 
@@ -30,7 +31,7 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
     cfg : braggscope.core.config.Config
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
         ``pv.detector``, ``pv.fluorescence`` (empty or absent: no
-        fluorescence detector), ``pv.machine`` and ``pv.monitor`` (empty: none),
+        fluorescence detector), ``pv.machine``, ``pv.monitor`` and ``pv.potentiostat`` (empty: none),
         ``pv.fly``, ``detector.name``, ``detector.write_path``,
         ``detector.read_path``, and the detector geometry ``detector.distance_m``,
         ``detector.pixel_m``, ``detector.cch``, ``detector.shape`` (configuration
@@ -47,7 +48,8 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
         ``xrf`` (:class:`FluorescenceDetector`, field ``xrf_counts``; only
         when ``pv.fluorescence`` is set), ``machine`` (:class:`Machine`: ring current,
         refill countdown, shutter; when ``pv.machine`` is set), ``mon1``
-        (:class:`IncidentMonitor`, field ``mon1``; when ``pv.monitor`` is set), ``fly``
+        (:class:`IncidentMonitor`, field ``mon1``; when ``pv.monitor`` is set), ``potentiostat``
+        (:class:`Potentiostat`, an operando cell; when ``pv.potentiostat`` is set), ``fly``
         (the fly-scan hardware; when ``pv.fly`` is set), and the single motors ``pix``, ``piy``,
         ``piz``, ``eta``, ``phi``, ``nu``, ``delta`` (the same objects as inside the stages).
     """
@@ -69,7 +71,7 @@ def make_devices(cfg, *, connect_timeout: float | None = None) -> dict:
     devices = {"piezo": piezo, "diffractometer": diffractometer, "energy": energy,
                "detector": detector}
     optional = {"fluorescence": ("xrf", FluorescenceDetector), "machine": ("machine", Machine),
-                "monitor": (MONITOR_NAME, IncidentMonitor)}
+                "monitor": (MONITOR_NAME, IncidentMonitor), "potentiostat": (POTENTIOSTAT_NAME, Potentiostat)}
     for key, (name, cls) in optional.items():
         prefix = cfg.get(f"pv.{key}", "")
         if prefix:

@@ -1,4 +1,4 @@
-"""Run all simulator IOCs (motors, Maxipix, fluorescence, machine, monitor, fly hardware) in ONE caproto server.
+"""Run all simulator IOCs (motors, Maxipix, fluorescence, machine, monitor, fly hardware, cell) in ONE caproto server.
 
 ``python -m braggscope.simulators.ioc_run --state-file FILE [--config TOML]``
 
@@ -53,7 +53,7 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
         Uses ``pv.piezo``, ``pv.diffractometer``, ``pv.energy``,
         ``pv.detector``, ``pv.fluorescence`` (empty: no fluorescence
         detector), ``pv.machine`` and ``pv.monitor`` (empty: not served),
-        ``pv.fly``,
+        ``pv.fly``, ``pv.potentiostat`` (empty: no cell; else ``[simulator.cell]``),
         ``limits.*``, ``detector.*``, ``simulator.*`` (the beam:
         ``ring_*``, ``refill_*``, ``dump_*``, ``monitor_rate``);
         ``simulator.realtime = false`` (default true) drops the simulated
@@ -109,6 +109,9 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
         if fluorescence_prefix:
             all_groups.append(FluorescenceIOC(fluorescence_prefix, state=state, counter=beamline.fluorescence,
                                               realtime=realtime, beam=beam))
+    cell_prefix = cfg.get("pv.potentiostat", "") or None
+    if cell_prefix:  # an operando cell; its crystal is the detectors' (docs/operando.md)
+        all_groups.append(_cell(cfg, cell_prefix, beamline if with_detector else None))
     fly_prefix = cfg.get("pv.fly", "") or None
     if fly_prefix:  # fly-scan hardware: sweeps pix, triggers the Maxipix when served (docs/fly.md)
         from braggscope.simulators.ioc_fly import FlyIOC
@@ -120,7 +123,24 @@ def build_pvdb(cfg, *, with_detector: bool = True, tick_s: float = 0.01):
                                  accel_time_s=cfg.get("fly.accel_time_s", 0.005), realtime=realtime,
                                  beam=beam, monitor=monitor))
     return full_pvdb(all_groups), {"motors": records, "detector": detector_prefix,
-                                   "fluorescence": fluorescence_prefix, "fly": fly_prefix, **beam_info}
+                                   "fluorescence": fluorescence_prefix, "fly": fly_prefix, **beam_info,
+                                   "potentiostat": cell_prefix}
+
+
+def _cell(cfg, prefix: str, beamline):
+    """The potentiostat and its cell (``[simulator.cell]``), the simulated crystal following it."""
+    from braggscope.simulators.cell import Cell
+    from braggscope.simulators.ioc_cell import PotentiostatIOC, SampleFollower, cell_settings
+
+    settings, extra = cell_settings(cfg)
+    cell = Cell(settings)
+    follower = None
+    if beamline is not None:
+        follower = SampleFollower(beamline, cell.material, x_initial=settings.x_initial,
+                                  front_width=extra["front_width"], drift_um_per_h=extra["drift_um_per_h"],
+                                  breathing_um=extra["breathing_um"], update_lithium=extra["update_lithium"])
+    return PotentiostatIOC(prefix, cell=cell, follower=follower, time_scale=extra["time_scale"],
+                           state_file=extra["state_file"])
 
 
 def _beam(cfg, realtime: bool, state, groups: list | None):

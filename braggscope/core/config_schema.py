@@ -43,6 +43,7 @@ class PVs(_Section):
     fly: str = "BSSIM:fly:"  # fly-scan hardware (STAGE:, PCOMP:, PCAP:); "" = none
     machine: str = "BSSIM:machine:"  # ring current, refill countdown, front-end shutter; "" = none
     monitor: str = "BSSIM:mon1:"  # incident-flux monitor counter (AcquireTime, Acquire, Counts_RBV); "" = none
+    potentiostat: str = ""  # an operando cell's potentiostat (Voltage_RBV, Protocol, Start, ...); "" = none
 
 
 class Detector(_Section):
@@ -92,6 +93,26 @@ class Storage(_Section):
     catalog_server: Literal["auto", "off"] = "auto"  # local Tiled server shared by every process, or embedded
 
 
+Triple = Annotated[list[Finite], Field(min_length=3, max_length=3)]
+
+
+class Cell(_Section):
+    """``[simulator.cell]``: the simulated operando cell (simulators/cell.py), served if ``pv.potentiostat`` is set."""
+
+    material: Literal["auto", "nmc622", "lmno"] = "auto"  # auto: the sample's (nmc622 -> nmc622, lmno_bcdi -> lmno)
+    active_mass_mg: Positive = 5.0
+    resistance_ohm: Positive = 50.0
+    x_initial: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+    relax_time_s: Positive = 3600.0
+    gradient_per_c: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.3
+    front_width: Positive = 0.04
+    time_scale: NonNegative = 1.0  # seconds of the cell's clock per second
+    drift_um_per_h: Triple = [0.0, 0.0, 0.0]
+    breathing_um: Triple = [0.0, 0.0, 0.0]  # drift per unit of lithium content removed
+    update_lithium: Positive = 0.002  # the crystal is rebuilt when its lithium moved by this
+    state_file: str = ""  # the cell's autosave; "" = <storage.data_dir>/cell_state.json
+
+
 class Simulator(_Section):
     sample: Required
     seed: Annotated[int, Field(ge=0)]
@@ -115,6 +136,7 @@ class Simulator(_Section):
     monitor_rate: NonNegative = 1.0e6  # incident-flux monitor counts/s at the full current
     velocities: dict[str, Positive] = {}  # motor name -> speed (um/s or deg/s)
     eccentricity: Eccentricity
+    cell: Cell = Cell()
 
     @field_validator("velocities")
     @classmethod
