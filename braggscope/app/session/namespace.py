@@ -48,6 +48,7 @@ from braggscope.plans.beam import BeamPolicy, describe_policy
 from braggscope.plans.guard import install_guard
 from braggscope.storage.runs import Runs
 from braggscope.storage.scan_ids import install_scan_ids
+from braggscope.storage.session_md import install_persistent_md
 
 __all__ = ["BANNER", "make_session", "printing_result", "session_banner", "session_names", "session_run_engine",
            "settle_live"]
@@ -55,7 +56,8 @@ __all__ = ["BANNER", "make_session", "printing_result", "session_banner", "sessi
 BANNER = """braggscope session: {beamline} ({mode})
   devices : {devices}
   plans   : sxdm_map, bcdi_rocking, calibrate_eccentricity, dry_run  (help(sxdm_map))
-  commands: wa, wm, mv, umv, mvr, ct, ascan, dscan, a2scan, mesh, cen, where, roi, sxdm, calibrate  (helpme())
+  commands: wa, wm, mv, umv, mvr, ct, ascan, dscan, a2scan, amesh, dmesh, lineup, cen, goto_cen, peaks, where,
+            roi, sxdm, calibrate  (helpme())
   storage : catalog ({storage}); db[-1], db[scan_id], db["uid"], db.search(plan=, sample=, since=, until=)
   beam    : {beam}
   Ctrl-C  : pause after the current point; RE.resume() / RE.stop() / RE.abort("why")
@@ -119,6 +121,7 @@ def session_run_engine(cfg, devices: dict, catalog, *, headless: bool):
     RE = recording_run_engine(devices, catalog, beam=BeamPolicy.from_config(cfg))
     install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
     install_scan_ids(RE, cfg, catalog)  # scan ids continue across sessions and processes
+    install_persistent_md(RE, cfg)  # RE.md too (sample, proposal ...), in <storage.data_dir>
     RE.waiting_hook = ProgressBarManager()
     bec = BestEffortCallback()
     bec.disable_baseline()  # the baseline records the scan setup; no table of it before and after every run
