@@ -224,9 +224,10 @@ def test_the_queue_shell_runs_the_sessions_commands_in_the_worker(stack, capsys)
         assert set(positions) >= {"pix", "piy", "eta"} and " position " in capsys.readouterr().out
         result = ns["ascan"](ns["pix"], 45, 55, 10, 0.01)
         assert result["exit_status"] == "success" and len(result["run_start_uids"]) == 1
-        assert "-> cen() / peak() / com()" in capsys.readouterr().out
-        centre = ns["cen"](yes=True)
-        assert abs(centre - 50.0) < 3.0 and abs(ns["wm"]("pix")["pix"] - centre) < 1e-6
+        assert "goto_cen()" in capsys.readouterr().out
+        centre = ns["goto_cen"]()
+        assert centre == ns["cen"]() and abs(centre - 50.0) < 3.0  # cen() only reads, goto_cen() moves
+        assert abs(ns["wm"]("pix")["pix"] - centre) < 1e-6
         with pytest.raises(ArgumentError, match=r"^mv: pix target 1e\+06 is outside its soft limits"):
             ns["mv"](ns["pix"], 1e6)
         # a second operator: refused while the first one's scan runs, naming it; reads still answer

@@ -3,11 +3,11 @@
 ``braggscope shell --queue`` (:mod:`braggscope.app.serve.queue_shell`) sends each command the
 operator types to the queue, to run at once (``item_execute``). In the worker, the command is
 the session's own (:class:`braggscope.app.commands.Commands`): same argument checks, same
-peak statistics for ``cen``, same eccentricity model from ``calibrate`` to ``sxdm``. Only the
+peak statistics for ``goto_cen``, same eccentricity model from ``calibrate`` to ``sxdm``. Only the
 way a command runs its plans differs.
 
-A command is ordinary blocking code that calls ``RE(plan)`` for each of its plans (``cen`` asks
-the last scan's peak and moves there; ``calibrate`` runs its maps, then stores the model). In the
+A command is ordinary blocking code that calls ``RE(plan)`` for each of its plans (``lineup`` scans,
+then moves to the peak; ``calibrate`` runs its maps, then stores the model). In the
 worker it runs in a thread of its own, where its RunEngine is a :class:`BridgedRunEngine`:
 calling it hands the plan to the queue item's generator (:meth:`CommandBridge.plan`), which
 yields it on the worker's RunEngine and hands back the result. So every move and scan of the
@@ -17,8 +17,9 @@ interleaved), and its runs go to the catalog and the bus as any plan's.
 
 What the command printed, its return value and its error, if any, are kept under the ``reply``
 name the shell gave; the shell reads them with :meth:`CommandBridge.reply` (a function the
-queue runs, ``command_reply``). Commands that only read (``wa``, ``wm``, ``where``, ``helpme``)
-run as functions (``shell_read``), also while a plan runs.
+queue runs, ``command_reply``). Commands that only read (``wa``, ``wm``, ``where``, ``cen``,
+``peak``, ``com``, ``fwhm``, ``helpme``) run as functions (``shell_read``), also while a plan runs. The
+list follows the session's (:data:`braggscope.app.commands.COMMANDS`).
 """
 
 from __future__ import annotations
@@ -33,17 +34,18 @@ import bluesky.plan_stubs as bps
 import numpy as np
 from bluesky.run_engine import RunEngineResult
 
-from braggscope.app.commands import make_commands
+from braggscope.app.commands import COMMANDS, make_commands
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.core.errors import ArgumentError
 
 __all__ = ["PLAN_COMMANDS", "READ_COMMANDS", "BridgedRunEngine", "CommandBridge"]
 
-#: commands that move or count: queue plans (one item each)
-PLAN_COMMANDS = ("mv", "umv", "mvr", "umvr", "ct", "ascan", "dscan", "a2scan", "d2scan", "mesh", "cen", "peak",
-                 "com", "roi", "sxdm", "kmap", "bcdi", "calibrate")
 #: commands that only read: functions of the queue, run in a thread of the worker
-READ_COMMANDS = ("wa", "wm", "where", "helpme")
+READ_COMMANDS = tuple(n for n in ("wa", "wm", "where", "helpme", "cen", "peak", "com", "fwhm") if n in COMMANDS)
+#: not sent to the queue: ``dry`` takes a plan object (the queue's plan ``dry_run`` does it), ``peaks`` is an object
+LOCAL_ONLY = ("dry", "peaks")
+#: commands that move or count: queue plans (one item each)
+PLAN_COMMANDS = tuple(n for n in COMMANDS if n not in READ_COMMANDS and n not in LOCAL_ONLY)
 #: replies kept for the shells to read
 KEEP_REPLIES = 200
 

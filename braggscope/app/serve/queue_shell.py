@@ -1,7 +1,7 @@
 """``braggscope shell --queue``: the operator's session, its commands run by the queue's worker.
 
 The same lines as in ``braggscope shell`` (``wa()``, ``mv(pix, 50)``, ``ascan(eta, 8.4, 9.7, 26, 0.01)``,
-``cen(yes=True)``, ``sxdm(...)``, ``db[-1]``), typed on another computer: each command goes to the
+``goto_cen()``, ``sxdm(...)``, ``db[-1]``), typed on another computer: each command goes to the
 queue (:class:`~braggscope.app.serve.queue_client.QueueClient`) and runs in its worker with the
 session's own code (:mod:`braggscope.app.serve.queue_commands`); what it printed comes back, and an
 error comes back as one line. The devices here are names (:class:`RemoteDevice`): ``pix`` stands for
@@ -10,11 +10,11 @@ the worker's ``pix``.
 - A command that moves or counts runs at once as one queue item (``item_execute``). While the
   queue runs anything else (another operator's command, the queue, a paused plan), it is refused,
   naming what runs: two operators' commands are never interleaved.
-- ``wa``, ``wm``, ``where`` only read: they run in a thread of the worker, also during a scan.
+- ``wa``, ``wm``, ``where``, ``cen``, ``peak``, ``com``, ``fwhm`` only read: they run in a thread of the
+  worker, also during a scan.
 - Ctrl-C while a command runs pauses the queue after the current point (twice: at once);
   ``RE.resume()``, ``RE.stop()``, ``RE.abort()``, ``RE.halt()`` then act on the queue, as they act on
   the session's RunEngine.
-- ``cen()``, ``peak()`` and ``com()`` ask here before they move (``yes=True`` does not ask).
 - ``db`` is the catalog (``[storage]`` of the configuration), read from here.
 - ``queue`` is the client itself, for the queue's own plans (``queue.add("sxdm_map", ...)``).
 """
@@ -38,8 +38,8 @@ __all__ = ["QueueCommands", "QueuePaused", "RemoteDevice", "RemoteRunEngine", "q
 
 BANNER = """braggscope session: queue at {url} ({state})
   devices : {devices}
-  commands: wa, wm, mv, umv, mvr, ct, ascan, dscan, a2scan, mesh, cen, where, roi, sxdm, kmap, calibrate
-            run by the queue's worker, one at a time (help(ascan))
+  commands: wa, wm, mv, umv, ct, ascan, dscan, a2scan, amesh, lineup, goto_cen, cen, where, roi, sxdm, kmap,
+            calibrate ... run by the queue's worker, one at a time (help(ascan))
   storage : db[-1], db[scan_id], db.search(plan=, sample=)
   Ctrl-C  : pauses the queue after the current point; RE.resume() / RE.stop() / RE.abort()
   queue   : queue.add("sxdm_map", ...), queue.start(), queue.items(), queue.history(); plans: {plans}
@@ -68,22 +68,19 @@ class QueueCommands:
     Parameters
     ----------
     queue : QueueClient
-    ask : callable
-        Asks a question, returns the answer (``cen()`` before it moves).
     out : callable
         Where the commands' output lines go.
     poll_s : float
         Seconds between two looks at a running command.
     """
 
-    def __init__(self, queue: QueueClient, *, ask=input, out=print, poll_s: float = 0.2):
-        self.queue, self.ask, self.out, self.poll_s = queue, ask, out, float(poll_s)
+    def __init__(self, queue: QueueClient, *, out=print, poll_s: float = 0.2):
+        self.queue, self.out, self.poll_s = queue, out, float(poll_s)
         self.RE = RemoteRunEngine(self)
         self.pending = None  # (name, item uid, reply) of a command paused or running
         self.operator = f"{getpass.getuser()}@{socket.gethostname()}"
         for name in PLAN_COMMANDS:
-            if name not in ("cen", "peak", "com"):
-                setattr(self, name, self._plan_command(name))
+            setattr(self, name, self._plan_command(name))
         for name in READ_COMMANDS:
             setattr(self, name, self._read_command(name))
 
@@ -119,18 +116,6 @@ class QueueCommands:
         self.pending = None
         return self._show(self._reply(uid, reply), name)
 
-    def cen(self, counter=None, *, yes=False):
-        """Move the last 1D scan's motor to its peak's centre (asks here first; ``yes=True``: no question)."""
-        return self._goto("cen", "cen", counter, yes)
-
-    def peak(self, counter=None, *, yes=False):
-        """Move the last 1D scan's motor to its maximum (asks first)."""
-        return self._goto("peak", "peak", counter, yes)
-
-    def com(self, counter=None, *, yes=False):
-        """Move the last 1D scan's motor to its centre of mass (asks first)."""
-        return self._goto("com", "com", counter, yes)
-
     def help(self, *args, **kwargs):
         """``help()``: the commands; ``help(obj)``: Python's help."""
         if args or kwargs:
@@ -153,19 +138,6 @@ class QueueCommands:
         command.__name__ = command.__qualname__ = name
         command.__doc__ = f"{name}(...): the session's {name}, read in the queue's worker (also during a scan)."
         return command
-
-    def _goto(self, name, key, counter, yes):
-        if not yes:
-            where = self.read("where", counter)
-            target = where.get(key)
-            if target is None:
-                raise UserError(f"{name}: the last scan has no {key} (no peak crossing half maximum?)")
-            answer = self.ask(f"move {where['motor']} from {where['position']:.6g} to {name} {target:.6g} "
-                              f"({where['counter']})? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                self.out(f"{where['motor']} not moved")
-                return target
-        return self.run(name, counter, yes=True)
 
     def _until_done_or_paused(self, uid) -> str:
         """``"done"`` once item ``uid`` has left the worker (in the history), ``"paused"`` while it is paused."""

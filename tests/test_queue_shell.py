@@ -1,0 +1,108 @@
+"""The README's operator lines typed into ``braggscope shell --queue`` and into ``braggscope shell``.
+
+The services run as at a beamline, started by ``braggscope serve``: the caproto simulator, tiled, the
+queue server with the beamline's devices over Channel Access, and the HTTP server. The README's
+"Operator quick start" lines (find the crystal, align, calibrate the eccentricity, map it, ``db[-1]``)
+go first to the queue shell, whose commands run in the queue's worker, then to a local shell on the
+same simulator and catalog. Both reach the same map: the same points and angles, each centred where
+the simulator's crystal is, and reduced maps that agree within the counting noise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.web_helpers import serve_stack
+
+pexpect = pytest.importorskip("pexpect")
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+PROMPT = r"In \[\d+\]: "
+
+
+def readme_lines() -> list[str]:
+    """The shell lines of the README's operator quick start (``In [n]: ...``)."""
+    section = README.read_text().split("## Operator quick start", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```console\n(.*?)```", section, flags=re.S)[0]
+    lines = [m.group(1) for m in re.finditer(r"^In \[\d+\]: (.*)$", block, flags=re.M)]
+    assert lines and lines[-1] == "db[-1]", "README.md: the operator quick start's shell lines changed"
+    return lines
+
+
+def run_shell(arguments, config, cwd, log):
+    """Type the README's lines into ``braggscope --config config <arguments>``; {line: output}."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BRAGGSCOPE_CONFIG")}
+    env.update(IPY_TEST_SIMPLE_PROMPT="1", MPLBACKEND="Agg", TERM="dumb", COLUMNS="200", PYTHONUNBUFFERED="1")
+    shell = pexpect.spawn(sys.executable, ["-m", "braggscope.app.cli", "--config", str(config), *arguments],
+                          env=env, cwd=str(cwd), encoding="utf-8", timeout=900, dimensions=(50, 200))
+    outputs = {}
+    try:
+        shell.expect(PROMPT, timeout=600)
+        log.append(shell.before)
+        assert "braggscope session" in shell.before
+        for line in readme_lines():
+            shell.sendline(line)
+            shell.expect(PROMPT, timeout=1200)
+            log.append(f"In: {line}\n{shell.before}")
+            assert "Traceback" not in shell.before, "".join(log)[-4000:]
+            outputs.setdefault(line, []).append(shell.before)
+        shell.sendline("exit")
+        shell.expect(pexpect.EOF, timeout=120)
+    finally:
+        if shell.isalive():
+            shell.terminate(force=True)
+    return outputs
+
+
+def centres(outputs) -> list[float]:
+    return [float(re.search(r"Out\[\d+\]: ([-\d.eE+]+)", out).group(1)) for out in outputs["goto_cen()"]]
+
+
+def test_the_readme_lines_through_the_queue_reach_the_local_shells_map(tmp_path):
+    from braggscope import storage
+    from braggscope.analysis.sxdm import reduce_map
+    from braggscope.app.beamline.simulator import scratch_config
+
+    cfg = scratch_config(tmp_path / "data")
+    with serve_stack(tmp_path, ["simulator", "tiled", "queue", "http"], cfg=cfg, bus=False,
+                     **{"detector.read_path": str(tmp_path / "data" / "detector"),
+                        "detector.write_path": str(tmp_path / "data" / "detector"), "queue.devices": "epics",
+                        "beamline.simulated": True, "simulator.realtime": False}) as (cfg, effective, keys):
+        config = tmp_path / "serve" / "config.toml"  # what serve gives its clients: the queue, tiled, the keys
+        log = []
+        remote = run_shell(["shell", "--queue"], config, tmp_path, log)
+        local = run_shell(["shell"], config, tmp_path, log)
+        catalog = storage.open_catalog(effective)
+        runs = list(storage.Runs(catalog))[:2]  # newest first: the local map, then the queue's
+    assert "queue at http://127.0.0.1" in log[0] and "commands: wa, wm" in log[0]
+    for outputs in (remote, local):
+        c = centres(outputs)  # the crystal (at 50, 50 um) and its rocking curve (theta = 9.03 deg)
+        transcript = "".join(f"In: {line}\n{out}" for line, outs in outputs.items() for out in outs)[:6000]
+        assert abs(c[0] - 50.0) <= 0.5 and abs(c[1] - 50.0) <= 0.5 and abs(c[2] - 9.031) <= 0.05, transcript
+        assert "ROI: rows 236:276, cols 236:276" in outputs["roi(detector, 236, 276, 236, 276)"][0]
+        calibration = next(out for line, outs in outputs.items() if line.startswith("calibrate(") for out in outs)
+        assert "ACCEPTED" in calibration or "REJECTED" in calibration
+    queued, shelled = runs[1], runs[0]
+    assert queued.metadata["start"]["operator"] and "operator" not in shelled.metadata["start"]
+    for run in (queued, shelled):
+        assert run.metadata["start"]["plan_name"] == "sxdm_map" and run.metadata["start"]["shape"] == [5, 8, 8]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert run.metadata["stop"]["num_events"]["primary"] == 320
+    assert queued.metadata["start"]["uid"][:8] in remote["db[-1]"][0]
+    a, b = (reduce_map(storage.sxdm_stack(run)) for run in (queued, shelled))
+    np.testing.assert_allclose(a.eta, b.eta)
+    np.testing.assert_allclose(a.x, b.x, atol=1e-9)
+    np.testing.assert_allclose(a.y, b.y, atol=1e-9)
+    both = np.asarray(a.mask) & np.asarray(b.mask)
+    assert both.sum() >= 0.8 * max(np.asarray(a.mask).sum(), np.asarray(b.mask).sum())
+    ia, ib = np.asarray(a.intensity), np.asarray(b.intensity)
+    assert np.corrcoef(ia.ravel(), ib.ravel())[0, 1] > 0.99
+    strain = np.abs(np.asarray(a.strain) - np.asarray(b.strain))[both]
+    assert np.median(strain) < 0.1 * np.nanstd(np.asarray(b.strain)[both]) + 50.0, np.median(strain)
