@@ -59,6 +59,7 @@ from braggscope.core.atomic import atomic_path
 from braggscope.core.config import save_config
 from braggscope.core.errors import ConfigError, UserError
 from braggscope.core.processes import SpawnExited, SpawnTimeout, command_line, pid_alive, spawn_detached
+from braggscope.storage.adapter import write_server_config
 
 __all__ = ["start_services", "stop_services", "service_status", "serve_paths", "ORDER"]
 
@@ -190,13 +191,16 @@ def _start_tiled(cfg, paths, keys, timeout):
     root = paths["tiled"]
     (root / "data").mkdir(parents=True, exist_ok=True)
     catalog = cfg.get("serve.tiled_catalog") or f"sqlite+aiosqlite:///{root / 'catalog.db'}"
-    command = [console_script("tiled"), "serve", "catalog", catalog, "--init", "--write", str(root / "data"),
-               "--write", f"duckdb:///{root / 'tables.duckdb'}", "--host", host, "--port", str(port)]
-    for path in [cfg.expand_path("detector.read_path"), *cfg.get("storage.readable_paths", [])]:
-        Path(path).expanduser().mkdir(parents=True, exist_ok=True)
-        command += ["--read", str(Path(path).expanduser())]
-    env = {"TILED_SINGLE_USER_API_KEY": keys["tiled"]}  # not on the command line (ps shows it)
-    entry = _launch("tiled", command, env, paths, (host, port), timeout, marker="serve catalog")
+    readable = [Path(p).expanduser() for p in [cfg.expand_path("detector.read_path"),
+                                               *cfg.get("storage.readable_paths", [])]]
+    for path in readable:
+        path.mkdir(parents=True, exist_ok=True)
+    # a config file: its catalog's root is a bluesky catalog of runs (the command line cannot give specs)
+    config = write_server_config(root / "config.yml", catalog, readable_storage=readable,
+                                 writable_storage=[root / "data", f"duckdb:///{root / 'tables.duckdb'}"])
+    command = [console_script("tiled"), "serve", "config", str(config), "--host", host, "--port", str(port)]
+    env = {"TILED_SINGLE_USER_API_KEY": keys["tiled"]}  # not on the command line (ps shows it), nor in the file
+    entry = _launch("tiled", command, env, paths, (host, port), timeout, marker="serve config")
     return {**entry, "health": "/api/v1/", "key": "tiled"}
 
 
