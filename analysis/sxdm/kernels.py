@@ -90,25 +90,45 @@ def _patch_windows(frame, r, good, out, sc, lv, th, inside, base, bad_ptr, bad_c
     r2 = min(r + 1, nr - 1)
     ds = np.float32(0.0)
     dn = np.float32(0.0)
-    vals = np.empty(4, np.float32)
     for k in range(bad_ptr[r], bad_ptr[r + 1]):
         c = bad_cols[k]
         c2 = min(c + 1, nc - 1)
-        m = 0
-        for rr, cc in ((r, c), (r2, c), (r, c2), (r2, c2)):
-            if good[rr, cc] > 0:
-                vals[m] = np.float32(frame[rr, cc])
-                m += 1
-        med = np.float32(0.0)
-        if m > 0:
-            part = np.sort(vals[:m])
-            med = part[m // 2] if m % 2 == 1 else np.float32(0.5) * (part[m // 2 - 1] + part[m // 2])
+        med = _good_median(frame, good, r, c, r2, c2)
         v = (med * sc - lv) * inside[base + c]
         old = out[c]
         out[c] = v
         ds += v - old
         dn += (np.float32(1.0) if v > th else np.float32(0.0)) - (np.float32(1.0) if old > th else np.float32(0.0))
     return ds, dn
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _good_median(frame, good, r, c, r2, c2):
+    """Median of the good pixels of the window (r, c), (r2, c), (r, c2), (r2, c2); 0 if none. No allocation:
+    called for every frame and detector row that holds a bad pixel."""
+    a0 = a1 = a2 = a3 = np.float32(0.0)
+    m = 0
+    for rr, cc in ((r, c), (r2, c), (r, c2), (r2, c2)):
+        if good[rr, cc] > 0:
+            v = np.float32(frame[rr, cc])
+            if m == 0:
+                a0 = v
+            elif m == 1:
+                a1 = v
+            elif m == 2:
+                a2 = v
+            else:
+                a3 = v
+            m += 1
+    if m == 0:
+        return np.float32(0.0)
+    if m == 1:
+        return a0
+    if m == 2:
+        return np.float32(0.5) * (a0 + a1)
+    if m == 3:
+        return max(min(a0, a1), min(max(a0, a1), a2))
+    return np.float32(0.5) * (min(max(a0, a1), max(a2, a3)) + max(min(a0, a1), min(a2, a3)))
 
 
 def masked_window_lists(valid):
