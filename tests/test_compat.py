@@ -225,3 +225,29 @@ def test_the_queue_manager_validates_every_plan_item_where_check_queue_plans_loo
     assert manager.validate_plan(item, allowed_plans=allowed, allowed_devices={"det": {}}) == \
         (False, "num must be finite, got nan")
     assert manager.validate_plan.__wrapped__.__module__ == "bluesky_queueserver.manager.profile_ops"
+
+
+def test_the_queue_manager_asks_its_worker_with_the_timeout_worker_request_timeout_sets(monkeypatch):
+    from bluesky_queueserver.manager import manager
+
+    monkeypatch.setattr(manager.RunEngineManager, "__init__", manager.RunEngineManager.__init__)
+    source = inspect.getsource(manager.RunEngineManager)
+    assert "self._comm_to_worker_timeout = 0.5" in inspect.getsource(manager.RunEngineManager.__init__)
+    # the worker's pipe takes it as the time-out of every regular request (the plan report among them)
+    assert "timeout=self._comm_to_worker_timeout," in source
+    assert 'send_msg("request_plan_report")' in source
+    compat.worker_request_timeout(5.0)
+    compat.worker_request_timeout(5.0)  # twice: wrapped once
+    assert manager.RunEngineManager.__init__.__wrapped__.__qualname__ == "RunEngineManager.__init__"
+
+    class Probe:  # the wrapped __init__ sets the attribute after upstream's
+        _comm_to_worker_timeout = None
+
+    def upstream(self, *args, **kwargs):
+        self._comm_to_worker_timeout = 0.5
+
+    monkeypatch.setattr(manager.RunEngineManager.__init__, "__wrapped__", upstream)
+    compat.worker_request_timeout(5.0)
+    probe = Probe()
+    manager.RunEngineManager.__init__(probe)
+    assert probe._comm_to_worker_timeout == 5.0

@@ -21,7 +21,7 @@ __all__ = ["run_writer_base", "abort_reason", "consolidator_state", "during_task
            "install_once", "run_bundlers", "pending_asset_docs", "reset_channel_access", "restore_consolidator",
            "routed_descriptor_callbacks", "set_during_task", "wrap_command", "wrap_interruptions",
            "set_initial_value", "set_max_length", "max_udp_datagram", "figure_managers", "limit_tiled_retries",
-           "parser_actions", "check_queue_plans"]
+           "parser_actions", "check_queue_plans", "worker_request_timeout"]
 
 # -- bluesky RunEngine ------------------------------------------------------------------------------
 
@@ -206,6 +206,27 @@ def check_queue_plans(check: Callable) -> None:
 
     validate_plan.__wrapped__ = original
     manager.validate_plan = validate_plan
+
+
+def worker_request_timeout(seconds: float) -> None:
+    """Give the RE Manager's regular requests to its worker ``seconds`` to be answered (upstream: 0.5 s).
+
+    The manager asks its worker for the plan's report with a 0.5 s time-out (0.0.25,
+    ``RunEngineManager._comm_to_worker_timeout``, not configurable); on a loaded host (the worker's
+    process busy with a scan, two cores shared with a simulator) the answer comes later, and the manager
+    then marks a plan that ended well ``failed`` ("Failed to download plan report: Timeout") and stops
+    the queue. Call before ``start_manager()`` in the process that starts the manager.
+    """
+    from bluesky_queueserver.manager import manager
+
+    init = getattr(manager.RunEngineManager.__init__, "__wrapped__", manager.RunEngineManager.__init__)
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._comm_to_worker_timeout = max(float(seconds), self._comm_to_worker_timeout)
+
+    __init__.__wrapped__ = init
+    manager.RunEngineManager.__init__ = __init__
 
 
 # -- bluesky-tiled-plugins and event-model ----------------------------------------------------------

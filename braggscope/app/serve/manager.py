@@ -16,7 +16,10 @@ import sys
 from braggscope.core import compat
 from braggscope.core.numbers import finite_float
 
-__all__ = ["nonfinite_reason", "main"]
+__all__ = ["nonfinite_reason", "main", "WORKER_REQUEST_TIMEOUT_S"]
+
+#: Seconds the manager waits for its worker's answer to a regular request (upstream 0.5 s).
+WORKER_REQUEST_TIMEOUT_S = 10.0
 
 
 def nonfinite_reason(item: dict, allowed_plans: dict | None = None) -> str | None:
@@ -65,6 +68,7 @@ def main() -> int:
     from bluesky_queueserver.manager.start_manager import start_manager
 
     compat.check_queue_plans(nonfinite_reason)
+    compat.worker_request_timeout(WORKER_REQUEST_TIMEOUT_S)  # a busy worker's answer is not a failed plan
     result = start_manager()
     return result if isinstance(result, int) else 0
 
