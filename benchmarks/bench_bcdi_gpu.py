@@ -8,7 +8,8 @@ Needs CuPy and a CUDA device (it exits with a message otherwise). In one run:
    independent synthetic crystal (success: support IoU >= 0.8 and phase rms
    <= 0.3 rad after registration and twin handling).
 2. Speed: ms per ER / HIO / RAAR iteration, timed between the progress
-   updates of the iteration loop (device synchronised there), so set-up is excluded at each ``--sizes`` n^3, beside the GPU FFT-pair floor
+   updates of the iteration loop (device synchronised there), so set-up is excluded at each
+   ``--sizes`` n^3, beside the GPU FFT-pair floor
    (``cupy.fft`` fftn + ifftn, complex64), HIO without the fused kernels
    (numpy ufuncs dispatched to CuPy) and, on the same machine, the CPU scipy
    back-end (``workers=-1``).

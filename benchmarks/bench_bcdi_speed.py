@@ -55,8 +55,8 @@
 
 Usage: ``python benchmarks/bench_bcdi_speed.py [--size 128] [--seeds 10] [--quick] [--photons 1e6]
 [--quality-only] [--no-success] [--success-only] [--references] [--no-recipe] [--recipe-only] [--rounds 3]
-[--variants cube,gapped|none] [--cohere-path DIR]``. ``--recipe-only`` times only the whole default recipe beside its floor (section 3,
-about 5 minutes at 128^3 with 3 rounds). About 3 minutes
+[--variants cube,gapped|none] [--cohere-path DIR]``. ``--recipe-only`` times only the whole default recipe
+beside its floor (section 3, about 5 minutes at 128^3 with 3 rounds). About 3 minutes
 at 64^3 with ``--quick --quality-only`` on two quiet cores; at 128^3 most of the time goes to
 cohere-core (about 0.5-1 s per iteration on two cores: 10-20 minutes per data set).
 """

@@ -70,7 +70,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-
 IMAGE = "mpx1x4_image"  # the in-process Maxipix's image field
 
 
@@ -163,9 +162,9 @@ def latency(url, stream, subject, tmp, points, replay_points, size, rate, profil
     Returns ``{label: (maps attrs, achieved frames/s, frames emitted, seconds)}`` and the publisher's
     deepest queue.
     """
+    from braggscope.analysis.sxdm.files import load_maps
     from braggscope.app.bus import DocumentPublisher
     from braggscope.app.bus.consumer import map_path
-    from braggscope.analysis.sxdm.files import load_maps
 
     rig = FlyRig(tmp, size) if fly_shape else None  # first: the CA environment is set before any client
     out = Path(tmp) / "live"

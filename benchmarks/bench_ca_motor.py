@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     if args.n < 1:
         parser.error("--n must be >= 1")
 
-    from braggscope.core.config import load_config
     from braggscope.app.beamline.simulator import start_simulator, stop_simulator
+    from braggscope.core.config import load_config
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ca-"))
     handles = {}
@@ -63,16 +63,19 @@ def main(argv=None) -> int:
         from ophyd import EpicsMotor
 
         rows = {}
-        for label, (handle, prefix) in handles.items():
+        for label, (_, prefix) in handles.items():
             val, velo = epics.PV(prefix + "pix"), epics.PV(prefix + "pix.VELO")
             val.wait_for_connection(5), velo.wait_for_connection(5)
             motor = EpicsMotor(prefix + "pix", name="pix")
             motor.wait_for_connection(timeout=10)
             val.put(50.0, wait=True)
             rows[label] = {
-                "caput VAL wait (move 0.01 um)": _time(lambda i: val.put(50.0 + 0.01 * (i % 2), wait=True), args.n),
-                "caput .VELO wait (no motion)": _time(lambda i: velo.put(200.0 + (i % 2), wait=True), args.n),
-                "ophyd EpicsMotor.set().wait()": _time(lambda i: motor.set(50.0 + 0.01 * (i % 2)).wait(10), args.n),
+                # each lambda is timed before the loop moves on: the loop variables are the current ones
+                "caput VAL wait (move 0.01 um)": _time(lambda i: val.put(50.0 + 0.01 * (i % 2), wait=True),  # noqa: B023
+                                                       args.n),
+                "caput .VELO wait (no motion)": _time(lambda i: velo.put(200.0 + (i % 2), wait=True), args.n),  # noqa: B023
+                "ophyd EpicsMotor.set().wait()": _time(lambda i: motor.set(50.0 + 0.01 * (i % 2)).wait(10),  # noqa: B023
+                                                       args.n),
             }
         print(f"CA motor round trip, median (mean) ms over {args.n} repetitions; 2 simulators in one run")
         print(f"{'operation':34s} {'TCP_NODELAY (ours)':>22s} {'caproto default':>22s}")

@@ -230,7 +230,7 @@ def main(argv=None):
                         "XSOCS PeakFitter centroid": t_fit, "XSOCS total (conversion + centroid)": t_conv + t_fit}
             steps += [ours_xsocs_files, xsocs_run]
         times = {}
-        for r in range(args.repeat):  # interleaved rounds: load changes hit every step alike
+        for _ in range(args.repeat):  # interleaved rounds: load changes hit every step alike
             for step in steps:
                 for label, t in step().items():
                     times.setdefault(label, []).append(t)

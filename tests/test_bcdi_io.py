@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi.figures import (figure_diffraction, figure_isosurface, figure_resolution, figure_slices,
-                                              largest_component, particle_box, save_figure)
+from braggscope.analysis.bcdi.figures import (
+    figure_diffraction,
+    figure_isosurface,
+    figure_resolution,
+    figure_slices,
+    largest_component,
+    particle_box,
+    save_figure,
+)
 from braggscope.analysis.bcdi.metrics import fsc, prtf
 from braggscope.analysis.bcdi.result import to_dataset
 from braggscope.analysis.bcdi.strain import strain_analysis

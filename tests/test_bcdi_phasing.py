@@ -7,9 +7,16 @@ are compared with the truth after registration and twin handling.
 import numpy as np
 import pytest
 
-from braggscope.analysis.bcdi.phasing import (Recipe, align_to_reference, autocorrelation_support, mode_decomposition,
-                                      phase_retrieval, remove_phase_ramp, run_metrics)
 from braggscope.analysis.bcdi.backend import cupy_available, get_backend
+from braggscope.analysis.bcdi.phasing import (
+    Recipe,
+    align_to_reference,
+    autocorrelation_support,
+    mode_decomposition,
+    phase_retrieval,
+    remove_phase_ramp,
+    run_metrics,
+)
 from braggscope.analysis.bcdi.strain import strain_analysis
 from tests.test_bcdi_helpers import far_field, iou, phase_rms, synthetic_crystal
 

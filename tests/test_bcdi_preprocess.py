@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from scipy.fft import next_fast_len
 
-from braggscope.analysis.bcdi.preprocess import (MAXIPIX_SATURATION, bin_frames, detector_mask,
-                                                 oversampling_from_data, pad_fast, prepare)
+from braggscope.analysis.bcdi.preprocess import (
+    MAXIPIX_SATURATION,
+    bin_frames,
+    detector_mask,
+    oversampling_from_data,
+    pad_fast,
+    prepare,
+)
 from braggscope.analysis.readers import read_bliss_rocking
 from braggscope.core.geometry import oversampling_detector
 from tests.test_bcdi_helpers import far_field, paper_meta, synthetic_crystal, write_bliss
@@ -31,7 +37,8 @@ def test_maxipix_gaps_hot_and_saturated_pixels():
     yy, xx = np.mgrid[:516, :516]
     frames += (2000 * np.exp(-((yy - 300) ** 2 + (xx - 320) ** 2) / 20.0)).astype(np.uint32)  # a real peak
     m = detector_mask(frames)
-    assert m[255:261, :].all() and m[:, 255:261].all() and not m[:254, :254][~((yy < 254) & (xx < 254))[:254, :254]].any()
+    assert m[255:261, :].all() and m[:, 255:261].all()
+    assert not m[:254, :254][~((yy < 254) & (xx < 254))[:254, :254]].any()
     assert m[100, 100] and m[400, 50]
     assert not m[295:306, 315:326].any()  # the Bragg peak is not a hot pixel
     assert m.sum() == 6 * 516 * 2 - 36 + 2
@@ -73,7 +80,8 @@ def test_padding_binning_and_mask():
 
 def test_prepare_binning_doubles_pixel(scan):
     frames, meta, _ = scan
-    with pytest.warns(UserWarning, match="oversampling"):  # binning by 2 halves the detector oversampling (~3.5 -> ~1.8)
+    # binning by 2 halves the detector oversampling (~3.5 -> ~1.8)
+    with pytest.warns(UserWarning, match="oversampling"):
         d = prepare(frames, meta, shape=(None, 64, 64), binning=(2, 2))
     assert d.intensity.shape[1:] == (32, 32)
     assert max(d.oversampling_data[1:]) < 2
@@ -93,7 +101,8 @@ def test_oversampling_geometry_of_the_paper(scan):
     frames, meta, _ = scan
     d = prepare(frames, {**meta, "size_m": 800e-9}, shape=(None, 64, 64))
     rock, rows, cols = d.oversampling_geometry
-    assert rows == pytest.approx(oversampling_detector(13.0, 1.4, 55e-6, 800e-9)) and rows == pytest.approx(3.03, abs=0.01)
+    assert rows == pytest.approx(oversampling_detector(13.0, 1.4, 55e-6, 800e-9))
+    assert rows == pytest.approx(3.03, abs=0.01)
     assert rock == pytest.approx(2.0, abs=0.02)  # 0.0073 deg steps: the paper's limit
 
 

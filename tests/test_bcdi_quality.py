@@ -22,8 +22,8 @@ from scipy.ndimage import binary_erosion, gaussian_filter
 
 from braggscope.analysis.bcdi import align_to_reference, coherence, phase_retrieval, remove_phase_ramp
 from braggscope.analysis.bcdi.backend import cupy_available, get_backend
-from braggscope.analysis.bcdi.support import shrinkwrap
 from braggscope.analysis.bcdi.strain import strain_analysis
+from braggscope.analysis.bcdi.support import shrinkwrap
 from braggscope.simulators.bcdi_forward import BCDIForwardModel
 from braggscope.simulators.samples import lmno_particle
 
@@ -106,7 +106,8 @@ def realistic_measurement(n=64, *, peak_counts=1e6, rocking_fraction=0.75, gaps=
     sl = tuple(slice(c - s // 2, c - s // 2 + s) for s in obj.shape)
     truth[sl] = obj
     disp[sl] = u
-    return {"intensity": counts, "mask": mask, "expected": expected, "coherent": coherent, "truth": truth, "support": np.abs(truth) > 0.5,
+    return {"intensity": counts, "mask": mask, "expected": expected, "coherent": coherent, "truth": truth,
+            "support": np.abs(truth) > 0.5,
             "displacement_A": disp, "g_norm": g, "voxel_nm": v / 10.0}
 
 

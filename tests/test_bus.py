@@ -134,7 +134,8 @@ def start_nats(port, store, host="127.0.0.1", netns=None):
     deadline = time.monotonic() + 15
     probe = ["ip", "netns", "exec", netns] if netns else []
     while time.monotonic() < deadline:
-        ok = subprocess.run(probe + [sys.executable, "-c", f"import socket; socket.create_connection(('{host}', {port}), 0.5)"],
+        connect = f"import socket; socket.create_connection(('{host}', {port}), 0.5)"
+        ok = subprocess.run(probe + [sys.executable, "-c", connect],
                             capture_output=True).returncode == 0 if netns else _accepts(host, port)
         if ok:
             return proc
@@ -192,7 +193,7 @@ class Consumer:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             stop(self.proc)
-            raise AssertionError("braggscope live did not finish its run:\n" + "\n".join(self.lines))
+            raise AssertionError("braggscope live did not finish its run:\n" + "\n".join(self.lines)) from None
         time.sleep(0.2)
         assert rc == 0, "\n".join(self.lines)
         return self.lines

@@ -73,8 +73,8 @@ def catalog(tmp_path):
 
 
 def test_streamed_frames_are_registered_in_few_requests_and_complete_at_stop(catalog, tmp_path):
-    from braggscope.storage.catalog_writer import CatalogWriter, _RetrySafeRunWriter
     from braggscope.storage import BackgroundWriter
+    from braggscope.storage.catalog_writer import CatalogWriter, _RetrySafeRunWriter
 
     http = catalog.context.http_client
     send, puts = http.send, []

@@ -15,8 +15,7 @@ import pytest
 
 from braggscope.analysis.live.callback import LiveSXDM
 from braggscope.analysis.live.frames import FrameNotReady, FrameResolver, read_hdf5_rows
-from tests.test_live_reduction import (COLS, NX, NY, ROWS, check_truth, make_frames,
-                                       raster_order, start_metadata, theta0)
+from tests.test_live_reduction import COLS, ROWS, check_truth, make_frames, raster_order, start_metadata, theta0
 
 DSET = "/entry/data/data"
 

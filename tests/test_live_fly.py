@@ -13,8 +13,17 @@ import pytest
 
 from braggscope.analysis.live.callback import LiveSXDM
 from braggscope.core.eccentricity import EccentricityModel
-from tests.test_live_reduction import (COLS, NX, NY, ROWS, check_truth, inline_documents, make_frames,
-                                       start_metadata, theta0)
+from tests.test_live_reduction import (
+    COLS,
+    NX,
+    NY,
+    ROWS,
+    check_truth,
+    inline_documents,
+    make_frames,
+    start_metadata,
+    theta0,
+)
 
 # the plan's eccentricity model: offsets up to about one grid step at the ends of the rocking range
 ECC = {"eta0": float(theta0()), "x": [3.0, 0.0], "y": [-2.0, 0.0]}

@@ -15,9 +15,22 @@ from braggscope.analysis.live.callback import LiveSXDM
 from braggscope.analysis.live.dispatch import LiveMapDispatcher
 from braggscope.analysis.live.plot import LiveMapPlot
 from braggscope.core.setup import ScanSetup
-from tests.test_live_reduction import (CCH, COLS, DISTANCE, ENERGY, NX, NY, PIXEL, ROWS,
-                                       SIGMA_Q, PIXELS, check_truth, theta0, truth_q,
-                                       xu_q_frame)
+from tests.test_live_reduction import (
+    CCH,
+    COLS,
+    DISTANCE,
+    ENERGY,
+    NX,
+    NY,
+    PIXEL,
+    PIXELS,
+    ROWS,
+    SIGMA_Q,
+    check_truth,
+    theta0,
+    truth_q,
+    xu_q_frame,
+)
 
 
 class SlowCallback:

@@ -16,9 +16,9 @@ import pytest
 
 from braggscope.analysis.readers import read_bliss, read_bliss_rocking, read_catalog_run, read_stack, read_xsocs
 from braggscope.analysis.sxdm import reduce_map
+from braggscope.core.errors import InputError, SourceMissingError, UserError
 from braggscope.core.setup import ScanSetup
 from braggscope.core.stacks import MapStack
-from braggscope.core.errors import InputError, SourceMissingError, UserError
 
 ENERGY_KEV, DISTANCE_M, PIXEL_M, CCH, DELTA = 8.0, 0.5, 55e-6, (8.0, 8.0), 20.0
 

@@ -121,8 +121,8 @@ def test_serve_runs_the_whole_stack_and_stop_leaves_nothing(tmp_path):
 
 
 def _run_a_map_through_the_queue(tmp_path, with_live):
-    from braggscope.app.serve.queue_client import QueueClient
     from braggscope import storage
+    from braggscope.app.serve.queue_client import QueueClient
     from braggscope.core.config import load_config
 
     effective = load_config(tmp_path / "serve" / "config.toml")  # what serve gives its clients

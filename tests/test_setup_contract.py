@@ -15,11 +15,11 @@ import bluesky.plans as bp
 import numpy as np
 import pytest
 
+from braggscope import storage
 from braggscope.analysis.sxdm.files import load_maps
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.app.cli.main import main
 from braggscope.app.session.namespace import make_session
-from braggscope import storage
 from braggscope.core.config import load_config, save_config
 from braggscope.core.geometry import Geometry
 from braggscope.core.setup import REQUIRED_FIELDS, ScanSetup, SetupError

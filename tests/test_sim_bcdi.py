@@ -4,8 +4,7 @@ spacing and oversampling (detector plane and rocking direction)."""
 import numpy as np
 import pytest
 
-from braggscope.core.geometry import (Geometry, bragg_angle, oversampling_detector, oversampling_rocking,
-                                 wavelength)
+from braggscope.core.geometry import Geometry, bragg_angle, oversampling_detector, oversampling_rocking, wavelength
 from braggscope.simulators.bcdi_forward import BCDIForwardModel
 from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.simulators.samples import BCDIParticle, lmno_particle
@@ -130,7 +129,8 @@ def test_beamline_bcdi_frames():
     s = bl.bragg_setup()
     assert s["reflection"] == "004"
     assert s["d_spacing"] == pytest.approx(8.17 / 4)
-    assert oversampling_rocking(s["d_spacing"], s["size_m"], (s["eta_stop"] - s["eta_start"]) / (s["eta_num"] - 1)) >= 2.9
+    step = (s["eta_stop"] - s["eta_start"]) / (s["eta_num"] - 1)
+    assert oversampling_rocking(s["d_spacing"], s["size_m"], step) >= 2.9
     pos = {"pix": s["center_um"][0], "piy": s["center_um"][1], "eta": s["eta"], "delta": s["delta"]}
     f = bl.render(pos, 0.01)
     assert f.dtype == np.uint32 and f.shape == (512, 512)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from braggscope.core.geometry import bragg_angle
-from braggscope.simulators.samples import (BCDIParticle, Crystallite, SAMPLE_NAMES, make_sample,
-                                           tilt_rotation)
+from braggscope.simulators.samples import SAMPLE_NAMES, BCDIParticle, Crystallite, make_sample, tilt_rotation
 
 GRID = np.arange(46.0, 54.0, 0.05)
 

@@ -8,8 +8,8 @@ from bluesky import RunEngine
 from bluesky import plans as bp
 from ophyd.sim import det, motor
 
-from braggscope.storage.background import KeptByWriter
 from braggscope.storage import BackgroundWriter
+from braggscope.storage.background import KeptByWriter
 
 
 class SlowRecorder:
@@ -151,8 +151,8 @@ def test_a_run_written_across_an_outage_stores_each_event_once_with_its_frame(em
 def _write_across(outage, client, tmp, lost_at):
     import numpy as np
 
-    from braggscope.storage.catalog_writer import CatalogWriter
     from braggscope.simulators.inprocess import HDF5ImageDetector
+    from braggscope.storage.catalog_writer import CatalogWriter
 
     n = [0]
 

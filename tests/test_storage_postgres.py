@@ -241,7 +241,8 @@ def test_reduce_cli_sends_the_reduction_to_the_configured_dask_cluster(tiled_ser
         remote = tmp_path / "remote.toml"
         save_config(cfg, remote)
         with distributed.Client(cluster) as watcher:
-            assert "reduce_block" not in watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+            prefixes = watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+            assert "reduce_block" not in prefixes
             assert main(["--config", str(remote), "reduce", "sxdm", uid, "--out", str(tmp_path / "dask.h5"),
                          "--quiet"]) == 0
             prefixes = watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))

@@ -12,9 +12,9 @@ from matplotlib import colors
 pytest.importorskip("xrayutilities")
 
 from braggscope.analysis.sxdm.figures import mosaicity_rgb, save_figures
-from braggscope.analysis.sxdm.reduce import reduce_stack
-from braggscope.analysis.sxdm.grid import grid_pixel_peak
 from braggscope.analysis.sxdm.files import load_maps, save_maps
+from braggscope.analysis.sxdm.grid import grid_pixel_peak
+from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.core.geometry import Geometry
 from tests.test_sxdm_model import forward_stack
 from tests.test_sxdm_readers import write_bliss

@@ -12,10 +12,10 @@ pytest.importorskip("xrayutilities")
 
 from braggscope.analysis.readers import detect_format, read_bliss, read_stack, read_xsocs
 from braggscope.analysis.sxdm import reduce_map
-from braggscope.core.setup import ScanSetup
-from braggscope.core.stacks import MapStack
 from braggscope.analysis.sxdm.reduce import reduce_stack
 from braggscope.core.geometry import Geometry
+from braggscope.core.setup import ScanSetup
+from braggscope.core.stacks import MapStack
 from tests.test_sxdm_model import forward_stack
 
 

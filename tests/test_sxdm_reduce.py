@@ -8,10 +8,10 @@ from scipy import ndimage
 
 pytest.importorskip("xrayutilities")
 
-from braggscope.analysis.sxdm.reduce import integrate_eta_maps, reduce_stack, tilt_angles
 from braggscope.analysis.sxdm.drift import apply_drift, register_drift, shifts_from_offsets
 from braggscope.analysis.sxdm.filters import hot_pixel_mask, maxipix_gap_mask, median_filter_frames
 from braggscope.analysis.sxdm.grid import find_peaks_q, grid_pixel_peak
+from braggscope.analysis.sxdm.reduce import integrate_eta_maps, reduce_stack, tilt_angles
 from braggscope.core.geometry import Geometry
 from tests.test_sxdm_model import forward_stack, truth_tilts
 

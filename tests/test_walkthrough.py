@@ -91,9 +91,9 @@ def _bliss_commands(shell, cfg):
 
 
 def test_operator_walkthrough(tmp_path):
-    from braggscope.storage import server as catalog_server
     from braggscope import storage
     from braggscope.core.config import load_config
+    from braggscope.storage import server as catalog_server
     from braggscope.storage.runs import Runs
 
     first, second = walkthrough_blocks()

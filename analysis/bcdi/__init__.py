@@ -16,8 +16,18 @@ strain; ``files``: CXI, VTK, npz; ``figures``; ``metrics``: PRTF and FSC;
 ``braggscope reduce bcdi``).
 """
 
-from .phasing import (PhasingResult, Recipe, align_to_reference, autocorrelation_support, center_object,
-                      mode_decomposition, phase_retrieval, remove_phase_ramp, run_metrics, to_physical_sign)
+from .phasing import (
+    PhasingResult,
+    Recipe,
+    align_to_reference,
+    autocorrelation_support,
+    center_object,
+    mode_decomposition,
+    phase_retrieval,
+    remove_phase_ramp,
+    run_metrics,
+    to_physical_sign,
+)
 
 __all__ = ["Recipe", "PhasingResult", "phase_retrieval", "autocorrelation_support", "to_physical_sign",
            "remove_phase_ramp", "center_object", "align_to_reference", "mode_decomposition", "run_metrics"]

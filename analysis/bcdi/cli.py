@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--keep", type=int, default=None, help="best starts combined (default: half of --runs)")
     p.add_argument("--select", default="sharpness", choices=SELECT, help="metric ranking the starts")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--recipe", default=None, help='e.g. "HIO:300,RAAR:500,ER:200" (default HIO:200,RAAR:100,ER:20,RAAR:100,ER:20,RAAR:80,ER:100)')
+    p.add_argument("--recipe", default=None,
+                   help='e.g. "HIO:300,RAAR:500,ER:200" (default HIO:200,RAAR:100,ER:20,RAAR:100,ER:20,RAAR:80,ER:100)')
     p.add_argument("--scan", default=None,
                    help="BLISS entry, e.g. 3.1 (default: the first); several entries of one file: 1.1,2.1,3.1")
     p.add_argument("--reference", type=int, default=0, help="series: the scan the others are referred to")

@@ -198,7 +198,8 @@ def figure_resolution(prtf, fsc=None, *, title: str | None = None) -> Figure:
         ax.plot(curve.q, curve.value, "-o", ms=3, color=colour,
                 label=f"{curve.name}: {curve.resolution_nm:.1f} nm{bound}; z, y, x: "
                       + ", ".join(f"{r:.1f}" for r in res["resolution_zyx_nm"]) + " nm")
-        ax.plot(curve.q, curve.threshold, "--", color=colour, lw=1, label=f"{curve.name} threshold ({curve.threshold_name})")
+        ax.plot(curve.q, curve.threshold, "--", color=colour, lw=1,
+                label=f"{curve.name} threshold ({curve.threshold_name})")
         if np.isfinite(curve.resolution_nm) and curve.reached.get("all", False):
             ax.axvline(np.pi / curve.resolution_nm, color=colour, lw=0.8, alpha=0.6)
     ax.set_xlabel("|q| (1/nm)")

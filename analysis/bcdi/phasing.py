@@ -51,8 +51,16 @@ from .distributed import iterations_per_start, run_starts
 from .live import LiveView
 from .metrics import prtf
 from .recipe import SELECT, Recipe
-from .runs import (align_to_reference, center_object, embed_centred, mode_decomposition, phase_ramp,
-                   remove_phase_ramp, run_metrics, to_physical_sign)
+from .runs import (
+    align_to_reference,
+    center_object,
+    embed_centred,
+    mode_decomposition,
+    phase_ramp,
+    remove_phase_ramp,
+    run_metrics,
+    to_physical_sign,
+)
 from .support import autocorrelation_support
 
 __all__ = [

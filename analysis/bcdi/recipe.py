@@ -115,13 +115,13 @@ class Recipe:
         """Total number of iterations."""
         return sum(n for _, n in self.steps)
 
-    def tight(self) -> "Recipe":
+    def tight(self) -> Recipe:
         """The tight schedule: these steps with the tight shrink-wrap, coherent, no further choice."""
         return replace(self, shrinkwrap_every=self.tight_every, shrinkwrap_threshold=self.tight_threshold,
                        sigma_end=self.tight_sigma_end, partial_coherence=False, choose_schedule=False)
 
     @classmethod
-    def parse(cls, text: str, **options) -> "Recipe":
+    def parse(cls, text: str, **options) -> Recipe:
         """Recipe from ``"HIO:300,RAAR:500,ER:200"`` (options as keywords)."""
         steps = []
         for item in str(text).split(","):

@@ -174,6 +174,6 @@ def edge_resolution(amplitude, support, voxel):
             hi = k
             while hi < half.size - 1 and half[hi + 1]:
                 hi += 1
-            widths.append((fine[hi] - fine[lo]))
+            widths.append(fine[hi] - fine[lo])
         out.append(float(np.mean(widths) * voxel[ax]) if widths else float("nan"))
     return tuple(out)

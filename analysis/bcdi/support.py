@@ -72,7 +72,7 @@ class Shrinkwrap:
     decay_until: int = 1
 
     @classmethod
-    def of(cls, recipe) -> "Shrinkwrap":
+    def of(cls, recipe) -> Shrinkwrap:
         """The recipe's own shrink-wrap (its width decays over the first 80 % of the iterations)."""
         return cls(recipe.shrinkwrap_every, recipe.shrinkwrap_threshold, recipe.sigma_start, recipe.sigma_end,
                    max(int(0.8 * recipe.n_iterations), 1))

@@ -21,7 +21,8 @@ import numpy as np
 
 from braggscope.core.errors import InputError, SourceMissingError
 
-__all__ = ["open_hdf5", "check_top_links", "checked_dataset", "scalar", "first_key", "resolve_source", "read_all", "short_reason"]
+__all__ = ["open_hdf5", "check_top_links", "checked_dataset", "scalar", "first_key", "resolve_source", "read_all",
+           "short_reason"]
 
 
 def open_hdf5(path, *, role: str = "") -> h5py.File:

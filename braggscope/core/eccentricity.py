@@ -13,7 +13,6 @@ where it is at ``eta0``; a plan corrects by adding it to the raster origin.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -89,18 +88,18 @@ class EccentricityModel:
             d["extra"] = dict(self.extra)
         return d
 
-    def with_extra(self, **extra) -> "EccentricityModel":
+    def with_extra(self, **extra) -> EccentricityModel:
         """A new model with the same coefficients and ``extra`` updated by ``extra``."""
         return EccentricityModel(self.eta0, self.x, self.y, extra={**self.extra, **extra})
 
-    def referenced_at(self, eta0: float) -> "EccentricityModel":
+    def referenced_at(self, eta0: float) -> EccentricityModel:
         """The same drift with zero at ``eta0`` instead (exact: offsets differ by a constant)."""
         d = float(eta0) - self.eta0
         return EccentricityModel(float(eta0), (self.x[0] + 2 * self.x[1] * d, self.x[1]),
                                  (self.y[0] + 2 * self.y[1] * d, self.y[1]))
 
     @classmethod
-    def from_dict(cls, d) -> "EccentricityModel":
+    def from_dict(cls, d) -> EccentricityModel:
         """Model from its dict form (``to_dict``, a config ``[eccentricity]`` table); None: no drift."""
         if d is None:
             return cls()
@@ -111,7 +110,7 @@ class EccentricityModel:
                    extra=d.get("extra") or {})
 
     @classmethod
-    def coerce(cls, value, name: str = "eccentricity") -> "EccentricityModel":
+    def coerce(cls, value, name: str = "eccentricity") -> EccentricityModel:
         """The one way in: an EccentricityModel, its dict form, or None (no drift).
 
         Raises

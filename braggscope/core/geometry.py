@@ -181,13 +181,13 @@ class Geometry:
         p = np.atleast_1d(np.asarray(self.pixel_m, dtype=float))
         return (float(p[0]), float(p[-1]))
 
-    def replace(self, **changes) -> "Geometry":
+    def replace(self, **changes) -> Geometry:
         """A copy with some fields changed (e.g. ``cch`` after a crop)."""
         from dataclasses import replace
 
         return replace(self, **changes)
 
-    def crop(self, row0: int, col0: int) -> "Geometry":
+    def crop(self, row0: int, col0: int) -> Geometry:
         """Geometry for frames cropped to start at ``(row0, col0)``."""
         return self.replace(cch=(self.cch[0] - row0, self.cch[1] - col0))
 

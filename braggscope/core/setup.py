@@ -27,14 +27,15 @@ layer: it imports no wing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from braggscope.core.errors import UserError
-from braggscope.core.numbers import finite_float
 from braggscope.core.geometry import Geometry
+from braggscope.core.numbers import finite_float
 
 __all__ = ["ScanSetup", "SetupError", "REQUIRED_FIELDS", "SETUP_KEY", "DETECTOR_CONFIG", "BASELINE_NAMES"]
 
@@ -176,7 +177,7 @@ class ScanSetup:
             out.append(arr)
         return out[0], out[1], out[2]
 
-    def replace(self, **changes) -> "ScanSetup":
+    def replace(self, **changes) -> ScanSetup:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
@@ -197,7 +198,7 @@ class ScanSetup:
 
     # -- in -----------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg, **overrides) -> "ScanSetup":
+    def from_config(cls, cfg, **overrides) -> ScanSetup:
         """Setup from a configuration (``energy.energy_kev``, ``detector.*``) and overrides.
 
         The configuration has no angles: pass ``delta`` (and ``nu``, ``phi``,
@@ -210,7 +211,7 @@ class ScanSetup:
         return cls.from_fields({**values, **overrides}, source="the configuration (and overrides)")
 
     @classmethod
-    def from_devices(cls, detector, *, energy=None, delta=None, nu=0.0, phi=0.0, **overrides) -> "ScanSetup":
+    def from_devices(cls, detector, *, energy=None, delta=None, nu=0.0, phi=0.0, **overrides) -> ScanSetup:
         """Setup from an area detector's configuration signals and the positioners' positions.
 
         Parameters
@@ -236,7 +237,7 @@ class ScanSetup:
 
     @classmethod
     def from_start_doc(cls, doc: Mapping, descriptors: Sequence[Mapping] = (),
-                       baseline: Mapping | None = None) -> "ScanSetup":
+                       baseline: Mapping | None = None) -> ScanSetup:
         """The setup of a run, or of any start-document-like dict (e.g. a file reader's ``meta``).
 
         Parameters
@@ -275,7 +276,7 @@ class ScanSetup:
         return cls.from_fields(values, source=f"run {uid}" if uid else "the metadata")
 
     @classmethod
-    def from_run(cls, run) -> "ScanSetup":
+    def from_run(cls, run) -> ScanSetup:
         """The setup of a catalog run (a Tiled ``BlueskyRun``), see :meth:`from_start_doc`."""
         start = run.metadata["start"]
         descriptors, baseline = [], None
@@ -287,7 +288,7 @@ class ScanSetup:
         return cls.from_start_doc(start, descriptors, baseline)
 
     @classmethod
-    def from_fields(cls, values: Mapping, *, source: str = "the metadata") -> "ScanSetup":
+    def from_fields(cls, values: Mapping, *, source: str = "the metadata") -> ScanSetup:
         """Construct from a dict of fields, naming every missing required field at once."""
         missing = [k for k in REQUIRED_FIELDS if values.get(k) is None]
         if missing:

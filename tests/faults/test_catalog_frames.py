@@ -11,9 +11,9 @@ import pytest
 from bluesky.utils import RunEngineInterrupted
 
 from braggscope import storage
-from braggscope.storage import frames as storage_frames
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
+from braggscope.storage import frames as storage_frames
 
 from .conftest import SHAPE, interrupt_at
 

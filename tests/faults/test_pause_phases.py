@@ -13,9 +13,7 @@ from bluesky.utils import RunEngineInterrupted
 from braggscope import storage
 from braggscope.plans import sxdm_map
 
-from .conftest import SHAPE
-
-from .conftest import assert_frames_where_events_say, interrupt_at
+from .conftest import SHAPE, assert_frames_where_events_say, interrupt_at
 
 PHASES = {"move": ("set", "pix", 3), "trigger": ("trigger", "det", 3), "read": ("read", "det", 3),
           "save": ("save", None, 3)}

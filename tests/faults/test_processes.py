@@ -106,7 +106,8 @@ def _child(code):
 def test_spawn_detached_returns_what_ready_saw_from_a_detached_process(tmp_path):
     flag = tmp_path / "ready.txt"
     code = ("import os, sys, time; sys.stderr.write('to the log\\n'); sys.stderr.flush(); time.sleep(0.3); "
-            f"open({str(flag)!r}, 'w').write(os.environ['SPAWN_PROBE'] + '|' + repr(sys.stdin.read()) + '|' + os.getcwd()); "
+            f"open({str(flag)!r}, 'w').write(os.environ['SPAWN_PROBE'] + '|' + repr(sys.stdin.read()) + '|' "
+            "+ os.getcwd()); "
             "time.sleep(60)")
     seen = []
     process, value = spawn_detached(_child(code), tmp_path / "child.log",
@@ -153,10 +154,10 @@ def test_spawn_detached_stops_a_process_that_is_never_ready(tmp_path):
 
 
 def test_a_catalog_server_failing_at_start_up_is_one_error_naming_its_log(tmp_path):
-    from braggscope.storage import server as catalog_server
-    from braggscope.storage.locks import acquire_writer_lock, release_writer_lock
     from braggscope.core.config import load_config
     from braggscope.core.errors import ServerUnreachableError
+    from braggscope.storage import server as catalog_server
+    from braggscope.storage.locks import acquire_writer_lock, release_writer_lock
 
     cfg = load_config()
     cfg.set("storage.data_dir", str(tmp_path))

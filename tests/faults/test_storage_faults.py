@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from braggscope import storage
-from braggscope.storage.locks import CatalogBusyError, acquire_writer_lock, release_writer_lock
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
+from braggscope.storage.locks import CatalogBusyError, acquire_writer_lock, release_writer_lock
 
 from .conftest import SHAPE, assert_frames_where_events_say, frames_match_events
 from .disk import tmpfs
@@ -59,8 +59,8 @@ def test_two_processes_on_one_new_catalog(tmp_path):
     document (exit status abort, the reason saying so)."""
     data, det = tmp_path / "data", tmp_path / "det"
     procs = [subprocess.Popen([sys.executable, "-m", "tests.faults.writer_child", str(data), str(det),
-                               str(tmp_path / f"child{i}.json"), str(tmp_path / f"child{1 - i}.json")], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+                               str(tmp_path / f"child{i}.json"), str(tmp_path / f"child{1 - i}.json")], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
     results = [json.loads((tmp_path / f"child{i}.json").read_text()) for i in range(2)]

@@ -2,8 +2,9 @@
 
 ``python -m tests.faults.writer_child DATA_DIR DETECTOR_DIR OUT.json SIBLING.json``: opens the
 embedded catalog under DATA_DIR (creating it if needed), subscribes a writer (refused if another
-process writes), marks ``OUT.json.tried``, waits (as the writer) until the sibling has tried too, starts a 2 x 3 map with in-process devices, pauses it during the 3rd point (Ctrl-C twice) and
-exits with the RunEngine paused, the run open.
+process writes), marks ``OUT.json.tried``, waits (as the writer) until the sibling has tried too,
+starts a 2 x 3 map with in-process devices, pauses it during the 3rd point (Ctrl-C twice) and exits
+with the RunEngine paused, the run open.
 
 ``python -m tests.faults.writer_child hang DATA_DIR DETECTOR_DIR MARKER [journal]``: writes a 2 x 3 map
 into the embedded catalog under DATA_DIR, one catalog write per point (with ``journal``: and the run's
@@ -21,11 +22,11 @@ from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 
 from braggscope import storage
-from braggscope.storage.locks import CatalogBusyError, acquire_writer_lock
-from braggscope.storage.catalog_writer import CatalogWriter
 from braggscope.core.config import load_config
 from braggscope.core.setup import ScanSetup
 from braggscope.plans import sxdm_map
+from braggscope.storage.catalog_writer import CatalogWriter
+from braggscope.storage.locks import CatalogBusyError, acquire_writer_lock
 
 from .conftest import SHAPE, EncodingDevices, interrupt_at
 
