@@ -19,6 +19,9 @@ themselves; :func:`install_guard` puts it on a RunEngine, so the session's ``asc
 
 Guards nest: a plan's own guard (its time-outs) inside the session's applies its time-outs
 through the outer one, which does the watching once.
+
+A plan that outlives a loss (an operando campaign waits for the IOC and measures the checkpoint
+again) says so with :func:`recovered` once its devices are back: the guard then watches afresh.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from bluesky.utils import FailedStatus, Msg, RunEngineControlException, root_anc
 from braggscope.core.errors import ArgumentError
 
 __all__ = ["DetectorFrameError", "DeviceLostError", "ConnectionWatchdog", "MOVE_TIMEOUT_S", "TRIGGER_TIMEOUT_S",
-           "WATCHDOG", "guarded", "install_guard"]
+           "WATCHDOG", "guarded", "install_guard", "recovered"]
 
 #: Default bound (s) of the scan plans on one point's detector trigger (exposure + read-out + file write).
 TRIGGER_TIMEOUT_S = 30.0
@@ -45,6 +48,7 @@ _CHECKED = frozenset({"checkpoint", "set", "trigger", "wait", "create", "read", 
 #: Seconds a failed status, time-out or disconnection waits for a connection callback that would explain it.
 LOSS_WAIT_S = 2.0
 _HANDSHAKE = "braggscope_guard"  # a Msg('null') keyword an enclosing guard answers
+_RECOVERED = "braggscope_guard_recovered"  # a Msg('null') keyword: the plan dealt with its losses
 
 
 class DeviceLostError(ConnectionError):
@@ -183,6 +187,13 @@ def guarded(plan, *, trigger_timeout_s: float | None = None, move_timeout_s: flo
     return (yield from _Guard(WATCHDOG if watchdog is None else watchdog, timeouts).run(plan))
 
 
+def recovered():
+    """Tell the guard around this plan that the plan caught a :class:`DeviceLostError` (or a
+    :class:`DetectorFrameError`), waited for its devices and goes on: losses before now are forgotten,
+    frame counters start again (a restarted IOC counts from 0). A plan stub; nothing without a guard."""
+    yield Msg("null", None, **{_RECOVERED: True})
+
+
 def install_guard(RE) -> None:
     """Run every plan of ``RE`` guarded (see :func:`guarded`; no time-outs of its own); idempotent.
 
@@ -232,6 +243,9 @@ class _Guard:
             if msg.command == "null" and msg.kwargs.get(_HANDSHAKE):
                 reply = self  # a nested guard: it gives us its time-outs
                 continue
+            if msg.command == "null" and msg.kwargs.get(_RECOVERED):
+                self._recover()
+                continue
             try:
                 reply = yield msg
             except GeneratorExit:
@@ -248,6 +262,14 @@ class _Guard:
                 reply = None
                 yield from self._drop_bundle()
                 error = self._failing(exc)
+
+    def _recover(self) -> None:
+        """The plan goes on after its losses (:func:`recovered`): watch from now, count frames afresh."""
+        self.since = self.dog.mark()
+        self.failing, self.lost = False, set()
+        self.counters.clear()
+        self.groups.clear()
+        self.stream, self.bundle_open = None, False
 
     def _drop_bundle(self):
         """Drop the open event bundle (the plan's own drop that follows is skipped)."""

@@ -1,0 +1,174 @@
+"""Operando campaigns over Channel Access against the simulator's known lattice law, front and drift.
+
+One simulator per module (prefix ``BSOPR:``, 128 x 128 frames) with an NMC622 cell whose clock runs
+100 times faster than the wall. The truth of every measurement is read from the simulated cell (its
+``SIM:`` PVs) when the measurement starts, the cell held at open circuit meanwhile (``pause_cell``), and
+the simulator's own physics (cell_sample, the forward model) turns it into the peak's rocking centre,
+the particle's place and the lattice the map must show.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tiled")
+
+from bluesky.callbacks import CallbackBase
+from ophyd import EpicsSignalRO
+
+from braggscope import storage
+from braggscope.core.electrochem import charge_to
+from braggscope.simulators.beamline import SimulatedBeamline
+from braggscope.simulators.cell import CellState, material
+from braggscope.simulators.cell_sample import cell_sample
+from tests.conftest import CA_PORTS
+from tests.ioc_fixtures import module_simulator_config
+
+pytestmark = pytest.mark.slow
+
+PREFIX, SCALE = "BSOPR:", 300.0
+DRIFT_UM_PER_H = [12.0, -8.0, 0.3]  # the particle moves ~10 um in the campaign, z showing along x
+TRUTH = ("Front_RBV", "ShellLi_RBV", "CoreLi_RBV", "DriftX_RBV", "DriftY_RBV", "DriftZ_RBV")
+
+
+def _config(root):
+    cfg = module_simulator_config(root, PREFIX, 128)
+    cfg.set("simulator.peak_rate", 2.0e6)
+    cfg.set("pv.potentiostat", f"{PREFIX}cell:")
+    cfg.set("simulator.cell.time_scale", SCALE)
+    cfg.set("simulator.cell.drift_um_per_h", DRIFT_UM_PER_H)
+    cfg.set("simulator.cell.relax_time_s", 1.0e7)  # the front stays while a checkpoint holds the cell
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from braggscope.app.beamline.runengine import recording_run_engine
+    from braggscope.app.beamline.simulator import start_simulator, stop_simulator
+    from braggscope.devices.ca_client import release_devices
+    from braggscope.devices.factory import make_devices
+    from braggscope.devices.fly import make_flyer
+    from braggscope.plans.beam import BeamPolicy
+    from braggscope.plans.guard import install_guard
+
+    root = tmp_path_factory.mktemp("operando")
+    cfg = _config(root)
+    handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
+                             exit_with_parent=True)
+    state = {"handle": handle}
+    devices, truth = {}, []
+    try:
+        devices = make_devices(cfg, connect_timeout=30.0)
+        flyer = make_flyer(devices, cfg)
+        truth = [EpicsSignalRO(f"{PREFIX}cell:SIM:{name}", name=name) for name in TRUTH]
+        for sig in truth:
+            sig.wait_for_connection(timeout=30)
+        client = storage.open_catalog(cfg)
+        RE = recording_run_engine(devices, client, beam=BeamPolicy.from_config(cfg))
+        install_guard(RE)
+        simulated = SimulatedBeamline.from_config(cfg)
+        yield {"cfg": cfg, "d": devices, "flyer": flyer, "client": client, "RE": RE, "truth": truth,
+               "beamline": simulated, "root": root, "state": state}
+    finally:
+        try:
+            for sig in truth:
+                sig.destroy()
+            release_devices(devices)
+        finally:
+            stop_simulator(state["handle"])
+
+
+def _campaign(bench, campaign_id, **kwargs):
+    setup = bench["beamline"].bragg_setup()
+    cx, cy = setup["center_um"]
+    options = dict(campaign_id=campaign_id, every_s=900.0, count=4, measure="fly", points=(12, 12),
+                   half_width_um=(1.8, 1.8), etas=(-0.02, 0.0, 0.02), dwell_s=0.004, roi=(49, 79, 49, 79),
+                   poll_s=0.2,
+                   line_half_um=2.0, start={"eta": setup["eta"], "delta": setup["delta"], "x": cx, "y": cy},
+                   protocol={"steps": [charge_to(4.3, 1.0).to_dict()]}, pause_cell=True,
+                   eccentricity=dict(bench["cfg"]["simulator.eccentricity"]), sample="nmc622")
+    options.update(kwargs)
+    return options
+
+
+def _reset_cell(bench):
+    from ophyd import EpicsSignal
+
+    reset = EpicsSignal(f"{PREFIX}cell:SIM:Reset", name="reset", put_complete=True)
+    reset.wait_for_connection(timeout=10)
+    reset.set(1).wait(10)
+    reset.destroy()
+
+
+class _Truth(CallbackBase):
+    """At every measurement's start: the cell's truth (the cell is held while it measures)."""
+
+    def __init__(self, signals):
+        self.signals, self.by_uid = signals, {}
+
+    def start(self, doc):
+        if doc.get("operando_role") == "measure":
+            self.by_uid[doc["uid"]] = {s.name: float(s.get(use_monitor=False)) for s in self.signals}
+
+
+def _run(bench, campaign):
+    from braggscope.plans.operando import operando
+
+    d = bench["d"]
+    truth = _Truth(bench["truth"])
+    token = bench["RE"].subscribe(truth)
+    try:
+        result = bench["RE"](operando([d["detector"], d["xrf"], d["potentiostat"], bench["flyer"]],
+                                      {"x": d["pix"], "y": d["piy"], "eta": d["eta"], "delta": d["delta"]},
+                                      campaign, catalog=bench["client"]))
+    finally:
+        bench["RE"].unsubscribe(token)
+    return result.plan_result, truth.by_uid
+
+
+def _truth_sample(bench, truth):
+    """The simulated crystal and its drift as the cell was when a measurement started."""
+    beamline = SimulatedBeamline.from_config(bench["cfg"])
+    state = CellState(x_shell=truth["ShellLi_RBV"], x_core=truth["CoreLi_RBV"], front=truth["Front_RBV"])
+    beamline.set_sample(cell_sample(beamline.sample, material("nmc622"), state, front_width=0.04))
+    beamline.set_drift([truth["DriftX_RBV"], truth["DriftY_RBV"], truth["DriftZ_RBV"]])
+    return beamline
+
+
+def _rocking_centre(beamline, eta0, delta):
+    """Where the particle's rocking curve is centred at ``delta`` (the forward model's expected ROI counts)."""
+    etas = np.linspace(eta0 - 0.5, eta0 + 0.5, 201)
+    cx, cy = beamline.apparent_center(eta0)
+    counts = np.array([beamline.forward.expected_frame(*beamline.beam_on_sample(cx, cy, e), e, delta)[49:79, 49:79]
+                       .sum() for e in etas])
+    counts = counts - np.percentile(counts, 10)
+    above = counts >= 0.5 * counts.max()
+    return float(np.sum(etas[above] * counts[above]) / np.sum(counts[above]))
+
+
+def test_tracking_keeps_the_peak_in_range_and_the_particle_in_the_map_while_both_move(bench):
+    _reset_cell(bench)
+    uids, truths = _run(bench, _campaign(bench, "track-a"))
+    assert len(uids) == 4
+    client, first = bench["client"], None
+    for uid in uids:
+        start = client[uid].metadata["start"]
+        op, truth = start["operando"], truths[uid]
+        assert client[uid].metadata["stop"]["exit_status"] == "success"
+        assert op["checks"]["peak_in_range"] and op["checks"]["particle_in_map"], op["checks"]
+        beamline = _truth_sample(bench, truth)
+        position = op["position"]
+        centre = _rocking_centre(beamline, position["eta"], position["delta"])
+        assert min(start["eta"]) - 0.01 <= centre <= max(start["eta"]) + 0.01  # the peak inside the rocking range
+        x_true, y_true = beamline.apparent_center(position["eta"])
+        dx, dy = (float(v) for v in beamline.eccentricity.offset(position["eta"]))
+        assert abs(x_true - dx - position["x"]) < 0.3 and abs(y_true - dy - position["y"]) < 0.3
+        first = first or (centre, x_true, y_true, position["delta"])
+    moved_peak = abs(centre - first[0])
+    moved_particle = math.hypot(x_true - first[1], y_true - first[2])
+    # NMC622's c axis grows by ~1 % from x = 1 to 0.5: the peak moves ~0.09 deg in eta and ~0.26 deg in delta
+    assert moved_peak > 2 * 0.04 and abs(position["delta"] - first[3]) > 2 * 0.095  # rocking range, ROI height
+    assert moved_particle > 2.5 * 3.6  # the map's width
