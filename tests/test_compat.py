@@ -189,9 +189,12 @@ def test_tiled_reads_its_retry_time_out_where_limit_looks(monkeypatch):
     compat.limit_tiled_retries(3.0)
     assert utils.TILED_RETRY_TIMEOUT == 3.0
     assert "TILED_RETRY_TIMEOUT" in inspect.getsource(utils.retry_context)  # read at each request
-    monkeypatch.setenv("TILED_RETRY_TIMEOUT", "7")
+    assert "TILED_RETRY_ATTEMPTS" in inspect.getsource(utils.retry_context)
+    monkeypatch.setattr(utils, "TILED_RETRY_ATTEMPTS", utils.TILED_RETRY_ATTEMPTS)
+    monkeypatch.setenv("TILED_RETRY_TIMEOUT", "7")  # set after tiled's import: read again
+    monkeypatch.setenv("TILED_RETRY_ATTEMPTS", "99")
     compat.limit_tiled_retries(1.0)
-    assert utils.TILED_RETRY_TIMEOUT == 3.0  # the user's setting wins
+    assert utils.TILED_RETRY_TIMEOUT == 7.0 and utils.TILED_RETRY_ATTEMPTS == 99  # the user's setting wins
 
 
 def test_argparse_lists_every_argument_where_parser_actions_looks():

@@ -91,6 +91,7 @@ def _catalog(server, monkeypatch):
     from braggscope.core.config import load_config
 
     cfg = load_config()
+    cfg.set("storage.data_dir", str(server.root / "client"))  # the writers' journals: the test's own
     cfg.set("storage.tiled_uri", server.uri)
     cfg.set("storage.api_key", server.key)
     monkeypatch.delenv("TILED_API_KEY", raising=False)
@@ -256,6 +257,23 @@ def test_reduce_cli_sends_the_reduction_to_the_configured_dask_cluster(tiled_ser
     assert not (tmp_path / "x.h5").exists()
 
 
+def _stored_run(cfg, uid, timeout=120.0):
+    """The run once the catalog has its stop: documents kept during an outage are delivered when the
+    server answers, which may be after the RunEngine returned."""
+    from braggscope import storage
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = storage.load_run(storage.open_catalog(cfg), uid)
+            if run.metadata.get("stop") is not None:
+                return run
+        except KeyError:
+            pass
+        assert time.monotonic() < deadline, f"run {uid} not stopped in the catalog within {timeout} s"
+        time.sleep(0.5)
+
+
 def test_killing_the_catalog_server_mid_scan_loses_no_event(tiled_server, monkeypatch):
     """SIGKILL the tiled server during a map and start it again: the RunEngine never waits, the writer's
     requests are retried until the server is back, the run completes and the catalog holds every event."""
@@ -291,7 +309,7 @@ def test_killing_the_catalog_server_mid_scan_loses_no_event(tiled_server, monkey
         helper.join(180)
     assert killed.is_set() and back.is_set()
     assert emitted.count("event") > 60 + 10  # the RunEngine went on during the outage
-    run = storage.load_run(storage.open_catalog(cfg), uid)
+    run = _stored_run(cfg, uid)
     assert run.metadata["stop"]["exit_status"] == "success"
     n_points = 2 * 10 * 12
     assert run.metadata["stop"]["num_events"]["primary"] == n_points
@@ -309,7 +327,6 @@ def test_a_batch_stored_by_a_server_killed_before_it_answered_is_not_written_twi
     import httpx
     from tiled.client.dataframe import DataFrameClient
 
-    from braggscope import storage
     from braggscope.plans import sxdm_map
 
     monkeypatch.setenv("TILED_RETRY_TIMEOUT", "120")
@@ -336,9 +353,9 @@ def test_a_batch_stored_by_a_server_killed_before_it_answered_is_not_written_twi
     finally:
         for thread in restart:
             thread.join(180)
+    run = _stored_run(cfg, uid)
     monkeypatch.setattr(DataFrameClient, "append_partition", append)
     assert len(calls) > 2 and restart  # the kill happened, later batches were appended
-    run = storage.load_run(storage.open_catalog(cfg), uid)
     assert run.metadata["stop"]["exit_status"] == "success"
     rows = run["primary"].read(variables=["pix"])["pix"]
     assert len(rows) == 2 * 10 * 12  # every event once

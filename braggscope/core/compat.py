@@ -160,15 +160,17 @@ def figure_managers() -> list:
 def limit_tiled_retries(timeout_s: float) -> None:
     """Make the Tiled client give up a request after ``timeout_s`` of retries (its default is 45 s).
 
-    Tiled reads ``TILED_RETRY_TIMEOUT`` from the environment once, at import, into
-    ``tiled.client.utils.TILED_RETRY_TIMEOUT``; a value the user set in the environment is kept.
+    Tiled reads ``TILED_RETRY_TIMEOUT`` and ``TILED_RETRY_ATTEMPTS`` from the environment once, at
+    import, into ``tiled.client.utils``. A value set in the environment wins, read again here: a
+    process that imported tiled before the variable was set (a test, a notebook) still gets it.
     """
     import os
 
     from tiled.client import utils
 
-    if "TILED_RETRY_TIMEOUT" not in os.environ:
-        utils.TILED_RETRY_TIMEOUT = float(timeout_s)
+    utils.TILED_RETRY_TIMEOUT = float(os.environ.get("TILED_RETRY_TIMEOUT", timeout_s))
+    if "TILED_RETRY_ATTEMPTS" in os.environ:
+        utils.TILED_RETRY_ATTEMPTS = int(os.environ["TILED_RETRY_ATTEMPTS"])
 
 
 # -- argparse -------------------------------------------------------------------------------------

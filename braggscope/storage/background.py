@@ -10,6 +10,7 @@ are in its journal (``storage.journal``) until the catalog confirms the run.
 from __future__ import annotations
 
 import atexit
+import errno
 import queue
 import sys
 import threading
@@ -91,12 +92,14 @@ class BackgroundWriter:
             return  # closed at exit already (a RunEngine finalised later sends its own stop: dropped)
         self._track(name, doc)
         if self.journal is not None:
-            self.journal.record(name, doc)
+            self._record(name, doc)
         if name == "start":
             self._broken = False
         self._raise_pending()
         if self._broken:
             return
+        if name == "stop":
+            self._next_try = 0.0  # a lost catalog is tried again with the stop, not retry_s later
         self._queue.put((name, doc))
         if name == "stop":
             confirmed = self._drained(self.confirm_s) and not self._lost
@@ -163,6 +166,15 @@ class BackgroundWriter:
                     break
         elif name == "stop":
             self._open.pop(doc.get("run_start"), None)
+
+    def _record(self, name, doc):
+        """Journal the document; a journal that cannot be written fails the run, naming the file and why."""
+        try:
+            self.journal.record(name, doc)
+        except OSError as exc:
+            full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            raise RuntimeError(f"catalog writer failed: its journal in {self.journal.spool_dir} could not be "
+                               f"written: {exc.strerror or exc}{full}") from exc
 
     def _raise_pending(self):
         error, self._error = self._error, None
