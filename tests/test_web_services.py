@@ -93,7 +93,7 @@ def test_operator_and_observer_keys_on_the_page_and_the_queue(stack):
     assert [i["name"] for i in state["queue"]["queue"]] == ["count"] and state["role"] == "observer"
     assert get(web, "/api/control/clear", keys["queue"], method="POST", body={})[1]["ok"]
     status, plans = get(web, "/api/plans", keys["queue"])
-    assert {"sxdm_map", "sxdm_fly", "ascan", "mv", "cen"} <= {p["name"] for p in plans["plans"]}
+    assert {"sxdm_map", "sxdm_fly", "ascan", "mv", "goto_cen"} <= {p["name"] for p in plans["plans"]}
 
 
 def test_nan_and_infinity_are_refused_at_the_queues_door(stack):
@@ -221,7 +221,7 @@ def test_the_queue_shell_runs_the_sessions_commands_in_the_worker(stack, capsys)
     other = queue_namespace(effective)  # a second operator's shell
     try:
         positions = ns["wa"]()
-        assert set(positions) >= {"pix", "piy", "eta"} and " position " in capsys.readouterr().out
+        assert set(positions) >= {"pix", "piy", "eta"} and "Current Positions: user" in capsys.readouterr().out
         result = ns["ascan"](ns["pix"], 45, 55, 10, 0.01)
         assert result["exit_status"] == "success" and len(result["run_start_uids"]) == 1
         assert "goto_cen()" in capsys.readouterr().out
