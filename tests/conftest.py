@@ -58,3 +58,18 @@ CA_PORTS = dict(zip(("session", "module"),
 os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{port}" for port in CA_PORTS.values())
 
 pytest_plugins = ["tests.ioc_fixtures"]
+
+
+#: Test files by measured duration, longest first (s, whole file, in the suite on 2 cores). With
+#: ``--dist loadfile`` a file runs whole on one worker, in collection order: a long file collected
+#: last keeps the suite running on one worker while the others are idle, so the long ones go first.
+LONGEST_FIRST = ("test_demo_quick.py", "test_extras.py", "test_operator_scans.py", "test_queue_shell.py",
+                 "test_walkthrough.py", "test_shared_catalog.py", "test_web_browser.py", "test_plans_ioc.py",
+                 "test_operando_ca.py", "test_fly_plan.py", "test_cli_errors.py", "test_storage_postgres.py",
+                 "test_web_hosts.py", "test_ioc_faults.py", "test_storage_faults.py", "test_serve.py", "test_bus.py",
+                 "test_journal.py", "test_plans_sim.py", "test_web_services.py", "test_queue.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
