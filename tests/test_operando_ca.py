@@ -149,9 +149,15 @@ def _rocking_centre(beamline, eta0, delta):
     return float(np.sum(etas[above] * counts[above]) / np.sum(counts[above]))
 
 
-def test_tracking_keeps_the_peak_in_range_and_the_particle_in_the_map_while_both_move(bench):
+@pytest.fixture(scope="module")
+def tracked(bench):
+    """One campaign of four fly-map checkpoints through a partial charge (the tests below share it)."""
     _reset_cell(bench)
-    uids, truths = _run(bench, _campaign(bench, "track-a"))
+    return _run(bench, _campaign(bench, "track-a"))
+
+
+def test_tracking_keeps_the_peak_in_range_and_the_particle_in_the_map_while_both_move(bench, tracked):
+    uids, truths = tracked
     assert len(uids) == 4
     client, first = bench["client"], None
     for uid in uids:
@@ -172,3 +178,48 @@ def test_tracking_keeps_the_peak_in_range_and_the_particle_in_the_map_while_both
     # NMC622's c axis grows by ~1 % from x = 1 to 0.5: the peak moves ~0.09 deg in eta and ~0.26 deg in delta
     assert moved_peak > 2 * 0.04 and abs(position["delta"] - first[3]) > 2 * 0.095  # rocking range, ROI height
     assert moved_particle > 2.5 * 3.6  # the map's width
+
+
+def _truth_maps(beamline, x_um, y_um):
+    """The crystal's d-spacing (Angstrom, NaN outside) and shell weight on a grid around its centre."""
+    crystal = beamline.sample.crystallites[0]
+    cx, cy = crystal.center_um
+    xx, yy = np.meshgrid(cx + np.asarray(x_um), cy + np.asarray(y_um))
+    fields = crystal.fields(xx, yy)
+    inside = np.asarray(fields["support"], bool)
+    return np.where(inside, fields["d_spacing"], np.nan), np.where(inside, fields["shell"], np.nan)
+
+
+def test_series_recovers_the_lattice_law(bench, tracked, tmp_path, capsys):
+    import h5py
+
+    from braggscope.analysis.operando import reduce_campaign
+    from braggscope.app.cli.main import main
+    from braggscope.core.config import save_config
+
+    uids, truths = tracked
+    out, figures = tmp_path / "series.h5", tmp_path / "figures"
+    series, paths = reduce_campaign(bench["client"], "track-a", out, figures=figures)
+    assert list(series.checkpoint.values) == [0, 1, 2, 3]
+    assert list(series["uid"].values) == list(uids)
+    fine = np.linspace(-2.5, 2.5, 201)
+    d_true = np.array([float(np.nanmean(_truth_maps(_truth_sample(bench, truths[uid]), fine, fine)[0]))
+                       for uid in uids])  # the crystal's area mean, as the reduction's mask weighs it
+    d_mean, change = series["d_mean"].values, d_true[-1] - d_true[0]
+    assert np.all(np.diff(series["lithium"].values) < 0) and np.all(np.diff(d_mean) > 0)  # c grows on charge
+    # the mean d-spacing against lithium; the campaign's narrow rocking range (+-0.02 deg, for the tracking
+    # test) cuts the shell's and the core's split peak: the reduction sees up to ~25 % less of the change
+    assert np.all(np.abs(d_mean - d_true) < 0.3 * change), (d_mean, d_true)
+    assert abs(d_mean[0] - d_true[0]) < 2e-4  # pristine: one lattice
+    with h5py.File(out) as f:
+        assert f["entry/series/d_spacing"].shape == series["d_spacing"].shape
+        np.testing.assert_allclose(f["entry/series_checkpoint/lithium"][()], series["lithium"].values)
+        np.testing.assert_allclose(f["entry/series_checkpoint/d_mean"][()], d_mean, rtol=1e-9)
+    assert {p.name for p in figures.iterdir()} >= {"voltage_curve.png", "lattice_trends.png",
+                                                    "montage_d_spacing.png", "movie.gif"}
+    # the command: a campaign the catalog lacks is one line, and no file
+    cfg_path = save_config(bench["cfg"], tmp_path / "cfg.toml")
+    capsys.readouterr()
+    assert main(["--config", str(cfg_path), "reduce", "series", "no-such", "--out", str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such" in err and not (tmp_path / "x.h5").exists()

@@ -31,7 +31,8 @@ from braggscope.storage import find_runs, rocking_stack, sxdm_stack
 from ..sxdm import reduce_map
 from ..sxdm.drift import measure_drift
 
-__all__ = ["measured_checkpoints", "reduce_series", "series_summary", "write_series", "MAP_VARIABLES"]
+__all__ = ["measured_checkpoints", "reduce_campaign", "reduce_series", "series_summary", "write_series",
+           "MAP_VARIABLES"]
 
 #: The map variables carried into the series.
 MAP_VARIABLES = ("intensity", "mask", "d_spacing", "strain", "tilt_altitude", "tilt_azimuth")
@@ -213,8 +214,9 @@ def series_summary(ds: xr.Dataset) -> xr.Dataset:
 
 
 def write_series(ds: xr.Dataset, path) -> Path:
-    """The series as NeXus (``entry/series``: the maps, one NXdata per group of dimensions; the cell's
-    state along ``checkpoint`` as variables), written atomically; returns the path."""
+    """The series as NeXus, written atomically; returns the path. ``entry/series``: the maps
+    (checkpoint, y, x); ``entry/series_checkpoint``: the cell's state and the summary along ``checkpoint``
+    (time_s, voltage, current, charge, lithium, cycle, step, d_mean ...); one NXdata per group of dimensions."""
     import h5py
 
     from ..nexus import set_default, write_nxdata
@@ -231,3 +233,21 @@ def write_series(ds: xr.Dataset, path) -> Path:
         write_nxdata(entry, "series", out, signal=signal)
         set_default(f, "entry/series")
     return path
+
+
+def reduce_campaign(client, campaign_id: str, out, *, figures=None, progress=None, **kwargs):
+    """Reduce the campaign (:func:`reduce_series`, ``kwargs`` passed on), write the series to ``out``
+    (:func:`write_series`) and, with ``figures`` (a directory), the figures and the movie
+    (:func:`~.figures.save_series_figures`, the voltage curve from :func:`~.curve.campaign_curve`).
+
+    Returns ``(series, paths)``: the dataset and name -> path of what was written (``series`` the file).
+    Nothing is written when the reduction fails.
+    """
+    from .curve import campaign_curve
+    from .figures import save_series_figures
+
+    series = reduce_series(client, campaign_id, progress=progress, **kwargs)
+    paths = {"series": write_series(series, out)}
+    if figures is not None:
+        paths.update(save_series_figures(series, figures, curve=campaign_curve(client, campaign_id)))
+    return series, paths

@@ -1,4 +1,4 @@
-"""``braggscope reduce sxdm|bcdi``: offline reductions from the command line.
+"""``braggscope reduce sxdm|bcdi|series``: offline reductions from the command line.
 
 The commands themselves live with the analysis they run
 (``braggscope.analysis.sxdm.cli`` and ``braggscope.analysis.bcdi.cli``).
@@ -20,7 +20,7 @@ from braggscope.core.errors import UserError
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 #: the modules of the reductions (each defines ``add_parser(subparsers)``)
-REDUCTIONS = ("braggscope.analysis.sxdm.cli", "braggscope.analysis.bcdi.cli")
+REDUCTIONS = ("braggscope.analysis.sxdm.cli", "braggscope.analysis.bcdi.cli", "braggscope.analysis.operando.cli")
 
 __all__ = ["configure", "add_command_groups"]
 
