@@ -20,8 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Folders and files whose text a user of braggscope reads.
 SCANNED = ("braggscope", "devices", "plans", "simulators", "analysis", "benchmarks", "docs",
            "README.md", "mkdocs.yml", "pyproject.toml")
-#: Files written for the developers, not the users.
-TEAM_FILES = {Path("docs/TEAM_NOTES.md")}
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".yml", ".yaml", ".cfg", ".json"}
 OUTSIDE = re.compile(r"shared/|\b(?:CONVENTIONS|ANCHORS|STYLE)\.md\b")
 TEST_COMMAND = "python3 -m pytest -q -p no:cacheprovider -n 3 --dist loadfile"
@@ -33,8 +31,7 @@ def _text_files():
         candidates = [path] if path.is_file() else sorted(path.rglob("*"))
         for f in candidates:
             rel = f.relative_to(ROOT)
-            if f.is_file() and f.suffix in TEXT_SUFFIXES and "__pycache__" not in rel.parts \
-                    and rel not in TEAM_FILES:
+            if f.is_file() and f.suffix in TEXT_SUFFIXES and "__pycache__" not in rel.parts:
                 yield f, rel
 
 
