@@ -150,3 +150,19 @@ def test_an_analysis_only_install_reduces_an_sxdm_file_and_a_bcdi_scan(tmp_path)
         assert (tmp_path / "recon" / name).stat().st_size > 0, name
     sim = subprocess.run([str(braggscope), "sim", "start"], capture_output=True, text=True, timeout=120, env=env)
     assert sim.returncode == 2 and "pip install 'braggscope[beamline]'" in sim.stderr, sim.stderr
+
+
+def test_every_package_of_the_tree_is_in_the_install():
+    """A folder with an ``__init__.py`` under a mapped package dir is listed in pyproject's packages (a
+    plain ``pip install`` leaves out what is not, and the module is then missing only there)."""
+    import tomllib
+
+    options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(options["packages"])
+    found = set()
+    for package, folder in options["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO / folder).parts
+            if "__pycache__" not in parts:
+                found.add(".".join((package, *parts)))
+    assert found - listed == set(), "add to [tool.setuptools] packages"
