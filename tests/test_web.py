@@ -165,3 +165,41 @@ def test_the_http_server_refuses_keys_in_urls_nan_in_bodies_and_hides_its_api_pa
         "the request holds NaN")
     good = b'{"item": {"item_type": "plan", "name": "mv", "args": ["pix", 50.0]}}'
     assert client.post("/api/queue/item/add", content=good).text == "ok " + good.decode()
+
+
+def test_a_pause_the_manager_timed_out_is_sent_again_and_its_refusal_read():
+    """The manager gives its worker 0.5 s; on a loaded host it answers 'Timeout occurred' while the worker still
+    pauses. The page sends the request again: the worker's refusal because it is paused says that it went through;
+    any other refusal is the user's answer. Answers here are the manager's own words (bluesky-queueserver 0.0.25)."""
+    import asyncio
+
+    import httpx
+
+    from braggscope.app.web.queue_state import QueueMonitor
+
+    def monitor(answers):
+        sent = []
+
+        def reply(request):
+            sent.append((request.url.path, request.headers["authorization"], request.content))
+            return httpx.Response(200, json=answers.pop(0))
+
+        m = QueueMonitor("http://127.0.0.1:1", "observer", lambda state: None, timeout=5.0)
+        m._client = httpx.AsyncClient(base_url=m.url, transport=httpx.MockTransport(reply))
+        return m, sent
+
+    timeout = {"success": False, "msg": "Timeout occurred while processing the request"}
+    paused = {"success": False, "msg": "Run engine can be paused only in 'running' state. Current state: 'paused'"}
+    m, sent = monitor([timeout, timeout, paused])
+    assert asyncio.run(m.control("pause", "op-key")) == (True, "pause: done")
+    assert [p for p, _, _ in sent] == ["/api/re/pause"] * 3 and all(k == "ApiKey op-key" for _, k, _ in sent)
+    assert b'"deferred"' in sent[0][2]
+    m, sent = monitor([paused])  # refused at once (not after a time-out): the pause was not this request's
+    ok, msg = asyncio.run(m.control("pause_now", "op-key"))
+    assert not ok and msg.startswith("pause_now: refused by the queue:") and "Current state: 'paused'" in msg
+    m, sent = monitor([timeout, {"success": False, "msg": "RE Manager is not paused: current state is 'idle'"}])
+    ok, msg = asyncio.run(m.control("resume", "op-key"))
+    assert not ok and "not paused" in msg and len(sent) == 2
+    m, sent = monitor([timeout])  # abort is not resent: its time-out is said
+    ok, msg = asyncio.run(m.control("abort", "op-key"))
+    assert not ok and "Timeout occurred" in msg and len(sent) == 1

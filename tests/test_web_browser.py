@@ -7,7 +7,8 @@ Channel Access, the HTTP server, the page's server, and the document bus on the 
 - the page opens with a key and shows nothing without one (nor with a wrong one);
 - a fly map (``sxdm_fly`` over CA) fills the page's live map line by line, and its last map equals
   the catalog's frames of the run, point by point (each frame per count of the run's monitor);
-- Pause and Resume on the page pause and resume a running map; Pause now and Abort end it;
+- Pause and Resume on the page pause and resume a running map (no event in the catalog while paused; the
+  buttons are enabled only when the queue would take them); Pause now and Abort end it;
 - with an observer's key the controls are not there, and a request sent anyway changes nothing.
 
 Screenshots of the three views go to the test's directory, and to ``docs/img/`` when
@@ -77,7 +78,9 @@ def wait_js(page, expression, timeout_s=120.0):
     forbids the string evaluation of Playwright's own wait_for_function, and it is kept)."""
     deadline = time.monotonic() + timeout_s
     while not page.evaluate(f"Boolean({expression})"):
-        assert time.monotonic() < deadline, f"the page never showed: {expression}"
+        assert time.monotonic() < deadline, (f"the page never showed: {expression}; it shows " + page.evaluate(
+            "JSON.stringify({status: (window.braggscope.queue || {}).status, run: window.braggscope.run, "
+            "msg: document.getElementById('action-msg').textContent})"))
         time.sleep(0.1)
 
 
@@ -151,36 +154,87 @@ def test_a_fly_map_fills_the_live_map_line_by_line_and_matches_the_catalog(beaml
 
 
 def test_pause_and_resume_from_the_page(beamline, browser):
-    cfg, _, keys, setup, root = beamline
+    cfg, effective, keys, setup, root = beamline
     page = open_page(browser, cfg["serve.web_port"], keys["queue"])
-    wait_js(page, "window.braggscope.connected && window.braggscope.plans && window.braggscope.plans.length", 60)
-    (cx, cy), half = setup["center_um"], float(setup["extent_um"])
-    page.select_option("#add-plan", "sxdm_map")
-    page.fill("#add-args", "[]")
-    kwargs = {"detectors": ["mpx1x4"], "x_motor": "pix", "x_range": [cx - half, cx + half, 12], "y_motor": "piy",
-              "y_range": [cy - half, cy + half, 12], "eta_motor": "eta", "etas": [float(setup["eta"])],
-              "sample": "paused"}
-    page.fill("#add-kwargs", json.dumps(kwargs))
-    page.click("#add-form button[type=submit]")
-    wait_js(page, "document.getElementById('action-msg').textContent === 'add: done'", 30)
-    page.click("button[data-action=start]")
-    state = "window.braggscope.queue.status"
-    wait_js(page, f"{state}.re_state === 'running' && window.braggscope.run && "
-                  "window.braggscope.run.sample === 'paused' && window.braggscope.run.done >= 3", 120)
-    page.click("button[data-action=pause]")
-    wait_js(page, f"{state}.re_state === 'paused' && {state}.manager_state === 'paused'", 60)
-    done = page.evaluate("window.braggscope.run.done")
-    time.sleep(3.0)
-    assert page.evaluate("window.braggscope.run.done") == done  # no point while paused
-    page.click("button[data-action=resume]")
-    wait_js(page, f"{state}.re_state === 'running' && window.braggscope.run.done > {done}", 60)
-    page.click("button[data-action=pause_now]")
-    wait_js(page, f"{state}.re_state === 'paused'", 60)
-    page.click("button[data-action=abort]")
-    wait_js(page, f"{state}.manager_state === 'idle' && window.braggscope.queue.history.length && "
-                  "window.braggscope.queue.history[0].result.exit_status === 'aborted'", 60)
-    assert page.evaluate("window.braggscope.run.exit_status") == "abort"
-    page.close()
+    try:
+        wait_js(page, "window.braggscope.connected && window.braggscope.plans && window.braggscope.plans.length", 60)
+        (cx, cy), half = setup["center_um"], float(setup["extent_um"])
+        page.select_option("#add-plan", "sxdm_map")
+        page.fill("#add-args", "[]")
+        # 576 points (a few tens of seconds, aborted long before its end): the map must still run after the resume
+        kwargs = {"detectors": ["mpx1x4"], "x_motor": "pix", "x_range": [cx - half, cx + half, 24], "y_motor": "piy",
+                  "y_range": [cy - half, cy + half, 24], "eta_motor": "eta", "etas": [float(setup["eta"])],
+                  "sample": "paused"}
+        page.fill("#add-kwargs", json.dumps(kwargs))
+        page.click("#add-form button[type=submit]")
+        wait_js(page, "document.getElementById('action-msg').textContent === 'add: done'", 30)
+        page.click("button[data-action=start]")
+        state = "window.braggscope.queue.status"
+        wait_js(page, f"{state}.re_state === 'running' && window.braggscope.run && "
+                      "window.braggscope.run.sample === 'paused' && window.braggscope.run.done >= 3", 120)
+        uid = page.evaluate("window.braggscope.run.uid")
+        assert page.is_disabled("button[data-action=resume]") and page.is_disabled("button[data-action=abort]")
+        page.click("button[data-action=pause]")
+        # the manager says 'paused' a moment after its RunEngine; only then does it take resume, stop or abort,
+        # and only then does the page enable those buttons
+        wait_js(page, f"{state}.re_state === 'paused' && {state}.manager_state === 'paused'", 60)
+        paused_at = time.time()
+        assert page.is_enabled("button[data-action=resume]") and page.is_disabled("button[data-action=pause]")
+        time.sleep(3.0)
+        shown = page.evaluate("window.braggscope.run.done")  # (the bus may still bring points taken before the pause)
+        resumed_at = time.time()
+        page.click("button[data-action=resume]")
+        wait_js(page, f"{state}.re_state === 'running' && window.braggscope.run.done > {shown}", 60)
+        _event_times(effective, uid, lambda run, times: (times > resumed_at).any())  # a point taken after the resume
+        page.click("button[data-action=pause_now]")
+        wait_js(page, f"{state}.re_state === 'paused' && {state}.manager_state === 'paused'", 60)
+        page.click("button[data-action=abort]")
+        wait_js(page, f"{state}.manager_state === 'idle' && window.braggscope.queue.history.length && "
+                      "window.braggscope.queue.history[0].result.exit_status === 'aborted'", 60)
+        wait_js(page, "window.braggscope.run.exit_status === 'abort'", 60)  # its stop document, by the bus
+        # no point while paused: the run's events in the catalog, none stamped between the pause the page showed
+        # and the click on Resume; the page counted no more than were taken before the pause, and all of them at the end
+        times = _event_times(effective, uid, lambda run, times: run.metadata.get("stop"))
+        assert not ((times > paused_at) & (times < resumed_at)).any(), (paused_at, resumed_at, times)
+        assert 3 <= shown <= int((times < paused_at).sum()) and (times > resumed_at).any()
+        assert page.evaluate("window.braggscope.run.done") == len(times)
+        page.close()
+    finally:  # a failure here leaves the next test an idle queue
+        _end_any_plan(effective)
+
+
+def _end_any_plan(cfg):
+    """Abort whatever the queue still runs or holds paused, and wait until it is idle."""
+    from braggscope.app.serve.queue_client import QueueClient
+
+    queue = QueueClient.from_config(cfg, timeout=60)
+    try:
+        if queue.status(reload=True)["manager_state"] == "idle":
+            return
+        if queue.status(reload=True)["manager_state"] != "paused":
+            queue.pause(immediate=True)
+            queue.wait(timeout=60, paused=True)
+        queue.abort()
+        queue.wait(timeout=60)
+    finally:
+        queue.close()
+
+
+def _event_times(cfg, uid, until, timeout_s=60.0):
+    """The times of the primary events of run ``uid`` in the catalog, once ``until(run, times)`` is true."""
+    from braggscope import storage
+
+    deadline, catalog = time.monotonic() + timeout_s, storage.open_catalog(cfg)
+    while True:
+        run = storage.load_run(catalog, uid)
+        try:
+            times = np.asarray(run["primary"].base["internal"].read(["time"])["time"], float)
+        except KeyError:  # no row stored yet
+            times = np.zeros(0)
+        if until(run, times):
+            return times
+        assert time.monotonic() < deadline, f"run {uid} in the catalog: never as expected ({len(times)} events)"
+        time.sleep(0.5)
 
 
 def test_an_observers_key_cannot_change_anything(beamline, browser):

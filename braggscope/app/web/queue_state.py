@@ -33,6 +33,14 @@ ACTIONS = {
     "clear": ("POST", "/api/queue/clear", None),
     "open": ("POST", "/api/environment/open", None),
 }
+#: requests the manager may time out (it gives its worker 0.5 s) while the worker still carries them out:
+#: sent again, and a refusal containing one of these says that the first one went through (as
+#: :meth:`braggscope.app.serve.queue_client.QueueClient.pause` and ``resume`` do)
+RESENT = {"pause": ("Current state: 'pausing'", "Current state: 'paused'"),
+          "pause_now": ("Current state: 'pausing'", "Current state: 'paused'"),
+          "resume": ("The state is 'running'", "in 'executing_plan' environment state")}
+#: the manager's words for a request its worker did not answer in time
+TIMED_OUT = "Timeout occurred"
 #: status fields the page shows
 STATUS_FIELDS = ("manager_state", "re_state", "items_in_queue", "items_in_history", "running_item_uid",
                  "worker_environment_exists", "queue_stop_pending", "msg")
@@ -59,6 +67,7 @@ class QueueMonitor:
                  timeout: float = 10.0):
         self.url, self.publish, self.poll_s, self.n_history = url.rstrip("/"), publish, poll_s, history
         self._headers = {"Authorization": f"ApiKey {key}"}
+        self.timeout = float(timeout)
         self._client = httpx.AsyncClient(base_url=self.url, timeout=timeout)
         self.state: dict = {"status": {}, "queue": [], "running": None, "history": [], "error": None}
         self._uids = (None, None)
@@ -101,6 +110,18 @@ class QueueMonitor:
         """Send the page's request ``action`` with the user's ``key``; ``(done, one line)``."""
         if action not in ACTIONS:
             return False, f"unknown action {action!r}: one of {', '.join(ACTIONS)}"
+        deadline, timed_out = time.monotonic() + self.timeout, False
+        while True:
+            ok, detail = await self._send(action, key, params)
+            if ok or (timed_out and any(phrase in detail for phrase in RESENT.get(action, ()))):
+                self._uids = (None, None)  # the next poll reads the queue and history again
+                return True, f"{action}: done"
+            if action not in RESENT or TIMED_OUT not in detail or time.monotonic() > deadline:
+                return False, f"{action}: {detail}"
+            timed_out = True
+
+    async def _send(self, action: str, key: str, params: dict | None) -> tuple[bool, str]:
+        """One request to the HTTP server: ``(accepted, why not)``."""
         method, path, body = ACTIONS[action]
         body = dict(body or {}, **(params or {}))
         try:
@@ -109,16 +130,15 @@ class QueueMonitor:
         except httpx.HTTPError as exc:
             return False, f"the queue's HTTP server does not answer ({type(exc).__name__})"
         if response.status_code in (401, 403):
-            return False, f"{action}: this key may not do that (HTTP {response.status_code}: read-only key?)"
+            return False, f"this key may not do that (HTTP {response.status_code}: read-only key?)"
         try:
             answer = response.json()
         except ValueError:
             answer = {}
         if response.status_code != 200 or not answer.get("success", False):
             detail = answer.get("msg") or answer.get("detail") or f"HTTP {response.status_code}"
-            return False, f"{action}: refused by the queue: {_first_line(detail)}"
-        self._uids = (None, None)  # the next poll reads the queue and history again
-        return True, f"{action}: done"
+            return False, f"refused by the queue: {_first_line(detail)}"
+        return True, ""
 
     async def plans(self, key: str) -> list[dict]:
         """The plans ``key`` may queue: ``[{"name", "description", "parameters": [names]}]``."""

@@ -136,6 +136,7 @@ function showQueue(state) {
     `manager ${s.manager_state || "?"}, RunEngine ${s.re_state || "?"}, ${s.items_in_queue ?? 0} queued` +
     (s.worker_environment_exists ? "" : ", environment closed");
   $("status-line").className = "status" + (state.error ? " message bad" : "");
+  enableControls(s);
   const running = state.running;
   $("running-name").textContent = running ? "running: " + itemText(running) + (running.user ? "  (" + running.user + ")" : "") : "nothing running";
   showRun();
@@ -150,6 +151,24 @@ function showQueue(state) {
     const r = item.result || {};
     return row([time(r.time_stop), itemText(item), r.exit_status || "", r.msg || ""], ["", "", "exit-" + (r.exit_status || ""), "msg"]);
   }));
+}
+// the queue accepts a pause while its RunEngine runs, and resume, stop, abort and halt only once the
+// manager itself says 'paused' (it says so a moment after the RunEngine pauses; a request in between is
+// refused): each button is enabled when the status the page last read says the queue would accept it
+const ACCEPTED = {
+  start: (s) => s.manager_state === "idle",
+  pause: (s) => s.re_state === "running",
+  pause_now: (s) => s.re_state === "running",
+  resume: (s) => s.manager_state === "paused",
+  stop: (s) => s.manager_state === "paused",
+  abort: (s) => s.manager_state === "paused",
+  halt: (s) => s.manager_state === "paused",
+};
+function enableControls(s) {
+  document.querySelectorAll("#controls button[data-action]").forEach((b) => {
+    const accepted = ACCEPTED[b.dataset.action];
+    b.disabled = accepted ? !accepted(s) : false;
+  });
 }
 function showRun() {
   const run = bs.run;
