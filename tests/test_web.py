@@ -168,9 +168,10 @@ def test_the_http_server_refuses_keys_in_urls_nan_in_bodies_and_hides_its_api_pa
 
 
 def test_a_pause_the_manager_timed_out_is_sent_again_and_its_refusal_read():
-    """The manager gives its worker 0.5 s; on a loaded host it answers 'Timeout occurred' while the worker still
-    pauses. The page sends the request again: the worker's refusal because it is paused says that it went through;
-    any other refusal is the user's answer. Answers here are the manager's own words (bluesky-queueserver 0.0.25)."""
+    """On a loaded host the manager answers 'Timeout occurred' (its worker late) or the HTTP server 408 (the manager
+    late) while the pause still happens. The page sends the request again: the worker's refusal because it is
+    paused says that it went through; any other refusal is the user's answer. Answers here are the manager's own
+    words (bluesky-queueserver 0.0.25)."""
     import asyncio
 
     import httpx
@@ -182,7 +183,8 @@ def test_a_pause_the_manager_timed_out_is_sent_again_and_its_refusal_read():
 
         def reply(request):
             sent.append((request.url.path, request.headers["authorization"], request.content))
-            return httpx.Response(200, json=answers.pop(0))
+            answer = answers.pop(0)
+            return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
 
         m = QueueMonitor("http://127.0.0.1:1", "observer", lambda state: None, timeout=5.0)
         m._client = httpx.AsyncClient(base_url=m.url, transport=httpx.MockTransport(reply))
@@ -203,3 +205,10 @@ def test_a_pause_the_manager_timed_out_is_sent_again_and_its_refusal_read():
     m, sent = monitor([timeout])  # abort is not resent: its time-out is said
     ok, msg = asyncio.run(m.control("abort", "op-key"))
     assert not ok and "Timeout occurred" in msg and len(sent) == 1
+    # the HTTP server's 408 (the manager busy past its 2 s), then a manager that has left 'paused': resumed
+    late = httpx.Response(408, json={"detail": "Request timeout: 0MQ communication with RE Manager"})
+    m, sent = monitor([late, {"success": False, "msg": "RE Manager is not paused: current state is 'executing_queue'"}])
+    assert asyncio.run(m.control("resume", "op-key")) == (True, "resume: done") and len(sent) == 2
+    m, sent = monitor([late])
+    ok, msg = asyncio.run(m.control("add", "op-key", {"item": {}}))
+    assert not ok and "HTTP 408" in msg and len(sent) == 1

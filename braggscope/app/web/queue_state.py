@@ -33,12 +33,16 @@ ACTIONS = {
     "clear": ("POST", "/api/queue/clear", None),
     "open": ("POST", "/api/environment/open", None),
 }
-#: requests the manager may time out (it gives its worker 0.5 s) while the worker still carries them out:
-#: sent again, and a refusal containing one of these says that the first one went through (as
-#: :meth:`braggscope.app.serve.queue_client.QueueClient.pause` and ``resume`` do)
+#: requests that may time out on a loaded host while the queue still carries them out (the manager's
+#: 'Timeout occurred' when its worker did not answer in time; the HTTP server's 408 when the manager
+#: did not answer in its 2 s): sent again, and a refusal containing one of these then says that the
+#: first one went through (as :meth:`braggscope.app.serve.queue_client.QueueClient.pause` and
+#: ``resume`` do; a manager no longer paused has resumed, as it refuses a resume without asking its
+#: worker when it was not paused)
 RESENT = {"pause": ("Current state: 'pausing'", "Current state: 'paused'"),
           "pause_now": ("Current state: 'pausing'", "Current state: 'paused'"),
-          "resume": ("The state is 'running'", "in 'executing_plan' environment state")}
+          "resume": ("The state is 'running'", "in 'executing_plan' environment state",
+                     "current state is 'executing_queue'")}
 #: the manager's words for a request its worker did not answer in time
 TIMED_OUT = "Timeout occurred"
 #: status fields the page shows
@@ -112,33 +116,35 @@ class QueueMonitor:
             return False, f"unknown action {action!r}: one of {', '.join(ACTIONS)}"
         deadline, timed_out = time.monotonic() + self.timeout, False
         while True:
-            ok, detail = await self._send(action, key, params)
+            ok, detail, late = await self._send(action, key, params)
             if ok or (timed_out and any(phrase in detail for phrase in RESENT.get(action, ()))):
                 self._uids = (None, None)  # the next poll reads the queue and history again
                 return True, f"{action}: done"
-            if action not in RESENT or TIMED_OUT not in detail or time.monotonic() > deadline:
+            if action not in RESENT or not late or time.monotonic() > deadline:
                 return False, f"{action}: {detail}"
             timed_out = True
 
-    async def _send(self, action: str, key: str, params: dict | None) -> tuple[bool, str]:
-        """One request to the HTTP server: ``(accepted, why not)``."""
+    async def _send(self, action: str, key: str, params: dict | None) -> tuple[bool, str, bool]:
+        """One request to the HTTP server: ``(accepted, why not, timed out)``."""
         method, path, body = ACTIONS[action]
         body = dict(body or {}, **(params or {}))
         try:
             response = await self._client.request(method, path, json=body or None,
                                                   headers={"Authorization": f"ApiKey {key}"})
         except httpx.HTTPError as exc:
-            return False, f"the queue's HTTP server does not answer ({type(exc).__name__})"
+            return False, f"the queue's HTTP server does not answer ({type(exc).__name__})", False
         if response.status_code in (401, 403):
-            return False, f"this key may not do that (HTTP {response.status_code}: read-only key?)"
+            return False, f"this key may not do that (HTTP {response.status_code}: read-only key?)", False
         try:
             answer = response.json()
         except ValueError:
             answer = {}
         if response.status_code != 200 or not answer.get("success", False):
             detail = answer.get("msg") or answer.get("detail") or f"HTTP {response.status_code}"
-            return False, f"refused by the queue: {_first_line(detail)}"
-        return True, ""
+            if response.status_code == 408:
+                return False, f"the queue did not answer in time (HTTP 408: {_first_line(detail)})", True
+            return False, f"refused by the queue: {_first_line(detail)}", TIMED_OUT in str(detail)
+        return True, "", False
 
     async def plans(self, key: str) -> list[dict]:
         """The plans ``key`` may queue: ``[{"name", "description", "parameters": [names]}]``."""
