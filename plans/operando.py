@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 from bluesky import preprocessors as bpp
 from bluesky.utils import Msg, MsgGenerator
@@ -32,6 +32,7 @@ from braggscope.devices.potentiostat import STATE_SIGNALS, Potentiostat
 
 from .bcdi import bcdi_rocking
 from .checks import check_within_limits, eccentricity_model
+from .dryrun import DEFAULT_OVERHEAD_S, dry_run
 from .fly import sxdm_fly
 from .guard import DetectorFrameError, DeviceLostError, guarded, recovered
 from .metadata import area_detector
@@ -39,7 +40,7 @@ from .operando_campaign import Campaign, Tracker, completed_checkpoints, due, ex
 from .operando_track import find_particle, find_peak, set_exposure, set_roi
 from .sxdm import sxdm_map
 
-__all__ = ["operando", "OperandoError"]
+__all__ = ["operando", "OperandoError", "CampaignEstimate", "estimate_campaign"]
 
 #: Failures after which a campaign waits for its devices and measures the checkpoint again.
 RECOVERABLE = (DeviceLostError, DetectorFrameError, TimeoutError)
@@ -405,3 +406,73 @@ def _d_spacing(roles: Roles, delta: float, nominal: float) -> float:
         return float(nominal)
     d = wavelength(energy) / (2.0 * math.sin(math.radians(delta / 2.0)))
     return d if math.isfinite(d) and d > 0 else float(nominal)
+
+
+@dataclass(frozen=True)
+class CampaignEstimate:
+    """What a campaign will cost (:func:`estimate_campaign`), on the cell's own clock.
+
+    ``checkpoints`` (None: until the protocol ends), ``protocol_s`` (the protocol's time to the last
+    checkpoint), per checkpoint ``track_s`` (re-finding the peak and re-centring the particle, no
+    widened scan), ``measure_s`` (the measurement, from its dry run) and ``measure_points``;
+    ``beam_s`` (their sum: the beam time of one checkpoint) and ``duration_s`` (the campaign: with
+    ``pause_cell`` the protocol's clock stops while a checkpoint measures, else the checkpoints run
+    within it).
+    """
+
+    checkpoints: int | None
+    protocol_s: float
+    track_s: float
+    track_points: int
+    measure_s: float
+    measure_points: int
+    pause_cell: bool
+
+    @property
+    def beam_s(self) -> float:
+        return self.track_s + self.measure_s
+
+    @property
+    def duration_s(self) -> float:
+        n = self.checkpoints or 1
+        return self.protocol_s + (n if self.pause_cell else 1) * self.beam_s
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "beam_s": self.beam_s, "duration_s": self.duration_s}
+
+    def __str__(self) -> str:
+        n = "until the protocol ends" if self.checkpoints is None else f"{self.checkpoints} checkpoints"
+        return (f"{n}, estimated {self.duration_s / 3600:.2f} h on the cell's clock; per checkpoint "
+                f"{self.beam_s:.1f} s of beam: tracking {self.track_s:.1f} s ({self.track_points} points), "
+                f"measurement {self.measure_s:.1f} s ({self.measure_points} points), tracking "
+                f"{100 * self.track_s / max(self.beam_s, 1e-9):.0f} %")
+
+
+def estimate_campaign(detectors: Sequence, motors: Mapping, campaign, *, overhead_s: float = DEFAULT_OVERHEAD_S
+                      ) -> CampaignEstimate:
+    """The dry run of a campaign: its duration and the beam time of each checkpoint, tracking and
+    measurement apart (nothing moves; the devices give limits, velocities and the capacity).
+
+    The measurement is costed by :func:`~braggscope.plans.dry_run` of the checkpoint's plan at the
+    campaign's start position; the tracking by its points (two line scans, a radial and a rocking
+    scan, each point ``track_exposure_s`` + ``overhead_s``) and the moves of its dry run; the protocol's
+    time to the last checkpoint as :func:`~.operando_campaign.expected_wait_s` gives it.
+    """
+    campaign = Campaign.coerce(campaign)
+    roles = _roles(detectors, motors, campaign)
+    model = eccentricity_model(campaign.eccentricity)
+    start = dict(campaign.start) if campaign.start else {k: _position(getattr(roles, k)) for k in Tracker.KEYS}
+    dx, dy = (float(v) for v in model.offset(start["eta"]))
+    position = {"eta": start["eta"], "delta": start["delta"], "x": start["x"] - dx, "y": start["y"] - dy}
+    searches = _searches(roles, replace(campaign, roi=None), position, model)  # the ROI's puts are no moves
+    track_moves = dry_run(searches, acquire_time_s=0.0, overhead_s=0.0)
+    recentre = campaign.recentre if campaign.recentre != "auto" else ("xrf" if roles.xrf else "diffraction")
+    n_track = campaign.radial_points + campaign.rocking_points + (0 if recentre == "none" else 2 * campaign.line_points)
+    track_s = track_moves.duration_s + n_track * (campaign.track_exposure_s + overhead_s)
+    measured = dry_run(_measure(roles, campaign, position, model, {}), acquire_time_s=campaign.dwell_s,
+                       overhead_s=overhead_s)
+    last = campaign.last_index()
+    protocol_s = expected_wait_s(campaign, last, _capacity(roles.potentiostat)) if last is not None else 0.0
+    return CampaignEstimate(checkpoints=None if last is None else last + 1, protocol_s=float(protocol_s),
+                            track_s=float(track_s), track_points=int(n_track), measure_s=float(measured.duration_s),
+                            measure_points=int(measured.points), pause_cell=bool(campaign.pause_cell))

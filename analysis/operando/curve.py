@@ -1,9 +1,9 @@
 """The cell's voltage curve over a campaign, from what its runs recorded of the potentiostat.
 
-Every run of a campaign carries the cell's state in its start document; the measurements also carry
-the potentiostat during the run (monitor streams of a fly map, per-point readings of a step map or
-rocking scan), and every run's baseline when the session records the potentiostat there. The curve is
-all of it on one axis: the protocol's time.
+Every run of a campaign carries the cell's state in its start document; the fly-map measurements also
+carry the potentiostat during the run (its monitor streams). The curve is all of it on one axis: the
+protocol's time (the baselines and a step map's per-point readings are not read: one request each, for
+points the start documents already give to within a checkpoint).
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ def campaign_curve(client, campaign_id: str) -> xr.Dataset:
             if state and state.get(field) is not None:
                 series[field][0].append(float(start["time"]))
                 series[field][1].append(float(state[field]))
-        for stream in run:
-            _collect(run[stream], stream, series)
+        if start.get("operando_role") != "measure":
+            continue  # the tracking runs: their start's state is all they hold of the cell
+        streams = set(run)  # the names only: a fly map's primary stream (its frames) is not read
+        for field in CURVE_FIELDS:
+            stream = f"{_DEVICE}_{field}_monitor"
+            if stream in streams:
+                _collect(run[stream], field, series)
     walls = np.unique(np.concatenate([np.asarray(series[f][0], float) for f in CURVE_FIELDS] + [np.zeros(0)]))
     data = {}
     for field in CURVE_FIELDS:
@@ -47,19 +52,13 @@ def campaign_curve(client, campaign_id: str) -> xr.Dataset:
     return ds
 
 
-def _collect(node, stream: str, series: dict) -> None:
-    """The potentiostat's values in one stream of a run, with their wall-clock times."""
-    if not (stream.endswith("_monitor") or stream in ("primary", "baseline")):
+def _collect(node, field: str, series: dict) -> None:
+    """The potentiostat's ``field`` in its monitor stream of a run, with their wall-clock times."""
+    key = f"{_DEVICE}_{field}"
+    try:
+        table = node.read([key, "time"])
+    except (KeyError, ValueError):
         return
-    for field in CURVE_FIELDS:
-        key = f"{_DEVICE}_{field}"
-        if stream.endswith("_monitor") and stream != f"{key}_monitor":
-            continue
-        try:
-            table = node.read([key, "time"])
-        except (KeyError, ValueError):
-            continue
-        if key not in table or "time" not in table:
-            continue
+    if key in table and "time" in table:
         series[field][0].extend(np.asarray(table["time"], float).tolist())
         series[field][1].extend(np.asarray(table[key], float).tolist())

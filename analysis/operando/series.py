@@ -146,15 +146,26 @@ def _sxdm_series(measured, reference: int, register: bool, progress, reduce_kwar
 
 
 def _resampled(maps: xr.Dataset, x, y, shift_um) -> xr.Dataset:
-    """``maps``'s variables on the grid ``x``, ``y`` (um), the map moved by ``shift_um`` (dy, dx)."""
+    """``maps``'s variables on the grid ``x``, ``y`` (um), the map moved by ``shift_um`` (dy, dx).
+
+    Linear interpolation that leaves out the missing values (NaN outside a map's mask) instead of
+    spreading them: each value is the weighted mean of its finite neighbours, kept where they carry at
+    least half the weight (a NaN times a zero weight is NaN: plain interpolation lost every pixel next
+    to a missing one, the particle's rim, even on the map's own grid).
+    """
     moved = maps.assign_coords(x=maps.x + shift_um[1], y=maps.y + shift_um[0])
     out = {}
     for name in MAP_VARIABLES:
         if name not in moved:
             continue
-        values = moved[name].astype(float) if name == "mask" else moved[name]
-        values = values.interp(x=x, y=y, method="linear")
-        out[name] = values > 0.5 if name == "mask" else values
+        if name == "mask":
+            out[name] = moved[name].astype(float).interp(x=x, y=y, method="linear") > 0.5
+            continue
+        values = moved[name].astype(float)
+        finite = values.notnull()
+        weight = finite.astype(float).interp(x=x, y=y, method="linear")
+        total = values.where(finite, 0.0).interp(x=x, y=y, method="linear")
+        out[name] = (total / weight).where(weight >= 0.5)
     ds = xr.Dataset(out)
     ds["d_spacing"] = ds["d_spacing"].where(ds["mask"])
     return ds

@@ -1,4 +1,4 @@
-"""``braggscope demo sxdm|bcdi``: the whole chain on the simulated beamline (:mod:`braggscope.app.demo`)."""
+"""``braggscope demo sxdm|bcdi|operando``: the whole chain on the simulated beamline (:mod:`braggscope.app.demo`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ __all__ = ["configure"]
 
 def configure(parser) -> None:
     """Add the options of ``braggscope demo``."""
-    parser.add_argument("kind", choices=("sxdm", "bcdi"), help="which demonstration")
+    parser.add_argument("kind", choices=("sxdm", "bcdi", "operando"), help="which demonstration")
     parser.add_argument("--quick", action="store_true", help="small version (tests, first look)")
     parser.add_argument("--inprocess", action="store_true",
                         help="in-process devices instead of the caproto simulator (no EPICS)")
@@ -22,12 +22,13 @@ def configure(parser) -> None:
     parser.add_argument("--fly", action="store_true",
                         help="sxdm: take the map as a fly scan (sxdm_fly; simulator over CA, docs/fly.md)")
     parser.add_argument("--dwell", type=float, default=0.005, help="fly scan: time per point, s (default 0.005)")
+    parser.add_argument("--checkpoints", type=int, help="operando: checkpoints of the campaign (default 8, quick 6)")
     parser.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     summary = run_demo(load_config(args.config), args.kind, quick=args.quick, inprocess=args.inprocess,
                        out=args.out, nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce,
-                       fly=args.fly, dwell_s=args.dwell)
+                       fly=args.fly, dwell_s=args.dwell, checkpoints=args.checkpoints)
     print(f"demo {args.kind}: {summary['wall_s']} s wall", flush=True)  # the rest is in summary.json
     return 0
