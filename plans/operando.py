@@ -33,7 +33,7 @@ from braggscope.devices.potentiostat import STATE_SIGNALS, Potentiostat
 from .bcdi import bcdi_rocking
 from .checks import check_within_limits, eccentricity_model
 from .dryrun import DEFAULT_OVERHEAD_S, dry_run
-from .fly import sxdm_fly
+from .fly import FlyLineError, sxdm_fly
 from .guard import DetectorFrameError, DeviceLostError, guarded, recovered
 from .metadata import area_detector
 from .operando_campaign import Campaign, Tracker, completed_checkpoints, due, expected_wait_s
@@ -42,8 +42,9 @@ from .sxdm import sxdm_map
 
 __all__ = ["operando", "OperandoError", "CampaignEstimate", "estimate_campaign"]
 
-#: Failures after which a campaign waits for its devices and measures the checkpoint again.
-RECOVERABLE = (DeviceLostError, DetectorFrameError, TimeoutError)
+#: Failures after which a campaign waits for its devices and measures the checkpoint again (a fly line
+#: that stayed short after its retries, or whose trigger unit did not arm, is one: the map is taken again).
+RECOVERABLE = (DeviceLostError, DetectorFrameError, TimeoutError, FlyLineError)
 
 
 class OperandoError(RuntimeError):
