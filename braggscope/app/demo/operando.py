@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+import bluesky.plan_stubs as bps
 import numpy as np
 
 from braggscope.app.demo.beamline import reflection_window, say
@@ -69,11 +70,14 @@ def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None,
     campaign = dict(campaign_id=campaign_id, every_s=settings["every_s"], count=settings["checkpoints"],
                     measure="fly", points=settings["points"], half_width_um=(1.8, 1.8), etas=settings["etas"],
                     dwell_s=settings["dwell_s"], roi=roi, poll_s=0.2, pause_cell=True, sample="nmc622",
+                    line_points=11, radial_points=11, rocking_points=11, track_exposure_s=0.005,
                     start={"eta": setup["eta"], "delta": setup["delta"], "x": cx, "y": cy},
                     protocol={"steps": [charge_to(4.3, 1.0).to_dict()]},
                     eccentricity=EccentricityModel.coerce(bl.cfg.get("eccentricity"), "[eccentricity]").to_dict())
     detectors = [bl.detector, d["potentiostat"], make_flyer(d, bl.cfg)] + ([bl.xrf] if bl.xrf is not None else [])
     motors = {"x": d["pix"], "y": d["piy"], "eta": d["eta"], "delta": d["delta"]}
+    # the particle aligned at the start, as the scientist leaves it (the first checkpoint re-finds, not aligns)
+    bl.RE(bps.mv(d["delta"], setup["delta"], d["eta"], setup["eta"], d["pix"], cx, d["piy"], cy))
     estimate = estimate_campaign(detectors, motors, campaign)
     say(f"campaign {campaign_id}: {estimate}")
     say(f"NMC622 {setup['reflection']}: 1 C charge to 4.3 V, {settings['checkpoints']} checkpoints every "
