@@ -137,8 +137,20 @@ def test_bash_completion_completes_commands_options_and_choices(tmp_path):
     """)
     r = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["reduce", "sxdm bcdi", "--threshold", "debug info warning error", "sxdm bcdi",
+    reductions, demos = (" ".join(_choices(name)) for name in ("reduce", "demo"))
+    assert reductions.startswith("sxdm bcdi") and demos.startswith("sxdm bcdi")
+    assert r.stdout.splitlines() == ["reduce", reductions, "--threshold", "debug info warning error", demos,
                                      ""]  # the last: a file name (bash's default completion)
+
+
+def _choices(command: str) -> list[str]:
+    """The choices of a command's first positional argument (``reduce KIND``, ``demo KIND``), from the parser."""
+    from braggscope.app.cli.main import build_parser
+    from braggscope.core.compat import parser_actions
+
+    parser = next(a for a in parser_actions(build_parser()) if isinstance(a.choices, dict)).choices[command]
+    first = next(a for a in parser_actions(parser) if not a.option_strings and a.choices)
+    return list(first.choices)
 
 
 def test_python_m_braggscope_is_the_command():
