@@ -22,6 +22,7 @@ def configure(parser) -> None:
     parser.add_argument("--fly", action="store_true",
                         help="sxdm: take the map as a fly scan (sxdm_fly; simulator over CA, docs/fly.md)")
     parser.add_argument("--dwell", type=float, default=0.005, help="fly scan: time per point, s (default 0.005)")
+    parser.add_argument("--runs", type=int, help="bcdi: random starts of the phasing (default 4, quick 2)")
     parser.add_argument("--checkpoints", type=int, help="operando: checkpoints of the campaign (default 8, quick 6)")
     parser.set_defaults(func=_run)
 
@@ -29,6 +30,6 @@ def configure(parser) -> None:
 def _run(args) -> int:
     summary = run_demo(load_config(args.config), args.kind, quick=args.quick, inprocess=args.inprocess,
                        out=args.out, nx=args.nx, ny=args.ny, neta=args.neta, reduce=not args.no_reduce,
-                       fly=args.fly, dwell_s=args.dwell, checkpoints=args.checkpoints)
+                       fly=args.fly, dwell_s=args.dwell, checkpoints=args.checkpoints, runs=args.runs)
     print(f"demo {args.kind}: {summary['wall_s']} s wall", flush=True)  # the rest is in summary.json
     return 0

@@ -27,8 +27,9 @@ from braggscope.plans import bcdi_rocking, calibrate_eccentricity, dry_run
 __all__ = ["demo_bcdi", "strain_vs_truth"]
 
 
-def demo_bcdi(bl, out, *, quick, neta, reduce) -> dict:
-    """Calibrate, rock (``neta`` angles, default 17 quick or 61) and reconstruct on ``bl``; the summary dict."""
+def demo_bcdi(bl, out, *, quick, neta, reduce, runs=None) -> dict:
+    """Calibrate, rock (``neta`` angles, default 17 quick or 61) and reconstruct on ``bl`` (``runs`` random
+    starts, default 2 quick or 4); the summary dict."""
     d, setup = bl.devices, bl.sim.bragg_setup()
     beam = ScanSetup.from_devices(bl.detector, energy=d.get("energy"), delta=setup["delta"])
     sigma = oversampling_detector(beam.energy_kev, beam.distance_m, beam.pixel_m, setup["size_m"])
@@ -54,7 +55,7 @@ def demo_bcdi(bl, out, *, quick, neta, reduce) -> dict:
     result = {"uid": uid, "points": summary.points, "scan_s": round(time.monotonic() - t0, 1),
               "calibration": model.to_dict(), "dry_run_estimate_s": round(summary.duration_s, 1)}
     if reduce:
-        result.update(_reconstruct(bl, out, uid, quick=quick))
+        result.update(_reconstruct(bl, out, uid, quick=quick, runs=runs))
     return result
 
 
@@ -83,12 +84,12 @@ def _calibrate(bl, out, setup):
     return calibration
 
 
-def _reconstruct(bl, out, uid, *, quick) -> dict:
+def _reconstruct(bl, out, uid, *, quick, runs=None) -> dict:
     """Phase the rocking scan from the catalog (``out/bcdi``); its strain against the simulator's truth."""
     stack = storage.rocking_stack(storage.load_run(bl.client, uid))
     say("reconstructing (braggscope.analysis.bcdi.pipeline.reconstruct)")
     t0 = time.monotonic()
-    rec = reconstruct(replace(stack, frames=np.asarray(stack.frames)), n_runs=2 if quick else 4,
+    rec = reconstruct(replace(stack, frames=np.asarray(stack.frames)), n_runs=runs or (2 if quick else 4),
                       shape=(None, 64, 64) if quick else (None, 128, 128), out_dir=out / "bcdi")
     result = {"reconstruct_s": round(time.monotonic() - t0, 1),
               "reconstruction": rec.summary() if hasattr(rec, "summary") else None}

@@ -29,7 +29,7 @@ __all__ = ["run_demo"]
 
 
 def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=None, neta=None,
-             reduce=True, fly=False, dwell_s=0.005, checkpoints=None) -> dict:
+             reduce=True, fly=False, dwell_s=0.005, checkpoints=None, runs=None) -> dict:
     """Run ``demo sxdm``, ``demo bcdi`` or ``demo operando``; returns a summary dict (paths, timings), also in
     ``out/summary.json``."""
     if kind not in ("sxdm", "bcdi", "operando"):
@@ -39,6 +39,8 @@ def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=N
                             "leave out --inprocess")
     if checkpoints is not None and (kind != "operando" or int(checkpoints) < 2):
         raise ArgumentError(f"--checkpoints is for demo operando and must be >= 2, got {checkpoints!r}")
+    if runs is not None and (kind != "bcdi" or int(runs) < 1):
+        raise ArgumentError(f"--runs is for demo bcdi and must be >= 1, got {runs!r}")
     for name, v in (("nx", nx), ("ny", ny), ("neta", neta)):
         if v is not None and int(v) < (3 if name == "neta" else 2):
             raise ArgumentError(f"--{name} must be >= {3 if name == 'neta' else 2}, got {v!r}")
@@ -60,7 +62,7 @@ def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=N
             summary = demo_sxdm(bl, out, quick=quick, nx=nx, ny=ny, neta=neta, reduce=reduce,
                                  fly=dwell_s if fly else None)
         else:
-            summary = demo_bcdi(bl, out, quick=quick, neta=neta, reduce=reduce)
+            summary = demo_bcdi(bl, out, quick=quick, neta=neta, reduce=reduce, runs=runs)
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     summary["out"] = str(out)
     with atomic_path(out / "summary.json") as tmp:
