@@ -127,6 +127,18 @@ def unconnected_pvs(device) -> list[str]:
     return missing
 
 
+def _configuration_signals(device):
+    """The device's configuration signals, created if lazy: ``wait_for_connection`` leaves lazy components
+    (areaDetector's ``cam.acquire_time`` ...) unconnected, and ``read_configuration`` right after a
+    connection (``ScanSetup.from_devices``) then failed with "not connected"."""
+    for attr in getattr(device, "configuration_attrs", ()):
+        component = device
+        for part in attr.split("."):
+            component = getattr(component, part)
+        if not hasattr(component, "component_names") and hasattr(component, "wait_for_connection"):
+            yield component
+
+
 def connect(devices, *, timeout: float = 10.0) -> None:
     """Wait until every device is connected, or raise naming the missing PVs.
 
@@ -152,6 +164,8 @@ def connect(devices, *, timeout: float = 10.0) -> None:
     for device in unique:
         try:
             device.wait_for_connection(timeout=max(deadline - time.monotonic(), 0.1))
+            for signal in _configuration_signals(device):
+                signal.wait_for_connection(timeout=max(deadline - time.monotonic(), 0.1))
         except TimeoutError:
             failed.append(device)
     if failed:

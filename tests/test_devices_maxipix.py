@@ -214,3 +214,21 @@ def test_a_fly_scanner_creates_lazy_components_without_waiting_for_each(sim_ioc)
             det.wait_for_connection(all_signals=True, timeout=0.5)
     finally:
         det.destroy()
+
+
+def test_the_configuration_reads_right_after_the_connection(sim_ioc, sim_config, tmp_path):
+    """A fresh process reads the detector's configuration as soon as make_devices returns (demo bcdi's
+    first step): the lazy configuration signals (cam.acquire_time ...) are connected with the rest."""
+    import subprocess
+    import sys
+
+    from braggscope.core.config import save_config
+
+    config = save_config(sim_config, tmp_path / "config.toml")
+    probe = ("import sys; from braggscope.core.config import load_config; "
+             "from braggscope.devices.factory import make_devices; "
+             "det = make_devices(load_config(sys.argv[1]), connect_timeout=60.0)['detector']; "
+             "print(det.read_configuration()[det.name + '_cam_acquire_time']['value'])")
+    done = subprocess.run([sys.executable, "-c", probe, str(config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip().splitlines()[-1]) > 0
