@@ -67,5 +67,7 @@ def run_demo(cfg, kind, *, quick=False, inprocess=False, out=None, nx=None, ny=N
     summary["out"] = str(out)
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps({k: v for k, v in summary.items() if k != "maps"}, indent=1, default=str))
-    print(f"\nresults in {out} (summary.json); run uid {summary.get('uid')}", flush=True)
+    which = (f"campaign {summary['campaign_id']} ({len(summary.get('uids') or [])} runs)"
+             if "campaign_id" in summary else f"run uid {summary.get('uid')}")
+    print(f"\nresults in {out} (summary.json); {which}", flush=True)
     return summary
