@@ -213,8 +213,9 @@ def test_abort_after_an_immediate_pause_soon_after_a_resume_ends_aborted(queue):
 
 
 def test_a_pause_the_manager_timed_out_while_its_worker_was_busy_is_carried_out_once(queue):
-    """The manager gives its worker 0.5 s to answer a request; a worker busy on a loaded host (here:
-    stopped for 2 s) answers later but still pauses. The client sends the request again until the
+    """A worker busy on a loaded host (here: stopped for 2 s) answers a request late but still pauses;
+    meanwhile the manager times the request out or the HTTP server stops waiting for it (HTTP 408).
+    The client sends the request again until the
     worker answers, and takes its refusal "already pausing" as the pause done; it used to decide on
     the status, up to 1 s stale, send again, and be refused. The same for a resume. ``wait(paused=True)``
     returns only once the worker's RunEngine is paused, so the abort finds it paused."""

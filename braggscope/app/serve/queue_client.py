@@ -195,7 +195,8 @@ class QueueClient:
         A request the manager timed out is sent again; the worker's refusal because its RunEngine
         runs, or is busy with a plan, then means that the first request went through.
         """
-        self._resend("re_resume", ("The state is 'running'", "in 'executing_plan' environment state"))
+        self._resend("re_resume", ("The state is 'running'", "in 'executing_plan' environment state",
+                                  "current state is 'executing_queue'"))  # the manager's: it runs again
 
     def stop(self) -> None:
         """End a paused plan as a success (exit status ``success``)."""
@@ -283,11 +284,13 @@ class QueueClient:
     def _resend(self, method: str, went_through: tuple[str, ...], **params) -> None:
         """Send a control request; while the manager times it out, send it again (for ``self.timeout`` s).
 
-        The manager gives its worker 0.5 s to answer. A worker busy on a loaded host answers later
-        but still acts on the request, so after a time-out the state the status reports (refreshed
-        every 0.5 s by the manager, and not at all while the worker is busy; cached 0.5 s here) may
-        predate it. The worker's own answer to the repeated request is current: a refusal containing
-        one of ``went_through`` says that the earlier request was carried out.
+        A busy worker answers late but still acts on the request: the manager times it out
+        ("Timeout occurred", after ``WORKER_REQUEST_TIMEOUT_S`` in braggscope's manager) or the HTTP
+        server stops waiting for the manager first (HTTP 408). After either, the state the status
+        reports (refreshed every 0.5 s by the manager, and not at all while the worker is busy; cached
+        0.5 s here) may predate the request. The worker's own answer to the repeated request is
+        current: a refusal containing one of ``went_through`` says that the earlier request was
+        carried out.
         """
         deadline = time.monotonic() + self.timeout
         timed_out = False
@@ -295,6 +298,10 @@ class QueueClient:
             try:
                 self._call(method, **params)
                 return
+            except ServerUnreachableError as exc:
+                if "HTTP 408" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                timed_out = True
             except ArgumentError as exc:
                 text = str(exc)
                 if timed_out and any(phrase in text for phrase in went_through):
