@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import time
 
+from ophyd import Signal
+
 from braggscope.core.errors import NotConnectedError
 from braggscope.devices.ca_client import ensure_repeater
 from braggscope.devices.fluorescence import FluorescenceDetector
@@ -132,10 +134,8 @@ def _configuration_signals(device):
     (areaDetector's ``cam.acquire_time`` ...) unconnected, and ``read_configuration`` right after a
     connection (``ScanSetup.from_devices``) then failed with "not connected"."""
     for attr in getattr(device, "configuration_attrs", ()):
-        component = device
-        for part in attr.split("."):
-            component = getattr(component, part)
-        if not hasattr(component, "component_names") and hasattr(component, "wait_for_connection"):
+        component = getattr(device, attr)  # ophyd resolves the dotted names ("cam.acquire_time")
+        if isinstance(component, Signal):
             yield component
 
 
