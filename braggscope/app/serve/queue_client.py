@@ -26,7 +26,16 @@ from urllib.parse import urlparse
 from braggscope.app.serve.manager import nonfinite_reason
 from braggscope.core.errors import ArgumentError, ServerUnreachableError, UserError
 
-__all__ = ["QueueClient", "API_KEY_ENV"]
+#: the manager's words for a request its worker did not answer in time
+TIMED_OUT = "Timeout occurred"
+#: after a pause or resume that timed out, a refusal of the repeated request containing one of these
+#: says that the first one went through (the worker's: pausing, paused, running; the manager's: it
+#: runs again, as it refuses a resume without asking its worker when it is not paused)
+WENT_THROUGH = {"re_pause": ("Current state: 'pausing'", "Current state: 'paused'"),
+                "re_resume": ("The state is 'running'", "in 'executing_plan' environment state",
+                              "current state is 'executing_queue'")}
+
+__all__ = ["QueueClient", "API_KEY_ENV", "TIMED_OUT", "WENT_THROUGH"]
 
 #: Environment variable holding the queue HTTP server's API key.
 API_KEY_ENV = "BRAGGSCOPE_QUEUE_API_KEY"
@@ -186,8 +195,7 @@ class QueueClient:
         A request the manager timed out (see :meth:`_resend`) is sent again; the worker's refusal
         because its RunEngine is pausing or paused then means that the first request went through.
         """
-        self._resend("re_pause", ("Current state: 'pausing'", "Current state: 'paused'"),
-                     option="immediate" if immediate else "deferred")
+        self._resend("re_pause", WENT_THROUGH["re_pause"], option="immediate" if immediate else "deferred")
 
     def resume(self) -> None:
         """Resume a paused plan.
@@ -195,8 +203,7 @@ class QueueClient:
         A request the manager timed out is sent again; the worker's refusal because its RunEngine
         runs, or is busy with a plan, then means that the first request went through.
         """
-        self._resend("re_resume", ("The state is 'running'", "in 'executing_plan' environment state",
-                                  "current state is 'executing_queue'"))  # the manager's: it runs again
+        self._resend("re_resume", WENT_THROUGH["re_resume"])
 
     def stop(self) -> None:
         """End a paused plan as a success (exit status ``success``)."""
@@ -306,7 +313,7 @@ class QueueClient:
                 text = str(exc)
                 if timed_out and any(phrase in text for phrase in went_through):
                     return
-                if "Timeout occurred" not in text or time.monotonic() > deadline:
+                if TIMED_OUT not in text or time.monotonic() > deadline:
                     raise
                 timed_out = True
 

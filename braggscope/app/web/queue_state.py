@@ -16,6 +16,8 @@ import time
 
 import httpx
 
+from braggscope.app.serve.queue_client import TIMED_OUT, WENT_THROUGH
+
 __all__ = ["ACTIONS", "QueueMonitor"]
 
 #: page action -> (method, HTTP server path, body)
@@ -36,15 +38,9 @@ ACTIONS = {
 #: requests that may time out on a loaded host while the queue still carries them out (the manager's
 #: 'Timeout occurred' when its worker did not answer in time; the HTTP server's 408 when the manager
 #: did not answer in its 2 s): sent again, and a refusal containing one of these then says that the
-#: first one went through (as :meth:`braggscope.app.serve.queue_client.QueueClient.pause` and
-#: ``resume`` do; a manager no longer paused has resumed, as it refuses a resume without asking its
-#: worker when it was not paused)
-RESENT = {"pause": ("Current state: 'pausing'", "Current state: 'paused'"),
-          "pause_now": ("Current state: 'pausing'", "Current state: 'paused'"),
-          "resume": ("The state is 'running'", "in 'executing_plan' environment state",
-                     "current state is 'executing_queue'")}
-#: the manager's words for a request its worker did not answer in time
-TIMED_OUT = "Timeout occurred"
+#: first one went through (the phrases :class:`~braggscope.app.serve.queue_client.QueueClient` uses)
+RESENT = {"pause": WENT_THROUGH["re_pause"], "pause_now": WENT_THROUGH["re_pause"],
+          "resume": WENT_THROUGH["re_resume"]}
 #: status fields the page shows
 STATUS_FIELDS = ("manager_state", "re_state", "items_in_queue", "items_in_history", "running_item_uid",
                  "worker_environment_exists", "queue_stop_pending", "msg")
