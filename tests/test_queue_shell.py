@@ -5,7 +5,14 @@ queue server with the beamline's devices over Channel Access, and the HTTP serve
 "Operator quick start" lines (find the crystal, align, calibrate the eccentricity, map it, ``db[-1]``)
 go first to the queue shell, whose commands run in the queue's worker, then to a local shell on the
 same simulator and catalog. Both reach the same map: the same points and angles, each centred where
-the simulator's crystal is, and reduced maps that agree within the counting noise.
+the simulator's crystal is, and reduced maps that agree as two maps of one crystal taken one after the
+other do (the simulator draws new counting noise for each).
+
+On the simulator's seed, the queue shell's n-th map and the local shell's n-th map are the same to the
+last bit (measured 2026-12-07 by running the shells in the orders queue-local, queue-local-local and
+local-queue-local-queue on fresh services: the first map, and its calibration, identical whichever shell
+took it): going through the queue changes nothing in what is measured or recorded. What differs between
+the two maps here is the noise of a second measurement.
 """
 
 from __future__ import annotations
@@ -118,16 +125,40 @@ def test_the_readme_lines_through_the_queue_reach_the_local_shells_map(both_shel
     both = np.asarray(a.mask) & np.asarray(b.mask)
     assert both.sum() >= 0.8 * max(np.asarray(a.mask).sum(), np.asarray(b.mask).sum())
     ia, ib = np.asarray(a.intensity), np.asarray(b.intensity)
-    # each shell centres and calibrates the eccentricity on its own counts: the two maps sit some tens of
-    # nm apart on the crystal's edges (0.92 seen), not a different crystal (that gives about 0)
+    # the same raster (absolute ranges; the two calibrated models move it by 16 nm of a 286 nm step) with
+    # new counting noise: 0.92 here, 0.88 to 0.95 between any two of four maps of this crystal taken one
+    # after the other; a different crystal gives about 0. (The crystals of simulator seeds 1 and 2, more
+    # uniform, give 0.60 to 0.83 between repeated maps: the bound is this seed's crystal's.)
     assert np.corrcoef(ia.ravel(), ib.ravel())[0, 1] > 0.85
 
 
-@pytest.mark.xfail(reason="open (issue 25): the queue shell's and the local shell's strain maps of the same "
-                          "crystal differ by about 165 microstrain (median, 2026-12-07), more than the maps' "
-                          "own spread; not explained yet", strict=False)
-def test_the_queue_shells_strain_map_is_the_local_shells(both_shells):
-    *_, (a, b) = both_shells
+def strain_difference(a, b):
+    """``(pixels, microstrain)``: where both maps' masks hold, ``b``'s strain less ``a``'s with both maps
+    referred to one d-spacing (``(d_b - d_a) / d_a``, to first order the same whatever that d)."""
     both = np.asarray(a.mask) & np.asarray(b.mask)
-    strain = np.abs(np.asarray(a.strain) - np.asarray(b.strain))[both]
-    assert np.median(strain) < 0.1 * np.nanstd(np.asarray(b.strain)[both]) + 50.0, np.median(strain)
+    return both, (np.asarray(b.d_spacing)[both] / np.asarray(a.d_spacing)[both] - 1.0) * 1e6
+
+
+def test_the_queue_shells_strain_map_is_the_local_shells(both_shells):
+    """The strain maps agree once both are referred to one d-spacing.
+
+    A map's ``strain`` is referred to the mean d over its own mask (the convention). The masks of two maps
+    of one crystal differ by a few pixels at the 20 % cut, which lie on or off the crystal's edge where the
+    d measured is thousands of microstrain from the crystal's (few counts): each such pixel moves the mean
+    by about 60 microstrain. Here the queue's map holds one such pixel, the local map three: the maps' means
+    differ by 132 microstrain and their ``strain`` by 165 median, as much as two local maps taken one after
+    the other (180 median for the first and third map of the same run of shells). Referred to one d, the two
+    maps differ by the pixels' own noise.
+
+    Measured on 12 pairs of repeated maps (same shell or not; the crystals of simulator seeds 0, 1, 2): the
+    median of the difference within 33 microstrain of 0 (bound 60: 1 eV of energy, or 0.01 deg of delta,
+    recorded differently moves it by 120 or 550), its median spread about that 39 to 105 microstrain (bound
+    120: the maps' pixel noise is about as large as the crystal's own strain spread, IQR 120 to 290, so this
+    only catches maps that are not alike at all). This pair: 33 and 52.
+    """
+    *_, (a, b) = both_shells
+    both, difference = strain_difference(a, b)
+    assert both.sum() >= 30, both.sum()
+    offset = float(np.median(difference))
+    spread = float(np.median(np.abs(difference - offset)))
+    assert abs(offset) <= 60.0 and spread <= 120.0, (offset, spread)
