@@ -7,9 +7,24 @@ only the PV prefixes in the configuration change.
 
 from __future__ import annotations
 
-from ophyd import Component, Device, EpicsMotor, Kind
+from ophyd import Component, Device, EpicsMotor, EpicsSignalRO, Kind
 
 __all__ = ["Diffractometer", "EnergyMotor", "Motor", "MotorCpt", "PiezoStage"]
+
+
+class LimitSwitch(EpicsSignalRO):
+    """A motor record's limit switch (``.HLS``, ``.LLS``), always read from its monitor.
+
+    ``EpicsMotor`` asks the IOC for the switch of the direction of travel (``get(use_monitor=False)``,
+    one Channel Access round trip) when ``.DMOV`` returns to 1, before it finishes the move's
+    status: a round trip on the critical path of every step of a scan. The motor record posts
+    ``.HLS`` and ``.LLS`` before ``.DMOV`` in the same record processing (motorRecord's
+    ``monitor()``), and a client receives the monitors of a circuit in the order they were posted,
+    so the monitored value at that moment is the switch at the end of the move.
+    """
+
+    def get(self, *, use_monitor=None, **kwargs):
+        return super().get(use_monitor=True, **kwargs)
 
 
 class Motor(EpicsMotor):
@@ -17,8 +32,12 @@ class Motor(EpicsMotor):
 
     bluesky's RunEngine takes the ``repr`` of the device of every message (for its tracing spans),
     and ophyd's lists every read and configuration attribute, computed anew each time, at every
-    point of a scan (docs/benchmarks.md, step scans).
+    point of a scan (docs/benchmarks.md, step scans). Its limit switches are read from their
+    monitors (:class:`LimitSwitch`).
     """
+
+    high_limit_switch = Component(LimitSwitch, ".HLS", kind="omitted", auto_monitor=True)
+    low_limit_switch = Component(LimitSwitch, ".LLS", kind="omitted", auto_monitor=True)
 
     def __repr__(self):
         return f"{type(self).__name__}(prefix={self.prefix!r}, name={self.name!r})"

@@ -12,7 +12,9 @@ not simulated), updated every ``tick_s``; a put to ``.VAL`` outside the soft lim
 refused with an error (and the record PV carries the limits as control
 limits, so ophyd raises ``LimitError`` before sending). A put to ``.VAL``
 completes (put-callback) when the move is done. ``.STOP`` (or ``.SPMG`` set to
-``Stop``) halts the motion where it is.
+``Stop``) halts the motion where it is. The configured range is also the stage's travel: with
+soft limits set wider, a move runs onto a hardware limit switch, stops there and ends with
+``.HLS``/``.LLS`` set, posted before ``.DMOV`` as the motor record posts them.
 
 All motors of one simulator share a :class:`BeamlineState`, a plain Python
 object holding the current positions that the detector IOC reads.
@@ -218,10 +220,15 @@ class MotorRecord(PVGroup):
         await self._done.wait()
 
     async def _motion(self) -> None:
-        """Constant-velocity motion towards ``self._target`` (DMOV 1 -> 0 -> 1)."""
+        """Constant-velocity motion towards ``self._target`` (DMOV 1 -> 0 -> 1), stopped by a
+        hardware limit switch at the ends of the travel range (:meth:`_travel`)."""
         await self.dmov.write(0)
         await self.movn.write(1)
         await self.msta.write(_MSTA_MOVING)
+        if self.hls.value and self._target < self._position:  # moving off a switch releases it
+            await self.hls.write(0)
+        if self.lls.value and self._target > self._position:
+            await self.lls.write(0)
         last = time.monotonic()
         try:
             while True:
@@ -235,12 +242,19 @@ class MotorRecord(PVGroup):
                 remaining = self._target - self._position
                 await post_if_changed(self.tdir, 1 if remaining >= 0 else 0)
                 step = max(abs(self.velo.value), 1e-12) * dt
-                if abs(remaining) <= step or not self.realtime:
-                    self._position = self._target
+                arrived = abs(remaining) <= step or not self.realtime
+                low, high = self._travel()
+                position = self._target if arrived else self._position + math.copysign(step, remaining)
+                if not low <= position <= high:  # on a switch: the motor stops there
+                    self._position = min(max(position, low), high)
                     await self._publish(self._position)
+                    await post_if_changed(self.hls if position > high else self.lls, 1)
+                    self._halt = True
                     break
-                self._position += math.copysign(step, remaining)
-                await self._publish(self._position)
+                self._position = position
+                await self._publish(position)
+                if arrived:
+                    break
         finally:
             if self._halt:
                 # a stopped motor records where it is as its new setpoint
@@ -251,6 +265,13 @@ class MotorRecord(PVGroup):
             await self.msta.write(_MSTA_DONE)
             await self.dmov.write(1)
             self._done.set()
+
+    def _travel(self) -> tuple[float, float]:
+        """Where the hardware limit switches are, in user units: the configured range (``spec.limits``),
+        moved with the user offset (``.OFF``). Soft limits (``.HLM``/``.LLM``) set wider, or disabled,
+        let a move run onto a switch, which ends it with ``.HLS`` or ``.LLS`` set, as on a real stage."""
+        low, high = self.spec.limits
+        return low + self.off.value, high + self.off.value
 
     async def _publish(self, position: float) -> None:
         self.state.positions[self.spec.name] = position

@@ -85,6 +85,43 @@ def test_soft_limits_refused_client_and_server_side(pix):
         pix.move(70.0)
 
 
+def test_a_move_onto_a_hardware_limit_switch_fails_and_moving_off_releases_it(pix):
+    """Soft limits wider than the stage's travel: the move stops on the switch, ``.HLS`` is set before
+    ``.DMOV`` returns to 1 (as the motor record posts them), and ophyd fails the move from the monitor."""
+    from ophyd.utils.errors import UnknownStatusFailure
+
+    pix.set_lim(-10.0, 110.0)
+    deadline = time.monotonic() + 5
+    while pix.limits != (-10.0, 110.0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = pix.set(105.0)
+    with pytest.raises(UnknownStatusFailure):
+        status.wait(10)
+    assert pix.user_readback.get(use_monitor=False) == pytest.approx(100.0)
+    assert pix.high_limit_switch.get() == 1 and pix.low_limit_switch.get() == 0
+    pix.set(50.0).wait(10)  # away from the switch: released, the move succeeds
+    assert pix.high_limit_switch.get() == 0
+    assert pix.user_readback.get(use_monitor=False) == pytest.approx(50.0)
+
+
+def test_a_finished_move_asks_the_ioc_nothing(pix, monkeypatch):
+    """ophyd's EpicsMotor reads the limit switch of the direction of travel with a Channel Access round
+    trip when ``.DMOV`` returns to 1; braggscope's motors take it from the switch's monitor."""
+    import epics.ca
+
+    asked = []
+    get = epics.ca.get_with_metadata
+
+    def counting(chid, *args, **kwargs):
+        asked.append(epics.ca.name(chid))
+        return get(chid, *args, **kwargs)
+
+    monkeypatch.setattr(epics.ca, "get_with_metadata", counting)
+    for target in (60.0, 40.0, 50.0):  # both directions of travel
+        pix.set(target).wait(10)
+    assert asked == []
+
+
 def test_stop_halts_motion_where_it_is(pix):
     pix.velocity.set(50.0).wait(5)
     status = pix.set(100.0)
