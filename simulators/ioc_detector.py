@@ -46,6 +46,7 @@ from .ad_hdf5 import UNIQUE_ID_DATASET, HDF5Group
 from .ad_plugins import ImageGroup, ROIGroup, ROIStatGroup, StatsGroup, roi_bounds
 from .frame_chunks import ChunkPool, blosc_compressor, frame_stats, hdf5_filter
 from .ioc_counter import exposure_flux
+from .ioc_motors import post_if_changed
 
 __all__ = ["MaxipixIOC", "UNIQUE_ID_DATASET", "frame_stats", "load_renderer", "make_renderer", "roi_bounds",
            "sparse_renderer"]
@@ -270,7 +271,7 @@ class MaxipixIOC(PVGroup):
         cam, hdf = self.cam, self.hdf
         loop = asyncio.get_running_loop()
         try:
-            await cam.acquire_rbv.write("Acquire")
+            await post_if_changed(cam.acquire_rbv, "Acquire")  # the Acquire putter has posted it already
             await cam.detector_state.write("Acquire")
             n_frames = 1 if cam.image_mode.value == "Single" else max(int(cam.num_images.value), 1)
             for i in range(n_frames):
