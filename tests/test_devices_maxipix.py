@@ -94,6 +94,8 @@ def test_frames_follow_the_motors(sim_devices, sim_config):
     eta, delta, pix, piy = (sim_devices[k] for k in ("eta", "delta", "pix", "piy"))
     start = {m: m.position for m in (eta, delta, pix, piy)}
     try:
+        # off the Bragg condition whatever an earlier test left (2 deg in eta: far past the rocking curve)
+        eta.set(setup["eta"] + 2.0).wait(60)
         off = _run_count(sim_devices, 1)
         for m, v in ((eta, setup["eta"]), (delta, setup["delta"]),
                      (pix, setup["center_um"][0]), (piy, setup["center_um"][1])):
