@@ -329,6 +329,44 @@ def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
     assert docs[-1][1]["exit_status"] == "success", docs[-1][1]  # the catalog writer saw no stray datum
 
 
+def test_profile_run_engine_continues_the_shells_scan_ids(tmp_path):
+    """The worker's RunEngine takes its scan ids from the counter the operators' shells share
+    (``storage.data_dir``): after a local shell's runs 1 to 3 the queue's next run is 4, and a shell
+    opened after it goes on at 5. (Without the counter the worker started again at 1: the queue shell's
+    and the local shell's maps were both 'scan 5' in one catalog, and ``db[5]`` had two runs.)"""
+    from bluesky import RunEngine
+    from bluesky.plans import count
+
+    from braggscope import storage
+    from braggscope.app.serve.queue_profile import build_namespace
+    from braggscope.core.config import load_config
+    from braggscope.storage.scan_ids import install_scan_ids
+
+    cfg = load_config()
+    for name, value in {"queue.devices": "inprocess", "storage.data_dir": str(tmp_path / "data"),
+                        "storage.catalog_server": "off", "detector.read_path": str(tmp_path / "detector"),
+                        "detector.write_path": str(tmp_path / "detector"), "detector.shape": [16, 16],
+                        "detector.cch": [8.0, 8.0], "bus.url": "", "simulator.realtime": False}.items():
+        cfg.set(name, value)
+
+    def shell_runs(n):  # a local shell's RunEngine, as the session makes it
+        RE = RunEngine()
+        install_scan_ids(RE, cfg, storage.open_catalog(cfg))
+        starts = []
+        RE.subscribe(lambda name, doc: starts.append(doc["scan_id"]), "start")
+        for _ in range(n):
+            RE(count([]))
+        return starts
+
+    assert shell_runs(3) == [1, 2, 3]
+    ns = build_namespace(cfg)
+    starts = []
+    ns["RE"].subscribe(lambda name, doc: starts.append(doc["scan_id"]), "start")
+    ns["RE"](ns["count"]([ns["mpx1x4"]]))
+    assert starts == [4]
+    assert shell_runs(1) == [5]
+
+
 def _wait_running(client, sample, timeout=120.0, settle_s=1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

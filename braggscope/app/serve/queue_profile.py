@@ -54,6 +54,7 @@ from braggscope.core.errors import ConfigError
 from braggscope.devices.factory import make_devices
 from braggscope.plans.beam import BeamPolicy
 from braggscope.plans.guard import install_guard
+from braggscope.storage.scan_ids import install_scan_ids
 
 __all__ = ["QUEUE_PLANS", "build_namespace", "sxdm_map", "sxdm_fly", "calibrate_eccentricity", "bcdi_rocking",
            "dry_run", "count"]
@@ -88,8 +89,10 @@ def build_namespace(cfg=None) -> dict:
     devices = _devices(cfg)
     _DEVICES.clear()
     _DEVICES.update(devices)
-    RE = recording_run_engine(devices, storage.open_catalog(cfg), beam=BeamPolicy.from_config(cfg))
+    catalog = storage.open_catalog(cfg)
+    RE = recording_run_engine(devices, catalog, beam=BeamPolicy.from_config(cfg))
     install_guard(RE)  # every plan: a lost IOC or a stalled detector ends the run, named
+    install_scan_ids(RE, cfg, catalog)  # the shells' counter: a local shell's runs and the queue's never share an id
     bus = publisher_from_config(cfg)
     if bus is not None:
         RE.subscribe(bus)
