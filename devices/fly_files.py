@@ -13,7 +13,7 @@ import operator
 import time
 from pathlib import PurePosixPath
 
-__all__ = ["RunFiles"]
+__all__ = ["RunFiles", "readable_path"]
 
 
 class RunFiles:
@@ -90,11 +90,17 @@ class RunFiles:
 
     def readable(self, path: str) -> str:
         """A file path as this computer sees it (the detector's write path -> read path)."""
-        hdf = self.detector.hdf5
-        write, read = hdf.write_path_template, hdf.read_path_template
-        if write != read and path.startswith(write):
-            path = read + path[len(write):]
-        return str(PurePosixPath(path))
+        return readable_path(self.detector, path)
+
+
+def readable_path(detector, path: str) -> str:
+    """A file the ``detector``'s IOC wrote (``path`` as it names it) as this computer sees it: its write path
+    template replaced by its read path template."""
+    hdf = detector.hdf5
+    write, read = hdf.write_path_template, hdf.read_path_template
+    if write != read and path.startswith(write):
+        path = read + path[len(write):]
+    return str(PurePosixPath(path))
 
 
 def _set_all(targets, timeout: float = 10.0) -> None:

@@ -5,9 +5,8 @@
 thresholds), finds the particle and its Bragg peak again (:mod:`.operando_track`), checks that the peak
 is inside the planned rocking range and the particle inside the planned map, and measures: a fly SXDM
 map, a step SXDM map or an oversampled BCDI rocking scan. Every run carries ``campaign_id``,
-``checkpoint``, ``operando_role`` (``track-x``, ``track-y``, ``track-radial``, ``track-rocking``,
-``measure``) and ``operando`` (the cell's state, the positions predicted and found, the re-centring
-applied, the checks, the campaign).
+``checkpoint``, ``operando_role`` (``track``: the searches, one stream each; ``measure``) and ``operando``
+(the cell's state, the positions predicted and found, the re-centring applied, the checks, the campaign).
 
 It goes on through pause and resume (a checkpoint message at every step and poll), suspensions (the
 beam's suspenders), a lost IOC (the checkpoint is measured again once the devices are back, up to
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from bluesky import preprocessors as bpp
 from bluesky.utils import Msg, MsgGenerator
@@ -37,7 +36,7 @@ from .fly import FlyLineError, sxdm_fly
 from .guard import DetectorFrameError, DeviceLostError, guarded, recovered
 from .metadata import area_detector
 from .operando_campaign import Campaign, Tracker, completed_checkpoints, due, expected_wait_s
-from .operando_track import find_particle, find_peak, set_exposure, set_roi
+from .operando_track import find_particle, follow_peak, set_exposure, set_roi
 from .sxdm import sxdm_map
 
 __all__ = ["operando", "OperandoError", "CampaignEstimate", "estimate_campaign"]
@@ -121,7 +120,7 @@ def _campaign(roles: Roles, campaign: Campaign, done: list, md: dict | None):
     context = {"md": dict(md or {}), "fallback": fallback, "model": eccentricity_model(campaign.eccentricity)}
     while last is None or index <= last:
         result = yield from _recovering(roles, campaign, lambda i=index, p=previous: _checkpoint(
-            roles, campaign, i, p, tracker, context))
+            roles, campaign, i, p, tracker, context), on_recover=lambda: context.update(roi_set=False))
         if result is None:  # the protocol ended before this checkpoint was due
             break
         uids.append(result["uid"])
@@ -222,8 +221,9 @@ def _position(motor) -> float:
         return 0.0
 
 
-def _recovering(roles: Roles, campaign: Campaign, make_plan):
-    """Run ``make_plan()``; after a lost device, wait for the devices, tell the guard, and run it again."""
+def _recovering(roles: Roles, campaign: Campaign, make_plan, on_recover=None):
+    """Run ``make_plan()``; after a lost device, wait for the devices, tell the guard, call ``on_recover()``
+    (an IOC that restarted lost its settings) and run it again."""
     for attempt in range(campaign.max_recoveries + 1):
         try:
             return (yield from make_plan())
@@ -233,6 +233,8 @@ def _recovering(roles: Roles, campaign: Campaign, make_plan):
                                     "started again, it goes on at the checkpoint it stopped at") from exc
             yield from _await_devices(roles, campaign, exc)
             yield from recovered()
+            if on_recover is not None:
+                on_recover()
     return None
 
 
@@ -262,6 +264,9 @@ def _checkpoint(roles: Roles, campaign: Campaign, index: int, previous, tracker:
         md["sample"] = campaign.sample
     if campaign.pause_cell:
         yield from _cell_command(roles.potentiostat.pause_command, 1)
+    if campaign.roi is not None and not context.get("roi_set"):  # once, and again after a lost IOC
+        yield from set_roi(roles.area, campaign.roi)
+        context["roi_set"] = True
     found = yield from _track(roles, campaign, predicted, context["model"], md)
     at_measure = (yield from read_state(roles.potentiostat)) or state
     last = tracker.history[-1] if tracker.history else context["fallback"]
@@ -323,9 +328,7 @@ def _track(roles: Roles, campaign: Campaign, predicted: dict, model, md: dict):
 
 
 def _searches(roles: Roles, campaign: Campaign, predicted: dict, model):
-    """The searches of :func:`_track`, inside its run."""
-    if campaign.roi is not None:
-        yield from set_roi(roles.area, campaign.roi)
+    """The searches of :func:`_track`, inside its run (the ROI counter's window set before)."""
     counters = [roles.area] + ([roles.xrf] if roles.xrf is not None else [])
     yield from set_exposure(counters, campaign.track_exposure_s)
     yield Msg("set", roles.eta, predicted["eta"], group="operando-angles")
@@ -341,7 +344,7 @@ def _searches(roles: Roles, campaign: Campaign, predicted: dict, model):
         particle = yield from find_particle([roles.xrf], roles.x, roles.y, f"{roles.xrf.name}_counts", guess,
                                             campaign.line_half_um, campaign.line_points)
     yield from _move_to(roles, particle)
-    peak = yield from find_peak([roles.area], roles.eta, roles.delta, roi_field, predicted, campaign)
+    peak = yield from follow_peak(roles.area, roles.eta, roles.delta, roi_field, predicted, campaign)
     if recentre == "diffraction":
         yield Msg("set", roles.eta, peak["eta"], group="operando-angles")
         yield Msg("wait", None, group="operando-angles")
@@ -455,8 +458,9 @@ def estimate_campaign(detectors: Sequence, motors: Mapping, campaign, *, overhea
     measurement apart (nothing moves; the devices give limits, velocities and the capacity).
 
     The measurement is costed by :func:`~braggscope.plans.dry_run` of the checkpoint's plan at the
-    campaign's start position; the tracking by its points (two line scans, a radial and a rocking
-    scan, each point ``track_exposure_s`` + ``overhead_s``) and the moves of its dry run; the protocol's
+    campaign's start position; the tracking by its points when the peak is where expected (two line
+    scans and a rocking scan, each point ``track_exposure_s`` + ``overhead_s``; a peak lost adds the radial
+    scan) and the moves of its dry run; the protocol's
     time to the last checkpoint as :func:`~.operando_campaign.expected_wait_s` gives it.
     """
     campaign = Campaign.coerce(campaign)
@@ -465,10 +469,10 @@ def estimate_campaign(detectors: Sequence, motors: Mapping, campaign, *, overhea
     start = dict(campaign.start) if campaign.start else {k: _position(getattr(roles, k)) for k in Tracker.KEYS}
     dx, dy = (float(v) for v in model.offset(start["eta"]))
     position = {"eta": start["eta"], "delta": start["delta"], "x": start["x"] - dx, "y": start["y"] - dy}
-    searches = _searches(roles, replace(campaign, roi=None), position, model)  # the ROI's puts are no moves
+    searches = _searches(roles, campaign, position, model)
     track_moves = dry_run(searches, acquire_time_s=0.0, overhead_s=0.0)
     recentre = campaign.recentre if campaign.recentre != "auto" else ("xrf" if roles.xrf else "diffraction")
-    n_track = campaign.radial_points + campaign.rocking_points + (0 if recentre == "none" else 2 * campaign.line_points)
+    n_track = campaign.rocking_points + (0 if recentre == "none" else 2 * campaign.line_points)  # peak not lost
     track_s = track_moves.duration_s + n_track * (campaign.track_exposure_s + overhead_s)
     measured = dry_run(_measure(roles, campaign, position, model, {}), acquire_time_s=campaign.dwell_s,
                        overhead_s=overhead_s)

@@ -4,19 +4,20 @@ The cell moves both between checkpoints: the lattice changes with the lithium (t
 and delta), the electrode swells and drifts (the particle moves in x, y and z). At each checkpoint,
 from where they are expected (:class:`~.operando_campaign.Tracker`):
 
-Every scan of a checkpoint's tracking is a stream of one run (``particle_x``, ``particle_y``, ``radial``,
-``rocking``; ``diffraction_x``/``_y`` for a re-centring on the peak):
-
 * :func:`find_particle`: a line scan along x, then along y through the centre found, counting the
-  fluorescence (or the ROI counter at the peak); the particle's centre is the centroid of the profile
-  above half its height;
-* :func:`find_peak`: a radial scan (eta and delta = 2 eta together: the peak moves there when d changes)
-  then a rocking scan of eta at that delta, with the detector's ROI counter; each centre is the
-  centroid above half height.
+  fluorescence (or the ROI counter at the peak); the particle's centre is the midpoint of the profile's
+  half-height crossings (stream ``particle``: the lines' points in the order taken; ``diffraction``
+  for a re-centring on the peak); a coarse grid (``particle_grid``) only when both lines miss it;
+* :func:`follow_peak`: a rocking scan of eta at the delta expected (stream ``rocking``, the detector's
+  ROI counter; the centre is the centroid above half height) whose frames say where the peak sits on
+  the detector, i.e. the delta that brings it to the ROI window's centre; only when the rocking scan
+  finds nothing, the whole search :func:`find_peak`: a radial scan (eta and delta = 2 eta together:
+  the peak moves there when d changes, stream ``radial``) then a rocking scan at that delta.
 
-A profile whose maximum lies on its first or last point, or that shows nothing above the noise, is
-scanned again around where it points, wider (at most :data:`MAX_WIDENINGS` times): the result says
-whether the peak was inside the range scanned and the particle inside the planned map.
+A profile whose maximum lies on its first or last point (for a particle: that is above half height
+there), or that shows nothing above the noise, is scanned again around where it points, wider (at
+most :data:`MAX_WIDENINGS` times): the result says whether the peak was inside the range scanned and
+the particle inside the planned map.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from bluesky.utils import Msg, short_uid
 
+from braggscope.devices.fly_files import readable_path
+
 from .stubs import read_point, step_point
 
-__all__ = ["MAX_WIDENINGS", "Profile", "find_particle", "find_peak", "grid_search", "line_scan", "profile_centre",
-           "set_roi", "set_exposure"]
+__all__ = ["MAX_WIDENINGS", "Profile", "delta_for_row", "find_particle", "find_peak", "follow_peak", "grid_search",
+           "line_scan", "peak_row", "profile_centre", "set_roi", "set_exposure"]
 
 #: Scans of a profile again, each wider, when its maximum sits on an end or nothing stands out.
 MAX_WIDENINGS = 2
@@ -51,11 +54,19 @@ class Profile:
     height: float = 0.0
 
 
-def profile_centre(positions, counts) -> Profile:
-    """The centroid of ``counts`` above half their height over a background (the lower quartile).
+def profile_centre(positions, counts, *, method: str = "centroid") -> Profile:
+    """The centre of ``counts`` above half their height over a background (the lower quartile).
+
+    ``method="centroid"``: the centroid of the points above half height (a rocking curve: its
+    sub-domains weigh in); ``"edges"``: the midpoint of the two half-height crossings, each interpolated
+    between the points that straddle it (a particle's fluorescence: a plateau whose centroid, on a coarse
+    line, moves with where the points fall on it). With ``"edges"`` the profile is ``at_edge`` when its
+    first or last point is above half height (the particle may extend beyond).
 
     >>> round(profile_centre([0, 1, 2, 3, 4], [1, 1, 9, 5, 1]).centre, 3)
     2.333
+    >>> round(profile_centre([0, 1, 2, 3, 4, 5, 6], [0, 0, 10, 10, 10, 0, 0], method="edges").centre, 3)
+    3.0
     """
     x = np.asarray(positions, dtype=float)
     c = np.asarray(counts, dtype=float)
@@ -71,16 +82,38 @@ def profile_centre(positions, counts) -> Profile:
     if not found:
         return Profile(float(np.mean(x)), 0.0, False, False, height)
     above = signal >= 0.5 * height
+    if method == "edges":
+        return _edges_profile(x, signal, above, height)
     weights = np.where(above, signal, 0.0)
     centre = float(np.sum(weights * x) / np.sum(weights))
     width = float(np.ptp(x[above])) + float(np.median(np.abs(np.diff(x))))
     return Profile(centre, width, True, top in (0, x.size - 1), height)
 
 
-def line_scan(counters, motors_positions: dict, field: str, *, stream: str, every_motor: bool = False):
+def _edges_profile(x, signal, above, height) -> Profile:
+    """:func:`profile_centre` by the half-height crossings (``above``: the points at or above half)."""
+    half = 0.5 * height
+    inside = np.flatnonzero(above)
+    first, last = int(inside[0]), int(inside[-1])
+
+    def crossing(i_out, i_in):
+        s_out, s_in = signal[i_out], signal[i_in]
+        f = (half - s_out) / (s_in - s_out) if s_in != s_out else 0.5
+        return float(x[i_out] + f * (x[i_in] - x[i_out]))
+
+    step = float(np.median(np.abs(np.diff(x))))
+    left = crossing(first - 1, first) if first > 0 else float(x[first]) - 0.5 * step
+    right = crossing(last + 1, last) if last < x.size - 1 else float(x[last]) + 0.5 * step
+    at_edge = first == 0 or last == x.size - 1
+    return Profile(0.5 * (left + right), abs(right - left), True, at_edge, height)
+
+
+def line_scan(counters, motors_positions: dict, field: str, *, stream: str, every_motor: bool = False,
+              keep: list | None = None):
     """Step through ``motors_positions`` (motor -> positions, moved together), an event of ``stream`` each
     (inside the caller's run); returns ``(positions of the first motor, values of field)`` (empty lists in
-    a dry run); with ``every_motor`` the positions are tuples, one value per motor in order."""
+    a dry run); with ``every_motor`` the positions are tuples, one value per motor in order. ``keep``: a
+    list that receives the points' whole readings (with the positions and values returned)."""
     motors = list(motors_positions)
     readings, pos_cache = [], {}
 
@@ -97,6 +130,8 @@ def line_scan(counters, motors_positions: dict, field: str, *, stream: str, ever
             where = tuple(float(reading[name]["value"]) for name in names)
             positions.append(where if every_motor else where[0])
             values.append(float(reading[field]["value"]))
+            if keep is not None:
+                keep.append(reading)
     return positions, values
 
 
@@ -108,20 +143,24 @@ def _widened(half: float, num: int, profile: Profile | None, centre: float) -> t
 
 
 def scan_profile(detectors, motor_lines, field: str, centre: float, half: float, num: int, *, stream: str,
-                 widen_unfound: bool = True):
+                 widen_unfound: bool = True, method: str = "centroid", keep: list | None = None):
     """Scan around ``centre`` (+-``half``, ``num`` points), again wider while the profile is off its range
     (its maximum on an end; or nothing found, unless ``widen_unfound`` is False: the caller searches
     otherwise).
 
-    ``motor_lines(centre, half, num)`` gives the ``{motor: positions}`` of one scan. Returns the
+    ``motor_lines(centre, half, num)`` gives the ``{motor: positions}`` of one scan; ``method`` is
+    :func:`profile_centre`'s; ``keep`` receives the readings of the last scan. Returns the
     :class:`Profile` and the number of scans.
     """
     profile = None
     for attempt in range(MAX_WIDENINGS + 1):
-        positions, values = yield from line_scan(detectors, motor_lines(centre, half, num), field, stream=stream)
+        if keep is not None:
+            keep.clear()
+        positions, values = yield from line_scan(detectors, motor_lines(centre, half, num), field, stream=stream,
+                                                 keep=keep)
         if not positions:  # a dry run: nothing was read
             return Profile(centre, 0.0, True, False), attempt + 1
-        profile = profile_centre(positions, values)
+        profile = profile_centre(positions, values, method=method)
         if (profile.found and not profile.at_edge) or (not profile.found and not widen_unfound):
             return profile, attempt + 1
         centre, half = _widened(half, num, profile, centre)
@@ -143,10 +182,10 @@ def find_particle(detectors, x_motor, y_motor, field: str, guess: tuple, half: f
 
     def cross(x0, y0):
         x_profile, nx = yield from scan_profile(detectors, along(x_motor, y_motor, y0), field, x0, half, num,
-                                                stream=f"{prefix}_x", widen_unfound=False)
+                                                stream=prefix, widen_unfound=False, method="edges")
         x = x_profile.centre if x_profile.found else x0
         y_profile, ny = yield from scan_profile(detectors, along(y_motor, x_motor, x), field, y0, half, num,
-                                                stream=f"{prefix}_y", widen_unfound=False)
+                                                stream=prefix, widen_unfound=False, method="edges")
         y = y_profile.centre if y_profile.found else y0
         return x, y, x_profile, y_profile, nx + ny
 
@@ -205,6 +244,108 @@ def find_peak(detectors, eta_motor, delta_motor, field: str, guess: dict, campai
     return {"eta": float(eta2), "delta": float(delta1),
             "found": bool(radial_profile.found and rocking_profile.found),
             "in_range": bool(not radial_profile.at_edge and not rocking_profile.at_edge), "scans": n1 + n2}
+
+
+def follow_peak(detector, eta_motor, delta_motor, field: str, guess: dict, campaign):
+    """The Bragg peak's eta and delta (deg) where it is expected: a rocking scan at the predicted delta, the
+    peak's place on the detector read from that scan's frames; the whole search (:func:`find_peak`)
+    only when the rocking scan finds nothing.
+
+    The area detector measures the scattering angle itself: the centroid of the frames across the
+    rocking peak gives the row the peak sits on, and delta moves by the angle between that row and the
+    ROI window's centre row (:func:`delta_for_row`); when that is more than a quarter of the window's
+    height the rocking scan is taken again at the new delta (the window had cut the peak). Without a
+    window (``campaign.roi`` None) delta follows the rocking centre radially (2 x its move). Returns
+    :func:`find_peak`'s dict with ``search``: ``"rocking"`` or ``"radial"`` (the whole search).
+    """
+    eta0, delta = guess["eta"], guess["delta"]
+    scans = 0
+    for _ in range(2):
+        kept: list = []
+
+        def rocking(c, h, n, delta=delta):
+            return {eta_motor: np.linspace(c - h, c + h, n), delta_motor: np.full(n, delta)}
+
+        profile, n = yield from scan_profile([detector], rocking, field, eta0, campaign.rocking_half_deg,
+                                             campaign.rocking_points, stream="rocking", widen_unfound=False,
+                                             keep=kept)
+        scans += n
+        if not profile.found:
+            peak = yield from find_peak([detector], eta_motor, delta_motor, field, guess, campaign)
+            return dict(peak, scans=peak["scans"] + scans, search="radial")
+        eta0 = profile.centre
+        if not kept:  # a dry run
+            break
+        if campaign.roi is None:
+            new_delta = guess["delta"] + 2.0 * (profile.centre - guess["eta"])
+        else:
+            new_delta = yield from _delta_from_frames(detector, kept, field, profile, delta, campaign.roi)
+        moved, delta = abs(new_delta - delta), new_delta
+        if moved <= _roi_height_deg(detector, campaign.roi) / 4:
+            break
+    return {"eta": float(eta0), "delta": float(delta), "found": True, "in_range": bool(not profile.at_edge),
+            "scans": scans, "search": "rocking"}
+
+
+def _roi_height_deg(detector, roi) -> float:
+    """The ROI window's height as an angle (deg); infinite without a window."""
+    if roi is None:
+        return float("inf")
+    distance, pixel = float(detector.distance_m.get()), float(np.atleast_1d(detector.pixel_m.get())[0])
+    return float(np.degrees(np.arctan((roi[1] - roi[0]) * pixel / distance)))
+
+
+def _delta_from_frames(detector, readings, field, profile, delta, roi):
+    """The delta that puts the rocking scan's peak on the ROI window's centre row (see :func:`follow_peak`)."""
+    name = detector.name
+    reading = yield Msg("read", detector.hdf5.full_file_name)
+    if not reading:
+        return float(delta)
+    path = readable_path(detector, reading[detector.hdf5.full_file_name.name]["value"])
+    counts = np.array([float(r[field]["value"]) for r in readings])
+    frames = [int(r[f"{name}_num_captured"]["value"]) - 1 for r in readings]
+    signal = counts - np.percentile(counts, 25)
+    chosen = [f for f, s in zip(frames, signal) if s >= 0.5 * signal.max()]
+    shape = tuple(int(v) for v in detector.frame_shape.get())
+    r0, r1, c0, c1 = roi
+    h = r1 - r0
+    w0, w1 = max(r0 - h, 0), min(r1 + h, shape[0])
+    from braggscope.analysis.live.frames import read_hdf5_rows  # the tracking's frames, from the open file
+
+    image = sum(read_hdf5_rows(path, "/entry/data/data", f, f + 1)[0, w0:w1, c0:c1].astype(float) for f in chosen)
+    row = peak_row(image) + w0
+    cch = float(np.atleast_1d(detector.cch.get())[0])
+    distance, pixel = float(detector.distance_m.get()), float(np.atleast_1d(detector.pixel_m.get())[0])
+    if not (np.isfinite(row) and np.isfinite(cch)):
+        return float(delta)
+    return delta_for_row(delta, row, 0.5 * (r0 + r1), cch_row=cch, distance_m=distance, pixel_m=pixel)
+
+
+def peak_row(image) -> float:
+    """The row (fractional, in ``image``) of a diffraction peak: the centroid along rows of the pixels
+    above half the peak's height over the image's median (NaN when nothing stands out)."""
+    image = np.asarray(image, dtype=float)
+    signal = image - float(np.median(image))
+    top = float(signal.max(initial=0.0))
+    if not top > 0:
+        return float("nan")
+    weights = np.where(signal >= 0.5 * top, signal, 0.0).sum(axis=1)
+    return float(np.sum(weights * np.arange(image.shape[0])) / np.sum(weights))
+
+
+def delta_for_row(delta: float, row: float, target_row: float, *, cch_row: float, distance_m: float,
+                  pixel_m: float) -> float:
+    """The detector angle (deg) that moves a peak seen on ``row`` with the detector at ``delta`` to
+    ``target_row``: rows run down (-z) from the direct-beam pixel ``cch_row`` at ``distance_m``, so a
+    pixel's elevation is ``delta - atan((row - cch_row) * pixel_m / distance_m)`` (nu = 0).
+
+    >>> round(delta_for_row(18.0, 64.0, 64.0, cch_row=64.0, distance_m=0.5, pixel_m=55e-6), 6)
+    18.0
+    >>> round(delta_for_row(18.0, 54.0, 64.0, cch_row=64.0, distance_m=0.5, pixel_m=55e-6), 4)  # peak above
+    18.063
+    """
+    angle = lambda r: np.degrees(np.arctan((r - cch_row) * pixel_m / distance_m))  # noqa: E731
+    return float(delta - angle(row) + angle(target_row))
 
 
 def set_roi(detector, roi):

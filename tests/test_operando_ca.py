@@ -21,6 +21,7 @@ from ophyd import EpicsSignalRO
 
 from braggscope import storage
 from braggscope.core.electrochem import charge_to
+from braggscope.core.geometry import bragg_angle
 from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.simulators.cell import CellState, material
 from braggscope.simulators.cell_sample import cell_sample
@@ -87,7 +88,8 @@ def _campaign(bench, campaign_id, **kwargs):
     options = dict(campaign_id=campaign_id, every_s=900.0, count=4, measure="fly", points=(12, 12),
                    half_width_um=(1.8, 1.8), etas=(-0.02, 0.0, 0.02), dwell_s=0.004, roi=(49, 79, 49, 79),
                    poll_s=0.2,
-                   line_half_um=2.0, start={"eta": setup["eta"], "delta": setup["delta"], "x": cx, "y": cy},
+                   line_half_um=2.0, line_points=11, rocking_points=11, track_exposure_s=0.005,  # the demo's tracking
+                   start={"eta": setup["eta"], "delta": setup["delta"], "x": cx, "y": cy},
                    protocol={"steps": [charge_to(4.3, 1.0).to_dict()]}, pause_cell=True,
                    eccentricity=dict(bench["cfg"]["simulator.eccentricity"]), sample="nmc622")
     options.update(kwargs)
@@ -172,12 +174,33 @@ def test_tracking_keeps_the_peak_in_range_and_the_particle_in_the_map_while_both
         x_true, y_true = beamline.apparent_center(position["eta"])
         dx, dy = (float(v) for v in beamline.eccentricity.offset(position["eta"]))
         assert abs(x_true - dx - position["x"]) < 0.3 and abs(y_true - dy - position["y"]) < 0.3
-        first = first or (centre, x_true, y_true, position["delta"])
+        # the peak on the ROI window's centre row (64 of 49:79) with delta where the tracking put it
+        assert abs(_peak_row(beamline, start["eta"], position["delta"]) - 64.0) < 30 / 4
+        two_theta = 2 * bragg_angle(_mean_d(beamline), beamline.bragg_setup()["energy_kev"])
+        first = first or (centre, x_true, y_true, two_theta)
     moved_peak = abs(centre - first[0])
     moved_particle = math.hypot(x_true - first[1], y_true - first[2])
-    # NMC622's c axis grows by ~1 % from x = 1 to 0.5: the peak moves ~0.09 deg in eta and ~0.26 deg in delta
-    assert moved_peak > 2 * 0.04 and abs(position["delta"] - first[3]) > 2 * 0.095  # rocking range, ROI height
+    # NMC622's c axis grows by ~1.4 % from x = 1 to 0.55: the peak moves ~0.09 deg in eta and the mean lattice's
+    # 2 theta ~0.26 deg (the part in the rocking range, on which the tracking centres the ROI: ~0.17 deg)
+    assert moved_peak > 2 * 0.04 and abs(two_theta - first[3]) > 0.19  # the rocking range, the ROI's height
     assert moved_particle > 2.5 * 3.6  # the map's width
+
+
+def _peak_row(beamline, etas, delta):
+    """The detector row of the particle's peak over the measurement's rocking angles with the detector at
+    ``delta`` (the forward model's expected frames over the particle, ROI columns 49:79)."""
+    cx, cy = beamline.apparent_center(float(np.mean(etas)))
+    grid = np.linspace(-1.5, 1.5, 7)
+    image = sum(beamline.forward.expected_frame(*beamline.beam_on_sample(cx + dx, cy + dy, e), e, delta)
+                for e in etas for dx in grid for dy in grid)
+    rows = image[:, 49:79].sum(axis=1)
+    return float(np.argmax(rows - np.median(rows)))
+
+
+def _mean_d(beamline) -> float:
+    """The crystal's area-mean d-spacing (Angstrom)."""
+    fine = np.linspace(-2.5, 2.5, 101)
+    return float(np.nanmean(_truth_maps(beamline, fine, fine)[0]))
 
 
 def _truth_maps(beamline, x_um, y_um):
