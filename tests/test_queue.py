@@ -257,6 +257,19 @@ def test_a_pause_the_manager_timed_out_while_its_worker_was_busy_is_carried_out_
     client.clear()
 
 
+def _profile_config(tmp_path):
+    """A configuration for the queue profile in this process: in-process devices, an embedded catalog."""
+    from braggscope.core.config import load_config
+
+    cfg = load_config()
+    for name, value in {"queue.devices": "inprocess", "storage.data_dir": str(tmp_path / "data"),
+                        "storage.catalog_server": "off", "detector.read_path": str(tmp_path / "detector"),
+                        "detector.write_path": str(tmp_path / "detector"), "detector.shape": [16, 16],
+                        "detector.cch": [8.0, 8.0], "bus.url": "", "simulator.realtime": False}.items():
+        cfg.set(name, value)
+    return cfg
+
+
 def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
     """The profile's RunEngine, paused between a point's ``create`` and ``save`` (as the queue server's
     ``re_pause immediate`` does it), then aborted or stopped: the run ends ``abort``/``success`` with its
@@ -268,14 +281,8 @@ def test_profile_run_engine_aborts_cleanly_when_paused_inside_a_point(tmp_path):
     from bluesky.utils import RunEngineInterrupted
 
     from braggscope.app.serve.queue_profile import build_namespace
-    from braggscope.core.config import load_config
 
-    cfg = load_config()
-    for name, value in {"queue.devices": "inprocess", "storage.data_dir": str(tmp_path / "data"),
-                        "storage.catalog_server": "off", "detector.read_path": str(tmp_path / "detector"),
-                        "detector.write_path": str(tmp_path / "detector"), "detector.shape": [16, 16],
-                        "detector.cch": [8.0, 8.0], "bus.url": "", "simulator.realtime": False}.items():
-        cfg.set(name, value)
+    cfg = _profile_config(tmp_path)
     ns = build_namespace(cfg)
     RE = ns["RE"]
     docs = []
@@ -339,15 +346,9 @@ def test_profile_run_engine_continues_the_shells_scan_ids(tmp_path):
 
     from braggscope import storage
     from braggscope.app.serve.queue_profile import build_namespace
-    from braggscope.core.config import load_config
     from braggscope.storage.scan_ids import install_scan_ids
 
-    cfg = load_config()
-    for name, value in {"queue.devices": "inprocess", "storage.data_dir": str(tmp_path / "data"),
-                        "storage.catalog_server": "off", "detector.read_path": str(tmp_path / "detector"),
-                        "detector.write_path": str(tmp_path / "detector"), "detector.shape": [16, 16],
-                        "detector.cch": [8.0, 8.0], "bus.url": "", "simulator.realtime": False}.items():
-        cfg.set(name, value)
+    cfg = _profile_config(tmp_path)
 
     def shell_runs(n):  # a local shell's RunEngine, as the session makes it
         RE = RunEngine()
