@@ -9,7 +9,14 @@ the particle's place and the lattice the map must show.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,3 +336,69 @@ def test_a_campaign_started_again_continues_at_the_next_checkpoint(bench, tracke
                 for run in find_runs(bench["client"], campaign_id="track-a", operando_role="measure")]
     assert sorted(measured) == [0, 1, 2, 3, 4]  # none measured twice, none lost
     assert bench["client"][again[0]].metadata["start"]["checkpoint"] == 4
+
+
+def _session(cfg_path, campaign):
+    """``tests.operando_session`` in a process of its own (an operator's session): it prints a JSON line per run."""
+    env = {**os.environ, "BRAGGSCOPE_CATALOG_SERVER": "off", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+    return subprocess.Popen([sys.executable, "-m", "tests.operando_session", str(cfg_path), json.dumps(campaign)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+
+
+def _said(session, until, timeout_s=240.0):
+    """The session's JSON lines up to the first for which ``until(line)`` holds (its other output kept for the
+    failure message); the session is killed if that takes longer than ``timeout_s``."""
+    watchdog = threading.Timer(timeout_s, session.kill)
+    watchdog.start()
+    lines, other = [], []
+    try:
+        for text in session.stdout:
+            if not text.startswith("{"):
+                other.append(text)
+                continue
+            lines.append(json.loads(text))
+            if until(lines[-1]):
+                return lines
+    finally:
+        watchdog.cancel()
+    raise AssertionError(f"the session ended (status {session.wait()}) before the line awaited: {lines}\n"
+                         + "".join(other[-40:]))
+
+
+def test_a_campaign_continues_after_its_session_is_killed(bench, tmp_path):
+    """A session killed with SIGKILL between checkpoints (once checkpoint 1 is measured), then a new session
+    with the same campaign: it measures checkpoints 2 and 3 from what the catalog holds; none twice, none lost."""
+    from braggscope.core.config import load_config, save_config
+    from braggscope.storage import find_runs
+
+    path = save_config(bench["cfg"], tmp_path / "session.toml")
+    cfg = load_config(path)
+    cfg.set("storage.data_dir", str(tmp_path / "data"))  # a catalog of its own: this process writes the module's
+    path = save_config(cfg, path)
+    _reset_cell(bench)
+    campaign = _campaign(bench, "killed-a")
+    first = _session(path, campaign)
+    try:
+        said = _said(first, lambda line: line.get("role") == "measure" and line["checkpoint"] == 1)
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(30) == -signal.SIGKILL
+    finally:
+        first.kill()
+        first.wait(30)
+    measured_first = {line["checkpoint"]: line["stop"] for line in said if line["role"] == "measure"}
+    assert sorted(measured_first) == [0, 1] and all(line["exit_status"] == "success" for line in said)
+    second = _session(path, campaign)
+    try:
+        said = _said(second, lambda line: "done" in line)
+        assert second.wait(60) == 0
+    finally:
+        second.kill()
+        second.wait(30)
+    measured_second = {line["checkpoint"]: line["stop"] for line in said if line.get("role") == "measure"}
+    assert sorted(measured_second) == [2, 3] and said[-1]["done"] == [measured_second[2], measured_second[3]]
+    client = storage.open_catalog(cfg)
+    runs = [run.metadata for run in find_runs(client, campaign_id="killed-a", operando_role="measure")]
+    succeeded = sorted((m["start"]["checkpoint"], m["start"]["uid"]) for m in runs
+                       if (m.get("stop") or {}).get("exit_status") == "success")
+    assert succeeded == sorted({**measured_first, **measured_second}.items())  # each checkpoint once, none lost
