@@ -64,7 +64,7 @@ def documents(etas, delta, frames, flux, *, page=False, name="mon1", start_extra
 @pytest.mark.parametrize("page", [False, True])
 def test_live_maps_are_normalised_by_the_run_monitor(flux_run, page):
     etas, delta, frames, flux = flux_run
-    live = LiveSXDM(announce=False)
+    live = LiveSXDM(announce=False, background="none")  # noise-free frames: the intensity is their plain sum
     feed(live, documents(etas, delta, frames, flux, page=page))
     ds = live.maps()
     check_truth(ds, tol_strain=3.0)  # the peak centres of the steady beam

@@ -187,7 +187,7 @@ def test_point_index_matches_bluesky_grid_order():
                                                     (True, True, 16, None), (True, False, 3, "run")])
 def test_live_maps_match_truth(scan, snake, page, batch, scope):
     etas, delta, frames = scan
-    cb = LiveSXDM(batch_size=batch)
+    cb = LiveSXDM(batch_size=batch, background="none")  # the sums' arithmetic: no background to estimate
     feed(cb, inline_documents(etas, delta, frames, snake=snake, page=page, scope=scope))
     ds = cb.maps()
     assert ds.attrs["n_frames"] == len(etas) * NY * NX and ds.complete.all()
@@ -202,7 +202,7 @@ def test_live_maps_match_truth(scan, snake, page, batch, scope):
 
 def test_detector_centre_of_mass_and_partial_maps(scan):
     etas, delta, frames = scan
-    cb = LiveSXDM()
+    cb = LiveSXDM(background="none")
     docs = inline_documents(etas, delta, frames)
     n_half = 2 + len(etas) // 2 * NY * NX
     feed(cb, docs[:n_half])
@@ -222,14 +222,14 @@ def test_detector_centre_of_mass_and_partial_maps(scan):
 def test_background_subtraction_removes_com_bias(scan):
     etas, delta, _ = scan
     frames = make_frames(etas, delta, background=3.0)
-    biased = LiveSXDM()
+    biased = LiveSXDM(background="none")
     feed(biased, inline_documents(etas, delta, frames))
     q = truth_q()
     d_true = 2 * np.pi / np.linalg.norm(q, axis=0)
     err_biased = np.nanmax(np.abs(biased.maps().d_spacing.values / d_true - 1)) * 1e6
     assert err_biased > 50  # a 3-count background pulls the COM by > 50 microstrain
-    for clip in (False, True):
-        cb = LiveSXDM(background=3.0, clip_background=clip)
+    for kwargs in ({"background": 3.0}, {"background": 3.0, "clip_background": True}, {}):
+        cb = LiveSXDM(**kwargs)  # {}: the default, each frame's own clipped background
         feed(cb, inline_documents(etas, delta, frames))
         check_truth(cb.maps())
 
@@ -287,7 +287,7 @@ def test_live_order_agrees_with_storage_and_offline_reduction(scan):
 def test_detector_roi_reduces_only_the_window(scan):
     etas, delta, frames = scan
     window = (8, 56, 12, 60)
-    cb = LiveSXDM(detector_roi=window)
+    cb = LiveSXDM(detector_roi=window, background="none")
     feed(cb, inline_documents(etas, delta, frames))
     ds = cb.maps()
     f = frames[..., window[0]:window[1], window[2]:window[3]].astype(float)
@@ -308,3 +308,32 @@ def test_detector_roi_is_checked(scan):
     cb = LiveSXDM(detector_roi=(0, ROWS + 1, 0, COLS), announce=False)
     feed(cb, inline_documents(etas, delta, frames)[:2])
     assert "exceeds the detector shape" in cb.declined
+
+
+def test_counted_frames_on_a_background_agree_with_the_offline_reduction(scan):
+    """Poisson frames on a flat background of half a count per pixel (a 5 ms exposure of the simulator):
+    the live maps' default background (each frame's clipped mean, its spread as the noise cut) gives the
+    offline reduction's maps and the truth; a fixed background (1 count, right for another exposure)
+    does not."""
+    from braggscope.analysis.sxdm.reduce import reduce_stack
+    from braggscope.core.geometry import Geometry
+
+    etas, delta, _ = scan
+    rng = np.random.default_rng(7)
+    expected = make_frames(etas, delta, scale=2e3).astype(float) + 0.5
+    frames = rng.poisson(expected).astype(np.uint32)
+    live = LiveSXDM(batch_size=8)
+    feed(live, inline_documents(etas, delta, frames))
+    maps = live.maps()
+    check_truth(maps, tol_strain=10.0, tol_deg=2e-3)  # 2-4 microstrain on three noise seeds
+    offline = reduce_stack(frames, etas, Geometry(ENERGY, DISTANCE, PIXEL, CCH), delta, median=1, progress=False)
+    m = maps.mask.values
+    np.testing.assert_array_equal(m, np.asarray(offline["mask"]))
+    np.testing.assert_allclose(maps.intensity.values[m], np.asarray(offline["intensity"])[m], rtol=0.01)
+    np.testing.assert_allclose(maps.strain.values[m], np.asarray(offline["strain"])[m], atol=2.0)  # 0.4 seen
+    signal = make_frames(etas, delta, scale=2e3).astype(float).sum(axis=(0, 3, 4))
+    np.testing.assert_allclose(maps.intensity.values[m], signal[m], rtol=0.02)
+    fixed = LiveSXDM(batch_size=8, background=1.0)
+    feed(fixed, inline_documents(etas, delta, frames))
+    with pytest.raises(AssertionError):
+        check_truth(fixed.maps(), tol_strain=10.0, tol_deg=2e-3)  # 130 microstrain off

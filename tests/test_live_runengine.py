@@ -197,7 +197,7 @@ def test_live_plot_cost_does_not_grow(tmp_path):
     run = event_model.compose_run(metadata=md)
     desc = run.compose_descriptor(name="primary", data_keys={
         "mpx1x4_image": {"source": "sim", "dtype": "array", "shape": [rows, cols]}})
-    live = LiveSXDM(batch_size=256)
+    live = LiveSXDM(batch_size=256, background="none")  # noise frames: their counts, not their excess, drawn
     live("start", run.start_doc)
     live("descriptor", desc.descriptor_doc)
     plot = LiveMapPlot(live, min_interval_s=0.0)

@@ -51,6 +51,7 @@ from bluesky.callbacks.core import CallbackBase
 
 from braggscope.analysis.live.frames import FrameResolver
 from braggscope.analysis.live.maps import derive_maps, frame_weights, grid_index, point_index
+from braggscope.analysis.sxdm.filters import clipped_background
 from braggscope.analysis.sxdm.options import MapOptions
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.core.setup import ScanSetup
@@ -92,13 +93,21 @@ class LiveSXDM(CallbackBase):
         Event stream holding the frames.
     threshold : float
         Mask threshold, fraction of the map maximum (conventions: 0.2).
-    background : float
-        Constant background (counts per pixel per frame) subtracted from every
-        frame before the sums (linearly: exact, no per-pixel pass). The threshold,
-        background and ``detector_roi`` are checked as the offline reduction's
-        (:class:`~braggscope.analysis.sxdm.options.MapOptions`, kept as ``options``).
+    background : "constant", "none" or float
+        ``"constant"`` (the default, as the offline reduction's): each frame's background is the
+        sigma-clipped mean of its pixels, estimated frame by frame (the offline reduction pools the
+        frames of a map pixel), subtracted from the intensity; voxels weigh in the centres of mass
+        by their excess over the background plus ``noise_sigma`` times its spread (the offline
+        reduction's soft threshold). The background scales with the exposure, the flux and the
+        sample, so a fixed number is right for one setting only. A number: that constant (counts per
+        pixel per frame) subtracted from every frame before the sums (linearly: exact, no per-pixel
+        pass); ``"none"`` or 0: nothing subtracted. The threshold, background and ``detector_roi`` are
+        checked as the offline reduction's (:class:`~braggscope.analysis.sxdm.options.MapOptions`,
+        kept as ``options``).
+    noise_sigma : float
+        With ``background="constant"``: the noise cut, in units of the frame's background spread (3).
     clip_background : bool
-        If true, subtract ``background`` pixel-wise and clip at zero instead
+        With a number as ``background``: subtract it pixel-wise and clip at zero instead
         (one extra pass over every frame).
     batch_size : int
         Frames buffered before a reduction; larger batches reuse the weight
@@ -142,15 +151,16 @@ class LiveSXDM(CallbackBase):
     """
 
     def __init__(self, *, detector_field=None, stream_name="primary",
-                 threshold=0.2, background=0.0, clip_background=False, batch_size=1,
+                 threshold=0.2, background="constant", noise_sigma=3.0, clip_background=False, batch_size=1,
                  snake_scope=None, frame_timeout_s=10.0, weight_cache=2, progress=False,
                  detector_roi=None, announce=True, monitor="auto"):
         super().__init__()
         self.monitor = monitor
-        if isinstance(background, str):
-            raise ValueError(f"live maps subtract a constant background (counts per pixel per frame), got "
-                             f"{background!r}")
-        self.options = MapOptions(threshold=threshold, background=background, median=1, detector_roi=detector_roi)
+        if background == "snip":
+            raise ValueError("live maps subtract background='constant' (each frame's clipped mean), 'none' or a "
+                             "number of counts per pixel per frame, not 'snip' (an offline reduction's option)")
+        self.options = MapOptions(threshold=threshold, background=background, noise_sigma=noise_sigma, median=1,
+                                  detector_roi=detector_roi)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if snake_scope not in (None, "run", "map"):
@@ -163,7 +173,9 @@ class LiveSXDM(CallbackBase):
         self.stream_name = str(stream_name)
         self.announce = bool(announce)
         self.threshold = self.options.threshold
-        self.background = self.options.background
+        background = self.options.background
+        self.background = 0.0 if background == "none" else background  # "constant" or counts per pixel per frame
+        self.noise_sigma = self.options.noise_sigma
         self.clip_background = bool(clip_background)
         self.batch_size = int(batch_size)
         self.snake_scope = snake_scope
@@ -298,7 +310,8 @@ class LiveSXDM(CallbackBase):
             self._scope = self.snake_scope or layout.snake_scope
             self.x, self.y = np.asarray(layout.x, float), np.asarray(layout.y, float)
             self._ref = (float(geometry.cch[0]), float(geometry.cch[1]), np.asarray(q0, float))
-            self._sums = np.zeros((6, ny, nx))
+            self._sums = np.zeros((6, ny, nx))  # the centre-of-mass weight and moments
+            self._intensity = np.zeros((ny, nx))  # the background-subtracted counts
             self._intensity_eta = np.zeros((n_eta, ny, nx))
             self._seen = np.zeros((n_eta, ny, nx), dtype=bool)
             self._weights = OrderedDict()
@@ -463,15 +476,19 @@ class LiveSXDM(CallbackBase):
         stack = np.empty((len(pending), weights.shape[1]), dtype=np.float32)
         for k, p in enumerate(pending):
             stack[k] = p[2][self._window].reshape(-1)  # integer frames cast once, here
-        clipped = self.clip_background and self.background > 0
-        if clipped:
+        intensity = None
+        if self.background == "constant":
+            intensity = _subtract_frame_backgrounds(stack, self.noise_sigma)
+        elif self.clip_background and self.background > 0:
             np.subtract(stack, np.float32(self.background), out=stack)
             np.maximum(stack, 0.0, out=stack)
         with _one_blas_thread():
             sums = (stack @ weights.T).astype(np.float64)
-        if self.background and not clipped:
+        if self.background != "constant" and self.background and not self.clip_background:
             sums -= self.background * self._weight_totals[i_eta]
-        sums *= np.array([p[4] for p in pending])[:, None]  # the monitor normalisation, 0 without beam
+        scale = np.array([p[4] for p in pending])  # the monitor normalisation, 0 without beam
+        sums *= scale[:, None]
+        intensity = sums[:, 0] if intensity is None else intensity * scale
         _, iy, ix = point_index(seq, self.map_shape, self.snake, self._scope)
         for k, p in enumerate(pending):
             if p[3] is not None:  # placed by its captured positions
@@ -479,7 +496,8 @@ class LiveSXDM(CallbackBase):
         with self._lock:
             for c in range(6):
                 np.add.at(self._sums[c], (iy, ix), sums[:, c])
-            np.add.at(self._intensity_eta[i_eta], (iy, ix), sums[:, 0])
+            np.add.at(self._intensity, (iy, ix), intensity)
+            np.add.at(self._intensity_eta[i_eta], (iy, ix), intensity)
             self._seen[i_eta, iy, ix] = True
             self.n_frames += len(pending)
             self.version += 1
@@ -519,19 +537,20 @@ class LiveSXDM(CallbackBase):
             raise RuntimeError("no run started yet: maps() needs a start document")
         with self._lock:
             sums = self._sums.copy()
+            intensity = self._intensity.copy()
             intensity_eta = self._intensity_eta.copy()
             complete = self._seen.all(axis=0)
             n_frames, finished = self.n_frames, self.finished
         row0, col0, q0 = self._ref
-        total = sums[0]
+        weight = sums[0]
         with np.errstate(invalid="ignore", divide="ignore"):
-            com = sums[1:] / np.where(total > 0, total, np.nan)
+            com = sums[1:] / np.where(weight > 0, weight, np.nan)
         q = np.where(complete, com[2:] + q0[:, None, None], np.nan)
-        derived = derive_maps(total, q[0], q[1], q[2], complete, threshold=self.threshold)
+        derived = derive_maps(intensity, q[0], q[1], q[2], complete, threshold=self.threshold)
         dims = ("y", "x")
         data = {name: (dims, derived[name]) for name in
                 ("mask", "qx", "qy", "qz", "d_spacing", "strain", "tilt_altitude", "tilt_azimuth")}
-        data["intensity"] = (dims, total)
+        data["intensity"] = (dims, intensity)
         data["com_row"] = (dims, com[0] + row0)
         data["com_col"] = (dims, com[1] + col0)
         data["complete"] = (dims, complete)
@@ -540,7 +559,8 @@ class LiveSXDM(CallbackBase):
         normalisation = {"normalisation": "none"} if not self.monitor_field else {
             "normalisation": f"counts x monitor_reference / {self.monitor_field}", "monitor": self.monitor_field,
             "monitor_reference": float(self.monitor_reference or np.nan), "frames_without_beam": self.no_beam}
-        ds.attrs.update(threshold=self.threshold, background=self.background, **normalisation,
+        ds.attrs.update(threshold=self.threshold, background=self.background, noise_sigma=self.noise_sigma,
+                        **normalisation,
                         n_frames=n_frames, finished=int(finished),
                         q_bar=derived["q_bar"].tolist(), d_mean=derived["d_mean"],
                         units="counts; 1/Angstrom; Angstrom; microstrain; degrees; um")
@@ -550,3 +570,19 @@ class LiveSXDM(CallbackBase):
                            ("tilt_azimuth", "deg"), ("intensity", "counts")):
             ds[name].attrs["units"] = unit
         return ds
+
+
+def _subtract_frame_backgrounds(stack, noise_sigma, max_samples=32768):
+    """Each row of ``stack`` (a frame's window, float32) less its background; returns the intensities.
+
+    The background of a frame is the sigma-clipped mean and spread of its pixels (the offline reduction's
+    estimator, :func:`~braggscope.analysis.sxdm.filters.clipped_background`, on a regular subsample). The
+    intensity is the frame's counts less that mean over its pixels; the rows are then left with each
+    pixel's excess over the mean plus ``noise_sigma`` spreads, zero below (the centre-of-mass weights).
+    """
+    step = max(1, int(np.ceil(stack.shape[1] / max_samples)))
+    level, spread = clipped_background(stack[:, ::step])
+    intensity = stack.sum(axis=1, dtype=np.float64) - level.astype(np.float64) * stack.shape[1]
+    np.subtract(stack, (level + np.float32(noise_sigma) * spread)[:, None], out=stack)
+    np.maximum(stack, 0.0, out=stack)
+    return intensity

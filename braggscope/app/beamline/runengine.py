@@ -68,6 +68,6 @@ def subscribe_live_maps(RE, detector_roi=None):
     from braggscope.analysis.live.callback import LiveSXDM
     from braggscope.analysis.live.dispatch import LiveMapDispatcher
 
-    live = LiveSXDM(batch_size=32, background=1.0, detector_roi=detector_roi)
+    live = LiveSXDM(batch_size=32, detector_roi=detector_roi)
     dispatcher = LiveMapDispatcher(live)
     return live, dispatcher, RE.subscribe(dispatcher)

@@ -7,9 +7,11 @@ for a host that mounts them elsewhere.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from pathlib import Path
 
+from braggscope.analysis.live.callback import LiveSXDM
 from braggscope.app.bus.consumer import LiveConsumer
 from braggscope.app.bus.pull import consume
 from braggscope.app.bus.settings import bus_settings
@@ -33,13 +35,25 @@ def configure(parser) -> None:
                         help="read detector files under OLD from NEW instead (repeatable)")
     parser.add_argument("--runs", type=int, default=0, help="exit after this many finished runs (0: never)")
     parser.add_argument("--threshold", type=float, default=0.2, help="mask threshold, fraction of the map maximum")
-    parser.add_argument("--background", type=float, default=0.0,
-                        help="background subtracted, counts/pixel/frame")
+    parser.add_argument("--background", type=_background, default="constant",
+                        help="'constant' (each frame's clipped mean, as the offline reduction; default), 'none', "
+                             "or counts per pixel per frame")
     parser.add_argument("--roi", type=int, nargs=4, metavar=("ROW0", "ROW1", "COL0", "COL1"),
                         help="reduce only this detector window")
     parser.add_argument("--png-interval", type=float, default=1.0, help="seconds between two PNG refreshes")
     parser.add_argument("--frame-timeout", type=float, default=10.0, help="seconds to wait for a frame in its file")
     parser.set_defaults(func=_run)
+
+
+def _background(text: str):
+    """``--background``: "constant", "none" or a number of counts (argparse reports a bad one in one line)."""
+    if text in ("constant", "none"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"write 'constant', 'none' or counts per pixel per frame, got {text!r}") \
+            from None
 
 
 def _path_map(items) -> list[tuple[str, str]]:
@@ -59,6 +73,10 @@ def _run(args) -> int:
     out = Path(args.out) if args.out else cfg.expand_path("storage.data_dir") / "live"
     live_kwargs = {"threshold": args.threshold, "background": args.background,
                    "detector_roi": args.roi, "frame_timeout_s": args.frame_timeout, "batch_size": 64}
+    try:  # the options checked now, not at the first run
+        LiveSXDM(**live_kwargs, announce=False)
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
     consumer = LiveConsumer(out, path_map=_path_map(args.path_map), live_kwargs=live_kwargs,
                             png_interval_s=args.png_interval)
     asyncio.run(consume(args.url or bus["url"] or "nats://127.0.0.1:4222", args.stream or bus["stream"],
