@@ -219,6 +219,20 @@ def test_detector_centre_of_mass_and_partial_maps(scan):
     np.testing.assert_allclose(ds.com_col.values, com_col, atol=1e-3)
 
 
+def test_points_not_reached_are_blank_not_zero(scan):
+    etas, delta, frames = scan
+    cb = LiveSXDM(background="none")
+    docs = inline_documents(etas, delta, frames)
+    feed(cb, docs[:2 + 5])  # start, descriptor, the first five frames of the first angle (row-major)
+    ds = cb.maps()
+    reached = np.zeros((NY, NX), bool)
+    reached.flat[:5] = True
+    assert np.isfinite(ds.intensity.values[reached]).all() and np.isnan(ds.intensity.values[~reached]).all()
+    np.testing.assert_allclose(ds.intensity.values[reached],
+                               frames[0].reshape(NY * NX, -1)[:5].sum(axis=1, dtype=float), rtol=1e-6)
+    assert np.isnan(ds.intensity_eta.values[1:]).all() and np.isnan(ds.intensity_eta.values[0][~reached]).all()
+
+
 def test_background_subtraction_removes_com_bias(scan):
     etas, delta, _ = scan
     frames = make_frames(etas, delta, background=3.0)

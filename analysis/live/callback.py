@@ -529,7 +529,8 @@ class LiveSXDM(CallbackBase):
         (1/Angstrom), ``d_spacing`` (Angstrom), ``strain`` (microstrain),
         ``tilt_altitude``, ``tilt_azimuth`` (degrees), ``com_row``, ``com_col``
         (detector pixels), ``complete`` (all etas seen), ``intensity_eta``.
-        Derived maps use only pixels whose rocking set is complete.
+        Derived maps use only pixels whose rocking set is complete; ``intensity`` is NaN where no
+        frame has arrived yet, ``intensity_eta`` where that angle's frame has not.
         """
         import xarray as xr
 
@@ -537,9 +538,12 @@ class LiveSXDM(CallbackBase):
             raise RuntimeError("no run started yet: maps() needs a start document")
         with self._lock:
             sums = self._sums.copy()
-            intensity = self._intensity.copy()
-            intensity_eta = self._intensity_eta.copy()
-            complete = self._seen.all(axis=0)
+            seen = self._seen.copy()
+            # points not reached yet are blank (NaN), not 0: a 0 would pull the colour scale and read as
+            # "no diffraction there"; a frame without beam is reached and weighs 0
+            intensity = np.where(seen.any(axis=0), self._intensity, np.nan)
+            intensity_eta = np.where(seen, self._intensity_eta, np.nan)
+            complete = seen.all(axis=0)
             n_frames, finished = self.n_frames, self.finished
         row0, col0, q0 = self._ref
         weight = sums[0]
