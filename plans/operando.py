@@ -253,7 +253,24 @@ def _await_devices(roles: Roles, campaign: Campaign, exc):
 
 
 def _checkpoint(roles: Roles, campaign: Campaign, index: int, previous, tracker: Tracker, context: dict):
-    """Wait for checkpoint ``index``, find the particle and its peak, measure; None when the protocol ended."""
+    """Wait for checkpoint ``index``, find the particle and its peak, measure, let the cell go on; None when the
+    protocol ended. Run again after a lost device, a checkpoint already measured only lets the cell go on (the
+    IOC was lost after its measurement: it is not measured twice)."""
+    measured = context.setdefault("measured", {})
+    if index not in measured:
+        result = yield from _track_and_measure(roles, campaign, index, previous, tracker, context)
+        if result is None:
+            return None
+    if campaign.pause_cell:
+        yield from _cell_command(roles.potentiostat.pause_command, 0)
+    return measured[index]
+
+
+def _track_and_measure(roles: Roles, campaign: Campaign, index: int, previous, tracker: Tracker, context: dict):
+    """:func:`_checkpoint` up to its measurement (the cell held at open circuit with ``pause_cell``): its uid and
+    the cell's state, also put in ``context["measured"]`` and the tracker as soon as the measurement's run
+    closed successfully (a device lost while the plan unstages after it does not undo it); None when the
+    protocol ended."""
     state = yield from _await_due(roles, campaign, index, previous)
     if state is False:
         return None
@@ -273,12 +290,19 @@ def _checkpoint(roles: Roles, campaign: Campaign, index: int, previous, tracker:
     operando_md = dict(md["operando"], state=at_measure, state_at_checkpoint=state, position=found["position"],
                        checks=found["checks"], tracking=found["tracking"],
                        recentring={f"d{k}": found["position"][k] - last[k] for k in Tracker.KEYS})
-    uid = yield from _measure(roles, campaign, found["position"], context["model"],
-                              dict(md, operando_role="measure", operando=operando_md))
-    if campaign.pause_cell:
-        yield from _cell_command(roles.potentiostat.pause_command, 0)
-    tracker.add(at_measure["time_s"] if at_measure else (state or {}).get("time_s", 0.0), found["position"])
-    return {"uid": uid, "state": at_measure}
+    time_s = at_measure["time_s"] if at_measure else (state or {}).get("time_s", 0.0)
+
+    def measured(name, doc):
+        if doc.get("exit_status") == "success":
+            context["measured"][index] = {"uid": doc["run_start"], "state": at_measure}
+            tracker.add(time_s, found["position"])
+
+    plan = _measure(roles, campaign, found["position"], context["model"],
+                    dict(md, operando_role="measure", operando=operando_md))
+    uid = yield from bpp.subs_wrapper(plan, {"stop": [measured]})
+    if index not in context["measured"]:  # a dry run: no documents
+        context["measured"][index] = {"uid": uid, "state": at_measure}
+    return context["measured"][index]
 
 
 def _cell_command(signal, value):

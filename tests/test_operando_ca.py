@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +403,62 @@ def test_a_campaign_continues_after_its_session_is_killed(bench, tmp_path):
     succeeded = sorted((m["start"]["checkpoint"], m["start"]["uid"]) for m in runs
                        if (m.get("stop") or {}).get("exit_status") == "success")
     assert succeeded == sorted({**measured_first, **measured_second}.items())  # each checkpoint once, none lost
+
+
+class _RestartAfter(CallbackBase):
+    """Stops the simulator and starts it again (in a thread) once checkpoint ``after`` is measured."""
+
+    def __init__(self, bench, after):
+        self.bench, self.after, self.starts, self.errors = bench, after, {}, []
+        self.done, self.thread, self.pids = threading.Event(), None, []
+
+    def start(self, doc):
+        self.starts[doc["uid"]] = doc
+
+    def stop(self, doc):
+        start = self.starts.get(doc["run_start"], {})
+        if self.thread is None and start.get("operando_role") == "measure" and start["checkpoint"] == self.after:
+            self.thread = threading.Thread(target=self._restart, daemon=True)
+            self.thread.start()
+
+    def _restart(self):
+        from braggscope.app.beamline.simulator import start_simulator, stop_simulator
+
+        state = self.bench["state"]
+        try:
+            self.pids.append(state["handle"].pid)
+            stop_simulator(state["handle"])
+            time.sleep(2.0)  # the campaign meets its IOCs gone
+            state["handle"] = start_simulator(self.bench["cfg"], port=CA_PORTS["module"],
+                                              state_file=self.bench["root"] / "sim.json", set_env=False,
+                                              exit_with_parent=True)
+            self.pids.append(state["handle"].pid)
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.errors.append(exc)
+        finally:
+            self.done.set()
+
+
+def test_a_campaign_continues_after_an_ioc_restart(bench):
+    """The simulator (motors, detector, cell: every IOC) stopped once checkpoint 1 is measured and started again
+    (the cell takes up its autosaved state): the campaign waits for its devices, goes on with checkpoint 2 and
+    ends; each checkpoint measured once, the peak and the particle found after the restart as before."""
+    from braggscope.storage import find_runs
+
+    _reset_cell(bench)
+    restart = _RestartAfter(bench, after=1)
+    token = bench["RE"].subscribe(restart)
+    try:
+        uids, _ = _run(bench, _campaign(bench, "restart-a", reconnect_timeout_s=120.0))
+    finally:
+        bench["RE"].unsubscribe(token)
+        restart.done.wait(120)
+    assert not restart.errors and len(set(restart.pids)) == 2, (restart.errors, restart.pids)
+    client = bench["client"]
+    runs = [run.metadata for run in find_runs(client, campaign_id="restart-a", operando_role="measure")]
+    succeeded = sorted((m["start"]["checkpoint"], m["start"]["uid"]) for m in runs
+                       if (m.get("stop") or {}).get("exit_status") == "success")
+    assert [c for c, _ in succeeded] == [0, 1, 2, 3] and sorted(uids) == sorted(u for _, u in succeeded)
+    for uid in uids[2:]:
+        checks = client[uid].metadata["start"]["operando"]["checks"]
+        assert checks["peak_in_range"] and checks["particle_in_map"], checks
