@@ -121,7 +121,8 @@ def line_scan(counters, motors_positions: dict, field: str, *, stream: str, ever
         return read_point(devices, name=stream)
 
     for values in zip(*(motors_positions[m] for m in motors)):
-        step = {motor: float(v) for motor, v in zip(motors, values)}
+        # the motors read in one order whichever moves (the x and y lines share a stream: its fields' order)
+        step = dict(sorted(((motor, float(v)) for motor, v in zip(motors, values)), key=lambda mv: mv[0].name))
         readings.append((yield from step_point(list(counters), step, pos_cache, take_reading=take_reading)))
     names, values = [m.name for m in motors], []
     positions = []
@@ -297,11 +298,13 @@ def _roi_height_deg(detector, roi) -> float:
 
 def _delta_from_frames(detector, readings, field, profile, delta, roi):
     """The delta that puts the rocking scan's peak on the ROI window's centre row (see :func:`follow_peak`)."""
-    name = detector.name
-    reading = yield Msg("read", detector.hdf5.full_file_name)
+    name, file_name = detector.name, detector.hdf5.full_file_name
+    if not file_name.connected:  # lazily connected (a fly scanner connects it; a step campaign may not)
+        file_name.wait_for_connection(timeout=10.0)
+    reading = yield Msg("read", file_name)
     if not reading:
         return float(delta)
-    path = readable_path(detector, reading[detector.hdf5.full_file_name.name]["value"])
+    path = readable_path(detector, reading[file_name.name]["value"])
     counts = np.array([float(r[field]["value"]) for r in readings])
     frames = [int(r[f"{name}_num_captured"]["value"]) - 1 for r in readings]
     signal = counts - np.percentile(counts, 25)

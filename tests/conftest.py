@@ -65,8 +65,8 @@ pytest_plugins = ["tests.ioc_fixtures"]
 #: last keeps the suite running on one worker while the others are idle, so the long ones go first.
 LONGEST_FIRST = ("test_demo_quick.py", "test_extras.py", "test_operator_scans.py", "test_queue_shell.py",
                  "test_walkthrough.py", "test_shared_catalog.py", "test_web_browser.py", "test_plans_ioc.py",
-                 "test_operando_ca.py", "test_demo_operando.py", "test_fly_plan.py", "test_cli_errors.py",
-                 "test_storage_postgres.py",
+                 "test_operando_ca.py", "test_demo_operando.py", "test_operando_bcdi_ca.py", "test_fly_plan.py",
+                 "test_cli_errors.py", "test_storage_postgres.py",
                  "test_web_hosts.py", "test_ioc_faults.py", "test_storage_faults.py", "test_serve.py", "test_bus.py",
                  "test_journal.py", "test_plans_sim.py", "test_web_services.py", "test_queue.py")
 
