@@ -145,7 +145,7 @@ class LiveSXDM(CallbackBase):
     Examples
     --------
     >>> from bluesky import RunEngine                        # doctest: +SKIP
-    >>> live = LiveSXDM(background=1.0)                      # doctest: +SKIP
+    >>> live = LiveSXDM(batch_size=32)                       # doctest: +SKIP
     >>> RE.subscribe(live); RE(sxdm_map(...))                # doctest: +SKIP
     >>> live.maps().d_spacing.plot()                         # doctest: +SKIP
     """

@@ -84,7 +84,7 @@ def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None,
         f"{settings['every_s']:g} s of the protocol (the cell's clock x{bl.cfg['simulator.cell.time_scale']:g})")
 
     window = reflection_window(beam.cch, beam.detector_shape)
-    view = LiveOperando(LiveSXDM(batch_size=32, background=1.0, detector_roi=window))
+    view = LiveOperando(LiveSXDM(batch_size=32, detector_roi=window))
     dispatcher = LiveMapDispatcher(view)
     token = bl.RE.subscribe(dispatcher)
     plot = LiveOperandoPlot(view)
