@@ -129,15 +129,13 @@ def catalog_server_config(tmp_path):
 
 def live_intensities(frames):
     """What the live maps count for each frame (the default ``background="constant"``): its counts less
-    its background, the sigma-clipped mean of its pixels (the offline reduction's estimator, on the same
-    regular subsample of at most 32768 pixels), over every pixel. ``frames``: (..., rows, cols)."""
+    its background level (``frame_backgrounds``) over every pixel. ``frames``: (..., rows, cols)."""
     import numpy as np
 
-    from braggscope.analysis.sxdm.filters import clipped_background
+    from braggscope.analysis.live.callback import frame_backgrounds
 
     frames = np.asarray(frames)
     flat = frames.reshape(-1, frames.shape[-2] * frames.shape[-1]).astype(np.float32)
-    step = max(1, int(np.ceil(flat.shape[1] / 32768)))
-    level, _ = clipped_background(flat[:, ::step])
+    level, _ = frame_backgrounds(flat)
     out = flat.sum(axis=1, dtype=np.float64) - level.astype(np.float64) * flat.shape[1]
     return out.reshape(frames.shape[:-2])
