@@ -289,6 +289,11 @@ def test_series_recovers_the_lattice_law(bench, tracked, reduced, tmp_path, caps
     assert main(["--config", str(cfg_path), "reduce", "series", "no-such", "--out", str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no-such" in err and not (tmp_path / "x.h5").exists()
+    # ... and so is a reference checkpoint the campaign does not have (refused before anything is reduced)
+    assert main(["--config", str(cfg_path), "reduce", "series", "track-a", "--reference", "9", "--out",
+                 str(tmp_path / "y.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "reference" in err and not (tmp_path / "y.h5").exists()
 
 
 def test_series_places_the_front_where_it_is(bench, tracked, reduced):
