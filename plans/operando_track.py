@@ -280,7 +280,7 @@ def follow_peak(detector, eta_motor, delta_motor, field: str, guess: dict, campa
         if campaign.roi is None:
             new_delta = guess["delta"] + 2.0 * (profile.centre - guess["eta"])
         else:
-            new_delta = yield from _delta_from_frames(detector, kept, field, profile, delta, campaign.roi)
+            new_delta = yield from _delta_from_frames(detector, kept, field, delta, campaign.roi)
         moved, delta = abs(new_delta - delta), new_delta
         if moved <= _roi_height_deg(detector, campaign.roi) / 4:
             break
@@ -288,17 +288,25 @@ def follow_peak(detector, eta_motor, delta_motor, field: str, guess: dict, campa
             "scans": scans, "search": "rocking"}
 
 
+def _geometry(detector) -> tuple[float, float, float]:
+    """The detector's distance (m), pixel size (m, rows) and direct-beam row, from its configuration."""
+    return (float(detector.distance_m.get()), float(np.atleast_1d(detector.pixel_m.get())[0]),
+            float(np.atleast_1d(detector.cch.get())[0]))
+
+
 def _roi_height_deg(detector, roi) -> float:
     """The ROI window's height as an angle (deg); infinite without a window."""
     if roi is None:
         return float("inf")
-    distance, pixel = float(detector.distance_m.get()), float(np.atleast_1d(detector.pixel_m.get())[0])
+    distance, pixel, _ = _geometry(detector)
     return float(np.degrees(np.arctan((roi[1] - roi[0]) * pixel / distance)))
 
 
-def _delta_from_frames(detector, readings, field, profile, delta, roi):
-    """The delta that puts the rocking scan's peak on the ROI window's centre row (see :func:`follow_peak`)."""
-    name, file_name = detector.name, detector.hdf5.full_file_name
+def _delta_from_frames(detector, readings, field, delta, roi):
+    """The delta that puts the rocking scan's peak on the ROI window's centre row (see :func:`follow_peak`):
+    the frames of the points above half the rocking peak, summed over the window's columns and three times
+    its rows (a peak that moved out of the window is still seen)."""
+    file_name = detector.hdf5.full_file_name
     if not file_name.connected:  # lazily connected (a fly scanner connects it; a step campaign may not)
         file_name.wait_for_connection(timeout=10.0)
     reading = yield Msg("read", file_name)
@@ -306,19 +314,17 @@ def _delta_from_frames(detector, readings, field, profile, delta, roi):
         return float(delta)
     path = readable_path(detector, reading[file_name.name]["value"])
     counts = np.array([float(r[field]["value"]) for r in readings])
-    frames = [int(r[f"{name}_num_captured"]["value"]) - 1 for r in readings]
+    indices = [int(r[f"{detector.name}_num_captured"]["value"]) - 1 for r in readings]  # the frames in the file
     signal = counts - np.percentile(counts, 25)
-    chosen = [f for f, s in zip(frames, signal) if s >= 0.5 * signal.max()]
-    shape = tuple(int(v) for v in detector.frame_shape.get())
+    chosen = [i for i, s in zip(indices, signal) if s >= 0.5 * signal.max()]
     r0, r1, c0, c1 = roi
-    h = r1 - r0
-    w0, w1 = max(r0 - h, 0), min(r1 + h, shape[0])
+    w0, w1 = max(r0 - (r1 - r0), 0), min(r1 + (r1 - r0), int(detector.frame_shape.get()[0]))
     from braggscope.analysis.live.frames import read_hdf5_rows  # the tracking's frames, from the open file
 
-    image = sum(read_hdf5_rows(path, "/entry/data/data", f, f + 1)[0, w0:w1, c0:c1].astype(float) for f in chosen)
-    row = peak_row(image) + w0
-    cch = float(np.atleast_1d(detector.cch.get())[0])
-    distance, pixel = float(detector.distance_m.get()), float(np.atleast_1d(detector.pixel_m.get())[0])
+    first = min(chosen)
+    frames = read_hdf5_rows(path, "/entry/data/data", first, max(chosen) + 1)  # one read: the peak's frames in a row
+    row = peak_row(frames[[i - first for i in chosen], w0:w1, c0:c1].astype(float).sum(axis=0)) + w0
+    distance, pixel, cch = _geometry(detector)
     if not (np.isfinite(row) and np.isfinite(cch)):
         return float(delta)
     return delta_for_row(delta, row, 0.5 * (r0 + r1), cch_row=cch, distance_m=distance, pixel_m=pixel)
