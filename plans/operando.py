@@ -5,13 +5,14 @@
 thresholds), finds the particle and its Bragg peak again (:mod:`.operando_track`), checks that the peak
 is inside the planned rocking range and the particle inside the planned map, and measures: a fly SXDM
 map, a step SXDM map or an oversampled BCDI rocking scan. Every run carries ``campaign_id``,
-``checkpoint``, ``operando_role`` (``track``: the searches, one stream each; ``measure``) and ``operando``
+``checkpoint``, ``operando_role`` (``track``: the searches, in their streams; ``measure``) and ``operando``
 (the cell's state, the positions predicted and found, the re-centring applied, the checks, the campaign).
 
 It goes on through pause and resume (a checkpoint message at every step and poll), suspensions (the
-beam's suspenders), a lost IOC (the checkpoint is measured again once the devices are back, up to
-``max_recoveries`` times) and the end of the session: started again with a catalog, it continues at the
-checkpoint after the last one measured successfully, so none is measured twice or lost.
+beam's suspenders), a lost IOC (the checkpoint is taken up again once the devices are back, up to
+``max_recoveries`` times; one whose measurement had ended is not measured again) and the end of the
+session: started again with a catalog, it continues at the checkpoint after the last one measured
+successfully, so none is measured twice or lost.
 """
 
 from __future__ import annotations
@@ -292,14 +293,14 @@ def _track_and_measure(roles: Roles, campaign: Campaign, index: int, previous, t
                        recentring={f"d{k}": found["position"][k] - last[k] for k in Tracker.KEYS})
     time_s = at_measure["time_s"] if at_measure else (state or {}).get("time_s", 0.0)
 
-    def measured(name, doc):
+    def note_measured(name, doc):
         if doc.get("exit_status") == "success":
             context["measured"][index] = {"uid": doc["run_start"], "state": at_measure}
             tracker.add(time_s, found["position"])
 
     plan = _measure(roles, campaign, found["position"], context["model"],
                     dict(md, operando_role="measure", operando=operando_md))
-    uid = yield from bpp.subs_wrapper(plan, {"stop": [measured]})
+    uid = yield from bpp.subs_wrapper(plan, {"stop": [note_measured]})
     if index not in context["measured"]:  # a dry run: no documents
         context["measured"][index] = {"uid": uid, "state": at_measure}
     return context["measured"][index]
