@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("tiled")
 
-from bluesky.callbacks import CallbackBase
 from ophyd import EpicsSignalRO
 
 from braggscope import storage
@@ -24,6 +23,7 @@ from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.simulators.cell import material
 from tests.conftest import CA_PORTS
 from tests.ioc_fixtures import module_simulator_config
+from tests.test_operando_ca import _Truth  # the cell's truth at every measurement's start
 
 pytestmark = pytest.mark.slow
 
@@ -67,17 +67,6 @@ def bench(tmp_path_factory):
             release_devices(devices)
         finally:
             stop_simulator(handle)
-
-
-class _Truth(CallbackBase):
-    """The cell's truth at every measurement's start (the cell is held while it measures)."""
-
-    def __init__(self, signals):
-        self.signals, self.by_uid = signals, {}
-
-    def start(self, doc):
-        if doc.get("operando_role") == "measure":
-            self.by_uid[doc["uid"]] = {s.name: float(s.get(use_monitor=False)) for s in self.signals}
 
 
 def test_a_bcdi_campaign_rocks_the_particle_at_every_checkpoint(bench):
