@@ -1,12 +1,12 @@
 """The live view of an operando campaign: the current map and the d-spacing against voltage so far.
 
 :class:`LiveOperando` wraps the live SXDM maps (:class:`~braggscope.analysis.live.callback.LiveSXDM`):
-it passes every document on to them and, when a checkpoint's measurement ends (a run whose start
-document says ``operando_role="measure"``), records the checkpoint: the cell's state its start
-document carries (voltage, lithium, protocol time) and the mean and spread of the live d-spacing map
-over its mask. Give it to a :class:`~braggscope.analysis.live.dispatch.LiveMapDispatcher` as the live
-maps would be (it has their ``maps()``, ``version``, ``active`` and ``flush``); :class:`LiveOperandoPlot`
-draws both panels.
+it passes the documents of every run but the tracking's on to them and, when a checkpoint's
+measurement ends (a run whose start document says ``operando_role="measure"``), records the
+checkpoint: the cell's state its start document carries (voltage, lithium, protocol time) and the
+mean and spread of the live d-spacing map over its mask. Give it to a
+:class:`~braggscope.analysis.live.dispatch.LiveMapDispatcher` as the live maps would be (it has their
+``maps()``, ``version``, ``active`` and ``flush``); :class:`LiveOperandoPlot` draws both panels.
 """
 
 from __future__ import annotations
@@ -26,14 +26,19 @@ class LiveOperando:
         self.live = live
         self._lock = threading.Lock()
         self._measure = None  # start document of the measurement in progress
+        self._tracking = False  # the run in progress is a tracking run (not passed to the live maps)
         self._points: list[dict] = []
         self._version = 0
 
     def __call__(self, name, doc):
-        self.live(name, doc)
         if name == "start":
             self._measure = doc if doc.get("operando_role") == "measure" else None
-        elif name == "stop" and self._measure is not None and doc.get("run_start") == self._measure["uid"]:
+            # the tracking's line and rocking scans are not maps: the live maps would decline each
+            # with a line on the terminal, at every checkpoint
+            self._tracking = doc.get("operando_role") == "track"
+        if not self._tracking:
+            self.live(name, doc)
+        if name == "stop" and self._measure is not None and doc.get("run_start") == self._measure["uid"]:
             start, self._measure = self._measure, None
             if doc.get("exit_status") == "success":
                 self._record(start)
