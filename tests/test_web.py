@@ -43,7 +43,9 @@ def test_feed_makes_live_maps_that_match_what_the_detector_recorded(run_document
     from braggscope.app.web.codec import decode
     from braggscope.app.web.feed import MAP_FIELDS, RunFeed
 
-    feed, messages, t0 = RunFeed(min_interval_s=0.0), [], 1000.0
+    # the detector's own totals (Stats1) are raw sums: the feed's maps without background subtraction here
+    # (the default's, each frame less its background, are checked in test_web_services and test_web_browser)
+    feed, messages, t0 = RunFeed(min_interval_s=0.0, live_kwargs={"background": "none"}), [], 1000.0
     for k, (name, doc) in enumerate(run_documents):
         feed.feed(name, doc, published=t0 + k)
         if k % 20 == 0 or name == "stop":
