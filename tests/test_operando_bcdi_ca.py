@@ -104,7 +104,10 @@ def test_a_bcdi_campaign_rocks_the_particle_at_every_checkpoint(bench):
         counts = np.asarray(table["mpx1x4_roistat1_total"], float)
         top = int(np.argmax(counts))
         # the rocking curve peaks inside the scan, its half-height width inside it (the ends 0.1-0.25 of the top)
-        assert 0 < top < counts.size - 1 and max(counts[0], counts[-1]) < 0.5 * counts[top], counts
+        # (a failure says which checkpoint and what the tracking found: seen once in a full suite, a flat curve
+        # at a checkpoint whose tracking had reported the peak in range; not reproduced alone or under load)
+        assert 0 < top < counts.size - 1 and max(counts[0], counts[-1]) < 0.5 * counts[top], (
+            k, counts, start["operando"]["tracking"], start["operando"]["position"], state)
         # the d-spacing the scan was planned for, from the delta found (Bragg's law), against the lattice law
         delta = start["operando"]["position"]["delta"]
         d_found = wavelength(energy) / (2 * np.sin(np.radians(delta / 2)))
