@@ -14,16 +14,14 @@ import pytest
 
 pytest.importorskip("tiled")
 
-from ophyd import EpicsSignalRO
 
-from braggscope import storage
 from braggscope.core.electrochem import charge_to
 from braggscope.core.geometry import wavelength
 from braggscope.simulators.beamline import SimulatedBeamline
 from braggscope.simulators.cell import material
 from tests.conftest import CA_PORTS
 from tests.ioc_fixtures import module_simulator_config
-from tests.test_operando_ca import _Truth  # the cell's truth at every measurement's start
+from tests.test_operando_ca import _Truth, cell_rig  # the cell's truth at every measurement's start
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +31,7 @@ TRUTH = ("ShellLi_RBV", "CoreLi_RBV", "Front_RBV", "LiContent_RBV")
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from braggscope.app.beamline.runengine import recording_run_engine
     from braggscope.app.beamline.simulator import start_simulator, stop_simulator
-    from braggscope.devices.ca_client import release_devices
-    from braggscope.devices.factory import make_devices
-    from braggscope.plans.beam import BeamPolicy
-    from braggscope.plans.guard import install_guard
 
     root = tmp_path_factory.mktemp("operando_bcdi")
     cfg = module_simulator_config(root, PREFIX, 128)
@@ -48,25 +41,13 @@ def bench(tmp_path_factory):
     cfg.set("simulator.cell.relax_time_s", 1.0e7)  # the front stays while a checkpoint holds the cell
     handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
                              exit_with_parent=True)
-    devices, truth = {}, []
+    truth_pvs = {name: f"{PREFIX}cell:{'' if name == 'LiContent_RBV' else 'SIM:'}{name}" for name in TRUTH}
     try:
-        devices = make_devices(cfg, connect_timeout=30.0)
-        truth = [EpicsSignalRO(f"{PREFIX}cell:{'' if name == 'LiContent_RBV' else 'SIM:'}{name}", name=name)
-                 for name in TRUTH]
-        for sig in truth:
-            sig.wait_for_connection(timeout=30)
-        client = storage.open_catalog(cfg)
-        RE = recording_run_engine(devices, client, beam=BeamPolicy.from_config(cfg))
-        install_guard(RE)
-        yield {"cfg": cfg, "d": devices, "client": client, "RE": RE, "truth": truth,
-               "beamline": SimulatedBeamline.from_config(cfg)}
+        with cell_rig(cfg, truth_pvs) as (devices, truth, client, RE):
+            yield {"cfg": cfg, "d": devices, "client": client, "RE": RE, "truth": truth,
+                   "beamline": SimulatedBeamline.from_config(cfg)}
     finally:
-        try:
-            for sig in truth:
-                sig.destroy()
-            release_devices(devices)
-        finally:
-            stop_simulator(handle)
+        stop_simulator(handle)
 
 
 def test_a_bcdi_campaign_rocks_the_particle_at_every_checkpoint(bench):

@@ -9,6 +9,7 @@ the particle's place and the lattice the map must show.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -53,41 +54,48 @@ def _config(root):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
+@contextlib.contextmanager
+def cell_rig(cfg, truth_pvs):
+    """The beamline's devices on a running simulator, the cell's truth signals (name -> PV), the catalog and
+    a recording RunEngine with the plans' guard: ``(devices, truth, client, RE)``; channels cleared after."""
     from braggscope.app.beamline.runengine import recording_run_engine
-    from braggscope.app.beamline.simulator import start_simulator, stop_simulator
     from braggscope.devices.ca_client import release_devices
     from braggscope.devices.factory import make_devices
-    from braggscope.devices.fly import make_flyer
     from braggscope.plans.beam import BeamPolicy
     from braggscope.plans.guard import install_guard
+
+    devices, truth = {}, []
+    try:
+        devices = make_devices(cfg, connect_timeout=30.0)
+        truth = [EpicsSignalRO(pv, name=name) for name, pv in truth_pvs.items()]
+        for sig in truth:
+            sig.wait_for_connection(timeout=30)
+        client = storage.open_catalog(cfg)
+        RE = recording_run_engine(devices, client, beam=BeamPolicy.from_config(cfg))
+        install_guard(RE)
+        yield devices, truth, client, RE
+    finally:
+        for sig in truth:
+            sig.destroy()
+        release_devices(devices)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from braggscope.app.beamline.simulator import start_simulator, stop_simulator
+    from braggscope.devices.fly import make_flyer
 
     root = tmp_path_factory.mktemp("operando")
     cfg = _config(root)
     handle = start_simulator(cfg, port=CA_PORTS["module"], state_file=root / "sim.json", set_env=False,
                              exit_with_parent=True)
     state = {"handle": handle}
-    devices, truth = {}, []
     try:
-        devices = make_devices(cfg, connect_timeout=30.0)
-        flyer = make_flyer(devices, cfg)
-        truth = [EpicsSignalRO(f"{PREFIX}cell:SIM:{name}", name=name) for name in TRUTH]
-        for sig in truth:
-            sig.wait_for_connection(timeout=30)
-        client = storage.open_catalog(cfg)
-        RE = recording_run_engine(devices, client, beam=BeamPolicy.from_config(cfg))
-        install_guard(RE)
-        simulated = SimulatedBeamline.from_config(cfg)
-        yield {"cfg": cfg, "d": devices, "flyer": flyer, "client": client, "RE": RE, "truth": truth,
-               "beamline": simulated, "root": root, "state": state}
+        with cell_rig(cfg, {name: f"{PREFIX}cell:SIM:{name}" for name in TRUTH}) as (devices, truth, client, RE):
+            yield {"cfg": cfg, "d": devices, "flyer": make_flyer(devices, cfg), "client": client, "RE": RE,
+                   "truth": truth, "beamline": SimulatedBeamline.from_config(cfg), "root": root, "state": state}
     finally:
-        try:
-            for sig in truth:
-                sig.destroy()
-            release_devices(devices)
-        finally:
-            stop_simulator(state["handle"])
+        stop_simulator(state["handle"])
 
 
 def _campaign(bench, campaign_id, **kwargs):
