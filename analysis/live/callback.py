@@ -477,15 +477,16 @@ class LiveSXDM(CallbackBase):
         for k, p in enumerate(pending):
             stack[k] = p[2][self._window].reshape(-1)  # integer frames cast once, here
         intensity = None
+        fixed = 0.0 if self.background == "constant" else self.background  # counts per pixel per frame
         if self.background == "constant":
             intensity = _subtract_frame_backgrounds(stack, self.noise_sigma)
-        elif self.clip_background and self.background > 0:
-            np.subtract(stack, np.float32(self.background), out=stack)
+        elif fixed > 0 and self.clip_background:
+            np.subtract(stack, np.float32(fixed), out=stack)
             np.maximum(stack, 0.0, out=stack)
         with _one_blas_thread():
             sums = (stack @ weights.T).astype(np.float64)
-        if self.background != "constant" and self.background and not self.clip_background:
-            sums -= self.background * self._weight_totals[i_eta]
+        if fixed > 0 and not self.clip_background:
+            sums -= fixed * self._weight_totals[i_eta]
         scale = np.array([p[4] for p in pending])  # the monitor normalisation, 0 without beam
         sums *= scale[:, None]
         intensity = sums[:, 0] if intensity is None else intensity * scale
