@@ -29,11 +29,19 @@ PVs under the prefix (``pv.potentiostat``, e.g. ``"BSSIM:cell:"``), served from 
 
 The cell is saved to a state file (an autosave) every second; a restarted IOC goes on from it, the
 time it was down added to a running protocol (the cell went on working meanwhile).
+
+The crystal follows the cell in a thread (:class:`SampleFollower`: a BCDI particle takes about half a second
+to rebuild on a quiet machine, seconds under load), so while the cell runs the detectors see it as it was up
+to two rebuilds ago. A put to ``Pause`` (1), ``Stop`` or ``SIM:Reset`` completes only once the crystal is the
+held cell's (at most :data:`FOLLOW_TIMEOUT_S`): whatever is measured after it is the state the cell's PVs
+show, as a real crystal would be.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import threading
 import time
@@ -51,10 +59,14 @@ from .ioc_motors import post_if_changed
 
 __all__ = ["PotentiostatIOC", "SampleFollower", "TICK_S", "cell_settings"]
 
+_log = logging.getLogger(__name__)
+
 #: Period (s) of the cell's updates.
 TICK_S = 0.2
 #: Seconds between two saves of the cell's state.
 AUTOSAVE_S = 1.0
+#: Longest wait (s) of a Pause, Stop or Reset put for the crystal to be the held cell's.
+FOLLOW_TIMEOUT_S = 30.0
 _STR = dict(dtype=ChannelType.CHAR, max_length=40, string_encoding="utf-8")
 _RO = dict(dtype=ChannelType.DOUBLE, read_only=True, precision=5)
 #: Material of each sample preset when ``[simulator.cell] material = "auto"``.
@@ -84,7 +96,8 @@ class SampleFollower:
     """Keeps a :class:`~.beamline.SimulatedBeamline`'s sample and drift on the cell's state, in a thread.
 
     A sample is rebuilt when the shell, core or front moved by more than ``update_lithium`` (a BCDI
-    particle, seconds to rebuild, by five times that); the drift is set at every state.
+    particle, seconds to rebuild, by five times that); the drift is set at every state. Each state
+    submitted gets a ticket; :meth:`shows` says whether the crystal is that state's (or a later one's).
     """
 
     def __init__(self, beamline, cell_material, *, x_initial=1.0, front_width=0.04, drift_um_per_h=(0, 0, 0),
@@ -99,16 +112,27 @@ class SampleFollower:
         self._depths: dict = {}
         self._shown = None
         self._pending = None
+        self._submitted = 0  # tickets: the last state submitted, the last one the crystal stands for
+        self._applied = 0
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="cell-sample", daemon=True)
         self._thread.start()
 
-    def submit(self, state: CellState) -> None:
-        """The cell's latest state (a copy); the drift is applied now, the sample when the thread gets to it."""
+    def submit(self, state: CellState) -> int:
+        """The cell's latest state (a copy); the drift is applied now, the sample when the thread gets to it.
+        Returns the state's ticket (for :meth:`shows`)."""
         self.beamline.set_drift(drift_um(state, **self.drift))
         with self._wake:
-            self._pending = state
-            self._wake.notify()
+            self._submitted += 1
+            self._pending = (self._submitted, state)
+            self._wake.notify_all()
+            return self._submitted
+
+    def shows(self, ticket: int) -> bool:
+        """Whether the crystal is the state of ``ticket`` (or of a later one): applied, or within
+        ``update_lithium`` of the one shown."""
+        with self._wake:
+            return self._applied >= ticket
 
     def update_now(self, state: CellState) -> None:
         """Apply ``state`` in the caller's thread (start-up)."""
@@ -120,8 +144,14 @@ class SampleFollower:
             with self._wake:
                 while self._pending is None:
                     self._wake.wait()
-                state, self._pending = self._pending, None
-            self._apply(state)
+                (ticket, state), self._pending = self._pending, None
+            try:
+                self._apply(state)
+            except Exception:  # noqa: BLE001 - the crystal stays as it was; the next state is tried again
+                _log.exception("the simulated crystal could not follow the cell's state %s", state)
+            with self._wake:  # a failed rebuild does not keep a put waiting for it
+                self._applied = max(self._applied, ticket)
+                self._wake.notify_all()
 
     def _apply(self, state: CellState) -> None:
         key = (state.x_shell, state.x_core, state.front)
@@ -156,7 +186,7 @@ class _SimulationGroup(PVGroup):
     async def reset(self, instance, value):
         if value:
             self.parent.cell = Cell(self.parent.cell.settings)
-            await self.parent.publish()
+            await self.parent.settle(await self.parent.publish())
         return 0
 
 
@@ -202,6 +232,7 @@ class PotentiostatIOC(PVGroup):
         self.state_file = Path(state_file) if state_file else None
         compat.set_initial_value(self.sim.time_scale, float(time_scale))
         self._saved_at = 0.0
+        self._sleep = None  # the server's async sleep (its library), set at start-up
         self._restore()
         if follower is not None:
             follower.update_now(CellState.from_dict(self.cell.state.to_dict()))
@@ -224,19 +255,22 @@ class PotentiostatIOC(PVGroup):
     @pause.putter
     async def pause(self, instance, value):
         self.cell.pause() if value else self.cell.resume()
-        await self.publish()
+        ticket = await self.publish()
+        if value:  # held: what is measured next is this state's crystal
+            await self.settle(ticket)
         return 1 if value else 0
 
     @stop.putter
     async def stop(self, instance, value):
         if value:
             self.cell.stop()
-            await self.publish()
+            await self.settle(await self.publish())
         return 0
 
     @voltage.startup
     async def voltage(self, instance, async_lib):
         """Advance the cell every :data:`TICK_S`, post its state, keep the crystal on it, save it."""
+        self._sleep = async_lib.library.sleep
         await self.capacity.write(self.cell.settings.nominal_capacity_mah)
         await self.material_name.write(self.cell.settings.material)
         if self.cell.state.protocol and not self.protocol.value:
@@ -249,8 +283,9 @@ class PotentiostatIOC(PVGroup):
             await self.publish()
             await async_lib.library.sleep(TICK_S)
 
-    async def publish(self) -> None:
-        """Post the cell's state; hand it to the follower; save it now and then."""
+    async def publish(self) -> int | None:
+        """Post the cell's state; hand it to the follower (its ticket returned, None without one); save it now
+        and then."""
         cell, s = self.cell, self.cell.state
         step = cell.current_step()
         for prop, value in ((self.voltage, s.voltage), (self.current, s.current), (self.charge, cell.charge),
@@ -260,12 +295,27 @@ class PotentiostatIOC(PVGroup):
                             (self.sim.shell_lithium, s.x_shell), (self.sim.core_lithium, s.x_core)):
             await post_if_changed(prop, value)
         copy = CellState.from_dict(s.to_dict())
+        ticket = None
         if self.follower is not None:
-            self.follower.submit(copy)
+            ticket = self.follower.submit(copy)
             for prop, value in zip((self.sim.drift_x, self.sim.drift_y, self.sim.drift_z),
                                    self.follower.beamline.drift_um):
                 await post_if_changed(prop, float(value))
         self._autosave(copy)
+        return ticket
+
+    async def settle(self, ticket: int | None, timeout_s: float = FOLLOW_TIMEOUT_S) -> bool:
+        """Wait (without holding up the server) until the crystal is the state of ``ticket``; False after
+        ``timeout_s`` (the put completes anyway)."""
+        if self.follower is None or ticket is None:
+            return True
+        sleep = self._sleep or asyncio.sleep
+        deadline = time.monotonic() + timeout_s
+        while not self.follower.shows(ticket):
+            if time.monotonic() > deadline:
+                return False
+            await sleep(0.01)
+        return True
 
     def _autosave(self, state: CellState, *, force: bool = False) -> None:
         now = time.time()
