@@ -12,7 +12,11 @@ runs on
 4. (2) with the simulator in real time (``--realtime``, for reference);
 5. (2) with bluesky's own ``one_nd_step`` per point instead of braggscope's
    ``plans.stubs.step_point`` (``--stock-step``, for reference: bluesky's plan
-   stubs capture the caller's stack each, and trigger the motors too).
+   stubs capture the caller's stack each, and trigger the motors too);
+6. (2) with the simulator serving one fixed frame (``--fixed-frame``: the
+   first frame rendered, then no rendering at all; Stats and the HDF5 write
+   still run): what Channel Access costs when the simulator's physics costs
+   nothing, a floor for any work on the simulated detector's frame path.
 
 The in-process devices have no dead time (moves are instant, exposure
 is not waited out), so (2) and (3) run the simulator with
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import shutil
 import sys
@@ -53,6 +58,7 @@ CA = "caproto over CA (EpicsMotor + AD HDF5)"
 CATALOG = "CA + embedded catalog writer"
 REALTIME = "CA, simulator in real time (10 ms exposure)"
 STOCK = "CA, bluesky's one_nd_step per point"
+FIXED = "CA, simulator serving one fixed frame"
 #: The goal of issue 19: a point over CA at most this many times the in-process point.
 GOAL = 1.5
 
@@ -72,6 +78,8 @@ def main(argv=None) -> int:
     parser.add_argument("--phases", action="store_true", help="print ms/point per phase")
     parser.add_argument("--stock-step", action="store_true",
                         help="also time the map with bluesky's one_nd_step per point (for reference)")
+    parser.add_argument("--fixed-frame", action="store_true",
+                        help="also time the map with the simulator serving one fixed frame (no rendering)")
     parser.add_argument("--demo", action="store_true", help="also time `braggscope demo sxdm --quick`")
     args = parser.parse_args(argv)
     if min(args.points_x, args.points_y, args.etas, args.repeats) < 1:
@@ -123,11 +131,12 @@ def main(argv=None) -> int:
     def run(label, RE, make_plan):
         timer = _PhaseTimer()
         RE.msg_hook = timer
-        c0, s0 = time.process_time(), _process_cpu(sim_pid.get("pid"))
+        pid = sim_pid.get(label, sim_pid.get("pid"))
+        c0, s0 = time.process_time(), _process_cpu(pid)
         t0 = time.perf_counter()
         RE(make_plan())
         ms = 1e3 * (time.perf_counter() - t0) / n
-        c1, s1 = time.process_time(), _process_cpu(sim_pid.get("pid"))
+        c1, s1 = time.process_time(), _process_cpu(pid)
         RE.msg_hook = None
         if ms < best[label]:
             best[label], phases[label] = ms, {k: 1e3 * v / n for k, v in timer.totals().items()}
@@ -145,14 +154,18 @@ def main(argv=None) -> int:
     sim_pid["pid"] = handles[0].pid
     try:
         if args.realtime:
-            rt_cfg = load_config()
-            for key in ("storage.data_dir", "detector.write_path", "detector.read_path"):
-                rt_cfg.set(key, cfg[key])
-            for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
-                rt_cfg.set(key, "BSRT" + cfg[key].partition(":")[1] + cfg[key].partition(":")[2])
-            rt_cfg.set("simulator.realtime", True)
+            rt_cfg = _other_simulator(cfg, "BSRT", realtime=True)
             handles.append(start_simulator(rt_cfg, state_file=tmp / "sim-rt.json", set_env=False,
                                            exit_with_parent=True))
+            sim_pid[REALTIME] = handles[-1].pid
+        if args.fixed_frame:
+            ff_cfg = _other_simulator(cfg, "BSFF", realtime=False, renderer="fixed_frame:fixed_frame_renderer")
+            # the simulator process imports the renderer factory from this folder
+            path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+            with _environ(PYTHONPATH=path):
+                handles.append(start_simulator(ff_cfg, state_file=tmp / "sim-ff.json", set_env=False,
+                                               exit_with_parent=True))
+            sim_pid[FIXED] = handles[-1].pid
         apply_client_env(handles[0].port)
         os.environ["EPICS_CA_ADDR_LIST"] = " ".join(h.addr_list for h in handles)
         d = make_devices(cfg, connect_timeout=30.0)
@@ -170,6 +183,11 @@ def main(argv=None) -> int:
             RE_rt = RunEngine()
             RE_rt(bps.mv(d_rt["delta"], setup["delta"], d_rt["eta"], etas[0]))
             rounds.append((REALTIME, RE_rt, plan_for(d_rt, d_rt["detector"])))
+        if args.fixed_frame:
+            d_ff = make_devices(ff_cfg, connect_timeout=30.0)
+            RE_ff = RunEngine()
+            RE_ff(bps.mv(d_ff["delta"], setup["delta"], d_ff["eta"], etas[0]))
+            rounds.append((FIXED, RE_ff, plan_for(d_ff, d_ff["detector"])))
         for _ in range(args.repeats):
             for label, engine, make_plan in rounds:
                 run(label, engine, make_plan)
@@ -205,6 +223,36 @@ def main(argv=None) -> int:
         print(f"{'demo sxdm --quick (wall)':45s} {time.perf_counter() - t0:9.1f} s")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _other_simulator(cfg, head: str, **simulator):
+    """A copy of ``cfg`` for a second simulator: PV prefixes starting ``head`` instead of their first
+    part, the same files, ``simulator.<key>`` set from ``simulator``."""
+    from braggscope.core.config import load_config
+
+    other = load_config()
+    for key in ("storage.data_dir", "detector.write_path", "detector.read_path"):
+        other.set(key, cfg[key])
+    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
+        other.set(key, head + cfg[key].partition(":")[1] + cfg[key].partition(":")[2])
+    for key, value in simulator.items():
+        other.set(f"simulator.{key}", value)
+    return other
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    """Environment variables set for the block (a child process started in it inherits them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _process_cpu(pid) -> float:
