@@ -41,7 +41,9 @@ class MaxipixCam(ADBase):
     num_images = ADCpt(EpicsSignalWithRBV, "NumImages", kind="config", auto_monitor=True)
     num_exposures = ADCpt(EpicsSignalWithRBV, "NumExposures", kind="config")
     array_callbacks = ADCpt(EpicsSignalWithRBV, "ArrayCallbacks", kind="omitted")
-    array_counter = ADCpt(EpicsSignalWithRBV, "ArrayCounter", kind="omitted", auto_monitor=True)
+    # not monitored: nothing here reads it, and its two monitors (the counter, its readback) cost the
+    # client two callbacks on every frame
+    array_counter = ADCpt(EpicsSignalWithRBV, "ArrayCounter", kind="omitted")
     data_type = ADCpt(EpicsSignalWithRBV, "DataType", kind="config")
     data_type_disabled = ADCpt(EpicsSignalRO, "DataType_RBV.DISA", kind="omitted")
     array_size = DDC(
