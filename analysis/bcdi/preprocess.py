@@ -18,11 +18,13 @@ the data (autocorrelation extent) beside the one from the geometry.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from braggscope.analysis.readers import check_rocking_frames, read_bliss_rocking
+from braggscope.core.geometry import oversampling_detector, oversampling_rocking
 from braggscope.core.setup import ScanSetup
 from braggscope.core.stacks import RockingStack
 
@@ -184,19 +186,21 @@ def prepare(
     os_data = oversampling_from_data(data, mask3)
     log.append("oversampling from the data (rocking, rows, cols): " + ", ".join(f"{o:.2f}" for o in os_data))
     if min(os_data) < 2:
-        import warnings
-
         warnings.warn(f"oversampling from the data {tuple(round(o, 2) for o in os_data)} is below 2 on some axis: "
                       "phase retrieval may fail (crop larger, bin less, or measure finer steps)", stacklevel=2)
-    os_geom = None
-    if meta.get("size_m") and meta.get("d_spacing") and step:
-        from braggscope.core.geometry import oversampling_detector, oversampling_rocking
-
-        os_geom = (oversampling_rocking(meta["d_spacing"], meta["size_m"], step),
-                   oversampling_detector(setup.energy_kev, setup.distance_m, pr, meta["size_m"]),
-                   oversampling_detector(setup.energy_kev, setup.distance_m, pc, meta["size_m"]))
     return BCDIData(intensity=data, mask=mask3, eta=eta_c, meta=out_meta, crop=crop,
-                    oversampling_data=os_data, oversampling_geometry=os_geom, log=log)
+                    oversampling_data=os_data, oversampling_geometry=_oversampling_geometry(meta, setup, step),
+                    log=log)
+
+
+def _oversampling_geometry(meta, setup, step):
+    """The oversampling the particle's size predicts (rocking, rows, cols), None without its size and d."""
+    if not (meta.get("size_m") and meta.get("d_spacing") and step):
+        return None
+    size, (rows, cols) = meta["size_m"], setup.pixel_m
+    return (oversampling_rocking(meta["d_spacing"], size, step),
+            oversampling_detector(setup.energy_kev, setup.distance_m, rows, size),
+            oversampling_detector(setup.energy_kev, setup.distance_m, cols, size))
 
 
 # -- inputs --------------------------------------------------------------------
