@@ -30,6 +30,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Check the options, open the catalog, reduce, write; expected errors are one-line UserErrors."""
+    # here, not at the top: the command line imports this module to list its options, and these import tiled
     from braggscope.analysis.readers import open_catalog_checked
     from braggscope.core.config import load_config
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import xarray as xr
 
@@ -28,8 +29,11 @@ from braggscope.core.electrochem import STATE_FIELDS
 from braggscope.core.errors import InputError
 from braggscope.storage import find_runs, rocking_stack, sxdm_stack
 
+from ..nexus import set_default, write_nxdata
 from ..sxdm import reduce_map
 from ..sxdm.drift import measure_drift
+from .curve import campaign_curve
+from .figures import save_series_figures
 
 __all__ = ["measured_checkpoints", "reduce_campaign", "reduce_series", "series_summary", "write_series",
            "MAP_VARIABLES"]
@@ -228,10 +232,6 @@ def write_series(ds: xr.Dataset, path) -> Path:
     """The series as NeXus, written atomically; returns the path. ``entry/series``: the maps
     (checkpoint, y, x); ``entry/series_checkpoint``: the cell's state and the summary along ``checkpoint``
     (time_s, voltage, current, charge, lithium, cycle, step, d_mean ...); one NXdata per group of dimensions."""
-    import h5py
-
-    from ..nexus import set_default, write_nxdata
-
     path = Path(path)
     out = ds.reset_coords([c for c in ds.coords if c not in ds.dims])
     out = out.drop_vars([v for v in out.data_vars if out[v].dtype.kind in "US"])
@@ -254,9 +254,6 @@ def reduce_campaign(client, campaign_id: str, out, *, figures=None, progress=Non
     Returns ``(series, paths)``: the dataset and name -> path of what was written (``series`` the file).
     Nothing is written when the reduction fails.
     """
-    from .curve import campaign_curve
-    from .figures import save_series_figures
-
     series = reduce_series(client, campaign_id, progress=progress, **kwargs)
     paths = {"series": write_series(series, out)}
     if figures is not None:
