@@ -14,6 +14,7 @@ writer it subclasses (``_update_consolidator``, ``_write_external_data``, ``_app
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable
 
@@ -164,8 +165,6 @@ def limit_tiled_retries(timeout_s: float) -> None:
     import, into ``tiled.client.utils``. A value set in the environment wins, read again here: a
     process that imported tiled before the variable was set (a test, a notebook) still gets it.
     """
-    import os
-
     from tiled.client import utils
 
     utils.TILED_RETRY_TIMEOUT = float(os.environ.get("TILED_RETRY_TIMEOUT", timeout_s))

@@ -18,6 +18,7 @@ metres.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,9 +184,7 @@ class Geometry:
 
     def replace(self, **changes) -> Geometry:
         """A copy with some fields changed (e.g. ``cch`` after a crop)."""
-        from dataclasses import replace
-
-        return replace(self, **changes)
+        return dataclasses.replace(self, **changes)
 
     def crop(self, row0: int, col0: int) -> Geometry:
         """Geometry for frames cropped to start at ``(row0, col0)``."""

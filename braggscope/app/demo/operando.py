@@ -18,11 +18,17 @@ import time
 import bluesky.plan_stubs as bps
 import numpy as np
 
+from braggscope.analysis.live.callback import LiveSXDM
+from braggscope.analysis.live.dispatch import LiveMapDispatcher
+from braggscope.analysis.live.operando import LiveOperando, LiveOperandoPlot
+from braggscope.analysis.operando import reduce_campaign
 from braggscope.app.demo.beamline import reflection_window, say
 from braggscope.core.eccentricity import EccentricityModel
 from braggscope.core.electrochem import charge_to
 from braggscope.core.errors import ArgumentError
 from braggscope.core.setup import ScanSetup
+from braggscope.devices.fly import make_flyer
+from braggscope.plans.operando import estimate_campaign, operando
 
 __all__ = ["demo_operando", "operando_config", "SETTINGS"]
 
@@ -47,12 +53,6 @@ def operando_config(cfg, *, quick: bool, time_scale: float | None = None) -> Non
 def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None, campaign_id=None) -> dict:
     """The campaign on ``bl`` (whose simulator serves the cell, :func:`operando_config`), its live view and
     the series reduction; the summary dict."""
-    from braggscope.analysis.live.callback import LiveSXDM
-    from braggscope.analysis.live.dispatch import LiveMapDispatcher
-    from braggscope.analysis.live.operando import LiveOperando, LiveOperandoPlot
-    from braggscope.devices.fly import make_flyer
-    from braggscope.plans.operando import estimate_campaign, operando
-
     d = bl.devices
     if "potentiostat" not in d:
         raise ArgumentError("demo operando needs the cell's potentiostat: set pv.potentiostat (docs/operando.md)")
@@ -102,8 +102,6 @@ def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None,
     result = {"campaign_id": campaign_id, "uids": list(uids), "checkpoints": len(uids), "campaign_s":
               round(t_campaign, 1), "estimate": estimate.to_dict(), "live_figure": str(out / "live_operando.png")}
     if reduce and uids:
-        from braggscope.analysis.operando import reduce_campaign
-
         say("reducing the series (braggscope reduce series)")
         t1 = time.monotonic()
         series, paths = reduce_campaign(bl.client, campaign_id, out / "series.h5", figures=out,
