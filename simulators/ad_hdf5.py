@@ -158,15 +158,13 @@ class HDF5Group(Group):
 
         Returns the number of frames in the file.
         """
-        dset, ids = self.h5["entry/data/data"], self.h5[UNIQUE_ID_DATASET]
+        dset, ids = self.datasets()
         n = dset.shape[0]
         dset.resize(n + 1, axis=0)
         dset[n] = frame
         ids.resize(n + 1, axis=0)
         ids[n] = unique_id
-        dset.flush()
-        ids.flush()
-        self.h5.flush()
+        self.flush()
         return n + 1
 
     def replace(self, index: int, frame: np.ndarray, unique_id: int) -> bool:
