@@ -239,11 +239,11 @@ def test_a_refill_due_during_a_line_delays_that_line(beamline):
     machine = b["d"]["machine"]
     refill = {}
 
-    def on_status(value=None, **kwargs):
+    def on_status(value=None, timestamp=None, **kwargs):  # the IOC's time of the change, not this callback's
         if value == "refill":
-            refill.setdefault("start", time.time())
+            refill.setdefault("start", timestamp)
         elif "start" in refill:
-            refill.setdefault("end", time.time())
+            refill.setdefault("end", timestamp)
 
     token = machine.status.subscribe(on_status, run=False)
     undo = _on_rising(b["sweeping"], 2, lambda: b["refill"].put(0.6))
@@ -256,8 +256,9 @@ def test_a_refill_due_during_a_line_delays_that_line(beamline):
     run = storage.load_run(b["client"], result.run_start_uids[0])
     lines = run["lines"].read()
     assert not np.asarray(lines["fly_line_beam_lost"]).any()  # no line was caught by the refill
-    ends = np.asarray(lines["time"])
-    starts = ends - np.asarray(lines["fly_line_duration_s"])
+    # each sweep, from the stage's Go until it stopped (the event's time is the count's, a little later)
+    starts = np.asarray(lines["time"]) - np.asarray(lines["fly_line_duration_s"])
+    ends = starts + np.asarray(lines["fly_line_sweep_s"])
     overlap = (starts < refill["end"]) & (ends > refill["start"])
     assert not overlap.any()
     assert (starts > refill["end"]).any()  # the rest of the map came after the refill
