@@ -233,8 +233,9 @@ def _other_simulator(cfg, head: str, **simulator):
     other = load_config()
     for key in ("storage.data_dir", "detector.write_path", "detector.read_path"):
         other.set(key, cfg[key])
-    for key in ("pv.piezo", "pv.diffractometer", "pv.energy", "pv.detector", "pv.fluorescence", "pv.fly"):
-        other.set(key, head + cfg[key].partition(":")[1] + cfg[key].partition(":")[2])
+    for key, prefix in cfg["pv"].items():  # every prefix: two servers of one PV name would answer a search both
+        if prefix:
+            other.set(f"pv.{key}", head + prefix.partition(":")[1] + prefix.partition(":")[2])
     for key, value in simulator.items():
         other.set(f"simulator.{key}", value)
     return other
