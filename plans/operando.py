@@ -18,6 +18,7 @@ successfully, so none is measured twice or lost.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -275,9 +276,10 @@ def _track_and_measure(roles: Roles, campaign: Campaign, index: int, previous, t
     state = yield from _await_due(roles, campaign, index, previous)
     if state is False:
         return None
+    due_time = time.time()  # the wall clock when the checkpoint came due (its cost is counted from here)
     predicted = tracker.predict(state["time_s"] if state else None, context["fallback"])
     md = {**context["md"], "campaign_id": campaign.campaign_id, "checkpoint": index,
-          "operando": {"state": state, "predicted": predicted, "campaign": campaign.to_dict()}}
+          "operando": {"state": state, "predicted": predicted, "campaign": campaign.to_dict(), "due_time": due_time}}
     if campaign.sample is not None:
         md["sample"] = campaign.sample
     if campaign.pause_cell:
@@ -347,8 +349,10 @@ def _track(roles: Roles, campaign: Campaign, predicted: dict, model, md: dict):
         result.update((yield from _searches(roles, campaign, predicted, model)))
 
     counters = [roles.area] + ([roles.xrf] if roles.xrf is not None else [])
-    yield from bpp.stage_wrapper(bpp.run_wrapper(body(), md=dict(md, operando_role="track",
-                                                                 plan_name="operando_track")), counters)
+    # its stop does not wait for the catalog (storage.background.NO_WAIT_KEY): the run is written while the
+    # checkpoint's measurement goes on, whose stop waits for both
+    run_md = dict(md, operando_role="track", plan_name="operando_track", catalog_wait_at_stop=False)
+    yield from bpp.stage_wrapper(bpp.run_wrapper(body(), md=run_md), counters)
     return result
 
 

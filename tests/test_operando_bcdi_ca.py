@@ -108,3 +108,10 @@ def test_a_bcdi_campaign_rocks_the_particle_at_every_checkpoint(bench):
     assert lithium[2] < 0.48 and np.all(np.diff(lithium) < 0), lithium
     assert ratios[-1] < ratios[0] - 5e-3, ratios
     assert searches == ["rocking", "rocking", "radial"]  # the peak followed, then lost with its phase and found
+    # every tracking run is in the catalog with its checkpoint once the campaign returns (their stops do not wait
+    # for the catalog: each is written while its checkpoint's measurement goes on)
+    from braggscope.storage import find_runs
+
+    tracks = [run.metadata for run in find_runs(bench["client"], campaign_id="bcdi-a", operando_role="track")]
+    assert sorted(m["start"]["checkpoint"] for m in tracks) == [0, 1, 2], tracks
+    assert all(m["stop"]["exit_status"] == "success" and m["start"]["catalog_wait_at_stop"] is False for m in tracks)

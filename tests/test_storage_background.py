@@ -65,6 +65,32 @@ def test_writer_error_fails_the_run_and_the_next_run_writes_again():
     assert [n for n, _ in rec.docs] == ["start", "descriptor", "event", "event", "event", "stop"]
 
 
+def test_a_run_that_does_not_wait_at_its_stop_is_written_while_the_next_one_goes_on(tmp_path, capsys):
+    """catalog_wait_at_stop=False (an operando tracking run): its stop returns with its documents still
+    queued (the writer held by a gate, no timing), the next run's stop waits for both, the journal keeps the
+    first run until the catalog has it."""
+    from braggscope.storage.background import NO_WAIT_KEY
+
+    gate, docs = threading.Event(), []
+
+    def callback(name, doc):
+        assert gate.wait(10.0)
+        docs.append((name, doc.get("run_start", doc.get("uid"))))
+
+    writer = BackgroundWriter(callback, spool_dir=tmp_path, confirm_s=0.5)
+    RE = RunEngine()
+    RE.subscribe(writer)
+    first = RE(bp.count([det], 3, md={NO_WAIT_KEY: False}))[0]  # returns although nothing is written yet
+    assert docs == [] and writer.journal.path(first).exists()
+    assert "not confirmed" not in capsys.readouterr().err  # a stop that waited would have said so after 0.5 s
+    threading.Timer(0.2, gate.set).start()  # the writer goes on while the next run is taken
+    second = RE(bp.count([det], 2))[0]
+    assert [n for n, _ in docs] == ["start", "descriptor", "event", "event", "event", "stop",
+                                    "start", "descriptor", "event", "event", "stop"]
+    assert docs[5] == ("stop", first) and docs[-1] == ("stop", second)
+    assert not writer.journal.path(first).exists() and not writer.journal.path(second).exists()
+
+
 @pytest.mark.parametrize("kept", [True, False])
 def test_a_document_the_writer_kept_is_not_delivered_again(tmp_path, kept):
     """A write refused for a lost catalog is delivered again once the catalog answers, unless the

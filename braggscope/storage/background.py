@@ -21,7 +21,10 @@ import httpx
 
 from braggscope.storage.journal import RunJournal
 
-__all__ = ["BackgroundWriter", "KeptByWriter", "unreachable"]
+__all__ = ["BackgroundWriter", "KeptByWriter", "NO_WAIT_KEY", "unreachable"]
+
+#: Start-document key: ``False`` lets the run's stop document go on without waiting for the catalog.
+NO_WAIT_KEY = "catalog_wait_at_stop"
 
 CLOSED_AT_EXIT = ("the process writing this run exited while the run was open (RunEngine left paused or killed); "
                   "points recorded so far are kept")
@@ -54,6 +57,12 @@ class BackgroundWriter:
     its journal, which the next braggscope process that opens the catalog
     writes to it (``storage.journal.replay_journals``) if this one cannot.
 
+    A run whose start document says ``catalog_wait_at_stop: False`` (:data:`NO_WAIT_KEY`; an operando
+    campaign's tracking runs, followed at once by the checkpoint's measurement) does not wait at its
+    stop: its documents are written while the next run goes on, and the next stop that waits (the
+    measurement's) waits for them too; its journal keeps them until the catalog has them, and at exit
+    the queue is drained (at most ``confirm_s``). A writer error in such a run fails the next run.
+
     Parameters
     ----------
     callback : callable
@@ -80,6 +89,7 @@ class BackgroundWriter:
         self._broken = False
         self._exiting = False
         self._open: dict[str, dict] = {}  # run uid -> {"streams": {descriptor uid: name}, "events": {name: n}}
+        self._no_wait: set[str] = set()  # runs whose stop does not wait for the catalog (NO_WAIT_KEY)
         self._thread = threading.Thread(target=self._work, name="braggscope-catalog-writer", daemon=True)
         self._thread.start()
         # at interpreter exit, before the in-process Tiled server's threads are stopped (those use
@@ -95,13 +105,18 @@ class BackgroundWriter:
             self._record(name, doc)
         if name == "start":
             self._broken = False
+            if doc.get(NO_WAIT_KEY) is False:
+                self._no_wait.add(doc["uid"])
+        waits = name == "stop" and doc.get("run_start") not in self._no_wait
+        if name == "stop":
+            self._no_wait.discard(doc.get("run_start"))
         self._raise_pending()
         if self._broken:
             return
         if name == "stop":
             self._next_try = 0.0  # a lost catalog is tried again with the stop, not retry_s later
         self._queue.put((name, doc))
-        if name == "stop":
+        if waits:  # (a run that does not wait is written while the next one goes on)
             confirmed = self._drained(self.confirm_s) and not self._lost
             self._raise_pending()
             if not confirmed:
@@ -142,6 +157,8 @@ class BackgroundWriter:
                 closed += 1
             except Exception:  # noqa: BLE001 - at exit: nothing more can be done
                 self._open.pop(uid, None)
+        if self._thread.is_alive() and not self._lost:  # a run whose stop did not wait (NO_WAIT_KEY)
+            self._drained(self.confirm_s)
         self._exiting = True
         if self._spool:
             kept = ", ".join(map(str, self.journal.kept())) if self.journal is not None else "nowhere (no journal)"

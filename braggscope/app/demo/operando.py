@@ -41,6 +41,29 @@ SETTINGS = {
 }
 
 
+class RunTimeline:
+    """When each run of a campaign opened and when it was closed *and in the catalog*: subscribed to the
+    RunEngine after the catalog writer, whose ``stop`` waits until the catalog holds the run, it sees the
+    stop document only then (the document's own ``time`` is taken before that wait). ``runs``: one dict
+    per run, ``uid``, ``role`` (``operando_role``), ``checkpoint``, ``due`` (when its checkpoint came due,
+    ``operando.due_time``), ``opened`` (the start document's time), ``stopped`` (the stop document's),
+    ``recorded`` (the wall time once the catalog has it), in order."""
+
+    def __init__(self):
+        self.runs: list[dict] = []
+        self._open: dict[str, dict] = {}
+
+    def __call__(self, name, doc):
+        if name == "start":
+            run = {"uid": doc["uid"], "role": doc.get("operando_role"), "checkpoint": doc.get("checkpoint"),
+                   "due": (doc.get("operando") or {}).get("due_time"), "opened": float(doc["time"])}
+            self._open[doc["uid"]] = run
+            self.runs.append(run)
+        elif name == "stop" and doc.get("run_start") in self._open:
+            self._open.pop(doc["run_start"]).update(stopped=float(doc["time"]), recorded=time.time(),
+                                                    exit_status=doc.get("exit_status"))
+
+
 def operando_config(cfg, *, quick: bool, time_scale: float | None = None) -> None:
     """Point ``cfg`` at the simulator's cell (``pv.potentiostat`` beside the other PVs when unset) and let
     the cell's clock run fast; a simulator started from ``cfg`` then serves it."""
@@ -86,13 +109,15 @@ def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None,
     window = reflection_window(beam.cch, beam.detector_shape)
     view = LiveOperando(LiveSXDM(batch_size=32, detector_roi=window))
     dispatcher = LiveMapDispatcher(view)
-    token = bl.RE.subscribe(dispatcher)
+    timeline = RunTimeline()  # subscribed after the catalog writer: a stop reaches it once the catalog has the run
+    tokens = [bl.RE.subscribe(dispatcher), bl.RE.subscribe(timeline)]
     plot = LiveOperandoPlot(view)
     t0 = time.monotonic()
     try:
         uids = bl.RE(operando(detectors, motors, campaign, catalog=bl.client)).plan_result
     finally:
-        bl.RE.unsubscribe(token)
+        for token in tokens:
+            bl.RE.unsubscribe(token)
         dispatcher.close()
     t_campaign = time.monotonic() - t0
     plot.save(out / "live_operando.png", dpi=90)
@@ -100,7 +125,8 @@ def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None,
         say(f"checkpoint {p['checkpoint']}: {p.get('voltage', float('nan')):.3f} V, x = "
             f"{p.get('lithium', float('nan')):.3f}, live d = {p['d_mean']:.5f} A")
     result = {"campaign_id": campaign_id, "uids": list(uids), "checkpoints": len(uids), "campaign_s":
-              round(t_campaign, 1), "estimate": estimate.to_dict(), "live_figure": str(out / "live_operando.png")}
+              round(t_campaign, 1), "estimate": estimate.to_dict(), "live_figure": str(out / "live_operando.png"),
+              "timeline": timeline.runs}
     if reduce and uids:
         say("reducing the series (braggscope reduce series)")
         t1 = time.monotonic()
