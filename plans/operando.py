@@ -407,7 +407,11 @@ def _checks(roles: Roles, campaign: Campaign, peak: dict, particle: dict, positi
 
 
 def _measure(roles: Roles, campaign: Campaign, position: dict, model, md: dict):
-    """The checkpoint's measurement around ``position``; returns its uid."""
+    """The checkpoint's measurement around ``position``, delta moved to the peak found first (the tracking's
+    rocking scan ran at the delta expected: the peak sits on the ROI window's centre row only at this one);
+    returns its uid."""
+    yield Msg("set", roles.delta, position["delta"], group="operando-delta")
+    yield Msg("wait", None, group="operando-delta")
     (hx, hy), (nx, ny) = campaign.half_width_um, campaign.points
     x_range = (position["x"] - hx, position["x"] + hx, nx)
     y_range = (position["y"] - hy, position["y"] + hy, ny)

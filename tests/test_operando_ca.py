@@ -190,8 +190,11 @@ def test_tracking_keeps_the_peak_in_range_and_the_particle_in_the_map_while_both
         x_true, y_true = beamline.apparent_center(position["eta"])
         dx, dy = (float(v) for v in beamline.eccentricity.offset(position["eta"]))
         assert abs(x_true - dx - position["x"]) < 0.3 and abs(y_true - dy - position["y"]) < 0.3
-        # the peak on the ROI window's centre row (64 of 49:79) with delta where the tracking put it
+        # the peak on the ROI window's centre row (64 of 49:79) with delta where the tracking put it, and the
+        # map measured there (the tracking's rocking scan ran at the delta expected)
         assert abs(_peak_row(beamline, start["eta"], position["delta"]) - 64.0) < 30 / 4
+        delta_name = bench["d"]["delta"].name
+        assert float(client[uid]["baseline"].read()[delta_name][0]) == pytest.approx(position["delta"], abs=1e-3)
         two_theta = 2 * bragg_angle(_mean_d(beamline), beamline.bragg_setup()["energy_kev"])
         first = first or (centre, x_true, y_true, two_theta)
     moved_peak = abs(centre - first[0])
