@@ -60,15 +60,24 @@ os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{port}" for port in CA_P
 pytest_plugins = ["tests.ioc_fixtures"]
 
 
-#: Test files by measured duration, longest first (s, whole file, in the suite on 2 cores). With
-#: ``--dist loadfile`` a file runs whole on one worker, in collection order: a long file collected
-#: last keeps the suite running on one worker while the others are idle, so the long ones go first.
-LONGEST_FIRST = ("test_demo_quick.py", "test_extras.py", "test_operator_scans.py", "test_queue_shell.py",
-                 "test_walkthrough.py", "test_shared_catalog.py", "test_web_browser.py", "test_plans_ioc.py",
-                 "test_operando_ca.py", "test_demo_operando.py", "test_operando_bcdi_ca.py", "test_fly_plan.py",
-                 "test_cli_errors.py", "test_storage_postgres.py",
-                 "test_web_hosts.py", "test_ioc_faults.py", "test_storage_faults.py", "test_serve.py", "test_bus.py",
-                 "test_journal.py", "test_plans_sim.py", "test_web_services.py", "test_queue.py")
+#: Test files by measured duration, longest first (the whole file in the suite on 2 cores, 7 December
+#: 2026: test_operando_ca ~300 s, test_demo_quick ~210 s, ... ~20 s). With ``--dist loadfile`` a file
+#: runs whole on one worker, in collection order: a long file collected last keeps the suite running on
+#: one worker while the others are idle, so the long ones go first.
+LONGEST_FIRST = ("test_operando_ca.py", "test_demo_quick.py", "test_queue_shell.py", "test_plans_ioc.py",
+                 "test_walkthrough.py", "test_operator_scans.py", "test_extras.py", "test_queue.py",
+                 "test_web_services.py", "test_fly_plan.py", "test_shared_catalog.py", "test_journal.py",
+                 "test_web_hosts.py", "test_demo_operando.py", "test_web_browser.py", "test_serve.py",
+                 "test_storage_faults.py", "test_storage_postgres.py", "test_operando_bcdi_ca.py",
+                 "test_plans_sim.py", "test_cli_errors.py", "test_ioc_faults.py", "test_bus.py", "test_notebooks.py",
+                 "test_bcdi_series.py", "test_live_window.py")
+
+
+def pytest_configure(config):
+    # pytest-xdist hands out the files by their number of tests, most first, unless told not to: that
+    # put the long files of few tests (the demos, the walkthrough) last and undid LONGEST_FIRST
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
