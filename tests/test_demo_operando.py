@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -21,11 +22,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_operando_small(tmp_path):
-    from braggscope.core.config import save_config
+    from braggscope.core.config import load_config, save_config
     from tests.test_demo_quick import small_demo_config
 
     cfg = small_demo_config(tmp_path)
     config = save_config(cfg, tmp_path / "braggscope.toml")
+    _stale_autosave(load_config(config))  # an earlier campaign left the cell half charged
     out = tmp_path / "demo"
     env = {**os.environ, "BRAGGSCOPE_CATALOG_SERVER": "off", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
     run = subprocess.run([sys.executable, "-m", "braggscope.app.cli", "--config", str(config), "demo", "operando",
@@ -38,7 +40,9 @@ def test_demo_operando_small(tmp_path):
     estimate = summary["estimate"]
     assert estimate["checkpoints"] == 2 and estimate["measure_points"] == 6 * 6 * 3
     assert 0 < estimate["track_s"] and 0 < estimate["measure_s"] and estimate["duration_s"] > estimate["protocol_s"]
-    # the cell charged between the checkpoints: less lithium, higher voltage, a longer c axis
+    # a pristine particle (the stale autosave was at x = 0.57), charged between the checkpoints: less
+    # lithium, higher voltage, a longer c axis
+    assert summary["lithium"][0] > 0.95 and "a fresh cell" in run.stdout
     assert summary["lithium"][1] < summary["lithium"][0] and summary["voltage"][1] > summary["voltage"][0]
     assert summary["d_mean"][1] > summary["d_mean"][0]
     with h5py.File(out / "series.h5") as f:
@@ -48,3 +52,23 @@ def test_demo_operando_small(tmp_path):
                  "movie.gif"):
         assert (out / name).stat().st_size > 1000, name
     assert "checkpoint 1:" in run.stdout and "live d =" in run.stdout
+
+
+def _stale_autosave(cfg):
+    """The cell's autosave, where the demo's simulator looks for it (``cfg``: a copy of the demo's
+    configuration), as a 1 C charge left it 40 minutes in: x ~ 0.57. Without a reset the simulator's
+    cell goes on from there."""
+    from braggscope.app.demo.operando import operando_config
+    from braggscope.core.electrochem import charge_to
+    from braggscope.simulators.cell import Cell
+    from braggscope.simulators.ioc_cell import cell_settings
+
+    operando_config(cfg, quick=True)
+    settings, extra = cell_settings(cfg)
+    cell = Cell(settings)
+    cell.start({"steps": [charge_to(4.3, 1.0).to_dict()]})
+    cell.advance(2400.0)
+    assert cell.state.lithium < 0.6
+    payload = {"saved": time.time(), "time_scale": 1.0, "state": cell.state.to_dict(), "settings": vars(settings)}
+    extra["state_file"].parent.mkdir(parents=True, exist_ok=True)
+    extra["state_file"].write_text(json.dumps(payload))

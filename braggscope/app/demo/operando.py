@@ -17,6 +17,7 @@ import time
 
 import bluesky.plan_stubs as bps
 import numpy as np
+from ophyd import EpicsSignal
 
 from braggscope.analysis.live.callback import LiveSXDM
 from braggscope.analysis.live.dispatch import LiveMapDispatcher
@@ -30,7 +31,7 @@ from braggscope.core.setup import ScanSetup
 from braggscope.devices.fly import make_flyer
 from braggscope.plans.operando import estimate_campaign, operando
 
-__all__ = ["demo_operando", "operando_config", "SETTINGS"]
+__all__ = ["demo_operando", "fresh_cell", "operando_config", "SETTINGS"]
 
 #: The demo's campaign: full and ``--quick``. ``time_scale``: the cell's clock against the wall.
 SETTINGS = {
@@ -73,6 +74,18 @@ def operando_config(cfg, *, quick: bool, time_scale: float | None = None) -> Non
     cfg.set("simulator.cell.material", "nmc622")
 
 
+def fresh_cell(cfg, timeout_s: float = 40.0) -> None:
+    """The simulated cell as newly assembled (its ``SIM:Reset``): the demo charges a pristine particle, not
+    what an earlier demo left in the cell's autosave. The put completes once the crystal is the fresh cell's."""
+    reset = EpicsSignal(f"{cfg['pv.potentiostat']}SIM:Reset", name="cell_reset", put_complete=True)
+    try:
+        reset.wait_for_connection(timeout=10)
+        reset.set(1).wait(timeout_s)
+    finally:
+        reset.destroy()
+    say("a fresh cell: the simulated cell reset (SIM:Reset), the particle pristine")
+
+
 def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None, campaign_id=None) -> dict:
     """The campaign on ``bl`` (whose simulator serves the cell, :func:`operando_config`), its live view and
     the series reduction; the summary dict."""
@@ -99,6 +112,7 @@ def demo_operando(bl, out, *, quick, reduce=True, checkpoints=None, points=None,
                     eccentricity=EccentricityModel.coerce(bl.cfg.get("eccentricity"), "[eccentricity]").to_dict())
     detectors = [bl.detector, d["potentiostat"], make_flyer(d, bl.cfg)] + ([bl.xrf] if bl.xrf is not None else [])
     motors = {"x": d["pix"], "y": d["piy"], "eta": d["eta"], "delta": d["delta"]}
+    fresh_cell(bl.cfg)
     # the particle aligned at the start, as the scientist leaves it (the first checkpoint re-finds, not aligns)
     bl.RE(bps.mv(d["delta"], setup["delta"], d["eta"], setup["eta"], d["pix"], cx, d["piy"], cy))
     estimate = estimate_campaign(detectors, motors, campaign)
