@@ -20,6 +20,19 @@ def test_step_scan_counts_primary_events_only(capsys):
     assert "2/4" in capsys.readouterr().out
 
 
+def test_a_search_without_num_points_counts_the_events_of_its_searches(capsys):
+    p = PointProgress()
+    _run(p, [("start", {"plan_name": "operando_track"}),
+             ("descriptor", {"uid": "b1", "name": "baseline"}), ("event", {"descriptor": "b1"}),
+             ("descriptor", {"uid": "m1", "name": "cell_voltage_monitor"}), ("event", {"descriptor": "m1"}),
+             ("descriptor", {"uid": "p1", "name": "particle"}),
+             ("event", {"descriptor": "p1"}), ("event", {"descriptor": "p1"}),
+             ("descriptor", {"uid": "r1", "name": "rocking"}), ("event", {"descriptor": "r1"})])
+    assert p._bar.n == 3  # two particle-line points and one rocking point; not the baseline nor the monitor
+    p("stop", {"exit_status": "success"})
+    assert "3pt" in capsys.readouterr().out
+
+
 def test_fly_scan_counts_the_frames_its_stream_datums_announce(capsys):
     p = PointProgress()
     docs = [("start", {"plan_name": "sxdm_fly", "num_points": 12}),

@@ -16,22 +16,26 @@ class PointProgress:
 
     A step scan's points are its events; a fly scan sends none, its points are the frames its
     ``stream_datum`` documents announce (the highest sequence number so far: the image and the
-    captured positions of a line announce the same range).
+    captured positions of a line announce the same range). A run that announces no ``num_points``
+    (a search whose length depends on what it finds, such as an operando campaign's tracking, with a
+    stream per search) counts the events of all its streams but the baseline and the monitors.
     """
 
     def __init__(self):
         self._bar = None
-        self._primary = set()
+        self._counted = set()
+        self._every_stream = False
 
     def __call__(self, name, doc):
         if name == "start":
             label = doc.get("plan_name", "run") + (f" ({doc['purpose']})" if doc.get("purpose") else "")
+            self._every_stream = doc.get("num_points") is None
             self._bar = tqdm(total=doc.get("num_points"), desc=label, unit="pt", file=sys.stdout, leave=True)
-        elif name == "descriptor" and doc.get("name") == "primary":
-            self._primary.add(doc["uid"])
-        elif name == "event" and self._bar is not None and doc["descriptor"] in self._primary:
+        elif name == "descriptor" and _counts(doc.get("name"), self._every_stream):
+            self._counted.add(doc["uid"])
+        elif name == "event" and self._bar is not None and doc["descriptor"] in self._counted:
             self._bar.update(1)
-        elif name == "stream_datum" and self._bar is not None and doc.get("descriptor") in self._primary:
+        elif name == "stream_datum" and self._bar is not None and doc.get("descriptor") in self._counted:
             done = int(doc["seq_nums"]["stop"]) - 1  # the RunEngine numbers the frames 1, 2, ... across lines
             if done > self._bar.n:
                 self._bar.update(done - self._bar.n)
@@ -39,6 +43,13 @@ class PointProgress:
             self._bar.set_postfix_str(doc.get("exit_status", ""))
             self._bar.close()
             self._bar = None
+
+
+def _counts(stream, every_stream: bool) -> bool:
+    """Whether the events of ``stream`` are points (a monitor's stream is ``<signal>_monitor``)."""
+    if stream == "primary":
+        return True
+    return every_stream and stream not in (None, "baseline") and not stream.endswith("_monitor")
 
 
 class StreamedRunsAsProgress:
