@@ -51,13 +51,14 @@ from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from braggscope.core import compat
+from braggscope.core.atomic import atomic_path
 from braggscope.core.electrochem import Protocol
 
 from .cell import Cell, CellSettings, CellState
 from .cell_sample import cell_sample, drift_um
 from .ioc_motors import post_if_changed
 
-__all__ = ["PotentiostatIOC", "SampleFollower", "TICK_S", "cell_settings"]
+__all__ = ["PotentiostatIOC", "SampleFollower", "TICK_S", "cell_settings", "write_autosave"]
 
 _log = logging.getLogger(__name__)
 
@@ -90,6 +91,23 @@ def cell_settings(cfg) -> tuple[CellSettings, dict]:
              "update_lithium": float(table.get("update_lithium", 0.002)),
              "state_file": Path(os.path.expanduser(state_file))}
     return settings, extra
+
+
+def write_autosave(path, state: CellState, settings: CellSettings, time_scale: float, *,
+                   saved: float | None = None) -> None:
+    """The cell's autosave at ``path``, written atomically: ``state`` as of wall time ``saved`` (now), the
+    cell's clock ``time_scale`` times the wall's; an IOC restores it only for a cell of these ``settings``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"saved": time.time() if saved is None else float(saved), "time_scale": float(time_scale),
+               "state": state.to_dict(), "settings": _settings_key(settings)}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload))
+
+
+def _settings_key(settings: CellSettings) -> dict:
+    """What makes an autosave this cell's (another cell's history is not restored)."""
+    return dict(vars(settings))
 
 
 class SampleFollower:
@@ -321,16 +339,8 @@ class PotentiostatIOC(PVGroup):
         now = time.time()
         if self.state_file is None or (not force and now - self._saved_at < AUTOSAVE_S):
             return
-        payload = {"saved": now, "time_scale": float(self.sim.time_scale.value), "state": state.to_dict(),
-                   "settings": self._settings_key()}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, self.state_file)
+        write_autosave(self.state_file, state, self.cell.settings, float(self.sim.time_scale.value), saved=now)
         self._saved_at = now
-
-    def _settings_key(self) -> dict:
-        return dict(vars(self.cell.settings))
 
     def _restore(self) -> None:
         """Go on from the autosave: the protocol went on running while the IOC was down."""
@@ -341,7 +351,7 @@ class PotentiostatIOC(PVGroup):
             state = CellState.from_dict(payload["state"])
         except (OSError, ValueError, KeyError, TypeError):
             return  # an unreadable autosave: a fresh cell, as an IOC without autosave
-        if payload.get("settings") != self._settings_key():
+        if payload.get("settings") != _settings_key(self.cell.settings):
             return  # another cell's: not this one's history
         self.cell = Cell(self.cell.settings, state)
         down = max(time.time() - float(payload.get("saved", time.time())), 0.0)

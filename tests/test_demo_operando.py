@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -61,7 +60,7 @@ def _stale_autosave(cfg):
     from braggscope.app.demo.operando import operando_config
     from braggscope.core.electrochem import charge_to
     from braggscope.simulators.cell import Cell
-    from braggscope.simulators.ioc_cell import cell_settings
+    from braggscope.simulators.ioc_cell import cell_settings, write_autosave
 
     operando_config(cfg, quick=True)
     settings, extra = cell_settings(cfg)
@@ -69,6 +68,4 @@ def _stale_autosave(cfg):
     cell.start({"steps": [charge_to(4.3, 1.0).to_dict()]})
     cell.advance(2400.0)
     assert cell.state.lithium < 0.6
-    payload = {"saved": time.time(), "time_scale": 1.0, "state": cell.state.to_dict(), "settings": vars(settings)}
-    extra["state_file"].parent.mkdir(parents=True, exist_ok=True)
-    extra["state_file"].write_text(json.dumps(payload))
+    write_autosave(extra["state_file"], cell.state, settings, 1.0)
