@@ -113,12 +113,9 @@ def _campaign(bench, campaign_id, **kwargs):
 
 
 def _reset_cell(bench):
-    from ophyd import EpicsSignal
+    from braggscope.app.demo.operando import fresh_cell
 
-    reset = EpicsSignal(f"{PREFIX}cell:SIM:Reset", name="reset", put_complete=True)
-    reset.wait_for_connection(timeout=10)
-    reset.set(1).wait(10)
-    reset.destroy()
+    fresh_cell(bench["cfg"], timeout_s=10)
 
 
 class _Truth(CallbackBase):
