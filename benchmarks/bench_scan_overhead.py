@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 for _k, _v in {"EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
                "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1", "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
             ff_cfg = _other_simulator(cfg, "BSFF", realtime=False, renderer="fixed_frame:fixed_frame_renderer")
             # the simulator process imports the renderer factory from this folder
             path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
-            with _environ(PYTHONPATH=path):
+            with mock.patch.dict(os.environ, PYTHONPATH=path):
                 handles.append(start_simulator(ff_cfg, state_file=tmp / "sim-ff.json", set_env=False,
                                                exit_with_parent=True))
             sim_pid[FIXED] = handles[-1].pid
@@ -239,21 +239,6 @@ def _other_simulator(cfg, head: str, **simulator):
     for key, value in simulator.items():
         other.set(f"simulator.{key}", value)
     return other
-
-
-@contextlib.contextmanager
-def _environ(**values):
-    """Environment variables set for the block (a child process started in it inherits them)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _process_cpu(pid) -> float:

@@ -90,8 +90,7 @@ LINE_FIELDS = {"eta_index": "integer", "row": "integer", "attempt": "integer", "
                "pulses": "integer", "positions": "integer", "frames": "integer", "dropped": "integer",
                "accepted": "integer", "status": "string", "image_file": "string", "pcap_file": "string",
                "image_first": "integer", "pcap_first": "integer", "duration_s": "number", "sweep_s": "number",
-               "beam_lost": "integer",
-               "writer_error": "string"}
+               "beam_lost": "integer", "writer_error": "string"}
 
 
 class LineAttempts:
